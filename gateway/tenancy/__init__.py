@@ -1,0 +1,18 @@
+"""Tenancy: who is asking (identity) and what they may see (scope).
+
+Every Docker API request carries ``X-Auth-Token`` and ``X-Auth-Project-Id``; an identity
+provider turns them into an :class:`Identity` or refuses. The embedded provider reads a
+token file (development only); the Keystone provider (tenancy issue) validates against
+Keystone behind the same interface.
+"""
+
+from gateway.tenancy.identity import (
+    PROJECT_LABEL,
+    EmbeddedIdentity,
+    Identity,
+    IdentityProvider,
+    authenticate,
+    make_provider,
+)
+
+__all__ = ["PROJECT_LABEL", "EmbeddedIdentity", "Identity", "IdentityProvider", "authenticate", "make_provider"]

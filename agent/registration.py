@@ -1,0 +1,125 @@
+"""Registration and heartbeats: how an agent makes its instance known to the gateway.
+
+At start the agent registers (instance UUID, capacity, daemon version, its address) with the
+registration secret the operator gave it, and receives its own agent secret. It then
+heartbeats; a gateway that no longer knows it (401/404) makes it register again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import urllib.error
+import urllib.request
+
+import gevent
+
+from relay.upstream import Endpoint, UpstreamError, request
+
+log = logging.getLogger("moorage.agent")
+
+REGISTER_PATH = "/moorage/v1/agents"
+
+
+def daemon_facts(docker: Endpoint) -> dict:
+    """What the gateway needs to know of the daemon: versions and capacity."""
+    facts = {}
+    for path in ("/version", "/info"):
+        resp = request(docker, "GET", path, [], connect_timeout=3, timeout=10)
+        if resp.status != 200:
+            raise UpstreamError(f"dockerd answered {resp.status} to {path}")
+        facts[path.strip("/")] = json.loads(resp.read())
+    version, info = facts["version"], facts["info"]
+    return {
+        "daemon_version": version.get("Version", ""),
+        "api_version": version.get("ApiVersion", ""),
+        "min_api_version": version.get("MinAPIVersion", ""),
+        "facts": {
+            "NCPU": info.get("NCPU"),
+            "MemTotal": info.get("MemTotal"),
+            "Name": info.get("Name"),
+            "OperatingSystem": info.get("OperatingSystem"),
+            "KernelVersion": info.get("KernelVersion"),
+        },
+    }
+
+
+def _post(url: str, payload: dict, headers: dict, method: str = "POST") -> tuple[int, dict]:
+    data = json.dumps(payload).encode()
+    req = urllib.request.Request(url, data=data, method=method,
+                                 headers={"Content-Type": "application/json", **headers})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, json.loads(resp.read() or b"{}")
+    except urllib.error.HTTPError as exc:
+        try:
+            body = json.loads(exc.read() or b"{}")
+        except ValueError:
+            body = {}
+        return exc.code, body
+
+
+class Registrar:
+    def __init__(self, gateway_url: str, registration_secret: str, uuid: str, agent_url: str,
+                 capacity: int, docker: Endpoint, on_secret, provider: str = "static"):
+        self.gateway_url = gateway_url.rstrip("/")
+        self.registration_secret = registration_secret
+        self.uuid = uuid
+        self.agent_url = agent_url
+        self.capacity = capacity
+        self.docker = docker
+        self.on_secret = on_secret
+        self.provider = provider
+        self.secret: str | None = None
+        self.interval = 10.0
+
+    def register_once(self) -> bool:
+        try:
+            facts = daemon_facts(self.docker)
+        except (UpstreamError, OSError, ValueError) as exc:
+            log.warning("dockerd at %s not ready: %s", self.docker, exc)
+            return False
+        payload = {"uuid": self.uuid, "agent_url": self.agent_url, "capacity": self.capacity,
+                   "provider": self.provider, **facts}
+        try:
+            status, body = _post(self.gateway_url + REGISTER_PATH, payload,
+                                 {"X-Moorage-Registration-Secret": self.registration_secret})
+        except OSError as exc:
+            log.warning("gateway %s unreachable: %s", self.gateway_url, exc)
+            return False
+        if status not in (200, 201):
+            log.error("registration refused (%s): %s", status, body.get("message"))
+            return False
+        self.secret = body["agent_secret"]
+        self.interval = float(body.get("heartbeat_interval", self.interval))
+        self.on_secret(self.secret)
+        log.info("registered instance %s with %s", self.uuid, self.gateway_url)
+        return True
+
+    def heartbeat_once(self) -> bool:
+        try:
+            facts = daemon_facts(self.docker)
+            payload = {"capacity": self.capacity, "daemon": "up", **facts}
+        except (UpstreamError, OSError, ValueError) as exc:
+            payload = {"capacity": self.capacity, "daemon": "down", "error": str(exc)}
+        try:
+            status, _ = _post(f"{self.gateway_url}{REGISTER_PATH}/{self.uuid}/heartbeat", payload,
+                              {"X-Moorage-Agent-Secret": self.secret or ""}, method="PUT")
+        except OSError as exc:
+            log.warning("heartbeat: gateway unreachable: %s", exc)
+            return True  # keep our secret; the gateway may come back
+        return status not in (401, 404)
+
+    def run(self) -> None:
+        backoff = 0.5
+        while True:
+            if self.secret is None:
+                if not self.register_once():
+                    gevent.sleep(backoff)
+                    backoff = min(backoff * 2, 5.0)
+                    continue
+                backoff = 0.5
+            gevent.sleep(self.interval)
+            if not self.heartbeat_once():
+                log.warning("gateway no longer knows this agent; registering again")
+                self.secret = None

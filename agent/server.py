@@ -1,0 +1,97 @@
+"""The agent: runs beside dockerd on an instance and fronts its API for the gateway only.
+
+Every request must carry the per-agent secret the gateway issued at registration
+(``X-Moorage-Agent-Secret``); anything else gets 401 and never reaches dockerd. An accepted
+request is passed to the daemon's socket with the secret removed and ``Connection: close``
+(one request per connection, so no later request can ride on an authenticated one), then
+the two sockets are spliced by the relay, which also carries hijacked attach/exec sessions.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import socket
+
+from gevent.server import StreamServer
+
+from relay.pump import splice
+from relay.upstream import Endpoint, SocketReader, UpstreamError
+
+log = logging.getLogger("moorage.agent")
+
+SECRET_HEADER = "x-moorage-agent-secret"
+_HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", SECRET_HEADER}
+
+
+def _answer(sock: socket.socket, status: int, reason: str, message: str) -> None:
+    body = json.dumps({"message": message}).encode() + b"\n"
+    head = (f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()
+    try:
+        sock.sendall(head + body)
+    except OSError:
+        pass
+
+
+class AgentProxy:
+    def __init__(self, docker: Endpoint, instance_uuid: str):
+        self.docker = docker
+        self.instance_uuid = instance_uuid
+        self.secret: str | None = None  # set once registered
+
+    def handle(self, client: socket.socket, address) -> None:
+        try:
+            self._handle(client)
+        finally:
+            try:
+                client.close()
+            except OSError:
+                pass
+
+    def _handle(self, client: socket.socket) -> None:
+        client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        reader = SocketReader(client)
+        client.settimeout(30)
+        try:
+            head = reader.read_head()
+        except (UpstreamError, OSError):
+            return
+        client.settimeout(None)
+        lines = head.decode("latin-1").split("\r\n")
+        request_line, header_lines = lines[0], [line for line in lines[1:] if line]
+        presented = ""
+        upgrade = False
+        kept = []
+        for line in header_lines:
+            name, _, value = line.partition(":")
+            lname = name.strip().lower()
+            if lname == SECRET_HEADER:
+                presented = value.strip()
+            if lname == "upgrade":
+                upgrade = True
+            if lname not in _HOP_BY_HOP:
+                kept.append(line)
+        if not self.secret or not hmac.compare_digest(presented.encode(), self.secret.encode()):
+            _answer(client, 401, "Unauthorized",
+                    "this agent serves its registered Moorage gateway only: "
+                    "send Docker API requests to the gateway")
+            return
+        kept.append("Connection: Upgrade" if upgrade else "Connection: close")
+        try:
+            daemon = self.docker.connect(timeout=3)
+        except OSError as exc:
+            _answer(client, 503, "Service Unavailable",
+                    f"instance {self.instance_uuid}: dockerd at {self.docker} is not answering "
+                    f"({exc.strerror or exc}); the operator should check the daemon on that instance")
+            return
+        daemon.sendall(("\r\n".join([request_line, *kept]) + "\r\n\r\n").encode("latin-1"))
+        splice(client, daemon, from_client=reader.take_buffer())
+
+
+def serve(listen: tuple[str, int], proxy: AgentProxy) -> StreamServer:
+    server = StreamServer(listen, proxy.handle, backlog=1024)
+    server.start()
+    log.info("agent listening on %s:%s for the gateway", *listen)
+    return server

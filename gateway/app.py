@@ -1,0 +1,113 @@
+"""The gateway's WSGI application: match the route, authenticate, negotiate, dispatch.
+
+One request, end to end (DESIGN.md): match the route (method + path, with or without
+/vX.Y) → authenticate → check the API version → the route's handler, which resolves the
+tenant's object or places a new one and forwards through the agent (gateway.forward).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import falcon
+
+from gateway import instances, store, versions
+from gateway.context import Context
+from gateway.errors import DockerError, page_not_found
+from gateway.routing import Router
+from gateway.tenancy import authenticate, make_provider
+
+log = logging.getLogger("moorage.gateway")
+
+AGENTS_PREFIX = "/moorage/v1/agents"
+
+
+class Gateway:
+    """The Falcon app plus what every request needs: settings, routes, identity, store."""
+
+    def __init__(self, settings, routes, *, name: str = "gateway"):
+        self.settings = settings
+        self.name = name
+        self.router = Router(routes)
+        self.identity = make_provider(settings.identity)
+        store.init(settings.database)
+        self._api_cache: tuple[float, str, str] | None = None
+        app = falcon.App(media_type=falcon.MEDIA_JSON)
+        app.req_options.auto_parse_form_urlencoded = False
+        app.req_options.strip_url_path_trailing_slash = False
+        app.resp_options.secure_cookies_by_default = False
+        app.add_sink(self.dispatch, prefix="/")
+        for kind in (Exception, falcon.HTTPError, DockerError):
+            app.add_error_handler(kind, self._on_exception)
+        self.app = app
+
+    # -- WSGI -----------------------------------------------------------------------------
+    def __call__(self, environ, start_response):
+        result = self.app(environ, start_response)
+        if environ.get("moorage.hijacked"):
+            # The connection was handed to the relay and is finished. Tell gunicorn to write
+            # nothing more and close it: StopIteration is its "close this connection" signal.
+            if hasattr(result, "close"):
+                result.close()
+            raise StopIteration("hijacked connection finished")
+        return result
+
+    # -- versions -------------------------------------------------------------------------
+    def api_range(self) -> tuple[str, str]:
+        """(maximum, minimum) API version to advertise: never above any live daemon's."""
+        now = time.monotonic()
+        if self._api_cache and now - self._api_cache[0] < 5:
+            return self._api_cache[1], self._api_cache[2]
+        live = instances.live_instances(self.settings)
+        maximum = versions.lowest([i.api_version for i in live] + [versions.MOORAGE_MAX_API],
+                                  versions.MOORAGE_MAX_API)
+        minimum = versions.highest([i.min_api_version for i in live] + [versions.MOORAGE_MIN_API],
+                                   versions.MOORAGE_MIN_API)
+        self._api_cache = (now, maximum, minimum)
+        return maximum, minimum
+
+    def _daemon_headers(self, resp: falcon.Response) -> None:
+        maximum, _ = self.api_range()
+        resp.set_header("Api-Version", maximum)
+        resp.set_header("Docker-Experimental", "false")
+        resp.set_header("Ostype", "linux")
+
+    # -- dispatch -------------------------------------------------------------------------
+    def dispatch(self, req: falcon.Request, resp: falcon.Response, **_):
+        if req.path.startswith(AGENTS_PREFIX):
+            return self._agents(req, resp)
+        self._daemon_headers(resp)
+        route, params, version = self.router.match(req.method, req.path)
+        identity = authenticate(self.identity, req.headers)
+        if route is None:
+            raise page_not_found()
+        maximum, minimum = self.api_range()
+        if version is not None:
+            versions.check(version, maximum, minimum)
+        ctx = Context(self, req, resp, route, params, version or maximum, identity)
+        route.handler(ctx)
+
+    def _agents(self, req: falcon.Request, resp: falcon.Response):
+        rest = req.path[len(AGENTS_PREFIX):].strip("/")
+        if req.method == "POST" and rest == "":
+            return instances.register(req, resp, self.settings)
+        parts = rest.split("/")
+        if req.method == "PUT" and len(parts) == 2 and parts[1] == "heartbeat":
+            return instances.heartbeat(req, resp, self.settings, parts[0])
+        raise page_not_found()
+
+    # -- errors ---------------------------------------------------------------------------
+    def _on_exception(self, req, resp, exc, params):
+        if isinstance(exc, DockerError):
+            error = exc
+        elif isinstance(exc, falcon.HTTPError):
+            error = DockerError(exc.status_code, exc.description or exc.title or "bad request")
+        else:
+            log.exception("internal error on %s %s", req.method, req.path)
+            error = DockerError(500, f"internal error in the Moorage gateway ({type(exc).__name__}); "
+                                     "the operator can find the details in the gateway log")
+        resp.status = error.status
+        resp.content_type = error.content_type
+        resp.stream = None
+        resp.data = error.body()

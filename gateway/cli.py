@@ -1,0 +1,240 @@
+"""`moorage`: the gateway, the agent, the relay tier, and the operator's commands."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+
+
+def _settings(args):
+    from gateway import config
+
+    settings = config.load(args.config)
+    if getattr(args, "db", None):
+        settings.database = args.db
+    return settings
+
+
+# -- serve / relay ---------------------------------------------------------------------------
+def cmd_serve(args) -> int:
+    from gateway import server
+
+    settings = _settings(args)
+    if args.bind:
+        settings.bind = args.bind
+    if args.workers:
+        settings.workers = args.workers
+    for key in ("tls_cert", "tls_key", "tls_ca", "log_file", "pid_file"):
+        if getattr(args, key, None):
+            setattr(settings, key, getattr(args, key))
+    if not settings.registration_secret:
+        settings.registration_secret = os.environ.get("MOORAGE_REGISTRATION_SECRET", "")
+    relay_only = args.command == "relay"
+    from gateway import store
+
+    store.init(settings.database)  # migrate once, before workers fork
+
+    def factory():
+        from gateway.app import Gateway
+        from gateway.dockerapi import ROUTES, STREAMING_ROUTES
+
+        return Gateway(settings, STREAMING_ROUTES if relay_only else ROUTES,
+                       name="relay" if relay_only else "gateway")
+
+    server.run(settings, factory, name="moorage-relay" if relay_only else "moorage-gateway")
+    return 0
+
+
+# -- agent -------------------------------------------------------------------------------------
+def cmd_agent(args) -> int:
+    from gevent import monkey
+
+    monkey.patch_all()
+    import gevent
+
+    from agent.registration import Registrar
+    from agent.server import AgentProxy, serve
+    from relay.upstream import Endpoint
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    secret = args.registration_secret or os.environ.get("MOORAGE_REGISTRATION_SECRET", "")
+    if args.registration_secret_file:
+        with open(args.registration_secret_file) as fh:
+            secret = fh.read().strip()
+    if not secret:
+        print("moorage agent: a registration secret is required (--registration-secret or "
+              "MOORAGE_REGISTRATION_SECRET)", file=sys.stderr)
+        return 2
+    host, _, port = args.listen.rpartition(":")
+    docker = Endpoint.parse(args.docker)
+    proxy = AgentProxy(docker, args.uuid)
+    serve((host or "0.0.0.0", int(port)), proxy)
+    advertise = args.advertise or f"tcp://{host}:{port}"
+    if args.state_dir:
+        os.makedirs(args.state_dir, exist_ok=True)
+
+    def on_secret(value: str) -> None:
+        proxy.secret = value
+        if args.state_dir:
+            path = os.path.join(args.state_dir, "registered")
+            with open(path, "w") as fh:
+                json.dump({"uuid": args.uuid, "gateway": args.gateway, "agent_url": advertise}, fh)
+
+    registrar = Registrar(args.gateway, secret, args.uuid, advertise, args.capacity, docker, on_secret,
+                          provider=args.provider)
+    gevent.spawn(registrar.run).join()
+    return 0
+
+
+# -- operator commands -----------------------------------------------------------------------
+def _print(rows: list[dict], columns: list[str], fmt: str) -> None:
+    if fmt == "json":
+        print(json.dumps(rows, indent=2, default=str))
+        return
+    widths = {c: max([len(c)] + [len(str(r.get(c, ""))) for r in rows]) for c in columns}
+    print("   ".join(c.upper().ljust(widths[c]) for c in columns).rstrip())
+    for row in rows:
+        print("   ".join(str(row.get(c, "")).ljust(widths[c]) for c in columns).rstrip())
+
+
+def _instance_row(instance, settings) -> dict:
+    from gateway import instances, store
+
+    count = store.Container.select().where(store.Container.instance == instance.uuid).count()
+    live = instances.is_live(instance, settings)
+    state = instance.state if (live or instance.state != store.INSTANCE_UP) else "unreachable"
+    return {
+        "uuid": instance.uuid, "state": state, "provider": instance.provider, "agent": instance.agent_url,
+        "containers": count, "capacity": instance.capacity or int(settings.placement.get("capacity", 0) or 0),
+        "docker": instance.daemon_version, "api": instance.api_version,
+        "last_heartbeat": instance.last_heartbeat.isoformat() + "Z",
+    }
+
+
+def cmd_instances(args) -> int:
+    from gateway import store
+
+    settings = _settings(args)
+    store.init(settings.database)
+    if args.action == "list":
+        rows = [_instance_row(i, settings) for i in store.Instance.select().order_by(store.Instance.position)]
+        _print(rows, ["uuid", "state", "provider", "containers", "capacity", "docker", "agent"], args.format)
+        return 0
+    instance = store.Instance.get_or_none(store.Instance.uuid == args.uuid)
+    if instance is None:
+        print(f"moorage: no such instance: {args.uuid}", file=sys.stderr)
+        return 1
+    if args.action == "show":
+        row = _instance_row(instance, settings)
+        row["facts"] = instance.facts
+        if args.format == "json":
+            print(json.dumps(row, indent=2, default=str))
+        else:
+            for key, value in row.items():
+                print(f"{key + ':':16} {value}")
+        return 0
+    if args.action == "drain":
+        instance.state = store.INSTANCE_DRAINING
+        instance.save()
+        print(f"instance {instance.uuid} is draining: no new containers will be placed on it")
+        return 0
+    if args.action == "remove":
+        count = store.Container.select().where(store.Container.instance == instance.uuid).count()
+        if count:
+            print(f"moorage: instance {instance.uuid} still holds {count} containers; remove them "
+                  "(or drain it and wait) first", file=sys.stderr)
+            return 1
+        instance.delete_instance()
+        print(f"instance {instance.uuid} removed from the map")
+        return 0
+    return 2
+
+
+def cmd_containers(args) -> int:
+    from gateway import store
+
+    settings = _settings(args)
+    store.init(settings.database)
+    query = store.Container.select().where(~store.Container.id.startswith("reserved-"))
+    if args.project:
+        query = query.where(store.Container.project == args.project)
+    rows = [{"id": c.id[:12] if args.format != "json" else c.id, "name": c.name, "project": c.project,
+             "instance": c.instance_id, "created": c.created_at.isoformat() + "Z"}
+            for c in query.order_by(store.Container.created_at)]
+    _print(rows, ["id", "name", "project", "instance", "created"], args.format)
+    return 0
+
+
+def cmd_db(args) -> int:
+    from gateway import store
+
+    settings = _settings(args)
+    store.init(settings.database, migrate=False)
+    before, after = store.upgrade()
+    print(f"database schema: version {before} -> {after}" if before != after
+          else f"database schema is up to date (version {after})")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="moorage", description=__doc__)
+    parser.add_argument("--config", help="TOML settings file (default: $MOORAGE_CONFIG)")
+    parser.add_argument("--db", help="database URL, overriding the settings file")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    for name, helptext in (("serve", "run the gateway (the Docker API endpoint)"),
+                           ("relay", "run a relay tier: the streaming routes only")):
+        p = sub.add_parser(name, help=helptext)
+        p.add_argument("--bind", action="append", help="tcp://HOST:PORT or unix:///PATH (repeatable)")
+        p.add_argument("--workers", type=int)
+        p.add_argument("--tls-cert")
+        p.add_argument("--tls-key")
+        p.add_argument("--tls-ca", help="verify client certificates against this CA")
+        p.add_argument("--log-file")
+        p.add_argument("--pid-file")
+        p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("agent", help="run an instance's agent beside its dockerd")
+    p.add_argument("--gateway", required=True, help="the gateway's URL, as reachable from this instance")
+    p.add_argument("--registration-secret")
+    p.add_argument("--registration-secret-file")
+    p.add_argument("--docker", default="unix:///var/run/docker.sock", help="the local dockerd endpoint")
+    p.add_argument("--listen", default="0.0.0.0:2376", help="HOST:PORT to serve the gateway on")
+    p.add_argument("--advertise", help="the URL the gateway should use (default: tcp://LISTEN)")
+    p.add_argument("--uuid", required=True, help="this instance's UUID (the Nova server ID)")
+    p.add_argument("--capacity", type=int, default=0, help="containers this instance holds (0: no limit)")
+    p.add_argument("--provider", default="static")
+    p.add_argument("--state-dir")
+    p.set_defaults(func=cmd_agent)
+
+    p = sub.add_parser("instances", help="list and manage instances")
+    p.add_argument("action", choices=["list", "show", "drain", "remove"])
+    p.add_argument("uuid", nargs="?")
+    p.add_argument("--format", choices=["table", "json"], default="table")
+    p.set_defaults(func=cmd_instances)
+
+    p = sub.add_parser("containers", help="list containers in the map")
+    p.add_argument("action", choices=["list"])
+    p.add_argument("--project")
+    p.add_argument("--format", choices=["table", "json"], default="table")
+    p.set_defaults(func=cmd_containers)
+
+    p = sub.add_parser("db", help="database schema")
+    p.add_argument("action", choices=["upgrade"])
+    p.set_defaults(func=cmd_db)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "instances" and args.action != "list" and not args.uuid:
+        parser.error(f"instances {args.action} needs an instance UUID")
+    return args.func(args) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,33 @@
+"""The per-request context handed to every Docker API handler."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import falcon
+
+from gateway.routing import Route
+from gateway.tenancy import Identity
+
+
+@dataclass
+class Context:
+    gw: object  # gateway.app.Gateway
+    req: falcon.Request
+    resp: falcon.Response
+    route: Route
+    params: dict[str, str]
+    version: str  # the API version this request speaks (path's, or the advertised maximum)
+    identity: Identity | None = None
+    notes: dict = field(default_factory=dict)
+
+    @property
+    def project(self) -> str:
+        return self.identity.project_id if self.identity else ""
+
+    @property
+    def settings(self):
+        return self.gw.settings
+
+    def query(self, name: str, default: str | None = None) -> str | None:
+        return self.req.get_param(name, default=default)

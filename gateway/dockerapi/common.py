@@ -1,0 +1,90 @@
+"""What the resource families share: the home instance, JSON bodies, project filters."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from urllib.parse import parse_qsl, urlencode
+
+from gateway import instances, store
+from gateway.context import Context
+from gateway.errors import DockerError
+from gateway.tenancy import PROJECT_LABEL
+
+JSON_BODY_LIMIT = 10 * 1024 * 1024
+
+
+def home_instance(ctx: Context) -> store.Instance:
+    """Where requests about objects not yet tracked per instance go: the first live instance.
+
+    (Images, networks and volumes follow containers across instances in the placement issue.)
+    """
+    live = instances.live_instances(ctx.settings)
+    if not live:
+        raise DockerError(503, "no instance is available: no agent is registered and answering; "
+                               "ask the operator to check `moorage instances list`")
+    return live[0]
+
+
+def read_json(ctx: Context, limit: int = JSON_BODY_LIMIT) -> tuple[object | None, bytes]:
+    """(parsed body, raw bytes). Parsed is None when the daemon should judge the raw body:
+    empty, not JSON, or not declared as JSON; dockerd then answers with its own exact error."""
+    length = ctx.req.content_length
+    if length is not None and length > limit:
+        raise DockerError(413, f"request body too large: {length} bytes (limit {limit}); send a smaller request")
+    raw = ctx.req.bounded_stream.read(limit + 1)
+    if len(raw) > limit:
+        raise DockerError(413, f"request body too large (limit {limit} bytes); send a smaller request")
+    ctype = (ctx.req.content_type or "").split(";")[0].strip().lower()
+    if not raw or ctype != "application/json":
+        return None, raw
+    try:
+        # Go's decoder accepts invalid UTF-8 (replacing it), so must we: a body dockerd
+        # would accept must never slip past the gateway unparsed.
+        return json.loads(raw.decode("utf-8", errors="replace")), raw
+    except ValueError:
+        return None, raw
+
+
+def with_query(ctx: Context, **changes: str | None) -> str:
+    """The client's query string with some parameters replaced (None removes one)."""
+    pairs = [(k, v) for k, v in parse_qsl(ctx.req.query_string, keep_blank_values=True) if k not in changes]
+    pairs += [(k, v) for k, v in changes.items() if v is not None]
+    return urlencode(pairs)
+
+
+def parse_filters(ctx: Context) -> dict:
+    raw = ctx.query("filters")
+    if not raw:
+        return {}
+    try:
+        filters = json.loads(raw)
+    except ValueError as exc:
+        raise DockerError(400, f"invalid filter: {exc}") from exc
+    if not isinstance(filters, dict):
+        raise DockerError(400, "invalid filter: expected a JSON object")
+    return filters
+
+
+def add_filter(filters: dict, key: str, value: str) -> dict:
+    """Add one value to a filter, in whichever of its two wire forms the client used."""
+    out = dict(filters)
+    current = out.get(key)
+    if isinstance(current, dict):
+        out[key] = {**current, value: True}
+    elif isinstance(current, list):
+        out[key] = [*current, value]
+    else:
+        out[key] = [value]
+    return out
+
+
+def project_label_filter(ctx: Context) -> str:
+    """The client's filters plus 'only this project's objects', as a filters JSON value."""
+    return json.dumps(add_filter(parse_filters(ctx), "label", f"{PROJECT_LABEL}={ctx.project}"))
+
+
+def on_finish(chunks, callback: Callable[[], None]):
+    """Pass a response stream through, and run ``callback`` once it has been fully sent."""
+    yield from chunks
+    callback()

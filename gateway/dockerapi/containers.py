@@ -1,0 +1,168 @@
+"""Containers: /containers/... (docker run, ps, logs, attach, cp, stop, rm, ...)."""
+
+from __future__ import annotations
+
+from gateway import instances
+from gateway import resolve as resolve_
+from gateway.context import Context
+from gateway.dockerapi.common import home_instance, on_finish, project_label_filter, read_json, with_query
+from gateway.errors import bad_request
+from gateway.forward import call, forward, raise_for, respond, send
+from gateway.placement import PIN_LABEL, PlacementRequest, place, release
+from gateway.placement.scheduler import confirm
+from gateway.routing import Route
+from gateway.tenancy import PROJECT_LABEL
+
+
+def _container(ctx: Context):
+    return resolve_.container(ctx.project, ctx.params["id"])
+
+
+def _object_path(ctx: Context, container_id: str) -> str:
+    """The request's path with the client's reference replaced by the full container ID."""
+    suffix = ctx.route.path.split("{id}", 1)[1]
+    return f"/containers/{container_id}{suffix}"
+
+
+def to_container(ctx: Context) -> None:
+    """Resolve the tenant's container and forward the request to its instance."""
+    container = _container(ctx)
+    forward(ctx, container.instance, path=_object_path(ctx, container.id))
+
+
+def list_(ctx: Context) -> None:
+    query = with_query(ctx, filters=project_label_filter(ctx))
+    merged = []
+    for instance in instances.live_instances(ctx.settings):
+        status, payload = call(ctx, instance, "GET", "/containers/json", query=query)
+        raise_for(status, payload)
+        merged.extend(payload)
+    # As dockerd lists them: newest first.
+    merged.sort(key=lambda c: (c.get("Created", 0), c.get("Id", "")), reverse=True)
+    limit = ctx.query("limit")
+    if limit and limit.lstrip("-").isdigit() and int(limit) > 0:
+        merged = merged[: int(limit)]
+    ctx.resp.media = merged
+
+
+def create(ctx: Context) -> None:
+    body, raw = read_json(ctx)
+    name = ctx.query("name") or ""
+    if body is None or not isinstance(body, dict):
+        # Not something dockerd would accept either: let it say why, in its own words.
+        instance = home_instance(ctx)
+        forward(ctx, instance, body=raw, content_type=ctx.req.content_type)
+        return
+    labels = body.get("Labels")
+    if labels is None:
+        labels = {}
+    if not isinstance(labels, dict):
+        raise bad_request("json: cannot unmarshal Labels: expected an object of string values")
+    labels = {**labels, PROJECT_LABEL: ctx.project}
+    body["Labels"] = labels
+    placement = place(PlacementRequest(ctx.project, name, labels, labels.get(PIN_LABEL) or None), ctx.settings)
+    try:
+        status, payload = call(ctx, placement.instance, "POST", "/containers/create",
+                               query=ctx.req.query_string, body=body)
+        raise_for(status, payload)
+        container_id = payload["Id"]
+        if not name:
+            # dockerd chose a name: learn it, so the tenant can use it.
+            inspect_status, info = call(ctx, placement.instance, "GET", f"/containers/{container_id}/json")
+            name = info.get("Name", "").lstrip("/") if inspect_status == 200 else ""
+    except BaseException:
+        release(placement)
+        raise
+    confirm(placement, container_id, name.lstrip("/"), ctx.project, labels)
+    ctx.resp.status = 201
+    ctx.resp.media = payload
+
+
+def inspect(ctx: Context) -> None:
+    container = _container(ctx)
+    upstream = send(ctx, container.instance, path=_object_path(ctx, container.id))
+    if upstream.status == 404:
+        resolve_.forget_container(container.id)
+    respond(ctx, container.instance, upstream)
+
+
+def delete(ctx: Context) -> None:
+    container = _container(ctx)
+    upstream = send(ctx, container.instance, path=_object_path(ctx, container.id))
+    if upstream.status in (204, 404):
+        resolve_.forget_container(container.id)
+    respond(ctx, container.instance, upstream)
+
+
+def rename(ctx: Context) -> None:
+    container = _container(ctx)
+    new_name = (ctx.query("name") or "").lstrip("/")
+    upstream = send(ctx, container.instance, path=_object_path(ctx, container.id))
+    if upstream.status == 204 and new_name:
+        container.name = new_name
+        container.save()
+    respond(ctx, container.instance, upstream)
+
+
+def wait(ctx: Context) -> None:
+    container = _container(ctx)
+    upstream = send(ctx, container.instance, path=_object_path(ctx, container.id))
+    respond(ctx, container.instance, upstream)
+    if upstream.status == 200 and ctx.query("condition") == "removed" and ctx.resp.stream is not None:
+        # `docker run --rm`: once the daemon reports the container removed, so does the map.
+        ctx.resp.stream = on_finish(ctx.resp.stream, lambda: resolve_.forget_container(container.id))
+
+
+def prune(ctx: Context) -> None:
+    query = with_query(ctx, filters=project_label_filter(ctx))
+    deleted, reclaimed = [], 0
+    for instance in instances.live_instances(ctx.settings):
+        status, payload = call(ctx, instance, "POST", "/containers/prune", query=query)
+        raise_for(status, payload)
+        for container_id in payload.get("ContainersDeleted") or []:
+            resolve_.forget_container(container_id)
+            deleted.append(container_id)
+        reclaimed += payload.get("SpaceReclaimed") or 0
+    ctx.resp.media = {"ContainersDeleted": deleted or None, "SpaceReclaimed": reclaimed}
+
+
+def commit(ctx: Context) -> None:
+    """POST /commit?container=REF: an image from the tenant's container, on its instance."""
+    ref = ctx.query("container") or ""
+    if not ref:
+        # dockerd's own answer for a commit without a container.
+        forward(ctx, home_instance(ctx))
+        return
+    container = resolve_.container(ctx.project, ref)
+    forward(ctx, container.instance, query=with_query(ctx, container=container.id))
+
+
+C = "/containers/{id}"
+ROUTES = [
+    Route("GET", "/containers/json", "ContainerList", list_),
+    Route("POST", "/containers/create", "ContainerCreate", create),
+    Route("GET", C + "/json", "ContainerInspect", inspect),
+    Route("GET", C + "/top", "ContainerTop", to_container),
+    Route("GET", C + "/logs", "ContainerLogs", to_container, streaming=True),
+    Route("GET", C + "/changes", "ContainerChanges", to_container),
+    Route("GET", C + "/export", "ContainerExport", to_container, streaming=True),
+    Route("GET", C + "/stats", "ContainerStats", to_container, streaming=True),
+    Route("POST", C + "/resize", "ContainerResize", to_container),
+    Route("POST", C + "/start", "ContainerStart", to_container),
+    Route("POST", C + "/stop", "ContainerStop", to_container),
+    Route("POST", C + "/restart", "ContainerRestart", to_container),
+    Route("POST", C + "/kill", "ContainerKill", to_container),
+    Route("POST", C + "/update", "ContainerUpdate", to_container),
+    Route("POST", C + "/rename", "ContainerRename", rename),
+    Route("POST", C + "/pause", "ContainerPause", to_container),
+    Route("POST", C + "/unpause", "ContainerUnpause", to_container),
+    Route("POST", C + "/attach", "ContainerAttach", to_container, streaming=True),
+    Route("GET", C + "/attach/ws", "ContainerAttachWebsocket", to_container, streaming=True),
+    Route("POST", C + "/wait", "ContainerWait", wait, streaming=True),
+    Route("DELETE", C, "ContainerDelete", delete),
+    Route("HEAD", C + "/archive", "ContainerArchiveInfo", to_container),
+    Route("GET", C + "/archive", "ContainerArchive", to_container, streaming=True),
+    Route("PUT", C + "/archive", "PutContainerArchive", to_container, streaming=True),
+    Route("POST", "/containers/prune", "ContainerPrune", prune),
+    Route("POST", "/commit", "ImageCommit", commit),
+]

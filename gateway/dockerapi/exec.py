@@ -1,0 +1,37 @@
+"""Exec: /containers/{id}/exec and /exec/{id}/... (docker exec)."""
+
+from __future__ import annotations
+
+import json
+
+from gateway import resolve, store
+from gateway.context import Context
+from gateway.forward import check_agent, forward, send
+from gateway.routing import Route
+
+
+def create(ctx: Context) -> None:
+    container = resolve.container(ctx.project, ctx.params["id"])
+    upstream = send(ctx, container.instance, path=f"/containers/{container.id}/exec")
+    check_agent(container.instance, upstream)
+    raw = upstream.read()
+    if upstream.status == 201:
+        exec_id = json.loads(raw)["Id"]
+        store.Exec.insert(id=exec_id, container=container.id, project=ctx.project).on_conflict_replace().execute()
+    ctx.resp.status = upstream.status
+    ctx.resp.content_type = upstream.header("Content-Type") or "application/json"
+    ctx.resp.data = raw
+
+
+def to_exec(ctx: Context) -> None:
+    session = resolve.exec_session(ctx.project, ctx.params["id"])
+    suffix = ctx.route.path.split("{id}", 1)[1]
+    forward(ctx, session.container.instance, path=f"/exec/{session.id}{suffix}")
+
+
+ROUTES = [
+    Route("POST", "/containers/{id}/exec", "ContainerExec", create),
+    Route("POST", "/exec/{id}/start", "ExecStart", to_exec, streaming=True),
+    Route("POST", "/exec/{id}/resize", "ExecResize", to_exec),
+    Route("GET", "/exec/{id}/json", "ExecInspect", to_exec),
+]

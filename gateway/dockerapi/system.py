@@ -1,0 +1,54 @@
+"""System: /_ping, /version, /info, /events, /system/df, /auth, /session."""
+
+from __future__ import annotations
+
+from gateway.context import Context
+from gateway.dockerapi.common import home_instance
+from gateway.errors import DockerError
+from gateway.forward import call, forward, raise_for
+from gateway.routing import Route
+
+
+def ping(ctx: Context) -> None:
+    """Answered by the gateway itself, with the headers clients negotiate from."""
+    resp = ctx.resp
+    resp.set_header("Cache-Control", "no-cache, no-store, must-revalidate")
+    resp.set_header("Pragma", "no-cache")
+    resp.content_type = "text/plain; charset=utf-8"
+    if ctx.req.method == "HEAD":
+        resp.content_length = 0
+    else:
+        resp.data = b"OK"
+
+
+def version(ctx: Context) -> None:
+    status, payload = call(ctx, home_instance(ctx), "GET", "/version")
+    raise_for(status, payload)
+    maximum, minimum = ctx.gw.api_range()
+    payload["ApiVersion"], payload["MinAPIVersion"] = maximum, minimum
+    for component in payload.get("Components") or []:
+        details = component.get("Details")
+        if component.get("Name") == "Engine" and isinstance(details, dict):
+            details["ApiVersion"], details["MinAPIVersion"] = maximum, minimum
+    ctx.resp.media = payload
+
+
+def to_home(ctx: Context) -> None:
+    forward(ctx, home_instance(ctx))
+
+
+def session(ctx: Context) -> None:
+    raise DockerError(404, "BuildKit sessions are not supported by Moorage: build with the classic "
+                           "builder (DOCKER_BUILDKIT=0 docker build ...)")
+
+
+ROUTES = [
+    Route("GET", "/_ping", "SystemPing", ping),
+    Route("HEAD", "/_ping", "SystemPingHead", ping),
+    Route("GET", "/version", "SystemVersion", version),
+    Route("GET", "/info", "SystemInfo", to_home),
+    Route("GET", "/events", "SystemEvents", to_home, streaming=True),
+    Route("GET", "/system/df", "SystemDataUsage", to_home),
+    Route("POST", "/auth", "SystemAuth", to_home),
+    Route("POST", "/session", "Session", session),
+]

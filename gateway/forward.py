@@ -1,0 +1,195 @@
+"""Forwarding: the one path by which a Docker API request reaches an instance's daemon.
+
+The client's request goes to the instance's agent with its body piped as it arrives; the
+daemon's answer comes back the same way. A hijacked answer (attach, exec start, `run -it`)
+turns the client's connection into a raw splice through the relay.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Iterator
+from urllib.parse import quote
+
+from gateway import store
+from gateway.context import Context
+from gateway.errors import DockerError
+from gateway.instances import endpoint
+from relay import UpstreamError, UpstreamResponse, request, splice
+
+log = logging.getLogger("moorage.gateway")
+
+AGENT_SECRET_HEADER = "X-Moorage-Agent-Secret"
+
+# Never forwarded down: hop-by-hop headers, and the tenant's credentials (a token must
+# never reach an instance).
+_DROP_REQUEST = {
+    "connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer",
+    "upgrade", "host", "content-length", "x-auth-token", "x-auth-project-id",
+    AGENT_SECRET_HEADER.lower(), "x-moorage-registration-secret",
+}
+_DROP_RESPONSE = {"connection", "keep-alive", "transfer-encoding", "content-length", "server", "date"}
+
+# Headers the gateway sets on every answer itself (as one daemon would).
+_GATEWAY_STATED = {"api-version", "docker-experimental", "ostype"}
+
+_KEEP = object()
+BUFFER = 64 * 1024
+
+
+def _client_headers(ctx: Context) -> list[tuple[str, str]]:
+    out = []
+    for name, value in ctx.req.env.items():
+        if not name.startswith("HTTP_"):
+            continue
+        header = name[5:].replace("_", "-").title()
+        if header.lower() not in _DROP_REQUEST:
+            out.append((header, value))
+    if ctx.req.content_type:
+        out.append(("Content-Type", ctx.req.content_type))
+    return out
+
+
+def wants_upgrade(ctx: Context) -> bool:
+    return "upgrade" in (ctx.req.get_header("Connection") or "").lower() and bool(ctx.req.get_header("Upgrade"))
+
+
+def _read_stream(stream, remaining: int | None) -> Iterator[bytes]:
+    while remaining is None or remaining > 0:
+        data = stream.read(BUFFER if remaining is None else min(BUFFER, remaining))
+        if not data:
+            return
+        if remaining is not None:
+            remaining -= len(data)
+        yield data
+
+
+def client_body(ctx: Context) -> tuple[Iterable[bytes] | None, int | None]:
+    """The client's body as an iterator of buffers, and its length if known."""
+    length = ctx.req.content_length
+    if length:
+        return _read_stream(ctx.req.stream, length), length
+    if "chunked" in (ctx.req.get_header("Transfer-Encoding") or "").lower():
+        return _read_stream(ctx.req.stream, None), None
+    return None, None
+
+
+def target(ctx: Context, path: str | None = None, query: str | None = None) -> str:
+    """The upstream request target, always with an explicit API version."""
+    if path is None:
+        path = ctx.req.path
+        if path.startswith("/v") and "/" in path[1:]:
+            head, rest = path[1:].split("/", 1)
+            if head[1:].replace(".", "").isdigit():
+                path = "/" + rest
+    query = ctx.req.query_string if query is None else query
+    return f"/v{ctx.version}{quote(path, safe='/:@!$&()*+,;=-._~')}" + (f"?{query}" if query else "")
+
+
+def send(ctx: Context, instance: store.Instance, *, method: str | None = None, path: str | None = None,
+         query: str | None = None, body=_KEEP, content_type: str | None = None,
+         timeout: float | None = None) -> UpstreamResponse:
+    """Send the request (or a variant of it) to ``instance`` and return the response head."""
+    headers = _client_headers(ctx)
+    length = None
+    if body is _KEEP:
+        body, length = client_body(ctx)
+    elif isinstance(body, dict | list):
+        body = json.dumps(body).encode()
+        content_type = content_type or "application/json"
+    if content_type:
+        headers = [(k, v) for k, v in headers if k.lower() != "content-type"] + [("Content-Type", content_type)]
+    if wants_upgrade(ctx):
+        headers += [("Connection", "Upgrade"), ("Upgrade", ctx.req.get_header("Upgrade"))]
+    headers.append((AGENT_SECRET_HEADER, instance.agent_secret))
+    try:
+        return request(endpoint(instance), method or ctx.req.method, target(ctx, path, query), headers,
+                       body, content_length=length, timeout=timeout)
+    except UpstreamError as exc:
+        log.warning("instance %s unreachable: %s", instance.uuid, exc)
+        raise DockerError(503, f"instance {instance.uuid} is not answering ({exc}); try again shortly, "
+                               "or ask the operator to check its agent") from exc
+
+
+def check_agent(instance: store.Instance, upstream: UpstreamResponse) -> None:
+    """An agent that refuses us (rotated secret) is as good as down for this request."""
+    if upstream.status == 401 and upstream.header("Content-Type", "").startswith("application/json"):
+        body = upstream.read()
+        raise DockerError(503, f"instance {instance.uuid} refused the gateway ({body.decode(errors='replace').strip()}); "
+                               "its agent is re-registering, try again shortly")
+
+
+def call(ctx: Context, instance: store.Instance, method: str, path: str, *, query: str = "",
+         body=None, timeout: float | None = 60) -> tuple[int, object]:
+    """A gateway-originated call whose (small, JSON) answer the gateway reads itself."""
+    upstream = send(ctx, instance, method=method, path=path, query=query,
+                    body=body if body is not None else b"", timeout=timeout)
+    check_agent(instance, upstream)
+    raw = upstream.read()
+    try:
+        return upstream.status, json.loads(raw) if raw else None
+    except ValueError:
+        return upstream.status, raw.decode(errors="replace")
+
+
+def raise_for(status: int, payload) -> None:
+    """Turn a daemon's error answer into the same error for the client."""
+    if status >= 400:
+        message = payload.get("message") if isinstance(payload, dict) else str(payload or "").strip()
+        raise DockerError(status, message or f"daemon answered {status}")
+
+
+def respond(ctx: Context, instance: store.Instance, upstream: UpstreamResponse) -> None:
+    """Answer the client with the daemon's response, streamed; hijack if the daemon did."""
+    check_agent(instance, upstream)
+    if upstream.is_raw_stream and ctx.route.streaming:
+        hijack(ctx, upstream)
+        return
+    resp = ctx.resp
+    resp.status = upstream.status
+    for name, value in upstream.headers:
+        lname = name.lower()
+        if lname in _DROP_RESPONSE:
+            continue
+        if lname == "content-type":
+            resp.content_type = value
+        elif lname in _GATEWAY_STATED:
+            continue  # the gateway states its own (see app.py)
+        else:
+            resp.append_header(name, value)
+    if upstream.content_length is not None:
+        resp.content_length = upstream.content_length
+    if upstream.has_body:
+        resp.stream = _head_first(upstream.iter_body())
+    else:
+        upstream.close()
+
+
+def _head_first(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """Yield b"" first: gunicorn sends the response head on the first write, and a client
+    waiting on a long poll (`wait?condition=next-exit`, events) needs the head at once, as
+    dockerd sends it, before the body's first byte exists."""
+    yield b""
+    yield from chunks
+
+
+def forward(ctx: Context, instance: store.Instance, **kwargs) -> None:
+    respond(ctx, instance, send(ctx, instance, **kwargs))
+
+
+def hijack(ctx: Context, upstream: UpstreamResponse) -> None:
+    """Hand the client the daemon's hijack answer, then splice the two connections."""
+    client = ctx.req.env.get("gunicorn.socket")
+    if client is None:
+        upstream.close()
+        raise DockerError(500, "this server cannot hijack connections (run it with `moorage serve`)")
+    lines = [f"HTTP/1.1 {upstream.status} {upstream.reason}"]
+    lines += [f"{name}: {value}" for name, value in upstream.headers if name.lower() not in ("server", "date")]
+    ctx.req.env["moorage.hijacked"] = True
+    try:
+        client.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+    except OSError:
+        upstream.close()
+        return
+    splice(client, upstream.sock, from_upstream=upstream.reader.take_buffer())

@@ -1,0 +1,127 @@
+"""The instance registry: agents register and heartbeat here; the gateway finds them here.
+
+Agent-facing endpoints live under ``/moorage/v1/agents`` on the gateway's own listeners.
+They are not part of the Docker API and are authenticated by their own secrets: the
+operator's registration secret to register, the issued per-agent secret to heartbeat.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hmac
+import json
+import secrets
+
+import falcon
+import peewee
+
+from gateway import store
+from gateway.errors import DockerError
+from relay.upstream import Endpoint
+
+
+def live_instances(settings) -> list[store.Instance]:
+    """Instances that are up and heard from recently, in fill order."""
+    horizon = store.utcnow() - _dt.timedelta(seconds=settings.heartbeat_timeout)
+    return list(
+        store.Instance.select()
+        .where((store.Instance.state == store.INSTANCE_UP) & (store.Instance.last_heartbeat >= horizon))
+        .order_by(store.Instance.position, store.Instance.uuid)
+    )
+
+
+def all_instances() -> list[store.Instance]:
+    return list(store.Instance.select().order_by(store.Instance.position, store.Instance.uuid))
+
+
+def is_live(instance: store.Instance, settings) -> bool:
+    horizon = store.utcnow() - _dt.timedelta(seconds=settings.heartbeat_timeout)
+    return instance.state == store.INSTANCE_UP and instance.last_heartbeat >= horizon
+
+
+def endpoint(instance: store.Instance) -> Endpoint:
+    return Endpoint.parse(instance.agent_url)
+
+
+def _json_body(req: falcon.Request, limit: int = 1 << 20) -> dict:
+    length = req.content_length or 0
+    if length > limit:
+        raise DockerError(413, "registration body too large")
+    try:
+        data = json.loads(req.bounded_stream.read(limit + 1) or b"{}")
+    except ValueError as exc:
+        raise DockerError(400, f"invalid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise DockerError(400, "expected a JSON object")
+    return data
+
+
+def _apply_facts(instance: store.Instance, data: dict) -> None:
+    for key in ("daemon_version", "api_version", "min_api_version"):
+        if data.get(key):
+            setattr(instance, key, str(data[key]))
+    if isinstance(data.get("facts"), dict):
+        instance.facts = data["facts"]
+    if "capacity" in data:
+        instance.capacity = max(0, int(data.get("capacity") or 0))
+
+
+def register(req: falcon.Request, resp: falcon.Response, settings) -> None:
+    presented = req.get_header("X-Moorage-Registration-Secret") or ""
+    expected = settings.registration_secret
+    if not expected or not hmac.compare_digest(presented.encode(), expected.encode()):
+        raise DockerError(401, "agent registration refused: wrong or missing registration secret")
+    data = _json_body(req)
+    uuid = str(data.get("uuid", "")).strip()
+    agent_url = str(data.get("agent_url", "")).strip()
+    if not uuid or not agent_url:
+        raise DockerError(400, "agent registration needs uuid and agent_url")
+    try:
+        Endpoint.parse(agent_url)
+    except ValueError as exc:
+        raise DockerError(400, str(exc)) from exc
+    agent_secret = secrets.token_urlsafe(32)
+    now = store.utcnow()
+    db = store.database.obj
+    with db.atomic():
+        instance = store.Instance.get_or_none(store.Instance.uuid == uuid)
+        created = instance is None
+        if created:
+            last = store.Instance.select(peewee.fn.MAX(store.Instance.position)).scalar() or 0
+            instance = store.Instance(uuid=uuid, position=last + 1, registered_at=now)
+        instance.provider = str(data.get("provider") or instance.provider or "static")
+        instance.agent_url = agent_url
+        instance.agent_secret = agent_secret
+        if instance.state != store.INSTANCE_DRAINING:
+            instance.state = store.INSTANCE_UP
+        instance.last_heartbeat = now
+        _apply_facts(instance, data)
+        instance.save(force_insert=created)
+    resp.status = 201 if created else 200
+    resp.media = {"agent_secret": agent_secret, "heartbeat_interval": settings.heartbeat_interval}
+
+
+def heartbeat(req: falcon.Request, resp: falcon.Response, settings, uuid: str) -> None:
+    instance = store.Instance.get_or_none(store.Instance.uuid == uuid)
+    if instance is None:
+        raise DockerError(404, f"unknown instance {uuid}: register first")
+    presented = req.get_header("X-Moorage-Agent-Secret") or ""
+    if not hmac.compare_digest(presented.encode(), instance.agent_secret.encode()):
+        raise DockerError(401, "heartbeat refused: wrong agent secret; register again")
+    data = _json_body(req)
+    fields = {store.Instance.last_heartbeat: store.utcnow()}
+    if data.get("daemon") == "down":
+        fields[store.Instance.state] = store.INSTANCE_DOWN
+    else:
+        _apply_facts(instance, data)
+        fields.update({
+            store.Instance.daemon_version: instance.daemon_version,
+            store.Instance.api_version: instance.api_version,
+            store.Instance.min_api_version: instance.min_api_version,
+            store.Instance.facts: instance.facts,
+            store.Instance.capacity: instance.capacity,
+        })
+        if instance.state == store.INSTANCE_DOWN:
+            fields[store.Instance.state] = store.INSTANCE_UP
+    store.Instance.update(fields).where(store.Instance.uuid == uuid).execute()
+    resp.status = 204

@@ -1,0 +1,117 @@
+"""The scheduler: filters and strategies as small functions, one transaction to decide."""
+
+from __future__ import annotations
+
+import uuid as _uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import peewee
+
+from gateway import store
+from gateway.errors import DockerError
+from gateway.instances import is_live
+
+# `docker run --label org.openstack.nova.instance=<uuid>` pins a container to that instance.
+PIN_LABEL = "org.openstack.nova.instance"
+RESERVATION_PREFIX = "reserved-"
+
+
+@dataclass
+class PlacementRequest:
+    project: str
+    name: str
+    labels: dict
+    pinned: str | None = None  # instance UUID
+
+
+@dataclass
+class Placement:
+    instance: store.Instance
+    reservation_id: str
+
+
+def _capacity(instance: store.Instance, default_capacity: int) -> int:
+    return instance.capacity or default_capacity
+
+
+def has_room(instance: store.Instance, used: dict[str, int], default_capacity: int) -> bool:
+    capacity = _capacity(instance, default_capacity)
+    return capacity <= 0 or used.get(instance.uuid, 0) < capacity
+
+
+def fill(candidates: list[store.Instance], used: dict[str, int]) -> store.Instance:
+    """The first instance in fill order: fill each before the next is used."""
+    return candidates[0]
+
+
+def spread(candidates: list[store.Instance], used: dict[str, int]) -> store.Instance:
+    """The least used instance; ties go to fill order."""
+    return min(candidates, key=lambda inst: (used.get(inst.uuid, 0), inst.position))
+
+
+STRATEGIES: dict[str, Callable[[list[store.Instance], dict[str, int]], store.Instance]] = {
+    "fill": fill,
+    "spread": spread,
+}
+
+
+def _usage() -> dict[str, int]:
+    rows = (store.Container.select(store.Container.instance, peewee.fn.COUNT(store.Container.id).alias("n"))
+            .group_by(store.Container.instance).tuples())
+    return {instance_uuid: count for instance_uuid, count in rows}
+
+
+def place(request: PlacementRequest, settings) -> Placement:
+    """Choose an instance and reserve a slot on it, atomically."""
+    strategy = STRATEGIES.get(settings.placement.get("strategy", "fill"), fill)
+    default_capacity = int(settings.placement.get("capacity", 0) or 0)
+    db = store.database.obj
+    reservation_id = RESERVATION_PREFIX + _uuid.uuid4().hex
+    # BEGIN IMMEDIATE on SQLite takes the write lock up front: two creates cannot both
+    # count the same free slot.
+    ctx = db.atomic("IMMEDIATE") if isinstance(db, peewee.SqliteDatabase) else db.atomic()
+    with ctx:
+        instances = list(store.Instance.select().order_by(store.Instance.position, store.Instance.uuid))
+        used = _usage()
+        if request.pinned:
+            chosen = next((inst for inst in instances if inst.uuid == request.pinned), None)
+            if chosen is None:
+                raise DockerError(404, f"no such instance: {request.pinned} (label {PIN_LABEL})")
+            if not is_live(chosen, settings) or chosen.state == store.INSTANCE_DRAINING:
+                raise DockerError(503, f"instance {chosen.uuid} is {chosen.state if chosen.state != 'up' else 'not answering'}; "
+                                       f"pin another instance or drop the {PIN_LABEL} label")
+            if not has_room(chosen, used, default_capacity):
+                raise DockerError(409, f"instance {chosen.uuid} is full ({_capacity(chosen, default_capacity)} "
+                                       f"containers); pin another instance or drop the {PIN_LABEL} label")
+        else:
+            candidates = [inst for inst in instances
+                          if is_live(inst, settings) and inst.state == store.INSTANCE_UP
+                          and has_room(inst, used, default_capacity)]
+            if not candidates:
+                if not any(is_live(inst, settings) for inst in instances):
+                    raise DockerError(503, "no instance is available to run containers: no agent is registered "
+                                           "and answering; ask the operator to check `moorage instances list`")
+                raise DockerError(503, "every instance is full and no more can be added: remove containers "
+                                       "you no longer need, or ask the operator for more capacity")
+            chosen = strategy(candidates, used)
+        store.Container.create(id=reservation_id, project=request.project, name="",
+                               instance=chosen.uuid, labels=None)
+    return Placement(chosen, reservation_id)
+
+
+def release(placement: Placement) -> None:
+    """Drop a reservation whose create failed."""
+    store.Container.delete().where(store.Container.id == placement.reservation_id).execute()
+
+
+def confirm(placement: Placement, container_id: str, name: str, project: str, labels: dict) -> None:
+    """Turn the reservation into the container's row."""
+    db = store.database.obj
+    with db.atomic():
+        store.Container.delete().where(store.Container.id == placement.reservation_id).execute()
+        # The daemon accepted this name, so any older row holding it is stale.
+        store.Container.delete().where((store.Container.project == project) & (store.Container.name == name)
+                                       & (store.Container.instance == placement.instance.uuid)).execute()
+        store.Container.insert(id=container_id, project=project, name=name,
+                               instance=placement.instance.uuid, labels=labels or None).on_conflict_replace().execute()

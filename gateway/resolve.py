@@ -1,0 +1,48 @@
+"""The one place that resolves a tenant's reference to one of its objects.
+
+A reference is what a client typed: a full ID, a name, or an ID prefix, looked up in that
+order as dockerd does, within the caller's project only. Another project's object is
+indistinguishable from one that does not exist: same 404, same wording.
+"""
+
+from __future__ import annotations
+
+from gateway import store
+from gateway.errors import DockerError, no_such_container, no_such_exec
+from gateway.placement.scheduler import RESERVATION_PREFIX
+
+
+def container(project: str, ref: str) -> store.Container:
+    C = store.Container
+    ref = ref.strip()
+    name = ref[1:] if ref.startswith("/") else ref
+    if not name or name.startswith(RESERVATION_PREFIX):
+        raise no_such_container(ref)
+    mine = C.select().where((C.project == project) & ~(C.id.startswith(RESERVATION_PREFIX)))
+    found = mine.where(C.id == name).first()
+    if found:
+        return found
+    found = mine.where(C.name == name).order_by(C.created_at.desc()).first()
+    if found:
+        return found
+    if all(ch in "0123456789abcdef" for ch in name):
+        matches = list(mine.where(C.id.startswith(name)).limit(2))
+        if len(matches) == 1:
+            return matches[0]
+        if len(matches) > 1:
+            raise DockerError(500, f"multiple IDs found with provided prefix: {name}")
+    raise no_such_container(ref)
+
+
+def exec_session(project: str, ref: str) -> store.Exec:
+    E = store.Exec
+    found = (E.select(E, store.Container).join(store.Container)
+             .where((E.id == ref) & (E.project == project)).first())
+    if found is None:
+        raise no_such_exec(ref)
+    return found
+
+
+def forget_container(container_id: str) -> None:
+    """The daemon says it is gone: drop it from the map (its execs go with it)."""
+    store.Container.delete().where(store.Container.id == container_id).execute()

@@ -1,0 +1,63 @@
+"""Serving the gateway (and the relay tier) with gunicorn's gevent workers.
+
+Binds: ``tcp://HOST:PORT``, ``unix:///PATH``; with a certificate, TLS, and with a CA the
+client certificate is verified as DOCKER_TLS_VERIFY clients expect.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+
+from gunicorn.app.base import BaseApplication
+
+
+def gunicorn_bind(address: str) -> str:
+    if address.startswith("unix://"):
+        return "unix:" + address[len("unix://"):]
+    if address.startswith("tcp://"):
+        return address[len("tcp://"):]
+    return address
+
+
+class _Server(BaseApplication):
+    def __init__(self, factory, options: dict):
+        self._factory = factory
+        self._options = options
+        super().__init__()
+
+    def load_config(self):
+        for key, value in self._options.items():
+            if value is not None and key in self.cfg.settings:
+                self.cfg.set(key, value)
+
+    def load(self):
+        return self._factory()
+
+
+def run(settings, factory, *, name: str = "moorage-gateway") -> None:
+    """Run gunicorn in the foreground until it is told to stop."""
+    options = {
+        "bind": [gunicorn_bind(b) for b in settings.bind],
+        "workers": int(settings.workers),
+        "worker_class": "gevent",
+        "worker_connections": 2000,
+        # Streams and hijacked sessions live as long as the client wants; the gevent
+        # worker's liveness is checked by its own heartbeat, not by request duration.
+        "timeout": 60,
+        "graceful_timeout": 10,
+        "keepalive": 75,
+        "proc_name": name,
+        "errorlog": settings.log_file or "-",
+        "loglevel": os.environ.get("MOORAGE_LOG_LEVEL", "info"),
+        "control_socket_disable": True,
+        "pidfile": settings.pid_file or None,
+        # Docker clients send long headers (X-Registry-Auth carries base64 JSON).
+        "limit_request_field_size": 65536,
+        "limit_request_line": 16384,
+    }
+    if settings.tls_cert:
+        options.update(certfile=settings.tls_cert, keyfile=settings.tls_key)
+        if settings.tls_ca:
+            options.update(ca_certs=settings.tls_ca, cert_reqs=ssl.CERT_REQUIRED)
+    _Server(factory, options).run()

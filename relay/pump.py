@@ -1,0 +1,54 @@
+"""Splice two sockets both ways with half-close: the heart of attach, exec and `run -it`.
+
+client → upstream: bytes as they come; at the client's EOF (stdin closed) the upstream's
+write side is shut, so the process in the container sees EOF on its stdin.
+upstream → client: bytes as they come; at the upstream's EOF (the process exited, or the
+daemon detached) the client's write side is shut and the session ends, whatever the other
+direction is doing, so nothing hangs waiting for a client that has nothing more to say.
+"""
+
+from __future__ import annotations
+
+import socket
+
+import gevent
+
+BUFFER = 64 * 1024
+
+
+def _shut_write(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass
+
+
+def _copy(src: socket.socket, dst: socket.socket, first: bytes = b"") -> None:
+    try:
+        if first:
+            dst.sendall(first)
+        while True:
+            data = src.recv(BUFFER)
+            if not data:
+                break
+            dst.sendall(data)
+    except OSError:
+        pass
+    finally:
+        _shut_write(dst)
+
+
+def splice(client: socket.socket, upstream: socket.socket, *,
+           from_upstream: bytes = b"", from_client: bytes = b"") -> None:
+    """Pump until the upstream has finished sending. ``from_*`` are bytes already read."""
+    upward = gevent.spawn(_copy, client, upstream, from_client)
+    try:
+        _copy(upstream, client, from_upstream)
+    finally:
+        # The output is over: give stdin a moment to drain what is in flight, then stop it.
+        upward.join(timeout=0.2)
+        upward.kill(block=True, timeout=1)
+        try:
+            upstream.close()
+        except OSError:
+            pass

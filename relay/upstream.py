@@ -1,0 +1,302 @@
+"""A small HTTP/1.1 client for talking to agents and daemons, built for streaming.
+
+Why not requests/urllib3: we need the raw socket after the response head (hijacked
+attach/exec), bodies of unknown length sent chunked as they are read, and responses handed
+on buffer by buffer without buffering them. This module does exactly that and nothing more.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from urllib.parse import urlparse
+
+BUFFER = 64 * 1024
+MAX_HEAD = 64 * 1024
+
+
+class UpstreamError(Exception):
+    """The upstream could not be reached, or broke the protocol before answering."""
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where to connect: ``tcp://host:port``, ``http://host:port`` or ``unix:///path``."""
+
+    scheme: str
+    address: str | tuple[str, int]
+
+    @classmethod
+    def parse(cls, url: str) -> Endpoint:
+        if url.startswith("unix://"):
+            return cls("unix", url[len("unix://"):])
+        parsed = urlparse(url if "://" in url else "tcp://" + url)
+        if parsed.scheme not in ("tcp", "http"):
+            raise ValueError(f"unsupported endpoint {url!r}: use tcp://HOST:PORT or unix:///PATH")
+        if not parsed.hostname or not parsed.port:
+            raise ValueError(f"endpoint {url!r} needs a host and a port")
+        return cls("tcp", (parsed.hostname, parsed.port))
+
+    def connect(self, timeout: float) -> socket.socket:
+        if self.scheme == "unix":
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        else:
+            sock = socket.socket(socket.AF_INET6 if ":" in self.address[0] else socket.AF_INET, socket.SOCK_STREAM)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.settimeout(timeout)
+        try:
+            sock.connect(self.address)
+        except OSError:
+            sock.close()
+            raise
+        sock.settimeout(None)
+        return sock
+
+    def __str__(self) -> str:
+        if self.scheme == "unix":
+            return f"unix://{self.address}"
+        return f"tcp://{self.address[0]}:{self.address[1]}"
+
+
+class SocketReader:
+    """Buffered reads from a socket that can hand back whatever it has buffered."""
+
+    def __init__(self, sock: socket.socket, initial: bytes = b""):
+        self.sock = sock
+        self.buf = bytearray(initial)
+        self.eof = False
+
+    def _fill(self) -> bool:
+        if self.eof:
+            return False
+        data = self.sock.recv(BUFFER)
+        if not data:
+            self.eof = True
+            return False
+        self.buf += data
+        return True
+
+    def read_head(self) -> bytes:
+        """Read through the blank line that ends an HTTP head; return the head."""
+        while True:
+            end = self.buf.find(b"\r\n\r\n")
+            if end >= 0:
+                head = bytes(self.buf[: end + 4])
+                del self.buf[: end + 4]
+                return head
+            if len(self.buf) > MAX_HEAD:
+                raise UpstreamError("response head too large")
+            if not self._fill():
+                raise UpstreamError("connection closed before a response")
+
+    def readline(self) -> bytes:
+        while True:
+            end = self.buf.find(b"\n")
+            if end >= 0:
+                line = bytes(self.buf[: end + 1])
+                del self.buf[: end + 1]
+                return line
+            if len(self.buf) > MAX_HEAD:
+                raise UpstreamError("line too long")
+            if not self._fill():
+                raise UpstreamError("connection closed inside a chunked body")
+
+    def read_some(self, limit: int) -> bytes:
+        """Up to ``limit`` bytes: what is buffered, else one recv. b'' at EOF."""
+        if not self.buf and not self._fill():
+            return b""
+        data = bytes(self.buf[:limit])
+        del self.buf[:limit]
+        return data
+
+    def take_buffer(self) -> bytes:
+        data = bytes(self.buf)
+        self.buf.clear()
+        return data
+
+
+def parse_head(head: bytes) -> tuple[int, str, list[tuple[str, str]]]:
+    lines = head.decode("latin-1").split("\r\n")
+    parts = lines[0].split(" ", 2)
+    if len(parts) < 2 or not parts[0].startswith("HTTP/"):
+        raise UpstreamError(f"malformed status line {lines[0]!r}")
+    status = int(parts[1])
+    reason = parts[2] if len(parts) > 2 else ""
+    headers = []
+    for line in lines[1:]:
+        if not line:
+            continue
+        name, _, value = line.partition(":")
+        headers.append((name.strip(), value.strip()))
+    return status, reason, headers
+
+
+class UpstreamResponse:
+    """A response whose head has been read; its body is streamed on demand."""
+
+    def __init__(self, sock: socket.socket, reader: SocketReader, status: int, reason: str,
+                 headers: list[tuple[str, str]], method: str):
+        self.sock = sock
+        self.reader = reader
+        self.status = status
+        self.reason = reason
+        self.headers = headers
+        self.method = method
+        self.closed = False
+
+    def header(self, name: str, default: str | None = None) -> str | None:
+        lname = name.lower()
+        for key, value in self.headers:
+            if key.lower() == lname:
+                return value
+        return default
+
+    @property
+    def content_length(self) -> int | None:
+        value = self.header("Content-Length")
+        return int(value) if value is not None and value.isdigit() else None
+
+    @property
+    def chunked(self) -> bool:
+        return "chunked" in (self.header("Transfer-Encoding") or "").lower()
+
+    @property
+    def has_body(self) -> bool:
+        return not (self.method == "HEAD" or self.status in (204, 304) or 100 <= self.status < 200)
+
+    @property
+    def is_raw_stream(self) -> bool:
+        """The daemon hijacked the connection: 101, or 200 with neither length nor chunking."""
+        if self.status == 101:
+            return True
+        ctype = self.header("Content-Type") or ""
+        return (self.status == 200 and self.content_length is None and not self.chunked
+                and ctype.startswith("application/vnd.docker."))
+
+    def iter_body(self, size: int = BUFFER) -> Iterator[bytes]:
+        """Yield the body as it arrives, framing removed. Closes the socket at the end."""
+        try:
+            if not self.has_body:
+                return
+            if self.chunked:
+                yield from self._iter_chunked(size)
+            elif self.content_length is not None:
+                remaining = self.content_length
+                while remaining > 0:
+                    data = self.reader.read_some(min(size, remaining))
+                    if not data:
+                        raise UpstreamError("connection closed before the end of the body")
+                    remaining -= len(data)
+                    yield data
+            else:
+                while True:
+                    data = self.reader.read_some(size)
+                    if not data:
+                        break
+                    yield data
+        finally:
+            self.close()
+
+    def _iter_chunked(self, size: int) -> Iterator[bytes]:
+        while True:
+            line = self.reader.readline()
+            chunk_len = int(line.split(b";", 1)[0].strip() or b"0", 16)
+            if chunk_len == 0:
+                # Trailers, then the final blank line.
+                while self.reader.readline() not in (b"\r\n", b"\n"):
+                    pass
+                return
+            remaining = chunk_len
+            while remaining > 0:
+                data = self.reader.read_some(min(size, remaining))
+                if not data:
+                    raise UpstreamError("connection closed inside a chunk")
+                remaining -= len(data)
+                yield data
+            self.reader.readline()  # the CRLF after the chunk
+
+    def read(self, limit: int = 16 * 1024 * 1024) -> bytes:
+        """The whole body, for small JSON answers; refuses more than ``limit`` bytes."""
+        out = bytearray()
+        for data in self.iter_body():
+            out += data
+            if len(out) > limit:
+                self.close()
+                raise UpstreamError(f"response body larger than {limit} bytes")
+        return bytes(out)
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            try:
+                self.sock.close()
+            except OSError:
+                pass
+
+
+def _send_body(sock: socket.socket, body: bytes | Iterable[bytes] | None, chunked: bool) -> None:
+    if body is None:
+        return
+    if isinstance(body, bytes | bytearray):
+        if body:
+            sock.sendall(body)
+        return
+    for data in body:
+        if not data:
+            continue
+        if chunked:
+            sock.sendall(b"%x\r\n" % len(data) + bytes(data) + b"\r\n")
+        else:
+            sock.sendall(data)
+    if chunked:
+        sock.sendall(b"0\r\n\r\n")
+
+
+def request(endpoint: Endpoint, method: str, target: str, headers: list[tuple[str, str]],
+            body: bytes | Iterable[bytes] | None = None, *, content_length: int | None = None,
+            connect_timeout: float = 3.0, timeout: float | None = None) -> UpstreamResponse:
+    """Send one request and read the response head.
+
+    ``body`` is bytes, or an iterable of buffers sent as they come: with ``content_length``
+    as is, without it chunked. The response body is left on the socket for the caller.
+    ``timeout`` bounds each socket operation (None: block, for waits and streams).
+    """
+    try:
+        sock = endpoint.connect(connect_timeout)
+    except OSError as exc:
+        raise UpstreamError(f"cannot connect to {endpoint}: {exc.strerror or exc}") from exc
+    sock.settimeout(timeout)
+    chunked = False
+    lines = [f"{method} {target} HTTP/1.1"]
+    have = {name.lower() for name, _ in headers}
+    lines += [f"{name}: {value}" for name, value in headers]
+    if "host" not in have:
+        lines.append("Host: docker")
+    if isinstance(body, bytes | bytearray):
+        lines.append(f"Content-Length: {len(body)}")
+    elif body is not None:
+        if content_length is not None:
+            lines.append(f"Content-Length: {content_length}")
+        else:
+            chunked = True
+            lines.append("Transfer-Encoding: chunked")
+    head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+    reader = SocketReader(sock)
+    try:
+        sock.sendall(head)
+        try:
+            _send_body(sock, body, chunked)
+        except (BrokenPipeError, ConnectionResetError):
+            # The daemon may answer (an error, usually) before reading the whole body;
+            # what it said is more useful than our broken pipe.
+            pass
+        status, reason, resp_headers = parse_head(reader.read_head())
+        while status == 100:  # "100 Continue": the real answer follows
+            status, reason, resp_headers = parse_head(reader.read_head())
+    except (OSError, UpstreamError, ValueError) as exc:
+        sock.close()
+        if isinstance(exc, UpstreamError):
+            raise
+        raise UpstreamError(f"{endpoint}: {exc}") from exc
+    return UpstreamResponse(sock, reader, status, reason, resp_headers, method)
