@@ -27,11 +27,13 @@ class Route:
     regex: re.Pattern = field(init=False, compare=False, repr=False)
 
     def __post_init__(self):
-        pattern = _PARAM.sub(
-            lambda m: f"(?P<{m.group(1)}>.+)" if m.group(2) else f"(?P<{m.group(1)}>[^/]+)",
-            re.escape(self.path).replace(r"\{", "{").replace(r"\}", "}"),
-        )
-        object.__setattr__(self, "regex", re.compile(pattern + "$"))
+        parts, last = [], 0
+        for m in _PARAM.finditer(self.path):
+            parts.append(re.escape(self.path[last:m.start()]))
+            parts.append(f"(?P<{m.group(1)}>.+)" if m.group(2) else f"(?P<{m.group(1)}>[^/]+)")
+            last = m.end()
+        parts.append(re.escape(self.path[last:]))
+        object.__setattr__(self, "regex", re.compile("".join(parts) + "$"))
 
 
 _VERSION = re.compile(r"^/v(\d+(?:\.\d+)?)(/.*)$")
