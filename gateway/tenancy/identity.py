@@ -109,4 +109,8 @@ def make_provider(config: dict) -> IdentityProvider:
         if not token_file:
             raise ValueError("[identity] backend = 'embedded' needs token_file")
         return EmbeddedIdentity(token_file)
-    raise ValueError(f"unknown identity backend {backend!r} (available: embedded)")
+    if backend == "keystone":
+        from gateway.tenancy.keystone import KeystoneIdentity
+
+        return KeystoneIdentity(config)
+    raise ValueError(f"unknown identity backend {backend!r} (available: embedded, keystone)")

@@ -1,0 +1,232 @@
+"""Keystone identity: X-Auth-Token checked against a real Keystone, behind a bounded cache.
+
+    [identity]
+    backend = "keystone"
+    auth_url = "https://keystone.example.org:5000/v3"
+    # the gateway's own (service) credentials; it needs a role that may validate tokens
+    # (admin or service); any keystoneauth1 v3 plugin: auth_type = "password" (default) or
+    # "v3applicationcredential" (application_credential_id, application_credential_secret)
+    username = "moorage"
+    password = "..."
+    project_name = "service"
+    user_domain_name = "Default"
+    project_domain_name = "Default"
+    timeout = 5           # seconds, every call to Keystone
+    cache_ttl = 60        # seconds a validated token is trusted without asking again (never past
+                          # its expiry): a revoked token is refused at most this long after
+    cache_size = 10000    # entries (per worker); least recently used go first
+    negative_cache_ttl = 5
+    cafile = "..."        # or insecure = true (tests only)
+
+A token is validated with ``GET /v3/auth/tokens`` (``X-Subject-Token``) under the service's own
+token. Keystone answers 404 for a garbage, expired or revoked token: 401 here. A token scoped to
+another project than X-Auth-Project-Id: 401. Keystone unreachable, timing out, answering 5xx, or
+refusing the service's own credentials: 503, never a pass. The gateway runs this inside gevent
+workers: keystoneauth1 talks through requests, which the monkey-patched socket makes cooperative,
+and the cache's lock is a plain (patched) lock held for dictionary operations only.
+
+Tokens never reach a log line: the cache is keyed by their SHA-256, and keystoneauth's request
+logging is off for validation calls (it hashes token headers anyway).
+"""
+
+from __future__ import annotations
+
+import collections
+import datetime
+import hashlib
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+from gateway.errors import DockerError
+from gateway.tenancy.identity import LOGIN_HINT, PROJECT_HEADER, Identity, IdentityProvider
+
+log = logging.getLogger("moorage.identity.keystone")
+
+DEFAULT_TIMEOUT = 5.0
+DEFAULT_CACHE_TTL = 60.0
+DEFAULT_CACHE_SIZE = 10000
+DEFAULT_NEGATIVE_TTL = 5.0
+
+REFRESH_HINT = "run `moorage login --refresh` for a new token"
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """What Keystone said about one token, until ``until`` (time.monotonic())."""
+
+    until: float
+    identity: Identity | None = None
+    expires_at: float = 0.0  # time.time() of the token's expiry
+    reason: str = ""  # why the token is refused, when identity is None
+
+
+def _parse_time(value: str) -> float:
+    """Keystone's ISO 8601 timestamps ("2026-12-01T19:49:17.000000Z") as a Unix time."""
+    text = value.strip()
+    if text.endswith("Z"):
+        text = text[:-1] + "+00:00"
+    moment = datetime.datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.UTC)
+    return moment.timestamp()
+
+
+def _v3_url(url: str) -> str:
+    url = url.rstrip("/")
+    return url if url.endswith("/v3") else url + "/v3"
+
+
+class KeystoneIdentity(IdentityProvider):
+    def __init__(self, config: dict):
+        from keystoneauth1 import loading, session
+
+        auth_url = config.get("auth_url")
+        if not auth_url:
+            raise ValueError("[identity] backend = 'keystone' needs auth_url (Keystone's v3 endpoint)")
+        self.auth_url = _v3_url(str(auth_url))
+        self.validate_url = self.auth_url + "/auth/tokens?nocatalog"
+        self.timeout = float(config.get("timeout", DEFAULT_TIMEOUT))
+        self.cache_ttl = max(0.0, float(config.get("cache_ttl", DEFAULT_CACHE_TTL)))
+        self.negative_ttl = max(0.0, float(config.get("negative_cache_ttl",
+                                                      min(self.cache_ttl, DEFAULT_NEGATIVE_TTL))))
+        self.cache_size = max(1, int(config.get("cache_size", DEFAULT_CACHE_SIZE)))
+
+        auth_type = str(config.get("auth_type", "password"))
+        plugin_name = {"password": "v3password", "applicationcredential": "v3applicationcredential",
+                       "v3applicationcredential": "v3applicationcredential"}.get(auth_type, auth_type)
+        try:
+            loader = loading.get_plugin_loader(plugin_name)
+        except Exception as exc:  # keystoneauth1's NoMatchingPlugin
+            raise ValueError(f"[identity] auth_type {auth_type!r} is not a keystoneauth1 plugin") from exc
+        options = {}
+        for opt in loader.get_options():
+            if opt.dest in config and opt.dest != "auth_url":
+                options[opt.dest] = config[opt.dest]
+        try:
+            auth = loader.load_from_options(auth_url=self.auth_url, **options)
+        except Exception as exc:  # MissingRequiredOptions names what is missing
+            raise ValueError(f"[identity] Keystone service credentials are incomplete: {exc}") from exc
+        verify: bool | str = True
+        if config.get("insecure"):
+            verify = False
+        elif config.get("cafile"):
+            verify = str(config["cafile"])
+        # Built per worker (the gateway's factory runs after the fork): no shared sockets.
+        self.session = session.Session(auth=auth, verify=verify, timeout=self.timeout,
+                                       user_agent="moorage-gateway")
+        self._cache: collections.OrderedDict[bytes, _Entry] = collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    # -- the cache ------------------------------------------------------------------------
+    def _cached(self, key: bytes) -> _Entry | None:
+        now = time.monotonic()
+        with self._lock:
+            entry = self._cache.get(key)
+            if entry is None:
+                return None
+            if entry.until <= now:
+                del self._cache[key]
+                return None
+            self._cache.move_to_end(key)
+            return entry
+
+    def _remember(self, key: bytes, entry: _Entry) -> None:
+        if entry.until <= time.monotonic():
+            return
+        with self._lock:
+            self._cache[key] = entry
+            self._cache.move_to_end(key)
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+
+    def forget(self, token: str) -> None:
+        """Drop a token from the cache (tests; an operator's revocation hook)."""
+        with self._lock:
+            self._cache.pop(hashlib.sha256(token.encode()).digest(), None)
+
+    def cache_len(self) -> int:
+        with self._lock:
+            return len(self._cache)
+
+    # -- Keystone -------------------------------------------------------------------------
+    def _unavailable(self, why: str) -> DockerError:
+        return DockerError(503, f"identity service unavailable: {why}; the gateway cannot check tokens "
+                                "right now, try again shortly (operators: see the gateway log)")
+
+    def _ask(self, token: str) -> _Entry:
+        from keystoneauth1 import exceptions as ksa_exc
+
+        started = time.monotonic()
+        try:
+            resp = self.session.get(self.validate_url, headers={"X-Subject-Token": token},
+                                    authenticated=True, raise_exc=False, log=False, timeout=self.timeout)
+        except ksa_exc.Unauthorized as exc:
+            log.error("Keystone at %s refused the gateway's service credentials: %s", self.auth_url, exc)
+            raise self._unavailable("Keystone refused the gateway's service credentials") from exc
+        except (ksa_exc.ConnectFailure, ksa_exc.ConnectionError, ksa_exc.RequestTimeout,
+                ksa_exc.DiscoveryFailure) as exc:
+            log.warning("Keystone at %s unreachable: %s", self.auth_url, type(exc).__name__)
+            raise self._unavailable(f"cannot reach Keystone at {self.auth_url}") from exc
+        except ksa_exc.HttpError as exc:  # during the service's own login
+            log.warning("Keystone at %s answered %s to the gateway's login", self.auth_url, exc.http_status)
+            raise self._unavailable(f"Keystone answered {exc.http_status} to the gateway's login") from exc
+        except ksa_exc.ClientException as exc:
+            log.warning("Keystone at %s: %s", self.auth_url, type(exc).__name__)
+            raise self._unavailable(f"Keystone at {self.auth_url} failed ({type(exc).__name__})") from exc
+        elapsed = time.monotonic() - started
+        status = resp.status_code
+        if status == 404:
+            return _Entry(until=time.monotonic() + self.negative_ttl,
+                          reason="the token is not valid (expired, revoked, or not a Keystone token)")
+        if status == 401:  # after keystoneauth re-authenticated once: our own credentials
+            log.error("Keystone at %s refused the gateway's own token after re-authenticating", self.auth_url)
+            raise self._unavailable("Keystone refused the gateway's service credentials")
+        if status == 403:
+            log.error("Keystone at %s: the gateway's service user may not validate tokens (403); "
+                      "give it the admin or service role", self.auth_url)
+            raise self._unavailable("the gateway's service user may not validate tokens")
+        if status != 200:
+            log.warning("Keystone at %s answered %s to a token validation", self.auth_url, status)
+            raise self._unavailable(f"Keystone answered {status}")
+        try:
+            body = resp.json()["token"]
+            expires_at = _parse_time(body["expires_at"])
+            user = body.get("user") or {}
+            project = body.get("project")
+            roles = tuple(r.get("name", "") for r in body.get("roles") or () if r.get("name"))
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            log.warning("Keystone at %s answered an unreadable token validation: %s", self.auth_url, exc)
+            raise self._unavailable("Keystone's answer could not be read") from exc
+        log.debug("token validated by Keystone in %.1f ms", elapsed * 1000)
+        lifetime = expires_at - time.time()
+        if not project or not project.get("id"):
+            return _Entry(until=time.monotonic() + min(self.negative_ttl, max(lifetime, 0)),
+                          reason="the token is not scoped to a project (set OS_PROJECT_NAME and log in again)")
+        identity = Identity(project_id=project["id"], project_name=project.get("name", ""),
+                            user_id=user.get("id", ""), user_name=user.get("name", ""), roles=roles)
+        return _Entry(until=time.monotonic() + min(self.cache_ttl, max(lifetime, 0)), identity=identity,
+                      expires_at=expires_at)
+
+    # -- the interface ----------------------------------------------------------------------
+    def validate(self, token: str, project_id: str) -> Identity:
+        key = hashlib.sha256(token.encode()).digest()
+        entry = self._cached(key)
+        if entry is None:
+            entry = self._ask(token)
+            self._remember(key, entry)
+        if entry.identity is None:
+            raise DockerError(401, f"authentication failed: {entry.reason}; {REFRESH_HINT}, or {LOGIN_HINT}")
+        if entry.expires_at <= time.time():
+            self.forget(token)
+            raise DockerError(401, f"authentication failed: the token expired; {REFRESH_HINT}, or {LOGIN_HINT}")
+        identity = entry.identity
+        if identity.project_id != project_id:
+            raise DockerError(
+                401,
+                f"authentication failed: the token is scoped to project {identity.project_name or '?'} "
+                f"({identity.project_id}), not to the project {PROJECT_HEADER} names ({project_id}); "
+                f"{LOGIN_HINT}",
+            )
+        return identity
