@@ -1,0 +1,56 @@
+"""Documented divergences: where Moorage answers differently from dockerd on purpose.
+
+Each entry names a section of docs/divergences.md (by its `{#id}` anchor) and says what
+Moorage's answer must look like. A case marked with a divergence passes as
+"divergence-as-documented" when it has no parity but Moorage's observation matches; the
+runner refuses to start if an id used here is missing from docs/divergences.md.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Divergence:
+    id: str
+    summary: str
+    check: Callable[[object], bool]  # on Moorage's normalized observation
+
+
+def _status(obs, code: int, message: str | None = None) -> bool:
+    if not isinstance(obs, dict) or obs.get("status") != code:
+        return False
+    if message is None:
+        return True
+    body = obs.get("body")
+    text = body.get("message", "") if isinstance(body, dict) else str(body)
+    return re.search(message, text) is not None
+
+
+def _cli_error(obs, pattern: str) -> bool:
+    steps = obs if isinstance(obs, list) else [obs]
+    return any(isinstance(s, dict) and s.get("rc", 0) != 0 and re.search(pattern, str(s.get("stderr")))
+               for s in steps)
+
+
+def _ping_headers(obs) -> bool:
+    return isinstance(obs, dict) and obs.get("status") == 200 and "builder-version" not in obs.get("headers", {})
+
+
+DIVERGENCES: dict[str, Divergence] = {d.id: d for d in [
+    Divergence("plugins", "plugin routes answer 403: plugins act on the instance host",
+               lambda o: _status(o, 403, "plugins") or _cli_error(o, "plugins")),
+    Divergence("auth-headers", "every request needs X-Auth-Token and X-Auth-Project-Id (401 otherwise)",
+               lambda o: _status(o, 401, "authentication")),
+    Divergence("buildkit-session", "POST /session answers 404: build with DOCKER_BUILDKIT=0",
+               lambda o: _status(o, 404, "BuildKit") or _status(o, 404)),
+    Divergence("ping-builder-version", "/_ping advertises no Builder-Version", _ping_headers),
+]}
+
+
+def check_documented(doc_text: str) -> list[str]:
+    """Ids used in the suite but without a `{#id}` section in docs/divergences.md."""
+    return [d for d in DIVERGENCES if "{#" + d + "}" not in doc_text]

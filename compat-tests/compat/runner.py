@@ -1,0 +1,285 @@
+"""Run the cases on both sides, compare, keep the baseline, write the report."""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import json
+import os
+import secrets
+import shutil
+import sys
+import tempfile
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+
+from compat import harness, report, wire
+from compat.divergences import DIVERGENCES, check_documented
+from compat.harness import CASES, Case, Ctx, SetupError, Side, Stack
+from compat.normalize import diff, short
+
+HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(HERE)
+BASELINE = os.path.join(HERE, "baseline.json")
+REPORT = os.path.join(HERE, "REPORT.md")
+DIVERGENCES_DOC = os.path.join(REPO, "docs", "divergences.md")
+
+
+@dataclass
+class Result:
+    case: Case
+    outcome: str  # parity | divergence | fail | error | skipped
+    direct: object = None
+    moorage: object = None
+    detail: str = ""
+    seconds: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome in ("parity", "divergence")
+
+
+def canonical(obj):
+    return json.loads(json.dumps(obj, default=repr))
+
+
+def run_side(case: Case, stack: Stack, side: Side, prefix: str):
+    """Run one side of a case in its own thread, with the case's deadline."""
+    box: dict = {}
+    ctx = Ctx(stack, side, case.id, prefix)
+
+    def target():
+        try:
+            box["obs"] = canonical(case.fn(ctx))
+        except SetupError as exc:
+            box["setup"] = str(exc)
+        except Exception as exc:  # noqa: BLE001 - reported per case
+            box["exc"] = f"{type(exc).__name__}: {exc}"
+            box["tb"] = traceback.format_exc(limit=6)
+
+    thread = threading.Thread(target=target, name=f"{case.id}:{side.name}", daemon=True)
+    thread.start()
+    thread.join(case.timeout)
+    timed_out = thread.is_alive()
+    try:
+        ctx.cleanup()
+    except Exception:  # noqa: BLE001
+        pass
+    if timed_out:
+        return {"kind": "timeout", "obs": {"timeout": f"no answer within {case.timeout}s"}}
+    if "obs" in box:
+        return {"kind": "ok", "obs": box["obs"]}
+    if "setup" in box:
+        return {"kind": "setup", "obs": {"setup-failed": ctx.norm.text(box["setup"])}}
+    return {"kind": "exc", "obs": {"exception": ctx.norm.text(box["exc"])}, "tb": box.get("tb")}
+
+
+def run_case(case: Case, stack: Stack, sides: dict[str, Side], skip: dict[str, str]) -> Result:
+    start = time.monotonic()
+    if case.requires and case.requires in skip:
+        return Result(case, "skipped", detail=skip[case.requires])
+    token = secrets.token_hex(3)
+    d = run_side(case, stack, sides["direct"], f"ct{token}d")
+    m = run_side(case, stack, sides["moorage"], f"ct{token}m")
+    res = Result(case, "fail", d["obs"], m["obs"], seconds=time.monotonic() - start)
+    if d["kind"] != "ok":
+        res.outcome = "error"
+        res.detail = f"the direct side failed, so the scenario itself is broken: {short(d['obs'])}"
+        if d.get("tb"):
+            res.extra["traceback"] = d["tb"]
+        return res
+    difference = diff(d["obs"], m["obs"])
+    if difference is None:
+        res.outcome = "parity"
+        return res
+    res.detail = difference
+    if m.get("tb"):
+        res.extra["traceback"] = m["tb"]
+    if case.divergence:
+        div = DIVERGENCES[case.divergence]
+        if m["kind"] == "ok" and div.check(m["obs"]):
+            res.outcome = "divergence"
+            res.detail = f"documented divergence '{div.id}': {div.summary}"
+    return res
+
+
+def load_modules() -> None:
+    from compat import cases_cli, cases_compose, cases_dockerpy, cases_http  # noqa: F401
+
+
+def preflight(stack: Stack, sides: dict[str, Side]) -> None:
+    for side in sides.values():
+        try:
+            resp = wire.request(side.endpoint, "GET", "/_ping", headers=list(side.headers.items()), timeout=10)
+        except OSError as exc:
+            raise SystemExit(f"compat-tests: {side.name} side {side.endpoint} is not answering: {exc}") from exc
+        if resp.status != 200:
+            raise SystemExit(f"compat-tests: {side.name} side {side.endpoint} answered /_ping with {resp.status}: "
+                             f"{resp.body[:200]!r}")
+    resp = wire.request(stack.direct, "GET", "/v1.41/images/busybox:latest/json", timeout=10)
+    if resp.status != 200:
+        raise SystemExit("compat-tests: busybox:latest is missing on the direct daemon (devstack seeds it)")
+
+
+def sweep(stack: Stack, sides: dict[str, Side]) -> None:
+    """Remove whatever this run left behind (containers first through Moorage, then direct)."""
+    flt = json.dumps({"label": [f"{harness.SUITE_LABEL}={stack.run_id}"]})
+    for side_name in ("moorage", "direct"):
+        side = sides[side_name]
+        hdrs = list(side.headers.items())
+        try:
+            resp = wire.request(side.endpoint, "GET", "/v1.41/containers/json?all=1&filters=" + _q(flt),
+                                headers=hdrs, timeout=20)
+            for c in json.loads(resp.body) if resp.status == 200 else []:
+                wire.request(side.endpoint, "DELETE", f"/v1.41/containers/{c['Id']}?force=1&v=1", headers=hdrs,
+                             timeout=20)
+        except (OSError, ValueError, wire.WireError):
+            pass
+    hdrs = []
+    for kind, key in (("volumes", "Name"), ("networks", "Id")):
+        try:
+            resp = wire.request(stack.direct, "GET", f"/v1.41/{kind}?filters=" + _q(flt), headers=hdrs, timeout=20)
+            items = json.loads(resp.body) if resp.status == 200 else []
+            if kind == "volumes":
+                items = items.get("Volumes") or []
+            for item in items:
+                wire.request(stack.direct, "DELETE", f"/v1.41/{kind}/{item[key]}", headers=hdrs, timeout=20)
+        except (OSError, ValueError, wire.WireError):
+            pass
+
+
+def _q(s: str) -> str:
+    from urllib.parse import quote
+
+    return quote(s, safe="")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="compat-tests/run", description=__doc__)
+    parser.add_argument("--check", action="store_true", help="report only: never rewrite baseline.json")
+    parser.add_argument("-k", action="append", default=[], help="run only cases whose id contains this")
+    parser.add_argument("--layer", action="append", default=[], help="http, dockerpy, cli, compose")
+    parser.add_argument("-j", "--jobs", type=int, default=int(os.environ.get("COMPAT_JOBS", "6")))
+    parser.add_argument("-v", "--verbose", action="store_true", help="print both observations of failures")
+    parser.add_argument("--list", action="store_true", help="list the case ids and exit")
+    parser.add_argument("--no-report", action="store_true", help="do not rewrite REPORT.md")
+    args = parser.parse_args(argv)
+
+    load_modules()
+    with open(DIVERGENCES_DOC) as fh:
+        undocumented = check_documented(fh.read())
+    if undocumented:
+        print(f"compat-tests: divergences used by cases but missing from docs/divergences.md: {undocumented}")
+        return 2
+    cases = list(CASES.values())
+    if args.k:
+        cases = [c for c in cases if any(k in c.id for k in args.k)]
+    if args.layer:
+        cases = [c for c in cases if c.layer in args.layer]
+    if args.list:
+        for c in cases:
+            print(c.id)
+        return 0
+
+    workdir = tempfile.mkdtemp(prefix="compat-run-")
+    stack = Stack.from_env(workdir)
+    sides = {
+        "direct": Side.make("direct", stack.direct, None, workdir),
+        "moorage": Side.make("moorage", stack.gateway, stack.moorage_config, workdir),
+    }
+    preflight(stack, sides)
+    skip = {}
+    if not shutil.which("docker-compose"):
+        skip["compose"] = "docker-compose (v1) is not installed: apt-get install -y docker-compose"
+        print("compat-tests: compose layer skipped: docker-compose is not installed "
+              "(install it with: apt-get install -y docker-compose)")
+
+    started = time.monotonic()
+    print(f"compat-tests: {len(cases)} cases, direct {stack.direct} vs moorage {stack.gateway}, "
+          f"run {stack.run_id}, {args.jobs} jobs", flush=True)
+    results: list[Result] = []
+    lock = threading.Lock()
+
+    def finish(res: Result):
+        with lock:
+            results.append(res)
+            tag = {"parity": "ok  ", "divergence": "div ", "fail": "FAIL", "error": "ERR ", "skipped": "skip"}[
+                res.outcome]
+            line = f"{tag} {res.case.id} ({res.seconds:.1f}s)"
+            if res.outcome in ("fail", "error", "skipped"):
+                line += f": {res.detail}"
+            print(line, flush=True)
+            if args.verbose and res.outcome in ("fail", "error"):
+                print(f"     direct:  {short(res.direct, 2000)}\n     moorage: {short(res.moorage, 2000)}")
+                if res.extra.get("traceback"):
+                    print(res.extra["traceback"])
+
+    parallel = [c for c in cases if not c.serial]
+    serial = [c for c in cases if c.serial]
+    with cf.ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        futures = [pool.submit(run_case, c, stack, sides, skip) for c in parallel]
+        for fut in cf.as_completed(futures):
+            finish(fut.result())
+    for c in serial:
+        finish(run_case(c, stack, sides, skip))
+    sweep(stack, sides)
+    elapsed = time.monotonic() - started
+
+    results.sort(key=lambda r: r.case.id)
+    with open(os.path.join(workdir, "results.json"), "w") as fh:
+        json.dump([{"id": r.case.id, "outcome": r.outcome, "detail": r.detail, "direct": r.direct,
+                    "moorage": r.moorage, **r.extra} for r in results], fh, indent=1)
+
+    # -- baseline -----------------------------------------------------------------------
+    try:
+        with open(BASELINE) as fh:
+            baseline = json.load(fh)
+    except (OSError, ValueError):
+        baseline = {}
+    regressions = [r for r in results if r.outcome not in ("skipped",) and baseline.get(r.case.id) is True and not r.ok]
+    gained = [r for r in results if r.ok and baseline.get(r.case.id) is not True]
+    new_baseline = dict(baseline)
+    for r in results:
+        if r.outcome != "skipped":
+            new_baseline[r.case.id] = r.ok
+    if not args.k and not args.layer:
+        # cases that no longer exist leave the baseline
+        new_baseline = {k: v for k, v in new_baseline.items() if k in CASES}
+    if not args.check and new_baseline != baseline:
+        with open(BASELINE, "w") as fh:
+            json.dump(dict(sorted(new_baseline.items())), fh, indent=1)
+            fh.write("\n")
+
+    # -- report -------------------------------------------------------------------------
+    from compat.spec import find_spec, operations
+
+    ops = operations(find_spec(REPO))
+    summary = report.summarize(ops, results)
+    if not args.no_report and not args.k and not args.layer:
+        with open(REPORT, "w") as fh:
+            fh.write(report.markdown(ops, results, summary, elapsed))
+
+    n_pass = sum(r.ok for r in results)
+    n_fail = sum(r.outcome in ("fail", "error") for r in results)
+    n_skip = sum(r.outcome == "skipped" for r in results)
+    n_div = sum(r.outcome == "divergence" for r in results)
+    for r in regressions:
+        print(f"REGRESSION: {r.case.id} had parity in baseline.json and lost it: {r.detail}")
+    if gained and not args.check:
+        print(f"compat-tests: {len(gained)} case(s) gained parity; baseline.json updated")
+    elif gained:
+        print(f"compat-tests: {len(gained)} case(s) gained parity (--check: baseline.json left as is)")
+    print(f"compat-tests: details of every observation in {os.path.join(workdir, 'results.json')}")
+    pct = 100.0 * n_pass / max(1, n_pass + n_fail)
+    print(f"compat-tests summary: {summary['exercised']}/{summary['total']} non-swarm v1.41 operations exercised, "
+          f"{summary['parity_ops']} with parity in every case; cases {n_pass - n_div} parity + {n_div} documented "
+          f"divergences = {pct:.1f}% of {n_pass + n_fail}; {n_fail} failed, {n_skip} skipped, "
+          f"{len(regressions)} regressions; {elapsed:.0f}s")
+    print(f"{n_pass} passed, {n_fail} failed")
+    sys.stdout.flush()
+    if os.environ.get("COMPAT_KEEP") != "1":
+        shutil.rmtree(os.path.join(workdir, "direct-config"), ignore_errors=True)
+    return 1 if regressions else 0
