@@ -49,7 +49,8 @@ DEFAULT_CACHE_TTL = 60.0
 DEFAULT_CACHE_SIZE = 10000
 DEFAULT_NEGATIVE_TTL = 5.0
 
-REFRESH_HINT = "run `moorage login --refresh` for a new token"
+REFRESH_HINT = ("get a new token with `moorage login --refresh` (after sourcing your OpenStack credentials) "
+                "and export the DOCKER_CONFIG it prints")
 
 
 @dataclass(frozen=True)
@@ -217,10 +218,10 @@ class KeystoneIdentity(IdentityProvider):
             entry = self._ask(token)
             self._remember(key, entry)
         if entry.identity is None:
-            raise DockerError(401, f"authentication failed: {entry.reason}; {REFRESH_HINT}, or {LOGIN_HINT}")
+            raise DockerError(401, f"authentication failed: {entry.reason}; {REFRESH_HINT}")
         if entry.expires_at <= time.time():
             self.forget(token)
-            raise DockerError(401, f"authentication failed: the token expired; {REFRESH_HINT}, or {LOGIN_HINT}")
+            raise DockerError(401, f"authentication failed: the token expired; {REFRESH_HINT}")
         identity = entry.identity
         if identity.project_id != project_id:
             raise DockerError(
