@@ -1,0 +1,95 @@
+"""Agents, the store, and what a tenant can see of other tenants' containers."""
+
+import json
+import time
+
+import requests
+
+
+def admin_json(stack, *args):
+    result = stack.admin(*args, "--format", "json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_agent_registered_and_listed(stack):
+    rows = admin_json(stack, "instances", "list")
+    assert [row["uuid"] for row in rows] == stack.env["MOORAGE_INSTANCES"].split()
+    assert all(row["state"] == "up" for row in rows)
+
+
+def test_agent_refuses_anyone_but_the_gateway(stack):
+    agent = admin_json(stack, "instances", "list")[0]["agent"].replace("tcp://", "http://")
+    for headers in ({}, {"X-Moorage-Agent-Secret": "guess"}):
+        resp = requests.get(agent + "/v1.41/containers/json", headers=headers, timeout=10)
+        assert resp.status_code == 401 and "gateway" in resp.json()["message"]
+
+
+def test_registration_needs_the_secret(stack):
+    resp = requests.post(stack.gateway + "/moorage/v1/agents", json={"uuid": "x", "agent_url": "tcp://1.2.3.4:1"},
+                         headers={"X-Moorage-Registration-Secret": "wrong"}, timeout=10)
+    assert resp.status_code == 401
+    assert "x" not in [row["uuid"] for row in admin_json(stack, "instances", "list")]
+
+
+def test_containers_are_mapped_to_their_instance_and_unmapped_on_removal(stack, unique):
+    created = stack.docker("create", "--name", unique, "busybox", "true")
+    assert created.returncode == 0
+    container_id = created.stdout.decode().strip()
+    rows = admin_json(stack, "containers", "list", "--project", stack.env["MOORAGE_PROJECT_alpha"])
+    row = next(r for r in rows if r["id"] == container_id)
+    assert row["name"] == unique and row["instance"] == stack.env["MOORAGE_INSTANCES"].split()[0]
+    assert stack.docker("rm", unique).returncode == 0
+    rows = admin_json(stack, "containers", "list")
+    assert container_id not in [r["id"] for r in rows]
+
+
+def test_run_rm_leaves_no_record(stack, unique):
+    assert stack.docker("run", "--rm", "--name", unique, "busybox", "true").returncode == 0
+    assert unique not in [r["name"] for r in admin_json(stack, "containers", "list")]
+
+
+def test_another_projects_container_does_not_exist_for_beta(stack, unique):
+    created = stack.docker("run", "-d", "--name", unique, "busybox", "sleep", "120")
+    assert created.returncode == 0
+    full = created.stdout.decode().strip()
+    try:
+        for ref in (unique, full, full[:12], full[:4]):
+            result = stack.docker("inspect", "--type", "container", ref, tenant="beta")
+            assert result.returncode == 1
+            assert f"No such container: {ref}" in result.stderr.decode()
+            for op in (("logs", ref), ("stop", ref), ("rm", "-f", ref), ("exec", ref, "true")):
+                # (`rm -f` exits 0 on a missing container, against dockerd too: check the answer)
+                assert f"No such container: {ref}" in stack.docker(*op, tenant="beta").stderr.decode(), op
+        listed = stack.docker("ps", "-a", "--format", "{{.Names}}", tenant="beta").stdout.decode().split()
+        assert unique not in listed
+        assert unique in stack.docker("ps", "--format", "{{.Names}}").stdout.decode().split()
+        state = stack.docker("inspect", "-f", "{{.State.Running}}", unique)
+        assert state.stdout.strip() == b"true"
+    finally:
+        stack.docker("rm", "-f", unique)
+
+
+def test_a_dead_agent_is_a_quick_503_naming_the_instance_and_loses_nothing(stack, unique):
+    instance = stack.env["MOORAGE_INSTANCES"].split()[0]
+    assert stack.docker("create", "--name", unique, "busybox", "true").returncode == 0
+    stopped = stack.devstack("stop-host", "1")
+    assert stopped.returncode == 0, stopped.stderr
+    try:
+        start = time.monotonic()
+        result = stack.docker("inspect", unique, timeout=30)
+        elapsed = time.monotonic() - start
+        assert result.returncode == 1
+        assert instance in result.stderr.decode()
+        assert elapsed < 15  # "quickly, never a hang" (bounded, not a benchmark)
+    finally:
+        started = stack.devstack("start-host", "1")
+        assert started.returncode == 0, started.stderr
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        result = stack.docker("inspect", "-f", "{{.Name}}", unique)
+        if result.returncode == 0:
+            break
+        time.sleep(1)
+    assert result.stdout.strip() == f"/{unique}".encode()
+    stack.docker("rm", "-f", unique)
