@@ -17,11 +17,11 @@ pytestmark = pytest.mark.keystone
 
 
 def moorage_login(env: dict, *args: str) -> subprocess.CompletedProcess:
-    """`moorage login ARGS` (gateway.tenancy.login, until gateway.cli carries the subcommand)."""
+    """`moorage login ARGS`, through the real console entry point (gateway.cli)."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("OS_", "DOCKER_", "MOORAGE_"))}
     clean.update(env)
     clean["PYTHONPATH"] = REPO + (os.pathsep + clean["PYTHONPATH"] if clean.get("PYTHONPATH") else "")
-    return subprocess.run([sys.executable, "-m", "gateway.tenancy.login", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "gateway.cli", "login", *args], capture_output=True,
                           text=True, env=clean, timeout=120, stdin=subprocess.DEVNULL, cwd=REPO)
 
 
