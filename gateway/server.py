@@ -6,10 +6,26 @@ client certificate is verified as DOCKER_TLS_VERIFY clients expect.
 
 from __future__ import annotations
 
+import html
+import json
 import os
 import ssl
 
+from gunicorn import util as gunicorn_util
 from gunicorn.app.base import BaseApplication
+
+
+def _docker_shaped_error(sock, status_int: int, reason: str, mesg: str) -> None:
+    """gunicorn answers what it refuses before the app runs (a header or request line over
+    its limits, a malformed request) with an HTML page; clients expect Docker's shape."""
+    message = f"{reason.lower()}: {html.unescape(mesg)}; send a smaller or well-formed request"
+    body = json.dumps({"message": message}, separators=(",", ":")).encode() + b"\n"
+    head = (f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode("latin-1")
+    sock.sendall(head + body)
+
+
+gunicorn_util.write_error = _docker_shaped_error
 
 
 def gunicorn_bind(address: str) -> str:

@@ -80,3 +80,10 @@ def test_unknown_container_is_dockers_404(stack):
     theirs = stack.direct_http("GET", "/v1.41/containers/doesnotexist/json")
     assert (ours.status_code, ours.json()) == (theirs.status_code, theirs.json()) == (
         404, {"message": "No such container: doesnotexist"})
+
+
+def test_oversized_header_is_refused_in_dockers_shape(stack):
+    resp = stack.http("GET", "/_ping", headers={"X-Big": "a" * 100000})
+    assert resp.status_code == 431
+    assert resp.headers["Content-Type"] == "application/json"
+    assert "too large" in resp.json()["message"]
