@@ -88,7 +88,8 @@ def s_image(ctx: Ctx) -> dict:
 
 def s_committed(ctx: Ctx) -> dict:
     """An image of its own (not a tag of busybox), with a label."""
-    cid = ctx.exited(ctx.name(), cmd=("sh", "-c", "echo hi > /hello"))
+    # content unique to this side: layers are content-addressed and shared across the daemon
+    cid = ctx.exited(ctx.name(), cmd=("sh", "-c", f"echo {ctx.prefix} > /hello"))
     repo = ctx.name("img")
     changes = f"LABEL compat.case={ctx.prefix}"
     ctx.api("POST", "/commit", {"container": cid, "repo": repo, "tag": "1", "changes": changes})
@@ -882,12 +883,15 @@ req("http.ImageLoad.bad-tar", "ImageLoad", s_none, "POST", "/images/load", body=
     content_type="application/x-tar", obs="lines")
 
 
-def build_ctx(files: dict | None = None) -> bytes:
-    files = files or {
+def build_ctx(prefix: str, files: dict | None = None) -> bytes:
+    """A build context; the prefix in every Dockerfile keeps one side's build cache from
+    answering the other side's build (the prefix is normalized away in what is compared)."""
+    files = dict(files or {
         "Dockerfile": "FROM busybox\nRUN echo built > /built\nCOPY hello.txt /hello.txt\nLABEL compat=1\n"
                       "CMD [\"cat\", \"/hello.txt\"]\n",
         "hello.txt": "hello\n",
-    }
+    })
+    files["Dockerfile"] = files["Dockerfile"].replace("FROM busybox\n", f"FROM busybox\nENV CASE={prefix}\n", 1)
     return make_tar(files)
 
 
@@ -895,7 +899,7 @@ def build(ctx: Ctx, query: dict, files: dict | None = None, keep_lines=True):
     query = {k: v.replace("{prefix}", ctx.prefix) for k, v in query.items()}
     if "t" in query:
         ctx.track_image(query["t"])
-    resp = ctx.http("POST", "/build", query, body=build_ctx(files), content_type="application/x-tar", timeout=90)
+    resp = ctx.http("POST", "/build", query, body=build_ctx(ctx.prefix, files), content_type="application/x-tar", timeout=90)
     out = ctx.obs(resp, "lines")
     # step IDs and "Using cache" depend on what ran before: keep the shape of the dialogue
     out["body"] = [_build_line(x) for x in out["body"]]

@@ -31,9 +31,21 @@ def _status(obs, code: int, message: str | None = None) -> bool:
 
 
 def _cli_error(obs, pattern: str) -> bool:
-    steps = obs if isinstance(obs, list) else [obs]
+    """Some step of a CLI / docker-py case failed with a message matching pattern."""
+    steps = obs.get("steps", [obs]) if isinstance(obs, dict) else obs if isinstance(obs, list) else [obs]
     return any(isinstance(s, dict) and s.get("rc", 0) != 0 and re.search(pattern, str(s.get("stderr")))
                for s in steps)
+
+
+def _py_error(obs, status: int, pattern: str) -> bool:
+    """Some docker-py step failed with this HTTP status and a matching explanation."""
+    steps = obs if isinstance(obs, list) else []
+    for step in steps:
+        for result in (step.values() if isinstance(step, dict) else []):
+            if (isinstance(result, dict) and result.get("status") == status
+                    and re.search(pattern, str(result.get("explanation")))):
+                return True
+    return False
 
 
 def _ping_headers(obs) -> bool:
@@ -44,7 +56,8 @@ DIVERGENCES: dict[str, Divergence] = {d.id: d for d in [
     Divergence("plugins", "plugin routes answer 403: plugins act on the instance host",
                lambda o: _status(o, 403, "plugins") or _cli_error(o, "plugins")),
     Divergence("auth-headers", "every request needs X-Auth-Token and X-Auth-Project-Id (401 otherwise)",
-               lambda o: _status(o, 401, "authentication")),
+               lambda o: (_status(o, 401, "authentication") or _cli_error(o, "authentication")
+                          or _py_error(o, 401, "authentication"))),
     Divergence("buildkit-session", "POST /session answers 404: build with DOCKER_BUILDKIT=0",
                lambda o: _status(o, 404, "BuildKit") or _status(o, 404)),
     Divergence("ping-builder-version", "/_ping advertises no Builder-Version", _ping_headers),

@@ -11,13 +11,13 @@ import io
 import json
 import os
 import pty
+import re
 import secrets
 import select
 import shutil
 import signal
 import subprocess
 import tarfile
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -148,7 +148,9 @@ class Ctx:
     def __post_init__(self):
         other = self.stack.gateway if self.side.name == "direct" else self.stack.direct
         self.norm = Normalizer(self.prefix, [self.side.endpoint, other], self.stack.registry)
-        self.tmp = tempfile.mkdtemp(prefix=f"{self.prefix}-", dir=self.stack.workdir)
+        # named after the prefix, so paths in arguments and messages normalize alike
+        self.tmp = os.path.join(self.stack.workdir, self.prefix)
+        os.makedirs(self.tmp, exist_ok=True)
 
     # -- naming -------------------------------------------------------------------------
     @property
@@ -342,12 +344,15 @@ class Ctx:
 
     def cli_obs(self, res: CliResult, *, out: str = "text", err: str = "text", **kw) -> dict:
         """Normalized CLI result. out/err: text | lines-sorted | json | none | shape."""
+        json_kw = {k: v for k, v in kw.items() if k in ("keep", "volatile", "sort_lists")}
+        text_kw = {k: v for k, v in kw.items() if k in ("sizes", "columns", "numbers")}
+
         def conv(text: str, how: str):
             if how == "none":
                 return None
             if how == "json":
                 try:
-                    return self.norm.json(json.loads(text), **kw)
+                    return self.norm.json(json.loads(text), **json_kw)
                 except ValueError:
                     return {"not-json": self.norm.text(text)}
             if how == "jsonlines":
@@ -357,7 +362,7 @@ class Ctx:
                     return shape(json.loads(text))
                 except ValueError:
                     return {"not-json": self.norm.text(text)}
-            t = self.norm.text(text, **kw)
+            t = self.norm.text(text, **text_kw)
             if how == "lines-sorted":
                 return sorted(t.splitlines())
             return t
@@ -435,7 +440,7 @@ class Ctx:
             except subprocess.TimeoutExpired:
                 rc = -9
             os.close(master)
-        text = buf.decode(errors="replace").replace("\r\n", "\n")
+        text = terminal_text(buf.decode(errors="replace"))
         if timed_out:
             text += f"\n<timeout after {timeout}s>"
             rc = -9 if rc is None else rc
@@ -469,6 +474,16 @@ class Ctx:
 
 
 _DOCKERPY_LOCK = threading.Lock()
+
+
+_CSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def terminal_text(raw: str) -> str:
+    """What a terminal would show, roughly: escape sequences dropped, each line as it
+    stands after its last carriage return (a shell redrawing its prompt)."""
+    raw = _CSI.sub("", raw).replace("\r\n", "\n")
+    return "\n".join(line.rsplit("\r", 1)[-1] for line in raw.split("\n"))
 
 
 def _path_stat(value: str) -> str:

@@ -23,7 +23,7 @@ _TS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:\d\d)")
 _TS_HUMAN = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?: [+-]\d{4} \w+)?")
 _IPV4 = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.])")
 _MAC = re.compile(r"(?i)(?<![0-9a-f:])(?:[0-9a-f]{2}:){5}[0-9a-f]{2}(?![0-9a-f:])")
-_PORTMAP = re.compile(r"(<IP>|\[?::\]?):\d+->")
+_PORTMAP = re.compile(r"(<IP>|\[?::\]?):\d{4,5}\b")
 _AGO = re.compile(r"(?:About (?:a|an) \w+|Less than a second|\d+ (?:second|minute|hour|day|week|month|year)s?) ago")
 _UP = re.compile(r"\bUp (?:About (?:a|an) \w+|Less than a second|\d+ (?:second|minute|hour|day|week|month|year)s?)")
 _SIZE = re.compile(r"\b\d+(?:\.\d+)?\s?(?:B|kB|KB|MB|GB|TB|KiB|MiB|GiB)\b")
@@ -55,7 +55,7 @@ class Normalizer:
         s = _TS_HUMAN.sub("<TS>", s)
         s = _MAC.sub("<MAC>", s)
         s = _IPV4.sub("<IP>", s)
-        s = _PORTMAP.sub(r"\1:<PORT>->", s)
+        s = _PORTMAP.sub(r"\1:<PORT>", s)
         s = _AGO.sub("<AGO>", s)
         s = _UP.sub("Up <DUR>", s)
         s = _UNIX_SEC.sub("<EPOCH>", s)
@@ -105,13 +105,32 @@ def placeholder(value) -> str:
     return "<?>"
 
 
-def shape(obj, depth: int = 0):
-    """Structure only: keys and value types (lists by the shape of their first item)."""
+# maps whose keys are data (labels, options), not structure
+MAP_KEYS = {"Labels", "Options", "DriverOpts", "Networks", "Ports", "PortBindings", "Mounts", "Volumes",
+            "ExposedPorts", "RepoTags", "RepoDigests", "Warnings", "Status", "Containers"}
+
+
+def shape(obj, key: str | None = None):
+    """Structure only: keys and value types. A list's items merge into one shape; maps of
+    data (labels, options) and volatile lists keep only their type."""
+    if key in MAP_KEYS:
+        return "<map>" if isinstance(obj, dict) else ("<list>" if isinstance(obj, list) else placeholder(obj))
     if isinstance(obj, dict):
-        return {k: shape(v, depth + 1) for k, v in sorted(obj.items())}
+        return {k: shape(v, k) for k, v in sorted(obj.items())}
     if isinstance(obj, list):
-        return [shape(obj[0], depth + 1)] if obj else []
-    return placeholder(obj)
+        if not obj:
+            return "<list>"
+        dicts = [x for x in obj if isinstance(x, dict)]
+        if dicts:
+            merged = {}
+            for item in dicts:
+                for k, v in item.items():
+                    if k not in merged or merged[k] in ("<null>", "<empty>", "<emptylist>", "<emptyobject>"):
+                        merged[k] = shape(v, k)
+            return ["<list-of>", dict(sorted(merged.items()))]
+        return "<list>"
+    p = placeholder(obj)
+    return {"<empty>": "<string>", "<emptylist>": "<list>", "<emptyobject>": "<object>"}.get(p, p)
 
 
 def diff(a, b, path: str = "$") -> str | None:

@@ -96,6 +96,8 @@ def run_case(case: Case, stack: Stack, sides: dict[str, Side], skip: dict[str, s
         res.outcome = "parity"
         return res
     res.detail = difference
+    if m["kind"] != "ok":
+        res.detail = f"the moorage side {m['kind']}: {short(m['obs'], 500)}"
     if m.get("tb"):
         res.extra["traceback"] = m["tb"]
     if case.divergence:
