@@ -35,7 +35,10 @@ _DROP_RESPONSE = {"connection", "keep-alive", "transfer-encoding", "content-leng
 _GATEWAY_STATED = {"api-version", "docker-experimental", "ostype"}
 
 _KEEP = object()
-BUFFER = 64 * 1024
+BUFFER = 256 * 1024
+# Request bodies are read in large pieces: gunicorn's body readers copy their read-ahead
+# buffer on every read, so small reads make uploads (cp in, load, build) CPU-bound.
+BODY_READ = 1024 * 1024
 
 
 def _client_headers(ctx: Context) -> list[tuple[str, str]]:
@@ -57,7 +60,7 @@ def wants_upgrade(ctx: Context) -> bool:
 
 def _read_stream(stream, remaining: int | None) -> Iterator[bytes]:
     while remaining is None or remaining > 0:
-        data = stream.read(BUFFER if remaining is None else min(BUFFER, remaining))
+        data = stream.read(BODY_READ if remaining is None else min(BODY_READ, remaining))
         if not data:
             return
         if remaining is not None:

@@ -11,6 +11,7 @@ import datetime as _dt
 import hmac
 import json
 import secrets
+import time
 
 import falcon
 import peewee
@@ -19,15 +20,28 @@ from gateway import store
 from gateway.errors import DockerError
 from relay.upstream import Endpoint
 
+_live_cache: tuple[float, list] | None = None
+LIVE_CACHE_SECONDS = 1.0
 
-def live_instances(settings) -> list[store.Instance]:
-    """Instances that are up and heard from recently, in fill order."""
+
+def live_instances(settings, *, fresh: bool = False) -> list[store.Instance]:
+    """Instances that are up and heard from recently, in fill order.
+
+    Cached for a second per worker: lists and system calls ask on every request, and a
+    second's staleness only delays a new instance's first listing (placement always reads
+    the store itself, in its transaction)."""
+    global _live_cache
+    now = time.monotonic()
+    if not fresh and _live_cache and now - _live_cache[0] < LIVE_CACHE_SECONDS:
+        return list(_live_cache[1])
     horizon = store.utcnow() - _dt.timedelta(seconds=settings.heartbeat_timeout)
-    return list(
+    live = list(
         store.Instance.select()
         .where((store.Instance.state == store.INSTANCE_UP) & (store.Instance.last_heartbeat >= horizon))
         .order_by(store.Instance.position, store.Instance.uuid)
     )
+    _live_cache = (now, live)
+    return list(live)
 
 
 def all_instances() -> list[store.Instance]:

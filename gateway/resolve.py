@@ -18,7 +18,9 @@ def container(project: str, ref: str) -> store.Container:
     name = ref[1:] if ref.startswith("/") else ref
     if not name or name.startswith(RESERVATION_PREFIX):
         raise no_such_container(ref)
-    mine = C.select().where((C.project == project) & ~(C.id.startswith(RESERVATION_PREFIX)))
+    # The instance comes in the same query: every caller forwards to it next.
+    mine = (C.select(C, store.Instance).join(store.Instance)
+            .where((C.project == project) & ~(C.id.startswith(RESERVATION_PREFIX))))
     found = mine.where(C.id == name).first()
     if found:
         return found
@@ -36,7 +38,7 @@ def container(project: str, ref: str) -> store.Container:
 
 def exec_session(project: str, ref: str) -> store.Exec:
     E = store.Exec
-    found = (E.select(E, store.Container).join(store.Container)
+    found = (E.select(E, store.Container, store.Instance).join(store.Container).join(store.Instance)
              .where((E.id == ref) & (E.project == project)).first())
     if found is None:
         raise no_such_exec(ref)

@@ -13,7 +13,7 @@ import socket
 
 import gevent
 
-BUFFER = 64 * 1024
+BUFFER = 256 * 1024
 
 
 def _shut_write(sock: socket.socket) -> None:

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from urllib.parse import urlparse
 
-BUFFER = 64 * 1024
+BUFFER = 256 * 1024
 MAX_HEAD = 64 * 1024
 
 
@@ -246,7 +246,9 @@ def _send_body(sock: socket.socket, body: bytes | Iterable[bytes] | None, chunke
         if not data:
             continue
         if chunked:
-            sock.sendall(b"%x\r\n" % len(data) + bytes(data) + b"\r\n")
+            sock.sendall(b"%x\r\n" % len(data))
+            sock.sendall(data)
+            sock.sendall(b"\r\n")
         else:
             sock.sendall(data)
     if chunked:
