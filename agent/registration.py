@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import urllib.error
+import urllib.parse
 import urllib.request
 
 import gevent
@@ -19,6 +20,7 @@ from relay.upstream import Endpoint, UpstreamError, request
 log = logging.getLogger("moorage.agent")
 
 REGISTER_PATH = "/moorage/v1/agents"
+PROJECT_LABEL = "org.openstack.moorage.project"  # as gateway.tenancy.PROJECT_LABEL
 
 
 def daemon_facts(docker: Endpoint) -> dict:
@@ -42,6 +44,18 @@ def daemon_facts(docker: Endpoint) -> dict:
             "KernelVersion": info.get("KernelVersion"),
         },
     }
+
+
+def moorage_containers(docker: Endpoint) -> list[dict]:
+    """Every container on this daemon that carries a Moorage project label: the truth the
+    gateway reconciles its map against."""
+    query = "all=1&filters=" + urllib.parse.quote(json.dumps({"label": [PROJECT_LABEL]}))
+    resp = request(docker, "GET", "/containers/json?" + query, [], connect_timeout=3, timeout=30)
+    if resp.status != 200:
+        raise UpstreamError(f"dockerd answered {resp.status} to the container list")
+    return [{"id": c["Id"], "name": (c.get("Names") or [""])[0].lstrip("/"),
+             "project": (c.get("Labels") or {}).get(PROJECT_LABEL, ""), "labels": c.get("Labels") or {}}
+            for c in json.loads(resp.read())]
 
 
 def _post(url: str, payload: dict, headers: dict, method: str = "POST") -> tuple[int, dict]:
@@ -99,7 +113,8 @@ class Registrar:
     def heartbeat_once(self) -> bool:
         try:
             facts = daemon_facts(self.docker)
-            payload = {"capacity": self.capacity, "daemon": "up", **facts}
+            payload = {"capacity": self.capacity, "daemon": "up", **facts,
+                       "containers": moorage_containers(self.docker)}
         except (UpstreamError, OSError, ValueError) as exc:
             payload = {"capacity": self.capacity, "daemon": "down", "error": str(exc)}
         try:

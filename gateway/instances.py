@@ -138,4 +138,33 @@ def heartbeat(req: falcon.Request, resp: falcon.Response, settings, uuid: str) -
         if instance.state == store.INSTANCE_DOWN:
             fields[store.Instance.state] = store.INSTANCE_UP
     store.Instance.update(fields).where(store.Instance.uuid == uuid).execute()
+    if isinstance(data.get("containers"), list):
+        reconcile(instance, data["containers"])
     resp.status = 204
+
+
+# A row younger than this is left alone: its create may still be in flight (reserved, or
+# created on the daemon after the agent listed it).
+RECONCILE_GRACE = _dt.timedelta(seconds=60)
+
+
+def reconcile(instance: store.Instance, on_daemon: list[dict]) -> dict[str, int]:
+    """The daemon is the truth about which containers exist; the map follows it.
+
+    Rows whose container the daemon no longer has (removed by --rm, or behind the gateway's
+    back) are dropped; labelled containers the map lacks (created while the gateway was
+    down, or by an earlier database) are adopted with their project. Nothing else is touched.
+    """
+    C = store.Container
+    daemon = {c["id"]: c for c in on_daemon if isinstance(c, dict) and c.get("id") and c.get("project")}
+    horizon = store.utcnow() - RECONCILE_GRACE
+    with store.database.obj.atomic():
+        known = {row.id: row for row in C.select().where(C.instance == instance.uuid)}
+        gone = [cid for cid, row in known.items() if cid not in daemon and row.created_at < horizon]
+        if gone:
+            C.delete().where(C.id.in_(gone)).execute()
+        adopted = [c for cid, c in daemon.items() if cid not in known]
+        for c in adopted:
+            C.insert(id=c["id"], project=c["project"], name=c.get("name", ""), instance=instance.uuid,
+                     labels=c.get("labels") or None).on_conflict_ignore().execute()
+    return {"dropped": len(gone), "adopted": len(adopted)}

@@ -93,3 +93,22 @@ def test_a_dead_agent_is_a_quick_503_naming_the_instance_and_loses_nothing(stack
         time.sleep(1)
     assert result.stdout.strip() == f"/{unique}".encode()
     stack.docker("rm", "-f", unique)
+
+
+def test_labelled_containers_the_map_lacks_are_adopted_at_the_next_heartbeat(stack, unique):
+    """Created behind the gateway's back (or while it was down): the daemon is the truth."""
+    project = stack.env["MOORAGE_PROJECT_alpha"]
+    created = stack.docker("create", "--name", unique, "--label", f"org.openstack.moorage.project={project}",
+                           "busybox", "true", direct=True)
+    assert created.returncode == 0
+    try:
+        deadline = time.monotonic() + 40  # two heartbeats at the default 10 s, with room
+        while time.monotonic() < deadline:
+            seen = stack.docker("inspect", "-f", "{{.Name}}", unique)
+            if seen.returncode == 0:
+                break
+            time.sleep(1)
+        assert seen.stdout.strip() == f"/{unique}".encode()
+        assert stack.docker("inspect", unique, tenant="beta").returncode == 1
+    finally:
+        stack.docker("rm", "-f", unique, direct=True)
