@@ -55,6 +55,7 @@ class Session:
 
 
 def cli_case(case_id: str, ops=(), **kw):
+    ops = kw.pop("ops", ops)
     """Decorator: the function gets (ctx, session) and may return extra data."""
     def wrap(fn):
         def scenario(ctx: Ctx):
@@ -155,7 +156,7 @@ def _run_conflict(ctx, d):
 @cli_case("cli.run.it", ("ContainerAttach", "ContainerResize"))
 def _run_it(ctx, d):
     d.pty("run", "-it", "--rm", "--name", "{n}", "busybox", "sh",
-          script=[("# ", b"echo $((6*7)); stty size\r"), ("42", b"exit 5\r")])
+          script=[("# ", b"echo $((6*7)); stty size\r"), ("42", b""), ("# ", b"exit 5\r")])
 
 
 @cli_case("cli.run.it-read", ("ContainerAttach",))
@@ -249,7 +250,8 @@ def _exec_t(ctx, d):
 @cli_case("cli.exec.it", ("ContainerExec", "ExecStart", "ExecResize"))
 def _exec_it(ctx, d):
     d(*RUN_D, "--name", "{n}", "busybox", "sleep", "300", keep=False)
-    d.pty("exec", "-it", "{n}", "sh", script=[("# ", b"echo $((40+2)); stty size\r"), ("42", b"exit 4\r")])
+    d.pty("exec", "-it", "{n}", "sh", script=[("# ", b"echo $((40+2)); stty size\r"), ("42", b""),
+                                              ("# ", b"exit 4\r")])
 
 
 @cli_case("cli.exec.stopped", ("ContainerExec",))
@@ -412,7 +414,7 @@ def _diff(ctx, d):
     d("diff", "{P}-missing")
 
 
-@cli_case("cli.prune", ("ContainerPrune",))
+@cli_case("cli.prune", serial=True, ops=("ContainerPrune",))
 def _prune(ctx, d):
     d("run", "--label", LABEL, "--label", "compat.case={P}", "--name", "{n}", "busybox", "true", keep=False)
     d("container", "prune", "-f", "--filter", "label=compat.case={P}", sizes=True)
@@ -534,7 +536,7 @@ def _build_noise(obs):
 
 
 # == volumes and networks =================================================================
-@cli_case("cli.volume", ("VolumeCreate", "VolumeList", "VolumeInspect", "VolumeDelete", "VolumePrune"))
+@cli_case("cli.volume", ("VolumeCreate", "VolumeList", "VolumeInspect", "VolumeDelete", "VolumePrune"), serial=True)
 def _volume(ctx, d):
     d("volume", "create", "--label", LABEL, "--label", "compat.case={P}", "{P}-vol")
     d("volume", "ls", "--filter", "name={P}")
@@ -551,7 +553,7 @@ def _volume(ctx, d):
 
 
 @cli_case("cli.network", ("NetworkCreate", "NetworkList", "NetworkInspect", "NetworkConnect", "NetworkDisconnect",
-                          "NetworkDelete", "NetworkPrune"), timeout=90)
+                          "NetworkDelete", "NetworkPrune"), timeout=90, serial=True)
 def _network(ctx, d):
     d("network", "create", "--label", LABEL, "--label", "compat.case={P}", "{P}-net", out="none")
     d("network", "ls", "--filter", "name={P}", "--format", "{{.Name}} {{.Driver}} {{.Scope}}")
@@ -587,7 +589,7 @@ def _events(ctx, d):
     d("events", "--since", "nonsense", "--until", str(t1))
 
 
-@cli_case("cli.system-df", ("SystemDataUsage",))
+@cli_case("cli.system-df", serial=True, ops=("SystemDataUsage",))
 def _df(ctx, d):
     d("system", "df", numbers=True, sizes=True, post=lambda o: {**o, "stdout": o["stdout"].splitlines()[0]})
     d("system", "df", "--format", "{{.Type}}")

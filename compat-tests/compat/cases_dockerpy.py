@@ -134,7 +134,7 @@ def _high_errors(ctx, s, version):
 
 
 @py_case("dockerpy.high.images", ("ImageBuild", "ImageList", "ImageInspect", "ImageTag", "ImageDelete",
-                                  "ImageHistory", "ImageGet", "ImageLoad"), timeout=120)
+                                  "ImageHistory", "ImageGet", "ImageLoad"), timeout=120, serial=True)
 def _high_images(ctx, s, version):
     dc = ctx.dockerpy(version)
     tag = f"{ctx.prefix}-img:1"
@@ -185,7 +185,8 @@ def _high_registry(ctx, s, version):
 
 @py_case("dockerpy.high.volumes-networks", ("VolumeCreate", "VolumeList", "VolumeInspect", "VolumeDelete",
                                             "NetworkCreate", "NetworkList", "NetworkInspect", "NetworkConnect",
-                                            "NetworkDisconnect", "NetworkDelete", "VolumePrune", "NetworkPrune"))
+                                            "NetworkDisconnect", "NetworkDelete", "VolumePrune", "NetworkPrune"),
+          serial=True)
 def _high_vn(ctx, s, version):
     dc = ctx.dockerpy(version)
     lab = {**LABELS, "compat.case": ctx.prefix}
@@ -214,7 +215,8 @@ def _high_vn(ctx, s, version):
     s("network-prune", lambda: dc.networks.prune(filters={"label": f"compat.case={ctx.prefix}"}))
 
 
-@py_case("dockerpy.high.system", ("SystemPing", "SystemVersion", "SystemInfo", "SystemDataUsage", "SystemEvents"))
+@py_case("dockerpy.high.system", ("SystemPing", "SystemVersion", "SystemInfo", "SystemDataUsage", "SystemEvents"),
+         serial=True)
 def _high_system(ctx, s, version):
     dc = ctx.dockerpy(version)
     s("ping", lambda: dc.ping())
@@ -233,7 +235,8 @@ def _high_system(ctx, s, version):
 # == low level ============================================================================
 @py_case("dockerpy.low.containers", ("ContainerCreate", "ContainerStart", "ContainerAttach", "ContainerWait",
                                      "ContainerLogs", "ContainerExport", "ContainerChanges", "ContainerTop",
-                                     "ContainerResize", "ContainerArchiveInfo", "ContainerPrune", "ImageCommit"))
+                                     "ContainerResize", "ContainerArchiveInfo", "ContainerPrune", "ImageCommit"),
+          serial=True)
 def _low_containers(ctx, s, version):
     api = ctx.dockerpy(version, high=False)
     name = ctx.name()
@@ -341,7 +344,7 @@ def _low_exec(ctx, s, version):
 
 
 @py_case("dockerpy.low.images", ("ImageList", "ImageInspect", "ImageTag", "ImageDelete", "ImageBuild",
-                                 "ImageCreate", "ImageHistory", "ImageSearch", "BuildPrune"), timeout=120)
+                                 "ImageCreate", "ImageHistory", "BuildPrune"), timeout=120, serial=True)
 def _low_images(ctx, s, version):
     api = ctx.dockerpy(version, high=False)
     tag = f"{ctx.prefix}-img"
@@ -360,9 +363,15 @@ def _low_images(ctx, s, version):
                                "Successfully tagged" in x["stream"]])
     ctx.track_image(f"{tag}:b")
     s("import", lambda: api.import_image_from_data(make_tar({"f": "1"}), repository=tag, tag="imp"), how="shape")
+    s("build-prune", lambda: api.prune_builds(), how="shape")
+
+
+@py_case("dockerpy.low.offline", ("ImageSearch", "ImageCreate"), timeout=150)
+def _low_offline(ctx, s, version):
+    """No internet here: Docker Hub searches and pulls fail, the same way on both sides."""
+    api = ctx.dockerpy(version, high=False, timeout=120)
     s("search", lambda: api.search("busybox", limit=1))
     s("pull-hub-offline", lambda: api.pull(f"{ctx.prefix}-nosuch", tag="latest"))
-    s("build-prune", lambda: api.prune_builds(), how="shape")
 
 
 @py_case("dockerpy.low.version-negotiation", ("SystemVersion", "SystemPing"))

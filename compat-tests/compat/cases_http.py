@@ -149,7 +149,7 @@ def _fmt(value, subs: dict):
 def req(case_id: str, ops, setup, method: str, path: str, query=None, *, json_body=None, body: bytes | None = None,
         content_type: str | None = None, obs: str = "json", version: str | None = "1.41", auth: bool = True,
         then=None, stream_for: float | None = None, obs_kw: dict | None = None, divergence: str | None = None,
-        timeout: float = 60, headers: dict | None = None):
+        timeout: float = 60, headers: dict | None = None, serial: bool | None = None):
     """A case made of a setup, one request, and optionally a follow-up observation `then`."""
 
     def scenario(ctx: Ctx):
@@ -164,7 +164,9 @@ def req(case_id: str, ops, setup, method: str, path: str, query=None, *, json_bo
             out["then"] = then(ctx, subs)
         return out
 
-    register(case_id, scenario, ops, divergence=divergence, timeout=timeout)
+    if serial is None:  # dockerd runs one prune / disk-usage walk at a time, and says so to a second one
+        serial = "/prune" in path or "/system/df" in path
+    register(case_id, scenario, ops, divergence=divergence, timeout=timeout, serial=serial)
 
 
 def inspect_c(*keys):
@@ -208,7 +210,7 @@ req("http.SystemVersion.no-auth", "SystemVersion", s_none, "GET", "/version", au
     divergence="auth-headers")
 req("http.SystemInfo.get", "SystemInfo", s_none, "GET", "/info", obs="shape")
 req("http.SystemInfo.v1.24", "SystemInfo", s_none, "GET", "/info", obs="shape", version="1.24")
-req("http.SystemDataUsage.get", "SystemDataUsage", s_none, "GET", "/system/df", obs="shape")
+req("http.SystemDataUsage.get", "SystemDataUsage", s_none, "GET", "/system/df", obs="shape", serial=True)
 req("http.SystemEvents.bad-filter", "SystemEvents", s_none, "GET", "/events", {"filters": "{bad"})
 req("http.SystemEvents.bad-since", "SystemEvents", s_none, "GET", "/events", {"since": "notatime", "until": "1"})
 req("http.SystemAuth.registry", "SystemAuth", s_none, "POST", "/auth",
@@ -618,7 +620,7 @@ def prune_containers(ctx: Ctx):
     return out
 
 
-register("http.ContainerPrune.label", prune_containers, "ContainerPrune")
+register("http.ContainerPrune.label", prune_containers, "ContainerPrune", serial=True)
 req("http.ContainerPrune.bad-filter", "ContainerPrune", s_none, "POST", "/containers/prune", {"filters": "{x"})
 req("http.ContainerPrune.nothing", "ContainerPrune", s_none, "POST", "/containers/prune",
     {"filters": filters(label="compat.case={prefix}")})
@@ -860,7 +862,7 @@ def prune_images(ctx: Ctx):
     return ctx.obs(resp, "json", volatile={"SpaceReclaimed"})
 
 
-register("http.ImagePrune.label", prune_images, "ImagePrune")
+register("http.ImagePrune.label", prune_images, "ImagePrune", serial=True)
 req("http.ImagePrune.bad-filter", "ImagePrune", s_none, "POST", "/images/prune", {"filters": "nope"})
 req("http.BuildPrune.ok", "BuildPrune", s_none, "POST", "/build/prune", obs="json",
     obs_kw={"volatile": {"SpaceReclaimed"}})
@@ -1047,7 +1049,7 @@ def prune_volumes(ctx: Ctx):
     return ctx.obs(resp, volatile={"SpaceReclaimed"}, sort_lists=True)
 
 
-register("http.VolumePrune.label", prune_volumes, "VolumePrune")
+register("http.VolumePrune.label", prune_volumes, "VolumePrune", serial=True)
 req("http.VolumePrune.bad-filter", "VolumePrune", s_none, "POST", "/volumes/prune", {"filters": "x"})
 
 # == Networks ===========================================================================
@@ -1102,7 +1104,7 @@ def prune_networks(ctx: Ctx):
     return ctx.obs(resp)
 
 
-register("http.NetworkPrune.label", prune_networks, "NetworkPrune")
+register("http.NetworkPrune.label", prune_networks, "NetworkPrune", serial=True)
 req("http.NetworkPrune.bad-filter", "NetworkPrune", s_none, "POST", "/networks/prune", {"filters": "x"})
 
 # == Plugins (refused by Moorage) ======================================================

@@ -78,6 +78,9 @@ def markdown(ops, results, summary, elapsed: float) -> str:
         lines.append("None.")
     for r in sorted(failed, key=lambda r: r.case.id):
         lines.append(f"- `{r.case.id}` ({r.outcome}): {_cell(r.detail)}")
+    flaky = [r for r in results if r.extra.get("flaky")]
+    lines += ["", "## Flaky (passed only when run a second time)", ""]
+    lines += [f"- `{r.case.id}`: {_cell(r.extra['flaky'])}" for r in sorted(flaky, key=lambda r: r.case.id)] or ["None."]
     divs = [r for r in results if r.outcome == "divergence"]
     lines += ["", "## Documented divergences observed", ""]
     for r in sorted(divs, key=lambda r: r.case.id):
