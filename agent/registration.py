@@ -111,12 +111,19 @@ class Registrar:
         return True
 
     def heartbeat_once(self) -> bool:
+        # Only a daemon that cannot be reached is "down": a slow answer under load is not,
+        # and must not take the instance out of placement.
+        payload = {"capacity": self.capacity, "daemon": "up"}
         try:
-            facts = daemon_facts(self.docker)
-            payload = {"capacity": self.capacity, "daemon": "up", **facts,
-                       "containers": moorage_containers(self.docker)}
-        except (UpstreamError, OSError, ValueError) as exc:
+            payload.update(daemon_facts(self.docker))
+            payload["containers"] = moorage_containers(self.docker)
+        except (ConnectionRefusedError, FileNotFoundError) as exc:
             payload = {"capacity": self.capacity, "daemon": "down", "error": str(exc)}
+        except (UpstreamError, OSError, ValueError) as exc:
+            if "cannot connect" in str(exc):
+                payload = {"capacity": self.capacity, "daemon": "down", "error": str(exc)}
+            else:
+                log.warning("heartbeat: dockerd slow or odd (%s); reporting it up without fresh facts", exc)
         try:
             status, _ = _post(f"{self.gateway_url}{REGISTER_PATH}/{self.uuid}/heartbeat", payload,
                               {"X-Moorage-Agent-Secret": self.secret or ""}, method="PUT")

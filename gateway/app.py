@@ -34,6 +34,9 @@ class Gateway:
         store.init(settings.database)
         self._api_cache: tuple[float, str, str] | None = None
         app = falcon.App(media_type=falcon.MEDIA_JSON)
+        # No Content-Type unless one is stated: dockerd sends none on empty answers (204, resize,
+        # tag), and forwarded answers carry the daemon's own.
+        app.resp_options.default_media_type = None
         app.req_options.auto_parse_form_urlencoded = False
         app.req_options.strip_url_path_trailing_slash = False
         app.resp_options.secure_cookies_by_default = False
@@ -67,24 +70,20 @@ class Gateway:
         self._api_cache = (now, maximum, minimum)
         return maximum, minimum
 
-    def _daemon_headers(self, resp: falcon.Response) -> None:
-        maximum, _ = self.api_range()
-        resp.set_header("Api-Version", maximum)
-        resp.set_header("Docker-Experimental", "false")
-        resp.set_header("Ostype", "linux")
-
     # -- dispatch -------------------------------------------------------------------------
     def dispatch(self, req: falcon.Request, resp: falcon.Response, **_):
         if req.path.startswith(AGENTS_PREFIX):
             return self._agents(req, resp)
-        self._daemon_headers(resp)
         route, params, version = self.router.match(req.method, req.path)
         identity = authenticate(self.identity, req.headers)
         if route is None:
-            raise page_not_found()
+            raise page_not_found()  # as dockerd: no version headers on an unknown route
         maximum, minimum = self.api_range()
+        resp.set_header("Api-Version", maximum)
+        resp.set_header("Ostype", "linux")
         if version is not None:
             versions.check(version, maximum, minimum)
+        resp.set_header("Docker-Experimental", "false")
         ctx = Context(self, req, resp, route, params, version or maximum, identity)
         route.handler(ctx)
 

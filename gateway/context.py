@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
 import falcon
@@ -31,3 +32,9 @@ class Context:
 
     def query(self, name: str, default: str | None = None) -> str | None:
         return self.req.get_param(name, default=default)
+
+    def answer_json(self, payload, status: int = 200) -> None:
+        """A JSON answer the gateway composed, encoded as dockerd encodes (compact, newline)."""
+        self.resp.status = status
+        self.resp.content_type = "application/json"
+        self.resp.data = json.dumps(payload, separators=(",", ":")).encode() + b"\n"

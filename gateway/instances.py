@@ -112,6 +112,7 @@ def register(req: falcon.Request, resp: falcon.Response, settings) -> None:
         _apply_facts(instance, data)
         instance.save(force_insert=created)
     resp.status = 201 if created else 200
+    resp.content_type = "application/json"
     resp.media = {"agent_secret": agent_secret, "heartbeat_interval": settings.heartbeat_interval}
 
 

@@ -52,8 +52,6 @@ class Router:
         m = _VERSION.match(path)
         if m:
             version, path = m.group(1), m.group(2)
-        if len(path) > 1:
-            path = path.rstrip("/")
         for route in self._by_method.get(method, ()):
             found = route.regex.match(path)
             if found:

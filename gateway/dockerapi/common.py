@@ -53,17 +53,18 @@ def with_query(ctx: Context, **changes: str | None) -> str:
     return urlencode(pairs)
 
 
-def parse_filters(ctx: Context) -> dict:
+def parse_filters(ctx: Context) -> dict | None:
+    """The client's filters, or None when they are not a JSON object (dockerd then answers)."""
     raw = ctx.query("filters")
     if not raw:
         return {}
     try:
         filters = json.loads(raw)
-    except ValueError as exc:
-        raise DockerError(400, f"invalid filter: {exc}") from exc
-    if not isinstance(filters, dict):
-        raise DockerError(400, "invalid filter: expected a JSON object")
-    return filters
+    except ValueError:
+        return None
+    if filters is None:
+        return {}  # JSON null: Go reads it as no filters, and so must we (the label still applies)
+    return filters if isinstance(filters, dict) else None
 
 
 def add_filter(filters: dict, key: str, value: str) -> dict:
@@ -79,9 +80,19 @@ def add_filter(filters: dict, key: str, value: str) -> dict:
     return out
 
 
-def project_label_filter(ctx: Context) -> str:
-    """The client's filters plus 'only this project's objects', as a filters JSON value."""
-    return json.dumps(add_filter(parse_filters(ctx), "label", f"{PROJECT_LABEL}={ctx.project}"))
+def project_label_filter(ctx: Context) -> str | None:
+    """The client's filters plus 'only this project's objects', as a filters JSON value;
+    None when the client's filters cannot be parsed (forward them: dockerd says why)."""
+    filters = parse_filters(ctx)
+    if filters is None:
+        return None
+    return json.dumps(add_filter(filters, "label", f"{PROJECT_LABEL}={ctx.project}"))
+
+
+def hide_project_label(labels: dict | None) -> None:
+    """The project label is Moorage's bookkeeping, not the tenant's: answers leave it out."""
+    if isinstance(labels, dict):
+        labels.pop(PROJECT_LABEL, None)
 
 
 def on_finish(chunks, callback: Callable[[], None]):

@@ -5,8 +5,14 @@ from __future__ import annotations
 from gateway import instances
 from gateway import resolve as resolve_
 from gateway.context import Context
-from gateway.dockerapi.common import home_instance, on_finish, project_label_filter, read_json, with_query
-from gateway.errors import bad_request
+from gateway.dockerapi.common import (
+    hide_project_label,
+    home_instance,
+    on_finish,
+    project_label_filter,
+    read_json,
+    with_query,
+)
 from gateway.forward import call, forward, raise_for, respond, send
 from gateway.placement import PIN_LABEL, PlacementRequest, place, release
 from gateway.placement.scheduler import confirm
@@ -18,31 +24,44 @@ def _container(ctx: Context):
     return resolve_.container(ctx.project, ctx.params["id"])
 
 
-def _object_path(ctx: Context, container_id: str) -> str:
-    """The request's path with the client's reference replaced by the full container ID."""
+def _object_path(ctx: Context, container) -> str:
+    """The request's path naming the resolved container for the daemon.
+
+    The client's own reference goes down when it names this container unambiguously on the
+    daemon too (its full ID, or its name), so dockerd's messages quote what the client typed;
+    an ID prefix could match another project's container there, so it becomes the full ID."""
+    ref = ctx.params["id"]
+    if ref.lstrip("/") not in (container.id, container.name):
+        ref = container.id
     suffix = ctx.route.path.split("{id}", 1)[1]
-    return f"/containers/{container_id}{suffix}"
+    return f"/containers/{ref}{suffix}"
 
 
 def to_container(ctx: Context) -> None:
     """Resolve the tenant's container and forward the request to its instance."""
     container = _container(ctx)
-    forward(ctx, container.instance, path=_object_path(ctx, container.id))
+    forward(ctx, container.instance, path=_object_path(ctx, container))
 
 
 def list_(ctx: Context) -> None:
-    query = with_query(ctx, filters=project_label_filter(ctx))
+    filters = project_label_filter(ctx)
+    if filters is None:
+        forward(ctx, home_instance(ctx))  # filters dockerd cannot parse either: its own error
+        return
+    query = with_query(ctx, filters=filters)
     merged = []
     for instance in instances.live_instances(ctx.settings):
         status, payload = call(ctx, instance, "GET", "/containers/json", query=query)
         raise_for(status, payload)
+        for container in payload:
+            hide_project_label(container.get("Labels"))
         merged.extend(payload)
     # As dockerd lists them: newest first.
     merged.sort(key=lambda c: (c.get("Created", 0), c.get("Id", "")), reverse=True)
     limit = ctx.query("limit")
     if limit and limit.lstrip("-").isdigit() and int(limit) > 0:
         merged = merged[: int(limit)]
-    ctx.resp.media = merged
+    ctx.answer_json(merged)
 
 
 def create(ctx: Context) -> None:
@@ -57,7 +76,8 @@ def create(ctx: Context) -> None:
     if labels is None:
         labels = {}
     if not isinstance(labels, dict):
-        raise bad_request("json: cannot unmarshal Labels: expected an object of string values")
+        forward(ctx, home_instance(ctx), body=raw, content_type=ctx.req.content_type)  # dockerd's own error
+        return
     labels = {**labels, PROJECT_LABEL: ctx.project}
     body["Labels"] = labels
     placement = place(PlacementRequest(ctx.project, name, labels, labels.get(PIN_LABEL) or None), ctx.settings)
@@ -74,21 +94,23 @@ def create(ctx: Context) -> None:
         release(placement)
         raise
     confirm(placement, container_id, name.lstrip("/"), ctx.project, labels)
-    ctx.resp.status = 201
-    ctx.resp.media = payload
+    ctx.answer_json(payload, 201)
 
 
 def inspect(ctx: Context) -> None:
     container = _container(ctx)
-    upstream = send(ctx, container.instance, path=_object_path(ctx, container.id))
-    if upstream.status == 404:
+    status, payload = call(ctx, container.instance, "GET", _object_path(ctx, container),
+                           query=ctx.req.query_string)
+    if status == 404:
         resolve_.forget_container(container.id)
-    respond(ctx, container.instance, upstream)
+    raise_for(status, payload)
+    hide_project_label((payload.get("Config") or {}).get("Labels"))
+    ctx.answer_json(payload)
 
 
 def delete(ctx: Context) -> None:
     container = _container(ctx)
-    upstream = send(ctx, container.instance, path=_object_path(ctx, container.id))
+    upstream = send(ctx, container.instance, path=_object_path(ctx, container))
     if upstream.status in (204, 404):
         resolve_.forget_container(container.id)
     respond(ctx, container.instance, upstream)
@@ -97,7 +119,7 @@ def delete(ctx: Context) -> None:
 def rename(ctx: Context) -> None:
     container = _container(ctx)
     new_name = (ctx.query("name") or "").lstrip("/")
-    upstream = send(ctx, container.instance, path=_object_path(ctx, container.id))
+    upstream = send(ctx, container.instance, path=_object_path(ctx, container))
     if upstream.status == 204 and new_name:
         container.name = new_name
         container.save()
@@ -106,7 +128,7 @@ def rename(ctx: Context) -> None:
 
 def wait(ctx: Context) -> None:
     container = _container(ctx)
-    upstream = send(ctx, container.instance, path=_object_path(ctx, container.id))
+    upstream = send(ctx, container.instance, path=_object_path(ctx, container))
     respond(ctx, container.instance, upstream)
     if upstream.status == 200 and ctx.query("condition") == "removed" and ctx.resp.stream is not None:
         # `docker run --rm`: once the daemon reports the container removed, so does the map.
@@ -114,7 +136,11 @@ def wait(ctx: Context) -> None:
 
 
 def prune(ctx: Context) -> None:
-    query = with_query(ctx, filters=project_label_filter(ctx))
+    filters = project_label_filter(ctx)
+    if filters is None:
+        forward(ctx, home_instance(ctx))
+        return
+    query = with_query(ctx, filters=filters)
     deleted, reclaimed = [], 0
     for instance in instances.live_instances(ctx.settings):
         status, payload = call(ctx, instance, "POST", "/containers/prune", query=query)
@@ -123,7 +149,7 @@ def prune(ctx: Context) -> None:
             resolve_.forget_container(container_id)
             deleted.append(container_id)
         reclaimed += payload.get("SpaceReclaimed") or 0
-    ctx.resp.media = {"ContainersDeleted": deleted or None, "SpaceReclaimed": reclaimed}
+    ctx.answer_json({"ContainersDeleted": deleted or None, "SpaceReclaimed": reclaimed})
 
 
 def commit(ctx: Context) -> None:

@@ -30,7 +30,7 @@ def version(ctx: Context) -> None:
         details = component.get("Details")
         if component.get("Name") == "Engine" and isinstance(details, dict):
             details["ApiVersion"], details["MinAPIVersion"] = maximum, minimum
-    ctx.resp.media = payload
+    ctx.answer_json(payload)
 
 
 def to_home(ctx: Context) -> None:
