@@ -503,7 +503,7 @@ def _registry_noise(obs):
     return obs
 
 
-@cli_case("cli.pull-offline", ("ImageCreate", "ImageSearch"), timeout=120)
+@cli_case("cli.pull-offline", ("ImageCreate", "ImageSearch"), timeout=200, isolated=True)
 def _pull_offline(ctx, d):
     d("pull", "{P}-nosuch:latest", timeout=90)
     d("search", "busybox", timeout=90)

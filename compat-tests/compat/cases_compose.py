@@ -84,7 +84,7 @@ def compose(ctx: Ctx, project_dir: str, *args: str, timeout: float = 90) -> dict
     return {"argv": list(args), "rc": rc, "stdout": lines(out), "stderr": lines(err)}
 
 
-def compose_project(ctx: Ctx):
+def _project(ctx: Ctx) -> str:
     project = os.path.join(ctx.tmp, "proj")
     os.makedirs(os.path.join(project, "web"))
     with open(os.path.join(project, "docker-compose.yml"), "w") as fh:
@@ -95,6 +95,11 @@ def compose_project(ctx: Ctx):
         fh.write(START)
     ctx.on_cleanup(lambda: compose(ctx, project, "down", "-v", "--rmi", "local", "--remove-orphans"))
     ctx.track_image(f"{ctx.prefix}-web:1")
+    return project
+
+
+def compose_project(ctx: Ctx):
+    project = _project(ctx)
     steps = [compose(ctx, project, "up", "-d", timeout=150)]
     steps.append(compose(ctx, project, "ps"))
     steps.append(compose(ctx, project, "ps", "-q"))
@@ -103,13 +108,22 @@ def compose_project(ctx: Ctx):
     steps.append(compose(ctx, project, "logs", "--no-color"))
     steps.append(compose(ctx, project, "exec", "-T", "web", "sh", "-c", "echo $GREETING; cat /data/x"))
     steps.append(compose(ctx, project, "exec", "-T", "web", "sh", "-c", "exit 3"))
-    steps.append(compose(ctx, project, "run", "--rm", "-T", "web", "sh", "-c", "echo run-ok; cat /data/x"))
     steps.append(compose(ctx, project, "port", "web", "8080"))
     steps.append(compose(ctx, project, "top"))
     steps.append(compose(ctx, project, "down", "-v"))
     leftovers = ctx.docker("ps", "-a", "--filter", f"name={ctx.prefix}_", "--format", "{{.Names}}")
     vols = ctx.docker("volume", "ls", "-q", "--filter", f"name={ctx.prefix}_")
     steps.append({"leftover-containers": leftovers.out.split(), "leftover-volumes": vols.out.split()})
+    return steps
+
+
+def compose_run(ctx: Ctx):
+    """`run` attaches with docker-py's attach_socket(), which sends no HttpHeaders."""
+    project = _project(ctx)
+    steps = [compose(ctx, project, "up", "-d", "db", timeout=150)]
+    steps.append(compose(ctx, project, "run", "--rm", "-T", "web", "sh", "-c", "echo run-ok; cat /data/x",
+                         timeout=150))
+    steps.append(compose(ctx, project, "down", "-v"))
     return steps
 
 
@@ -121,4 +135,7 @@ register("compose.v1.project", compose_project,
          ("ImageBuild", "NetworkCreate", "VolumeCreate", "ContainerCreate", "ContainerStart", "ContainerList",
           "ContainerLogs", "ContainerExec", "ExecStart", "ContainerAttach", "ContainerWait", "ContainerStop",
           "ContainerDelete", "NetworkDelete", "VolumeDelete", "ContainerTop"), timeout=300, requires="compose")
+register("compose.v1.run", compose_run, ("ImageBuild", "ContainerCreate", "ContainerAttach", "ContainerStart",
+                                         "ContainerWait", "ContainerDelete"), timeout=300, requires="compose",
+         divergence="attach-socket-headers")
 register("compose.v1.version", compose_version, ("SystemVersion",), requires="compose")

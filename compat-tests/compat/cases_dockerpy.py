@@ -271,7 +271,7 @@ def _low_containers(ctx, s, version):
     s("create-malformed", lambda: api.create_container("busybox", name="bad name!"))
 
 
-@py_case("dockerpy.low.attach-socket", ("ContainerAttach",), divergence="auth-headers")
+@py_case("dockerpy.low.attach-socket", ("ContainerAttach",), divergence="attach-socket-headers")
 def _low_attach_socket(ctx, s, version):
     """APIClient.attach_socket() sends the request with requests' own post(), without the
     config's HttpHeaders: against Moorage it is refused (401) like any request without them."""
@@ -366,7 +366,7 @@ def _low_images(ctx, s, version):
     s("build-prune", lambda: api.prune_builds(), how="shape")
 
 
-@py_case("dockerpy.low.offline", ("ImageSearch", "ImageCreate"), timeout=150)
+@py_case("dockerpy.low.offline", ("ImageSearch", "ImageCreate"), timeout=200, isolated=True)
 def _low_offline(ctx, s, version):
     """No internet here: Docker Hub searches and pulls fail, the same way on both sides."""
     api = ctx.dockerpy(version, high=False, timeout=120)

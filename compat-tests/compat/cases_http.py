@@ -149,7 +149,7 @@ def _fmt(value, subs: dict):
 def req(case_id: str, ops, setup, method: str, path: str, query=None, *, json_body=None, body: bytes | None = None,
         content_type: str | None = None, obs: str = "json", version: str | None = "1.41", auth: bool = True,
         then=None, stream_for: float | None = None, obs_kw: dict | None = None, divergence: str | None = None,
-        timeout: float = 60, headers: dict | None = None, serial: bool | None = None):
+        timeout: float = 60, headers: dict | None = None, serial: bool | None = None, isolated: bool = False):
     """A case made of a setup, one request, and optionally a follow-up observation `then`."""
 
     def scenario(ctx: Ctx):
@@ -166,7 +166,7 @@ def req(case_id: str, ops, setup, method: str, path: str, query=None, *, json_bo
 
     if serial is None:  # dockerd runs one prune / disk-usage walk at a time, and says so to a second one
         serial = "/prune" in path or "/system/df" in path
-    register(case_id, scenario, ops, divergence=divergence, timeout=timeout, serial=serial)
+    register(case_id, scenario, ops, divergence=divergence, timeout=timeout, serial=serial, isolated=isolated)
 
 
 def inspect_c(*keys):
@@ -846,8 +846,8 @@ def s_image_in_use(ctx: Ctx) -> dict:
 req("http.ImageDelete.in-use", "ImageDelete", s_image_in_use, "DELETE", "/images/{img}")
 req("http.ImageDelete.in-use-force", "ImageDelete", s_image_in_use, "DELETE", "/images/{img}", {"force": "1"})
 req("http.ImageSearch.offline", "ImageSearch", s_none, "GET", "/images/search", {"term": "busybox", "limit": "1"},
-    timeout=90)
-req("http.ImageSearch.no-term", "ImageSearch", s_none, "GET", "/images/search", timeout=90)
+    timeout=120, isolated=True)
+req("http.ImageSearch.no-term", "ImageSearch", s_none, "GET", "/images/search", timeout=120, isolated=True)
 req("http.ImageGet.ok", "ImageGet", s_committed, "GET", "/images/{img}/get", obs="tar")
 req("http.ImageGet.404", "ImageGet", s_missing, "GET", "/images/{name}:1/get")
 req("http.ImageGetAll.ok", "ImageGetAll", s_committed, "GET", "/images/get", {"names": "{img}"}, obs="tar")
@@ -955,7 +955,8 @@ register("http.ImageCreate.pull-registry", lambda ctx: pull_case(ctx, "registry"
          timeout=120)
 register("http.ImageCreate.pull-registry-missing", lambda ctx: pull_case(ctx, "registry-missing"), "ImageCreate",
          timeout=120)
-register("http.ImageCreate.pull-hub-offline", lambda ctx: pull_case(ctx, "hub"), "ImageCreate", timeout=120)
+register("http.ImageCreate.pull-hub-offline", lambda ctx: pull_case(ctx, "hub"), "ImageCreate", timeout=150,
+         isolated=True)
 register("http.ImageCreate.bad-ref", lambda ctx: pull_case(ctx, "bad-ref"), "ImageCreate", timeout=120)
 
 

@@ -53,6 +53,9 @@ def _ping_headers(obs) -> bool:
 
 
 DIVERGENCES: dict[str, Divergence] = {d.id: d for d in [
+    Divergence("attach-socket-headers",
+               "docker-py's attach_socket() (compose v1 `run`, `up` without -d) sends no HttpHeaders: 401",
+               lambda o: _py_error(o, 401, "authentication") or _cli_error(o, "authentication")),
     Divergence("plugins", "plugin routes answer 403: plugins act on the instance host",
                lambda o: _status(o, 403, "plugins") or _cli_error(o, "plugins")),
     Divergence("auth-headers", "every request needs X-Auth-Token and X-Auth-Project-Id (401 otherwise)",

@@ -98,13 +98,16 @@ class Case:
     timeout: float = 60
     serial: bool = False
     requires: str | None = None  # "compose": skipped when the tool is missing
+    # needs the internet (and so waits on DNS timeouts inside dockerd, which stalls its /info):
+    # run after every other case, so that stall cannot spill into them
+    isolated: bool = False
 
 
 CASES: dict[str, Case] = {}
 
 
 def case(case_id: str, ops: tuple[str, ...] | list[str] | str = (), *, divergence: str | None = None,
-         timeout: float = 60, serial: bool = False, requires: str | None = None):
+         timeout: float = 60, serial: bool = False, requires: str | None = None, isolated: bool = False):
     """Register a scenario. The id's first dotted part is its layer."""
     if isinstance(ops, str):
         ops = (ops,)
@@ -113,7 +116,7 @@ def case(case_id: str, ops: tuple[str, ...] | list[str] | str = (), *, divergenc
         if case_id in CASES:
             raise RuntimeError(f"duplicate case id {case_id}")
         CASES[case_id] = Case(case_id, case_id.split(".", 1)[0], tuple(ops), fn, divergence, timeout,
-                              serial, requires)
+                              serial, requires, isolated)
         return fn
 
     return register
@@ -266,7 +269,10 @@ class Ctx:
         if body == "raw":
             return self.norm.text(data.decode(errors="replace"), **kw)
         if body == "tar":
-            return self.norm.json(tar_names(data))
+            names = self.norm.json(tar_names(data))
+            if "members" in names:
+                names["members"] = sorted(names["members"])
+            return names
         raise ValueError(body)
 
     # -- setup helpers (raw API on this side) --------------------------------------------

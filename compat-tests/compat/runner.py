@@ -238,8 +238,9 @@ def main(argv: list[str] | None = None) -> int:
 
     # "serial" cases (prunes, disk usage: dockerd runs one at a time and refuses a second)
     # run one after another on a lane of their own, alongside the others.
-    parallel = [c for c in cases if not c.serial]
-    serial = [c for c in cases if c.serial]
+    parallel = [c for c in cases if not c.serial and not c.isolated]
+    serial = [c for c in cases if c.serial and not c.isolated]
+    isolated = [c for c in cases if c.isolated]
     retry = not args.no_retry
 
     def serial_lane():
@@ -252,6 +253,9 @@ def main(argv: list[str] | None = None) -> int:
         for fut in cf.as_completed(futures):
             finish(fut.result())
         lane.result()
+        futures = [pool.submit(run_case, c, stack, sides, skip, retry) for c in isolated]
+        for fut in cf.as_completed(futures):
+            finish(fut.result())
     sweep(stack, sides)
     elapsed = time.monotonic() - started
 
