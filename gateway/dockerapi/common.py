@@ -75,6 +75,10 @@ def add_filter(filters: dict, key: str, value: str) -> dict:
         out[key] = {**current, value: True}
     elif isinstance(current, list):
         out[key] = [*current, value]
+    elif any(isinstance(v, dict) for v in out.values()):
+        # dockerd parses one form per request: {"k": {"v": true}} (current) or {"k": ["v"]}
+        # (legacy); never mix them.
+        out[key] = {value: True}
     else:
         out[key] = [value]
     return out

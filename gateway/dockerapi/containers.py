@@ -13,6 +13,7 @@ from gateway.dockerapi.common import (
     read_json,
     with_query,
 )
+from gateway.errors import DockerError
 from gateway.forward import call, forward, raise_for, respond, send
 from gateway.placement import PIN_LABEL, PlacementRequest, place, release
 from gateway.placement.scheduler import confirm
@@ -21,7 +22,12 @@ from gateway.tenancy import PROJECT_LABEL
 
 
 def _container(ctx: Context):
-    return resolve_.container(ctx.project, ctx.params["id"])
+    try:
+        return resolve_.container(ctx.project, ctx.params["id"])
+    except DockerError as exc:
+        if exc.status == 404 and ctx.route.operation == "ContainerKill":
+            raise DockerError(404, f"Cannot kill container: {ctx.params['id']}: {exc.message}") from exc
+        raise
 
 
 def _object_path(ctx: Context, container) -> str:
@@ -57,7 +63,8 @@ def list_(ctx: Context) -> None:
             hide_project_label(container.get("Labels"))
         merged.extend(payload)
     # As dockerd lists them: newest first.
-    merged.sort(key=lambda c: (c.get("Created", 0), c.get("Id", "")), reverse=True)
+    # (a stable sort: within one second, each daemon's own order stands)
+    merged.sort(key=lambda c: c.get("Created", 0), reverse=True)
     limit = ctx.query("limit")
     if limit and limit.lstrip("-").isdigit() and int(limit) > 0:
         merged = merged[: int(limit)]
