@@ -524,7 +524,7 @@ def _build(ctx, d):
     d("image", "inspect", "--format", "{{json .Config.Cmd}} {{json .Config.Env}}", "{P}-built:1")
     with open(os.path.join(bdir, "Dockerfile.fail"), "w") as fh:
         fh.write(f"FROM busybox\nENV CASE={ctx.prefix}\nRUN exit 7\n")
-    d("build", "-f", os.path.join(bdir, "Dockerfile.fail"), bdir, timeout=90, post=_build_noise)
+    d("build", "--force-rm", "-f", os.path.join(bdir, "Dockerfile.fail"), bdir, timeout=90, post=_build_noise)
     d("build", "-f", "Nope", bdir, timeout=60)
 
 

@@ -7,6 +7,7 @@ Skipped, with a line saying how to install it, when docker-compose is not on PAT
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 
 from compat.harness import SUITE_LABEL, Ctx, register
@@ -79,6 +80,8 @@ def compose(ctx: Ctx, project_dir: str, *args: str, timeout: float = 90) -> dict
         text = norm.text(text, columns=True)
         # build steps and container start order interleave differently run to run
         text = text.replace(" ---> Using cache\n", "")
+        # table rules are as wide as the widest cell (PIDs, times)
+        text = re.sub(r"^-{10,}$", "----", text, flags=re.M)
         return sorted({ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith(" ---> ")
                        and "Sending build context" not in ln})
     return {"argv": list(args), "rc": rc, "stdout": lines(out), "stderr": lines(err)}

@@ -102,8 +102,8 @@ def _high_containers(ctx, s, version):
     s("list-sparse", lambda: [x.id for x in dc.containers.list(sparse=True, filters={"name": name})])
     s("top", lambda: dc.containers.get(d.id).top()["Titles"])
     s("stats", lambda: dc.containers.get(d.id).stats(stream=False), how="shape")
-    s("exec", lambda: tuple(d.exec_run(["sh", "-c", "echo x; echo y >&2; exit 3"])))
-    s("exec-demux", lambda: d.exec_run(["sh", "-c", "echo x; sleep 0.1; echo y >&2"], demux=True).output)
+    s("exec", lambda: tuple(d.exec_run(["sh", "-c", "echo x; sleep 0.2; echo y >&2; exit 3"])))
+    s("exec-demux", lambda: d.exec_run(["sh", "-c", "echo x; sleep 0.2; echo y >&2"], demux=True).output)
     s("exec-stream", lambda: list(d.exec_run(["sh", "-c", "echo a; sleep 0.3; echo b"], stream=True).output))
     s("exec-env", lambda: d.exec_run("sh -c 'echo $Z; pwd'", environment={"Z": "zz"}, workdir="/etc").output,
       how="bytes")
@@ -160,7 +160,7 @@ def _high_images(ctx, s, version):
 
 
 def _build(dc, dockerfile: str, tag):
-    image, logs = dc.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=tag, rm=True)
+    image, logs = dc.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=tag, rm=True, forcerm=True)
     return image
 
 
@@ -169,7 +169,8 @@ def _high_registry(ctx, s, version):
     dc = ctx.dockerpy(version)
     reg = ctx.stack.registry
     repo = f"{reg}/{ctx.prefix}-img"
-    c = dc.containers.run("busybox", ["sh", "-c", f"echo {ctx.prefix} > /f"], detach=True, labels=LABELS)
+    c = dc.containers.run("busybox", ["sh", "-c", f"echo {ctx.prefix} > /f"], detach=True, labels=LABELS,
+                          name=ctx.name())
     ctx.on_cleanup(lambda: c.remove(force=True))
     c.wait(timeout=20)
     c.commit(repo, "1")
@@ -402,7 +403,8 @@ def _from_env(ctx: Ctx):
     ctx.on_cleanup(dc.close)
     s = Steps(ctx)
     s("version", lambda: dc.api.api_version)
-    s("run", lambda: dc.containers.run("busybox", "echo from-env", remove=True, labels=LABELS), how="bytes")
+    s("run", lambda: dc.containers.run("busybox", "echo from-env", remove=True, labels=LABELS, name=ctx.name()),
+      how="bytes")
     return s.out
 
 

@@ -656,7 +656,7 @@ def attach_logs(ctx: Ctx):
 
 
 def attach_stdin(ctx: Ctx):
-    cid = ctx.create(ctx.name(), ["sh", "-c", "cat; echo done >&2"], OpenStdin=True, StdinOnce=True,
+    cid = ctx.create(ctx.name(), ["sh", "-c", "cat; sleep 0.2; echo done >&2"], OpenStdin=True, StdinOnce=True,
                      AttachStdin=True, AttachStdout=True, AttachStderr=True)
     box = {}
 
@@ -948,7 +948,7 @@ def pull_case(ctx: Ctx, src: str):
     elif src == "bad-ref":
         q = {"fromImage": "Bad Ref!"}
     resp = ctx.http("POST", "/images/create", q, headers={"X-Registry-Auth": "e30="}, timeout=80)
-    return ctx.obs(resp, "lines")
+    return registry_lines(ctx.obs(resp, "lines"))
 
 
 register("http.ImageCreate.pull-registry", lambda ctx: pull_case(ctx, "registry"), ("ImageCreate", "ImagePush"),
@@ -980,6 +980,29 @@ register("http.ImageCreate.import-url-unreachable", lambda ctx: import_case(ctx,
          "ImageCreate", timeout=90)
 
 
+_LAYER_STATUS = re.compile(r"^(Pushed|Layer already exists|Mounted from \S+|Pull complete|Already exists|Preparing|"
+                           r"Waiting|Pushing|Downloading|Verifying Checksum|Download complete|Extracting)$")
+
+
+def registry_lines(out: dict) -> dict:
+    """Which layers the registry (or the daemon) already had depends on the cases that ran
+    before: fold the per-layer verbs, keep each distinct line once, in order."""
+    body = out.get("body")
+    if isinstance(body, list):
+        seen, folded = set(), []
+        for item in body:
+            if isinstance(item, dict):
+                item = {k: v for k, v in item.items() if k not in ("progressDetail", "progress")}
+                if isinstance(item.get("status"), str) and _LAYER_STATUS.match(item["status"]):
+                    item["status"] = "<layer>"
+            key = json.dumps(item, sort_keys=True)
+            if key not in seen:
+                seen.add(key)
+                folded.append(item)
+        out["body"] = folded
+    return out
+
+
 def push_case(ctx: Ctx, what: str):
     if what == "ok":
         ref = f"{ctx.stack.registry}/{ctx.name('img')}"
@@ -992,7 +1015,7 @@ def push_case(ctx: Ctx, what: str):
         ref = f"{ctx.stack.registry}/{ctx.name('img')}"
         ctx.image(f"{ref}:1")
         resp = ctx.http("POST", f"/images/{ref}/push", {"tag": "1"}, timeout=80)
-    return ctx.obs(resp, "lines")
+    return registry_lines(ctx.obs(resp, "lines"))
 
 
 register("http.ImagePush.ok", lambda ctx: push_case(ctx, "ok"), "ImagePush", timeout=120)

@@ -95,9 +95,10 @@ def run_case(case: Case, stack: Stack, sides: dict[str, Side], skip: dict[str, s
 
 def _run_case_once(case: Case, stack: Stack, sides: dict[str, Side]) -> Result:
     start = time.monotonic()
-    token = secrets.token_hex(3)
-    d = run_side(case, stack, sides["direct"], f"ct{token}d")
-    m = run_side(case, stack, sides["moorage"], f"ct{token}m")
+    # c + run id + case token + side: the final sweep finds what a run left by its prefix
+    token = secrets.token_hex(2)
+    d = run_side(case, stack, sides["direct"], f"c{stack.run_id}{token}d")
+    m = run_side(case, stack, sides["moorage"], f"c{stack.run_id}{token}m")
     res = Result(case, "fail", d["obs"], m["obs"], seconds=time.monotonic() - start)
     if d["kind"] != "ok":
         res.outcome = "error"
@@ -141,30 +142,45 @@ def preflight(stack: Stack, sides: dict[str, Side]) -> None:
 
 
 def sweep(stack: Stack, sides: dict[str, Side]) -> None:
-    """Remove whatever this run left behind (containers first through Moorage, then direct)."""
+    """Remove whatever this run left behind: containers through Moorage first (so its map
+    forgets them), then anything named with this run's prefix on the daemon itself."""
+    mark = f"c{stack.run_id}"
     flt = json.dumps({"label": [f"{harness.SUITE_LABEL}={stack.run_id}"]})
+
+    def get(side: Side, target: str):
+        resp = wire.request(side.endpoint, "GET", target, headers=list(side.headers.items()), timeout=20)
+        return json.loads(resp.body) if resp.status == 200 else []
+
+    def delete(side: Side, target: str):
+        wire.request(side.endpoint, "DELETE", target, headers=list(side.headers.items()), timeout=30)
+
     for side_name in ("moorage", "direct"):
         side = sides[side_name]
-        hdrs = list(side.headers.items())
         try:
-            resp = wire.request(side.endpoint, "GET", "/v1.41/containers/json?all=1&filters=" + _q(flt),
-                                headers=hdrs, timeout=20)
-            for c in json.loads(resp.body) if resp.status == 200 else []:
-                wire.request(side.endpoint, "DELETE", f"/v1.41/containers/{c['Id']}?force=1&v=1", headers=hdrs,
-                             timeout=20)
+            listed = get(side, "/v1.41/containers/json?all=1")
+            listed += get(side, "/v1.41/containers/json?all=1&filters=" + _q(flt))
+            for c in listed:
+                names = [n.lstrip("/") for n in c.get("Names") or []]
+                if any(n.startswith(mark) for n in names) or (c.get("Labels") or {}).get(
+                        harness.SUITE_LABEL) == stack.run_id:
+                    delete(side, f"/v1.41/containers/{c['Id']}?force=1&v=1")
         except (OSError, ValueError, wire.WireError):
             pass
-    hdrs = []
-    for kind, key in (("volumes", "Name"), ("networks", "Id")):
-        try:
-            resp = wire.request(stack.direct, "GET", f"/v1.41/{kind}?filters=" + _q(flt), headers=hdrs, timeout=20)
-            items = json.loads(resp.body) if resp.status == 200 else []
-            if kind == "volumes":
-                items = items.get("Volumes") or []
-            for item in items:
-                wire.request(stack.direct, "DELETE", f"/v1.41/{kind}/{item[key]}", headers=hdrs, timeout=20)
-        except (OSError, ValueError, wire.WireError):
-            pass
+    direct = sides["direct"]
+    try:
+        for img in get(direct, "/v1.41/images/json"):
+            for tag in img.get("RepoTags") or []:
+                if mark in tag:
+                    delete(direct, f"/v1.41/images/{tag}?force=1")
+        vols = get(direct, "/v1.41/volumes")
+        for v in (vols.get("Volumes") if isinstance(vols, dict) else None) or []:
+            if v["Name"].startswith(mark) or (v.get("Labels") or {}).get(harness.SUITE_LABEL) == stack.run_id:
+                delete(direct, f"/v1.41/volumes/{v['Name']}?force=1")
+        for n in get(direct, "/v1.41/networks"):
+            if n["Name"].startswith(mark) or (n.get("Labels") or {}).get(harness.SUITE_LABEL) == stack.run_id:
+                delete(direct, f"/v1.41/networks/{n['Id']}")
+    except (OSError, ValueError, wire.WireError, KeyError):
+        pass
 
 
 def _q(s: str) -> str:
