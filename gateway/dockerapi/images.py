@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from gateway.context import Context
-from gateway.dockerapi.common import home_instance
-from gateway.forward import forward
+from gateway.dockerapi.common import hide_project_label, home_instance
+from gateway.forward import call, forward, raise_for
 from gateway.routing import Route
 
 
@@ -12,9 +12,31 @@ def to_home(ctx: Context) -> None:
     forward(ctx, home_instance(ctx))
 
 
+def _hide_in_image(image: dict) -> None:
+    # A committed image carries its container's labels, the project label among them.
+    for key in ("Config", "ContainerConfig"):
+        hide_project_label((image.get(key) or {}).get("Labels"))
+    hide_project_label(image.get("Labels"))
+
+
+def inspect(ctx: Context) -> None:
+    status, payload = call(ctx, home_instance(ctx), "GET", f"/images/{ctx.params['name']}/json")
+    raise_for(status, payload)
+    _hide_in_image(payload)
+    ctx.answer_json(payload)
+
+
+def list_(ctx: Context) -> None:
+    status, payload = call(ctx, home_instance(ctx), "GET", "/images/json", query=ctx.req.query_string)
+    raise_for(status, payload)
+    for image in payload:
+        _hide_in_image(image)
+    ctx.answer_json(payload)
+
+
 IMG = "/images/{name*}"
 ROUTES = [
-    Route("GET", "/images/json", "ImageList", to_home),
+    Route("GET", "/images/json", "ImageList", list_),
     Route("POST", "/build", "ImageBuild", to_home, streaming=True),
     Route("POST", "/build/prune", "BuildPrune", to_home),
     Route("POST", "/images/create", "ImageCreate", to_home, streaming=True),
@@ -22,7 +44,7 @@ ROUTES = [
     Route("POST", "/images/prune", "ImagePrune", to_home),
     Route("GET", "/images/get", "ImageGetAll", to_home, streaming=True),
     Route("POST", "/images/load", "ImageLoad", to_home, streaming=True),
-    Route("GET", IMG + "/json", "ImageInspect", to_home),
+    Route("GET", IMG + "/json", "ImageInspect", inspect),
     Route("GET", IMG + "/history", "ImageHistory", to_home),
     Route("POST", IMG + "/push", "ImagePush", to_home, streaming=True),
     Route("POST", IMG + "/tag", "ImageTag", to_home),

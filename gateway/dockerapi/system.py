@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from gateway.context import Context
-from gateway.dockerapi.common import home_instance
+from gateway.dockerapi.common import home_instance, without_project_label
 from gateway.errors import DockerError
 from gateway.forward import call, forward, raise_for
 from gateway.routing import Route
@@ -37,6 +37,12 @@ def to_home(ctx: Context) -> None:
     forward(ctx, home_instance(ctx))
 
 
+def events(ctx: Context) -> None:
+    forward(ctx, home_instance(ctx))
+    if ctx.resp.stream is not None and ctx.resp.status == 200:
+        ctx.resp.stream = without_project_label(ctx.resp.stream, ctx.project)
+
+
 def session(ctx: Context) -> None:
     raise DockerError(404, "BuildKit sessions are not supported by Moorage: build with the classic "
                            "builder (DOCKER_BUILDKIT=0 docker build ...)")
@@ -47,7 +53,7 @@ ROUTES = [
     Route("HEAD", "/_ping", "SystemPingHead", ping),
     Route("GET", "/version", "SystemVersion", version),
     Route("GET", "/info", "SystemInfo", to_home),
-    Route("GET", "/events", "SystemEvents", to_home, streaming=True),
+    Route("GET", "/events", "SystemEvents", events, streaming=True),
     Route("GET", "/system/df", "SystemDataUsage", to_home),
     Route("POST", "/auth", "SystemAuth", to_home),
     Route("POST", "/session", "Session", session),
