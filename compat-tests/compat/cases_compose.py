@@ -64,7 +64,7 @@ exec httpd -f -p 8080 -h /www
 """
 
 
-def compose(ctx: Ctx, project_dir: str, *args: str, timeout: float = 90) -> dict:
+def compose(ctx: Ctx, project_dir: str, *args: str, timeout: float = 90, numbers: bool = False) -> dict:
     env = ctx.cli_env({"COMPOSE_PROJECT_NAME": ctx.prefix, "COMPOSE_DOCKER_CLI_BUILD": "0",
                        "COMPOSE_INTERACTIVE_NO_CLI": "1"})
     argv = ["docker-compose", "--ansi", "never", *args]
@@ -77,7 +77,7 @@ def compose(ctx: Ctx, project_dir: str, *args: str, timeout: float = 90) -> dict
     norm = ctx.norm
 
     def lines(text):
-        text = norm.text(text, columns=True)
+        text = norm.text(text, columns=True, numbers=numbers)
         # build steps and container start order interleave differently run to run
         text = text.replace(" ---> Using cache\n", "")
         # table rules are as wide as the widest cell (PIDs, times)
@@ -112,7 +112,7 @@ def compose_project(ctx: Ctx):
     steps.append(compose(ctx, project, "exec", "-T", "web", "sh", "-c", "echo $GREETING; cat /data/x"))
     steps.append(compose(ctx, project, "exec", "-T", "web", "sh", "-c", "exit 3"))
     steps.append(compose(ctx, project, "port", "web", "8080"))
-    steps.append(compose(ctx, project, "top"))
+    steps.append(compose(ctx, project, "top", numbers=True))
     steps.append(compose(ctx, project, "down", "-v"))
     leftovers = ctx.docker("ps", "-a", "--filter", f"name={ctx.prefix}_", "--format", "{{.Names}}")
     vols = ctx.docker("volume", "ls", "-q", "--filter", f"name={ctx.prefix}_")

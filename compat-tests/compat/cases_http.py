@@ -246,6 +246,8 @@ def events_window(ctx: Ctx):
 
 
 register("http.SystemEvents.since-until", events_window, "SystemEvents")
+req("http.SystemEvents.since-after-until", "SystemEvents", s_none, "GET", "/events", {"since": "2", "until": "1"})
+req("http.SystemEvents.bad-until", "SystemEvents", s_none, "GET", "/events", {"until": "bogus"})
 
 
 def events_stream(ctx: Ctx):
@@ -708,6 +710,9 @@ register("http.ContainerAttach.stdin", attach_stdin, "ContainerAttach")
 register("http.ContainerAttach.tty", attach_tty, "ContainerAttach")
 register("http.ContainerAttach.no-upgrade", attach_no_upgrade, "ContainerAttach")
 register("http.ContainerAttach.404", attach_404, "ContainerAttach")
+register("http.ContainerAttach.bad-detach-keys", lambda ctx: attach_obs(ctx, ctx.hijack(
+    "POST", f"/containers/{ctx.running(ctx.name())}/attach", {"stream": "1", "stdout": "1", "detachKeys": "notakey"},
+    read_for=2)), "ContainerAttach")
 register("http.ContainerAttach.unversioned", attach_unversioned, "ContainerAttach")
 
 
@@ -734,6 +739,19 @@ def attach_ws_404(ctx: Ctx):
 register("http.ContainerAttachWebsocket.logs", attach_ws, "ContainerAttachWebsocket")
 register("http.ContainerAttachWebsocket.404", attach_ws_404, "ContainerAttachWebsocket")
 
+
+def attach_ws_bad_keys(ctx: Ctx):
+    from compat import wire
+
+    cid = ctx.running(ctx.name())
+    resp = wire.websocket(ctx.side.endpoint, ctx.target(f"/containers/{cid}/attach/ws",
+                                                        {"stream": "1", "stdout": "1", "detachKeys": "notakey"}),
+                          headers=ctx.headers(), read_for=2)
+    return ctx.obs(resp, "json")
+
+
+register("http.ContainerAttachWebsocket.bad-detach-keys", attach_ws_bad_keys, "ContainerAttachWebsocket")
+
 # == Exec ===============================================================================
 EXEC = {"Cmd": ["echo", "hi"], "AttachStdout": True}
 req("http.ContainerExec.ok", ("ContainerExec", "ExecInspect"), s_running, "POST", "/containers/{id}/exec",
@@ -749,6 +767,8 @@ req("http.ContainerExec.no-cmd", "ContainerExec", s_running, "POST", "/container
 req("http.ExecInspect.ok", "ExecInspect", s_exec, "GET", "/exec/{exec}/json")
 req("http.ExecInspect.404", "ExecInspect", s_missing, "GET", "/exec/{id}/json")
 req("http.ExecResize.ok", "ExecResize", s_exec_tty, "POST", "/exec/{exec}/resize", {"h": "40", "w": "120"})
+req("http.ExecResize.bad-size", "ExecResize", s_exec_tty, "POST", "/exec/{exec}/resize", {"h": "abc", "w": "1"})
+req("http.ExecResize.no-size", "ExecResize", s_exec_tty, "POST", "/exec/{exec}/resize")
 req("http.ExecResize.404", "ExecResize", s_missing, "POST", "/exec/{id}/resize", {"h": "40", "w": "120"})
 req("http.ExecStart.404", "ExecStart", s_missing, "POST", "/exec/{id}/start", json_body={"Detach": False})
 
@@ -830,6 +850,7 @@ req("http.ImageTag.ok", "ImageTag", s_committed, "POST", "/images/{img}/tag", {"
                          ctx.http("GET", f"/images/{ctx.prefix}-other:t/json").status][1])
 req("http.ImageTag.404", "ImageTag", s_missing, "POST", "/images/{name}:1/tag", {"repo": "{prefix}-other"})
 req("http.ImageTag.bad-repo", "ImageTag", s_committed, "POST", "/images/{img}/tag", {"repo": "Bad Repo!"})
+req("http.ImageTag.bad-tag", "ImageTag", s_committed, "POST", "/images/{img}/tag", {"repo": "{prefix}-x", "tag": "bad tag"})
 req("http.ImageTag.no-repo", "ImageTag", s_committed, "POST", "/images/{img}/tag")
 req("http.ImageDelete.untag", "ImageDelete", s_image, "DELETE", "/images/{img}")
 req("http.ImageDelete.ok", "ImageDelete", s_committed, "DELETE", "/images/{img}",
