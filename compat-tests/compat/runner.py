@@ -290,7 +290,9 @@ def main(argv: list[str] | None = None) -> int:
     gained = [r for r in results if r.ok and baseline.get(r.case.id) is not True]
     new_baseline = dict(baseline)
     for r in results:
-        if r.outcome != "skipped":
+        # gains and new cases update the baseline; a regression never lowers it (it must
+        # keep failing the run until the parity is back)
+        if r.outcome != "skipped" and (r.ok or r.case.id not in baseline):
             new_baseline[r.case.id] = r.ok
     if not args.k and not args.layer:
         # cases that no longer exist leave the baseline
