@@ -89,6 +89,9 @@ def _cleanup(ctx: Ctx):
 
 
 RUN_D = ("run", "-d", "--label", LABEL)
+# a person types a few hundred milliseconds after the prompt shows; the CLI sets the
+# terminal size right after start, and a command typed before that sees none
+TYPING = 0.4
 
 
 # == run ================================================================================
@@ -158,7 +161,13 @@ def _run_conflict(ctx, d):
 @cli_case("cli.run.it", ("ContainerAttach", "ContainerResize"))
 def _run_it(ctx, d):
     d.pty("run", "-it", "--rm", "--name", "{n}", "busybox", "sh",
-          script=[("# ", b"echo $((6*7)); stty size\r"), ("42", b""), ("# ", b"exit 5\r")])
+          script=[("# ", b"echo $((6*7)); stty size\r", TYPING), ("42", b""), ("# ", b"exit 5\r")])
+
+
+@cli_case("cli.run.it-size", ("ContainerResize", "ContainerAttach"))
+def _run_it_size(ctx, d):
+    """The terminal's size reaches the container (the CLI resizes right after start)."""
+    d.pty("run", "--rm", "-it", "busybox", "sh", "-c", "sleep 0.5; stty size")
 
 
 @cli_case("cli.run.it-read", ("ContainerAttach",))
@@ -252,7 +261,7 @@ def _exec_t(ctx, d):
 @cli_case("cli.exec.it", ("ContainerExec", "ExecStart", "ExecResize"))
 def _exec_it(ctx, d):
     d(*RUN_D, "--name", "{n}", "busybox", "sleep", "300", keep=False)
-    d.pty("exec", "-it", "{n}", "sh", script=[("# ", b"echo $((40+2)); stty size\r"), ("42", b""),
+    d.pty("exec", "-it", "{n}", "sh", script=[("# ", b"echo $((40+2)); stty size\r", TYPING), ("42", b""),
                                               ("# ", b"exit 4\r")])
 
 

@@ -375,10 +375,10 @@ class Ctx:
         return {"argv": [self.norm.text(a) for a in res.argv], "rc": res.rc, "stdout": conv(res.out, out),
                 "stderr": conv(res.err, err)}
 
-    def docker_pty(self, *args: str, script: list[tuple[str | None, bytes]] = (), timeout: float = 20,
+    def docker_pty(self, *args: str, script: list[tuple] = (), timeout: float = 20,
                    env: dict | None = None, cols: int = 80, rows: int = 24) -> CliResult:
-        """Run the CLI on a pseudo-terminal: for each (wait_for, send) step wait until the
-        output contains wait_for (None: no wait), then send the bytes. Then read until the
+        """Run the CLI on a pseudo-terminal: for each (wait_for, send[, pause]) step wait until
+        the output contains wait_for (None: no wait), pause, then send the bytes. Then read until the
         process exits. Output is the terminal transcript, CRLF folded to LF."""
         import fcntl
         import struct
@@ -415,7 +415,9 @@ class Ctx:
 
         timed_out = False
         try:
-            for wait_for, send in script:
+            for step in script:
+                wait_for, send = step[0], step[1]
+                pause = step[2] if len(step) > 2 else 0.0
                 if wait_for is not None:
                     needle = wait_for.encode()
                     while needle not in buf[seen:]:
@@ -428,6 +430,8 @@ class Ctx:
                         seen = buf.index(needle, seen) + len(needle)
                 if timed_out:
                     break
+                if pause:
+                    time.sleep(pause)
                 os.write(master, send)
             while not timed_out:
                 if time.monotonic() >= deadline:
