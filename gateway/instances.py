@@ -40,7 +40,9 @@ def live_instances(settings, *, fresh: bool = False) -> list[store.Instance]:
         .where((store.Instance.state == store.INSTANCE_UP) & (store.Instance.last_heartbeat >= horizon))
         .order_by(store.Instance.position, store.Instance.uuid)
     )
-    _live_cache = (now, live)
+    # An empty answer is never cached: it would refuse work for a second after the first
+    # agent registers.
+    _live_cache = (now, live) if live else None
     return list(live)
 
 

@@ -30,6 +30,10 @@ _UP = re.compile(r"\bUp (?:About (?:a|an) \w+|Less than a second|\d+ (?:second|m
 _SIZE = re.compile(r"\b\d+(?:\.\d+)?\s?(?:B|kB|KB|MB|GB|TB|KiB|MiB|GiB)\b")
 _SPACES = re.compile(r"[ \t]{2,}")
 _UNIX_SEC = re.compile(r"\b1[5-9]\d{8}(?:\.\d+)?\b")
+# `docker cp` into a missing directory: the CLI's tar writer races the daemon's early error
+# answer and sometimes logs these lines, against dockerd directly as through Moorage.
+_CP_TAR_RACE = re.compile(r'^time="[^"]*" level=error msg="Can\'t (?:add file .* to tar|close tar writer): '
+                          r'io: read/write on closed pipe"\n?', re.M)
 
 
 class Normalizer:
@@ -43,6 +47,7 @@ class Normalizer:
     def text(self, s: str, *, sizes: bool = False, columns: bool = False, numbers: bool = False) -> str:
         if not isinstance(s, str):
             return s
+        s = _CP_TAR_RACE.sub("", s)
         if self.prefix:
             s = s.replace(self.prefix, "{P}")
         if self.registry:
