@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import falcon
 
@@ -20,7 +20,6 @@ class Context:
     params: dict[str, str]
     version: str  # the API version this request speaks (path's, or the advertised maximum)
     identity: Identity | None = None
-    notes: dict = field(default_factory=dict)
 
     @property
     def project(self) -> str:

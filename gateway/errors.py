@@ -25,28 +25,10 @@ class DockerError(Exception):
         return json.dumps({"message": self.message}, separators=(",", ":")).encode() + b"\n"
 
 
-def bad_request(message: str) -> DockerError:
-    return DockerError(400, message)
 
 
-def not_found(message: str) -> DockerError:
-    return DockerError(404, message)
 
 
-def conflict(message: str) -> DockerError:
-    return DockerError(409, message)
-
-
-def forbidden(message: str) -> DockerError:
-    return DockerError(403, message)
-
-
-def unauthorized(message: str) -> DockerError:
-    return DockerError(401, message)
-
-
-def unavailable(message: str) -> DockerError:
-    return DockerError(503, message)
 
 
 def no_such_container(ref: str) -> DockerError:

@@ -46,10 +46,6 @@ def live_instances(settings, *, fresh: bool = False) -> list[store.Instance]:
     return list(live)
 
 
-def all_instances() -> list[store.Instance]:
-    return list(store.Instance.select().order_by(store.Instance.position, store.Instance.uuid))
-
-
 def is_live(instance: store.Instance, settings) -> bool:
     horizon = store.utcnow() - _dt.timedelta(seconds=settings.heartbeat_timeout)
     return instance.state == store.INSTANCE_UP and instance.last_heartbeat >= horizon

@@ -36,6 +36,13 @@ def container(project: str, ref: str) -> store.Container:
     raise no_such_container(ref)
 
 
+def daemon_ref(ref: str, found: store.Container) -> str:
+    """How to name ``found`` to its daemon: the client's own reference when it names this
+    container there too (its full ID, or its name), so dockerd's messages quote what the
+    client typed; an ID prefix could match another project's container there, so the full ID."""
+    return ref if ref.lstrip("/") in (found.id, found.name) else found.id
+
+
 def exec_session(project: str, ref: str) -> store.Exec:
     E = store.Exec
     found = (E.select(E, store.Container, store.Instance).join(store.Container).join(store.Instance)

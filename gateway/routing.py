@@ -22,8 +22,6 @@ class Route:
     handler: Callable
     # Served by `moorage relay` too: the routes that move streams or hijack connections.
     streaming: bool = False
-    # Answered without an identity (only the gateway's own agent endpoints).
-    public: bool = False
     regex: re.Pattern = field(init=False, compare=False, repr=False)
 
     def __post_init__(self):

@@ -31,16 +31,9 @@ def _container(ctx: Context):
 
 
 def _object_path(ctx: Context, container) -> str:
-    """The request's path naming the resolved container for the daemon.
-
-    The client's own reference goes down when it names this container unambiguously on the
-    daemon too (its full ID, or its name), so dockerd's messages quote what the client typed;
-    an ID prefix could match another project's container there, so it becomes the full ID."""
-    ref = ctx.params["id"]
-    if ref.lstrip("/") not in (container.id, container.name):
-        ref = container.id
+    """The request's path naming the resolved container for the daemon (resolve.daemon_ref)."""
     suffix = ctx.route.path.split("{id}", 1)[1]
-    return f"/containers/{ref}{suffix}"
+    return f"/containers/{resolve_.daemon_ref(ctx.params['id'], container)}{suffix}"
 
 
 def to_container(ctx: Context) -> None:

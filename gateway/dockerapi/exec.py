@@ -12,8 +12,8 @@ from gateway.routing import Route
 
 def create(ctx: Context) -> None:
     container = resolve.container(ctx.project, ctx.params["id"])
-    ref = ctx.params["id"] if ctx.params["id"].lstrip("/") in (container.id, container.name) else container.id
-    upstream = send(ctx, container.instance, path=f"/containers/{ref}/exec")
+    upstream = send(ctx, container.instance,
+                    path=f"/containers/{resolve.daemon_ref(ctx.params['id'], container)}/exec")
     check_agent(container.instance, upstream)
     raw = upstream.read()
     if upstream.status == 201:
