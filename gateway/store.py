@@ -90,7 +90,37 @@ class Exec(BaseModel):
     created_at = peewee.DateTimeField(default=utcnow)
 
 
-MODELS = [SchemaVersion, Instance, Container, Exec]
+class Network(BaseModel):
+    """A user-defined network: the daemon's own ID, the project that made it, the name it sees.
+
+    The daemon's name is rewritten (tenancy.names) so that two projects can each have ``app``."""
+
+    id = peewee.CharField(primary_key=True, max_length=64)
+    project = peewee.CharField(max_length=64, index=True)
+    name = peewee.CharField(max_length=255)  # as the tenant sees it
+    daemon_name = peewee.CharField(max_length=255)
+    instance = peewee.ForeignKeyField(Instance, backref="networks", on_delete="RESTRICT")
+    created_at = peewee.DateTimeField(default=utcnow)
+
+    class Meta:
+        indexes = ((("project", "name"), False),)
+
+
+class Volume(BaseModel):
+    """A named volume. Volume names are the daemon's keys, so the daemon's name is rewritten
+    per project (tenancy.names); the tenant sees and uses ``name``."""
+
+    daemon_name = peewee.CharField(primary_key=True, max_length=255)
+    project = peewee.CharField(max_length=64, index=True)
+    name = peewee.CharField(max_length=255)
+    instance = peewee.ForeignKeyField(Instance, backref="volumes", on_delete="RESTRICT")
+    created_at = peewee.DateTimeField(default=utcnow)
+
+    class Meta:
+        indexes = ((("project", "name"), True),)
+
+
+MODELS = [SchemaVersion, Instance, Container, Exec, Network, Volume]
 
 
 # Migrations: index i upgrades schema version i to i+1. A newer gateway upgrades an older
@@ -99,7 +129,11 @@ def _m0_initial(db: peewee.Database) -> None:
     db.create_tables([Instance, Container, Exec], safe=True)
 
 
-MIGRATIONS: list[Callable[[peewee.Database], None]] = [_m0_initial]
+def _m1_networks_volumes(db: peewee.Database) -> None:
+    db.create_tables([Network, Volume], safe=True)
+
+
+MIGRATIONS: list[Callable[[peewee.Database], None]] = [_m0_initial, _m1_networks_volumes]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _init_lock = threading.Lock()
