@@ -16,7 +16,7 @@ from gateway import instances, store, versions
 from gateway.context import Context
 from gateway.errors import DockerError, page_not_found
 from gateway.routing import Router
-from gateway.tenancy import authenticate, make_provider
+from gateway.tenancy import authenticate, make_provider, names
 
 log = logging.getLogger("moorage.gateway")
 
@@ -75,7 +75,7 @@ class Gateway:
         if req.path.startswith(AGENTS_PREFIX):
             return self._agents(req, resp)
         route, params, version = self.router.match(req.method, req.path)
-        identity = authenticate(self.identity, req.headers)
+        identity = authenticate(self.identity, req.headers, req.env.get("gunicorn.socket"))
         if route is None:
             raise page_not_found()  # as dockerd: no version headers on an unknown route
         maximum, minimum = self.api_range()
@@ -84,6 +84,7 @@ class Gateway:
         if version is not None:
             versions.check(version, maximum, minimum)
         resp.set_header("Docker-Experimental", "false")
+        req.context.project = identity.project_id if identity else ""
         ctx = Context(self, req, resp, route, params, version or maximum, identity)
         route.handler(ctx)
 
@@ -106,6 +107,11 @@ class Gateway:
             log.exception("internal error on %s %s", req.method, req.path)
             error = DockerError(500, f"internal error in the Moorage gateway ({type(exc).__name__}); "
                                      "the operator can find the details in the gateway log")
+        project = getattr(req.context, "project", "")
+        if project:
+            # A daemon's message may quote the project's daemon names: the tenant's own, please.
+            error = DockerError(error.status, names.text_to_tenant(project, error.message),
+                                content_type=error.content_type)
         resp.status = error.status
         resp.content_type = error.content_type
         resp.stream = None

@@ -11,6 +11,8 @@
     [identity]
     backend = "embedded"              # or "keystone" (tenancy issue)
     token_file = "..."
+    admin_view = false                # let admin-role tokens list every project's objects
+                                      # (with the header X-Moorage-All-Projects: 1)
     [placement]
     strategy = "fill"                 # or "spread"
     capacity = 0                      # default containers per instance; 0 = no limit

@@ -10,6 +10,8 @@ import falcon
 from gateway.routing import Route
 from gateway.tenancy import Identity
 
+ALL_PROJECTS_HEADER = "X-Moorage-All-Projects"
+
 
 @dataclass
 class Context:
@@ -24,6 +26,15 @@ class Context:
     @property
     def project(self) -> str:
         return self.identity.project_id if self.identity else ""
+
+    @property
+    def all_projects(self) -> bool:
+        """The operators' admin view: lists show every project's objects, with their project.
+
+        Only for admin-role identities, only where the operator enabled it ([identity]
+        admin_view), and only when asked (``moorage login --all-projects`` sets the header)."""
+        return bool(self.identity and self.identity.is_admin and self.settings.identity.get("admin_view")
+                    and (self.req.get_header(ALL_PROJECTS_HEADER) or "").lower() in ("1", "true", "yes"))
 
     @property
     def settings(self):

@@ -16,6 +16,7 @@ from gateway import store
 from gateway.context import Context
 from gateway.errors import DockerError
 from gateway.instances import endpoint
+from gateway.tenancy import names
 from relay import UpstreamError, UpstreamResponse, request, splice
 
 log = logging.getLogger("moorage.gateway")
@@ -39,6 +40,7 @@ BUFFER = 256 * 1024
 # Request bodies are read in large pieces: gunicorn's body readers copy their read-ahead
 # buffer on every read, so small reads make uploads (cp in, load, build) CPU-bound.
 BODY_READ = 1024 * 1024
+ERROR_BODY_LIMIT = 64 * 1024
 
 
 def _client_headers(ctx: Context) -> list[tuple[str, str]]:
@@ -161,6 +163,11 @@ def respond(ctx: Context, instance: store.Instance, upstream: UpstreamResponse) 
             continue  # the gateway states its own (see app.py)
         else:
             resp.append_header(name, value)
+    if upstream.status >= 400 and upstream.has_body and (upstream.content_length or 0) <= ERROR_BODY_LIMIT \
+            and ctx.project and upstream.content_length is not None:
+        # An error quotes names as the daemon knows them; the tenant gets its own back.
+        resp.data = names.text_to_tenant(ctx.project, upstream.read().decode("utf-8", "replace")).encode()
+        return
     if upstream.content_length is not None:
         resp.content_length = upstream.content_length
     if upstream.has_body:

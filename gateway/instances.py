@@ -18,6 +18,7 @@ import peewee
 
 from gateway import store
 from gateway.errors import DockerError
+from gateway.tenancy import names
 from relay.upstream import Endpoint
 
 _live_cache: tuple[float, list] | None = None
@@ -164,6 +165,7 @@ def reconcile(instance: store.Instance, on_daemon: list[dict]) -> dict[str, int]
             C.delete().where(C.id.in_(gone)).execute()
         adopted = [c for cid, c in daemon.items() if cid not in known]
         for c in adopted:
-            C.insert(id=c["id"], project=c["project"], name=c.get("name", ""), instance=instance.uuid,
+            C.insert(id=c["id"], project=c["project"], name=names.to_tenant(c["project"], c.get("name", "")),
+                     instance=instance.uuid,
                      labels=c.get("labels") or None).on_conflict_ignore().execute()
     return {"dropped": len(gone), "adopted": len(adopted)}

@@ -10,6 +10,7 @@ from __future__ import annotations
 from gateway import store
 from gateway.errors import DockerError, no_such_container, no_such_exec
 from gateway.placement.scheduler import RESERVATION_PREFIX
+from gateway.tenancy import names
 
 
 def container(project: str, ref: str) -> store.Container:
@@ -37,10 +38,50 @@ def container(project: str, ref: str) -> store.Container:
 
 
 def daemon_ref(ref: str, found: store.Container) -> str:
-    """How to name ``found`` to its daemon: the client's own reference when it names this
-    container there too (its full ID, or its name), so dockerd's messages quote what the
-    client typed; an ID prefix could match another project's container there, so the full ID."""
-    return ref if ref.lstrip("/") in (found.id, found.name) else found.id
+    """How to name ``found`` to its daemon: by the daemon's name for it when the client used
+    its name (dockerd's messages then quote the name, which answers turn back into the
+    tenant's), else by full ID: an ID prefix could match another project's container there."""
+    if ref.lstrip("/") == found.name and found.name:
+        return names.to_daemon(found.project, found.name)
+    return found.id
+
+
+# Networks every daemon has; a tenant may use and inspect them, never change them.
+BUILTIN_NETWORKS = ("bridge", "host", "none")
+
+
+def no_such_network(ref: str) -> DockerError:
+    return DockerError(404, f"network {ref} not found")
+
+
+def network(project: str, ref: str) -> store.Network:
+    """The project's user-defined network by full ID, name, or ID prefix (dockerd's order)."""
+    N = store.Network
+    mine = N.select(N, store.Instance).join(store.Instance).where(N.project == project)
+    found = mine.where(N.id == ref).first() or mine.where(N.name == ref).order_by(N.created_at.desc()).first()
+    if found:
+        return found
+    if ref and all(ch in "0123456789abcdef" for ch in ref):
+        matches = list(mine.where(N.id.startswith(ref)).limit(2))
+        if len(matches) == 1:
+            return matches[0]
+        if len(matches) > 1:
+            raise DockerError(400, f"network {ref} is ambiguous ({len(matches)} matches found based on ID prefix)")
+    raise no_such_network(ref)
+
+
+def no_such_volume(name: str) -> DockerError:
+    return DockerError(404, f"get {name}: no such volume")
+
+
+def volume(project: str, name: str) -> store.Volume:
+    """The project's named volume (volumes have no IDs: the name is the reference)."""
+    V = store.Volume
+    found = (V.select(V, store.Instance).join(store.Instance)
+             .where((V.project == project) & (V.name == name)).first())
+    if found is None:
+        raise no_such_volume(name)
+    return found
 
 
 def exec_session(project: str, ref: str) -> store.Exec:

@@ -86,17 +86,30 @@ def add_filter(filters: dict, key: str, value: str) -> dict:
 
 def project_label_filter(ctx: Context) -> str | None:
     """The client's filters plus 'only this project's objects', as a filters JSON value;
-    None when the client's filters cannot be parsed (forward them: dockerd says why)."""
+    None when the client's filters cannot be parsed (forward them: dockerd says why).
+    The admin view asks for every project's objects that carry a project at all."""
     filters = parse_filters(ctx)
     if filters is None:
         return None
-    return json.dumps(add_filter(filters, "label", f"{PROJECT_LABEL}={ctx.project}"))
+    return json.dumps(add_filter(filters, "label", PROJECT_LABEL if ctx.all_projects
+                                 else f"{PROJECT_LABEL}={ctx.project}"))
 
 
-def hide_project_label(labels: dict | None) -> None:
-    """The project label is Moorage's bookkeeping, not the tenant's: answers leave it out."""
-    if isinstance(labels, dict):
+def hide_project_label(labels: dict | None, ctx: Context | None = None) -> None:
+    """The project label is Moorage's bookkeeping, not the tenant's: answers leave it out
+    (the admin view keeps it: it says whose each object is)."""
+    if isinstance(labels, dict) and not (ctx is not None and ctx.all_projects):
         labels.pop(PROJECT_LABEL, None)
+
+
+def new_object_instance(ctx: Context) -> store.Instance:
+    """Where a new network or volume goes: where the scheduler would put the next container
+    (its containers are then placed with it). The slot is only asked about, not kept."""
+    from gateway.placement import PlacementRequest, place, release
+
+    placement = place(PlacementRequest(ctx.project, "", {}), ctx.settings)
+    release(placement)
+    return placement.instance
 
 
 def without_project_label(chunks, project: str):

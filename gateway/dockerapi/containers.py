@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from gateway import instances
+from urllib.parse import urlencode
+
+from gateway import instances, store
 from gateway import resolve as resolve_
 from gateway.context import Context
 from gateway.dockerapi.common import (
@@ -16,9 +18,9 @@ from gateway.dockerapi.common import (
 from gateway.errors import DockerError
 from gateway.forward import call, forward, raise_for, respond, send
 from gateway.placement import PIN_LABEL, PlacementRequest, place, release
-from gateway.placement.scheduler import confirm
+from gateway.placement.scheduler import RESERVATION_PREFIX, confirm
 from gateway.routing import Route
-from gateway.tenancy import PROJECT_LABEL
+from gateway.tenancy import PROJECT_LABEL, names, scope
 
 
 def _container(ctx: Context):
@@ -53,8 +55,8 @@ def list_(ctx: Context) -> None:
         status, payload = call(ctx, instance, "GET", "/containers/json", query=query)
         raise_for(status, payload)
         for container in payload:
-            hide_project_label(container.get("Labels"))
-        merged.extend(payload)
+            hide_project_label(container.get("Labels"), ctx)
+        merged.extend(scope.strip_names(ctx.project, payload))
     # As dockerd lists them: newest first.
     # (a stable sort: within one second, each daemon's own order stands)
     merged.sort(key=lambda c: c.get("Created", 0), reverse=True)
@@ -66,7 +68,7 @@ def list_(ctx: Context) -> None:
 
 def create(ctx: Context) -> None:
     body, raw = read_json(ctx)
-    name = ctx.query("name") or ""
+    name = (ctx.query("name") or "").lstrip("/")
     if body is None or not isinstance(body, dict):
         # Not something dockerd would accept either: let it say why, in its own words.
         instance = home_instance(ctx)
@@ -78,23 +80,72 @@ def create(ctx: Context) -> None:
     if not isinstance(labels, dict):
         forward(ctx, home_instance(ctx), body=raw, content_type=ctx.req.content_type)  # dockerd's own error
         return
+    if name and not names.VALID_NAME.match(name):
+        raise DockerError(400, f"Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
     labels = {**labels, PROJECT_LABEL: ctx.project}
     body["Labels"] = labels
-    placement = place(PlacementRequest(ctx.project, name, labels, labels.get(PIN_LABEL) or None), ctx.settings)
+    needs = scope.container_create(ctx.project, body, name)
+    pinned = labels.get(PIN_LABEL) or None
+    if pinned and needs.instance and pinned != needs.instance:
+        raise DockerError(409, f"{needs.reason} is on instance {needs.instance}, not on the pinned instance "
+                               f"{pinned}: drop the {PIN_LABEL} label or pin that instance")
+    placement = _place(ctx, PlacementRequest(ctx.project, name, labels, pinned or needs.instance))
     try:
+        for tenant_volume, daemon_volume in needs.volumes.items():
+            _make_volume(ctx, placement.instance, tenant_volume, daemon_volume)
         status, payload = call(ctx, placement.instance, "POST", "/containers/create",
-                               query=ctx.req.query_string, body=body)
+                               query=with_query(ctx, name=names.to_daemon(ctx.project, name) or None), body=body)
         raise_for(status, payload)
         container_id = payload["Id"]
         if not name:
-            # dockerd chose a name: learn it, so the tenant can use it.
+            # dockerd chose a name: the tenant uses it as is, and the daemon's copy takes the
+            # project's suffix like every other (so no later name of another project meets it).
             inspect_status, info = call(ctx, placement.instance, "GET", f"/containers/{container_id}/json")
             name = info.get("Name", "").lstrip("/") if inspect_status == 200 else ""
+            if name:
+                call(ctx, placement.instance, "POST", f"/containers/{container_id}/rename",
+                     query=urlencode({"name": names.to_daemon(ctx.project, name)}))
     except BaseException:
         release(placement)
         raise
-    confirm(placement, container_id, name.lstrip("/"), ctx.project, labels)
-    ctx.answer_json(payload, 201)
+    confirm(placement, container_id, name, ctx.project, labels)
+    ctx.answer_json(scope.strip_names(ctx.project, payload), 201)
+
+
+def _place(ctx: Context, request: PlacementRequest):
+    """Place, once more if the name's holder turns out to be gone from its daemon already."""
+    try:
+        return place(request, ctx.settings)
+    except DockerError as exc:
+        holder = store.Container.get_or_none((store.Container.project == ctx.project)
+                                             & (store.Container.name == request.name)) if request.name else None
+        if exc.status != 409 or holder is None or holder.id.startswith(RESERVATION_PREFIX):
+            raise
+        status, _ = call(ctx, holder.instance, "GET", f"/containers/{holder.id}/json")
+        if status != 404:
+            raise
+        resolve_.forget_container(holder.id)
+        return place(request, ctx.settings)
+
+
+def _make_volume(ctx: Context, instance, tenant_name: str, daemon_name: str) -> None:
+    """A named volume a create uses, made first with the project's label, as ``volume create`` would."""
+    status, payload = call(ctx, instance, "POST", "/volumes/create",
+                           body={"Name": daemon_name, "Labels": {PROJECT_LABEL: ctx.project}})
+    raise_for(status, payload)
+    store.Volume.insert(daemon_name=daemon_name, project=ctx.project, name=tenant_name,
+                        instance=instance.uuid).on_conflict_ignore().execute()
+
+
+def start(ctx: Context) -> None:
+    """Before API 1.24 a start could carry a HostConfig, which dockerd would apply unchecked by
+    tenancy and policy: Moorage refuses any start body, in dockerd's words for 1.24 and later."""
+    body, raw = read_json(ctx, limit=64 * 1024)
+    if raw.strip() not in (b"", b"{}", b"null"):
+        raise DockerError(400, "starting container with non-empty request body was deprecated since API v1.22 "
+                               "and removed in v1.24; set the HostConfig when creating the container")
+    container = _container(ctx)
+    forward(ctx, container.instance, path=_object_path(ctx, container), body=b"")
 
 
 def inspect(ctx: Context) -> None:
@@ -105,7 +156,7 @@ def inspect(ctx: Context) -> None:
         resolve_.forget_container(container.id)
     raise_for(status, payload)
     hide_project_label((payload.get("Config") or {}).get("Labels"))
-    ctx.answer_json(payload)
+    ctx.answer_json(scope.strip_names(ctx.project, payload))
 
 
 def delete(ctx: Context) -> None:
@@ -119,7 +170,15 @@ def delete(ctx: Context) -> None:
 def rename(ctx: Context) -> None:
     container = _container(ctx)
     new_name = (ctx.query("name") or "").lstrip("/")
-    upstream = send(ctx, container.instance, path=_object_path(ctx, container))
+    if new_name and new_name != container.name:
+        C = store.Container
+        holder = C.get_or_none((C.project == ctx.project) & (C.name == new_name))
+        if holder is not None:
+            raise DockerError(409, f'Error when allocating new name: Conflict. The container name "/{new_name}" is '
+                                   f'already in use by container "{holder.id}". You have to remove (or rename) '
+                                   "that container to be able to reuse that name.")
+    upstream = send(ctx, container.instance, path=_object_path(ctx, container),
+                    query=with_query(ctx, name=names.to_daemon(ctx.project, new_name) if new_name else None))
     if upstream.status == 204 and new_name:
         container.name = new_name
         container.save()
@@ -174,7 +233,7 @@ ROUTES = [
     Route("GET", C + "/export", "ContainerExport", to_container, streaming=True),
     Route("GET", C + "/stats", "ContainerStats", to_container, streaming=True),
     Route("POST", C + "/resize", "ContainerResize", to_container),
-    Route("POST", C + "/start", "ContainerStart", to_container),
+    Route("POST", C + "/start", "ContainerStart", start),
     Route("POST", C + "/stop", "ContainerStop", to_container),
     Route("POST", C + "/restart", "ContainerRestart", to_container),
     Route("POST", C + "/kill", "ContainerKill", to_container),

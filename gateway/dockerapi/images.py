@@ -34,6 +34,20 @@ def list_(ctx: Context) -> None:
     ctx.answer_json(payload)
 
 
+def visible_count(ctx: Context) -> int:
+    """How many images the caller sees (docker info's Images)."""
+    status, payload = call(ctx, home_instance(ctx), "GET", "/images/json")
+    raise_for(status, payload)
+    return len(payload)
+
+
+def visible_in_df(ctx: Context, images: list[dict]) -> list[dict]:
+    """The images of a daemon's /system/df answer that the caller sees."""
+    for image in images:
+        _hide_in_image(image)
+    return images
+
+
 IMG = "/images/{name*}"
 ROUTES = [
     Route("GET", "/images/json", "ImageList", list_),

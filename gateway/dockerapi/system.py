@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import json
+from urllib.parse import urlencode
+
+from gateway import instances
 from gateway.context import Context
-from gateway.dockerapi.common import home_instance, without_project_label
+from gateway.dockerapi import images
+from gateway.dockerapi.common import hide_project_label, home_instance, parse_filters
+from gateway.dockerapi.events import tenant_events
 from gateway.errors import DockerError
-from gateway.forward import call, forward, raise_for
+from gateway.forward import call, check_agent, forward, raise_for, respond, send
 from gateway.routing import Route
+from gateway.tenancy import PROJECT_LABEL, scope
 
 
 def ping(ctx: Context) -> None:
@@ -37,10 +44,86 @@ def to_home(ctx: Context) -> None:
     forward(ctx, home_instance(ctx))
 
 
+def _my_containers(ctx: Context, live) -> list[dict]:
+    label = PROJECT_LABEL if ctx.all_projects else f"{PROJECT_LABEL}={ctx.project}"
+    query = urlencode({"all": "1", "filters": json.dumps({"label": [label]})})
+    mine = []
+    for instance in live:
+        status, payload = call(ctx, instance, "GET", "/containers/json", query=query)
+        raise_for(status, payload)
+        mine += payload
+    return mine
+
+
+def info(ctx: Context) -> None:
+    """The home daemon's answer, with the caller's counts, and the capacity of every live
+    instance added up (as Swarm classic presented a cluster)."""
+    live = instances.live_instances(ctx.settings)
+    home = home_instance(ctx)
+    status, payload = call(ctx, home, "GET", "/info")
+    raise_for(status, payload)
+    mine = _my_containers(ctx, live)
+    states = [c.get("State") for c in mine]
+    payload["Containers"] = len(mine)
+    payload["ContainersRunning"] = states.count("running")
+    payload["ContainersPaused"] = states.count("paused")
+    payload["ContainersStopped"] = len(mine) - payload["ContainersRunning"] - payload["ContainersPaused"]
+    payload["Images"] = images.visible_count(ctx)
+    payload["NCPU"] = sum(int((i.facts or {}).get("NCPU") or 0) for i in live) or payload.get("NCPU")
+    payload["MemTotal"] = sum(int((i.facts or {}).get("MemTotal") or 0) for i in live) or payload.get("MemTotal")
+    ctx.answer_json(payload)
+
+
+def data_usage(ctx: Context) -> None:
+    """`docker system df`: the caller's containers, volumes and images, over every instance."""
+    live = instances.live_instances(ctx.settings)
+    merged = {"LayersSize": 0, "Images": [], "Containers": [], "Volumes": [], "BuildCache": []}
+    for instance in live:
+        status, payload = call(ctx, instance, "GET", "/system/df", query=ctx.req.query_string)
+        raise_for(status, payload)
+        for container in payload.get("Containers") or []:
+            labels = container.get("Labels") or {}
+            if (PROJECT_LABEL in labels) if ctx.all_projects else labels.get(PROJECT_LABEL) == ctx.project:
+                hide_project_label(labels, ctx)
+                merged["Containers"].append(scope.strip_names(ctx.project, container))
+        for volume in payload.get("Volumes") or []:
+            labels = volume.get("Labels") or {}
+            if (PROJECT_LABEL in labels) if ctx.all_projects else labels.get(PROJECT_LABEL) == ctx.project:
+                hide_project_label(labels, ctx)
+                merged["Volumes"].append(scope.strip_names(ctx.project, volume))
+        seen = {image.get("Id") for image in merged["Images"]}
+        for image in images.visible_in_df(ctx, payload.get("Images") or []):
+            if image.get("Id") not in seen:
+                merged["Images"].append(image)
+                merged["LayersSize"] += image.get("Size") or 0
+    ctx.answer_json(merged)
+
+
 def events(ctx: Context) -> None:
-    forward(ctx, home_instance(ctx))
-    if ctx.resp.stream is not None and ctx.resp.status == 200:
-        ctx.resp.stream = without_project_label(ctx.resp.stream, ctx.project)
+    """Every live instance's events, merged into one stream, with only the caller's in it."""
+    if parse_filters(ctx) is None:
+        forward(ctx, home_instance(ctx))  # filters dockerd cannot parse either: its own error
+        return
+    live = instances.live_instances(ctx.settings)
+    if not live:
+        home_instance(ctx)  # the 503 that says so
+    streams = []
+    try:
+        for instance in live:
+            upstream = send(ctx, instance, path="/events")
+            check_agent(instance, upstream)
+            if upstream.status != 200:
+                respond(ctx, instance, upstream)  # dockerd's own error (bad since/until, ...)
+                return
+            streams.append(upstream)
+    except BaseException:
+        for upstream in streams:
+            upstream.close()
+        raise
+    ctx.resp.status = 200
+    ctx.resp.content_type = "application/json"
+    bounded = bool(ctx.query("until"))
+    ctx.resp.stream = tenant_events(ctx, streams, ordered=bounded)
 
 
 def session(ctx: Context) -> None:
@@ -52,9 +135,9 @@ ROUTES = [
     Route("GET", "/_ping", "SystemPing", ping),
     Route("HEAD", "/_ping", "SystemPingHead", ping),
     Route("GET", "/version", "SystemVersion", version),
-    Route("GET", "/info", "SystemInfo", to_home),
+    Route("GET", "/info", "SystemInfo", info),
     Route("GET", "/events", "SystemEvents", events, streaming=True),
-    Route("GET", "/system/df", "SystemDataUsage", to_home),
+    Route("GET", "/system/df", "SystemDataUsage", data_usage),
     Route("POST", "/auth", "SystemAuth", to_home),
     Route("POST", "/session", "Session", session),
 ]

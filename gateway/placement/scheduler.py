@@ -72,6 +72,13 @@ def place(request: PlacementRequest, settings) -> Placement:
     # count the same free slot.
     ctx = db.atomic("IMMEDIATE") if isinstance(db, peewee.SqliteDatabase) else db.atomic()
     with ctx:
+        if request.name:
+            # Names are the project's across every instance: checked and reserved here, in the
+            # same transaction, so two creates of one name cannot both pass.
+            C = store.Container
+            holder = C.get_or_none((C.project == request.project) & (C.name == request.name))
+            if holder is not None:
+                raise name_conflict(request.name, holder.id)
         instances = list(store.Instance.select().order_by(store.Instance.position, store.Instance.uuid))
         used = _usage()
         if request.pinned:
@@ -95,9 +102,17 @@ def place(request: PlacementRequest, settings) -> Placement:
                 raise DockerError(503, "every instance is full and no more can be added: remove containers "
                                        "you no longer need, or ask the operator for more capacity")
             chosen = strategy(candidates, used)
-        store.Container.create(id=reservation_id, project=request.project, name="",
+        store.Container.create(id=reservation_id, project=request.project, name=request.name,
                                instance=chosen.uuid, labels=None)
     return Placement(chosen, reservation_id)
+
+
+def name_conflict(name: str, holder_id: str) -> DockerError:
+    """dockerd's own words for a name in use."""
+    if holder_id.startswith(RESERVATION_PREFIX):
+        holder_id = "(being created)"
+    return DockerError(409, f'Conflict. The container name "/{name}" is already in use by container "{holder_id}". '
+                            "You have to remove (or rename) that container to be able to reuse that name.")
 
 
 def release(placement: Placement) -> None:

@@ -6,6 +6,7 @@ import hmac
 import json
 import os
 import threading
+import weakref
 from dataclasses import dataclass, field
 
 from gateway.errors import DockerError
@@ -92,10 +93,28 @@ class EmbeddedIdentity(IdentityProvider):
         )
 
 
-def authenticate(provider: IdentityProvider, headers: dict[str, str]) -> Identity:
-    """Both headers or 401, then the provider's verdict."""
+# Credentials last presented on each client connection (keyed weakly by its socket).
+_connection_credentials: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def authenticate(provider: IdentityProvider, headers: dict[str, str], connection=None) -> Identity:
+    """Both headers or 401, then the provider's verdict.
+
+    A request with neither header, on a connection whose earlier request presented both, is
+    that earlier request's client: it is judged on the same credentials (validated again,
+    so an expired or revoked token still ends it). docker-py's ``attach_socket`` (compose
+    v1's ``run`` and foreground ``up``) sends its attach without the configured HttpHeaders,
+    on the pooled connection that carried the headers a moment before."""
     token = headers.get(TOKEN_HEADER.upper(), "").strip()
     project = headers.get(PROJECT_HEADER.upper(), "").strip()
+    if connection is not None:
+        try:
+            if token and project:
+                _connection_credentials[connection] = (token, project)
+            elif not token and not project and connection in _connection_credentials:
+                token, project = _connection_credentials[connection]
+        except TypeError:  # a socket object that takes no weak reference: no memory, no harm
+            pass
     missing = [name for name, value in ((TOKEN_HEADER, token), (PROJECT_HEADER, project)) if not value]
     if missing:
         raise DockerError(401, f"authentication required: missing {' and '.join(missing)} header; {LOGIN_HINT}")

@@ -1,0 +1,132 @@
+"""The events stream of /events: every instance's events merged, the caller's only.
+
+dockerd's own label filter would keep only container events (networks and volumes carry no
+labels in their events), so the gateway decides per event instead, statelessly where it can:
+a container event carries the project label; a network's or volume's daemon name carries
+the project's suffix (tenancy.names); a network event about a predefined network names the
+container, which the store knows. Image events are the image map's to judge. Events are
+small and few, so each is parsed, judged, rewritten (the tenant's names, no project label)
+and sent on as one compact line, as dockerd writes them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import gevent
+import gevent.queue
+
+from gateway import store
+from gateway.context import Context
+from gateway.tenancy import PROJECT_LABEL, names, scope
+
+# What each merged stream's reader puts in the queue when its stream ends.
+_END = object()
+
+
+class EventJudge:
+    """Which events belong to one project (or to every project, in the admin view)."""
+
+    def __init__(self, project: str, all_projects: bool = False):
+        self.project = project
+        self.all_projects = all_projects
+        self.suffix = names.suffix(project)
+        self._containers: dict[str, bool] = {}
+
+    def _mine_container(self, container_id: str) -> bool:
+        if container_id not in self._containers:
+            C = store.Container
+            self._containers[container_id] = C.select().where(
+                (C.id == container_id) & (C.project == self.project)).exists()
+        return self._containers[container_id]
+
+    def keep(self, event: dict) -> bool:
+        kind = event.get("Type")
+        actor = event.get("Actor") or {}
+        attributes = actor.get("Attributes") or {}
+        if self.all_projects:
+            return PROJECT_LABEL in attributes or kind in ("network", "volume")
+        if kind == "container":
+            return attributes.get(PROJECT_LABEL) == self.project
+        if kind == "network":
+            if str(attributes.get("name", "")).endswith(self.suffix):
+                return True
+            container = attributes.get("container")
+            return bool(container) and self._mine_container(container)
+        if kind == "volume":
+            return str(actor.get("ID", "")).endswith(self.suffix)
+        return False  # image (until the image map judges them), daemon, plugin, ...
+
+    def rewrite(self, event: dict) -> dict:
+        attributes = (event.get("Actor") or {}).get("Attributes")
+        if isinstance(attributes, dict) and not self.all_projects:
+            attributes.pop(PROJECT_LABEL, None)
+        return scope.strip_names(self.project, event)
+
+
+def _lines(upstream) -> Iterator[bytes]:
+    pending = b""
+    for chunk in upstream.iter_body():
+        pending += chunk
+        while b"\n" in pending:
+            line, _, pending = pending.partition(b"\n")
+            if line.strip():
+                yield line
+    if pending.strip():
+        yield pending
+
+
+def _judged(judge: EventJudge, line: bytes) -> dict | None:
+    try:
+        event = json.loads(line)
+    except ValueError:
+        return None
+    if not isinstance(event, dict) or not judge.keep(event):
+        return None
+    return judge.rewrite(event)
+
+
+def _encode(event: dict) -> bytes:
+    return json.dumps(event, separators=(",", ":")).encode() + b"\n"
+
+
+def tenant_events(ctx: Context, streams: list, *, ordered: bool) -> Iterator[bytes]:
+    """The merged stream. With ``until``, every stream ends: the events are then sent in time
+    order, as one daemon would; a live stream is sent as events arrive."""
+    judge = EventJudge(ctx.project, ctx.all_projects)
+    yield b""  # the response head at once: `docker events` waits for it before any event
+    queue: gevent.queue.Queue = gevent.queue.Queue()
+
+    def read(upstream) -> None:
+        try:
+            for line in _lines(upstream):
+                queue.put(line)
+        except Exception:  # an instance going away ends its part of the stream, not the others
+            pass
+        finally:
+            queue.put(_END)
+
+    readers = [gevent.spawn(read, upstream) for upstream in streams]
+    try:
+        remaining = len(readers)
+        held = []
+        while remaining:
+            item = queue.get()
+            if item is _END:
+                remaining -= 1
+                continue
+            event = _judged(judge, item)
+            if event is None:
+                continue
+            if ordered:
+                held.append(event)
+            else:
+                yield _encode(event)
+        held.sort(key=lambda e: e.get("timeNano") or 0)
+        for event in held:
+            yield _encode(event)
+    finally:
+        gevent.killall(readers, block=False)
+        for upstream in streams:
+            upstream.close()

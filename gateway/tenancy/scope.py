@@ -1,0 +1,209 @@
+"""What goes down: a tenant's references inside a container's create body, made the daemon's.
+
+A create body names other objects: containers (``--link``, ``--volumes-from``,
+``--network/--pid/--ipc container:X``), networks (``--network app``) and named volumes
+(``-v data:/data``, ``--mount source=data``). Each is resolved within the caller's project
+(another project's object is a 404, as if it did not exist) and rewritten to what the daemon
+knows it by. Each also ties the new container to the instance that object lives on: Docker
+semantics need them on one daemon.
+
+dockerd reads the host settings from ``HostConfig``, or, when a body has none, from the same
+fields at the top level (the pre-1.24 shape); both places are rewritten.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from gateway import resolve, store
+from gateway.errors import DockerError
+from gateway.tenancy import names
+
+# Network modes that name no tenant object.
+PLAIN_NETWORK_MODES = ("", "default", "bridge", "host", "none")
+
+
+@dataclass
+class CreateScope:
+    """What a rewritten create body needs from placement."""
+
+    instance: str | None = None  # the instance the container must run on, if any
+    reason: str = ""  # which reference ties it there (for errors)
+    volumes: dict[str, str] = field(default_factory=dict)  # tenant name -> daemon name, to make sure of
+
+    def need(self, instance_uuid: str, reason: str) -> None:
+        if self.instance and self.instance != instance_uuid:
+            raise DockerError(409, f"{reason} and {self.reason} are on different instances, and a container "
+                                   "runs on one: create it with references that live together")
+        self.instance, self.reason = instance_uuid, reason
+
+
+def _unknown(project: str, ref: str) -> str:
+    """A reference to nothing the project has: sent down in the project's own daemon
+    namespace, where it names nothing either (not another project's object, by name or ID),
+    so dockerd fails it where and as it fails any missing reference (at create or at
+    start), and the tenant reads its own words back in the message."""
+    return names.to_daemon(project, ref.lstrip("/"))
+
+
+def _container_ref(project: str, ref: str, scope: CreateScope, reason: str) -> str:
+    try:
+        found = resolve.container(project, ref)
+    except DockerError as exc:
+        if exc.status != 404:
+            raise
+        return _unknown(project, ref)
+    scope.need(found.instance_id, f"{reason} {ref}")
+    return found.id
+
+
+def _container_mode(project: str, mode, scope: CreateScope, what: str):
+    """``container:X`` modes (network, pid, ipc) name one of the tenant's containers."""
+    if isinstance(mode, str) and mode.startswith("container:"):
+        return "container:" + _container_ref(project, mode[len("container:"):], scope, f"--{what} container:")
+    return mode
+
+
+def _network_name(project: str, ref: str, scope: CreateScope) -> str:
+    if ref in PLAIN_NETWORK_MODES or ref in resolve.BUILTIN_NETWORKS:
+        return ref
+    try:
+        found = resolve.network(project, ref)
+    except DockerError as exc:
+        if exc.status != 404:
+            raise
+        return _unknown(project, ref)
+    scope.need(found.instance_id, f"network {ref}")
+    return found.daemon_name
+
+
+def _volume_source(project: str, source: str, scope: CreateScope) -> str:
+    """A named volume's daemon name; a host path (policy's business) or empty is left alone."""
+    if not source or source.startswith("/") or not names.VALID_NAME.match(source):
+        return source
+    try:
+        found = resolve.volume(project, source)
+    except DockerError:
+        found = None  # created on the chosen instance before the container (see containers.create)
+    if found is not None:
+        scope.need(found.instance_id, f"volume {source}")
+        return found.daemon_name
+    daemon = names.to_daemon(project, source)
+    scope.volumes[source] = daemon
+    return daemon
+
+
+def _host_config(project: str, hc: dict, scope: CreateScope) -> None:
+    links = hc.get("Links")
+    if isinstance(links, list):
+        out = []
+        for link in links:
+            if not isinstance(link, str):
+                out.append(link)
+                continue
+            target, _, alias = link.partition(":")
+            try:
+                found = resolve.container(project, target)
+            except DockerError as exc:
+                if exc.status != 404:
+                    raise
+                out.append(f"{_unknown(project, target)}:{alias or target.lstrip('/')}")
+                continue
+            scope.need(found.instance_id, f"--link {target}")
+            out.append(f"{names.to_daemon(project, found.name)}:{alias or found.name}")
+        hc["Links"] = out
+    volumes_from = hc.get("VolumesFrom")
+    if isinstance(volumes_from, list):
+        out = []
+        for entry in volumes_from:
+            if not isinstance(entry, str):
+                out.append(entry)
+                continue
+            ref, sep, mode = entry.partition(":")
+            out.append(_container_ref(project, ref, scope, "--volumes-from") + sep + mode)
+        hc["VolumesFrom"] = out
+    for key, what in (("PidMode", "pid"), ("IpcMode", "ipc")):
+        if key in hc:
+            hc[key] = _container_mode(project, hc[key], scope, what)
+    mode = hc.get("NetworkMode")
+    if isinstance(mode, str) and mode:
+        if mode.startswith("container:"):
+            hc["NetworkMode"] = _container_mode(project, mode, scope, "network")
+        else:
+            hc["NetworkMode"] = _network_name(project, mode, scope)
+    binds = hc.get("Binds")
+    if isinstance(binds, list):
+        out = []
+        for bind in binds:
+            if isinstance(bind, str) and ":" in bind:
+                source, rest = bind.split(":", 1)
+                bind = _volume_source(project, source, scope) + ":" + rest
+            out.append(bind)
+        hc["Binds"] = out
+    mounts = hc.get("Mounts")
+    if isinstance(mounts, list):
+        for mount in mounts:
+            if isinstance(mount, dict) and (mount.get("Type") or "volume") == "volume" \
+                    and isinstance(mount.get("Source"), str):
+                mount["Source"] = _volume_source(project, mount["Source"], scope)
+
+
+def container_create(project: str, body: dict, tenant_name: str) -> CreateScope:
+    """Rewrite ``body`` in place for the daemon; return what placement must honour."""
+    scope = CreateScope()
+    hc = body.get("HostConfig")
+    if isinstance(hc, dict):
+        _host_config(project, hc, scope)
+    _host_config(project, body, scope)  # the top-level (pre-1.24) shape
+    network_mode = (hc if isinstance(hc, dict) else body).get("NetworkMode") or ""
+    networking = body.get("NetworkingConfig")
+    endpoints = networking.get("EndpointsConfig") if isinstance(networking, dict) else None
+    if isinstance(endpoints, dict):
+        rewritten = {}
+        for ref, endpoint in endpoints.items():
+            daemon = _network_name(project, ref, scope)
+            rewritten[daemon] = endpoint
+        networking["EndpointsConfig"] = endpoints = rewritten
+    # On a user-defined network dockerd makes a container's name resolvable, but that is the
+    # daemon's name: the tenant's name is added as an alias, so its containers find each
+    # other as they named them.
+    if tenant_name and isinstance(network_mode, str) and network_mode not in PLAIN_NETWORK_MODES \
+            and not network_mode.startswith("container:"):
+        if not isinstance(networking, dict):
+            networking = body["NetworkingConfig"] = {}
+        if not isinstance(endpoints, dict):
+            endpoints = networking["EndpointsConfig"] = {}
+        endpoint = endpoints.get(network_mode)
+        if not isinstance(endpoint, dict):
+            endpoint = endpoints[network_mode] = {}
+        aliases = endpoint.get("Aliases") if isinstance(endpoint.get("Aliases"), list) else []
+        if tenant_name not in aliases:
+            endpoint["Aliases"] = [*aliases, tenant_name]
+    return scope
+
+
+def network_alias(endpoint_config, tenant_name: str) -> dict:
+    """``docker network connect``: the container's own name as an alias on the network."""
+    config = endpoint_config if isinstance(endpoint_config, dict) else {}
+    aliases = config.get("Aliases") if isinstance(config.get("Aliases"), list) else []
+    if tenant_name and tenant_name not in aliases:
+        config["Aliases"] = [*aliases, tenant_name]
+    return config
+
+
+def strip_names(project: str, value):
+    """An answer for the tenant: every daemon name of its project turned back into its own
+    (container names and links, network and volume names, binds, modes, aliases)."""
+    end = names.suffix(project)
+    if isinstance(value, str):
+        return value.replace(end, "") if end in value else value
+    if isinstance(value, list):
+        return [strip_names(project, item) for item in value]
+    if isinstance(value, dict):
+        return {(k.replace(end, "") if isinstance(k, str) and end in k else k): strip_names(project, v)
+                for k, v in value.items()}
+    return value
+
+
+def instance_of(uuid: str | None) -> store.Instance | None:
+    return store.Instance.get_or_none(store.Instance.uuid == uuid) if uuid else None
