@@ -112,32 +112,6 @@ def new_object_instance(ctx: Context) -> store.Instance:
     return placement.instance
 
 
-def without_project_label(chunks, project: str):
-    """Events, as they stream: drop the project label from each event's attributes.
-
-    Done on the bytes (the label's value is a hex project ID, so it needs no escaping), one
-    newline-delimited event at a time, so every other byte is dockerd's own."""
-    needle = json.dumps({PROJECT_LABEL: project}, separators=(",", ":"))[1:-1].encode()
-    patterns = (b"," + needle, needle + b",", needle)
-    pending = b""
-    for chunk in chunks:
-        if not chunk:
-            yield chunk  # the "send the head now" flush (gateway.forward): never hold it
-            continue
-        pending += chunk
-        if b"\n" not in pending:
-            if len(pending) > 1 << 20:  # not line-delimited after all: pass it on untouched
-                yield pending
-                pending = b""
-            continue
-        complete, _, pending = pending.rpartition(b"\n")
-        for pattern in patterns:
-            complete = complete.replace(pattern, b"")
-        yield complete + b"\n"
-    if pending:
-        yield pending
-
-
 def on_finish(chunks, callback: Callable[[], None]):
     """Pass a response stream through, and run ``callback`` once it has been fully sent."""
     yield from chunks

@@ -1,0 +1,54 @@
+"""Names per project: the daemon's suffix, and answers turned back into the tenant's."""
+
+from gateway.dockerapi.events import EventJudge
+from gateway.tenancy import PROJECT_LABEL, names, scope
+
+ALPHA, BETA = "518441b49028471aba11254fc0deab83", "2d82155ed82647c2936697dc582b4419"
+
+
+def test_daemon_names_differ_per_project_and_round_trip():
+    a, b = names.to_daemon(ALPHA, "web"), names.to_daemon(BETA, "web")
+    assert a != b and names.VALID_NAME.match(a) and names.VALID_NAME.match(b)
+    assert names.to_tenant(ALPHA, a) == "web" and names.to_tenant(ALPHA, "/" + a) == "/web"
+    # another project's daemon name is not turned into this project's
+    assert names.to_tenant(ALPHA, b) == b
+    assert names.to_daemon(ALPHA, "") == ""
+
+
+def test_links_and_messages_are_turned_back():
+    db, web = names.to_daemon(ALPHA, "db"), names.to_daemon(ALPHA, "web")
+    assert names.link_to_tenant(ALPHA, f"/{web}/{db}") == "/web/db"
+    assert names.link_to_tenant(ALPHA, f"/{db}:/{web}/db") == "/db:/web/db"
+    assert names.text_to_tenant(ALPHA, f'name "/{web}" is already in use') == 'name "/web" is already in use'
+
+
+def test_strip_names_covers_keys_lists_and_nested_values():
+    d = names.to_daemon(ALPHA, "app")
+    answer = {"Names": ["/" + names.to_daemon(ALPHA, "web")], "HostConfig": {"NetworkMode": d, "Binds": [f"{d}:/x"]},
+              "NetworkSettings": {"Networks": {d: {"Aliases": ["web"]}}}, "Other": names.to_daemon(BETA, "web")}
+    out = scope.strip_names(ALPHA, answer)
+    assert out["Names"] == ["/web"] and out["HostConfig"] == {"NetworkMode": "app", "Binds": ["app:/x"]}
+    assert list(out["NetworkSettings"]["Networks"]) == ["app"]
+    assert out["Other"] == names.to_daemon(BETA, "web")
+
+
+def _event(kind, attributes, actor_id="x"):
+    return {"Type": kind, "Action": "create", "Actor": {"ID": actor_id, "Attributes": attributes}}
+
+
+def test_event_judge_keeps_only_the_projects_events():
+    judge = EventJudge(ALPHA)
+    assert judge.keep(_event("container", {PROJECT_LABEL: ALPHA, "name": names.to_daemon(ALPHA, "web")}))
+    assert not judge.keep(_event("container", {PROJECT_LABEL: BETA, "name": "web"}))
+    assert not judge.keep(_event("container", {"name": "unlabelled"}))
+    assert judge.keep(_event("network", {"name": names.to_daemon(ALPHA, "app"), "type": "bridge"}))
+    assert not judge.keep(_event("network", {"name": names.to_daemon(BETA, "app"), "type": "bridge"}))
+    assert judge.keep(_event("volume", {"driver": "local"}, names.to_daemon(ALPHA, "data")))
+    assert not judge.keep(_event("volume", {"driver": "local"}, names.to_daemon(BETA, "data")))
+    assert not judge.keep(_event("daemon", {"name": "host"}))
+
+
+def test_event_rewrite_drops_the_label_and_the_suffix():
+    judge = EventJudge(ALPHA)
+    event = judge.rewrite(_event("container", {PROJECT_LABEL: ALPHA, "name": names.to_daemon(ALPHA, "web")}))
+    assert event["Actor"]["Attributes"] == {"name": "web"}
