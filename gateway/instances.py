@@ -165,7 +165,9 @@ def reconcile(instance: store.Instance, on_daemon: list[dict]) -> dict[str, int]
             C.delete().where(C.id.in_(gone)).execute()
         adopted = [c for cid, c in daemon.items() if cid not in known]
         for c in adopted:
-            C.insert(id=c["id"], project=c["project"], name=names.to_tenant(c["project"], c.get("name", "")),
-                     instance=instance.uuid,
+            daemon_name = c.get("name", "")
+            tenant_name = names.to_tenant(c["project"], daemon_name)
+            C.insert(id=c["id"], project=c["project"], name=tenant_name,
+                     daemon_name=daemon_name if tenant_name == daemon_name else None, instance=instance.uuid,
                      labels=c.get("labels") or None).on_conflict_ignore().execute()
     return {"dropped": len(gone), "adopted": len(adopted)}

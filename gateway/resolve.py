@@ -42,8 +42,12 @@ def daemon_ref(ref: str, found: store.Container) -> str:
     its name (dockerd's messages then quote the name, which answers turn back into the
     tenant's), else by full ID: an ID prefix could match another project's container there."""
     if ref.lstrip("/") == found.name and found.name:
-        return names.to_daemon(found.project, found.name)
+        return container_daemon_name(found)
     return found.id
+
+
+def container_daemon_name(found: store.Container) -> str:
+    return found.daemon_name or names.to_daemon(found.project, found.name)
 
 
 # Networks every daemon has; a tenant may use and inspect them, never change them.

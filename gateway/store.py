@@ -73,6 +73,9 @@ class Container(BaseModel):
     id = peewee.CharField(primary_key=True, max_length=64)
     project = peewee.CharField(max_length=64, index=True)
     name = peewee.CharField(max_length=255)  # as the tenant sees it, without the leading '/'
+    # The daemon's name when it is not the tenant's with the project's suffix (tenancy.names):
+    # containers adopted as they were created behind the gateway's back.
+    daemon_name = peewee.CharField(max_length=255, null=True)
     instance = peewee.ForeignKeyField(Instance, backref="containers", on_delete="RESTRICT")
     labels = JSONField(null=True)
     created_at = peewee.DateTimeField(default=utcnow)
@@ -133,7 +136,16 @@ def _m1_networks_volumes(db: peewee.Database) -> None:
     db.create_tables([Network, Volume], safe=True)
 
 
-MIGRATIONS: list[Callable[[peewee.Database], None]] = [_m0_initial, _m1_networks_volumes]
+def _m2_container_daemon_name(db: peewee.Database) -> None:
+    from playhouse.migrate import SchemaMigrator, migrate
+
+    columns = {c.name for c in db.get_columns(Container._meta.table_name)}
+    if "daemon_name" not in columns:
+        migrate(SchemaMigrator.from_database(db).add_column(
+            Container._meta.table_name, "daemon_name", peewee.CharField(max_length=255, null=True)))
+
+
+MIGRATIONS: list[Callable[[peewee.Database], None]] = [_m0_initial, _m1_networks_volumes, _m2_container_daemon_name]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _init_lock = threading.Lock()

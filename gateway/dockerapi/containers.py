@@ -180,7 +180,7 @@ def rename(ctx: Context) -> None:
     upstream = send(ctx, container.instance, path=_object_path(ctx, container),
                     query=with_query(ctx, name=names.to_daemon(ctx.project, new_name) if new_name else None))
     if upstream.status == 204 and new_name:
-        container.name = new_name
+        container.name, container.daemon_name = new_name, None
         container.save()
     respond(ctx, container.instance, upstream)
 

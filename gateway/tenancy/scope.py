@@ -110,7 +110,7 @@ def _host_config(project: str, hc: dict, scope: CreateScope) -> None:
                 out.append(f"{_unknown(project, target)}:{alias or target.lstrip('/')}")
                 continue
             scope.need(found.instance_id, f"--link {target}")
-            out.append(f"{names.to_daemon(project, found.name)}:{alias or found.name}")
+            out.append(f"{resolve.container_daemon_name(found)}:{alias or found.name}")
         hc["Links"] = out
     volumes_from = hc.get("VolumesFrom")
     if isinstance(volumes_from, list):
