@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gateway import instances
+from gateway import instances, versions
 from gateway import resolve as resolve_
 from gateway.context import Context
 from gateway.dockerapi.common import (
@@ -18,7 +18,7 @@ from gateway.forward import call, forward, raise_for, respond, send
 from gateway.placement import PIN_LABEL, PlacementRequest, place, release
 from gateway.placement.scheduler import confirm
 from gateway.routing import Route
-from gateway.tenancy import PROJECT_LABEL
+from gateway.tenancy import PROJECT_LABEL, policy
 
 
 def _container(ctx: Context):
@@ -66,6 +66,7 @@ def list_(ctx: Context) -> None:
 
 def create(ctx: Context) -> None:
     body, raw = read_json(ctx)
+    policy.container_create(ctx, body)  # 403 for what the project may not ask; default limits
     name = ctx.query("name") or ""
     if body is None or not isinstance(body, dict):
         # Not something dockerd would accept either: let it say why, in its own words.
@@ -117,6 +118,7 @@ def delete(ctx: Context) -> None:
 
 
 def rename(ctx: Context) -> None:
+    policy.container_rename(ctx)
     container = _container(ctx)
     new_name = (ctx.query("name") or "").lstrip("/")
     upstream = send(ctx, container.instance, path=_object_path(ctx, container))
@@ -124,6 +126,26 @@ def rename(ctx: Context) -> None:
         container.name = new_name
         container.save()
     respond(ctx, container.instance, upstream)
+
+
+def update(ctx: Context) -> None:
+    body, raw = read_json(ctx)
+    policy.container_update(ctx, body)
+    container = _container(ctx)
+    forward(ctx, container.instance, path=_object_path(ctx, container),
+            body=body if isinstance(body, dict) else raw)
+
+
+def start(ctx: Context) -> None:
+    """Before API v1.24 a start may carry a HostConfig, which replaces the container's own:
+    policy checks it as it checks a create's."""
+    if versions.parse(ctx.version) >= (1, 24):
+        return to_container(ctx)
+    body, raw = read_json(ctx)
+    policy.container_start(ctx, body)
+    container = _container(ctx)
+    forward(ctx, container.instance, path=_object_path(ctx, container),
+            body=body if isinstance(body, dict) else raw)
 
 
 def wait(ctx: Context) -> None:
@@ -174,11 +196,11 @@ ROUTES = [
     Route("GET", C + "/export", "ContainerExport", to_container, streaming=True),
     Route("GET", C + "/stats", "ContainerStats", to_container, streaming=True),
     Route("POST", C + "/resize", "ContainerResize", to_container),
-    Route("POST", C + "/start", "ContainerStart", to_container),
+    Route("POST", C + "/start", "ContainerStart", start),
     Route("POST", C + "/stop", "ContainerStop", to_container),
     Route("POST", C + "/restart", "ContainerRestart", to_container),
     Route("POST", C + "/kill", "ContainerKill", to_container),
-    Route("POST", C + "/update", "ContainerUpdate", to_container),
+    Route("POST", C + "/update", "ContainerUpdate", update),
     Route("POST", C + "/rename", "ContainerRename", rename),
     Route("POST", C + "/pause", "ContainerPause", to_container),
     Route("POST", C + "/unpause", "ContainerUnpause", to_container),
