@@ -28,7 +28,6 @@ import json
 import logging
 import os
 import posixpath
-import re
 import threading
 from dataclasses import dataclass
 from urllib.parse import parse_qsl
@@ -104,8 +103,6 @@ DEFAULT_READONLY_PATHS = frozenset({"/proc/bus", "/proc/fs", "/proc/irq", "/proc
 # above one, hands a container the instance.
 SOCKET_PATHS = ("/run/docker.sock", "/var/run/docker.sock", "/run/containerd/containerd.sock",
                 "/var/run/containerd/containerd.sock", "/run/docker/", "/var/run/docker/")
-# dockerd's rule for a volume name; any other source in Binds is an instance path.
-_VOLUME_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
 
 NAMESPACES = (  # (HostConfig field, rule, namespace, CLI flag, what to do instead)
     ("NetworkMode", "host_network", "network", "--network host",
@@ -276,7 +273,7 @@ def _check_binds(req: _Request, binds) -> None:
         if len(parts) < 2:
             continue  # a destination alone: an anonymous volume
         source = parts[0]
-        if source and not _VOLUME_NAME.match(source):
+        if "/" in source or source.startswith((".", "~")):  # anything else names a volume
             _check_host_path(req, "container:create", source, f"-v {_short(bind)}")
 
 
