@@ -16,6 +16,10 @@
     [placement]
     strategy = "fill"                 # or "spread"
     capacity = 0                      # default containers per instance; 0 = no limit
+    [policy]
+    file = "/etc/moorage/policy.yaml" # oslo.policy rules (docs/policy.md); none or absent: all refused
+    [limits]                          # resource defaults/maxima, input bounds (gateway/tenancy/limits.py)
+    default_memory = "1g"; max_memory = "8g"; default_cpus = 1; max_cpus = 4
 """
 
 from __future__ import annotations
@@ -41,6 +45,8 @@ class Settings:
     heartbeat_interval: float = 10.0
     identity: dict = field(default_factory=lambda: {"backend": "embedded"})
     placement: dict = field(default_factory=lambda: {"strategy": "fill", "capacity": 0})
+    policy: dict = field(default_factory=dict)
+    limits: dict = field(default_factory=dict)
     source: str = ""
 
     @property
@@ -57,12 +63,14 @@ def load(path: str | None) -> Settings:
             data = tomllib.load(fh)
         gateway = data.get("gateway", {})
         for key, value in gateway.items():
-            if hasattr(settings, key) and key not in ("identity", "placement"):
+            if hasattr(settings, key) and key not in ("identity", "placement", "policy", "limits"):
                 setattr(settings, key, value)
         if isinstance(settings.bind, str):
             settings.bind = [settings.bind]
         settings.identity = {**settings.identity, **data.get("identity", {})}
         settings.placement = {**settings.placement, **data.get("placement", {})}
+        settings.policy = dict(data.get("policy", {}))
+        settings.limits = dict(data.get("limits", {}))
         settings.source = path
     if os.environ.get("MOORAGE_DB"):
         settings.database = os.environ["MOORAGE_DB"]

@@ -12,6 +12,7 @@ from gateway.errors import DockerError
 from gateway.tenancy import PROJECT_LABEL
 
 JSON_BODY_LIMIT = 10 * 1024 * 1024
+_JSON = json.JSONDecoder()
 
 
 def home_instance(ctx: Context) -> store.Instance:
@@ -40,8 +41,12 @@ def read_json(ctx: Context, limit: int = JSON_BODY_LIMIT) -> tuple[object | None
         return None, raw
     try:
         # Go's decoder accepts invalid UTF-8 (replacing it), so must we: a body dockerd
-        # would accept must never slip past the gateway unparsed.
-        return json.loads(raw.decode("utf-8", errors="replace")), raw
+        # would accept must never slip past the gateway unparsed. dockerd reads one JSON value
+        # with json.Decoder and ignores what follows it: so do we (raw_decode).
+        text = raw.decode("utf-8", errors="replace")
+        return _JSON.raw_decode(text, len(text) - len(text.lstrip(" \t\r\n")))[0], raw
+    except RecursionError:
+        raise DockerError(400, "request body nested too deeply to be read as JSON; send a flatter body") from None
     except ValueError:
         return None, raw
 

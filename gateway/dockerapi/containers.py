@@ -20,7 +20,7 @@ from gateway.forward import call, forward, raise_for, respond, send
 from gateway.placement import PIN_LABEL, PlacementRequest, place, release
 from gateway.placement.scheduler import RESERVATION_PREFIX, confirm
 from gateway.routing import Route
-from gateway.tenancy import PROJECT_LABEL, names, scope
+from gateway.tenancy import PROJECT_LABEL, names, policy, scope
 
 
 def _container(ctx: Context):
@@ -68,12 +68,14 @@ def list_(ctx: Context) -> None:
 
 def create(ctx: Context) -> None:
     body, raw = read_json(ctx)
+    policy.container_create(ctx, body)  # 403 for what the project may not ask; default limits
     name = (ctx.query("name") or "").lstrip("/")
     if body is None or not isinstance(body, dict):
         # Not something dockerd would accept either: let it say why, in its own words.
         instance = home_instance(ctx)
         forward(ctx, instance, body=raw, content_type=ctx.req.content_type)
         return
+    scope.canonical_create(body)
     labels = body.get("Labels")
     if labels is None:
         labels = {}
@@ -137,6 +139,14 @@ def _make_volume(ctx: Context, instance, tenant_name: str, daemon_name: str) -> 
                         instance=instance.uuid).on_conflict_ignore().execute()
 
 
+def update(ctx: Context) -> None:
+    body, raw = read_json(ctx)
+    policy.container_update(ctx, body)
+    container = _container(ctx)
+    forward(ctx, container.instance, path=_object_path(ctx, container),
+            body=body if isinstance(body, dict) else raw)
+
+
 def start(ctx: Context) -> None:
     """Before API 1.24 a start could carry a HostConfig, which dockerd would apply unchecked by
     tenancy and policy: Moorage refuses any start body, in dockerd's words for 1.24 and later."""
@@ -168,6 +178,7 @@ def delete(ctx: Context) -> None:
 
 
 def rename(ctx: Context) -> None:
+    policy.container_rename(ctx)
     container = _container(ctx)
     new_name = (ctx.query("name") or "").lstrip("/")
     if new_name and new_name != container.name:
@@ -237,7 +248,7 @@ ROUTES = [
     Route("POST", C + "/stop", "ContainerStop", to_container),
     Route("POST", C + "/restart", "ContainerRestart", to_container),
     Route("POST", C + "/kill", "ContainerKill", to_container),
-    Route("POST", C + "/update", "ContainerUpdate", to_container),
+    Route("POST", C + "/update", "ContainerUpdate", update),
     Route("POST", C + "/rename", "ContainerRename", rename),
     Route("POST", C + "/pause", "ContainerPause", to_container),
     Route("POST", C + "/unpause", "ContainerUnpause", to_container),

@@ -6,14 +6,19 @@ import json
 
 from gateway import resolve, store
 from gateway.context import Context
+from gateway.dockerapi.common import read_json
 from gateway.forward import check_agent, forward, send
 from gateway.routing import Route
+from gateway.tenancy import policy
 
 
 def create(ctx: Context) -> None:
+    body, raw = read_json(ctx)
+    policy.exec_create(ctx, body)
     container = resolve.container(ctx.project, ctx.params["id"])
     upstream = send(ctx, container.instance,
-                    path=f"/containers/{resolve.daemon_ref(ctx.params['id'], container)}/exec")
+                    path=f"/containers/{resolve.daemon_ref(ctx.params['id'], container)}/exec",
+                    body=body if isinstance(body, dict) else raw)
     check_agent(container.instance, upstream)
     raw = upstream.read()
     if upstream.status == 201:

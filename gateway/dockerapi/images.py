@@ -6,10 +6,16 @@ from gateway.context import Context
 from gateway.dockerapi.common import hide_project_label, home_instance
 from gateway.forward import call, forward, raise_for
 from gateway.routing import Route
+from gateway.tenancy import policy
 
 
 def to_home(ctx: Context) -> None:
     forward(ctx, home_instance(ctx))
+
+
+def build(ctx: Context) -> None:
+    policy.build(ctx)  # the query's settings; the context streams through unread
+    to_home(ctx)
 
 
 def _hide_in_image(image: dict) -> None:
@@ -51,7 +57,7 @@ def visible_in_df(ctx: Context, images: list[dict]) -> list[dict]:
 IMG = "/images/{name*}"
 ROUTES = [
     Route("GET", "/images/json", "ImageList", list_),
-    Route("POST", "/build", "ImageBuild", to_home, streaming=True),
+    Route("POST", "/build", "ImageBuild", build, streaming=True),
     Route("POST", "/build/prune", "BuildPrune", to_home),
     Route("POST", "/images/create", "ImageCreate", to_home, streaming=True),
     Route("GET", "/images/search", "ImageSearch", to_home),

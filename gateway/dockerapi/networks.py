@@ -72,6 +72,7 @@ def inspect(ctx: Context) -> None:
 
 def create(ctx: Context) -> None:
     body, raw = read_json(ctx)
+    scope.canonical(body, ("Name", "Labels"))
     if not isinstance(body, dict) or not isinstance(body.get("Name"), str) or not body["Name"]:
         forward(ctx, home_instance(ctx), body=raw, content_type=ctx.req.content_type)  # dockerd's own error
         return
@@ -127,6 +128,7 @@ def prune(ctx: Context) -> None:
 def connect(ctx: Context) -> None:
     """connect/disconnect: the tenant's network and the tenant's container, on one instance."""
     body, raw = read_json(ctx)
+    scope.canonical(body, ("Container", "EndpointConfig"))
     ref = ctx.params["id"]
     network = None if _builtin(ctx, ref) else resolve.network(ctx.project, ref)
     if not (isinstance(body, dict) and isinstance(body.get("Container"), str) and body["Container"]):

@@ -22,7 +22,7 @@ from gateway.dockerapi.common import (
 from gateway.errors import DockerError
 from gateway.forward import call, forward, raise_for, respond, send
 from gateway.routing import Route
-from gateway.tenancy import PROJECT_LABEL, names, scope
+from gateway.tenancy import PROJECT_LABEL, names, policy, scope
 
 
 def _for_tenant(ctx: Context, volume: dict) -> dict:
@@ -46,11 +46,13 @@ def list_(ctx: Context) -> None:
 
 def create(ctx: Context) -> None:
     body, raw = read_json(ctx)
+    policy.volume_create(ctx, body)
     if body is None and not raw:
         body = {}
     if not isinstance(body, dict):
         forward(ctx, home_instance(ctx), body=raw, content_type=ctx.req.content_type)  # dockerd's own error
         return
+    scope.canonical(body, ("Name", "Labels"))
     name = body.get("Name") or secrets.token_hex(32)  # an anonymous volume: dockerd's kind of name
     if not isinstance(name, str) or not names.VALID_NAME.match(name):
         raise DockerError(400, f'create {name}: "{name}" includes invalid characters for a local volume name, '

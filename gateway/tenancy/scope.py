@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from gateway import resolve, store
 from gateway.errors import DockerError
-from gateway.tenancy import names
+from gateway.tenancy import bodies, names
 
 # Network modes that name no tenant object.
 PLAIN_NETWORK_MODES = ("", "default", "bridge", "host", "none")
@@ -148,8 +148,44 @@ def _host_config(project: str, hc: dict, scope: CreateScope) -> None:
                 mount["Source"] = _volume_source(project, mount["Source"], scope)
 
 
+_HOST_FIELDS = ("Links", "VolumesFrom", "PidMode", "IpcMode", "NetworkMode", "Binds", "Mounts")
+
+
+def canonical(obj, fields, where: str = "the request body") -> None:
+    """Give ``fields`` of ``obj`` their canonical spelling, in place.
+
+    dockerd's decoder matches field names case-insensitively (``hostconfig`` is HostConfig),
+    so a reference under any spelling must be seen and rewritten; two spellings of one field
+    are refused (bodies.GoObject), as the gateway cannot tell which one dockerd would take."""
+    if not isinstance(obj, dict):
+        return
+    go = bodies.GoObject(obj, where)
+    for name in fields:
+        key = go.key(name)
+        if key is not None and key != name:
+            obj[name] = obj.pop(key)
+
+
+def canonical_create(body: dict) -> None:
+    """A create body with every field tenancy reads or rewrites under its canonical name."""
+    canonical(body, ("Labels", "HostConfig", "NetworkingConfig", "Image", *_HOST_FIELDS))
+    hc = body.get("HostConfig")
+    canonical(hc, _HOST_FIELDS, "HostConfig")
+    for holder in (hc, body):
+        if isinstance(holder, dict) and isinstance(holder.get("Mounts"), list):
+            for mount in holder["Mounts"]:
+                canonical(mount, ("Type", "Source"), "a mount")
+    networking = body.get("NetworkingConfig")
+    canonical(networking, ("EndpointsConfig",), "NetworkingConfig")
+    endpoints = networking.get("EndpointsConfig") if isinstance(networking, dict) else None
+    if isinstance(endpoints, dict):
+        for endpoint in endpoints.values():
+            canonical(endpoint, ("Aliases",), "an endpoint")
+
+
 def container_create(project: str, body: dict, tenant_name: str) -> CreateScope:
-    """Rewrite ``body`` in place for the daemon; return what placement must honour."""
+    """Rewrite ``body`` in place for the daemon; return what placement must honour.
+    (``body`` has been through canonical_create.)"""
     scope = CreateScope()
     hc = body.get("HostConfig")
     if isinstance(hc, dict):

@@ -52,3 +52,20 @@ def test_event_rewrite_drops_the_label_and_the_suffix():
     judge = EventJudge(ALPHA)
     event = judge.rewrite(_event("container", {PROJECT_LABEL: ALPHA, "name": names.to_daemon(ALPHA, "web")}))
     assert event["Actor"]["Attributes"] == {"name": "web"}
+
+
+def test_fields_under_any_spelling_are_seen():
+    """dockerd reads `hostconfig` as HostConfig: a reference hidden under it must be rewritten too."""
+    import pytest
+
+    from gateway.errors import DockerError
+
+    body = {"image": "busybox", "hostconfig": {"volumesfrom": ["x"], "MOUNTS": [{"source": "v", "type": "volume"}]},
+            "labels": {"a": "b"}, "networkingconfig": {"endpointsconfig": {"n": {"aliases": ["y"]}}}}
+    scope.canonical_create(body)
+    assert set(body) == {"Image", "HostConfig", "Labels", "NetworkingConfig"}
+    assert body["HostConfig"] == {"VolumesFrom": ["x"], "Mounts": [{"Source": "v", "Type": "volume"}]}
+    assert body["NetworkingConfig"] == {"EndpointsConfig": {"n": {"Aliases": ["y"]}}}
+    with pytest.raises(DockerError) as refused:
+        scope.canonical_create({"Labels": {}, "labels": {}})
+    assert refused.value.status == 400

@@ -1,0 +1,616 @@
+"""Policy: what a request may ask of the instance, per project (DESIGN.md, Invariants).
+
+Every setting that lets a container reach past itself into the instance (privileged mode, host
+bind mounts, the Docker socket, the host's namespaces, devices, capabilities outside a safe
+set, unconfined seccomp/AppArmor, SELinux labels, cgroup parents, sysctls outside the
+namespaced safe set, other runtimes, ...) is refused, 403 in Docker's error shape, unless the
+operator's policy file allows its rule for the asking project or role. Checks run before
+anything is forwarded: a refused request creates nothing.
+
+The policy file is oslo.policy's format (YAML or JSON, rule name -> check string)::
+
+    "container:create:privileged": "project_id:7d5c0e2e... or role:admin"
+    "container:create:bind_mount": "rule:trusted"
+    "trusted": "project_id:aaa or project_id:bbb"
+
+Every rule defaults to "!" (never). ``[policy] file = PATH`` names the file; it is re-read when
+it changes (one stat per check) and on SIGHUP (gunicorn's master restarts the workers). A file
+that cannot be read or parsed counts as absent: every rule at its default, logged.
+
+Bodies are read as dockerd's Go decoder reads them (gateway.tenancy.bodies): field names
+case-insensitively, and HostConfig fields both inside ``HostConfig`` and at the top level of a
+create body (the API v1.23-and-earlier form, which dockerd 20.10 still decodes on every version).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import posixpath
+import threading
+from dataclasses import dataclass
+from urllib.parse import parse_qsl
+
+import yaml
+
+from gateway.errors import DockerError
+from gateway.tenancy.bodies import GoObject, integer, strings
+from gateway.tenancy.identity import Identity
+from gateway.tenancy.limits import Limits, human_bytes, human_cpus
+
+log = logging.getLogger("moorage.policy")
+
+# -- the rules ----------------------------------------------------------------------------------
+RULES: dict[str, str] = {
+    "container:create:privileged": "privileged mode (--privileged): every device and capability of the instance",
+    "container:create:bind_mount": "bind mounts of instance paths (-v /path:/ctr, --mount type=bind, local "
+                                   "volumes whose driver options bind or mount an instance path or device)",
+    "container:create:docker_socket": "the instance's Docker (or containerd) socket, or a directory holding it, "
+                                      "mounted into a container (needs container:create:bind_mount too)",
+    "container:create:host_network": "the instance's network namespace (--network host)",
+    "container:create:host_pid": "the instance's PID namespace (--pid host)",
+    "container:create:host_ipc": "the instance's IPC namespace (--ipc host)",
+    "container:create:host_uts": "the instance's UTS namespace (--uts host)",
+    "container:create:host_userns": "the instance's user namespace (--userns host)",
+    "container:create:host_cgroupns": "the instance's cgroup namespace (--cgroupns host)",
+    "container:create:devices": "instance devices (--device, --device-cgroup-rule, --gpus)",
+    "container:create:cap_add": "capabilities outside the baseline set (--cap-add)",
+    "container:create:security_opt": "unconfined or custom seccomp and AppArmor profiles, SELinux labels "
+                                     "(--security-opt)",
+    "container:create:system_paths": "unmasked /proc and /sys paths (MaskedPaths, ReadonlyPaths; "
+                                     "--security-opt systempaths=unconfined)",
+    "container:create:cgroup_parent": "a cgroup parent of the client's choosing (--cgroup-parent)",
+    "container:create:sysctls": "sysctls outside the namespaced safe set (--sysctl)",
+    "container:create:runtime": "a runtime other than the default runc (--runtime)",
+    "container:create:oom_score_adj": "a negative OOM score adjustment (--oom-score-adj), which makes the "
+                                      "instance's OOM killer pick other tenants' processes first",
+    "container:create:oom_kill_disable": "a disabled OOM killer (--oom-kill-disable)",
+    "container:create:log_driver": "log drivers other than json-file, local and none (--log-driver), which "
+                                   "send from the instance's own network and credentials",
+    "container:update:devices": "device settings in an update (docker update)",
+    "container:update:cgroup_parent": "a cgroup parent in an update (docker update)",
+    "exec:create:privileged": "privileged exec (docker exec --privileged)",
+    "image:build:host_network": "the instance's network namespace for build steps (docker build --network host)",
+    "image:build:remote": "a build context the instance's daemon fetches itself from a URL or git "
+                          "repository (remote=...), reaching whatever the instance's network reaches",
+    "volume:create:host_bind": "local volumes whose driver options bind or mount an instance path, device or "
+                               "network filesystem (docker volume create -o type=none -o o=bind -o device=/etc)",
+}
+DEFAULT_CHECK = "!"
+
+# Kubernetes Pod Security Standards, baseline: the capabilities a container may add.
+SAFE_CAPABILITIES = frozenset({
+    "AUDIT_WRITE", "CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "MKNOD", "NET_BIND_SERVICE",
+    "SETFCAP", "SETGID", "SETPCAP", "SETUID", "SYS_CHROOT",
+})
+# Kubernetes Pod Security Standards, baseline: the namespaced sysctls a container may set.
+SAFE_SYSCTLS = frozenset({
+    "kernel.shm_rmid_forced", "net.ipv4.ip_local_port_range", "net.ipv4.ip_unprivileged_port_start",
+    "net.ipv4.tcp_syncookies", "net.ipv4.ping_group_range", "net.ipv4.ip_local_reserved_ports",
+    "net.ipv4.tcp_keepalive_time", "net.ipv4.tcp_fin_timeout", "net.ipv4.tcp_keepalive_intvl",
+    "net.ipv4.tcp_keepalive_probes",
+})
+SAFE_RUNTIMES = frozenset({"", "runc"})
+SAFE_LOG_DRIVERS = frozenset({"", "json-file", "local", "none"})
+# What dockerd (20.10's OCI defaults) masks and makes read-only when the client says nothing.
+DEFAULT_MASKED_PATHS = frozenset({
+    "/proc/asound", "/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list",
+    "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware",
+})
+DEFAULT_READONLY_PATHS = frozenset({"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"})
+# Where an instance's container daemons listen; a bind of one of these, or of a directory
+# above one, hands a container the instance.
+SOCKET_PATHS = ("/run/docker.sock", "/var/run/docker.sock", "/run/containerd/containerd.sock",
+                "/var/run/containerd/containerd.sock", "/run/docker/", "/var/run/docker/")
+
+NAMESPACES = (  # (HostConfig field, rule, namespace, CLI flag, what to do instead)
+    ("NetworkMode", "host_network", "network", "--network host",
+     "run without --network host (use a user-defined network and publish ports with -p)"),
+    ("PidMode", "host_pid", "PID", "--pid host", "run without --pid host (--pid container:NAME shares "
+                                                 "one of your containers')"),
+    ("IpcMode", "host_ipc", "IPC", "--ipc host", "run without --ipc host (--ipc shareable and "
+                                                 "container:NAME share between your containers)"),
+    ("UTSMode", "host_uts", "UTS", "--uts host", "run without --uts host (set --hostname instead)"),
+    ("UsernsMode", "host_userns", "user", "--userns host", "run without --userns host"),
+    ("CgroupnsMode", "host_cgroupns", "cgroup", "--cgroupns host", "run without --cgroupns host"),
+)
+
+
+# -- the policy file ------------------------------------------------------------------------------
+class PolicyFile:
+    """oslo.policy check strings from an operator's file, re-read when the file changes."""
+
+    def __init__(self, path: str | None):
+        from oslo_config import cfg
+        from oslo_policy import policy as oslo
+
+        self._oslo = oslo
+        self.path = os.path.abspath(path) if path else ""
+        conf = cfg.ConfigOpts()
+        conf([], project="moorage", default_config_files=[], default_config_dirs=[])
+        self._enforcer = oslo.Enforcer(conf, use_conf=False)
+        self._lock = threading.Lock()
+        self._stamp: object = ()  # never equal to a real stamp: the first check loads
+        self.reload()
+
+    def _file_stamp(self):
+        if not self.path:
+            return None
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+    def reload(self, force: bool = True) -> None:
+        stamp = self._file_stamp()
+        if not force and stamp == self._stamp:
+            return
+        with self._lock:
+            rules = {name: DEFAULT_CHECK for name in RULES}
+            if stamp is not None:
+                try:
+                    with open(self.path) as fh:
+                        text = fh.read()
+                    data = yaml.safe_load(text) or {}
+                    if not isinstance(data, dict):
+                        raise ValueError("expected a mapping of rule names to check strings")
+                    unknown = sorted(set(data) - set(RULES))
+                    if unknown:
+                        log.info("policy file %s defines rules Moorage does not check (fine for rules other "
+                                 "rules refer to): %s", self.path, ", ".join(map(str, unknown)))
+                    rules.update({str(k): str(v) for k, v in data.items()})
+                except (OSError, ValueError, yaml.YAMLError) as exc:
+                    log.error("policy file %s cannot be used (%s); every policy rule is at its default "
+                              "(refused) until it is fixed", self.path, exc)
+                    rules = {name: DEFAULT_CHECK for name in RULES}
+            parsed = self._oslo.Rules.from_dict(rules)  # an unparsable check string reads as "!"
+            self._enforcer.set_rules(parsed, overwrite=True, use_conf=False)
+            self._stamp = stamp
+
+    def allowed(self, rule: str, identity: Identity | None) -> bool:
+        self.reload(force=False)
+        creds = {"project_id": "", "roles": [], "user_id": ""}
+        if identity is not None:
+            creds = {"project_id": identity.project_id, "project_name": identity.project_name,
+                     "user_id": identity.user_id, "user_name": identity.user_name,
+                     "roles": list(identity.roles)}
+        target = {"project_id": creds["project_id"], "user_id": creds["user_id"]}
+        try:
+            return bool(self._enforcer.enforce(rule, target, creds))
+        except Exception:  # never let a policy engine fault open a door
+            log.exception("policy check %s failed; refusing", rule)
+            return False
+
+
+# -- the checks -----------------------------------------------------------------------------------
+@dataclass
+class _Request:
+    policy: PolicyFile
+    identity: Identity | None
+
+    @property
+    def project(self) -> str:
+        return self.identity.project_id if self.identity else ""
+
+    def require(self, rule: str, what: str, instead: str) -> None:
+        if self.policy.allowed(rule, self.identity):
+            return
+        raise DockerError(403, f'{what} is not allowed by policy rule "{rule}": {instead}, or ask your '
+                               f"operator to allow that rule for project {self.project}")
+
+
+def _short(value: str, limit: int = 80) -> str:
+    return value if len(value) <= limit else value[:limit] + "..."
+
+
+def _host_path(path: str) -> str:
+    return "/" + posixpath.normpath("/" + path).lstrip("/")
+
+
+def _exposes_socket(path: str) -> bool:
+    """True when a bind of ``path`` would hand the container a daemon's socket: the socket
+    itself (anything named *.sock), or a directory above one of the daemons' sockets."""
+    path = _host_path(path)
+    if path.endswith(".sock") or "docker.sock" in path:
+        return True
+    directory = path.rstrip("/") + "/"
+    return any(sock.startswith(directory) or sock.rstrip("/") == path for sock in SOCKET_PATHS)
+
+
+def _check_host_path(req: _Request, prefix: str, path: str, how: str) -> None:
+    """One instance path a request would bind into a container (or mount as a volume)."""
+    path = _host_path(path)
+    socket = _exposes_socket(path)
+    socket_args = (f"{prefix}:docker_socket",
+                   f"mounting the instance's Docker socket ({path}, {how})",
+                   "reach Moorage through DOCKER_HOST instead of a mounted socket (testcontainers: set "
+                   "TESTCONTAINERS_RYUK_DISABLED=true)")
+    bind_args = (f"{prefix}:bind_mount",
+                 f"a bind mount of the instance path {path} ({how})",
+                 "use a named volume (-v NAME:/path, --mount type=volume) and docker cp to fill it")
+    if socket and (path.endswith(".sock") or "docker.sock" in path):
+        req.require(*socket_args)
+        req.require(*bind_args)
+    else:
+        req.require(*bind_args)
+        if socket:
+            req.require(*socket_args)
+
+
+def _local_volume_options(req: _Request, prefix: str, opts, how: str) -> None:
+    """The local driver's options (type, o, device) mount whatever they name on the instance
+    (a path with o=bind, a block device, a network filesystem): only a plain tmpfs, or no
+    options at all, keeps the volume the tenant's own."""
+    if not isinstance(opts, dict) or not opts:
+        return
+    low = {str(k).strip().lower(): v if isinstance(v, str) else str(v) for k, v in opts.items()}
+    if not {"type", "o", "device"} & set(low):
+        return
+    fstype = low.get("type", "").strip().lower()
+    binds = bool({flag.strip().lower() for flag in low.get("o", "").split(",")} & {"bind", "rbind"})
+    if fstype == "tmpfs" and not binds:
+        return
+    device = low.get("device", "").strip()
+    if prefix == "container:create":
+        if device.startswith("/") and (binds or fstype in ("", "none")):
+            _check_host_path(req, prefix, device, how)
+            return
+        rule = f"{prefix}:bind_mount"
+    else:
+        rule = "volume:create:host_bind"
+    shown = ", ".join(f"{k}={_short(low[k], 40)}" for k in ("type", "o", "device") if k in low)
+    what = f"a local volume mounting what the instance has ({shown}; {how})"
+    if device.startswith("/") and _exposes_socket(device):
+        what = f"a local volume mounting the instance's Docker socket ({shown}; {how})"
+    req.require(rule, what, "create a plain volume (no driver options, or type=tmpfs) and fill it with docker cp")
+
+
+def _check_binds(req: _Request, binds) -> None:
+    for bind in strings(binds):
+        parts = bind.split(":")
+        if len(parts) < 2:
+            continue  # a destination alone: an anonymous volume
+        source = parts[0]
+        if "/" in source or source.startswith((".", "~")):  # anything else names a volume
+            _check_host_path(req, "container:create", source, f"-v {_short(bind)}")
+
+
+def _check_mounts(req: _Request, mounts, where: str) -> None:
+    if not isinstance(mounts, list):
+        return
+    for item in mounts:
+        if not isinstance(item, dict):
+            continue
+        mount = GoObject(item, f"{where}'s Mounts")
+        kind = mount.get("Type")
+        kind = kind.strip().lower() if isinstance(kind, str) else ""
+        source = mount.get("Source")
+        source = source if isinstance(source, str) else ""
+        if kind == "bind":
+            _check_host_path(req, "container:create", source or "/", f"--mount type=bind,source={_short(source)}")
+        elif kind == "volume":
+            options = mount.obj("VolumeOptions")
+            driver = options.obj("DriverConfig") if options else None
+            if driver is not None:
+                name = driver.get("Name")
+                if not isinstance(name, str) or name.strip().lower() in ("", "local"):
+                    _local_volume_options(req, "container:create", driver.get("Options"),
+                                          "--mount type=volume with volume-opt")
+
+
+def _check_security_opts(req: _Request, prefix: str, opts) -> None:
+    for opt in strings(opts):
+        text = opt.strip()
+        low = text.lower()
+        if low == "no-new-privileges":
+            continue
+        if "=" in text:
+            key, _, value = text.partition("=")
+        elif ":" in text:
+            key, _, value = text.partition(":")
+        else:
+            key, value = text, ""
+        key, value = key.strip().lower(), value.strip()
+        if low == "disable" or key == "label":
+            what = f"the SELinux label option {_short(text)} (--security-opt)"
+        elif key == "seccomp" and value.lower() not in ("", "builtin", "default"):
+            what = ("an unconfined seccomp profile (--security-opt seccomp=unconfined)" if value.lower() == "unconfined"
+                    else "a custom seccomp profile (--security-opt seccomp=...)")
+        elif key == "apparmor" and value.lower() not in ("", "docker-default"):
+            what = f"the AppArmor profile {_short(value, 40)} (--security-opt apparmor=...)"
+        elif key == "systempaths":
+            what = "unmasked system paths (--security-opt systempaths=unconfined)"
+        else:
+            continue  # no-new-privileges=..., or something dockerd refuses itself
+        req.require(f"{prefix}:security_opt", what,
+                    "run with the default seccomp and AppArmor profiles and no SELinux label options")
+
+
+def _check_capabilities(req: _Request, prefix: str, caps, flag: str = "--cap-add") -> None:
+    for cap in strings(caps):
+        name = cap.strip().upper()
+        name = name[4:] if name.startswith("CAP_") else name
+        if name in SAFE_CAPABILITIES:
+            continue
+        what = ("adding every capability (--cap-add ALL)" if name == "ALL"
+                else f"the capability {_short(name, 40)} ({flag})")
+        req.require(f"{prefix}:cap_add", what,
+                    "add only capabilities from the baseline set (" + ", ".join(sorted(SAFE_CAPABILITIES)) + ")")
+
+
+def _check_devices(req: _Request, prefix: str, hc: GoObject) -> None:
+    for field, flag in (("Devices", "--device"), ("DeviceCgroupRules", "--device-cgroup-rule"),
+                        ("DeviceRequests", "--gpus")):
+        value = hc.get(field)
+        if value not in (None, [], {}, ""):
+            req.require(f"{prefix}:devices", f"using instance devices ({field}, {flag})",
+                        "run without devices (the container gets its own /dev)")
+    parent = hc.get("CgroupParent")
+    if parent not in (None, ""):
+        req.require(f"{prefix}:cgroup_parent", f"the cgroup parent {_short(str(parent), 60)} (--cgroup-parent)",
+                    "leave the cgroup parent unset")
+
+
+def _check_host_config(req: _Request, hc: GoObject) -> None:
+    """Everything in a HostConfig (or the top level of an old-style create body) that
+    reaches past the container."""
+    p = "container:create"
+    if hc.get("Privileged") is True:
+        req.require(f"{p}:privileged", "privileged mode (--privileged)",
+                    "run without --privileged (add only the capabilities you need with --cap-add)")
+    _check_binds(req, hc.get("Binds"))
+    _check_mounts(req, hc.get("Mounts"), hc.where)
+    for field, rule, namespace, flag, instead in NAMESPACES:
+        mode = hc.get(field)
+        if isinstance(mode, str) and mode.strip().lower().split(":")[0] == "host":
+            req.require(f"{p}:{rule}", f"the instance's {namespace} namespace ({flag})", instead)
+    _check_devices(req, p, hc)
+    _check_capabilities(req, p, hc.get("CapAdd"))
+    _check_capabilities(req, p, hc.get("Capabilities"), "Capabilities")
+    _check_security_opts(req, p, hc.get("SecurityOpt"))
+    for field, defaults in (("MaskedPaths", DEFAULT_MASKED_PATHS), ("ReadonlyPaths", DEFAULT_READONLY_PATHS)):
+        value = hc.get(field)
+        if value is not None and not (isinstance(value, list) and defaults <= set(strings(value))):
+            req.require(f"{p}:system_paths", f"changing {field} (--security-opt systempaths=unconfined)",
+                        f"leave {field} unset (dockerd's defaults)")
+    sysctls = hc.get("Sysctls")
+    if isinstance(sysctls, dict):
+        for key in sysctls:
+            name = str(key).strip().replace("/", ".")
+            if name not in SAFE_SYSCTLS:
+                req.require(f"{p}:sysctls", f"the sysctl {_short(name, 60)} (--sysctl)",
+                            "set only the namespaced safe sysctls (" + ", ".join(sorted(SAFE_SYSCTLS)) + ")")
+    runtime = hc.get("Runtime")
+    if isinstance(runtime, str) and runtime.strip().lower() not in SAFE_RUNTIMES:
+        req.require(f"{p}:runtime", f"the runtime {_short(runtime, 60)} (--runtime)", "use the default runtime (runc)")
+    oom = integer(hc.get("OomScoreAdj"))
+    if oom is not None and oom < 0:
+        req.require(f"{p}:oom_score_adj", f"a negative OOM score adjustment ({oom}, --oom-score-adj)",
+                    "use 0 or a positive adjustment")
+    if hc.get("OomKillDisable") is True:
+        req.require(f"{p}:oom_kill_disable", "disabling the OOM killer (--oom-kill-disable)",
+                    "leave the OOM killer on and set a memory limit that fits")
+    log_config = hc.obj("LogConfig")
+    driver = log_config.get("Type") if log_config else None
+    if isinstance(driver, str) and driver.strip().lower() not in SAFE_LOG_DRIVERS:
+        req.require(f"{p}:log_driver", f"the log driver {_short(driver, 60)} (--log-driver)",
+                    "use json-file, local or none and read logs with docker logs")
+
+
+def _check_networking(req: _Request, networking: GoObject | None) -> None:
+    endpoints = networking.get("EndpointsConfig") if networking else None
+    if isinstance(endpoints, dict) and any(str(name).strip().lower() == "host" for name in endpoints):
+        req.require("container:create:host_network", "the instance's network namespace (--network host)",
+                    "run without --network host (use a user-defined network and publish ports with -p)")
+
+
+# -- resource limits ------------------------------------------------------------------------------
+_PERIOD = 100_000  # dockerd's CPU period (µs) when the client gives none
+
+
+def _apply_resources(req: _Request, limits: Limits, objects: list[GoObject], target, create: bool) -> None:
+    """Check every memory, CPU and PIDs limit against the project's maxima (403 naming the
+    limit), then, on create, give ``target()`` (the object the defaults go in, made on first
+    use) the defaults for the limits the request lacks."""
+    res = limits.resources(req.project)
+
+    def values(field):
+        return [v for v in (integer(o.get(field)) for o in objects) if v is not None]
+
+    def over(what, value, maximum, key, instead):
+        raise DockerError(403, f"{what} is above the maximum for project {req.project} ({maximum}, "
+                               f"limits.{key}): {instead}, or ask your operator to raise limits.{key}")
+
+    memory = values("Memory")
+    if res.max_memory:
+        for value in memory:
+            if value > res.max_memory or (value < 0 and not create):
+                shown = "no memory limit" if value < 0 else f"the memory limit {human_bytes(value)}"
+                over(shown, value, human_bytes(res.max_memory), "max_memory",
+                     f"ask for at most {human_bytes(res.max_memory)} (--memory)")
+    nano = values("NanoCpus")
+    quotas = values("CpuQuota")
+    periods = [p for p in values("CpuPeriod") if p > 0]
+    if res.max_nano_cpus:
+        asked = [n for n in nano if n > 0]
+        asked += [q * 1_000_000_000 // (periods[0] if periods else _PERIOD) for q in quotas if q > 0]
+        unlimited = not create and any(q < 0 for q in quotas)
+        for value in asked:
+            if value > res.max_nano_cpus:
+                over(f"the CPU limit {human_cpus(value)}", value, human_cpus(res.max_nano_cpus), "max_cpus",
+                     f"ask for at most {res.max_nano_cpus / 1e9:g} CPUs (--cpus)")
+        if unlimited:
+            over("no CPU limit (CpuQuota -1)", -1, human_cpus(res.max_nano_cpus), "max_cpus",
+                 f"ask for at most {res.max_nano_cpus / 1e9:g} CPUs (--cpus)")
+    pids = values("PidsLimit")
+    if res.max_pids:
+        for value in pids:
+            if value > res.max_pids or (value < 0 if create else value <= 0):
+                shown = "no PIDs limit" if value <= 0 else f"the PIDs limit {value}"
+                over(shown, value, res.max_pids, "max_pids", f"ask for at most {res.max_pids} (--pids-limit)")
+    if not create:
+        return
+    if res.memory_default and not any(v != 0 for v in memory):
+        target().set("Memory", res.memory_default)
+    if res.cpus_default and not any(v > 0 for v in nano) and not any(q > 0 for q in quotas):
+        if periods:  # NanoCpus and CpuPeriod cannot both be set: say it as a quota of that period
+            target().set("CpuQuota", max(1000, res.cpus_default * periods[0] // 1_000_000_000))
+        else:
+            target().set("NanoCpus", res.cpus_default)
+    if res.pids_default and not any(v != 0 for v in pids):
+        target().set("PidsLimit", res.pids_default)
+
+
+# -- the checker ----------------------------------------------------------------------------------
+class Checker:
+    def __init__(self, policy_config: dict | None, limits_config: dict | None):
+        self.policy = PolicyFile((policy_config or {}).get("file") or None)
+        self.limits = Limits(limits_config)
+
+    def _req(self, identity: Identity | None) -> _Request:
+        return _Request(self.policy, identity)
+
+    def container_create(self, identity: Identity | None, body, *, name: str | None = None,
+                         version: str = "1.41") -> None:
+        """POST /containers/create: refuse (403/400) or return, having given ``body`` the
+        project's default limits."""
+        self.limits.check_name(name)
+        if not isinstance(body, dict):
+            return  # dockerd refuses anything but an object itself
+        req = self._req(identity)
+        top = GoObject(body)
+        self.limits.check_labels(top.get("Labels"))
+        self.limits.check_env(top.get("Env"))
+        objects = [top]  # HostConfig fields at the top level: the API v1.23-and-earlier form
+        inner = top.obj("HostConfig")
+        if inner is not None:
+            objects.append(inner)
+        for hc in objects:
+            _check_host_config(req, hc)
+        _check_networking(req, top.obj("NetworkingConfig"))
+        made: list[GoObject] = []
+
+        def target() -> GoObject:
+            if inner is not None:
+                return inner
+            if _older(version, "1.24"):
+                return top  # the old form: dockerd reads a body without HostConfig as one
+            if not made:  # a v1.24+ body without (or with a null) HostConfig: give it one
+                key = top.key("HostConfig") or "HostConfig"
+                body[key] = {}
+                made.append(GoObject(body[key]))
+            return made[0]
+
+        _apply_resources(req, self.limits, objects, target, create=True)
+
+    def container_start(self, identity: Identity | None, body) -> None:
+        """POST /containers/{id}/start with a HostConfig body (API < 1.24): it replaces the
+        container's whole HostConfig, so it is checked, and given defaults, as a create's is."""
+        if not isinstance(body, dict):
+            return
+        req = self._req(identity)
+        hc = GoObject(body, "the start request's HostConfig")
+        _check_host_config(req, hc)
+        _apply_resources(req, self.limits, [hc], lambda: hc, create=True)
+
+    def container_update(self, identity: Identity | None, body) -> None:
+        if not isinstance(body, dict):
+            return
+        req = self._req(identity)
+        update = GoObject(body)
+        p = "container:update"
+        _check_devices(req, p, update)
+        _apply_resources(req, self.limits, [update], lambda: update, create=False)
+
+    def exec_create(self, identity: Identity | None, body) -> None:
+        if not isinstance(body, dict):
+            return
+        config = GoObject(body)
+        if config.get("Privileged") is True:
+            self._req(identity).require("exec:create:privileged", "privileged exec (docker exec --privileged)",
+                                        "run the command without --privileged")
+        self.limits.check_env(config.get("Env"))
+
+    def build(self, identity: Identity | None, query_string: str, content_type: str | None) -> None:
+        media = (content_type or "").split(";")[0].strip().lower()
+        if media == "application/x-www-form-urlencoded":
+            # dockerd would read build parameters from such a body: only the query is checked.
+            raise DockerError(400, "the build context must be sent as a tar archive (Content-Type "
+                                   "application/x-tar), not as a form")
+        req = self._req(identity)
+        for key, value in parse_qsl(query_string or "", keep_blank_values=True):
+            key = key.lower()
+            if key == "networkmode" and value.strip().lower().split(":")[0] == "host":
+                req.require("image:build:host_network", "host networking for build steps (docker build --network host)",
+                            "build with the default network")
+            elif key == "remote" and value.strip() not in ("", "client-session"):
+                req.require("image:build:remote", f"a build context fetched by the instance ({_short(value, 60)})",
+                            "send the build context from the client (docker build DIR, or a tar on stdin)")
+            elif key == "labels":
+                try:
+                    labels = json.loads(value)
+                except (ValueError, RecursionError):
+                    continue  # dockerd refuses it itself
+                self.limits.check_labels(labels, "build label")
+
+    def volume_create(self, identity: Identity | None, body) -> None:
+        if not isinstance(body, dict):
+            return
+        config = GoObject(body)
+        self.limits.check_name(config.get("Name"), "volume name")
+        self.limits.check_labels(config.get("Labels"))
+        driver = config.get("Driver")
+        if not isinstance(driver, str) or driver.strip().lower() in ("", "local"):
+            _local_volume_options(self._req(identity), "volume:create", config.get("DriverOpts"),
+                                  "docker volume create -o")
+
+
+def _older(version: str, than: str) -> bool:
+    try:
+        return tuple(int(p) for p in version.split(".")) < tuple(int(p) for p in than.split("."))
+    except ValueError:
+        return False
+
+
+# -- per process, per settings --------------------------------------------------------------------
+_checkers: dict[int, tuple[object, Checker]] = {}
+
+
+def checker(settings) -> Checker:
+    """The one Checker for these settings (a process usually has one)."""
+    entry = _checkers.get(id(settings))
+    if entry is None or entry[0] is not settings:
+        entry = (settings, Checker(getattr(settings, "policy", None), getattr(settings, "limits", None)))
+        _checkers[id(settings)] = entry
+    return entry[1]
+
+
+# -- what the handlers call (one line each) -------------------------------------------------------
+def container_create(ctx, body) -> None:
+    checker(ctx.settings).container_create(ctx.identity, body, name=ctx.query("name"), version=ctx.version)
+
+
+def container_update(ctx, body) -> None:
+    checker(ctx.settings).container_update(ctx.identity, body)
+
+
+def container_start(ctx, body) -> None:
+    checker(ctx.settings).container_start(ctx.identity, body)
+
+
+def container_rename(ctx) -> None:
+    checker(ctx.settings).limits.check_name(ctx.query("name"))
+
+
+def exec_create(ctx, body) -> None:
+    checker(ctx.settings).exec_create(ctx.identity, body)
+
+
+def build(ctx) -> None:
+    checker(ctx.settings).build(ctx.identity, ctx.req.query_string, ctx.req.content_type)
+
+
+def volume_create(ctx, body) -> None:
+    checker(ctx.settings).volume_create(ctx.identity, body)

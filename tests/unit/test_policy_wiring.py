@@ -1,0 +1,109 @@
+"""The policy checks run in the handlers, before anything reaches an instance (Falcon test client,
+no instance registered: a request that passes policy answers 503 or 404, never 403)."""
+
+import json
+
+import pytest
+from falcon import testing
+
+from gateway import config
+from gateway.app import Gateway
+from gateway.dockerapi import ROUTES
+
+HEADERS = {"X-Auth-Token": "tok-a", "X-Auth-Project-Id": "pa"}
+
+
+@pytest.fixture
+def client(tmp_path, monkeypatch):
+    tokens = tmp_path / "identity.json"
+    tokens.write_text(json.dumps({"tokens": {"tok-a": {"project_id": "pa", "roles": ["member"]}}}))
+    settings = config.Settings(database=f"sqlite:///{tmp_path / 'db.sqlite'}",
+                               identity={"backend": "embedded", "token_file": str(tokens)},
+                               policy={"file": str(tmp_path / "policy.yaml")})
+    sent = []
+    monkeypatch.setattr("gateway.forward.request", lambda *a, **k: sent.append(a) or pytest.fail("forwarded"))
+    gw = Gateway(settings, ROUTES)
+    c = testing.TestClient(gw)
+    c.sent = sent
+    c.policy = tmp_path / "policy.yaml"
+    return c
+
+
+def post(client, path, body=None, *, raw=None, ctype="application/json", **kw):
+    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else b"")
+    return client.simulate_post(path, body=data, headers={**HEADERS, "Content-Type": ctype}, **kw)
+
+
+@pytest.mark.parametrize("path,body,rule", [
+    ("/v1.41/containers/create", {"Image": "busybox", "HostConfig": {"Privileged": True}}, "container:create:privileged"),
+    ("/containers/create", {"Image": "busybox", "HostConfig": {"Binds": ["/:/host"]}}, "container:create:bind_mount"),
+    ("/v1.23/containers/create", {"Image": "busybox", "Privileged": True}, "container:create:privileged"),
+    ("/v1.41/containers/abc/update", {"Devices": [{"PathOnHost": "/dev/sda"}]}, "container:update:devices"),
+    ("/v1.41/containers/abc/exec", {"Cmd": ["sh"], "Privileged": True}, "exec:create:privileged"),
+    ("/v1.41/volumes/create", {"Name": "v", "DriverOpts": {"type": "none", "o": "bind", "device": "/etc"}},
+     "volume:create:host_bind"),
+])
+def test_refused_in_dockers_shape_before_anything_is_forwarded(client, path, body, rule):
+    resp = post(client, path, body)
+    assert resp.status_code == 403
+    assert resp.headers["Content-Type"] == "application/json"
+    assert f'policy rule "{rule}"' in resp.json["message"]
+    assert client.sent == []
+
+
+def test_a_start_body_is_refused_on_every_version(client):
+    """Before 1.24 a start's HostConfig replaced the container's, unseen by tenancy and policy."""
+    for version in ("v1.23", "v1.41"):
+        resp = post(client, f"/{version}/containers/abc/start", {"Privileged": True})
+        assert resp.status_code == 400 and "non-empty request body" in resp.json["message"]
+    assert client.sent == []
+
+
+def test_build_with_host_networking_is_refused(client):
+    resp = client.simulate_post("/v1.41/build", query_string="t=x&networkmode=host", body=b"tar",
+                                headers={**HEADERS, "Content-Type": "application/x-tar"})
+    assert resp.status_code == 403 and "image:build:host_network" in resp.json["message"]
+
+
+def test_allowed_requests_get_past_policy(client):
+    # No instance is registered: past policy, a create answers 503 and a reference 404.
+    assert post(client, "/v1.41/containers/create", {"Image": "busybox"}).status_code == 503
+    assert post(client, "/v1.41/containers/abc/update", {"Memory": 1 << 30}).status_code == 404
+    assert post(client, "/v1.41/containers/abc/exec", {"Cmd": ["sh"]}).status_code == 404
+    assert post(client, "/v1.41/volumes/create", {"Name": "v"}).status_code == 503
+    assert post(client, "/v1.41/containers/abc/start").status_code == 404
+    assert post(client, "/v1.23/containers/abc/start").status_code == 404
+
+
+def test_a_policy_file_allows_through_the_handlers(client):
+    body = {"Image": "busybox", "HostConfig": {"Privileged": True}}
+    assert post(client, "/v1.41/containers/create", body).status_code == 403
+    client.policy.write_text('"container:create:privileged": "project_id:pa"\n')
+    assert post(client, "/v1.41/containers/create", body).status_code == 503
+
+
+def test_trailing_bytes_after_the_json_do_not_smuggle_a_body_past_policy(client):
+    # dockerd's json.Decoder reads the first value and ignores the rest.
+    resp = post(client, "/v1.41/containers/create", raw=b'{"HostConfig":{"Privileged":true}} trailing')
+    assert resp.status_code == 403
+
+
+def test_deeply_nested_bodies_are_a_400_not_a_crash(client):
+    raw = b'{"Image":"busybox","X":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    resp = post(client, "/v1.41/containers/create", raw=raw)
+    assert resp.status_code == 400 and "nested" in resp.json["message"]
+
+
+def test_body_size_limit_is_413(client):
+    raw = b'{"Image":"' + b"x" * (10 * 1024 * 1024) + b'"}'
+    resp = post(client, "/v1.41/containers/create", raw=raw)
+    assert resp.status_code == 413 and "too large" in resp.json["message"]
+
+
+def test_oversize_name_and_malformed_query_are_400_or_judged_never_500(client):
+    resp = post(client, "/v1.41/containers/create", {"Image": "busybox"}, query_string="name=" + "n" * 300)
+    assert resp.status_code == 400 and "limits.max_name_length" in resp.json["message"]
+    for query in ("name=%ff%fe", "name=%zz", "name=a&name=b", "name="):
+        assert post(client, "/v1.41/containers/create", {"Image": "busybox"}, query_string=query).status_code in (400, 503)
+    resp = post(client, "/v1.41/containers/abc/rename", query_string="name=" + "n" * 300)
+    assert resp.status_code == 400
