@@ -9,8 +9,7 @@ import falcon
 
 from gateway.routing import Route
 from gateway.tenancy import Identity
-
-ALL_PROJECTS_HEADER = "X-Moorage-All-Projects"
+from gateway.tenancy.login import ALL_PROJECTS_HEADER  # noqa: E402  (one spelling for both sides)
 
 
 @dataclass

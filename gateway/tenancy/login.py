@@ -31,6 +31,8 @@ import shlex
 import sys
 
 TOKEN_HEADER = "X-Auth-Token"
+# The operators' admin view (gateway.context.Context.all_projects).
+ALL_PROJECTS_HEADER = "X-Moorage-All-Projects"
 PROJECT_HEADER = "X-Auth-Project-Id"
 METADATA = "moorage-login.json"
 DEFAULT_MIN_LIFETIME = 3600
@@ -227,7 +229,8 @@ def _write_private(path: str, data: dict) -> None:
         raise
 
 
-def write_config_dir(config_dir: str, token: str, project_id: str, meta: dict) -> None:
+def write_config_dir(config_dir: str, token: str, project_id: str, meta: dict,
+                     all_projects: bool | None = None) -> None:
     os.makedirs(config_dir, mode=0o700, exist_ok=True)
     os.chmod(config_dir, 0o700)
     path = os.path.join(config_dir, "config.json")
@@ -236,6 +239,10 @@ def write_config_dir(config_dir: str, token: str, project_id: str, meta: dict) -
     headers = {k: v for k, v in headers.items() if k.lower() not in (TOKEN_HEADER.lower(), PROJECT_HEADER.lower())}
     headers[TOKEN_HEADER] = token
     headers[PROJECT_HEADER] = project_id
+    if all_projects is not None:
+        headers = {k: v for k, v in headers.items() if k.lower() != ALL_PROJECTS_HEADER.lower()}
+        if all_projects:
+            headers[ALL_PROJECTS_HEADER] = "1"
     config["HttpHeaders"] = headers
     _write_private(path, config)
     _write_private(os.path.join(config_dir, METADATA), meta)
@@ -362,7 +369,8 @@ def login(args, env: dict | None = None) -> tuple[str, str | None]:
             "expires_at": expires.astimezone(datetime.UTC).isoformat(),
             "issued_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             "note": "written by `moorage login`; the token itself is in config.json"}
-    write_config_dir(config_dir, access.auth_token, access.project_id, meta)
+    write_config_dir(config_dir, access.auth_token, access.project_id, meta,
+                     all_projects=getattr(args, "all_projects", None))
     _say(f"logged in to project {project_name} ({access.project_id}) as {access.username}; the token in "
          f"{config_dir}/config.json expires at {expires.astimezone(datetime.UTC):%Y-%m-%d %H:%M:%S} UTC "
          f"({_lifetime(expires)}); `moorage login --refresh` re-issues it")
@@ -396,6 +404,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    "~/.moorage/docker-config-PROJECT); never ~/.docker")
     p.add_argument("--host", default=os.environ.get("MOORAGE_HOST") or None, metavar="URL",
                    help="the Moorage endpoint to print as DOCKER_HOST (default: $MOORAGE_HOST)")
+    p.add_argument("--all-projects", action="store_true", default=None,
+                   help="operators (admin role, where the gateway enables its admin view): list every "
+                        "project's objects")
     p.add_argument("--refresh", action="store_true", help="issue a new token even if the one held still lives")
     p.add_argument("--min-lifetime", type=float, default=DEFAULT_MIN_LIFETIME, metavar="SECONDS",
                    help=f"keep a held token only if it lives this much longer (default {DEFAULT_MIN_LIFETIME})")
