@@ -955,7 +955,7 @@ register("http.ImageBuild.run-fails", lambda ctx: build(ctx, {"t": "{prefix}-bui
 register("http.ImageBuild.no-dockerfile", lambda ctx: build(ctx, {"dockerfile": "Nope"}), "ImageBuild", timeout=120)
 register("http.ImageBuild.bad-tag", lambda ctx: build(ctx, {"t": "Bad Tag!"}), "ImageBuild", timeout=120)
 register("http.ImageBuild.remote-unreachable", lambda ctx: build(ctx, {"remote": "http://127.0.0.1:1/ctx.tar"}),
-         "ImageBuild", timeout=120)
+         "ImageBuild", timeout=120, divergence="policy")
 
 
 def pull_case(ctx: Ctx, src: str):

@@ -64,6 +64,8 @@ DIVERGENCES: dict[str, Divergence] = {d.id: d for d in [
     Divergence("buildkit-session", "POST /session answers 404: build with DOCKER_BUILDKIT=0",
                lambda o: _status(o, 404, "BuildKit") or _status(o, 404)),
     Divergence("ping-builder-version", "/_ping advertises no Builder-Version", _ping_headers),
+    Divergence("policy", "settings that reach into the instance are refused (403, naming the policy rule)",
+               lambda o: _status(o, 403, "policy rule") or _cli_error(o, "policy rule")),
 ]}
 
 

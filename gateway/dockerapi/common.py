@@ -9,7 +9,7 @@ from urllib.parse import parse_qsl, urlencode
 from gateway import instances, store
 from gateway.context import Context
 from gateway.errors import DockerError
-from gateway.tenancy import PROJECT_LABEL
+from gateway.tenancy import PROJECT_LABEL, names
 
 JSON_BODY_LIMIT = 10 * 1024 * 1024
 _JSON = json.JSONDecoder()
@@ -115,6 +115,27 @@ def new_object_instance(ctx: Context) -> store.Instance:
     placement = place(PlacementRequest(ctx.project, "", {}), ctx.settings)
     release(placement)
     return placement.instance
+
+
+def names_stripped(chunks, project: str):
+    """A line-delimited JSON stream (stats) with the project's daemon names turned back into
+    its own, one line at a time, so every other byte is dockerd's own."""
+    end = names.suffix(project).encode()
+    pending = b""
+    for chunk in chunks:
+        if not chunk:
+            yield chunk  # the "send the head now" flush (gateway.forward): never hold it
+            continue
+        pending += chunk
+        if b"\n" not in pending:
+            if len(pending) > 1 << 20:  # not line-delimited after all: pass it on
+                yield pending.replace(end, b"")
+                pending = b""
+            continue
+        complete, _, pending = pending.rpartition(b"\n")
+        yield complete.replace(end, b"") + b"\n"
+    if pending:
+        yield pending.replace(end, b"")
 
 
 def on_finish(chunks, callback: Callable[[], None]):

@@ -10,6 +10,7 @@ from gateway.context import Context
 from gateway.dockerapi.common import (
     hide_project_label,
     home_instance,
+    names_stripped,
     on_finish,
     project_label_filter,
     read_json,
@@ -147,13 +148,20 @@ def update(ctx: Context) -> None:
             body=body if isinstance(body, dict) else raw)
 
 
+def stats(ctx: Context) -> None:
+    """Stats name the container as its daemon does: the tenant reads its own name."""
+    to_container(ctx)
+    if ctx.resp.stream is not None and ctx.resp.status == 200:
+        ctx.resp.stream = names_stripped(ctx.resp.stream, ctx.project)
+
+
 def start(ctx: Context) -> None:
     """Before API 1.24 a start could carry a HostConfig, which dockerd would apply unchecked by
     tenancy and policy: Moorage refuses any start body, in dockerd's words for 1.24 and later."""
     body, raw = read_json(ctx, limit=64 * 1024)
     if raw.strip() not in (b"", b"{}", b"null"):
         raise DockerError(400, "starting container with non-empty request body was deprecated since API v1.22 "
-                               "and removed in v1.24; set the HostConfig when creating the container")
+                               "and removed in v1.24")  # dockerd's words, on every version
     container = _container(ctx)
     forward(ctx, container.instance, path=_object_path(ctx, container), body=b"")
 
@@ -166,7 +174,9 @@ def inspect(ctx: Context) -> None:
         resolve_.forget_container(container.id)
     raise_for(status, payload)
     hide_project_label((payload.get("Config") or {}).get("Labels"))
-    ctx.answer_json(scope.strip_names(ctx.project, payload))
+    payload = scope.strip_names(ctx.project, payload)
+    scope.hide_added_aliases(payload)
+    ctx.answer_json(payload)
 
 
 def delete(ctx: Context) -> None:
@@ -242,7 +252,7 @@ ROUTES = [
     Route("GET", C + "/logs", "ContainerLogs", to_container, streaming=True),
     Route("GET", C + "/changes", "ContainerChanges", to_container),
     Route("GET", C + "/export", "ContainerExport", to_container, streaming=True),
-    Route("GET", C + "/stats", "ContainerStats", to_container, streaming=True),
+    Route("GET", C + "/stats", "ContainerStats", stats, streaming=True),
     Route("POST", C + "/resize", "ContainerResize", to_container),
     Route("POST", C + "/start", "ContainerStart", start),
     Route("POST", C + "/stop", "ContainerStop", to_container),

@@ -9,7 +9,7 @@ from gateway.context import Context
 from gateway.dockerapi.common import read_json
 from gateway.forward import check_agent, forward, send
 from gateway.routing import Route
-from gateway.tenancy import policy
+from gateway.tenancy import names, policy
 
 
 def create(ctx: Context) -> None:
@@ -26,7 +26,8 @@ def create(ctx: Context) -> None:
         store.Exec.insert(id=exec_id, container=container.id, project=ctx.project).on_conflict_replace().execute()
     ctx.resp.status = upstream.status
     ctx.resp.content_type = upstream.header("Content-Type") or "application/json"
-    ctx.resp.data = raw
+    ctx.resp.data = names.text_to_tenant(ctx.project, raw.decode("utf-8", "replace")).encode() \
+        if upstream.status >= 400 else raw
 
 
 def to_exec(ctx: Context) -> None:

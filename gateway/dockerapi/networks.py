@@ -140,7 +140,7 @@ def connect(ctx: Context) -> None:
         raise DockerError(409, f"container {body['Container']} runs on another instance than network {ref}, and "
                                "networks do not span instances yet: create the container on that network instead")
     body["Container"] = container.id
-    if ctx.route.operation == "NetworkConnect":
+    if ctx.route.operation == "NetworkConnect" and network is not None:
         body["EndpointConfig"] = scope.network_alias(body.get("EndpointConfig"), container.name)
     path = f"/networks/{network.id if network else ref}/{ctx.route.path.rsplit('/', 1)[1]}"
     forward(ctx, container.instance, path=path, body=body)

@@ -77,7 +77,8 @@ def info(ctx: Context) -> None:
 def data_usage(ctx: Context) -> None:
     """`docker system df`: the caller's containers, volumes and images, over every instance."""
     live = instances.live_instances(ctx.settings)
-    merged = {"LayersSize": 0, "Images": [], "Containers": [], "Volumes": [], "BuildCache": []}
+    # The builder's cache is the daemon's, shared by every project: none of it is shown.
+    merged = {"LayersSize": 0, "Images": [], "Containers": [], "Volumes": [], "BuildCache": None}
     for instance in live:
         status, payload = call(ctx, instance, "GET", "/system/df", query=ctx.req.query_string)
         raise_for(status, payload)

@@ -218,6 +218,21 @@ def container_create(project: str, body: dict, tenant_name: str) -> CreateScope:
     return scope
 
 
+def hide_added_aliases(container: dict) -> None:
+    """Answers show a network's aliases as dockerd would have them without the one Moorage
+    added (the container's own name, last of the requested ones, just before the short ID
+    dockerd appends)."""
+    name = str(container.get("Name", "")).lstrip("/")
+    short_id = str(container.get("Id", ""))[:12]
+    networks = (container.get("NetworkSettings") or {}).get("Networks")
+    if not name or not isinstance(networks, dict):
+        return
+    for endpoint in networks.values():
+        aliases = endpoint.get("Aliases") if isinstance(endpoint, dict) else None
+        if isinstance(aliases, list) and len(aliases) >= 2 and aliases[-1] == short_id and aliases[-2] == name:
+            del aliases[-2]
+
+
 def network_alias(endpoint_config, tenant_name: str) -> dict:
     """``docker network connect``: the container's own name as an alias on the network."""
     config = endpoint_config if isinstance(endpoint_config, dict) else {}
