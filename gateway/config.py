@@ -14,6 +14,13 @@
     [placement]
     strategy = "fill"                 # or "spread"
     capacity = 0                      # default containers per instance; 0 = no limit
+    [quotas]                          # per-project defaults; a key left out = unlimited;
+    containers = 50                   # `moorage quota set PROJECT KEY=VALUE` overrides per project
+    memory = "64g"                    # sum of the containers' --memory (bytes, or k/m/g/t)
+    cpus = 16                         # sum of the containers' --cpus
+    volumes = 50
+    networks = 20
+    images = 100                      # distinct images the project holds
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ class Settings:
     heartbeat_interval: float = 10.0
     identity: dict = field(default_factory=lambda: {"backend": "embedded"})
     placement: dict = field(default_factory=lambda: {"strategy": "fill", "capacity": 0})
+    quotas: dict = field(default_factory=dict)  # raw [quotas]; gateway.tenancy.quotas parses it
     source: str = ""
 
     @property
@@ -55,12 +63,13 @@ def load(path: str | None) -> Settings:
             data = tomllib.load(fh)
         gateway = data.get("gateway", {})
         for key, value in gateway.items():
-            if hasattr(settings, key) and key not in ("identity", "placement"):
+            if hasattr(settings, key) and key not in ("identity", "placement", "quotas"):
                 setattr(settings, key, value)
         if isinstance(settings.bind, str):
             settings.bind = [settings.bind]
         settings.identity = {**settings.identity, **data.get("identity", {})}
         settings.placement = {**settings.placement, **data.get("placement", {})}
+        settings.quotas = dict(data.get("quotas", {}))
         settings.source = path
     if os.environ.get("MOORAGE_DB"):
         settings.database = os.environ["MOORAGE_DB"]

@@ -18,7 +18,7 @@ from gateway.forward import call, forward, raise_for, respond, send
 from gateway.placement import PIN_LABEL, PlacementRequest, place, release
 from gateway.placement.scheduler import confirm
 from gateway.routing import Route
-from gateway.tenancy import PROJECT_LABEL
+from gateway.tenancy import PROJECT_LABEL, quotas
 
 
 def _container(ctx: Context):
@@ -80,7 +80,9 @@ def create(ctx: Context) -> None:
         return
     labels = {**labels, PROJECT_LABEL: ctx.project}
     body["Labels"] = labels
-    placement = place(PlacementRequest(ctx.project, name, labels, labels.get(PIN_LABEL) or None), ctx.settings)
+    memory, nano_cpus = quotas.container_request(body.get("HostConfig"))
+    placement = place(PlacementRequest(ctx.project, name, labels, labels.get(PIN_LABEL) or None,
+                                       memory=memory, nano_cpus=nano_cpus), ctx.settings)
     try:
         status, payload = call(ctx, placement.instance, "POST", "/containers/create",
                                query=ctx.req.query_string, body=body)

@@ -7,6 +7,7 @@ from gateway.dockerapi.common import home_instance, without_project_label
 from gateway.errors import DockerError
 from gateway.forward import call, forward, raise_for
 from gateway.routing import Route
+from gateway.tenancy import quotas
 
 
 def ping(ctx: Context) -> None:
@@ -37,6 +38,20 @@ def to_home(ctx: Context) -> None:
     forward(ctx, home_instance(ctx))
 
 
+def info(ctx: Context) -> None:
+    status, payload = call(ctx, home_instance(ctx), "GET", "/info")
+    raise_for(status, payload)
+    add_quota_labels(ctx, payload)
+    ctx.answer_json(payload)
+
+
+def add_quota_labels(ctx: Context, payload: dict) -> None:
+    """The project's quotas as `docker info` prints them, under Labels:
+    `moorage.quota.containers=3/5` (in use / limit), one per resource."""
+    if isinstance(payload, dict) and ctx.project:
+        payload["Labels"] = list(payload.get("Labels") or []) + quotas.info_labels(ctx.project, ctx.settings)
+
+
 def events(ctx: Context) -> None:
     forward(ctx, home_instance(ctx))
     if ctx.resp.stream is not None and ctx.resp.status == 200:
@@ -52,7 +67,7 @@ ROUTES = [
     Route("GET", "/_ping", "SystemPing", ping),
     Route("HEAD", "/_ping", "SystemPingHead", ping),
     Route("GET", "/version", "SystemVersion", version),
-    Route("GET", "/info", "SystemInfo", to_home),
+    Route("GET", "/info", "SystemInfo", info),
     Route("GET", "/events", "SystemEvents", events, streaming=True),
     Route("GET", "/system/df", "SystemDataUsage", to_home),
     Route("POST", "/auth", "SystemAuth", to_home),
