@@ -294,3 +294,25 @@ def test_gevent_greenlets_each_get_their_own_connection_and_quotas_hold(postgres
     assert int(conns) > 1  # not one shared connection: peewee's state is greenlet-local
     assert (int(p_ok), int(q_ok)) == (5, 7)  # quota 5 for p; capacity 12 in all
     assert refused == "[('p', 403), ('q', 503)]"
+
+
+def test_concurrent_reservations_never_exceed_the_quota(settings):
+    quotas.set_limits("p", {"volumes": 3})
+    store.Volume.create(daemon_name="p_v0", project="p", name="v0", instance="a")
+    got, refused = [], []
+
+    def worker():
+        try:
+            got.append(quotas.reserve("p", "volumes", settings))
+        except DockerError as exc:
+            refused.append(exc.status)
+        finally:
+            store.release_connection()
+
+    threads = [threading.Thread(target=worker) for _ in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert (len(got), refused) == (2, [403] * 18)
+    assert quotas.usage("p")["volumes"] == 3
