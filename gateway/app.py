@@ -23,6 +23,24 @@ log = logging.getLogger("moorage.gateway")
 AGENTS_PREFIX = "/moorage/v1/agents"
 
 
+class _ReleasingIterable:
+    """A streamed answer whose end (a stream's callback may touch the store) returns the
+    request's database connection to the pool."""
+
+    def __init__(self, result):
+        self._result = result
+
+    def __iter__(self):
+        return iter(self._result)
+
+    def close(self):
+        try:
+            if hasattr(self._result, "close"):
+                self._result.close()
+        finally:
+            store.release_connection()
+
+
 class Gateway:
     """The Falcon app plus what every request needs: settings, routes, identity, store."""
 
@@ -47,13 +65,21 @@ class Gateway:
 
     # -- WSGI -----------------------------------------------------------------------------
     def __call__(self, environ, start_response):
-        result = self.app(environ, start_response)
+        try:
+            result = self.app(environ, start_response)
+        finally:
+            # The request's database connection goes back to the pool before any streaming
+            # (PostgreSQL; a no-op on SQLite): none is held across network I/O.
+            store.release_connection()
         if environ.get("moorage.hijacked"):
             # The connection was handed to the relay and is finished. Tell gunicorn to write
             # nothing more and close it: StopIteration is its "close this connection" signal.
             if hasattr(result, "close"):
                 result.close()
+            store.release_connection()
             raise StopIteration("hijacked connection finished")
+        if store.is_postgres() and not isinstance(result, list | tuple):
+            return _ReleasingIterable(result)
         return result
 
     # -- versions -------------------------------------------------------------------------

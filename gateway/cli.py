@@ -34,8 +34,15 @@ def cmd_serve(args) -> int:
         settings.registration_secret = os.environ.get("MOORAGE_REGISTRATION_SECRET", "")
     relay_only = args.command == "relay"
     from gateway import store
+    from gateway.tenancy import quotas
 
+    try:
+        quotas.defaults(settings)
+    except quotas.QuotaValueError as exc:
+        print(f"moorage: {settings.source or 'settings'}: {exc}", file=sys.stderr)
+        return 2
     store.init(settings.database)  # migrate once, before workers fork
+    store.close()  # workers open their own connections (a socket must not be shared across a fork)
 
     def factory():
         from gateway.app import Gateway
@@ -168,6 +175,45 @@ def cmd_containers(args) -> int:
     return 0
 
 
+def cmd_quota(args) -> int:
+    from gateway import store
+    from gateway.tenancy import quotas
+
+    settings = _settings(args)
+    try:
+        quotas.defaults(settings)
+        if args.action == "set":
+            values = dict(quotas.parse_assignment(a) for a in args.values)
+        elif args.action == "unset":
+            for key in args.values:
+                quotas.parse_value(key, -1)  # a known resource
+    except quotas.QuotaValueError as exc:
+        print(f"moorage: {exc}", file=sys.stderr)
+        return 2
+    if args.action in ("set", "unset") and not args.values:
+        print(f"moorage: quota {args.action} needs at least one "
+              f"{'KEY=VALUE' if args.action == 'set' else 'KEY'} ({', '.join(quotas.RESOURCES)})", file=sys.stderr)
+        return 2
+    store.init(settings.database)
+    if args.action == "set":
+        quotas.set_limits(args.project, values)
+    elif args.action == "unset":
+        quotas.unset_limits(args.project, [k.lower() for k in args.values])
+    if args.action != "show" and args.format != "json":
+        print(f"quotas of project {args.project}:")
+    report = quotas.report(args.project, settings)
+    if args.format == "json":
+        rows = {r: {**v, "limit": v["limit"] / quotas.NANO if r == "cpus" and v["limit"] is not None else v["limit"],
+                    "in_use": v["in_use"] / quotas.NANO if r == "cpus" else v["in_use"]}
+                for r, v in report.items()}
+        print(json.dumps({"project": args.project, "quotas": rows}, indent=2))
+        return 0
+    rows = [{"resource": r, "limit": quotas.format_value(r, v["limit"]), "in_use": quotas.format_value(r, v["in_use"]),
+             "source": v["source"]} for r, v in report.items()]
+    _print(rows, ["resource", "in_use", "limit", "source"], "table")
+    return 0
+
+
 def cmd_db(args) -> int:
     from gateway import store
 
@@ -221,6 +267,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--project")
     p.add_argument("--format", choices=["table", "json"], default="table")
     p.set_defaults(func=cmd_containers)
+
+    p = sub.add_parser("quota", help="a project's quotas: show, set or unset limits",
+                       description="Limits per project: containers, memory (bytes, or 512m/8g), cpus (2, 0.5), "
+                                   "volumes, networks, images. VALUE -1 or 'unlimited' lifts a limit for the "
+                                   "project; `unset` returns it to the [quotas] default of the settings file.")
+    p.add_argument("action", choices=["show", "set", "unset"])
+    p.add_argument("project", metavar="PROJECT_ID")
+    p.add_argument("values", nargs="*", metavar="KEY=VALUE | KEY",
+                   help="set: containers=5 memory=8g ...; unset: containers memory ...")
+    p.add_argument("--format", choices=["table", "json"], default="table")
+    p.set_defaults(func=cmd_quota)
 
     from gateway.tenancy import login
 

@@ -20,6 +20,13 @@
     file = "/etc/moorage/policy.yaml" # oslo.policy rules (docs/policy.md); none or absent: all refused
     [limits]                          # resource defaults/maxima, input bounds (gateway/tenancy/limits.py)
     default_memory = "1g"; max_memory = "8g"; default_cpus = 1; max_cpus = 4
+    [quotas]                          # per-project defaults; a key left out = unlimited;
+    containers = 50                   # `moorage quota set PROJECT KEY=VALUE` overrides per project
+    memory = "64g"                    # sum of the containers' --memory (bytes, or k/m/g/t)
+    cpus = 16                         # sum of the containers' --cpus
+    volumes = 50
+    networks = 20
+    images = 100                      # distinct images the project holds
 """
 
 from __future__ import annotations
@@ -47,6 +54,7 @@ class Settings:
     placement: dict = field(default_factory=lambda: {"strategy": "fill", "capacity": 0})
     policy: dict = field(default_factory=dict)
     limits: dict = field(default_factory=dict)
+    quotas: dict = field(default_factory=dict)  # raw [quotas]; gateway.tenancy.quotas parses it
     source: str = ""
 
     @property
@@ -63,7 +71,7 @@ def load(path: str | None) -> Settings:
             data = tomllib.load(fh)
         gateway = data.get("gateway", {})
         for key, value in gateway.items():
-            if hasattr(settings, key) and key not in ("identity", "placement", "policy", "limits"):
+            if hasattr(settings, key) and key not in ("identity", "placement", "policy", "limits", "quotas"):
                 setattr(settings, key, value)
         if isinstance(settings.bind, str):
             settings.bind = [settings.bind]
@@ -71,6 +79,7 @@ def load(path: str | None) -> Settings:
         settings.placement = {**settings.placement, **data.get("placement", {})}
         settings.policy = dict(data.get("policy", {}))
         settings.limits = dict(data.get("limits", {}))
+        settings.quotas = dict(data.get("quotas", {}))
         settings.source = path
     if os.environ.get("MOORAGE_DB"):
         settings.database = os.environ["MOORAGE_DB"]

@@ -48,6 +48,11 @@ class _Server(BaseApplication):
                 self.cfg.set(key, value)
 
     def load(self):
+        # In the worker, after gevent's monkey-patching and before the app opens any
+        # database connection: psycopg2 must wait cooperatively (psycogreen).
+        from gateway import store
+
+        store.cooperative()
         return self._factory()
 
 

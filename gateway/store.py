@@ -7,15 +7,16 @@ short and never span network I/O: under gevent, sqlite3 blocks the whole worker.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import os
 import threading
-from collections.abc import Callable
-from urllib.parse import urlparse
+from collections.abc import Callable, Iterator
+from urllib.parse import unquote, urlparse
 
 import peewee
-from playhouse.db_url import connect as _connect_url
+from playhouse.pool import PooledPostgresqlDatabase
 
 database = peewee.DatabaseProxy()
 
@@ -79,6 +80,9 @@ class Container(BaseModel):
     instance = peewee.ForeignKeyField(Instance, backref="containers", on_delete="RESTRICT")
     labels = JSONField(null=True)
     created_at = peewee.DateTimeField(default=utcnow)
+    # What the container asked for (HostConfig), counted against the project's quotas (migration 2).
+    memory = peewee.BigIntegerField(default=0)  # bytes; 0 = no limit
+    nano_cpus = peewee.BigIntegerField(default=0)  # 1e9 = one CPU; 0 = no limit
 
     class Meta:
         indexes = ((("project", "name"), False),)
@@ -123,7 +127,37 @@ class Volume(BaseModel):
         indexes = ((("project", "name"), True),)
 
 
-MODELS = [SchemaVersion, Instance, Container, Exec, Network, Volume]
+class Quota(BaseModel):
+    """An operator's limit for one project and resource (`moorage quota set`), overriding the
+    [quotas] defaults of the settings file. -1 lifts the limit for that project."""
+
+    project = peewee.CharField(max_length=64)
+    resource = peewee.CharField(max_length=16)  # containers, memory, cpus, volumes, networks, images
+    value = peewee.BigIntegerField()  # a count, bytes (memory) or nano-CPUs (cpus); -1 = unlimited
+
+    class Meta:
+        primary_key = peewee.CompositeKey("project", "resource")
+
+
+class QuotaReservation(BaseModel):
+    """A create in flight for a resource counted from its own table (volumes, networks,
+    images): counted as in use until the create's row is recorded or it fails. Containers
+    need none: their placement reservation (a Container row) is what counts."""
+
+    id = peewee.CharField(primary_key=True, max_length=64)
+    project = peewee.CharField(max_length=64, index=True)
+    resource = peewee.CharField(max_length=16)
+    created_at = peewee.DateTimeField(default=utcnow)
+
+
+class ProjectLock(BaseModel):
+    """One row per project, created on demand: SELECT ... FOR UPDATE on it serialises a
+    project's quota checks across gateway replicas on PostgreSQL."""
+
+    project = peewee.CharField(primary_key=True, max_length=64)
+
+
+MODELS = [SchemaVersion, Instance, Container, Exec, Network, Volume, Quota, QuotaReservation, ProjectLock]
 
 
 # Migrations: index i upgrades schema version i to i+1. A newer gateway upgrades an older
@@ -145,14 +179,95 @@ def _m2_container_daemon_name(db: peewee.Database) -> None:
             Container._meta.table_name, "daemon_name", peewee.CharField(max_length=255, null=True)))
 
 
-MIGRATIONS: list[Callable[[peewee.Database], None]] = [_m0_initial, _m1_networks_volumes, _m2_container_daemon_name]
+def _add_column(db: peewee.Database, table: str, column: str, ddl: str) -> None:
+    """ALTER TABLE ... ADD COLUMN, unless the column is there already (an earlier migration
+    creates tables from the current models, so a fresh database may have it)."""
+    if column in {c.name for c in db.get_columns(table)}:
+        return
+    db.execute_sql(f'ALTER TABLE "{table}" ADD COLUMN "{column}" {ddl}')
+
+
+def _m3_quotas(db: peewee.Database) -> None:
+    """Quotas: per-project limits, reservations in flight, lock rows; what each container asked for."""
+    _add_column(db, "container", "memory", "BIGINT NOT NULL DEFAULT 0")
+    _add_column(db, "container", "nano_cpus", "BIGINT NOT NULL DEFAULT 0")
+    db.create_tables([Quota, QuotaReservation, ProjectLock], safe=True)
+
+
+MIGRATIONS: list[Callable[[peewee.Database], None]] = [
+    _m0_initial, _m1_networks_volumes, _m2_container_daemon_name, _m3_quotas,
+]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _init_lock = threading.Lock()
 
+# PostgreSQL advisory lock keys (pg_advisory_xact_lock): one for schema migrations (replicas
+# starting together), one that serialises placement decisions across replicas.
+MIGRATION_LOCK = 0x4D6F6F7200000001
+PLACEMENT_LOCK = 0x4D6F6F7200000002
+
+# Connections per gateway worker to PostgreSQL (a pool; each request checks one out).
+PG_POOL_SIZE = int(os.environ.get("MOORAGE_PG_POOL", "20"))
+
+
+def cooperative() -> bool:
+    """Under gevent's monkey-patching (the gunicorn worker): make psycopg2 yield to other
+    greenlets while it waits on PostgreSQL (psycogreen), so one slow query never blocks the
+    worker. True if gevent is patched. Call it before any PostgreSQL connection is opened."""
+    try:
+        from gevent import monkey
+    except ImportError:  # pragma: no cover
+        return False
+    if not monkey.is_module_patched("socket"):
+        return False
+    from psycogreen.gevent import patch_psycopg
+
+    patch_psycopg()
+    return True
+
+
+def _greenlet_local_state() -> peewee._ConnectionState | None:
+    """peewee keeps its connection and transaction stack in a ``threading.local`` subclass
+    bound when peewee was imported. Imported before gevent patched ``threading`` (gunicorn's
+    master imports it), that class is the C thread-local: every greenlet of a worker would
+    share one connection and one transaction stack. Under gevent, a greenlet-local state."""
+    try:
+        from gevent import local as gevent_local
+        from gevent import monkey
+    except ImportError:  # pragma: no cover
+        return None
+    if not monkey.is_module_patched("threading"):
+        return None
+
+    class _GreenletState(peewee._ConnectionState, gevent_local.local):
+        pass
+
+    return _GreenletState()
+
+
+def _pg_params(url: str) -> tuple[str, dict]:
+    parsed = urlparse(url)
+    params: dict = {}
+    if parsed.hostname:
+        params["host"] = parsed.hostname
+    if parsed.port:
+        params["port"] = parsed.port
+    if parsed.username:
+        params["user"] = unquote(parsed.username)
+    if parsed.password:
+        params["password"] = unquote(parsed.password)
+    for pair in filter(None, parsed.query.split("&")):
+        key, _, value = pair.partition("=")
+        params[unquote(key)] = unquote(value)
+    return unquote(parsed.path.lstrip("/")), params
+
 
 def open_database(url: str) -> peewee.Database:
-    """Open the database at ``url`` (``sqlite:////abs/path.db`` or ``postgresql://...``)."""
+    """Open the database at ``url`` (``sqlite:////abs/path.db`` or ``postgresql://...``).
+
+    PostgreSQL gets a pool of connections per process; under gevent, peewee's connection
+    state is made greenlet-local so that each request (greenlet) uses its own connection
+    (checked out on first use, returned by :func:`release_connection`)."""
     scheme = urlparse(url).scheme
     if scheme.startswith("sqlite"):
         path = url.split("://", 1)[1]
@@ -164,10 +279,57 @@ def open_database(url: str) -> peewee.Database:
             check_same_thread=False,
         )
     elif scheme in ("postgres", "postgresql"):
-        db = _connect_url(url)
+        name, params = _pg_params(url)
+        params.setdefault("connect_timeout", 10)
+        # stale_timeout: a pooled connection is recycled after 5 minutes; timeout: a request
+        # waits up to 30 s for a free connection rather than failing at once.
+        db = PooledPostgresqlDatabase(name, max_connections=PG_POOL_SIZE, stale_timeout=300, timeout=30,
+                                      **params)
+        state = _greenlet_local_state()
+        if state is not None:
+            db._state = state
     else:
         raise ValueError(f"unsupported database URL {url!r}: use sqlite:////path or postgresql://...")
     return db
+
+
+def is_postgres(db: peewee.Database | None = None) -> bool:
+    return isinstance(db if db is not None else database.obj, peewee.PostgresqlDatabase)
+
+
+@contextlib.contextmanager
+def serialized(lock_key: int) -> Iterator[None]:
+    """A write transaction that no other holder of ``lock_key`` interleaves with, in any
+    process or replica: BEGIN IMMEDIATE on SQLite (the database's one write lock), a
+    transaction-scoped advisory lock on PostgreSQL. Keep it short and free of network I/O."""
+    db = database.obj
+    if isinstance(db, peewee.SqliteDatabase):
+        with db.atomic("IMMEDIATE"):
+            yield
+        return
+    with db.atomic():
+        if is_postgres(db):
+            db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (lock_key,))
+        yield
+
+
+def lock_project(project: str) -> None:
+    """Inside a transaction: serialise with every other quota decision for ``project``.
+    On PostgreSQL a row lock (SELECT ... FOR UPDATE) on the project's lock row, made on
+    demand; SQLite's BEGIN IMMEDIATE (see :func:`serialized`) already serialises writers."""
+    if not is_postgres():
+        return
+    ProjectLock.insert(project=project).on_conflict_ignore().execute()
+    ProjectLock.select().where(ProjectLock.project == project).for_update().get()
+
+
+def release_connection() -> None:
+    """Return this request's (greenlet's) PostgreSQL connection to the pool. A no-op on
+    SQLite (one connection per worker) and when none is open or a transaction is."""
+    db = database.obj
+    if db is None or not is_postgres(db) or db.is_closed() or db.in_transaction():
+        return
+    db.close()
 
 
 def init(url: str, *, migrate: bool = True) -> peewee.Database:
@@ -180,6 +342,17 @@ def init(url: str, *, migrate: bool = True) -> peewee.Database:
         return db
 
 
+def close() -> None:
+    """Close every connection this process holds (before gunicorn forks its workers)."""
+    db = database.obj
+    if db is None:
+        return
+    if isinstance(db, PooledPostgresqlDatabase):
+        db.close_all()
+    elif not db.is_closed():
+        db.close()
+
+
 def current_version() -> int:
     db = database.obj
     if not db.table_exists(SchemaVersion._meta.table_name):
@@ -189,14 +362,19 @@ def current_version() -> int:
 
 
 def upgrade() -> tuple[int, int]:
-    """Apply pending migrations; returns (from_version, to_version)."""
+    """Apply pending migrations; returns (from_version, to_version).
+
+    One transaction that replicas starting together cannot interleave (an advisory lock on
+    PostgreSQL, whose DDL is transactional; BEGIN IMMEDIATE on SQLite): the second finds the
+    schema up to date."""
     db = database.obj
-    with db.atomic():
+    with serialized(MIGRATION_LOCK):
         db.create_tables([SchemaVersion], safe=True)
         start = current_version()
         for step in MIGRATIONS[start:]:
             step(db)
-        if start != SCHEMA_VERSION:
+        if start < SCHEMA_VERSION:
             SchemaVersion.delete().execute()
             SchemaVersion.create(version=SCHEMA_VERSION)
+    release_connection()
     return start, SCHEMA_VERSION

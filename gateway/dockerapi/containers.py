@@ -7,6 +7,7 @@ from urllib.parse import urlencode
 from gateway import instances, store
 from gateway import resolve as resolve_
 from gateway.context import Context
+from gateway.dockerapi import volumes
 from gateway.dockerapi.common import (
     hide_project_label,
     home_instance,
@@ -21,7 +22,7 @@ from gateway.forward import call, forward, raise_for, respond, send
 from gateway.placement import PIN_LABEL, PlacementRequest, place, release
 from gateway.placement.scheduler import RESERVATION_PREFIX, confirm
 from gateway.routing import Route
-from gateway.tenancy import PROJECT_LABEL, names, policy, scope
+from gateway.tenancy import PROJECT_LABEL, names, policy, quotas, scope
 
 
 def _container(ctx: Context):
@@ -92,7 +93,9 @@ def create(ctx: Context) -> None:
     if pinned and needs.instance and pinned != needs.instance:
         raise DockerError(409, f"{needs.reason} is on instance {needs.instance}, not on the pinned instance "
                                f"{pinned}: drop the {PIN_LABEL} label or pin that instance")
-    placement = _place(ctx, PlacementRequest(ctx.project, name, labels, pinned or needs.instance))
+    memory, nano_cpus = quotas.container_request(body.get("HostConfig"))
+    placement = _place(ctx, PlacementRequest(ctx.project, name, labels, pinned or needs.instance,
+                                             memory=memory, nano_cpus=nano_cpus))
     try:
         for tenant_volume, daemon_volume in needs.volumes.items():
             _make_volume(ctx, placement.instance, tenant_volume, daemon_volume)
@@ -132,12 +135,9 @@ def _place(ctx: Context, request: PlacementRequest):
 
 
 def _make_volume(ctx: Context, instance, tenant_name: str, daemon_name: str) -> None:
-    """A named volume a create uses, made first with the project's label, as ``volume create`` would."""
-    status, payload = call(ctx, instance, "POST", "/volumes/create",
-                           body={"Name": daemon_name, "Labels": {PROJECT_LABEL: ctx.project}})
-    raise_for(status, payload)
-    store.Volume.insert(daemon_name=daemon_name, project=ctx.project, name=tenant_name,
-                        instance=instance.uuid).on_conflict_ignore().execute()
+    """A named volume a create uses, made first with the project's label (and within its
+    quota), as ``docker volume create`` would."""
+    volumes.make(ctx, instance, tenant_name, {"Name": daemon_name, "Labels": {PROJECT_LABEL: ctx.project}})
 
 
 def update(ctx: Context) -> None:

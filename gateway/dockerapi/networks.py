@@ -21,7 +21,7 @@ from gateway.dockerapi.common import (
 from gateway.errors import DockerError
 from gateway.forward import call, forward, raise_for, respond, send
 from gateway.routing import Route
-from gateway.tenancy import PROJECT_LABEL, names, scope
+from gateway.tenancy import PROJECT_LABEL, names, quotas, scope
 
 
 def _for_tenant(ctx: Context, network: dict) -> dict:
@@ -89,10 +89,12 @@ def create(ctx: Context) -> None:
     body["Labels"] = {**labels, PROJECT_LABEL: ctx.project}
     body["Name"] = names.to_daemon(ctx.project, name)
     instance = new_object_instance(ctx)
-    status, payload = call(ctx, instance, "POST", "/networks/create", body=body)
-    raise_for(status, payload)
-    N.insert(id=payload["Id"], project=ctx.project, name=name, daemon_name=body["Name"],
-             instance=instance.uuid).on_conflict_replace().execute()
+    with quotas.reserving(ctx.project, "networks", ctx.settings) as reservation:
+        status, payload = call(ctx, instance, "POST", "/networks/create", body=body)
+        raise_for(status, payload)
+        quotas.confirm(reservation, lambda: N.insert(
+            id=payload["Id"], project=ctx.project, name=name, daemon_name=body["Name"],
+            instance=instance.uuid).on_conflict_replace().execute())
     ctx.answer_json(payload, status)
 
 

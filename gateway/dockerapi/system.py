@@ -13,7 +13,7 @@ from gateway.dockerapi.events import tenant_events
 from gateway.errors import DockerError
 from gateway.forward import call, check_agent, forward, raise_for, respond, send
 from gateway.routing import Route
-from gateway.tenancy import PROJECT_LABEL, scope
+from gateway.tenancy import PROJECT_LABEL, quotas, scope
 
 
 def ping(ctx: Context) -> None:
@@ -71,7 +71,15 @@ def info(ctx: Context) -> None:
     payload["Images"] = images.visible_count(ctx)
     payload["NCPU"] = sum(int((i.facts or {}).get("NCPU") or 0) for i in live) or payload.get("NCPU")
     payload["MemTotal"] = sum(int((i.facts or {}).get("MemTotal") or 0) for i in live) or payload.get("MemTotal")
+    add_quota_labels(ctx, payload)
     ctx.answer_json(payload)
+
+
+def add_quota_labels(ctx: Context, payload: dict) -> None:
+    """The project's quotas as `docker info` prints them, under Labels:
+    `moorage.quota.containers=3/5` (in use / limit), one per resource."""
+    if isinstance(payload, dict) and ctx.project:
+        payload["Labels"] = list(payload.get("Labels") or []) + quotas.info_labels(ctx.project, ctx.settings)
 
 
 def data_usage(ctx: Context) -> None:

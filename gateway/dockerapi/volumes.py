@@ -22,7 +22,7 @@ from gateway.dockerapi.common import (
 from gateway.errors import DockerError
 from gateway.forward import call, forward, raise_for, respond, send
 from gateway.routing import Route
-from gateway.tenancy import PROJECT_LABEL, names, policy, scope
+from gateway.tenancy import PROJECT_LABEL, names, policy, quotas, scope
 
 
 def _for_tenant(ctx: Context, volume: dict) -> dict:
@@ -65,11 +65,23 @@ def create(ctx: Context) -> None:
         (V.project == ctx.project) & (V.name == name)).first()
     instance = existing.instance if existing else new_object_instance(ctx)
     body["Name"] = existing.daemon_name if existing else names.to_daemon(ctx.project, name)
-    status, payload = call(ctx, instance, "POST", "/volumes/create", body=body)
-    raise_for(status, payload)
-    V.insert(daemon_name=body["Name"], project=ctx.project, name=name,
-             instance=instance.uuid).on_conflict_ignore().execute()
+    if existing:  # dockerd answers an existing volume's create with the volume, unchanged
+        status, payload = call(ctx, instance, "POST", "/volumes/create", body=body)
+        raise_for(status, payload)
+    else:
+        status, payload = make(ctx, instance, name, body)
     ctx.answer_json(_for_tenant(ctx, payload), status)
+
+
+def make(ctx: Context, instance, name: str, body: dict) -> tuple[int, dict]:
+    """Create a new volume of the project's on ``instance``, within its volumes quota."""
+    with quotas.reserving(ctx.project, "volumes", ctx.settings) as reservation:
+        status, payload = call(ctx, instance, "POST", "/volumes/create", body=body)
+        raise_for(status, payload)
+        quotas.confirm(reservation, lambda: store.Volume.insert(
+            daemon_name=body["Name"], project=ctx.project, name=name,
+            instance=instance.uuid).on_conflict_ignore().execute())
+    return status, payload
 
 
 def inspect(ctx: Context) -> None:

@@ -11,6 +11,7 @@ import peewee
 from gateway import store
 from gateway.errors import DockerError
 from gateway.instances import is_live
+from gateway.tenancy import quotas
 
 # `docker run --label org.openstack.nova.instance=<uuid>` pins a container to that instance.
 PIN_LABEL = "org.openstack.nova.instance"
@@ -23,12 +24,16 @@ class PlacementRequest:
     name: str
     labels: dict
     pinned: str | None = None  # instance UUID
+    memory: int = 0  # bytes (HostConfig.Memory), counted against the project's memory quota
+    nano_cpus: int = 0  # HostConfig.NanoCpus (or CpuQuota/CpuPeriod), against its cpus quota
 
 
 @dataclass
 class Placement:
     instance: store.Instance
     reservation_id: str
+    memory: int = 0
+    nano_cpus: int = 0
 
 
 def _capacity(instance: store.Instance, default_capacity: int) -> int:
@@ -63,15 +68,14 @@ def _usage() -> dict[str, int]:
 
 
 def place(request: PlacementRequest, settings) -> Placement:
-    """Choose an instance and reserve a slot on it, atomically."""
+    """Check the project's container quotas, choose an instance and reserve a slot on it,
+    atomically: one transaction that no other placement interleaves with, in any worker or
+    replica (BEGIN IMMEDIATE on SQLite, an advisory lock on PostgreSQL)."""
     strategy = STRATEGIES.get(settings.placement.get("strategy", "fill"), fill)
     default_capacity = int(settings.placement.get("capacity", 0) or 0)
-    db = store.database.obj
     reservation_id = RESERVATION_PREFIX + _uuid.uuid4().hex
-    # BEGIN IMMEDIATE on SQLite takes the write lock up front: two creates cannot both
-    # count the same free slot.
-    ctx = db.atomic("IMMEDIATE") if isinstance(db, peewee.SqliteDatabase) else db.atomic()
-    with ctx:
+    # Two creates can neither count the same free slot nor the same quota headroom.
+    with store.serialized(store.PLACEMENT_LOCK):
         if request.name:
             # Names are the project's across every instance: checked and reserved here, in the
             # same transaction, so two creates of one name cannot both pass.
@@ -79,6 +83,7 @@ def place(request: PlacementRequest, settings) -> Placement:
             holder = C.get_or_none((C.project == request.project) & (C.name == request.name))
             if holder is not None:
                 raise name_conflict(request.name, holder.id)
+        quotas.check_container(request.project, request.memory, request.nano_cpus, settings)
         instances = list(store.Instance.select().order_by(store.Instance.position, store.Instance.uuid))
         used = _usage()
         if request.pinned:
@@ -103,8 +108,9 @@ def place(request: PlacementRequest, settings) -> Placement:
                                        "you no longer need, or ask the operator for more capacity")
             chosen = strategy(candidates, used)
         store.Container.create(id=reservation_id, project=request.project, name=request.name,
-                               instance=chosen.uuid, labels=None)
-    return Placement(chosen, reservation_id)
+                               instance=chosen.uuid, labels=None, memory=request.memory,
+                               nano_cpus=request.nano_cpus)
+    return Placement(chosen, reservation_id, request.memory, request.nano_cpus)
 
 
 def name_conflict(name: str, holder_id: str) -> DockerError:
@@ -128,5 +134,8 @@ def confirm(placement: Placement, container_id: str, name: str, project: str, la
         # The daemon accepted this name, so any older row holding it is stale.
         store.Container.delete().where((store.Container.project == project) & (store.Container.name == name)
                                        & (store.Container.instance == placement.instance.uuid)).execute()
-        store.Container.insert(id=container_id, project=project, name=name,
-                               instance=placement.instance.uuid, labels=labels or None).on_conflict_replace().execute()
+        # An upsert both SQLite and PostgreSQL speak (a heartbeat may have adopted it already).
+        C = store.Container
+        row = {C.project: project, C.name: name, C.instance: placement.instance.uuid, C.labels: labels or None,
+               C.memory: placement.memory, C.nano_cpus: placement.nano_cpus}
+        C.insert({C.id: container_id, **row}).on_conflict(conflict_target=[C.id], update=row).execute()

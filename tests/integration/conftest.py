@@ -93,3 +93,8 @@ def unique(request):
     import uuid
 
     return f"it-{request.node.name[:20].strip('_[]').replace('[', '-')}-{uuid.uuid4().hex[:6]}".lower()
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "postgres: brings up its own `scripts/devstack up DIR --postgres --replicas 2` "
+                                       "stack (scripts/test --lane postgres)")

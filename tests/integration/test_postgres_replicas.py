@@ -1,0 +1,159 @@
+"""Two gateway replicas on one PostgreSQL (`scripts/devstack up DIR --postgres --replicas 2
+--hosts 2 --capacity 8`): quotas and placement hold under concurrent creates split across the
+replicas; the operator's `moorage quota`; the project's usage in `docker info`.
+
+The stack is this module's own (scripts/test runs it in the `postgres` lane, after the shared
+stack of the integration lane is down). Set MOORAGE_TEST_PG_ENV=/path/to/DIR/env to reuse a
+running stack made with those flags.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import requests
+
+from tests.integration.conftest import DEVSTACK, Stack, read_env
+
+pytestmark = pytest.mark.postgres
+
+HOSTS, CAPACITY, REPLICAS = 2, 8, 2
+RACERS = 40
+
+
+@pytest.fixture(scope="module")
+def pg_stack():
+    reuse = os.environ.get("MOORAGE_TEST_PG_ENV")
+    if reuse:
+        yield Stack(read_env(reuse), os.path.dirname(reuse))
+        return
+    directory = tempfile.mkdtemp(prefix="moorage-pg-it-")
+    t0 = time.monotonic()
+    up = subprocess.run([sys.executable, DEVSTACK, "up", directory, "--postgres", "--replicas", str(REPLICAS),
+                         "--hosts", str(HOSTS), "--capacity", str(CAPACITY)],
+                        capture_output=True, text=True, timeout=600)
+    if up.returncode != 0:
+        subprocess.run([sys.executable, DEVSTACK, "down", directory, "--purge"], capture_output=True, timeout=300)
+        pytest.fail(f"devstack up --postgres failed:\n{up.stderr}")
+    print(f"devstack up --postgres --replicas {REPLICAS} --hosts {HOSTS}: {time.monotonic() - t0:.1f} s")
+    try:
+        yield Stack(read_env(os.path.join(directory, "env")), directory)
+    finally:
+        subprocess.run([sys.executable, DEVSTACK, "down", directory, "--purge"], capture_output=True, timeout=300)
+
+
+def gateways(stack: Stack) -> list[str]:
+    return [g.replace("tcp://", "http://") for g in stack.env["MOORAGE_GATEWAYS"].split()]
+
+
+def remove_all(stack: Stack, tenant: str) -> None:
+    ids = stack.docker("ps", "-aq", tenant=tenant).stdout.decode().split()
+    if ids:
+        stack.docker("rm", "-f", *ids, tenant=tenant, timeout=180)
+
+
+def race(stack: Stack, tenant: str, n: int = RACERS) -> list[requests.Response]:
+    """n concurrent POST /containers/create, alternating between the replicas."""
+    urls = gateways(stack)
+    headers = {**stack.headers(tenant), "Content-Type": "application/json"}
+    body = json.dumps({"Image": "busybox", "Cmd": ["true"]})
+
+    def create(i: int) -> requests.Response:
+        return requests.post(f"{urls[i % len(urls)]}/containers/create", data=body, headers=headers, timeout=120)
+
+    with ThreadPoolExecutor(max_workers=n) as pool:
+        return list(pool.map(create, range(n)))
+
+
+def quota_show(stack: Stack, project: str) -> dict:
+    proc = stack.admin("quota", "show", project, "--format", "json")
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)["quotas"]
+
+
+def test_replicas_share_one_postgres_database(pg_stack):
+    urls = gateways(pg_stack)
+    assert len(urls) == REPLICAS and pg_stack.env["DOCKER_HOST"] == pg_stack.env["MOORAGE_GATEWAYS"].split()[0]
+    with open(os.path.join(pg_stack.dir, "moorage.toml")) as fh:
+        assert 'database = "postgresql://' in fh.read()
+    for url in urls:
+        assert requests.get(url + "/_ping", headers=pg_stack.headers(), timeout=10).status_code == 200
+    created = requests.post(urls[0] + "/containers/create", json={"Image": "busybox", "Cmd": ["true"]},
+                            headers=pg_stack.headers(), timeout=60)
+    assert created.status_code == 201, created.text
+    cid = created.json()["Id"]
+    # made through replica 1, seen and removed through replica 2
+    assert requests.get(f"{urls[1]}/containers/{cid}/json", headers=pg_stack.headers(), timeout=30).status_code == 200
+    assert requests.delete(f"{urls[1]}/containers/{cid}", headers=pg_stack.headers(), timeout=60).status_code == 204
+
+
+def test_quota_race_across_replicas_creates_exactly_the_quota(pg_stack):
+    project = pg_stack.env["MOORAGE_PROJECT_alpha"]
+    remove_all(pg_stack, "alpha")
+    proc = pg_stack.admin("quota", "set", project, "containers=5")
+    assert proc.returncode == 0, proc.stderr
+    try:
+        answers = race(pg_stack, "alpha")
+        statuses = sorted(r.status_code for r in answers)
+        assert statuses == [201] * 5 + [403] * (RACERS - 5), [r.text for r in answers if r.status_code not in (201, 403)]
+        expected = (f"quota exceeded for containers in project {project}: limit 5, in use 5; remove containers you "
+                    "no longer need (docker rm) or ask your operator to raise it (moorage quota set)")
+        assert {r.json()["message"] for r in answers if r.status_code == 403} == {expected}
+        listed = pg_stack.docker("ps", "-aq").stdout.decode().split()
+        assert sorted(listed) == sorted(r.json()["Id"][:12] for r in answers if r.status_code == 201)
+        assert quota_show(pg_stack, project)["containers"] == {"limit": 5, "in_use": 5, "source": "project"}
+        # the CLI prints the refusal as a daemon's error
+        refused = pg_stack.docker("create", "busybox", "true")
+        assert refused.returncode != 0 and expected in refused.stderr.decode()
+        info = pg_stack.docker("info", "--format", "{{json .Labels}}")
+        assert info.returncode == 0, info.stderr
+        assert "moorage.quota.containers=5/5" in json.loads(info.stdout)
+        assert "moorage.quota.containers=5/5" in pg_stack.docker("info").stdout.decode()
+    finally:
+        pg_stack.admin("quota", "unset", project, "containers")
+        remove_all(pg_stack, "alpha")
+    assert quota_show(pg_stack, project)["containers"] == {"limit": None, "in_use": 0, "source": "none"}
+
+
+def test_placement_race_across_replicas_never_overfills(pg_stack):
+    remove_all(pg_stack, "alpha")
+    remove_all(pg_stack, "beta")
+    rows = json.loads(pg_stack.admin("instances", "list", "--format", "json").stdout)
+    free = sum(CAPACITY - r["containers"] for r in rows)
+    try:
+        answers = race(pg_stack, "beta")
+        statuses = sorted(r.status_code for r in answers)
+        assert statuses == [201] * free + [503] * (RACERS - free), [r.text for r in answers
+                                                                     if r.status_code not in (201, 503)]
+        for direct in pg_stack.env["MOORAGE_DIRECT_HOSTS"].split():
+            on_daemon = pg_stack.docker("-H", direct, "ps", "-aq", direct=True).stdout.decode().split()
+            assert len(on_daemon) <= CAPACITY
+        rows = json.loads(pg_stack.admin("instances", "list", "--format", "json").stdout)
+        assert [r["containers"] for r in rows] == [CAPACITY] * HOSTS
+    finally:
+        remove_all(pg_stack, "beta")
+
+
+def test_memory_quota_through_the_docker_cli(pg_stack):
+    project = pg_stack.env["MOORAGE_PROJECT_alpha"]
+    remove_all(pg_stack, "alpha")
+    assert pg_stack.admin("quota", "set", project, "memory=64m").returncode == 0
+    try:
+        unlimited = pg_stack.docker("create", "busybox", "true")
+        assert unlimited.returncode != 0 and "--memory" in unlimited.stderr.decode()
+        assert pg_stack.docker("create", "--memory", "48m", "busybox", "true").returncode == 0
+        refused = pg_stack.docker("create", "--memory", "32m", "busybox", "true")
+        assert refused.returncode != 0
+        assert (f"quota exceeded for memory in project {project}: limit 64MiB, in use 48MiB, this container asks "
+                "32MiB") in refused.stderr.decode()
+        assert "moorage.quota.memory=48MiB/64MiB" in pg_stack.docker("info").stdout.decode()
+    finally:
+        pg_stack.admin("quota", "unset", project, "memory")
+        remove_all(pg_stack, "alpha")
