@@ -278,7 +278,7 @@ def record(project: str, reference: str, image_id: str, instance=None, daemon: s
     with db.atomic():
         if reference:
             for old in IR.select().where((IR.project == project) & (IR.reference == reference)):
-                if old.image_id == image_id:
+                if old.image_id == image_id or project == PUBLIC:  # (public: one ID per daemon)
                     continue
                 old.delete_instance()
                 if project != PUBLIC and not IR.select().where(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from gateway import instances
 from gateway import resolve as resolve_
 from gateway.context import Context
+from gateway.dockerapi import images as images_
 from gateway.dockerapi.common import (
     hide_project_label,
     home_instance,
@@ -54,6 +55,7 @@ def list_(ctx: Context) -> None:
         raise_for(status, payload)
         for container in payload:
             hide_project_label(container.get("Labels"))
+            container["Image"] = images_.tenant_image_name(ctx.project, container.get("Image"))  # moorage:images
         merged.extend(payload)
     # As dockerd lists them: newest first.
     # (a stable sort: within one second, each daemon's own order stands)
@@ -82,6 +84,7 @@ def create(ctx: Context) -> None:
     body["Labels"] = labels
     placement = place(PlacementRequest(ctx.project, name, labels, labels.get(PIN_LABEL) or None), ctx.settings)
     try:
+        body["Image"] = images_.container_image(ctx, placement.instance, body.get("Image"))  # moorage:images
         status, payload = call(ctx, placement.instance, "POST", "/containers/create",
                                query=ctx.req.query_string, body=body)
         raise_for(status, payload)
@@ -105,6 +108,7 @@ def inspect(ctx: Context) -> None:
         resolve_.forget_container(container.id)
     raise_for(status, payload)
     hide_project_label((payload.get("Config") or {}).get("Labels"))
+    images_.container_view(ctx.project, payload)  # moorage:images
     ctx.answer_json(payload)
 
 
@@ -160,7 +164,7 @@ def commit(ctx: Context) -> None:
         forward(ctx, home_instance(ctx))
         return
     container = resolve_.container(ctx.project, ref)
-    forward(ctx, container.instance, query=with_query(ctx, container=container.id))
+    images_.commit(ctx, container)  # moorage:images (repo/tag -> the tenant's reference)
 
 
 C = "/containers/{id}"
