@@ -8,9 +8,9 @@ dockerd's own words about the decoy come back about what the tenant typed).
 
 from __future__ import annotations
 
-import fnmatch
 import json
 import logging
+import re
 import threading
 from collections.abc import Iterable, Iterator
 from urllib.parse import parse_qsl, urlencode
@@ -388,15 +388,14 @@ def list_(ctx: Context) -> None:
         images = [i for i in images if _labels_match(i.get("Labels"), labels)]
     refs = _values(filters, "reference")
     if refs:
-        def matches(image):
-            names = [t for t in (image["RepoTags"] or []) + (image["RepoDigests"] or []) if not t.startswith("<none>")]
-            for pattern in refs:
-                for name in names:
-                    repo = name.split("@")[0].rsplit(":", 1)[0] if "@" not in name else name.split("@")[0]
-                    if fnmatch.fnmatchcase(name, pattern) or fnmatch.fnmatchcase(repo, pattern):
-                        return True
-            return False
-        images = [i for i in images if matches(i)]
+        # As dockerd: only the matching references stay, and an image with none is left out.
+        for image in images:
+            image["RepoTags"] = [t for t in image["RepoTags"] or [] if _ref_match(refs, t)] or None
+            image["RepoDigests"] = [d for d in image["RepoDigests"] or [] if _ref_match(refs, d)] or None
+        images = [i for i in images if i["RepoTags"] or i["RepoDigests"]]
+        for image in images:
+            image["RepoTags"] = image["RepoTags"] or []
+            image["RepoDigests"] = image["RepoDigests"] or []
     for key, newer in (("before", False), ("since", True)):
         for typed in _values(filters, key):
             found = imagemap.resolve(ctx.project, typed)
@@ -411,6 +410,22 @@ def list_(ctx: Context) -> None:
             images = [i for i in images if (i["Created"] > created if newer else i["Created"] < created)]
     images.sort(key=lambda i: i.get("Created", 0), reverse=True)
     ctx.answer_json(images)
+
+
+def _glob(pattern: str, text: str) -> bool:
+    """Go's path.Match: '*' and '?' never match '/'."""
+    rx = "".join("[^/]*" if c == "*" else "[^/]" if c == "?" else re.escape(c) for c in pattern)
+    return re.fullmatch(rx, text) is not None
+
+
+def _ref_match(patterns: list[str], name: str) -> bool:
+    """reference.FamiliarMatch: the familiar string, or its repository name alone."""
+    if name.startswith("<none>"):
+        return False
+    repo = name.split("@", 1)[0]
+    if "@" not in name and repo.rfind(":") > repo.rfind("/"):
+        repo = repo[: repo.rfind(":")]
+    return any(_glob(p, name) or _glob(p, repo) for p in patterns)
 
 
 def tag(ctx: Context) -> None:
