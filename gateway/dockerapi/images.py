@@ -901,7 +901,7 @@ def build(ctx: Context) -> None:
     body, length = _client_body(ctx)
     if body is not None and "://" not in (ctx.query("remote") or ""):
         edit = _from_rewriter(ctx, instance, set())
-        body = tarstream.rewrite(body, lambda n: n.lstrip("./") == dockerfile.lstrip("./"), edit)
+        body = _build_context(body, dockerfile, edit)
         length = None
     upstream = send(ctx, instance, query=urlencode(out), body=body if body is not None else b"")
     ids: list[str] = []
@@ -929,6 +929,40 @@ def build(ctx: Context) -> None:
 
     del length
     _respond_rewritten(ctx, instance, upstream, observe=observe, finish=finish)
+
+
+_COMPRESSED = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ", b"(\xb5/\xfd")
+
+
+def _build_context(body, dockerfile: str, edit) -> Iterator[bytes]:
+    """The build context with its Dockerfile's FROM lines rewritten: a tar as it streams; a bare
+    Dockerfile (`docker build - < Dockerfile`) whole (it is small). Compressed contexts pass
+    unchanged (docs/divergences.md)."""
+    it = iter(body)
+    first = b""
+    for chunk in it:
+        first += chunk
+        if len(first) >= tarstream.BLOCK:
+            break
+    if first.startswith(_COMPRESSED):
+        yield first
+        yield from it
+    elif tarstream.looks_like_tar(first):
+        yield from tarstream.rewrite(_chain(first, it), lambda n: n.lstrip("./") == dockerfile.lstrip("./"), edit)
+    else:
+        data = first  # a Dockerfile on its own: small by nature, else passed on unchanged
+        for chunk in it:
+            data += chunk
+            if len(data) > tarstream.MEMBER_LIMIT:
+                yield data
+                yield from it
+                return
+        yield edit("Dockerfile", data)
+
+
+def _chain(first: bytes, rest) -> Iterator[bytes]:
+    yield first
+    yield from rest
 
 
 def _client_body(ctx: Context):
