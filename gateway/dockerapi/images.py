@@ -913,8 +913,15 @@ def build(ctx: Context) -> None:
         stream = obj.get("stream")
         if isinstance(stream, str) and stream.startswith("Successfully built "):
             ids.append(stream.split()[-1])
+        elif isinstance(stream, str) and imagemap.full_id(stream.strip()):
+            ids.append(stream.strip())  # quiet builds print the ID alone
 
     def finish():
+        if not ids and tags:
+            # Nothing said which image was built: ask the daemon what the first tag names now.
+            status, info = call(ctx, instance, "GET", _path(imagemap.daemon_ref(ctx.project, tags[0]), "/json"))
+            if status == 200:
+                ids.append(info["Id"])
         if not ids:
             return None
         image_id = ids[-1]
