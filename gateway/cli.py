@@ -214,6 +214,57 @@ def cmd_quota(args) -> int:
     return 0
 
 
+def cmd_images(args) -> int:
+    """Operator's images: publish a base image to every project, or take it back."""
+    from gateway import imagemap, instances, store
+    from gateway.forward import AGENT_SECRET_HEADER
+    from relay import UpstreamError, request
+
+    settings = _settings(args)
+    store.init(settings.database)
+    IR = store.ImageRef
+    if args.action == "list":
+        rows = [{"reference": r.reference, "id": r.image_id if args.format == "json" else r.image_id[7:19],
+                 "instances": len(imagemap.holders(r.image_id))}
+                for r in IR.select().where(IR.project == imagemap.PUBLIC).order_by(IR.reference)]
+        _print(rows, ["reference", "id", "instances"], args.format)
+        return 0
+    if not args.reference:
+        print(f"moorage: images {args.action} needs a reference (e.g. busybox:latest)", file=sys.stderr)
+        return 2
+    try:
+        reference = imagemap.normalize(args.reference)
+    except ValueError as exc:
+        print(f"moorage: {args.reference}: {exc}", file=sys.stderr)
+        return 2
+    if args.action == "unpublish":
+        count = IR.delete().where((IR.project == imagemap.PUBLIC) & (IR.reference == reference)).execute()
+        if not count:
+            print(f"moorage: {reference} is not published", file=sys.stderr)
+            return 1
+        print(f"{reference} is no longer public (the daemons keep it; projects that tagged it keep their tags)")
+        return 0
+    found = 0
+    for instance in instances.live_instances(settings, fresh=True):
+        try:
+            upstream = request(instances.endpoint(instance), "GET", f"/images/{reference}/json",
+                               [(AGENT_SECRET_HEADER, instance.agent_secret)], timeout=30)
+            body = upstream.read()
+        except UpstreamError as exc:
+            print(f"moorage: instance {instance.uuid} did not answer: {exc}", file=sys.stderr)
+            continue
+        if upstream.status != 200:
+            continue
+        image_id = json.loads(body)["Id"]
+        imagemap.record(imagemap.PUBLIC, reference, image_id, instance.uuid)
+        found += 1
+    if not found:
+        print(f"moorage: no live instance holds {reference}; put it on the daemons first", file=sys.stderr)
+        return 1
+    print(f"{reference} is public: every project can see and use it ({found} instance(s) hold it)")
+    return 0
+
+
 def cmd_db(args) -> int:
     from gateway import store
 
@@ -278,6 +329,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="set: containers=5 memory=8g ...; unset: containers memory ...")
     p.add_argument("--format", choices=["table", "json"], default="table")
     p.set_defaults(func=cmd_quota)
+
+    p = sub.add_parser("images", help="public base images, visible to every project")
+    p.add_argument("action", choices=["publish", "unpublish", "list"])
+    p.add_argument("reference", nargs="?", help="an image name on the daemons, e.g. busybox:latest")
+    p.add_argument("--format", choices=["table", "json"], default="table")
+    p.set_defaults(func=cmd_images)
 
     from gateway.tenancy import login
 

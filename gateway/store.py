@@ -157,7 +157,40 @@ class ProjectLock(BaseModel):
     project = peewee.CharField(primary_key=True, max_length=64)
 
 
-MODELS = [SchemaVersion, Instance, Container, Exec, Network, Volume, Quota, QuotaReservation, ProjectLock]
+
+class ImageRef(BaseModel):
+    """A project's reference to an image (gateway.imagemap). Daemon tags are global and image IDs
+    are shared by content, so who owns an image lives here, not on the daemons.
+
+    ``reference`` is the tenant's normalized name ("app:1", "reg:5000/team/app:1"), or "" for an
+    untagged image the project made or whose tag moved away (it lists as <none>:<none>).
+    ``daemon_ref`` is the name Moorage gave it on the daemons ("moorage/p-<project>/...", see
+    imagemap.daemon_ref), "" for an untagged one. Public images (operator-published base
+    images) have project "" and daemon_ref == reference."""
+
+    project = peewee.CharField(max_length=64, index=True)
+    reference = peewee.CharField(max_length=512)
+    daemon_ref = peewee.CharField(max_length=512)
+    image_id = peewee.CharField(max_length=80, index=True)
+    created_at = peewee.DateTimeField(default=utcnow)
+
+    class Meta:
+        indexes = ((("project", "reference", "image_id"), True),)
+
+
+class ImagePresence(BaseModel):
+    """Which instances hold which image (by ID): where to copy an image from when a container
+    lands on an instance that lacks it (images follow containers)."""
+
+    image_id = peewee.CharField(max_length=80)
+    instance = peewee.ForeignKeyField(Instance, backref="images", on_delete="CASCADE")
+
+    class Meta:
+        indexes = ((("image_id", "instance"), True),)
+
+
+MODELS = [SchemaVersion, Instance, Container, Exec, Network, Volume, Quota, QuotaReservation, ProjectLock,
+          ImageRef, ImagePresence]
 
 
 # Migrations: index i upgrades schema version i to i+1. A newer gateway upgrades an older
@@ -194,8 +227,12 @@ def _m3_quotas(db: peewee.Database) -> None:
     db.create_tables([Quota, QuotaReservation, ProjectLock], safe=True)
 
 
+def _m4_images(db: peewee.Database) -> None:
+    db.create_tables([ImageRef, ImagePresence], safe=True)
+
+
 MIGRATIONS: list[Callable[[peewee.Database], None]] = [
-    _m0_initial, _m1_networks_volumes, _m2_container_daemon_name, _m3_quotas,
+    _m0_initial, _m1_networks_volumes, _m2_container_daemon_name, _m3_quotas, _m4_images,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

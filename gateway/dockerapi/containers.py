@@ -7,6 +7,7 @@ from urllib.parse import urlencode
 from gateway import instances, store
 from gateway import resolve as resolve_
 from gateway.context import Context
+from gateway.dockerapi import images as images_
 from gateway.dockerapi import volumes
 from gateway.dockerapi.common import (
     hide_project_label,
@@ -58,6 +59,7 @@ def list_(ctx: Context) -> None:
         raise_for(status, payload)
         for container in payload:
             hide_project_label(container.get("Labels"), ctx)
+            container["Image"] = images_.tenant_image_name(ctx.project, container.get("Image"))
         merged.extend(scope.strip_names(ctx.project, payload))
     # As dockerd lists them: newest first.
     # (a stable sort: within one second, each daemon's own order stands)
@@ -99,6 +101,7 @@ def create(ctx: Context) -> None:
     try:
         for tenant_volume, daemon_volume in needs.volumes.items():
             _make_volume(ctx, placement.instance, tenant_volume, daemon_volume)
+        body["Image"] = images_.container_image(ctx, placement.instance, body.get("Image"))
         status, payload = call(ctx, placement.instance, "POST", "/containers/create",
                                query=with_query(ctx, name=names.to_daemon(ctx.project, name) or None), body=body)
         raise_for(status, payload)
@@ -176,6 +179,7 @@ def inspect(ctx: Context) -> None:
     hide_project_label((payload.get("Config") or {}).get("Labels"))
     payload = scope.strip_names(ctx.project, payload)
     scope.hide_added_aliases(payload)
+    images_.container_view(ctx.project, payload)
     ctx.answer_json(payload)
 
 
@@ -240,7 +244,7 @@ def commit(ctx: Context) -> None:
         forward(ctx, home_instance(ctx))
         return
     container = resolve_.container(ctx.project, ref)
-    forward(ctx, container.instance, query=with_query(ctx, container=container.id))
+    images_.commit(ctx, container)  # moorage:images (repo/tag -> the tenant's reference)
 
 
 C = "/containers/{id}"

@@ -4,7 +4,7 @@ dockerd's own label filter would keep only container events (networks and volume
 labels in their events), so the gateway decides per event instead, statelessly where it can:
 a container event carries the project label; a network's or volume's daemon name carries
 the project's suffix (tenancy.names); a network event about a predefined network names the
-container, which the store knows. Image events are the image map's to judge. Events are
+container, which the store knows. Image events are judged by the image map (gateway.imagemap). Events are
 small and few, so each is parsed, judged, rewritten (the tenant's names, no project label)
 and sent on as one compact line, as dockerd writes them.
 """
@@ -17,7 +17,7 @@ from collections.abc import Iterator
 import gevent
 import gevent.queue
 
-from gateway import store
+from gateway import imagemap, store
 from gateway.context import Context
 from gateway.tenancy import PROJECT_LABEL, names, scope
 
@@ -46,7 +46,7 @@ class EventJudge:
         actor = event.get("Actor") or {}
         attributes = actor.get("Attributes") or {}
         if self.all_projects:
-            return PROJECT_LABEL in attributes or kind in ("network", "volume")
+            return PROJECT_LABEL in attributes or kind in ("network", "volume", "image")
         if kind == "container":
             return attributes.get(PROJECT_LABEL) == self.project
         if kind == "network":
@@ -56,7 +56,9 @@ class EventJudge:
             return bool(container) and self._mine_container(container)
         if kind == "volume":
             return str(actor.get("ID", "")).endswith(self.suffix)
-        return False  # image (until the image map judges them), daemon, plugin, ...
+        if kind == "image":
+            return imagemap.image_visible(self.project, str(actor.get("ID", ""))) is not None
+        return False  # daemon, plugin, ...
 
     def rewrite(self, event: dict) -> dict:
         attributes = (event.get("Actor") or {}).get("Attributes")
@@ -87,8 +89,9 @@ def _judged(judge: EventJudge, line: bytes) -> dict | None:
     return judge.rewrite(event)
 
 
-def _encode(event: dict) -> bytes:
-    return json.dumps(event, separators=(",", ":")).encode() + b"\n"
+def _encode(event: dict, project: str) -> bytes:
+    # Image references in any event (a container's `image`, an image's own) in the tenant's names.
+    return imagemap.rewrite_bytes(project, json.dumps(event, separators=(",", ":")).encode()) + b"\n"
 
 
 def tenant_events(ctx: Context, streams: list, *, ordered: bool) -> Iterator[bytes]:
@@ -122,10 +125,10 @@ def tenant_events(ctx: Context, streams: list, *, ordered: bool) -> Iterator[byt
             if ordered:
                 held.append(event)
             else:
-                yield _encode(event)
+                yield _encode(event, judge.project)
         held.sort(key=lambda e: e.get("timeNano") or 0)
         for event in held:
-            yield _encode(event)
+            yield _encode(event, judge.project)
     finally:
         gevent.killall(readers, block=False)
         for upstream in streams:

@@ -1,21 +1,33 @@
-"""Images: /images/..., /build (pull, push, build, save, load, import, tag, history, ...)."""
+"""Images: /images/..., /build, /commit (pull, push, build, save, load, import, tag, history, ...).
+
+Every image a project reaches goes through gateway.imagemap: its tags map to daemon references
+Moorage controls, its images are the ones the store says it references (plus public ones), and
+another project's image answers exactly as a missing one (a decoy goes down instead, and
+dockerd's own words about the decoy come back about what the tenant typed).
+"""
 
 from __future__ import annotations
 
+import json
+import logging
+import re
+import threading
+from collections.abc import Iterable, Iterator
+from urllib.parse import parse_qsl, urlencode
+
+from gateway import imagemap, instances, resolve, store, tarstream
 from gateway.context import Context
-from gateway.dockerapi.common import hide_project_label, home_instance
-from gateway.forward import call, forward, raise_for
+from gateway.dockerapi.common import hide_project_label, home_instance, parse_filters, with_query
+from gateway.errors import DockerError
+from gateway.forward import call, check_agent, forward, raise_for, send
 from gateway.routing import Route
-from gateway.tenancy import policy
+from gateway.tenancy import PROJECT_LABEL, names, policy, quotas
+
+log = logging.getLogger("moorage.gateway")
 
 
 def to_home(ctx: Context) -> None:
     forward(ctx, home_instance(ctx))
-
-
-def build(ctx: Context) -> None:
-    policy.build(ctx)  # the query's settings; the context streams through unread
-    to_home(ctx)
 
 
 def _hide_in_image(image: dict) -> None:
@@ -25,33 +37,1074 @@ def _hide_in_image(image: dict) -> None:
     hide_project_label(image.get("Labels"))
 
 
+def _short(image_id: str) -> str:
+    return image_id.split(":", 1)[-1][:12]
+
+
+def _split(daemon_name: str) -> tuple[str, str]:
+    """repo, tag of a tagged daemon reference."""
+    colon = daemon_name.rfind(":")
+    if colon > daemon_name.rfind("/"):
+        return daemon_name[:colon], daemon_name[colon + 1:]
+    return daemon_name, "latest"
+
+
+def _path(name: str, suffix: str = "") -> str:
+    return f"/images/{name}{suffix}"
+
+
+# -- where an image is, and moving it ------------------------------------------------------------
+def _has(ctx: Context, instance: store.Instance, image_id: str) -> bool:
+    status, _ = call(ctx, instance, "GET", _path(image_id, "/json"), timeout=30)
+    return status == 200
+
+
+def holder(ctx: Context, image_id: str, prefer: store.Instance | None = None) -> store.Instance | None:
+    """A live instance that holds ``image_id`` (the store's presence first, then a probe)."""
+    live = instances.live_instances(ctx.settings)
+    known = set(imagemap.holders(image_id))
+    ordered = sorted(live, key=lambda i: (prefer is None or i.uuid != prefer.uuid, i.uuid not in known))
+    for instance in ordered:
+        if _has(ctx, instance, image_id):
+            imagemap.present(image_id, instance)
+            return instance
+        if instance.uuid in known:
+            imagemap.absent(image_id, instance)
+    return None
+
+
+def _tag_on(ctx: Context, instance: store.Instance, image_id: str, daemon_name: str) -> int:
+    if not daemon_name or "@" in daemon_name:
+        return 200
+    repo, tag = _split(daemon_name)
+    status, payload = call(ctx, instance, "POST", _path(image_id, "/tag"), query=urlencode({"repo": repo, "tag": tag}))
+    if status >= 400:
+        log.warning("tagging %s as %s on %s failed: %s", image_id, daemon_name, instance.uuid, payload)
+    return status
+
+
+def copy_image(ctx: Context, source: store.Instance, target: store.Instance, image_id: str) -> None:
+    """Stream ``image_id`` from ``source`` to ``target`` (save → load), never held whole."""
+    src = send(ctx, source, method="GET", path=_path(image_id, "/get"), query="", body=b"", timeout=None)
+    check_agent(source, src)
+    if src.status != 200:
+        raw = src.read()
+        raise DockerError(500, f"copying image {_short(image_id)} from instance {source.uuid} failed: "
+                               f"{raw.decode(errors='replace').strip()}")
+    dst = send(ctx, target, method="POST", path="/images/load", query="quiet=1", body=src.iter_body(),
+               content_type="application/x-tar", timeout=None)
+    check_agent(target, dst)
+    raw = dst.read()
+    errors = [m.get("error") for m in _json_lines(raw) if m.get("error")]
+    if dst.status != 200 or errors:
+        raise DockerError(500, f"copying image {_short(image_id)} to instance {target.uuid} failed: "
+                               f"{errors or raw.decode(errors='replace').strip()}")
+    imagemap.present(image_id, target)
+
+
+def ensure_on(ctx: Context, instance: store.Instance, image_id: str) -> None:
+    """Images follow containers: make sure ``instance`` holds ``image_id`` and the daemon tags
+    the store gives it (copied as a stream from an instance that has it)."""
+    if not _has(ctx, instance, image_id):
+        source = holder(ctx, image_id)
+        if source is None:
+            raise DockerError(404, f"No such image: {image_id} (no instance holds it any more; pull or "
+                                   "build it again)")
+        copy_image(ctx, source, instance, image_id)
+    imagemap.present(image_id, instance)
+    for row in store.ImageRef.select().where(store.ImageRef.image_id == image_id):
+        if row.daemon_ref and row.project != imagemap.PUBLIC:
+            _tag_on(ctx, instance, image_id, row.daemon_ref)
+
+
+def _no_such_image(typed: str) -> DockerError:
+    fid = imagemap.full_id(typed)
+    if fid:
+        return DockerError(404, f"No such image: {fid}")
+    try:
+        return DockerError(404, f"No such image: {imagemap.parse(typed).familiar()}")
+    except imagemap.ReferenceError_ as exc:
+        return DockerError(400, str(exc))
+
+
+def container_image(ctx: Context, instance: store.Instance, image) -> object:
+    """For containers.create, after placement on ``instance``: the daemon's name for the
+    tenant's Image, made present there. Another project's image is a missing one (404)."""
+    if not isinstance(image, str) or not image:
+        return image  # dockerd says what is wrong with it
+    found = imagemap.resolve(ctx.project, image)
+    if found is None:
+        raise _no_such_image(image)
+    if found.public:
+        # Public images are seeded per daemon (their IDs may differ): the daemon's own copy,
+        # named as the tenant typed it (Config.Image and ps show what was typed, as on dockerd).
+        status, info = call(ctx, instance, "GET", _path(found.daemon_name(), "/json"))
+        if status == 200:
+            imagemap.present(info["Id"], instance)
+            return image
+    ensure_on(ctx, instance, found.image_id)
+    if found.row is not None and found.row.daemon_ref.startswith(imagemap.DAEMON_PREFIX):
+        return imagemap.daemon_ref(ctx.project, imagemap.parse(image), default_tag=False)
+    return found.daemon_name()
+
+
+def tenant_image_name(project: str, daemon_image: str) -> str:
+    """For container inspect (Config.Image) and list (Image): the tenant's name back."""
+    if not isinstance(daemon_image, str):
+        return daemon_image
+    return imagemap.tenant_name(project, daemon_image) or daemon_image
+
+
+def container_view(project: str, payload: dict) -> None:
+    """For container inspect: Config.Image as the tenant named it."""
+    config = payload.get("Config")
+    if isinstance(config, dict) and "Image" in config:
+        config["Image"] = tenant_image_name(project, config["Image"])
+
+
+# -- answers rewritten -----------------------------------------------------------------------------
+def _json_lines(raw: bytes) -> list[dict]:
+    out = []
+    for line in raw.splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            obj = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(obj, dict):
+            out.append(obj)
+    return out
+
+
+def _rewrite_lines(chunks: Iterable[bytes], project: str, replace: dict[str, str] | None = None,
+                   observe=None) -> Iterator[bytes]:
+    """A JSON-lines stream with daemon names put back as the tenant's, line by line;
+    ``observe(obj)`` sees each decoded line."""
+    pending = b""
+    for chunk in chunks:
+        if not chunk:
+            yield chunk
+            continue
+        pending += chunk
+        if b"\n" not in pending:
+            if len(pending) > 1 << 20:
+                yield pending
+                pending = b""
+            continue
+        complete, _, pending = pending.rpartition(b"\n")
+        yield _rewrite_block(complete + b"\n", project, replace, observe)
+    if pending:
+        yield _rewrite_block(pending, project, replace, observe)
+
+
+def _rewrite_block(data: bytes, project: str, replace, observe) -> bytes:
+    for old, new in (replace or {}).items():
+        data = data.replace(old.encode(), new.encode())
+    data = imagemap.rewrite_bytes(project, data)
+    if observe is not None:
+        for obj in _json_lines(data):
+            observe(obj)
+    return data
+
+
+def _respond_rewritten(ctx: Context, instance, upstream, replace: dict[str, str] | None = None,
+                       observe=None, finish=None) -> None:
+    """The daemon's answer, streamed, with daemon names (and decoys) rewritten back."""
+    check_agent(instance, upstream)
+    resp = ctx.resp
+    resp.status = upstream.status
+    for name, value in upstream.headers:
+        if name.lower() == "content-type":
+            resp.content_type = value
+    if not upstream.has_body:
+        upstream.close()
+        if finish:
+            finish()
+        return
+    stream = _rewrite_lines(upstream.iter_body(), ctx.project, replace, observe)
+
+    def body():
+        yield b""
+        try:
+            yield from stream
+            if finish:
+                extra = finish()
+                if extra:
+                    yield extra
+        finally:
+            upstream.close()
+    resp.stream = body()
+
+
+def _forward_decoy(ctx: Context, typed: str, path_for, query: str | None = None) -> None:
+    """The tenant named no image it may see: ask the daemon about a decoy of the same shape
+    and answer its words (about what the tenant typed)."""
+    name, replace = imagemap.decoy(ctx.project, typed)
+    instance = home_instance(ctx)
+    upstream = send(ctx, instance, path=path_for(name), query=query, body=b"" if ctx.req.method != "GET" else None)
+    _respond_rewritten(ctx, instance, upstream, replace)
+
+
+def _resolve_or_decoy(ctx: Context, suffix: str = ""):
+    typed = ctx.params["name"]
+    found = imagemap.resolve(ctx.project, typed)
+    if found is None:
+        _forward_decoy(ctx, typed, lambda n: _path(n, suffix))
+    return found
+
+
+def _need_holder(ctx: Context, found) -> store.Instance:
+    instance = holder(ctx, found.image_id)
+    if instance is None:
+        raise DockerError(404, f"No such image: {ctx.params.get('name') or found.image_id}")
+    return instance
+
+
+def _repo_digests(project: str, digests, tags: list[str]) -> list[str]:
+    repos = set()
+    for tag in tags:
+        try:
+            repos.add(imagemap.parse(tag).familiar_name)
+        except imagemap.ReferenceError_:
+            pass
+    out = []
+    for entry in digests or []:
+        if entry.startswith(imagemap.DAEMON_PREFIX):
+            name = imagemap.tenant_name(project, entry)
+            if name:
+                out.append(name)
+        elif entry.split("@", 1)[0] in repos:
+            out.append(entry)
+    return sorted(set(out))
+
+
+def _tenant_view(project: str, image: dict, rows: list[store.ImageRef]) -> dict:
+    tags = imagemap.tenant_tags(project, rows)
+    digests = _repo_digests(project, image.get("RepoDigests"), tags)
+    digests += [r.reference for r in rows if "@" in r.reference and r.reference not in digests]
+    image["RepoTags"] = tags
+    image["RepoDigests"] = digests
+    _hide_in_image(image)
+    return json.loads(imagemap.rewrite_text(project, json.dumps(image)))
+
+
+# -- routes ----------------------------------------------------------------------------------------
 def inspect(ctx: Context) -> None:
-    status, payload = call(ctx, home_instance(ctx), "GET", f"/images/{ctx.params['name']}/json")
+    found = _resolve_or_decoy(ctx, "/json")
+    if found is None:
+        return
+    instance = _need_holder(ctx, found)
+    status, payload = call(ctx, instance, "GET", _path(found.image_id, "/json"))
     raise_for(status, payload)
-    _hide_in_image(payload)
+    rows = imagemap.visible_images(ctx.project).get(found.image_id, [])
+    ctx.answer_json(_tenant_view(ctx.project, payload, rows))
+
+
+def history(ctx: Context) -> None:
+    found = _resolve_or_decoy(ctx, "/history")
+    if found is None:
+        return
+    instance = _need_holder(ctx, found)
+    status, payload = call(ctx, instance, "GET", _path(found.image_id, "/history"))
+    raise_for(status, payload)
+    visible = imagemap.visible_images(ctx.project)
+    for entry in payload or []:
+        rows = visible.get(entry.get("Id"))
+        entry["Tags"] = (imagemap.tenant_tags(ctx.project, rows) or None) if rows else None
     ctx.answer_json(payload)
+
+
+def _image_filters_ok(filters: dict) -> bool:
+    return all(k in ("before", "dangling", "label", "reference", "since") for k in filters)
+
+
+def _values(filters: dict, key: str) -> list[str]:
+    v = filters.get(key)
+    if isinstance(v, dict):
+        return [k for k, on in v.items() if on]
+    if isinstance(v, list):
+        return [str(x) for x in v]
+    return []
+
+
+def _labels_match(labels: dict | None, wanted: list[str]) -> bool:
+    labels = labels or {}
+    for item in wanted:
+        key, eq, value = item.partition("=")
+        if key not in labels or (eq and labels[key] != value):
+            return False
+    return True
+
+
+def _list_images(ctx: Context) -> list[dict]:
+    """The project's view: its own and public images, from every live instance, one per ID."""
+    visible = imagemap.visible_images(ctx.project)
+    seen: dict[str, dict] = {}
+    public_seen: set[str] = set()
+    for instance in instances.live_instances(ctx.settings):
+        status, payload = call(ctx, instance, "GET", "/images/json")
+        raise_for(status, payload)
+        for image in payload or []:
+            image_id = image.get("Id")
+            if image_id not in visible or image_id in seen:
+                continue
+            imagemap.present(image_id, instance)
+            rows = visible[image_id]
+            if all(r.project == imagemap.PUBLIC for r in rows):
+                # A public image seeded on each daemon has an ID per daemon: list it once.
+                names = {r.reference for r in rows}
+                if names <= public_seen:
+                    continue
+                public_seen |= names
+            seen[image_id] = _tenant_view(ctx.project, image, rows)
+    return list(seen.values())
 
 
 def list_(ctx: Context) -> None:
-    status, payload = call(ctx, home_instance(ctx), "GET", "/images/json", query=ctx.req.query_string)
+    filters = parse_filters(ctx)
+    if filters is None or not _image_filters_ok(filters) or any(
+            v not in ("true", "false", "1", "0") for v in _values(filters, "dangling")):
+        # Filters dockerd refuses: its own error (it refuses before listing anything).
+        bad = with_query(ctx, filters=ctx.query("filters"))
+        status, payload = call(ctx, home_instance(ctx), "GET", "/images/json", query=bad)
+        if status >= 400:
+            raise_for(status, payload)
+        filters = {}
+    images = _list_images(ctx)
+    for image in images:
+        if not image["RepoTags"]:
+            if image["RepoDigests"]:
+                image["RepoTags"] = None
+            else:
+                image["RepoTags"], image["RepoDigests"] = ["<none>:<none>"], ["<none>@<none>"]
+    dangling = _values(filters, "dangling")
+    if dangling:
+        want = dangling[-1] in ("true", "1")
+        images = [i for i in images if (i["RepoTags"] in (None, ["<none>:<none>"])) == want]
+    labels = _values(filters, "label")
+    if labels:
+        images = [i for i in images if _labels_match(i.get("Labels"), labels)]
+    refs = _values(filters, "reference")
+    if refs:
+        # As dockerd: only the matching references stay, and an image with none is left out.
+        for image in images:
+            image["RepoTags"] = [t for t in image["RepoTags"] or [] if _ref_match(refs, t)] or None
+            image["RepoDigests"] = [d for d in image["RepoDigests"] or [] if _ref_match(refs, d)] or None
+        images = [i for i in images if i["RepoTags"] or i["RepoDigests"]]
+        for image in images:
+            image["RepoTags"] = image["RepoTags"] or []
+            image["RepoDigests"] = image["RepoDigests"] or []
+    for key, newer in (("before", False), ("since", True)):
+        for typed in _values(filters, key):
+            found = imagemap.resolve(ctx.project, typed)
+            if found is None:
+                raise _no_such_image(typed)
+            created = next((i["Created"] for i in images if i["Id"] == found.image_id), None)
+            if created is None:
+                status, info = call(ctx, _need_holder(ctx, found), "GET", _path(found.image_id, "/json"))
+                raise_for(status, info)
+                from datetime import datetime
+                created = int(datetime.fromisoformat(info["Created"][:19]).timestamp())
+            images = [i for i in images if (i["Created"] > created if newer else i["Created"] < created)]
+    images.sort(key=lambda i: i.get("Created", 0), reverse=True)
+    ctx.answer_json(images)
+
+
+def _glob(pattern: str, text: str) -> bool:
+    """Go's path.Match: '*' and '?' never match '/'."""
+    rx = "".join("[^/]*" if c == "*" else "[^/]" if c == "?" else re.escape(c) for c in pattern)
+    return re.fullmatch(rx, text) is not None
+
+
+def _ref_match(patterns: list[str], name: str) -> bool:
+    """reference.FamiliarMatch: the familiar string, or its repository name alone."""
+    if name.startswith("<none>"):
+        return False
+    repo = name.split("@", 1)[0]
+    if "@" not in name and repo.rfind(":") > repo.rfind("/"):
+        repo = repo[: repo.rfind(":")]
+    return any(_glob(p, name) or _glob(p, repo) for p in patterns)
+
+
+def tag(ctx: Context) -> None:
+    found = _resolve_or_decoy(ctx, "/tag")
+    if found is None:
+        return
+    repo, tag_ = ctx.query("repo") or "", ctx.query("tag") or ""
+    try:
+        target = imagemap.parse(repo)
+        if target.tag or target.digest:
+            if tag_:
+                raise imagemap.ReferenceError_("invalid reference format")
+        if target.digest:
+            raise DockerError(400, "refusing to create a tag with a digest reference")
+        target = imagemap.parse(f"{repo}:{tag_}" if tag_ else repo)
+    except imagemap.ReferenceError_ as exc:
+        raise DockerError(400, f"Error parsing reference: \"{repo}{':' + tag_ if tag_ else ''}\" is not a valid "
+                               f"repository/tag: {exc}") from exc
+    reference = target.familiar()
+    daemon = imagemap.daemon_ref(ctx.project, target)
+    instance = _need_holder(ctx, found)
+    status = _tag_on(ctx, instance, found.image_id, daemon)
+    if status >= 400:
+        raise DockerError(500, f"tagging failed on instance {instance.uuid}")
+    for other in instances.live_instances(ctx.settings):
+        if other.uuid != instance.uuid and other.uuid in imagemap.holders(found.image_id):
+            _tag_on(ctx, other, found.image_id, daemon)
+    imagemap.record(ctx.project, reference, found.image_id, instance)
+    ctx.resp.status = 201
+
+
+# -- rmi ---------------------------------------------------------------------------------------
+def _containers_using(ctx: Context, image_id: str) -> list[tuple[str, bool]]:
+    """The project's containers whose image is ``image_id``: (ID, running)."""
+    query = urlencode({"all": "1", "filters": json.dumps({"label": [f"{PROJECT_LABEL}={ctx.project}"]})})
+    out = []
+    for instance in instances.live_instances(ctx.settings):
+        status, payload = call(ctx, instance, "GET", "/containers/json", query=query)
+        if status != 200:
+            continue
+        for c in payload or []:
+            if c.get("ImageID") == image_id:
+                out.append((c["Id"], c.get("State") == "running"))
+    return out
+
+
+def _untag_daemon(ctx: Context, row: store.ImageRef) -> None:
+    """Take ``row``'s daemon tag off every holder, unless that would delete an image other
+    rows still reference (an untag of a daemon's last tag deletes the image)."""
+    if not row.daemon_ref or "@" in row.daemon_ref:
+        return
+    still = store.ImageRef.select().where((store.ImageRef.image_id == row.image_id) &
+                                          (store.ImageRef.id != row.id)).exists()
+    for uuid in imagemap.holders(row.image_id):
+        instance = store.Instance.get_or_none(store.Instance.uuid == uuid)
+        if instance is None or not instances.is_live(instance, ctx.settings):
+            continue
+        status, info = call(ctx, instance, "GET", _path(row.image_id, "/json"))
+        if status != 200:
+            continue
+        tags = info.get("RepoTags") or []
+        if row.daemon_ref not in tags:
+            continue
+        if still and len(tags) == 1:
+            continue  # a stale daemon tag is harmless: the store is the map
+        call(ctx, instance, "DELETE", _path(row.daemon_ref), query="noprune=1")
+
+
+def _delete_everywhere(ctx: Context, image_id: str, force: bool, noprune: bool) -> list[dict]:
+    records: list[dict] = []
+    for uuid in imagemap.holders(image_id):
+        instance = store.Instance.get_or_none(store.Instance.uuid == uuid)
+        if instance is None or not instances.is_live(instance, ctx.settings):
+            continue
+        status, payload = call(ctx, instance, "DELETE", _path(image_id),
+                               query=urlencode({"force": "0", "noprune": "1" if noprune else "0"}))
+        if status == 200:
+            imagemap.absent(image_id, instance)
+            if not records:
+                records = [r for r in payload or [] if "Deleted" in r]
+        elif status == 404:
+            imagemap.absent(image_id, instance)
+    return records or [{"Deleted": image_id}]
+
+
+def delete(ctx: Context) -> None:
+    typed = ctx.params["name"]
+    found = _resolve_or_decoy(ctx)
+    if found is None:
+        return
+    force = (ctx.query("force") or "").lower() in ("1", "true")
+    noprune = (ctx.query("noprune") or "").lower() in ("1", "true")
+    project, image_id = ctx.project, found.image_id
+    own = imagemap.project_rows(project, image_id)
+    tagged = [r for r in own if r.reference]
+    # A public image keeps its public tag in every project's view: dropping a project's own
+    # names for it is an untag, never a delete.
+    public_too = imagemap.is_public(image_id)
+    if found.public or (found.row is None and not own):
+        name = found.row.reference if found.row is not None else typed
+        raise DockerError(403, f"{name} is a public image that the operator of this cloud provides to every "
+                               f"project; a project cannot delete it (the operator can: `moorage images "
+                               f"unpublish {name}`). To drop a name of your own for it, remove that name.")
+    records: list[dict] = []
+    removed_ref = False
+    if found.row is not None:
+        if not force and len(tagged) == 1:
+            using = _containers_using(ctx, image_id)
+            if using:
+                raise DockerError(409, f"conflict: unable to remove repository reference \"{typed}\" (must force) "
+                                       f"- container {using[0][0][:12]} is using its referenced image "
+                                       f"{_short(image_id)}")
+        _untag_daemon(ctx, found.row)
+        imagemap.forget(found.row)
+        records.append({"Untagged": found.row.reference})
+        if len(own) > 1 or public_too:
+            ctx.answer_json(records)
+            return
+        removed_ref = True
+    else:
+        using = _containers_using(ctx, image_id)
+        running = [c for c, up in using if up]
+        if (len(tagged) > 1 or (public_too and tagged)) and not force:
+            raise DockerError(409, f"conflict: unable to delete {_short(image_id)} (must be forced) - image is "
+                                   "referenced in multiple repositories")
+        if running:
+            raise DockerError(409, f"conflict: unable to delete {_short(image_id)} (cannot be forced) - image is "
+                                   f"being used by running container {running[0][:12]}")
+        if using and not force:
+            raise DockerError(409, f"conflict: unable to delete {_short(image_id)} (must be forced) - image is "
+                                   f"being used by stopped container {using[0][0][:12]}")
+        for row in own:
+            _untag_daemon(ctx, row)
+            imagemap.forget(row)
+            if row.reference:
+                records.append({"Untagged": row.reference})
+        if public_too:
+            ctx.answer_json(records)
+            return
+    # The project no longer names it: gone from its view, and from the daemons if nobody else
+    # references it.
+    for row in imagemap.project_rows(project, image_id):
+        imagemap.forget(row)
+    if removed_ref and _containers_using(ctx, image_id):
+        imagemap.record(project, "", image_id)  # still used: it stays, dangling, as on dockerd
+        ctx.answer_json(records)
+        return
+    if imagemap.referenced(image_id):
+        records.append({"Deleted": image_id})
+    else:
+        records += _delete_everywhere(ctx, image_id, force, noprune)
+    ctx.answer_json(records)
+
+
+def prune(ctx: Context) -> None:
+    filters = parse_filters(ctx)
+    if filters is None or not all(k in ("dangling", "label", "label!", "until") for k in filters):
+        forward(ctx, home_instance(ctx))  # dockerd's own refusal
+        return
+    dangling_only = (_values(filters, "dangling") or ["true"])[-1] in ("true", "1")
+    images = {i["Id"]: i for i in _list_images(ctx)}
+    used = set()
+    query = urlencode({"all": "1", "filters": json.dumps({"label": [f"{PROJECT_LABEL}={ctx.project}"]})})
+    for instance in instances.live_instances(ctx.settings):
+        status, payload = call(ctx, instance, "GET", "/containers/json", query=query)
+        if status == 200:
+            used.update(c.get("ImageID") for c in payload or [])
+    deleted, reclaimed = [], 0
+    for image_id, image in images.items():
+        own = imagemap.project_rows(ctx.project, image_id)
+        if not own or image_id in used or imagemap.is_public(image_id):
+            continue
+        if dangling_only and any(r.reference for r in own):
+            continue
+        if not _labels_match(image.get("Labels"), _values(filters, "label")):
+            continue
+        if any(_labels_match(image.get("Labels"), [x]) for x in _values(filters, "label!")):
+            continue
+        for row in own:
+            _untag_daemon(ctx, row)
+            imagemap.forget(row)
+            if row.reference:
+                deleted.append({"Untagged": row.reference})
+        if imagemap.referenced(image_id):
+            deleted.append({"Deleted": image_id})
+        else:
+            deleted += _delete_everywhere(ctx, image_id, False, False)
+        reclaimed += image.get("Size") or 0
+    ctx.answer_json({"ImagesDeleted": deleted or None, "SpaceReclaimed": reclaimed})
+
+
+# -- save ------------------------------------------------------------------------------------
+def _save_rewriter(project: str):
+    def edit(name: str, content: bytes) -> bytes:
+        return imagemap.rewrite_bytes(project, content)
+    return lambda name: name in ("manifest.json", "repositories"), edit
+
+
+def _answer_save(ctx: Context, instance, upstream) -> None:
+    if upstream.status != 200:
+        _respond_rewritten(ctx, instance, upstream)
+        return
+    check_agent(instance, upstream)
+    ctx.resp.status = 200
+    ctx.resp.content_type = upstream.header("Content-Type") or "application/x-tar"
+    wanted, edit = _save_rewriter(ctx.project)
+    ctx.resp.stream = tarstream.rewrite(upstream.iter_body(), wanted, edit)
+
+
+def get(ctx: Context) -> None:
+    found = _resolve_or_decoy(ctx, "/get")
+    if found is None:
+        return
+    instance = _need_holder(ctx, found)
+    _answer_save(ctx, instance, send(ctx, instance, path=_path(found.daemon_name(), "/get"), query=""))
+
+
+def get_all(ctx: Context) -> None:
+    names = [v for k, v in parse_qsl(ctx.req.query_string, keep_blank_values=True) if k == "names"]
+    resolved = [(n, imagemap.resolve(ctx.project, n)) for n in names]
+    missing = [n for n, f in resolved if f is None]
+    if missing or not names:
+        query, replace = [], {}
+        for n, f in resolved:
+            if f is None:
+                d, r = imagemap.decoy(ctx.project, n)
+                replace.update(r)
+                query.append(("names", d))
+        instance = home_instance(ctx)
+        upstream = send(ctx, instance, query=urlencode(query))
+        _respond_rewritten(ctx, instance, upstream, replace)
+        return
+    instance = holder(ctx, resolved[0][1].image_id) or home_instance(ctx)
+    for _, found in resolved:
+        ensure_on(ctx, instance, found.image_id)
+    query = urlencode([("names", f.daemon_name()) for _, f in resolved])
+    _answer_save(ctx, instance, send(ctx, instance, query=query))
+
+
+# -- pull, import, push ------------------------------------------------------------------------
+_locks: dict[tuple[str, str], threading.Lock] = {}
+
+
+def _lock(instance: store.Instance, name: str):
+    """Serialise the gateway's use of a registry name on a daemon (pull, push): the tag is
+    global there while it exists. Per worker process (see docs/divergences.md)."""
+    return _locks.setdefault((instance.uuid, name), threading.Lock())
+
+
+def _reserved(ref: imagemap.Ref) -> bool:
+    return ref.path.startswith("moorage/") or ref.familiar_name.startswith("moorage/")
+
+
+def _error_line(message: str) -> bytes:
+    return json.dumps({"errorDetail": {"message": message}, "error": message}).encode() + b"\n"
+
+
+def create(ctx: Context) -> None:
+    """POST /images/create: pull (fromImage) or import (fromSrc)."""
+    _images_quota(ctx)
+    if ctx.query("fromSrc") is not None:
+        return _import(ctx)
+    from_image = ctx.query("fromImage") or ""
+    if not from_image:
+        return to_home(ctx)  # dockerd's own answer
+    tag_ = ctx.query("tag") or ""
+    typed = from_image
+    if tag_:
+        typed += ("@" if ":" in tag_ and tag_.split(":")[0] in ("sha256", "sha512") else ":") + tag_
+    try:
+        ref = imagemap.parse(typed)
+    except imagemap.ReferenceError_:
+        return to_home(ctx)  # dockerd refuses it in its own words, pulling nothing
+    if not ref.tag and not ref.digest:
+        raise DockerError(400, "pulling every tag of a repository (docker pull -a) is not supported by Moorage; "
+                               "pull the tags you need one by one")
+    if _reserved(ref):
+        raise DockerError(403, "repositories under moorage/ are reserved for the gateway's own names; "
+                               "pull under another name")
+    real = ref.full_name + ref.suffix()
+    if store.ImageRef.select().where((store.ImageRef.project == imagemap.PUBLIC) &
+                                     (store.ImageRef.daemon_ref == ref.familiar())).exists():
+        raise DockerError(409, f"{ref.familiar()} is a public image of this cloud and is already available "
+                               f"to every project: use it as it is (docker run {ref.familiar()})")
+    instance = home_instance(ctx)
+    lock = _lock(instance, real)
+    lock.acquire()
+    try:
+        upstream = send(ctx, instance)
+    except BaseException:
+        lock.release()
+        raise
+    failed = []
+
+    def observe(obj):
+        if obj.get("error"):
+            failed.append(obj["error"])
+
+    def finish() -> bytes | None:
+        try:
+            if failed:
+                return None
+            status, info = call(ctx, instance, "GET", _path(real, "/json"))
+            if status != 200:
+                return _error_line(f"the pulled image could not be found on instance {instance.uuid}")
+            image_id = info["Id"]
+            daemon = imagemap.daemon_ref(ctx.project, ref)
+            if ref.digest:
+                imagemap.record(ctx.project, ref.familiar(), image_id, instance, daemon=real)
+                return None
+            if _tag_on(ctx, instance, image_id, daemon) >= 400:
+                return _error_line(f"tagging the pulled image on instance {instance.uuid} failed")
+            call(ctx, instance, "DELETE", _path(real), query="noprune=1")
+            imagemap.record(ctx.project, ref.familiar(), image_id, instance)
+            return None
+        finally:
+            lock.release()
+
+    if upstream.status != 200:
+        lock.release()
+        _respond_rewritten(ctx, instance, upstream)
+        return
+    _respond_rewritten(ctx, instance, upstream, observe=observe, finish=finish)
+
+
+def _import(ctx: Context) -> None:
+    repo, tag_ = ctx.query("repo") or "", ctx.query("tag") or ""
+    reference, query = "", ctx.req.query_string
+    if repo:
+        try:
+            ref = imagemap.parse(f"{repo}:{tag_}" if tag_ and ":" not in repo.rsplit("/", 1)[-1] else repo)
+        except imagemap.ReferenceError_:
+            return to_home(ctx)
+        reference = ref.familiar()
+        drepo, dtag = _split(imagemap.daemon_ref(ctx.project, ref))
+        query = with_query(ctx, repo=drepo, tag=dtag)
+    instance = home_instance(ctx)
+    upstream = send(ctx, instance, query=query)
+    ids = []
+
+    def observe(obj):
+        status = obj.get("status") or ""
+        if status.startswith("sha256:"):
+            ids.append(status)
+
+    def finish():
+        if ids:
+            imagemap.record(ctx.project, reference, ids[-1], instance)
+
+    _respond_rewritten(ctx, instance, upstream, observe=observe, finish=finish)
+
+
+def push(ctx: Context) -> None:
+    name, tag_ = ctx.params["name"], ctx.query("tag") or ""
+    try:
+        repo = imagemap.parse(name)
+    except imagemap.ReferenceError_:
+        return _forward_decoy(ctx, name, lambda n: _path(n, "/push"))
+    if tag_:
+        wanted = [imagemap.parse(f"{repo.full_name}:{tag_}").familiar()]
+    else:
+        wanted = sorted({r.reference for r in store.ImageRef.select().where(
+            (store.ImageRef.project == ctx.project) & (store.ImageRef.reference != ""))
+            if "@" not in r.reference and imagemap.parse(r.reference).full_name == repo.full_name})
+    rows = [imagemap.resolve(ctx.project, w) for w in wanted]
+    rows = [f for f in rows if f is not None and f.row is not None and f.row.project == ctx.project]
+    if not rows:
+        return _forward_decoy(ctx, name, lambda n: _path(n, "/push"))
+    if _reserved(repo):
+        raise DockerError(403, "repositories under moorage/ are reserved for the gateway's own names; push "
+                               "under another name (docker tag, then docker push)")
+    public = {r.daemon_ref for r in store.ImageRef.select().where(store.ImageRef.project == imagemap.PUBLIC)}
+    instance = holder(ctx, rows[0].image_id)
+    if instance is None:
+        raise DockerError(404, f"No such image: {rows[0].row.reference}")
+    real_tags = []
+    for found in rows:
+        ensure_on(ctx, instance, found.image_id)
+        real = imagemap.parse(found.row.reference)
+        if real.familiar() in public:
+            raise DockerError(409, f"{real.familiar()} is the name of a public image on this cloud: push under "
+                                   "another name")
+        real_tags.append((found.image_id, real.familiar()))
+    locks = [_lock(instance, t) for _, t in real_tags]
+    for lock in locks:
+        lock.acquire()
+
+    def cleanup():
+        try:
+            for _, t in real_tags:
+                call(ctx, instance, "DELETE", _path(t), query="noprune=1")
+        finally:
+            for lock in locks:
+                lock.release()
+
+    try:
+        for image_id, t in real_tags:
+            if _tag_on(ctx, instance, image_id, t) >= 400:
+                raise DockerError(500, f"preparing the push on instance {instance.uuid} failed")
+        upstream = send(ctx, instance)
+    except BaseException:
+        cleanup()
+        raise
+    _respond_rewritten(ctx, instance, upstream, finish=cleanup)
+
+
+# -- build, load, commit -----------------------------------------------------------------------
+def _from_rewriter(ctx: Context, instance: store.Instance, stages: set[str]):
+    """Rewrite a Dockerfile's FROM lines: the tenant's own images to their daemon names, made
+    present on the building instance; names it may not see to a decoy the daemon lacks."""
+    def rewrite_line(line: str) -> str:
+        stripped = line.lstrip()
+        if not stripped[:5].upper() == "FROM ":
+            return line
+        words = stripped.split()
+        i = 1
+        while i < len(words) and words[i].startswith("--"):
+            i += 1
+        if i >= len(words):
+            return line
+        image = words[i]
+        if image.lower() == "scratch" or "$" in image or image.lower() in stages:
+            if len(words) > i + 2 and words[i + 1].upper() == "AS":
+                stages.add(words[i + 2].lower())
+            return line
+        if len(words) > i + 2 and words[i + 1].upper() == "AS":
+            stages.add(words[i + 2].lower())
+        found = imagemap.resolve(ctx.project, image)
+        if found is None:
+            new = imagemap.decoy(ctx.project, image)[0]
+        elif found.public:
+            return line  # every daemon has its own copy, under this name
+        else:
+            ensure_on(ctx, instance, found.image_id)
+            new = found.daemon_name()
+        indent = line[: len(line) - len(stripped)]
+        return indent + stripped.replace(image, new, 1)
+
+    def edit(name: str, content: bytes) -> bytes:
+        text = content.decode("utf-8", errors="surrogateescape")
+        return "".join(rewrite_line(line) for line in text.splitlines(keepends=True)).encode(
+            "utf-8", errors="surrogateescape")
+    return edit
+
+
+def build(ctx: Context) -> None:
+    policy.build(ctx)  # the query's settings; the context streams through unread
+    _images_quota(ctx)
+    pairs = parse_qsl(ctx.req.query_string, keep_blank_values=True)
+    tags, out = [], []
+    for key, value in pairs:
+        if key == "networkmode" and value.startswith("container:"):
+            # The build's RUN steps join that container's network: the tenant's own, or nothing.
+            out.append((key, "container:" + _build_container(ctx, value[len("container:"):])))
+            continue
+        if key == "t" and value:
+            try:
+                ref = imagemap.parse(value)
+            except imagemap.ReferenceError_:
+                out.append((key, value))  # dockerd refuses it before building anything
+                continue
+            if ref.digest:
+                out.append((key, value))
+                continue
+            tags.append(ref.familiar())
+            out.append((key, imagemap.daemon_ref(ctx.project, ref)))
+        elif key == "cachefrom":
+            try:
+                names = json.loads(value)
+            except ValueError:
+                out.append((key, value))
+                continue
+            mapped = [f.daemon_name() for f in (imagemap.resolve(ctx.project, n) for n in names or []
+                                                if isinstance(n, str)) if f is not None]
+            out.append((key, json.dumps(mapped)))
+        else:
+            out.append((key, value))
+    instance = home_instance(ctx)
+    dockerfile = ctx.query("dockerfile") or "Dockerfile"
+    body, length = _client_body(ctx)
+    if body is not None and "://" not in (ctx.query("remote") or ""):
+        edit = _from_rewriter(ctx, instance, set())
+        body = _build_context(body, dockerfile, edit)
+        length = None
+    upstream = send(ctx, instance, query=urlencode(out), body=body if body is not None else b"")
+    ids: list[str] = []
+
+    def observe(obj):
+        aux = obj.get("aux")
+        if isinstance(aux, dict) and isinstance(aux.get("ID"), str):
+            ids.append(aux["ID"])
+        stream = obj.get("stream")
+        if isinstance(stream, str) and stream.startswith("Successfully built "):
+            ids.append(stream.split()[-1])
+        elif isinstance(stream, str) and imagemap.full_id(stream.strip()):
+            ids.append(stream.strip())  # quiet builds print the ID alone
+
+    def finish():
+        if not ids and tags:
+            # Nothing said which image was built: ask the daemon what the first tag names now.
+            status, info = call(ctx, instance, "GET", _path(imagemap.daemon_ref(ctx.project, tags[0]), "/json"))
+            if status == 200:
+                ids.append(info["Id"])
+        if not ids:
+            return None
+        image_id = ids[-1]
+        if not image_id.startswith("sha256:"):
+            status, info = call(ctx, instance, "GET", _path(image_id, "/json"))
+            if status != 200:
+                return None
+            image_id = info["Id"]
+        for reference in tags or [""]:
+            imagemap.record(ctx.project, reference, image_id, instance)
+        return None
+
+    del length
+    _respond_rewritten(ctx, instance, upstream, observe=observe, finish=finish)
+
+
+_COMPRESSED = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ", b"(\xb5/\xfd")
+
+
+def _build_container(ctx: Context, ref: str) -> str:
+    try:
+        return resolve.container(ctx.project, ref).id
+    except DockerError as exc:
+        if exc.status != 404:
+            raise
+        return names.to_daemon(ctx.project, ref)  # names nothing on the daemon, as for a create
+
+
+def _build_context(body, dockerfile: str, edit) -> Iterator[bytes]:
+    """The build context with its Dockerfile's FROM lines rewritten: a tar as it streams; a bare
+    Dockerfile (`docker build - < Dockerfile`) whole (it is small). Compressed contexts pass
+    unchanged (docs/divergences.md)."""
+    it = iter(body)
+    first = b""
+    for chunk in it:
+        first += chunk
+        if len(first) >= tarstream.BLOCK:
+            break
+    if first.startswith(_COMPRESSED):
+        yield first
+        yield from it
+    elif tarstream.looks_like_tar(first):
+        yield from tarstream.rewrite(_chain(first, it), lambda n: n.lstrip("./") == dockerfile.lstrip("./"), edit)
+    else:
+        data = first  # a Dockerfile on its own: small by nature, else passed on unchanged
+        for chunk in it:
+            data += chunk
+            if len(data) > tarstream.MEMBER_LIMIT:
+                yield data
+                yield from it
+                return
+        yield edit("Dockerfile", data)
+
+
+def _chain(first: bytes, rest) -> Iterator[bytes]:
+    yield first
+    yield from rest
+
+
+def _client_body(ctx: Context):
+    from gateway.forward import client_body
+    return client_body(ctx)
+
+
+def _load_rewriter(project: str):
+    def edit(name: str, content: bytes) -> bytes:
+        try:
+            data = json.loads(content)
+        except ValueError:
+            return content
+        if name == "manifest.json" and isinstance(data, list):
+            for entry in data:
+                if isinstance(entry, dict) and isinstance(entry.get("RepoTags"), list):
+                    entry["RepoTags"] = [_to_daemon(project, t) for t in entry["RepoTags"]]
+        elif name == "repositories" and isinstance(data, dict):
+            data = {_to_daemon_repo(project, repo): tags for repo, tags in data.items()}
+        return json.dumps(data).encode()
+    return lambda name: name in ("manifest.json", "repositories"), edit
+
+
+def _to_daemon(project: str, tag: str) -> str:
+    try:
+        return imagemap.daemon_ref(project, tag)
+    except imagemap.ReferenceError_:
+        return tag
+
+
+def _to_daemon_repo(project: str, repo: str) -> str:
+    try:
+        return imagemap.daemon_repo(project, imagemap.parse(repo))
+    except imagemap.ReferenceError_:
+        return repo
+
+
+def load(ctx: Context) -> None:
+    _images_quota(ctx)
+    instance = home_instance(ctx)
+    body, _ = _client_body(ctx)
+    if body is not None:
+        wanted, edit = _load_rewriter(ctx.project)
+        body = tarstream.rewrite(body, wanted, edit)
+    upstream = send(ctx, instance, body=body if body is not None else b"")
+    loaded: list[str] = []
+
+    def observe(obj):
+        stream = obj.get("stream")
+        if isinstance(stream, str):
+            if stream.startswith("Loaded image ID: "):
+                loaded.append(stream[len("Loaded image ID: "):].strip())
+            elif stream.startswith("Loaded image: "):
+                loaded.append(stream[len("Loaded image: "):].strip())
+
+    def finish():
+        for item in loaded:
+            if item.startswith("sha256:"):
+                imagemap.record(ctx.project, "", item, instance)
+                continue
+            try:
+                daemon = imagemap.daemon_ref(ctx.project, item)
+                reference = imagemap.normalize(item)
+            except imagemap.ReferenceError_:
+                continue
+            status, info = call(ctx, instance, "GET", _path(daemon, "/json"))
+            if status == 200:
+                imagemap.record(ctx.project, reference, info["Id"], instance)
+        return None
+
+    _respond_rewritten(ctx, instance, upstream, observe=observe, finish=finish)
+
+
+def commit(ctx: Context, container) -> None:
+    """POST /commit, for containers.commit once it has resolved the tenant's container."""
+    _images_quota(ctx)
+    repo, tag_ = ctx.query("repo") or "", ctx.query("tag") or ""
+    changes = {"container": container.id}
+    reference = ""
+    if repo:
+        try:
+            ref = imagemap.parse(f"{repo}:{tag_}" if tag_ else repo)
+        except imagemap.ReferenceError_ as exc:
+            raise DockerError(400, str(exc)) from exc
+        reference = ref.familiar()
+        changes["repo"], changes["tag"] = _split(imagemap.daemon_ref(ctx.project, ref))
+    status, payload = call(ctx, container.instance, "POST", "/commit", query=with_query(ctx, **changes),
+                           body=_body_bytes(ctx))
     raise_for(status, payload)
-    for image in payload:
-        _hide_in_image(image)
-    ctx.answer_json(payload)
+    imagemap.record(ctx.project, reference, payload["Id"], container.instance)
+    ctx.answer_json(payload, status)
+
+
+def _body_bytes(ctx: Context) -> bytes:
+    from gateway.dockerapi.common import read_json
+    return read_json(ctx)[1]
+
+
+def search(ctx: Context) -> None:
+    to_home(ctx)
+
+
+def _images_quota(ctx: Context) -> None:
+    """A pull, build, load, import or commit may add an image: refused (403) when the project
+    already holds its images quota. Checked as the request starts (the image's row, recorded
+    when it is made, is what counts afterwards)."""
+    quotas.release(quotas.reserve(ctx.project, "images", ctx.settings))
 
 
 def visible_count(ctx: Context) -> int:
     """How many images the caller sees (docker info's Images)."""
-    status, payload = call(ctx, home_instance(ctx), "GET", "/images/json")
-    raise_for(status, payload)
-    return len(payload)
+    return len(_list_images(ctx))
 
 
 def visible_in_df(ctx: Context, images: list[dict]) -> list[dict]:
-    """The images of a daemon's /system/df answer that the caller sees."""
-    for image in images:
-        _hide_in_image(image)
-    return images
+    """The images of a daemon's /system/df answer that the caller sees, in its names."""
+    visible = imagemap.visible_images(ctx.project)
+    return [_tenant_view(ctx.project, image, visible[image.get("Id")]) for image in images
+            if image.get("Id") in visible]
 
 
 IMG = "/images/{name*}"
@@ -59,16 +1112,16 @@ ROUTES = [
     Route("GET", "/images/json", "ImageList", list_),
     Route("POST", "/build", "ImageBuild", build, streaming=True),
     Route("POST", "/build/prune", "BuildPrune", to_home),
-    Route("POST", "/images/create", "ImageCreate", to_home, streaming=True),
-    Route("GET", "/images/search", "ImageSearch", to_home),
-    Route("POST", "/images/prune", "ImagePrune", to_home),
-    Route("GET", "/images/get", "ImageGetAll", to_home, streaming=True),
-    Route("POST", "/images/load", "ImageLoad", to_home, streaming=True),
+    Route("POST", "/images/create", "ImageCreate", create, streaming=True),
+    Route("GET", "/images/search", "ImageSearch", search),
+    Route("POST", "/images/prune", "ImagePrune", prune),
+    Route("GET", "/images/get", "ImageGetAll", get_all, streaming=True),
+    Route("POST", "/images/load", "ImageLoad", load, streaming=True),
     Route("GET", IMG + "/json", "ImageInspect", inspect),
-    Route("GET", IMG + "/history", "ImageHistory", to_home),
-    Route("POST", IMG + "/push", "ImagePush", to_home, streaming=True),
-    Route("POST", IMG + "/tag", "ImageTag", to_home),
-    Route("GET", IMG + "/get", "ImageGet", to_home, streaming=True),
-    Route("DELETE", IMG, "ImageDelete", to_home),
+    Route("GET", IMG + "/history", "ImageHistory", history),
+    Route("POST", IMG + "/push", "ImagePush", push, streaming=True),
+    Route("POST", IMG + "/tag", "ImageTag", tag),
+    Route("GET", IMG + "/get", "ImageGet", get, streaming=True),
+    Route("DELETE", IMG, "ImageDelete", delete),
     Route("GET", "/distribution/{name*}/json", "DistributionInspect", to_home),
 ]

@@ -156,21 +156,13 @@ def _live_reservations(project: str, resource: str) -> int:
     return R.select().where((R.project == project) & (R.resource == resource) & (R.created_at >= horizon)).count()
 
 
-def _image_rows():
-    """The table of the project's image references, once the store has one (ImageRef:
-    project, reference, image_id): images are counted as its distinct image_id values."""
-    return getattr(store, "ImageRef", None)
-
-
 def _counted_rows(project: str, resource: str) -> int:
     if resource == "volumes":
         return store.Volume.select().where(store.Volume.project == project).count()
     if resource == "networks":
         return store.Network.select().where(store.Network.project == project).count()
     if resource == "images":
-        model = _image_rows()
-        if model is None:
-            return 0
+        model = store.ImageRef
         return (model.select(peewee.fn.COUNT(model.image_id.distinct()))
                 .where(model.project == project).scalar() or 0)
     raise ValueError(resource)

@@ -9,7 +9,6 @@ import subprocess
 import sys
 import threading
 
-import peewee
 import pytest
 
 from gateway import cli, config, store
@@ -193,18 +192,12 @@ def test_stale_reservations_stop_counting(settings):
     assert store.QuotaReservation.select().count() == 1
 
 
-def test_images_count_distinct_image_ids_once_the_store_has_them(settings, monkeypatch):
-    class ImageRef(store.BaseModel):
-        project = peewee.CharField(max_length=64)
-        reference = peewee.CharField(max_length=255)
-        image_id = peewee.CharField(max_length=128)
-
-    store.database.obj.create_tables([ImageRef])
+def test_images_count_distinct_image_ids(settings):
+    ImageRef = store.ImageRef
     assert quotas.usage("p")["images"] == 0
-    monkeypatch.setattr(store, "ImageRef", ImageRef, raising=False)
     for ref, image in (("busybox:latest", "sha256:1"), ("busybox:1", "sha256:1"), ("app:1", "sha256:2")):
-        ImageRef.create(project="p", reference=ref, image_id=image)
-    ImageRef.create(project="q", reference="x", image_id="sha256:3")
+        ImageRef.create(project="p", reference=ref, daemon_ref="moorage/p-p/" + ref, image_id=image)
+    ImageRef.create(project="q", reference="x", daemon_ref="moorage/p-q/x", image_id="sha256:3")
     assert quotas.usage("p")["images"] == 2
     quotas.set_limits("p", {"images": 2})
     with pytest.raises(DockerError) as exc:
