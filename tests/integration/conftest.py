@@ -79,7 +79,7 @@ def stack():
         yield Stack(read_env(reuse), os.path.dirname(reuse))
         return
     directory = tempfile.mkdtemp(prefix="moorage-it-")
-    up = subprocess.run([sys.executable, DEVSTACK, "up", directory], capture_output=True, text=True, timeout=300)
+    up = subprocess.run([sys.executable, DEVSTACK, "up", directory, "--hosts", "2"], capture_output=True, text=True, timeout=300)
     if up.returncode != 0:
         pytest.fail(f"devstack up failed:\n{up.stderr}")
     try:
