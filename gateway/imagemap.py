@@ -274,8 +274,7 @@ def record(project: str, reference: str, image_id: str, instance=None, daemon: s
     A tag that moves away leaves its old image to the project as untagged (dangling), as on dockerd."""
     if not image_id.startswith("sha256:"):
         image_id = "sha256:" + image_id
-    db = store.database.obj
-    with db.atomic():
+    with store.write_transaction():
         if reference:
             for old in IR.select().where((IR.project == project) & (IR.reference == reference)):
                 if old.image_id == image_id or project == PUBLIC:  # (public: one ID per daemon)
@@ -297,7 +296,7 @@ def record(project: str, reference: str, image_id: str, instance=None, daemon: s
 
 def _insert(project: str, reference: str, dref: str, image_id: str) -> None:
     try:
-        with store.database.obj.atomic():
+        with store.write_transaction():
             IR.create(project=project, reference=reference, daemon_ref=dref, image_id=image_id)
     except peewee.IntegrityError:
         pass  # a concurrent request recorded the same
@@ -323,7 +322,7 @@ def is_public(image_id: str) -> bool:
 def present(image_id: str, instance) -> None:
     uuid = instance if isinstance(instance, str) else instance.uuid
     try:
-        with store.database.obj.atomic():
+        with store.write_transaction():
             store.ImagePresence.create(image_id=image_id, instance=uuid)
     except peewee.IntegrityError:
         pass

@@ -95,8 +95,7 @@ def register(req: falcon.Request, resp: falcon.Response, settings) -> None:
         raise DockerError(400, str(exc)) from exc
     agent_secret = secrets.token_urlsafe(32)
     now = store.utcnow()
-    db = store.database.obj
-    with db.atomic():
+    with store.write_transaction():
         instance = store.Instance.get_or_none(store.Instance.uuid == uuid)
         created = instance is None
         if created:
@@ -158,7 +157,7 @@ def reconcile(instance: store.Instance, on_daemon: list[dict]) -> dict[str, int]
     C = store.Container
     daemon = {c["id"]: c for c in on_daemon if isinstance(c, dict) and c.get("id") and c.get("project")}
     horizon = store.utcnow() - RECONCILE_GRACE
-    with store.database.obj.atomic():
+    with store.write_transaction():
         known = {row.id: row for row in C.select().where(C.instance == instance.uuid)}
         gone = [cid for cid, row in known.items() if cid not in daemon and row.created_at < horizon]
         if gone:

@@ -334,6 +334,14 @@ def is_postgres(db: peewee.Database | None = None) -> bool:
     return isinstance(db if db is not None else database.obj, peewee.PostgresqlDatabase)
 
 
+def write_transaction():
+    """A transaction that reads, then writes. On SQLite it takes the write lock up front
+    (BEGIN IMMEDIATE): a deferred one that reads first cannot upgrade while another writer
+    holds the lock, and fails at once ("database is locked") instead of waiting its turn."""
+    db = database.obj
+    return db.atomic("IMMEDIATE") if isinstance(db, peewee.SqliteDatabase) else db.atomic()
+
+
 @contextlib.contextmanager
 def serialized(lock_key: int) -> Iterator[None]:
     """A write transaction that no other holder of ``lock_key`` interleaves with, in any

@@ -155,6 +155,7 @@ def stats(ctx: Context) -> None:
     """Stats name the container as its daemon does: the tenant reads its own name."""
     to_container(ctx)
     if ctx.resp.stream is not None and ctx.resp.status == 200:
+        ctx.resp.content_length = None  # names get shorter: the daemon's length no longer holds
         ctx.resp.stream = names_stripped(ctx.resp.stream, ctx.project)
 
 

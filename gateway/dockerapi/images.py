@@ -408,6 +408,9 @@ def list_(ctx: Context) -> None:
                 from datetime import datetime
                 created = int(datetime.fromisoformat(info["Created"][:19]).timestamp())
             images = [i for i in images if (i["Created"] > created if newer else i["Created"] < created)]
+    for image in images:
+        # dockerd's list says null for an image without digests (inspect says []).
+        image["RepoDigests"] = image.get("RepoDigests") or None
     images.sort(key=lambda i: i.get("Created", 0), reverse=True)
     ctx.answer_json(images)
 
@@ -441,15 +444,20 @@ def tag(ctx: Context) -> None:
         if target.digest:
             raise DockerError(400, "refusing to create a tag with a digest reference")
         target = imagemap.parse(f"{repo}:{tag_}" if tag_ else repo)
-    except imagemap.ReferenceError_ as exc:
-        raise DockerError(400, f"Error parsing reference: \"{repo}{':' + tag_ if tag_ else ''}\" is not a valid "
-                               f"repository/tag: {exc}") from exc
+    except imagemap.ReferenceError_:
+        # Nothing valid can be tagged: dockerd judges the tenant's own words, on the image's ID.
+        forward(ctx, _need_holder(ctx, found), path=_path(found.image_id, "/tag"))
+        return
     reference = target.familiar()
     daemon = imagemap.daemon_ref(ctx.project, target)
     instance = _need_holder(ctx, found)
-    status = _tag_on(ctx, instance, found.image_id, daemon)
-    if status >= 400:
-        raise DockerError(500, f"tagging failed on instance {instance.uuid}")
+    if daemon and "@" not in daemon:
+        d_repo, d_tag = _split(daemon)
+        status, payload = call(ctx, instance, "POST", _path(found.image_id, "/tag"),
+                               query=urlencode({"repo": d_repo, "tag": d_tag}))
+        if status >= 400:
+            message = payload.get("message", "") if isinstance(payload, dict) else str(payload)
+            raise DockerError(status, imagemap.rewrite_text(ctx.project, message) or "tagging failed")
     for other in instances.live_instances(ctx.settings):
         if other.uuid != instance.uuid and other.uuid in imagemap.holders(found.image_id):
             _tag_on(ctx, other, found.image_id, daemon)
@@ -1068,8 +1076,10 @@ def commit(ctx: Context, container) -> None:
     if repo:
         try:
             ref = imagemap.parse(f"{repo}:{tag_}" if tag_ else repo)
-        except imagemap.ReferenceError_ as exc:
-            raise DockerError(400, str(exc)) from exc
+        except imagemap.ReferenceError_:
+            # dockerd judges the tenant's own words (it refuses before committing anything).
+            forward(ctx, container.instance, query=with_query(ctx, container=container.id))
+            return
         reference = ref.familiar()
         changes["repo"], changes["tag"] = _split(imagemap.daemon_ref(ctx.project, ref))
     status, payload = call(ctx, container.instance, "POST", "/commit", query=with_query(ctx, **changes),

@@ -86,7 +86,8 @@ def data_usage(ctx: Context) -> None:
     """`docker system df`: the caller's containers, volumes and images, over every instance."""
     live = instances.live_instances(ctx.settings)
     # The builder's cache is the daemon's, shared by every project: none of it is shown.
-    merged = {"LayersSize": 0, "Images": [], "Containers": [], "Volumes": [], "BuildCache": None}
+    merged = {"LayersSize": 0, "Images": [], "Containers": [], "Volumes": [], "BuildCache": None,
+              "BuilderSize": 0}
     for instance in live:
         status, payload = call(ctx, instance, "GET", "/system/df", query=ctx.req.query_string)
         raise_for(status, payload)

@@ -128,8 +128,7 @@ def release(placement: Placement) -> None:
 
 def confirm(placement: Placement, container_id: str, name: str, project: str, labels: dict) -> None:
     """Turn the reservation into the container's row."""
-    db = store.database.obj
-    with db.atomic():
+    with store.write_transaction():
         store.Container.delete().where(store.Container.id == placement.reservation_id).execute()
         # The daemon accepted this name, so any older row holding it is stale.
         store.Container.delete().where((store.Container.project == project) & (store.Container.name == name)

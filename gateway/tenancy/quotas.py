@@ -259,7 +259,7 @@ def release(reservation: Reservation | None) -> None:
 def confirm(reservation: Reservation, record: Callable[[], object] | None = None):
     """Record the created object's row (``record()``) and drop the reservation in one
     transaction, so the object is never counted twice nor not at all. Returns record()'s value."""
-    with store.database.obj.atomic():
+    with store.write_transaction():
         result = record() if record is not None else None
         release(reservation)
     return result
@@ -299,7 +299,7 @@ def report(project: str, settings) -> dict:
 
 
 def set_limits(project: str, values: dict[str, int]) -> None:
-    with store.database.obj.atomic():
+    with store.write_transaction():
         for resource, value in values.items():
             store.Quota.insert(project=project, resource=resource, value=value).on_conflict(
                 conflict_target=[store.Quota.project, store.Quota.resource],
