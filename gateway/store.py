@@ -12,6 +12,7 @@ import datetime as _dt
 import json
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 from urllib.parse import unquote, urlparse
 
@@ -312,7 +313,7 @@ def open_database(url: str) -> peewee.Database:
             os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
         db = peewee.SqliteDatabase(
             path,
-            pragmas={"journal_mode": "wal", "busy_timeout": 10000, "foreign_keys": 1, "synchronous": "normal"},
+            pragmas={"busy_timeout": 10000, "journal_mode": "wal", "foreign_keys": 1, "synchronous": "normal"},
             check_same_thread=False,
         )
     elif scheme in ("postgres", "postgresql"):
@@ -383,7 +384,17 @@ def init(url: str, *, migrate: bool = True) -> peewee.Database:
         db = open_database(url)
         database.initialize(db)
         if migrate:
-            upgrade()
+            for attempt in range(5):
+                try:
+                    upgrade()
+                    break
+                except peewee.OperationalError as exc:
+                    # A new SQLite file: the first connection switching it to WAL needs it to
+                    # itself for a moment, and SQLite may refuse that without waiting.
+                    if "locked" not in str(exc) or attempt == 4:
+                        raise
+                    db.close()
+                    time.sleep(0.2 * (attempt + 1))
         return db
 
 
