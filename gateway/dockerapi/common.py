@@ -9,6 +9,7 @@ from urllib.parse import parse_qsl, urlencode
 from gateway import instances, store
 from gateway.context import Context
 from gateway.errors import DockerError
+from gateway.forward import call, raise_for
 from gateway.tenancy import PROJECT_LABEL, names
 
 JSON_BODY_LIMIT = 10 * 1024 * 1024
@@ -25,6 +26,21 @@ def home_instance(ctx: Context) -> store.Instance:
         raise DockerError(503, "no instance is available: no agent is registered and answering; "
                                "ask the operator to check `moorage instances list`")
     return live[0]
+
+
+def every_instance(ctx: Context, method: str, path: str, query: str = ""):
+    """(instance, answer) from each live instance, in fill order: what the merged views
+    (lists, prunes, df) are made of. A daemon's error is the client's error."""
+    for instance in instances.live_instances(ctx.settings):
+        status, payload = call(ctx, instance, method, path, query=query)
+        raise_for(status, payload)
+        yield instance, payload
+
+
+def owned(ctx: Context, labels: dict | None) -> bool:
+    """Whether an object with these labels is the caller's (any project's, in the admin view)."""
+    labels = labels or {}
+    return PROJECT_LABEL in labels if ctx.all_projects else labels.get(PROJECT_LABEL) == ctx.project
 
 
 def read_json(ctx: Context, limit: int = JSON_BODY_LIMIT) -> tuple[object | None, bytes]:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from urllib.parse import urlencode
 
-from gateway import instances, store
 from gateway import resolve as resolve_
+from gateway import store
 from gateway.context import Context
 from gateway.dockerapi import images as images_
 from gateway.dockerapi import volumes
 from gateway.dockerapi.common import (
+    every_instance,
     hide_project_label,
     home_instance,
     names_stripped,
@@ -21,7 +22,7 @@ from gateway.dockerapi.common import (
 from gateway.errors import DockerError
 from gateway.forward import call, forward, raise_for, respond, send
 from gateway.placement import PIN_LABEL, PlacementRequest, place, release
-from gateway.placement.scheduler import RESERVATION_PREFIX, confirm
+from gateway.placement.scheduler import RESERVATION_PREFIX, confirm, name_conflict
 from gateway.routing import Route
 from gateway.tenancy import PROJECT_LABEL, names, policy, quotas, scope
 
@@ -54,9 +55,7 @@ def list_(ctx: Context) -> None:
         return
     query = with_query(ctx, filters=filters)
     merged = []
-    for instance in instances.live_instances(ctx.settings):
-        status, payload = call(ctx, instance, "GET", "/containers/json", query=query)
-        raise_for(status, payload)
+    for _, payload in every_instance(ctx, "GET", "/containers/json", query):
         for container in payload:
             hide_project_label(container.get("Labels"), ctx)
             container["Image"] = images_.tenant_image_name(ctx.project, container.get("Image"))
@@ -200,9 +199,7 @@ def rename(ctx: Context) -> None:
         C = store.Container
         holder = C.get_or_none((C.project == ctx.project) & (C.name == new_name))
         if holder is not None:
-            raise DockerError(409, f'Error when allocating new name: Conflict. The container name "/{new_name}" is '
-                                   f'already in use by container "{holder.id}". You have to remove (or rename) '
-                                   "that container to be able to reuse that name.")
+            raise DockerError(409, "Error when allocating new name: " + name_conflict(new_name, holder.id).message)
     upstream = send(ctx, container.instance, path=_object_path(ctx, container),
                     query=with_query(ctx, name=names.to_daemon(ctx.project, new_name) if new_name else None))
     if upstream.status == 204 and new_name:
@@ -227,9 +224,7 @@ def prune(ctx: Context) -> None:
         return
     query = with_query(ctx, filters=filters)
     deleted, reclaimed = [], 0
-    for instance in instances.live_instances(ctx.settings):
-        status, payload = call(ctx, instance, "POST", "/containers/prune", query=query)
-        raise_for(status, payload)
+    for _, payload in every_instance(ctx, "POST", "/containers/prune", query):
         for container_id in payload.get("ContainersDeleted") or []:
             resolve_.forget_container(container_id)
             deleted.append(container_id)

@@ -15,13 +15,19 @@ import threading
 from collections.abc import Iterable, Iterator
 from urllib.parse import parse_qsl, urlencode
 
-from gateway import imagemap, instances, resolve, store, tarstream
+from gateway import imagemap, instances, store, tarstream
 from gateway.context import Context
-from gateway.dockerapi.common import hide_project_label, home_instance, parse_filters, with_query
+from gateway.dockerapi.common import (
+    every_instance,
+    hide_project_label,
+    home_instance,
+    parse_filters,
+    with_query,
+)
 from gateway.errors import DockerError
 from gateway.forward import call, check_agent, forward, raise_for, send
 from gateway.routing import Route
-from gateway.tenancy import PROJECT_LABEL, names, policy, quotas
+from gateway.tenancy import PROJECT_LABEL, policy, quotas, scope
 
 log = logging.getLogger("moorage.gateway")
 
@@ -343,9 +349,7 @@ def _list_images(ctx: Context) -> list[dict]:
     visible = imagemap.visible_images(ctx.project)
     seen: dict[str, dict] = {}
     public_seen: set[str] = set()
-    for instance in instances.live_instances(ctx.settings):
-        status, payload = call(ctx, instance, "GET", "/images/json")
-        raise_for(status, payload)
+    for instance, payload in every_instance(ctx, "GET", "/images/json"):
         for image in payload or []:
             image_id = image.get("Id")
             if image_id not in visible or image_id in seen:
@@ -887,7 +891,7 @@ def build(ctx: Context) -> None:
     for key, value in pairs:
         if key == "networkmode" and value.startswith("container:"):
             # The build's RUN steps join that container's network: the tenant's own, or nothing.
-            out.append((key, "container:" + _build_container(ctx, value[len("container:"):])))
+            out.append((key, "container:" + scope.container_for_daemon(ctx.project, value[len("container:"):])))
             continue
         if key == "t" and value:
             try:
@@ -954,15 +958,6 @@ def build(ctx: Context) -> None:
 
 
 _COMPRESSED = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ", b"(\xb5/\xfd")
-
-
-def _build_container(ctx: Context, ref: str) -> str:
-    try:
-        return resolve.container(ctx.project, ref).id
-    except DockerError as exc:
-        if exc.status != 404:
-            raise
-        return names.to_daemon(ctx.project, ref)  # names nothing on the daemon, as for a create
 
 
 def _build_context(body, dockerfile: str, edit) -> Iterator[bytes]:

@@ -8,9 +8,10 @@ none) are shown to every project, with only the caller's containers in them.
 
 from __future__ import annotations
 
-from gateway import instances, resolve, store
+from gateway import resolve, store
 from gateway.context import Context
 from gateway.dockerapi.common import (
+    every_instance,
     hide_project_label,
     home_instance,
     new_object_instance,
@@ -44,9 +45,7 @@ def list_(ctx: Context) -> None:
     status, builtin = call(ctx, home, "GET", "/networks", query=ctx.req.query_string)
     raise_for(status, builtin)
     merged += [n for n in builtin if n.get("Name") in resolve.BUILTIN_NETWORKS]
-    for instance in instances.live_instances(ctx.settings):
-        status, payload = call(ctx, instance, "GET", "/networks", query=with_query(ctx, filters=filters))
-        raise_for(status, payload)
+    for _, payload in every_instance(ctx, "GET", "/networks", with_query(ctx, filters=filters)):
         merged += payload
     ctx.answer_json([_for_tenant(ctx, n) for n in merged])
 
@@ -116,9 +115,7 @@ def prune(ctx: Context) -> None:
         forward(ctx, home_instance(ctx))
         return
     deleted = []
-    for instance in instances.live_instances(ctx.settings):
-        status, payload = call(ctx, instance, "POST", "/networks/prune", query=with_query(ctx, filters=filters))
-        raise_for(status, payload)
+    for instance, payload in every_instance(ctx, "POST", "/networks/prune", with_query(ctx, filters=filters)):
         gone = payload.get("NetworksDeleted") or []
         if gone:
             store.Network.delete().where((store.Network.instance == instance.uuid)

@@ -8,7 +8,7 @@ from urllib.parse import urlencode
 from gateway import instances
 from gateway.context import Context
 from gateway.dockerapi import images
-from gateway.dockerapi.common import hide_project_label, home_instance, parse_filters
+from gateway.dockerapi.common import every_instance, hide_project_label, home_instance, owned, parse_filters
 from gateway.dockerapi.events import tenant_events
 from gateway.errors import DockerError
 from gateway.forward import call, check_agent, forward, raise_for, respond, send
@@ -44,15 +44,10 @@ def to_home(ctx: Context) -> None:
     forward(ctx, home_instance(ctx))
 
 
-def _my_containers(ctx: Context, live) -> list[dict]:
+def _my_containers(ctx: Context) -> list[dict]:
     label = PROJECT_LABEL if ctx.all_projects else f"{PROJECT_LABEL}={ctx.project}"
     query = urlencode({"all": "1", "filters": json.dumps({"label": [label]})})
-    mine = []
-    for instance in live:
-        status, payload = call(ctx, instance, "GET", "/containers/json", query=query)
-        raise_for(status, payload)
-        mine += payload
-    return mine
+    return [c for _, payload in every_instance(ctx, "GET", "/containers/json", query) for c in payload]
 
 
 def info(ctx: Context) -> None:
@@ -62,7 +57,7 @@ def info(ctx: Context) -> None:
     home = home_instance(ctx)
     status, payload = call(ctx, home, "GET", "/info")
     raise_for(status, payload)
-    mine = _my_containers(ctx, live)
+    mine = _my_containers(ctx)
     states = [c.get("State") for c in mine]
     payload["Containers"] = len(mine)
     payload["ContainersRunning"] = states.count("running")
@@ -84,23 +79,15 @@ def add_quota_labels(ctx: Context, payload: dict) -> None:
 
 def data_usage(ctx: Context) -> None:
     """`docker system df`: the caller's containers, volumes and images, over every instance."""
-    live = instances.live_instances(ctx.settings)
     # The builder's cache is the daemon's, shared by every project: none of it is shown.
     merged = {"LayersSize": 0, "Images": [], "Containers": [], "Volumes": [], "BuildCache": None,
               "BuilderSize": 0}
-    for instance in live:
-        status, payload = call(ctx, instance, "GET", "/system/df", query=ctx.req.query_string)
-        raise_for(status, payload)
-        for container in payload.get("Containers") or []:
-            labels = container.get("Labels") or {}
-            if (PROJECT_LABEL in labels) if ctx.all_projects else labels.get(PROJECT_LABEL) == ctx.project:
-                hide_project_label(labels, ctx)
-                merged["Containers"].append(scope.strip_names(ctx.project, container))
-        for volume in payload.get("Volumes") or []:
-            labels = volume.get("Labels") or {}
-            if (PROJECT_LABEL in labels) if ctx.all_projects else labels.get(PROJECT_LABEL) == ctx.project:
-                hide_project_label(labels, ctx)
-                merged["Volumes"].append(scope.strip_names(ctx.project, volume))
+    for _, payload in every_instance(ctx, "GET", "/system/df", ctx.req.query_string):
+        for kind in ("Containers", "Volumes"):
+            for item in payload.get(kind) or []:
+                if owned(ctx, item.get("Labels")):
+                    hide_project_label(item.get("Labels"), ctx)
+                    merged[kind].append(scope.strip_names(ctx.project, item))
         seen = {image.get("Id") for image in merged["Images"]}
         for image in images.visible_in_df(ctx, payload.get("Images") or []):
             if image.get("Id") not in seen:

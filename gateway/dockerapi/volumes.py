@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import secrets
 
-from gateway import instances, resolve, store
+from gateway import resolve, store
 from gateway.context import Context
 from gateway.dockerapi.common import (
+    every_instance,
     hide_project_label,
     home_instance,
     new_object_instance,
@@ -36,9 +37,7 @@ def list_(ctx: Context) -> None:
         forward(ctx, home_instance(ctx))
         return
     merged, warnings = [], []
-    for instance in instances.live_instances(ctx.settings):
-        status, payload = call(ctx, instance, "GET", "/volumes", query=with_query(ctx, filters=filters))
-        raise_for(status, payload)
+    for _, payload in every_instance(ctx, "GET", "/volumes", with_query(ctx, filters=filters)):
         merged += payload.get("Volumes") or []
         warnings += payload.get("Warnings") or []
     ctx.answer_json({"Volumes": [_for_tenant(ctx, v) for v in merged], "Warnings": warnings or None})
@@ -108,9 +107,7 @@ def prune(ctx: Context) -> None:
         forward(ctx, home_instance(ctx))
         return
     deleted, reclaimed = [], 0
-    for instance in instances.live_instances(ctx.settings):
-        status, payload = call(ctx, instance, "POST", "/volumes/prune", query=with_query(ctx, filters=filters))
-        raise_for(status, payload)
+    for _, payload in every_instance(ctx, "POST", "/volumes/prune", with_query(ctx, filters=filters)):
         gone = payload.get("VolumesDeleted") or []
         if gone:
             store.Volume.delete().where(store.Volume.daemon_name.in_(gone)).execute()

@@ -596,10 +596,6 @@ def container_update(ctx, body) -> None:
     checker(ctx.settings).container_update(ctx.identity, body)
 
 
-def container_start(ctx, body) -> None:
-    checker(ctx.settings).container_start(ctx.identity, body)
-
-
 def container_rename(ctx) -> None:
     checker(ctx.settings).limits.check_name(ctx.query("name"))
 

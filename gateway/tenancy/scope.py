@@ -46,32 +46,39 @@ def _unknown(project: str, ref: str) -> str:
     return names.to_daemon(project, ref.lstrip("/"))
 
 
-def _container_ref(project: str, ref: str, scope: CreateScope, reason: str) -> str:
+def _mine(lookup, project: str, ref: str):
+    """The project's object ``ref`` names (``lookup`` is a resolve function), or None."""
     try:
-        found = resolve.container(project, ref)
+        return lookup(project, ref)
     except DockerError as exc:
         if exc.status != 404:
             raise
+        return None
+
+
+def container_for_daemon(project: str, ref: str, scope: CreateScope | None = None, reason: str = "") -> str:
+    """How a container reference in a body goes down: the project's container by full ID, or a
+    name that names nothing (_unknown); with ``scope``, the container's instance is noted."""
+    found = _mine(resolve.container, project, ref)
+    if found is None:
         return _unknown(project, ref)
-    scope.need(found.instance_id, f"{reason} {ref}")
+    if scope is not None:
+        scope.need(found.instance_id, f"{reason} {ref}")
     return found.id
 
 
 def _container_mode(project: str, mode, scope: CreateScope, what: str):
     """``container:X`` modes (network, pid, ipc) name one of the tenant's containers."""
     if isinstance(mode, str) and mode.startswith("container:"):
-        return "container:" + _container_ref(project, mode[len("container:"):], scope, f"--{what} container:")
+        return "container:" + container_for_daemon(project, mode[len("container:"):], scope, f"--{what} container:")
     return mode
 
 
 def _network_name(project: str, ref: str, scope: CreateScope) -> str:
     if ref in PLAIN_NETWORK_MODES or ref in resolve.BUILTIN_NETWORKS:
         return ref
-    try:
-        found = resolve.network(project, ref)
-    except DockerError as exc:
-        if exc.status != 404:
-            raise
+    found = _mine(resolve.network, project, ref)
+    if found is None:
         return _unknown(project, ref)
     scope.need(found.instance_id, f"network {ref}")
     return found.daemon_name
@@ -81,15 +88,12 @@ def _volume_source(project: str, source: str, scope: CreateScope) -> str:
     """A named volume's daemon name; a host path (policy's business) or empty is left alone."""
     if not source or source.startswith("/") or not names.VALID_NAME.match(source):
         return source
-    try:
-        found = resolve.volume(project, source)
-    except DockerError:
-        found = None  # created on the chosen instance before the container (see containers.create)
+    found = _mine(resolve.volume, project, source)
     if found is not None:
         scope.need(found.instance_id, f"volume {source}")
         return found.daemon_name
     daemon = names.to_daemon(project, source)
-    scope.volumes[source] = daemon
+    scope.volumes[source] = daemon  # created on the chosen instance before the container (containers.create)
     return daemon
 
 
@@ -102,11 +106,8 @@ def _host_config(project: str, hc: dict, scope: CreateScope) -> None:
                 out.append(link)
                 continue
             target, _, alias = link.partition(":")
-            try:
-                found = resolve.container(project, target)
-            except DockerError as exc:
-                if exc.status != 404:
-                    raise
+            found = _mine(resolve.container, project, target)
+            if found is None:
                 out.append(f"{_unknown(project, target)}:{alias or target.lstrip('/')}")
                 continue
             scope.need(found.instance_id, f"--link {target}")
@@ -120,7 +121,7 @@ def _host_config(project: str, hc: dict, scope: CreateScope) -> None:
                 out.append(entry)
                 continue
             ref, sep, mode = entry.partition(":")
-            out.append(_container_ref(project, ref, scope, "--volumes-from") + sep + mode)
+            out.append(container_for_daemon(project, ref, scope, "--volumes-from") + sep + mode)
         hc["VolumesFrom"] = out
     for key, what in (("PidMode", "pid"), ("IpcMode", "ipc")):
         if key in hc:
