@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as _dt
 import uuid as _uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import peewee
@@ -40,38 +40,45 @@ def _capacity(instance: store.Instance, default_capacity: int) -> int:
     return instance.capacity or default_capacity
 
 
-def has_room(instance: store.Instance, used: dict[str, int], default_capacity: int) -> bool:
+def has_room(instance: store.Instance, default_capacity: int) -> bool:
     capacity = _capacity(instance, default_capacity)
-    return capacity <= 0 or used.get(instance.uuid, 0) < capacity
+    return capacity <= 0 or instance.container_count < capacity
 
 
-def fill(candidates: list[store.Instance], used: dict[str, int]) -> store.Instance:
-    """The first instance in fill order: fill each before the next is used."""
-    return candidates[0]
+# Filters and strategies are SQL, so that one decision reads a few index entries whatever the
+# number of instances and containers (store._m_placement_usage: the per-instance count kept by
+# the database, and partial indexes over the instances that are up and have room).
+def live(settings) -> peewee.Expression:
+    """Up and heard from recently (gateway.instances.is_live)."""
+    Inst = store.Instance
+    horizon = store.utcnow() - _dt.timedelta(seconds=settings.heartbeat_timeout)
+    return (Inst.state == store.INSTANCE_UP) & (Inst.last_heartbeat >= horizon)
 
 
-def spread(candidates: list[store.Instance], used: dict[str, int]) -> store.Instance:
-    """The least used instance; ties go to fill order."""
-    return min(candidates, key=lambda inst: (used.get(inst.uuid, 0), inst.position))
+def room(default_capacity: int) -> peewee.Expression:
+    """Fewer containers than its capacity (its own, else the default; 0 = no limit). The first
+    term is, word for word, the instance_fill/instance_spread indexes' condition (with state)."""
+    Inst = store.Instance
+    own = (Inst.capacity <= 0) | (Inst.container_count < Inst.capacity)
+    if default_capacity <= 0:
+        return own
+    return own & ((Inst.capacity > 0) | (Inst.container_count < default_capacity))
 
 
-STRATEGIES: dict[str, Callable[[list[store.Instance], dict[str, int]], store.Instance]] = {
-    "fill": fill,
-    "spread": spread,
+# A strategy is the order in which the candidates are taken; the first one is chosen.
+STRATEGIES: dict[str, tuple] = {
+    # fill: the first instance in fill order: fill each before the next is used.
+    "fill": (store.Instance.position, store.Instance.uuid),
+    # spread: the least used instance; ties go to fill order.
+    "spread": (store.Instance.container_count, store.Instance.position, store.Instance.uuid),
 }
-
-
-def _usage() -> dict[str, int]:
-    rows = (store.Container.select(store.Container.instance, peewee.fn.COUNT(store.Container.id).alias("n"))
-            .group_by(store.Container.instance).tuples())
-    return {instance_uuid: count for instance_uuid, count in rows}
 
 
 def place(request: PlacementRequest, settings) -> Placement:
     """Check the project's container quotas, choose an instance and reserve a slot on it,
     atomically: one transaction that no other placement interleaves with, in any worker or
     replica (BEGIN IMMEDIATE on SQLite, an advisory lock on PostgreSQL)."""
-    strategy = STRATEGIES.get(settings.placement.get("strategy", "fill"), fill)
+    order = STRATEGIES.get(settings.placement.get("strategy", "fill"), STRATEGIES["fill"])
     default_capacity = int(settings.placement.get("capacity", 0) or 0)
     reservation_id = RESERVATION_PREFIX + _uuid.uuid4().hex
     # Two creates can neither count the same free slot nor the same quota headroom.
@@ -84,29 +91,25 @@ def place(request: PlacementRequest, settings) -> Placement:
             if holder is not None:
                 raise name_conflict(request.name, holder.id)
         quotas.check_container(request.project, request.memory, request.nano_cpus, settings)
-        instances = list(store.Instance.select().order_by(store.Instance.position, store.Instance.uuid))
-        used = _usage()
         if request.pinned:
-            chosen = next((inst for inst in instances if inst.uuid == request.pinned), None)
+            chosen = store.Instance.get_or_none(store.Instance.uuid == request.pinned)
             if chosen is None:
                 raise DockerError(404, f"no such instance: {request.pinned} (label {PIN_LABEL})")
             if not is_live(chosen, settings) or chosen.state == store.INSTANCE_DRAINING:
                 raise DockerError(503, f"instance {chosen.uuid} is {chosen.state if chosen.state != 'up' else 'not answering'}; "
                                        f"pin another instance or drop the {PIN_LABEL} label")
-            if not has_room(chosen, used, default_capacity):
+            if not has_room(chosen, default_capacity):
                 raise DockerError(409, f"instance {chosen.uuid} is full ({_capacity(chosen, default_capacity)} "
                                        f"containers); pin another instance or drop the {PIN_LABEL} label")
         else:
-            candidates = [inst for inst in instances
-                          if is_live(inst, settings) and inst.state == store.INSTANCE_UP
-                          and has_room(inst, used, default_capacity)]
-            if not candidates:
-                if not any(is_live(inst, settings) for inst in instances):
+            chosen = (store.Instance.select().where(live(settings) & room(default_capacity))
+                      .order_by(*order).first())
+            if chosen is None:
+                if not store.Instance.select().where(live(settings)).exists():
                     raise DockerError(503, "no instance is available to run containers: no agent is registered "
                                            "and answering; ask the operator to check `moorage instances list`")
                 raise DockerError(503, "every instance is full and no more can be added: remove containers "
                                        "you no longer need, or ask the operator for more capacity")
-            chosen = strategy(candidates, used)
         store.Container.create(id=reservation_id, project=request.project, name=request.name,
                                instance=chosen.uuid, labels=None, memory=request.memory,
                                nano_cpus=request.nano_cpus)

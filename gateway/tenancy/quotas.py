@@ -209,7 +209,9 @@ def check_container(project: str, memory: int, nano_cpus: int, settings) -> None
 
 def usage_containers(project: str) -> dict[str, int]:
     C = store.Container
-    count, memory, nano = (C.select(peewee.fn.COUNT(C.id), peewee.fn.COALESCE(peewee.fn.SUM(C.memory), 0),
+    # COUNT(*), not COUNT(id): the whole answer then comes from the container_project_usage
+    # index (project, memory, nano_cpus), never from the rows.
+    count, memory, nano = (C.select(peewee.fn.COUNT(peewee.SQL("*")), peewee.fn.COALESCE(peewee.fn.SUM(C.memory), 0),
                                     peewee.fn.COALESCE(peewee.fn.SUM(C.nano_cpus), 0))
                            .where(C.project == project).tuples().get())
     return {"containers": int(count), "memory": int(memory), "cpus": int(nano)}

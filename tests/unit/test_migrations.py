@@ -96,11 +96,17 @@ def _check_upgraded(url: str) -> None:
         assert {(r.memory, r.nano_cpus) for r in rows} == {(0, 0)}
         assert rows[3].labels == {"a": "b"} and rows[3].instance_id == "i0"
         assert store.Exec.get_by_id("e" * 64).container_id == f"{1:064x}"
+        # the placement counts: backfilled from the rows, then kept by the triggers
+        assert {i.uuid: i.container_count for i in store.Instance.select()} == {"i0": 4, "i1": 3, "i2": 3}
+        store.Container.delete().where(store.Container.instance == "i0").execute()
+        store.Container.create(id="n" * 64, project="p1", name="new", instance="i2")
+        assert {i.uuid: i.container_count for i in store.Instance.select()} == {"i0": 0, "i1": 3, "i2": 4}
         # the new tables work
         store.Quota.create(project="p1", resource="containers", value=5)
         store.Volume.create(daemon_name="v", project="p1", name="v", instance="i0")
         assert store.upgrade() == (store.SCHEMA_VERSION, store.SCHEMA_VERSION)  # idempotent
-        assert store.Container.select().count() == 10
+        assert store.Container.select().count() == 7
+        assert store.Instance.get_by_id("i2").container_count == 4
     finally:
         store.close()
 

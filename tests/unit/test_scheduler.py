@@ -1,4 +1,4 @@
-"""Placement strategies and filters, against a real SQLite store."""
+"""Placement strategies and filters, against a real store: SQLite and PostgreSQL."""
 
 import datetime as dt
 import threading
@@ -12,10 +12,11 @@ from gateway.placement.scheduler import confirm
 
 
 @pytest.fixture
-def settings(tmp_path):
-    s = config.Settings(database=f"sqlite:///{tmp_path}/m.db")
+def settings(db_url):
+    s = config.Settings(database=db_url)
     store.init(s.database)
-    return s
+    yield s
+    store.close()
 
 
 def add_instance(uuid, position, capacity=0, state="up", age=0):
@@ -102,6 +103,8 @@ def test_concurrent_placements_never_overfill(settings):
             results.append(place(req(), settings).instance.uuid)
         except DockerError as exc:
             errors.append(exc.status)
+        finally:
+            store.release_connection()
 
     threads = [threading.Thread(target=worker) for _ in range(20)]
     for t in threads:
@@ -110,3 +113,83 @@ def test_concurrent_placements_never_overfill(settings):
         t.join()
     assert sorted(results) == ["a", "a", "a", "b", "b"]
     assert errors == [503] * 15
+
+
+def counts():
+    """Each instance's container_count as stored, and as counted from the rows."""
+    C = store.Container
+    stored = {i.uuid: i.container_count for i in store.Instance.select()}
+    rows = dict(C.select(C.instance, store.peewee.fn.COUNT(C.id)).group_by(C.instance).tuples())
+    return stored, {uuid: rows.get(uuid, 0) for uuid in stored}
+
+
+def test_container_count_follows_every_row_change(settings):
+    add_instance("a", 1)
+    add_instance("b", 2)
+    C = store.Container
+    for n in range(3):
+        C.create(id=f"c{n}", project="p", name=f"n{n}", instance="a")
+    C.insert(id="c0", project="p", name="n0", instance="a").on_conflict_ignore().execute()  # no row, no count
+    C.delete().where(C.id == "c1").execute()
+    C.update(instance="b").where(C.id == "c2").execute()  # moved
+    C.update(name="renamed").where(C.id == "c0").execute()  # not moved
+    # confirm()'s upsert onto an existing row (a heartbeat adopted it first), on another instance
+    row = {C.project: "p", C.name: "n0", C.instance: "b", C.labels: None, C.memory: 0, C.nano_cpus: 0}
+    C.insert({C.id: "c0", **row}).on_conflict(conflict_target=[C.id], update=row).execute()
+    stored, counted = counts()
+    assert stored == counted == {"a": 0, "b": 2}
+    with pytest.raises(RuntimeError), store.database.obj.atomic():  # a rolled back insert counts nothing
+        C.create(id="c9", project="p", name="n9", instance="a")
+        raise RuntimeError
+    assert counts()[0] == {"a": 0, "b": 2}
+
+
+def test_saving_a_loaded_instance_never_writes_back_its_count(settings):
+    add_instance("a", 1)
+    loaded = store.Instance.get_by_id("a")
+    store.Container.create(id="c0", project="p", name="n0", instance="a")
+    loaded.state = "draining"  # as `moorage instances drain` does, with a count read earlier
+    loaded.save()
+    assert store.Instance.get_by_id("a").container_count == 1
+
+
+def test_reservations_and_releases_keep_the_count(settings):
+    add_instance("a", 1, capacity=2)
+    add_instance("b", 2, capacity=2)
+    first = place(req(), settings)
+    place(req(), settings)
+    release(first)
+    confirm(place(req(), settings), "d" * 64, "web", "p", {})
+    stored, counted = counts()
+    assert stored == counted == {"a": 2, "b": 0}
+
+
+def test_default_capacity_and_own_capacity_mixed(settings):
+    settings.placement["capacity"] = 2
+    add_instance("own3", 1, capacity=3)
+    add_instance("default", 2)  # capacity 0: the [placement] default (2)
+    add_instance("own1", 3, capacity=1)
+    placed = [place(req(), settings).instance.uuid for _ in range(6)]
+    assert placed == ["own3"] * 3 + ["default"] * 2 + ["own1"]
+    with pytest.raises(DockerError) as exc:
+        place(req(), settings)
+    assert exc.value.status == 503 and "full" in exc.value.message
+
+
+def test_spread_ties_go_to_fill_order_then_uuid(settings):
+    settings.placement["strategy"] = "spread"
+    add_instance("z", 1)
+    add_instance("y", 2)
+    add_instance("x", 2)  # same position as y: uuid decides
+    store.Container.create(id="c0", project="q", name="n0", instance="z")
+    # least used first; among equals the first in fill order (position, then uuid)
+    assert [place(req(), settings).instance.uuid for _ in range(4)] == ["x", "y", "z", "x"]
+
+
+def test_pinned_to_a_silent_or_draining_instance_is_503(settings):
+    add_instance("silent", 1, age=3600)
+    add_instance("draining", 2, state="draining")
+    for uuid in ("silent", "draining"):
+        with pytest.raises(DockerError) as exc:
+            place(req(pinned=uuid), settings)
+        assert exc.value.status == 503 and "pin another instance" in exc.value.message
