@@ -35,7 +35,11 @@ def _free_port() -> int:
 
 
 class ThrowawayPostgres:
-    def __init__(self):
+    def __init__(self, settings: dict[str, str] | None = None):
+        """``settings``: server settings (``-c NAME=VALUE``) over the defaults below, which suit
+        tests (fsync off); the placement bench asks for durable commits (fsync on)."""
+        self.settings = {"listen_addresses": "127.0.0.1", "unix_socket_directories": "", "fsync": "off",
+                         "max_connections": "200", **(settings or {})}
         self.bin = server_bin()
         self.dir = ""
         self.port = 0
@@ -62,9 +66,9 @@ class ThrowawayPostgres:
                        check=True, capture_output=True, preexec_fn=self._demote, cwd="/", env=env, timeout=120)
         self.port = _free_port()
         self.log = open(os.path.join(self.dir, "postgres.log"), "wb")  # noqa: SIM115
+        options = [arg for name, value in self.settings.items() for arg in ("-c", f"{name}={value}")]
         self.proc = subprocess.Popen(
-            [os.path.join(self.bin, "postgres"), "-D", data, "-p", str(self.port), "-c", "listen_addresses=127.0.0.1",
-             "-c", "unix_socket_directories=", "-c", "fsync=off", "-c", "max_connections=200"],
+            [os.path.join(self.bin, "postgres"), "-D", data, "-p", str(self.port), *options],
             stdout=self.log, stderr=subprocess.STDOUT, preexec_fn=self._demote, cwd="/", env=env)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
