@@ -6,6 +6,8 @@ import json
 from collections.abc import Callable
 from urllib.parse import parse_qsl, urlencode
 
+import gevent
+
 from gateway import instances, store
 from gateway.context import Context
 from gateway.errors import DockerError
@@ -30,11 +32,35 @@ def home_instance(ctx: Context) -> store.Instance:
 
 def every_instance(ctx: Context, method: str, path: str, query: str = ""):
     """(instance, answer) from each live instance, in fill order: what the merged views
-    (lists, prunes, df) are made of. A daemon's error is the client's error."""
-    for instance in instances.live_instances(ctx.settings):
-        status, payload = call(ctx, instance, method, path, query=query)
-        raise_for(status, payload)
-        yield instance, payload
+    (lists, prunes, df) are made of. A daemon's error is the client's error (the first one
+    in fill order). Reads (GET) ask every instance at once, so a list over N instances takes
+    about as long as the slowest one, not the sum; anything else goes one instance after
+    another and stops at the first error."""
+    live = instances.live_instances(ctx.settings)
+    if method != "GET" or len(live) < 2:
+        for instance in live:
+            status, payload = call(ctx, instance, method, path, query=query)
+            raise_for(status, payload)
+            yield instance, payload
+        return
+
+    def ask(instance: store.Instance):
+        try:
+            return call(ctx, instance, method, path, query=query), None
+        except Exception as exc:  # noqa: BLE001 - raised in fill order below, not in the greenlet
+            return None, exc
+
+    jobs = [gevent.spawn(ask, instance) for instance in live]
+    try:
+        for instance, job in zip(live, jobs, strict=True):
+            answer, error = job.get()
+            if error is not None:
+                raise error
+            status, payload = answer
+            raise_for(status, payload)
+            yield instance, payload
+    finally:
+        gevent.killall([job for job in jobs if not job.ready()], block=False)
 
 
 def owned(ctx: Context, labels: dict | None) -> bool:

@@ -1,0 +1,57 @@
+"""every_instance: the merged views' answers from each live instance, in fill order; reads ask
+every instance at once, writes one after another."""
+
+from __future__ import annotations
+
+import time
+from types import SimpleNamespace
+
+import gevent
+import pytest
+
+from gateway.dockerapi import common
+from gateway.errors import DockerError
+
+
+@pytest.fixture
+def fleet(monkeypatch):
+    """Five fake instances whose daemons answer after a delay; calls are recorded."""
+    live = [SimpleNamespace(uuid=f"i{n}") for n in range(5)]
+    delays = {"i0": 0.20, "i1": 0.05, "i2": 0.15, "i3": 0.0, "i4": 0.10}
+    answers: dict[str, tuple[int, object]] = {}
+    calls: list[str] = []
+
+    def fake_call(ctx, instance, method, path, *, query="", **kw):
+        calls.append(instance.uuid)
+        gevent.sleep(delays[instance.uuid])  # cooperative, as a patched socket is in the gateway
+        if instance.uuid in answers and isinstance(answers[instance.uuid], Exception):
+            raise answers[instance.uuid]
+        return answers.get(instance.uuid, (200, [instance.uuid]))
+
+    monkeypatch.setattr(common.instances, "live_instances", lambda settings: list(live))
+    monkeypatch.setattr(common, "call", fake_call)
+    return SimpleNamespace(ctx=SimpleNamespace(settings=None), answers=answers, calls=calls)
+
+
+def test_reads_ask_every_instance_at_once_and_answer_in_fill_order(fleet):
+    t0 = time.monotonic()
+    got = [(inst.uuid, payload) for inst, payload in common.every_instance(fleet.ctx, "GET", "/containers/json")]
+    elapsed = time.monotonic() - t0
+    assert got == [(f"i{n}", [f"i{n}"]) for n in range(5)]
+    assert elapsed < 0.4  # the slowest (0.2 s), not the sum (0.5 s)
+
+
+def test_a_read_raises_the_first_error_in_fill_order(fleet):
+    fleet.answers["i3"] = (500, {"message": "i3 broke"})  # answers first
+    fleet.answers["i2"] = DockerError(503, "instance i2 is not answering")
+    with pytest.raises(DockerError) as exc:
+        list(common.every_instance(fleet.ctx, "GET", "/containers/json"))
+    assert exc.value.status == 503 and "i2" in exc.value.message
+
+
+def test_writes_go_one_after_another_and_stop_at_the_first_error(fleet):
+    fleet.answers["i1"] = (500, {"message": "i1 broke"})
+    with pytest.raises(DockerError) as exc:
+        list(common.every_instance(fleet.ctx, "POST", "/containers/prune"))
+    assert exc.value.status == 500 and exc.value.message == "i1 broke"
+    assert fleet.calls == ["i0", "i1"]
