@@ -59,14 +59,14 @@ def list_(ctx: Context) -> None:
         for container in payload:
             hide_project_label(container.get("Labels"), ctx)
             container["Image"] = images_.tenant_image_name(ctx.project, container.get("Image"))
-        merged.extend(scope.strip_names(ctx.project, payload))
+        merged.extend(payload)  # names: stripped once, on the encoded answer (names_of)
     # As dockerd lists them: newest first.
     # (a stable sort: within one second, each daemon's own order stands)
     merged.sort(key=lambda c: c.get("Created", 0), reverse=True)
     limit = ctx.query("limit")
     if limit and limit.lstrip("-").isdigit() and int(limit) > 0:
         merged = merged[: int(limit)]
-    ctx.answer_json(merged)
+    ctx.answer_json(merged, names_of=ctx.project)
 
 
 def create(ctx: Context) -> None:

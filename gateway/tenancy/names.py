@@ -13,6 +13,7 @@ can apply it in either direction without a lookup.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 
@@ -20,8 +21,9 @@ import re
 VALID_NAME = re.compile(r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
 
 
+@functools.lru_cache(maxsize=4096)
 def tag(project: str) -> str:
-    """A short, stable, name-safe mark of ``project``."""
+    """A short, stable, name-safe mark of ``project`` (cached: asked for on every answer)."""
     return "m" + hashlib.sha256(project.encode()).hexdigest()[:10]
 
 

@@ -1,5 +1,9 @@
 """Names per project: the daemon's suffix, and answers turned back into the tenant's."""
 
+import json
+from types import SimpleNamespace
+
+from gateway.context import Context
 from gateway.dockerapi.events import EventJudge
 from gateway.tenancy import PROJECT_LABEL, names, scope
 
@@ -30,6 +34,20 @@ def test_strip_names_covers_keys_lists_and_nested_values():
     assert out["Names"] == ["/web"] and out["HostConfig"] == {"NetworkMode": "app", "Binds": ["app:/x"]}
     assert list(out["NetworkSettings"]["Networks"]) == ["app"]
     assert out["Other"] == names.to_daemon(BETA, "web")
+
+
+def test_names_stripped_on_the_encoded_answer_equal_strip_names():
+    """Context.answer_json(names_of=...) (the merged container list) strips on the encoded text:
+    the same bytes as strip_names on every value, escapes and non-ASCII text included."""
+    d, w = names.to_daemon(ALPHA, "app"), names.to_daemon(ALPHA, "web")
+    answer = [{"Names": ["/" + w], "Labels": {f"k.{d}": "v\n\"" + w + "\"", "é": f"ü/{d}\\{d}"},
+               "HostConfig": {"NetworkMode": d}, "Other": names.to_daemon(BETA, "web"), "Created": 1.5, "N": None,
+               "NetworkSettings": {"Networks": {d: {"Aliases": [w, "x" + w + "y"]}}}}]
+    ctx = Context(gw=None, req=None, resp=SimpleNamespace(), route=None, params={}, version="1.41")
+    ctx.answer_json(answer, names_of=ALPHA)
+    assert ctx.resp.data == json.dumps(scope.strip_names(ALPHA, answer), separators=(",", ":")).encode() + b"\n"
+    ctx.answer_json(answer)
+    assert json.loads(ctx.resp.data) == answer
 
 
 def _event(kind, attributes, actor_id="x"):
