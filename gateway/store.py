@@ -256,9 +256,10 @@ def _m_placement_usage(db: peewee.Database) -> None:
     """instance.container_count, kept by triggers, and the indexes the scheduler's queries use,
     so that a decision reads a few index entries instead of every instance and container row:
 
-    - instance_fill (position, uuid) and instance_spread (container_count, position, uuid), both
-      over the instances that are up and have room by their own capacity: fill's and spread's
-      choice is the first entry that also passes the heartbeat (and default capacity) test;
+    - instance_fill (position, uuid, ...) and instance_spread (container_count, position, uuid),
+      both over the instances that are up and have room by their own capacity: fill's and
+      spread's choice is the first entry that also passes the heartbeat (and default capacity)
+      test;
     - container_project_usage (project, memory, nano_cpus): a project's quota usage from the
       index alone.
     The count is backfilled from the rows; from then on every insert, delete or change of
@@ -293,7 +294,10 @@ def _m_placement_usage(db: peewee.Database) -> None:
         db.execute_sql(f'CREATE TRIGGER IF NOT EXISTS {move} AFTER UPDATE OF "instance_id" ON "container" '
                        f'WHEN OLD."instance_id" IS NOT NEW."instance_id" BEGIN {minus} {plus} END')
     room = f"state = '{INSTANCE_UP}' AND (capacity <= 0 OR container_count < capacity)"
-    db.execute_sql(f'CREATE INDEX IF NOT EXISTS "instance_fill" ON "instance" ("position", "uuid") WHERE {room}')
+    # capacity and container_count ride along so that SQLite tests an instance's room on the
+    # index entry: instances on the [placement] default capacity (0) are in the index full or not.
+    db.execute_sql('CREATE INDEX IF NOT EXISTS "instance_fill" ON "instance" ("position", "uuid", "capacity", '
+                   f'"container_count") WHERE {room}')
     db.execute_sql('CREATE INDEX IF NOT EXISTS "instance_spread" ON "instance" ("container_count", "position", "uuid") '
                    f'WHERE {room}')
     db.execute_sql('CREATE INDEX IF NOT EXISTS "container_project_usage" ON "container" '

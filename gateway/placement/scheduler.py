@@ -6,8 +6,6 @@ import datetime as _dt
 import uuid as _uuid
 from dataclasses import dataclass
 
-import peewee
-
 from gateway import store
 from gateway.errors import DockerError
 from gateway.instances import is_live
@@ -47,31 +45,43 @@ def has_room(instance: store.Instance, default_capacity: int) -> bool:
 
 # Filters and strategies are SQL, so that one decision reads a few index entries whatever the
 # number of instances and containers (store._m_placement_usage: the per-instance count kept by
-# the database, and partial indexes over the instances that are up and have room).
-def live(settings) -> peewee.Expression:
+# the database, and partial indexes over the instances that are up and have room). Written out
+# rather than built with peewee: this query runs in every decision, and building it costs more
+# than running it.
+ROOM = "(capacity <= 0 OR container_count < capacity)"  # word for word the indexes' condition
+
+
+def live(settings, param: str) -> tuple[str, list]:
     """Up and heard from recently (gateway.instances.is_live)."""
-    Inst = store.Instance
     horizon = store.utcnow() - _dt.timedelta(seconds=settings.heartbeat_timeout)
-    return (Inst.state == store.INSTANCE_UP) & (Inst.last_heartbeat >= horizon)
+    return f"state = {param} AND last_heartbeat >= {param}", [store.INSTANCE_UP, horizon]
 
 
-def room(default_capacity: int) -> peewee.Expression:
-    """Fewer containers than its capacity (its own, else the default; 0 = no limit). The first
-    term is, word for word, the instance_fill/instance_spread indexes' condition (with state)."""
-    Inst = store.Instance
-    own = (Inst.capacity <= 0) | (Inst.container_count < Inst.capacity)
+def room(default_capacity: int, param: str) -> tuple[str, list]:
+    """Fewer containers than its capacity: its own, else the default; 0 = no limit."""
     if default_capacity <= 0:
-        return own
-    return own & ((Inst.capacity > 0) | (Inst.container_count < default_capacity))
+        return ROOM, []
+    return f"{ROOM} AND (capacity > 0 OR container_count < {param})", [default_capacity]
 
 
 # A strategy is the order in which the candidates are taken; the first one is chosen.
-STRATEGIES: dict[str, tuple] = {
+STRATEGIES: dict[str, str] = {
     # fill: the first instance in fill order: fill each before the next is used.
-    "fill": (store.Instance.position, store.Instance.uuid),
+    "fill": "position, uuid",
     # spread: the least used instance; ties go to fill order.
-    "spread": (store.Instance.container_count, store.Instance.position, store.Instance.uuid),
+    "spread": "container_count, position, uuid",
 }
+
+
+def choose(order: str, settings, default_capacity: int, *, with_room: bool = True) -> store.Instance | None:
+    """The first live instance with room (or any live one) in ``order``, or None."""
+    param = store.database.obj.param
+    where, params = live(settings, param)
+    if with_room:
+        room_sql, room_params = room(default_capacity, param)
+        where, params = f"{where} AND {room_sql}", params + room_params
+    sql = f'SELECT * FROM "instance" WHERE {where} ORDER BY {order} LIMIT 1'
+    return next(iter(store.Instance.raw(sql, *params)), None)
 
 
 def place(request: PlacementRequest, settings) -> Placement:
@@ -87,9 +97,9 @@ def place(request: PlacementRequest, settings) -> Placement:
             # Names are the project's across every instance: checked and reserved here, in the
             # same transaction, so two creates of one name cannot both pass.
             C = store.Container
-            holder = C.get_or_none((C.project == request.project) & (C.name == request.name))
+            holder = C.select(C.id).where((C.project == request.project) & (C.name == request.name)).scalar()
             if holder is not None:
-                raise name_conflict(request.name, holder.id)
+                raise name_conflict(request.name, holder)
         quotas.check_container(request.project, request.memory, request.nano_cpus, settings)
         if request.pinned:
             chosen = store.Instance.get_or_none(store.Instance.uuid == request.pinned)
@@ -102,17 +112,16 @@ def place(request: PlacementRequest, settings) -> Placement:
                 raise DockerError(409, f"instance {chosen.uuid} is full ({_capacity(chosen, default_capacity)} "
                                        f"containers); pin another instance or drop the {PIN_LABEL} label")
         else:
-            chosen = (store.Instance.select().where(live(settings) & room(default_capacity))
-                      .order_by(*order).first())
+            chosen = choose(order, settings, default_capacity)
             if chosen is None:
-                if not store.Instance.select().where(live(settings)).exists():
+                if choose(STRATEGIES["fill"], settings, 0, with_room=False) is None:
                     raise DockerError(503, "no instance is available to run containers: no agent is registered "
                                            "and answering; ask the operator to check `moorage instances list`")
                 raise DockerError(503, "every instance is full and no more can be added: remove containers "
                                        "you no longer need, or ask the operator for more capacity")
-        store.Container.create(id=reservation_id, project=request.project, name=request.name,
+        store.Container.insert(id=reservation_id, project=request.project, name=request.name,
                                instance=chosen.uuid, labels=None, memory=request.memory,
-                               nano_cpus=request.nano_cpus)
+                               nano_cpus=request.nano_cpus).execute()
     return Placement(chosen, reservation_id, request.memory, request.nano_cpus)
 
 
