@@ -30,7 +30,9 @@ def fleet(monkeypatch):
 
     monkeypatch.setattr(common.instances, "live_instances", lambda settings: list(live))
     monkeypatch.setattr(common, "call", fake_call)
-    return SimpleNamespace(ctx=SimpleNamespace(settings=None), answers=answers, calls=calls)
+    yield SimpleNamespace(ctx=SimpleNamespace(settings=None), answers=answers, calls=calls)
+    # Leave no hub behind in the main thread: later tests (the relay's) make their own.
+    gevent.get_hub().destroy(destroy_loop=True)
 
 
 def test_reads_ask_every_instance_at_once_and_answer_in_fill_order(fleet):
