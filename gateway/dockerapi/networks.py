@@ -91,9 +91,9 @@ def create(ctx: Context) -> None:
     with quotas.reserving(ctx.project, "networks", ctx.settings) as reservation:
         status, payload = call(ctx, instance, "POST", "/networks/create", body=body)
         raise_for(status, payload)
-        quotas.confirm(reservation, lambda: N.insert(
-            id=payload["Id"], project=ctx.project, name=name, daemon_name=body["Name"],
-            instance=instance.uuid).on_conflict_replace().execute())
+        row = {N.project: ctx.project, N.name: name, N.daemon_name: body["Name"], N.instance: instance.uuid}
+        quotas.confirm(reservation, lambda: N.insert({N.id: payload["Id"], **row}).on_conflict(
+            conflict_target=[N.id], update=row).execute())  # an upsert SQLite and PostgreSQL both speak
     ctx.answer_json(payload, status)
 
 

@@ -157,3 +157,25 @@ def test_memory_quota_through_the_docker_cli(pg_stack):
     finally:
         pg_stack.admin("quota", "unset", project, "memory")
         remove_all(pg_stack, "alpha")
+
+
+def test_exec_and_network_records_on_postgres(pg_stack):
+    """The store's upserts for execs and networks in a dialect PostgreSQL speaks (it has no
+    INSERT OR REPLACE): docker exec and docker network create work on PostgreSQL."""
+    remove_all(pg_stack, "alpha")
+    name = f"ex{os.getpid()}"
+    assert pg_stack.docker("run", "-d", "--name", name, "busybox", "sleep", "300").returncode == 0
+    try:
+        result = pg_stack.docker("exec", name, "echo", "hi")
+        assert (result.returncode, result.stdout) == (0, b"hi\n"), result.stderr
+        urls = gateways(pg_stack)
+        created = requests.post(f"{urls[0]}/containers/{name}/exec", json={"Cmd": ["true"]},
+                                headers=pg_stack.headers(), timeout=30)
+        assert created.status_code == 201, created.text
+        inspected = requests.get(f"{urls[1]}/exec/{created.json()['Id']}/json", headers=pg_stack.headers(), timeout=30)
+        assert inspected.status_code == 200, inspected.text
+        net = pg_stack.docker("network", "create", name)
+        assert net.returncode == 0, net.stderr
+        assert pg_stack.docker("network", "rm", name).returncode == 0
+    finally:
+        remove_all(pg_stack, "alpha")
