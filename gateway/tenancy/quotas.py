@@ -258,8 +258,12 @@ def release(reservation: Reservation | None) -> None:
 
 def confirm(reservation: Reservation, record: Callable[[], object] | None = None):
     """Record the created object's row (``record()``) and drop the reservation in one
-    transaction, so the object is never counted twice nor not at all. Returns record()'s value."""
-    with store.write_transaction():
+    transaction, so the object is never counted twice nor not at all. Returns record()'s value.
+
+    Under the project's lock, as a reservation is taken: a check counts the rows and the
+    reservations in two statements, and on PostgreSQL (READ COMMITTED, a snapshot per
+    statement) a confirm committing between the two would be in neither count."""
+    with _project_transaction(reservation.project):
         result = record() if record is not None else None
         release(reservation)
     return result

@@ -309,3 +309,43 @@ def test_concurrent_reservations_never_exceed_the_quota(settings):
         t.join()
     assert (len(got), refused) == (2, [403] * 18)
     assert quotas.usage("p")["volumes"] == 3
+
+
+@pytest.mark.parametrize("resource", ["networks", "volumes"])
+def test_concurrent_creates_that_confirm_never_exceed_the_quota(settings, resource):
+    """Reserve, a daemon call (a sleep), confirm: a confirm that commits between a check's two
+    counts (rows, then reservations) must not make both miss its object (PostgreSQL's
+    per-statement snapshots), so confirms take the project's lock too."""
+    import random
+    import time
+    import uuid
+
+    quotas.set_limits("p", {resource: 5})
+    made, refused = [], []
+
+    def record(i):
+        if resource == "networks":
+            return store.Network.create(id=uuid.uuid4().hex, project="p", name=f"n{i}", daemon_name=f"n{i}",
+                                        instance="a")
+        return store.Volume.create(daemon_name=f"v{i}", project="p", name=f"v{i}", instance="a")
+
+    def worker(i):
+        try:
+            with quotas.reserving("p", resource, settings) as reservation:
+                time.sleep(random.random() * 0.2)
+                quotas.confirm(reservation, lambda: record(i))
+            made.append(i)
+        except DockerError as exc:
+            refused.append(exc.status)
+        finally:
+            store.release_connection()
+
+    for _ in range(2):
+        threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(made) + len(refused),
+                                                                              len(made) + len(refused) + 30)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert len(made) == 5 and set(refused) == {403}
+    assert quotas.usage("p")[resource] == 5 and store.QuotaReservation.select().count() == 0
