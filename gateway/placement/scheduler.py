@@ -26,6 +26,9 @@ class PlacementRequest:
     pinned: str | None = None  # instance UUID
     memory: int = 0  # bytes (HostConfig.Memory), counted against the project's memory quota
     nano_cpus: int = 0  # HostConfig.NanoCpus (or CpuQuota/CpuPeriod), against its cpus quota
+    # Only where a container would go (a new network or volume's instance): no container
+    # quota is checked and no slot is reserved.
+    probe: bool = False
 
 
 @dataclass
@@ -83,7 +86,8 @@ def place(request: PlacementRequest, settings) -> Placement:
             holder = C.get_or_none((C.project == request.project) & (C.name == request.name))
             if holder is not None:
                 raise name_conflict(request.name, holder.id)
-        quotas.check_container(request.project, request.memory, request.nano_cpus, settings)
+        if not request.probe:
+            quotas.check_container(request.project, request.memory, request.nano_cpus, settings)
         instances = list(store.Instance.select().order_by(store.Instance.position, store.Instance.uuid))
         used = _usage()
         if request.pinned:
@@ -107,9 +111,10 @@ def place(request: PlacementRequest, settings) -> Placement:
                 raise DockerError(503, "every instance is full and no more can be added: remove containers "
                                        "you no longer need, or ask the operator for more capacity")
             chosen = strategy(candidates, used)
-        store.Container.create(id=reservation_id, project=request.project, name=request.name,
-                               instance=chosen.uuid, labels=None, memory=request.memory,
-                               nano_cpus=request.nano_cpus)
+        if not request.probe:
+            store.Container.create(id=reservation_id, project=request.project, name=request.name,
+                                   instance=chosen.uuid, labels=None, memory=request.memory,
+                                   nano_cpus=request.nano_cpus)
     return Placement(chosen, reservation_id, request.memory, request.nano_cpus)
 
 

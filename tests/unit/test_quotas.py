@@ -205,6 +205,18 @@ def test_images_count_distinct_image_ids(settings):
     assert "limit 2, in use 2; remove images you no longer need (docker rmi)" in exc.value.message
 
 
+def test_a_network_or_volume_placement_is_no_container(settings):
+    """Where a new network or volume goes is asked of the scheduler (a probe): the project's
+    container quotas do not refuse it, and it holds no slot that a container create would see."""
+    quotas.set_limits("p", {"containers": 1, "memory": 1 << 30})
+    probe = PlacementRequest(project="p", name="", labels={}, probe=True)
+    assert place(probe, settings).instance.uuid == "a"  # memory quota: no --memory, yet not refused
+    assert store.Container.select().count() == 0
+    confirm(place(req(memory=256 << 20), settings), "c" * 64, "web", "p", {})
+    assert place(probe, settings).instance.uuid == "a"  # containers quota full: still not refused
+    assert quotas.usage("p")["containers"] == 1
+
+
 # -- shown to the project and the operator --------------------------------------------------------
 def test_info_labels_and_report(settings):
     settings.quotas = {"volumes": 10}
