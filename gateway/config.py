@@ -18,6 +18,7 @@
     capacity = 0                      # default containers per instance; 0 = no limit
     [policy]
     file = "/etc/moorage/policy.yaml" # oslo.policy rules (docs/policy.md); none or absent: all refused
+    reserved_ports = [9100]           # host ports no container publishes (the agents' always are)
     [limits]                          # resource defaults/maxima, input bounds (gateway/tenancy/limits.py)
     default_memory = "1g"; max_memory = "8g"; default_cpus = 1; max_cpus = 4
     [quotas]                          # per-project defaults; a key left out = unlimited;

@@ -1000,7 +1000,7 @@ def import_case(ctx: Ctx, src: str):
 
 register("http.ImageCreate.import", lambda ctx: import_case(ctx, "-"), "ImageCreate", timeout=90)
 register("http.ImageCreate.import-url-unreachable", lambda ctx: import_case(ctx, "http://127.0.0.1:1/x.tar"),
-         "ImageCreate", timeout=90)
+         "ImageCreate", timeout=90, divergence="policy")
 
 
 _LAYER_STATUS = re.compile(r"^(Pushed|Layer already exists|Mounted from \S+|Pull complete|Already exists|Preparing|"
@@ -1115,7 +1115,7 @@ req("http.NetworkCreate.duplicate", "NetworkCreate", s_network, "POST", "/networ
 req("http.NetworkCreate.predefined", "NetworkCreate", s_none, "POST", "/networks/create",
     json_body={"Name": "host", "CheckDuplicate": True})
 req("http.NetworkCreate.bad-driver", "NetworkCreate", s_none, "POST", "/networks/create",
-    json_body={"Name": "{prefix}-n", "Driver": "nosuchdriver"}, timeout=90)
+    json_body={"Name": "{prefix}-n", "Driver": "nosuchdriver"}, timeout=90, divergence="policy")
 req("http.NetworkInspect.ok", "NetworkInspect", s_net_connected, "GET", "/networks/{net}")
 req("http.NetworkInspect.verbose", "NetworkInspect", s_network, "GET", "/networks/{net}", {"verbose": "1"})
 req("http.NetworkInspect.404", "NetworkInspect", s_missing, "GET", "/networks/{name}")

@@ -695,15 +695,29 @@ def _error_line(message: str) -> bytes:
     return json.dumps({"errorDetail": {"message": message}, "error": message}).encode() + b"\n"
 
 
+def _form_body(ctx: Context) -> bool:
+    """A body dockerd would read parameters from (Go's ParseForm: a form body's values take
+    precedence over the query's), which the gateway does not read."""
+    media = (ctx.req.content_type or "").split(";")[0].strip().lower()
+    chunked = "chunked" in (ctx.req.get_header("Transfer-Encoding") or "").lower()
+    return media == "application/x-www-form-urlencoded" and bool(ctx.req.content_length or chunked)
+
+
 def create(ctx: Context) -> None:
-    """POST /images/create: pull (fromImage) or import (fromSrc)."""
-    _images_quota(ctx)
-    if ctx.query("fromSrc") is not None:
-        return _import(ctx)
-    from_image = ctx.query("fromImage") or ""
+    """POST /images/create: pull (fromImage) or, as dockerd decides, import (no fromImage)."""
+    if _form_body(ctx):
+        raise DockerError(400, "image create parameters must be sent in the query, and an image to import as a "
+                               "tar archive (Content-Type application/x-tar), not as a form")
+    # As dockerd reads the query: the first value of each key; no fromImage is an import.
+    pairs = parse_qsl(ctx.req.query_string, keep_blank_values=True)
+    from_image = _first(pairs, "fromImage")
     if not from_image:
-        return to_home(ctx)  # dockerd's own answer
-    tag_ = ctx.query("tag") or ""
+        sources = [v for k, v in pairs if k == "fromSrc"]
+        if any(sources):
+            return _import(ctx, sources)
+        return to_home(ctx)  # dockerd's own answer (an import from the URL "http://", which fails)
+    _images_quota(ctx)
+    tag_ = _first(pairs, "tag")
     typed = from_image
     if tag_:
         typed += ("@" if ":" in tag_ and tag_.split(":")[0] in ("sha256", "sha512") else ":") + tag_
@@ -763,7 +777,14 @@ def create(ctx: Context) -> None:
     _respond_rewritten(ctx, instance, upstream, observe=observe, finish=finish)
 
 
-def _import(ctx: Context) -> None:
+def _first(pairs: list[tuple[str, str]], key: str) -> str:
+    return next((v for k, v in pairs if k == key), "")
+
+
+def _import(ctx: Context, sources: list[str]) -> None:
+    for source in sources:
+        policy.image_import(ctx, source)  # anything but "-" (the body) is a URL the instance fetches
+    _images_quota(ctx)
     repo, tag_ = ctx.query("repo") or "", ctx.query("tag") or ""
     reference, query = "", ctx.req.query_string
     if repo:
@@ -791,6 +812,8 @@ def _import(ctx: Context) -> None:
 
 
 def push(ctx: Context) -> None:
+    if _form_body(ctx):
+        raise DockerError(400, "push parameters must be sent in the query, not as a form")
     name, tag_ = ctx.params["name"], ctx.query("tag") or ""
     try:
         repo = imagemap.parse(name)

@@ -22,7 +22,7 @@ from gateway.dockerapi.common import (
 from gateway.errors import DockerError
 from gateway.forward import call, forward, raise_for, respond, send
 from gateway.routing import Route
-from gateway.tenancy import PROJECT_LABEL, names, quotas, scope
+from gateway.tenancy import PROJECT_LABEL, names, policy, quotas, scope
 
 
 def _for_tenant(ctx: Context, network: dict) -> dict:
@@ -71,6 +71,7 @@ def inspect(ctx: Context) -> None:
 
 def create(ctx: Context) -> None:
     body, raw = read_json(ctx)
+    policy.network_create(ctx, body)  # bounded labels/options; drivers and options reaching the instance
     scope.canonical(body, ("Name", "Labels"))
     if not isinstance(body, dict) or not isinstance(body.get("Name"), str) or not body["Name"]:
         forward(ctx, home_instance(ctx), body=raw, content_type=ctx.req.content_type)  # dockerd's own error
