@@ -907,9 +907,10 @@ def _from_rewriter(ctx: Context, instance: store.Instance, stages: set[str]):
 
 
 def build(ctx: Context) -> None:
-    policy.build(ctx)  # the query's settings; the context streams through unread
+    # The query's settings (the context streams through unread), its resource limits given
+    # the project's defaults.
+    pairs = policy.build(ctx)
     _images_quota(ctx)
-    pairs = parse_qsl(ctx.req.query_string, keep_blank_values=True)
     tags, out = [], []
     for key, value in pairs:
         if key == "networkmode" and value.startswith("container:"):

@@ -502,10 +502,18 @@ def _check_networking(req: _Request, networking: GoObject | None) -> None:
 _PERIOD = 100_000  # dockerd's CPU period (µs) when the client gives none
 
 
-def _apply_resources(req: _Request, limits: Limits, objects: list[GoObject], target, create: bool) -> None:
+def _apply_resources(req: _Request, limits: Limits, objects: list[GoObject], target, create: bool,
+                     nano_cpus: bool = True) -> None:
     """Check every memory, CPU and PIDs limit against the project's maxima (403 naming the
     limit), then, on create, give ``target()`` (the object the defaults go in, made on first
-    use) the defaults for the limits the request lacks."""
+    use) the defaults for the limits the request lacks. ``nano_cpus=False``: the request has
+    no NanoCpus field (a build), so a default CPU limit is said as a CpuQuota.
+
+    With a memory maximum, swap is bounded too: no unlimited swap (MemorySwap -1), and memory
+    plus swap at most twice the maximum (what dockerd's default, as much swap as memory, gives
+    a container at the maximum); a /dev/shm (ShmSize, which is memory) at most the maximum.
+    With a CPU maximum, the CPU weight (CpuShares) is at most 1024 per CPU of the maximum (as
+    Kubernetes gives a container whose request is its limit)."""
     res = limits.resources(req.project)
 
     def values(field):
@@ -522,6 +530,24 @@ def _apply_resources(req: _Request, limits: Limits, objects: list[GoObject], tar
                 shown = "no memory limit" if value < 0 else f"the memory limit {human_bytes(value)}"
                 over(shown, value, human_bytes(res.max_memory), "max_memory",
                      f"ask for at most {human_bytes(res.max_memory)} (--memory)")
+        swap_max = 2 * res.max_memory
+        instead = (f"set --memory-swap (memory and swap together) to at most {human_bytes(swap_max)}, or leave "
+                   "it unset (as much swap as memory)")
+        for value in values("MemorySwap"):
+            if value < 0:
+                raise DockerError(403, f"unlimited swap (--memory-swap -1) is not allowed for project {req.project}, "
+                                       f"which has a memory maximum ({human_bytes(res.max_memory)}, "
+                                       f"limits.max_memory): {instead}, or ask your operator to raise "
+                                       "limits.max_memory")
+            if value > swap_max:
+                raise DockerError(403, f"the memory and swap limit {human_bytes(value)} (--memory-swap) is above "
+                                       f"the maximum for project {req.project} ({human_bytes(swap_max)}, twice "
+                                       f"limits.max_memory): {instead}, or ask your operator to raise "
+                                       "limits.max_memory")
+        for value in values("ShmSize"):
+            if value > res.max_memory:
+                over(f"the /dev/shm size {human_bytes(value)} (--shm-size)", value, human_bytes(res.max_memory),
+                     "max_memory", f"ask for at most {human_bytes(res.max_memory)} (--shm-size)")
     nano = values("NanoCpus")
     quotas = values("CpuQuota")
     periods = [p for p in values("CpuPeriod") if p > 0]
@@ -536,6 +562,12 @@ def _apply_resources(req: _Request, limits: Limits, objects: list[GoObject], tar
         if unlimited:
             over("no CPU limit (CpuQuota -1)", -1, human_cpus(res.max_nano_cpus), "max_cpus",
                  f"ask for at most {res.max_nano_cpus / 1e9:g} CPUs (--cpus)")
+        weight = max(2, 1024 * res.max_nano_cpus // 1_000_000_000)
+        for value in values("CpuShares"):
+            if value > weight:
+                over(f"the CPU weight {value} (--cpu-shares)", value,
+                     f"{weight}, 1024 per CPU of {human_cpus(res.max_nano_cpus)}", "max_cpus",
+                     f"ask for a weight of at most {weight} (--cpu-shares)")
     pids = values("PidsLimit")
     if res.max_pids:
         for value in pids:
@@ -547,8 +579,11 @@ def _apply_resources(req: _Request, limits: Limits, objects: list[GoObject], tar
     if res.memory_default and not any(v != 0 for v in memory):
         target().set("Memory", res.memory_default)
     if res.cpus_default and not any(v > 0 for v in nano) and not any(q > 0 for q in quotas):
-        if periods:  # NanoCpus and CpuPeriod cannot both be set: say it as a quota of that period
-            target().set("CpuQuota", max(1000, res.cpus_default * periods[0] // 1_000_000_000))
+        if periods or not nano_cpus:
+            # NanoCpus and CpuPeriod cannot both be set (and a build has no NanoCpus): say it as
+            # a quota of that period (the kernel's default period when none is given).
+            period = periods[0] if periods else _PERIOD
+            target().set("CpuQuota", max(1000, res.cpus_default * period // 1_000_000_000))
         else:
             target().set("NanoCpus", res.cpus_default)
     if res.pids_default and not any(v != 0 for v in pids):
@@ -625,7 +660,9 @@ class Checker:
                                         "run the command without --privileged")
         self.limits.check_env(config.get("Env"))
 
-    def build(self, identity: Identity | None, query_string: str, content_type: str | None) -> None:
+    def build(self, identity: Identity | None, query_string: str, content_type: str | None) -> list[tuple[str, str]]:
+        """POST /build: refuse (403/400), or return the query to send the daemon (pairs), its
+        resource parameters checked against the project's maxima and given its defaults."""
         media = (content_type or "").split(";")[0].strip().lower()
         if media == "application/x-www-form-urlencoded":
             # dockerd would read build parameters from such a body: only the query is checked.
@@ -651,6 +688,7 @@ class Checker:
                 except (ValueError, RecursionError):
                     continue  # dockerd refuses it itself
                 self.limits.check_labels(labels, "build label")
+        return _build_resources(req, self.limits, pairs)
 
     def image_import(self, identity: Identity | None, from_src: str) -> None:
         """POST /images/create?fromSrc=...: anything but "-" (the body) is a URL the instance's
@@ -704,6 +742,48 @@ class Checker:
         if not isinstance(driver, str) or driver.strip().lower() in ("", "local"):
             _local_volume_options(self._req(identity), "volume:create", config.get("DriverOpts"),
                                   "docker volume create -o")
+
+
+# The build's resource parameters (moby's newImageBuildOptions) and the HostConfig fields they
+# become in each build step's container.
+BUILD_RESOURCES = {"memory": "Memory", "memswap": "MemorySwap", "cpushares": "CpuShares", "cpuperiod": "CpuPeriod",
+                   "cpuquota": "CpuQuota", "shmsize": "ShmSize"}
+
+
+def _go_int64(text: str) -> int | None:
+    """strconv.ParseInt(text, 10, 64)."""
+    if not re.fullmatch(r"[+-]?[0-9]+", text):
+        return None
+    value = int(text)
+    return value if -(1 << 63) <= value < (1 << 63) else None
+
+
+def _build_resources(req: _Request, limits: Limits, pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The build's resource parameters as dockerd reads them (the first value of each exact key;
+    a value that does not parse is 0, except shmsize, which dockerd refuses), held to the
+    project's maxima as a create's HostConfig is, with its defaults for what is unset. The
+    query sent on names each once, with the value checked."""
+    first: dict[str, str] = {}
+    for key, value in pairs:
+        if key in BUILD_RESOURCES:
+            first.setdefault(key, value)
+    fields: dict[str, int] = {}
+    passed_on = set()
+    for key, field in BUILD_RESOURCES.items():
+        raw = first.get(key)
+        if not raw:
+            continue
+        value = _go_int64(raw)
+        if value is None:
+            if key == "shmsize":
+                passed_on.add(key)  # dockerd refuses the build itself
+            continue
+        fields[field] = value
+    step = GoObject(fields, "the build's query")
+    _apply_resources(req, limits, [step], lambda: step, create=True, nano_cpus=False)
+    out = [(k, v) for k, v in pairs if k not in BUILD_RESOURCES or k in passed_on]
+    out += [(k, str(fields[f])) for k, f in BUILD_RESOURCES.items() if k not in passed_on and fields.get(f)]
+    return out
 
 
 def reserved_ports(settings) -> frozenset[int]:
@@ -770,8 +850,9 @@ def exec_create(ctx, body) -> None:
     checker(ctx.settings).exec_create(ctx.identity, body)
 
 
-def build(ctx) -> None:
-    checker(ctx.settings).build(ctx.identity, ctx.req.query_string, ctx.req.content_type)
+def build(ctx) -> list[tuple[str, str]]:
+    """Refuse (403/400), or return the build's query pairs to send on (resource defaults in)."""
+    return checker(ctx.settings).build(ctx.identity, ctx.req.query_string, ctx.req.content_type)
 
 
 def image_import(ctx, from_src: str) -> None:

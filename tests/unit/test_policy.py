@@ -483,6 +483,79 @@ def test_update_is_held_to_the_maxima_but_gets_no_defaults(limited):
         assert refused(limited.container_update, ALPHA, dict(fields)).status == 403, fields
 
 
+def test_swap_is_bounded_with_a_memory_maximum(limited):
+    err = refused(limited.container_create, ALPHA, hc(Memory=1 << 30, MemorySwap=-1))
+    assert err.status == 403 and "unlimited swap (--memory-swap -1)" in err.message
+    assert "limits.max_memory" in err.message and "at most 4 GiB" in err.message
+    assert refused(limited.container_create, ALPHA, top(Memory=1 << 30, MemorySwap=-1), version="1.23").status == 403
+    assert refused(limited.container_create, ALPHA, {"Image": "busybox", "HostConfig": {}, "MemorySwap": -1}).status == 403
+    assert refused(limited.container_update, ALPHA, {"Memory": 1 << 30, "MemorySwap": -1}).status == 403
+    err = refused(limited.container_create, ALPHA, hc(Memory=1 << 30, MemorySwap=5 << 30))
+    assert "the memory and swap limit 5 GiB (--memory-swap)" in err.message and "twice limits.max_memory" in err.message
+    limited.container_create(ALPHA, hc(Memory=2 << 30, MemorySwap=4 << 30))
+    limited.container_create(ALPHA, hc(Memory=1 << 30, MemorySwap=0))
+    limited.container_create(BETA, hc(Memory=1 << 30, MemorySwap=16 << 30))  # beta's maximum is 8g
+    Checker({}, {}).container_create(ALPHA, hc(Memory=1 << 30, MemorySwap=-1))  # no maximum: dockerd's way
+
+
+def test_shm_and_cpu_weight_are_bounded_by_the_maxima(limited):
+    err = refused(limited.container_create, ALPHA, hc(ShmSize=3 << 30))
+    assert "the /dev/shm size 3 GiB (--shm-size)" in err.message and "limits.max_memory" in err.message
+    limited.container_create(ALPHA, hc(ShmSize=64 << 20))
+    err = refused(limited.container_create, ALPHA, hc(CpuShares=4096))
+    assert "the CPU weight 4096 (--cpu-shares)" in err.message and "limits.max_cpus" in err.message
+    assert "2048, 1024 per CPU of 2 CPUs" in err.message
+    limited.container_create(ALPHA, hc(CpuShares=2048))
+    assert refused(limited.container_update, ALPHA, {"CpuShares": 262144}).status == 403
+    Checker({}, {}).container_create(ALPHA, hc(ShmSize=64 << 30, CpuShares=262144))
+
+
+def build_query(pairs) -> dict:
+    out = {}
+    for key, value in pairs:
+        out.setdefault(key, []).append(value)
+    return out
+
+
+def test_build_resources_get_the_defaults(limited):
+    sent = build_query(limited.build(ALPHA, "t=x&rm=1", "application/x-tar"))
+    assert sent == {"t": ["x"], "rm": ["1"], "memory": [str(512 << 20)], "cpuquota": ["100000"]}
+    sent = build_query(limited.build(ALPHA, "cpuperiod=50000&memory=1073741824", "application/x-tar"))
+    assert sent == {"memory": [str(1 << 30)], "cpuperiod": ["50000"], "cpuquota": ["50000"]}
+    sent = build_query(limited.build(ALPHA, "cpuquota=150000&memswap=2147483648&cpushares=512&shmsize=67108864"
+                                            "&cpusetcpus=0", "application/x-tar"))
+    assert sent == {"cpuquota": ["150000"], "memswap": [str(2 << 30)], "cpushares": ["512"],
+                    "shmsize": [str(64 << 20)], "cpusetcpus": ["0"], "memory": [str(512 << 20)]}
+    # As dockerd reads them: the first value; what does not parse is 0 (and gets the default)
+    sent = build_query(limited.build(ALPHA, "memory=1073741824&memory=9999999999999&cpuquota=lots",
+                                     "application/x-tar"))
+    assert sent["memory"] == [str(1 << 30)] and sent["cpuquota"] == ["100000"]
+    sent = build_query(limited.build(ALPHA, "memory=&memory=9999999999999", "application/x-tar"))
+    assert sent["memory"] == [str(512 << 20)]
+    sent = build_query(limited.build(ALPHA, "shmsize=64m", "application/x-tar"))
+    assert sent["shmsize"] == ["64m"]  # dockerd refuses it itself
+
+
+@pytest.mark.parametrize("query,limit", [
+    ("memory=3221225472", "limits.max_memory"),
+    ("memswap=-1", "unlimited swap"),
+    ("memory=1073741824&memswap=8589934592", "limits.max_memory"),
+    ("shmsize=4294967296", "--shm-size"),
+    ("cpuquota=300000", "limits.max_cpus"),
+    ("cpuquota=100000&cpuperiod=10000", "limits.max_cpus"),
+    ("cpushares=8192", "--cpu-shares"),
+])
+def test_build_resources_above_the_maxima_are_refused(limited, query, limit):
+    err = refused(limited.build, ALPHA, query, "application/x-tar")
+    assert err.status == 403 and limit in err.message and "alpha-id" in err.message
+
+
+def test_build_query_unchanged_without_limits(checker):
+    query = "t=x&memory=abc&memswap=-1&cpushares=99999&shmsize=1&q=1"
+    assert checker.build(ALPHA, query, "application/x-tar") == [
+        ("t", "x"), ("q", "1"), ("memswap", "-1"), ("cpushares", "99999"), ("shmsize", "1")]
+
+
 def test_a_maximum_alone_is_the_default():
     checker = Checker({}, {"max_memory": "1g"})
     body = hc()
