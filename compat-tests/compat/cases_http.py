@@ -927,7 +927,9 @@ def build(ctx: Ctx, query: dict, files: dict | None = None, keep_lines=True):
     resp = ctx.http("POST", "/build", query, body=build_ctx(ctx.prefix, files), content_type="application/x-tar", timeout=90)
     out = ctx.obs(resp, "lines")
     # step IDs and "Using cache" depend on what ran before: keep the shape of the dialogue
-    out["body"] = [_build_line(x) for x in out["body"]]
+    # (an error answer is one message, kept whole)
+    if isinstance(out["body"], list):
+        out["body"] = [_build_line(x) for x in out["body"]]
     return out
 
 
