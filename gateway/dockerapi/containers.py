@@ -8,7 +8,7 @@ from gateway import resolve as resolve_
 from gateway import store
 from gateway.context import Context
 from gateway.dockerapi import images as images_
-from gateway.dockerapi import volumes
+from gateway.dockerapi import networks, volumes
 from gateway.dockerapi.common import (
     every_instance,
     hide_project_label,
@@ -58,6 +58,7 @@ def list_(ctx: Context) -> None:
     for _, payload in every_instance(ctx, "GET", "/containers/json", query):
         for container in payload:
             hide_project_label(container.get("Labels"), ctx)
+            scope.show_default_bridge(ctx.project, container)
             container["Image"] = images_.tenant_image_name(ctx.project, container.get("Image"))
         merged.extend(scope.strip_names(ctx.project, payload))
     # As dockerd lists them: newest first.
@@ -100,9 +101,14 @@ def create(ctx: Context) -> None:
     try:
         for tenant_volume, daemon_volume in needs.volumes.items():
             _make_volume(ctx, placement.instance, tenant_volume, daemon_volume)
+        if needs.default_bridge:
+            bridge = networks.ensure_default_bridge(ctx, placement.instance, ctx.project)
         body["Image"] = images_.container_image(ctx, placement.instance, body.get("Image"))
-        status, payload = call(ctx, placement.instance, "POST", "/containers/create",
-                               query=with_query(ctx, name=names.to_daemon(ctx.project, name) or None), body=body)
+        query = with_query(ctx, name=names.to_daemon(ctx.project, name) or None)
+        status, payload = call(ctx, placement.instance, "POST", "/containers/create", query=query, body=body)
+        if status == 404 and needs.default_bridge and bridge in str(payload.get("message", "")):
+            networks.ensure_default_bridge(ctx, placement.instance, ctx.project, again=True)
+            status, payload = call(ctx, placement.instance, "POST", "/containers/create", query=query, body=body)
         raise_for(status, payload)
         container_id = payload["Id"]
         if not name:
@@ -177,6 +183,7 @@ def inspect(ctx: Context) -> None:
         resolve_.forget_container(container.id)
     raise_for(status, payload)
     hide_project_label((payload.get("Config") or {}).get("Labels"))
+    scope.show_default_bridge(ctx.project, payload)
     payload = scope.strip_names(ctx.project, payload)
     scope.hide_added_aliases(payload)
     images_.container_view(ctx.project, payload)
