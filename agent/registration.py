@@ -75,7 +75,8 @@ def _post(url: str, payload: dict, headers: dict, method: str = "POST") -> tuple
 
 class Registrar:
     def __init__(self, gateway_url: str, registration_secret: str, uuid: str, agent_url: str,
-                 capacity: int, docker: Endpoint, on_secret, provider: str = "static"):
+                 capacity: int, docker: Endpoint, on_secret, provider: str = "static",
+                 public_address: str = ""):
         self.gateway_url = gateway_url.rstrip("/")
         self.registration_secret = registration_secret
         self.uuid = uuid
@@ -84,6 +85,7 @@ class Registrar:
         self.docker = docker
         self.on_secret = on_secret
         self.provider = provider
+        self.public_address = public_address
         self.secret: str | None = None
         self.interval = 10.0
 
@@ -93,6 +95,8 @@ class Registrar:
         except (UpstreamError, OSError, ValueError) as exc:
             log.warning("dockerd at %s not ready: %s", self.docker, exc)
             return False
+        if self.public_address:  # where clients reach published ports (gateway.instances.published_address)
+            facts["facts"]["PublicAddress"] = self.public_address
         payload = {"uuid": self.uuid, "agent_url": self.agent_url, "capacity": self.capacity,
                    "provider": self.provider, **facts}
         try:

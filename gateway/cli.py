@@ -91,7 +91,7 @@ def cmd_agent(args) -> int:
                 json.dump({"uuid": args.uuid, "gateway": args.gateway, "agent_url": advertise}, fh)
 
     registrar = Registrar(args.gateway, secret, args.uuid, advertise, args.capacity, docker, on_secret,
-                          provider=args.provider)
+                          provider=args.provider, public_address=args.public_address or "")
     gevent.spawn(registrar.run).join()
     return 0
 
@@ -301,6 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--docker", default="unix:///var/run/docker.sock", help="the local dockerd endpoint")
     p.add_argument("--listen", default="0.0.0.0:2376", help="HOST:PORT to serve the gateway on")
     p.add_argument("--advertise", help="the URL the gateway should use (default: tcp://LISTEN)")
+    p.add_argument("--public-address", help="the address clients reach this instance's published ports on "
+                                            "(default: the host of --advertise)")
     p.add_argument("--uuid", required=True, help="this instance's UUID (the Nova server ID)")
     p.add_argument("--capacity", type=int, default=0, help="containers this instance holds (0: no limit)")
     p.add_argument("--provider", default="static")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from urllib.parse import urlencode
 
+from gateway import instances, store
 from gateway import resolve as resolve_
-from gateway import store
 from gateway.context import Context
 from gateway.dockerapi import images as images_
 from gateway.dockerapi import networks, volumes
@@ -55,8 +55,10 @@ def list_(ctx: Context) -> None:
         return
     query = with_query(ctx, filters=filters)
     merged = []
-    for _, payload in every_instance(ctx, "GET", "/containers/json", query):
+    for instance, payload in every_instance(ctx, "GET", "/containers/json", query):
+        address = instances.published_address(instance)
         for container in payload:
+            container["Ports"] = instances.publish_bindings(container.get("Ports"), address, "IP")
             hide_project_label(container.get("Labels"), ctx)
             scope.show_default_bridge(ctx.project, container)
             container["Image"] = images_.tenant_image_name(ctx.project, container.get("Image"))
@@ -183,6 +185,11 @@ def inspect(ctx: Context) -> None:
         resolve_.forget_container(container.id)
     raise_for(status, payload)
     hide_project_label((payload.get("Config") or {}).get("Labels"))
+    ports = (payload.get("NetworkSettings") or {}).get("Ports")
+    if isinstance(ports, dict):
+        address = instances.published_address(container.instance)
+        for port, bindings in ports.items():
+            ports[port] = instances.publish_bindings(bindings, address, "HostIp")
     scope.show_default_bridge(ctx.project, payload)
     payload = scope.strip_names(ctx.project, payload)
     scope.hide_added_aliases(payload)

@@ -35,6 +35,15 @@ _LEGACY_ENDPOINT_FIELDS = ("EndpointID", "Gateway", "GlobalIPv6Address", "Global
                            "IPAddress", "IPPrefixLen", "IPv6Gateway", "MacAddress")
 
 
+# A create body's fields that are not host settings (dockerd's container.Config, and the
+# networking config): a body of these alone is one without host settings.
+_CONFIG_FIELDS = frozenset(name.lower() for name in (
+    "Hostname", "Domainname", "User", "AttachStdin", "AttachStdout", "AttachStderr", "ExposedPorts",
+    "Tty", "OpenStdin", "StdinOnce", "Env", "Cmd", "Healthcheck", "ArgsEscaped", "Image", "Volumes",
+    "WorkingDir", "Entrypoint", "NetworkDisabled", "MacAddress", "OnBuild", "Labels", "StopSignal",
+    "StopTimeout", "Shell", "HostConfig", "NetworkingConfig"))
+
+
 def default_bridge(project: str) -> str:
     """The daemon name of the project's default bridge network."""
     return names.to_daemon(project, "bridge")
@@ -218,7 +227,17 @@ def container_create(project: str, body: dict, tenant_name: str) -> CreateScope:
     # dockerd reads the top-level shape only when there is no HostConfig: the mode goes where
     # it will be read. No mode at all is dockerd's "default", the default bridge.
     holder = hc if isinstance(hc, dict) else body
-    if holder.get("NetworkMode") is None or holder.get("NetworkMode") == "":
+    without_host_config = hc is None and all(key.lower() in _CONFIG_FIELDS for key in body)
+    if without_host_config:
+        # No host settings at all: dockerd then applies defaults of its own that any host
+        # field would change (IpcMode for old API versions, Runtime), so the project's bridge
+        # goes in as the endpoint of the default mode, which dockerd connects instead.
+        networking = body.get("NetworkingConfig")
+        endpoints = networking.get("EndpointsConfig") if isinstance(networking, dict) else None
+        if not endpoints:
+            body["NetworkingConfig"] = {**(networking if isinstance(networking, dict) else {}),
+                                        "EndpointsConfig": {"default": {}}}
+    elif holder.get("NetworkMode") is None or holder.get("NetworkMode") == "":
         holder["NetworkMode"] = _network_name(project, "default", scope)
     network_mode = holder.get("NetworkMode") or ""
     if network_mode == default_bridge(project) and scope.missing_links:
