@@ -55,21 +55,45 @@ def list_(ctx: Context) -> None:
         return
     query = with_query(ctx, filters=filters)
     merged = []
+    origin: dict[str, str] = {}  # container ID -> instance, for ordering within a second
     for instance, payload in every_instance(ctx, "GET", "/containers/json", query):
         address = instances.published_address(instance)
         for container in payload:
+            origin[container.get("Id")] = instance.uuid
             container["Ports"] = instances.publish_bindings(container.get("Ports"), address, "IP")
             hide_project_label(container.get("Labels"), ctx)
             scope.show_default_bridge(ctx.project, container)
             container["Image"] = images_.tenant_image_name(ctx.project, container.get("Image"))
         merged.extend(scope.strip_names(ctx.project, payload))
-    # As dockerd lists them: newest first.
-    # (a stable sort: within one second, each daemon's own order stands)
+    # As dockerd lists them: newest first. "Created" is in whole seconds: within one second
+    # each daemon's own order stands (a stable sort), and containers of different instances
+    # created in the same second are ordered by the map's finer creation time.
     merged.sort(key=lambda c: c.get("Created", 0), reverse=True)
+    _order_same_second(merged, origin)
     limit = ctx.query("limit")
     if limit and limit.lstrip("-").isdigit() and int(limit) > 0:
         merged = merged[: int(limit)]
     ctx.answer_json(merged)
+
+
+def _order_same_second(merged: list[dict], origin: dict[str, str]) -> None:
+    """Reorder, in place, runs of containers of several instances that share a "Created"
+    second (newest first, by the map's creation times)."""
+    start = 0
+    while start < len(merged):
+        end = start
+        while end + 1 < len(merged) and merged[end + 1].get("Created") == merged[start].get("Created"):
+            end += 1
+        if end > start and len({origin.get(c.get("Id")) for c in merged[start:end + 1]}) > 1:
+            run = merged[start:end + 1]
+            ids = [c.get("Id") for c in run]
+            C = store.Container
+            created = {row.id: row.created_at for row in
+                       C.select(C.id, C.created_at).where(C.id.in_(ids))}
+            if len(created) == len(run):
+                run.sort(key=lambda c: created[c["Id"]], reverse=True)
+                merged[start:end + 1] = run
+        start = end + 1
 
 
 def create(ctx: Context) -> None:

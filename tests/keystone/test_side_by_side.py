@@ -67,7 +67,7 @@ def test_each_gets_no_such_on_the_others_objects(stack, side_by_side, me, other)
     env, theirs = side_by_side[me]["env"], side_by_side[other]
     for ref in (theirs["web"][0], theirs["web"][0][:12]):
         for args in (("inspect", ref), ("logs", ref), ("exec", ref, "true"), ("stop", "-t", "0", ref),
-                     ("rm", "-f", ref)):
+                     ("rm", ref)):
             result = docker(env, *args)
             assert result.returncode != 0, args
             assert "No such container" in result.stderr or "No such object" in result.stderr, (args, result.stderr)
