@@ -14,6 +14,10 @@
     [placement]
     strategy = "fill"                 # or "spread"
     capacity = 0                      # default containers per instance; 0 = no limit
+    provider = "local"                # the instance pool: "local", "static" or "nova"
+    pool_id = "moorage"               # nova: the mark on the servers this gateway boots
+    reap_interval = 2                 # nova: seconds between passes of the empty-instance reaper
+    [nova]                            # provider = "nova": see gateway/placement/nova.py
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ class Settings:
     heartbeat_interval: float = 10.0
     identity: dict = field(default_factory=lambda: {"backend": "embedded"})
     placement: dict = field(default_factory=lambda: {"strategy": "fill", "capacity": 0})
+    nova: dict = field(default_factory=dict)
     source: str = ""
 
     @property
@@ -55,12 +60,13 @@ def load(path: str | None) -> Settings:
             data = tomllib.load(fh)
         gateway = data.get("gateway", {})
         for key, value in gateway.items():
-            if hasattr(settings, key) and key not in ("identity", "placement"):
+            if hasattr(settings, key) and key not in ("identity", "placement", "nova"):
                 setattr(settings, key, value)
         if isinstance(settings.bind, str):
             settings.bind = [settings.bind]
         settings.identity = {**settings.identity, **data.get("identity", {})}
         settings.placement = {**settings.placement, **data.get("placement", {})}
+        settings.nova = dict(data.get("nova", {}))
         settings.source = path
     if os.environ.get("MOORAGE_DB"):
         settings.database = os.environ["MOORAGE_DB"]

@@ -99,7 +99,14 @@ def _m0_initial(db: peewee.Database) -> None:
     db.create_tables([Instance, Container, Exec], safe=True)
 
 
-MIGRATIONS: list[Callable[[peewee.Database], None]] = [_m0_initial]
+def _m_pool(db: peewee.Database) -> None:
+    """The instance pool's tables: pool_member, pool_lease (gateway/placement/pool.py)."""
+    from gateway.placement import pool
+
+    pool.migrate(db)
+
+
+MIGRATIONS: list[Callable[[peewee.Database], None]] = [_m0_initial, _m_pool]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _init_lock = threading.Lock()
