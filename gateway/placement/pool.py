@@ -523,6 +523,13 @@ def start_reaper(settings) -> None:
         return
     import gevent
 
+    if not log.handlers and not logging.getLogger().handlers:
+        # the pool's decisions (boots, deletions) are the operator's business: to stderr, the
+        # gateway's log, unless logging is configured otherwise
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s [%(process)d] %(name)s %(levelname)s %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
     interval = float(settings.placement.get("reap_interval", 2) or 2)
     holder = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
 
