@@ -93,12 +93,27 @@ def cmd_agent(args) -> int:
         if bootstrap:
             proxy.instance_uuid = uuid
         if args.state_dir:
+            record = {"uuid": uuid, "gateway": args.gateway, "agent_url": advertise}
+            if bootstrap:  # the bootstrap secret is spent: a restart resumes with what it bought
+                record["agent_secret"] = value
             path = os.path.join(args.state_dir, "registered")
-            with open(path, "w") as fh:
-                json.dump({"uuid": uuid, "gateway": args.gateway, "agent_url": advertise}, fh)
+            fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                json.dump(record, fh)
+            os.replace(path + ".tmp", path)
 
     registrar = Registrar(args.gateway, secret, args.uuid or "", advertise, args.capacity, docker, on_secret,
                           provider=args.provider, bootstrap_secret=bootstrap)
+    if bootstrap and args.state_dir:
+        try:
+            with open(os.path.join(args.state_dir, "registered")) as fh:
+                saved = json.load(fh)
+        except (OSError, ValueError):
+            saved = {}
+        if saved.get("agent_secret") and saved.get("uuid") and saved.get("gateway") == args.gateway:
+            registrar.uuid = proxy.instance_uuid = saved["uuid"]
+            registrar.secret = proxy.secret = saved["agent_secret"]
+            logging.getLogger("moorage.agent").info("resuming as instance %s (registered before)", saved["uuid"])
     gevent.spawn(registrar.run).join()
     return 0
 

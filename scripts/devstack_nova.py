@@ -47,10 +47,13 @@ def nova_up(ds, st) -> dict:
     return ds.parse_exports(proc.stdout.decode())
 
 
-def nova_down(ds, st) -> None:
+def nova_down(ds, st, purge: bool = False) -> None:
+    """Stop Nova; with purge, also its databases (so its servers: hosts start afresh)."""
+    if purge:
+        st.state.pop("nova_index", None)
     if not os.path.isdir(st.path("nova")):
         return
-    argv = [sys.executable, NOVA_SCRIPT, "down", st.path("nova")]
+    argv = [sys.executable, NOVA_SCRIPT, "down", st.path("nova")] + (["--purge"] if purge else [])
     try:
         proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=180)
     except subprocess.TimeoutExpired:
@@ -176,10 +179,15 @@ def add_host(ds, st, server: dict) -> None:
     t0 = time.monotonic()
     _locked(ds, st)
     try:
-        taken = set(st.state.setdefault("nova_hosts", {}).values())
-        if sid in st.state["nova_hosts"]:
+        if sid in st.state.setdefault("nova_hosts", {}):
             return
-        i = next(n for n in range(1, ds.MAX_HOSTS + 1) if n not in taken)
+        # A server keeps its host index (and so its host's files) across `down` and `up`.
+        index = st.state.setdefault("nova_index", {})
+        i = index.get(sid)
+        if i is None:
+            i = next(n for n in range(1, ds.MAX_HOSTS + 1) if n not in index.values())
+            shutil.rmtree(st.host_dir(i), ignore_errors=True)  # of an earlier server: a new host
+        index[sid] = i
         st.state["nova_hosts"][sid] = i
         st.save()
         ds.setup_host_net(st, i)
@@ -220,6 +228,7 @@ def remove_host(ds, st, sid: str) -> None:
         shutil.rmtree(st.host_dir(i), ignore_errors=True)
         shutil.rmtree(st.host_run(i), ignore_errors=True)
         del st.state["nova_hosts"][sid]
+        st.state.setdefault("nova_index", {}).pop(sid, None)
         st.save()
         ds.write_env(st)
         ds.say(f"host {i} removed: server {sid} is gone")

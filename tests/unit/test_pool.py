@@ -266,3 +266,16 @@ def test_reaper_lease_has_one_holder(settings):
     assert not pool.take_lease("reaper", "b", 10, now)
     assert pool.take_lease("reaper", "a", 10, now + dt.timedelta(seconds=5))
     assert pool.take_lease("reaper", "b", 10, now + dt.timedelta(seconds=16))
+
+
+def test_migration_adds_the_pool_tables_to_an_older_database(tmp_path):
+    url = f"sqlite:///{tmp_path}/old.db"
+    store.init(url, migrate=False)
+    db = store.database.obj
+    with db.atomic():  # a database at schema version 1 (before the pool)
+        db.create_tables([store.SchemaVersion], safe=True)
+        store.MIGRATIONS[0](db)
+        store.SchemaVersion.create(version=1)
+    assert not db.table_exists("pool_member")
+    assert store.upgrade() == (1, store.SCHEMA_VERSION)
+    assert db.table_exists("pool_member") and db.table_exists("pool_lease")
