@@ -54,6 +54,7 @@ POLL_INTERVAL = 0.25
 DRAIN_STUCK = _dt.timedelta(seconds=120)  # a draining member a dead worker left behind
 FAILED_KEEP = _dt.timedelta(seconds=60)  # waiters read a failed member's error meanwhile
 ORPHAN_SWEEP_SECONDS = 60.0
+CLAIM_LOCK_KEY = 0x6D6F6F72  # "moor": the PostgreSQL advisory lock that serialises claims
 
 
 class PoolMember(store.BaseModel):
@@ -174,6 +175,10 @@ def claim(provider: Provider, settings, now: _dt.datetime | None = None) -> tupl
     boot the instance. Raises DockerError 503 when the pool is at its size limit."""
     now = now or store.utcnow()
     with _write_tx():
+        db = store.database.obj
+        if isinstance(db, peewee.PostgresqlDatabase):
+            # READ COMMITTED would let two replicas both see "nothing building" and both boot.
+            db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (CLAIM_LOCK_KEY,))
         building = (PoolMember.select()
                     .where((PoolMember.state == BUILDING) & (PoolMember.provider == provider.name))
                     .order_by(PoolMember.created_at))
