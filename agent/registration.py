@@ -3,6 +3,9 @@
 At start the agent registers (instance UUID, capacity, daemon version, its address) with the
 registration secret the operator gave it, and receives its own agent secret. It then
 heartbeats; a gateway that no longer knows it (401/404) makes it register again.
+
+An instance the gateway's pool booted (nova) registers instead with the one-time bootstrap
+secret from its user-data; the gateway answers with the instance's UUID (its server's).
 """
 
 from __future__ import annotations
@@ -75,9 +78,11 @@ def _post(url: str, payload: dict, headers: dict, method: str = "POST") -> tuple
 
 class Registrar:
     def __init__(self, gateway_url: str, registration_secret: str, uuid: str, agent_url: str,
-                 capacity: int, docker: Endpoint, on_secret, provider: str = "static"):
+                 capacity: int, docker: Endpoint, on_secret, provider: str = "static",
+                 bootstrap_secret: str = ""):
         self.gateway_url = gateway_url.rstrip("/")
         self.registration_secret = registration_secret
+        self.bootstrap_secret = bootstrap_secret
         self.uuid = uuid
         self.agent_url = agent_url
         self.capacity = capacity
@@ -95,9 +100,12 @@ class Registrar:
             return False
         payload = {"uuid": self.uuid, "agent_url": self.agent_url, "capacity": self.capacity,
                    "provider": self.provider, **facts}
+        if self.bootstrap_secret:
+            headers = {"X-Moorage-Bootstrap-Secret": self.bootstrap_secret}
+        else:
+            headers = {"X-Moorage-Registration-Secret": self.registration_secret}
         try:
-            status, body = _post(self.gateway_url + REGISTER_PATH, payload,
-                                 {"X-Moorage-Registration-Secret": self.registration_secret})
+            status, body = _post(self.gateway_url + REGISTER_PATH, payload, headers)
         except OSError as exc:
             log.warning("gateway %s unreachable: %s", self.gateway_url, exc)
             return False
@@ -105,6 +113,8 @@ class Registrar:
             log.error("registration refused (%s): %s", status, body.get("message"))
             return False
         self.secret = body["agent_secret"]
+        if self.bootstrap_secret and body.get("uuid"):
+            self.uuid = str(body["uuid"])  # the one-time secret is spent: keep what it bought
         self.interval = float(body.get("heartbeat_interval", self.interval))
         self.on_secret(self.secret)
         log.info("registered instance %s with %s", self.uuid, self.gateway_url)
