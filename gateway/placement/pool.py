@@ -15,7 +15,10 @@ What the pool decides lives in the store, so every worker and replica agrees:
 - a PoolMember row per instance the pool booted (building → active → draining → deleting,
   or failed). A building member counts the creates waiting for it (``claimed``): a create
   that finds no room joins a building member that still has room for it, and only boots
-  another when none has, so Nova sees about one boot per ``capacity`` creates;
+  another when none has, so Nova sees about one boot per ``capacity`` creates. That claim is
+  made inside the scheduler's placement transaction (scheduler.place's ``when_full``), after
+  its name and quota checks: no placement interleaves between "every instance is full" and
+  "join or boot one", in any worker or replica;
 - the one-time bootstrap secret the booted agent registers with is kept as a SHA-256 only,
   and cleared when it is used: the agent registers under the server's UUID, once;
 - a PoolLease row elects the one worker (of every worker of every replica) that reaps.
@@ -39,6 +42,7 @@ import peewee
 
 from gateway import instances, store
 from gateway.errors import DockerError
+from gateway.forward import AGENT_SECRET_HEADER
 from relay import request as upstream_request
 
 log = logging.getLogger("moorage.pool")
@@ -54,7 +58,6 @@ POLL_INTERVAL = 0.25
 DRAIN_STUCK = _dt.timedelta(seconds=120)  # a draining member a dead worker left behind
 FAILED_KEEP = _dt.timedelta(seconds=60)  # waiters read a failed member's error meanwhile
 ORPHAN_SWEEP_SECONDS = 60.0
-CLAIM_LOCK_KEY = 0x6D6F6F72  # "moor": the PostgreSQL advisory lock that serialises claims
 
 
 class PoolMember(store.BaseModel):
@@ -158,46 +161,37 @@ def pool_id(settings) -> str:
 
 # -- the store ----------------------------------------------------------------------------------
 
-def _write_tx():
-    db = store.database.obj
-    # BEGIN IMMEDIATE on SQLite: two workers cannot both see "no building member" and both boot.
-    return db.atomic("IMMEDIATE") if isinstance(db, peewee.SqliteDatabase) else db.atomic()
-
-
 def _sha(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
 def claim(provider: Provider, settings, now: _dt.datetime | None = None) -> tuple[str, str | None]:
-    """Join a building member with room, or start a new one.
+    """Join a building member with room, or start a new one. Runs inside the placement
+    transaction (store.serialized(PLACEMENT_LOCK), through scheduler.place's ``when_full``),
+    which is what keeps two creates from both seeing "nothing building" and both booting.
 
     Returns (member id, bootstrap secret): the secret is set only for the caller that must
     boot the instance. Raises DockerError 503 when the pool is at its size limit."""
     now = now or store.utcnow()
-    with _write_tx():
-        db = store.database.obj
-        if isinstance(db, peewee.PostgresqlDatabase):
-            # READ COMMITTED would let two replicas both see "nothing building" and both boot.
-            db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (CLAIM_LOCK_KEY,))
-        building = (PoolMember.select()
-                    .where((PoolMember.state == BUILDING) & (PoolMember.provider == provider.name))
-                    .order_by(PoolMember.created_at))
-        for member in building:
-            if member.capacity <= 0 or member.claimed < member.capacity:
-                PoolMember.update(claimed=PoolMember.claimed + 1).where(PoolMember.id == member.id).execute()
-                return member.id, None
-        if provider.max_instances:
-            size = PoolMember.select().where(PoolMember.provider == provider.name,
-                                             PoolMember.state != FAILED).count()
-            if size >= provider.max_instances:
-                raise DockerError(503, "every instance is full and no more can be added: the pool has "
-                                       f"reached its limit of {provider.max_instances} instances; remove "
-                                       "containers you no longer need, or ask the operator for more capacity")
-        secret = secrets.token_urlsafe(32)
-        member_id = _uuid.uuid4().hex
-        PoolMember.create(id=member_id, provider=provider.name, pool=pool_id(settings), state=BUILDING,
-                          capacity=provider.capacity, claimed=1, secret_sha256=_sha(secret),
-                          created_at=now, updated_at=now)
+    building = (PoolMember.select()
+                .where((PoolMember.state == BUILDING) & (PoolMember.provider == provider.name))
+                .order_by(PoolMember.created_at))
+    for member in building:
+        if member.capacity <= 0 or member.claimed < member.capacity:
+            PoolMember.update(claimed=PoolMember.claimed + 1).where(PoolMember.id == member.id).execute()
+            return member.id, None
+    if provider.max_instances:
+        size = PoolMember.select().where(PoolMember.provider == provider.name,
+                                         PoolMember.state != FAILED).count()
+        if size >= provider.max_instances:
+            raise DockerError(503, "every instance is full and no more can be added: the pool has "
+                                   f"reached its limit of {provider.max_instances} instances; remove "
+                                   "containers you no longer need, or ask the operator for more capacity")
+    secret = secrets.token_urlsafe(32)
+    member_id = _uuid.uuid4().hex
+    PoolMember.create(id=member_id, provider=provider.name, pool=pool_id(settings), state=BUILDING,
+                      capacity=provider.capacity, claimed=1, secret_sha256=_sha(secret),
+                      created_at=now, updated_at=now)
     return member_id, secret
 
 
@@ -215,7 +209,7 @@ def fail(member_id: str, error: str) -> bool:
 def record_server(member_id: str, server_id: str) -> bool:
     """The booter learnt the server's UUID: note it, and show the instance as building."""
     now = store.utcnow()
-    with _write_tx():
+    with store.write_transaction():
         member = PoolMember.get_or_none(PoolMember.id == member_id)
         if member is None or member.state != BUILDING:
             return False
@@ -231,50 +225,56 @@ def record_server(member_id: str, server_id: str) -> bool:
 # -- growing on demand -------------------------------------------------------------------------
 
 def place(request, settings):
-    """Placement with a pool that may grow: the scheduler first; when no instance has room
-    (503) and the provider can add one, grow, wait for it, and place again."""
+    """Placement with a pool that may grow. The scheduler decides in its one transaction;
+    when no instance has room for an unpinned request and the provider can add one, the pool
+    claims a slot on a booting instance in that same transaction (``claim``). Then it boots
+    the instance (if this create started it), waits for its agent, and places again."""
     from gateway.placement import scheduler
 
-    try:
+    provider = provider_for(settings)
+    if request.pinned or not provider.can_grow:
         return scheduler.place(request, settings)
-    except DockerError as exc:
-        if exc.status != 503 or request.pinned:
-            raise
-        provider = provider_for(settings)
-        if not provider.can_grow:
-            raise
-        refusal = exc
-    return grow_and_place(request, settings, provider, scheduler.place, refusal)
-
-
-def grow_and_place(request, settings, provider: Provider, place_once, refusal: DockerError):
-    """No instance had room for ``request``: grow the pool, wait for the agent, place again."""
-    started = time.monotonic()
-    deadline_total = started + provider.boot_timeout
+    deadline = time.monotonic() + provider.boot_timeout
+    claimed: list[tuple[str, str | None]] = []  # (member, secret) of this attempt's claim
+    first = True
     while True:
-        member_id, secret = claim(provider, settings)
-        if secret is not None:
-            log.info("no instance has room: booting a %s instance (pool member %s)", provider.name, member_id)
+        if not first and time.monotonic() > deadline:
             try:
-                server_id = provider.boot(member_id, secret)
-            except Exception as exc:  # noqa: BLE001 (any cloud error ends this boot)
-                message = _one_line(exc)
-                fail(member_id, message)
-                log.warning("booting an instance failed: %s", message)
-                raise DockerError(503, f"no instance could be added: {message}") from exc
-            if not record_server(member_id, server_id):
-                log.warning("pool member %s was abandoned while server %s booted", member_id, server_id)
-        placement = _wait(member_id, request, settings, provider, place_once)
+                return scheduler.place(request, settings)
+            except DockerError as exc:
+                if exc.status != 503:
+                    raise
+                # The instances added for this request filled up before it got its slot.
+                raise DockerError(503, "no instance could be added: the instances added for this request "
+                                       "were taken by others; try again") from None
+        first = False
+        claimed.clear()
+        placement = scheduler.place(request, settings,
+                                    when_full=lambda: claimed.append(claim(provider, settings)))
         if placement is not None:
             return placement
-        # The new instance filled up before this create got its slot: grow again, in time.
-        if time.monotonic() > deadline_total:
-            raise DockerError(503, "no instance could be added: the instances added for this request "
-                                   "were taken by others; try again")
+        member_id, secret = claimed[-1]
+        store.release_connection()  # none is held across the boot and the wait (network I/O)
+        if secret is not None:
+            _boot(provider, member_id, secret)
+        _wait(member_id, provider)
 
 
-def _wait(member_id: str, request, settings, provider: Provider, place_once):
-    """Wait for the member's agent; then place. None: it registered, but had no room left."""
+def _boot(provider: Provider, member_id: str, secret: str) -> None:
+    log.info("no instance has room: booting a %s instance (pool member %s)", provider.name, member_id)
+    try:
+        server_id = provider.boot(member_id, secret)
+    except Exception as exc:  # noqa: BLE001 (any cloud error ends this boot)
+        message = _one_line(exc)
+        fail(member_id, message)
+        log.warning("booting an instance failed: %s", message)
+        raise DockerError(503, f"no instance could be added: {message}") from exc
+    if not record_server(member_id, server_id):
+        log.warning("pool member %s was abandoned while server %s booted", member_id, server_id)
+
+
+def _wait(member_id: str, provider: Provider) -> None:
+    """Wait until the member's agent registers (its instance then takes placements)."""
     done = False
     try:
         while True:
@@ -287,12 +287,7 @@ def _wait(member_id: str, request, settings, provider: Provider, place_once):
                 raise DockerError(503, f"no instance could be added: {member.error or 'its boot failed'}")
             if member.state != BUILDING:
                 done = True
-                try:
-                    return place_once(request, settings)
-                except DockerError as exc:
-                    if exc.status != 503:
-                        raise
-                    return None
+                return
             age = (store.utcnow() - member.created_at).total_seconds()
             if age > provider.boot_timeout:
                 what = f"instance {member.server_id}" if member.server_id else "the instance"
@@ -301,6 +296,7 @@ def _wait(member_id: str, request, settings, provider: Provider, place_once):
                 fail(member_id, message)
                 done = True
                 raise DockerError(503, f"no instance could be added: {message}")
+            store.release_connection()
             time.sleep(POLL_INTERVAL)
     finally:
         if not done:
@@ -341,14 +337,18 @@ def bootstrap(presented: str, data: dict) -> tuple[str, str]:
     digest = _sha(presented)
     agent_secret = secrets.token_urlsafe(32)
     now = store.utcnow()
-    with _write_tx():
+    spent = DockerError(401, "agent registration refused: unknown or already used bootstrap secret")
+    with store.write_transaction():
         member = PoolMember.get_or_none(PoolMember.secret_sha256 == digest)
         if member is None or member.state != BUILDING:
-            raise DockerError(401, "agent registration refused: unknown or already used bootstrap secret")
+            raise spent
         if not member.server_id:
             raise DockerError(409, "agent registration: the gateway has not yet recorded this server; retry")
-        PoolMember.update(state=ACTIVE, secret_sha256=None, registered_at=now, updated_at=now,
-                          empty_since=None).where(PoolMember.id == member.id).execute()
+        # Conditional, so that of two registrations racing with one secret only one spends it.
+        if not PoolMember.update(state=ACTIVE, secret_sha256=None, registered_at=now, updated_at=now,
+                                 empty_since=None).where((PoolMember.id == member.id)
+                                                         & (PoolMember.state == BUILDING)).execute():
+            raise spent
         instance = store.Instance.get_or_none(store.Instance.uuid == member.server_id)
         created = instance is None
         if created:
@@ -380,9 +380,16 @@ def take_lease(name: str, holder: str, ttl: float, now: _dt.datetime | None = No
     return bool(inserted) and PoolLease.get_by_id(name).holder == holder
 
 
+def held(server_id: str) -> bool:
+    """Whether the map puts anything on the instance: a container (or a placement's
+    reservation), a user-defined network or a named volume (their rows keep the instance's)."""
+    return any(model.select().where(model.instance == server_id).exists()
+               for model in (store.Container, store.Network, store.Volume))
+
+
 def daemon_busy(instance: store.Instance) -> str:
     """What keeps the instance's daemon from being empty ("" if nothing), asked through its agent."""
-    headers = [("X-Moorage-Agent-Secret", instance.agent_secret)]
+    headers = [(AGENT_SECRET_HEADER, instance.agent_secret)]
     found = []
     resp = upstream_request(instances.endpoint(instance), "GET", "/containers/json?all=1", headers, connect_timeout=3, timeout=15)
     body = resp.read()
@@ -430,8 +437,7 @@ def reap_once(settings, provider: Provider, now: _dt.datetime | None = None, che
         if member.state != ACTIVE:
             continue
         instance = store.Instance.get_or_none(store.Instance.uuid == member.server_id)
-        used = store.Container.select().where(store.Container.instance == member.server_id).count()
-        if used:
+        if held(member.server_id):
             if member.empty_since is not None:
                 PoolMember.update(empty_since=None).where(PoolMember.id == member.id).execute()
             continue
@@ -442,15 +448,17 @@ def reap_once(settings, provider: Provider, now: _dt.datetime | None = None, che
             continue
         if instance is not None and not is_live(instance, settings):
             continue  # its daemon cannot say whether it holds anything: keep it
-        # Empty for the whole grace: take it out of placement, atomically with the last check.
-        with _write_tx():
-            if store.Container.select().where(store.Container.instance == member.server_id).exists():
+        # Empty for the whole grace: take it out of placement, atomically with the last check
+        # (in the placement transaction: no create is placed on it between the two).
+        with store.serialized(store.PLACEMENT_LOCK):
+            if held(member.server_id):
                 PoolMember.update(empty_since=None).where(PoolMember.id == member.id).execute()
                 continue
             store.Instance.update(state=store.INSTANCE_DRAINING).where(
                 store.Instance.uuid == member.server_id).execute()
             PoolMember.update(state=DRAINING, updated_at=now).where(PoolMember.id == member.id).execute()
         if instance is not None:
+            store.release_connection()  # none is held across network I/O
             try:
                 busy = check_daemon(instance)
             except Exception as exc:  # noqa: BLE001
@@ -468,7 +476,7 @@ def reap_once(settings, provider: Provider, now: _dt.datetime | None = None, che
 
 
 def _undrain(member: PoolMember) -> None:
-    with _write_tx():
+    with store.write_transaction():
         store.Instance.update(state=store.INSTANCE_UP).where(
             (store.Instance.uuid == member.server_id) & (store.Instance.state == store.INSTANCE_DRAINING)).execute()
         PoolMember.update(state=ACTIVE, empty_since=None, updated_at=store.utcnow()).where(
@@ -478,6 +486,7 @@ def _undrain(member: PoolMember) -> None:
 def _delete_server(provider: Provider, member: PoolMember) -> bool:
     """Delete the member's server, then its rows. True when it is gone."""
     if member.server_id:
+        store.release_connection()
         try:
             if not provider.delete(member.server_id):
                 log.error("refusing to delete server %s: it does not carry this pool's mark", member.server_id)
@@ -485,9 +494,8 @@ def _delete_server(provider: Provider, member: PoolMember) -> bool:
         except Exception as exc:  # noqa: BLE001 (retried on the next pass)
             log.warning("deleting server %s failed (will retry): %s", member.server_id, _one_line(exc))
             return False
-    with store.database.obj.atomic():
-        if member.server_id and not store.Container.select().where(
-                store.Container.instance == member.server_id).exists():
+    with store.write_transaction():
+        if member.server_id and not held(member.server_id):
             store.Instance.delete().where(store.Instance.uuid == member.server_id).execute()
         if member.state == FAILED:
             PoolMember.update(server_id=None).where(PoolMember.id == member.id).execute()
@@ -501,6 +509,7 @@ def sweep_orphans(settings, provider: Provider, now: _dt.datetime | None = None)
     now = now or store.utcnow()
     known_servers = {m.server_id for m in PoolMember.select(PoolMember.server_id) if m.server_id}
     known_members = {m.id for m in PoolMember.select(PoolMember.id)}
+    store.release_connection()
     deleted = 0
     for server in provider.owned_servers():
         if server["id"] in known_servers or server.get("member") in known_members:
@@ -549,6 +558,8 @@ def start_reaper(settings) -> None:
                         sweep_orphans(settings, provider)
             except Exception:  # noqa: BLE001 (the reaper must outlive any one failure)
                 log.exception("instance pool reaper pass failed")
+            finally:
+                store.release_connection()
             gevent.sleep(interval)
 
     _reaper = gevent.spawn(loop)

@@ -11,8 +11,9 @@ from novaclient import exceptions as nova_exc
 
 from gateway import config, store
 from gateway.errors import DockerError
-from gateway.placement import PlacementRequest, place, pool
+from gateway.placement import PlacementRequest, place, pool, scheduler
 from gateway.placement.nova import NovaProvider
+from gateway.tenancy import quotas
 
 
 class FakeServer:
@@ -73,11 +74,13 @@ def secret_of(server) -> str:
 
 
 @pytest.fixture
-def settings(tmp_path):
-    s = config.Settings(database=f"sqlite:///{tmp_path}/m.db")
+def settings(db_url):
+    """Every pool test on SQLite and on PostgreSQL (claims and drains share the placement lock)."""
+    s = config.Settings(database=db_url)
     s.placement.update(provider="nova", capacity=2, pool_id="test-pool")
     store.init(s.database)
-    return s
+    yield s
+    store.close()
 
 
 @pytest.fixture
@@ -111,8 +114,8 @@ def register_after(nova, delay=0.05):
     nova.on_create = on_create
 
 
-def req():
-    return PlacementRequest(project="p", name="", labels={})
+def req(name="", project="p"):
+    return PlacementRequest(project=project, name=name, labels={})
 
 
 def used(instance_uuid):
@@ -151,6 +154,8 @@ def test_concurrent_creates_boot_one_instance_per_capacity(settings, provider, n
             results.append(place(req(), settings).instance.uuid)
         except Exception as exc:  # noqa: BLE001
             errors.append(exc)
+        finally:
+            store.release_connection()
 
     threads = [threading.Thread(target=create) for _ in range(5)]
     for t in threads:
@@ -268,14 +273,76 @@ def test_reaper_lease_has_one_holder(settings):
     assert pool.take_lease("reaper", "b", 10, now + dt.timedelta(seconds=16))
 
 
-def test_migration_adds_the_pool_tables_to_an_older_database(tmp_path):
+def test_migration_adds_the_pool_tables_to_a_database_at_m4(tmp_path):
+    """A database made by the gateway before the pool (schema version 5: m0..m4) upgrades."""
     url = f"sqlite:///{tmp_path}/old.db"
     store.init(url, migrate=False)
     db = store.database.obj
-    with db.atomic():  # a database at schema version 1 (before the pool)
+    before_pool = store.MIGRATIONS.index(store._m5_pool)
+    assert before_pool == 5, "the pool's migration comes after m4 (images), never before"
+    with db.atomic():
         db.create_tables([store.SchemaVersion], safe=True)
-        store.MIGRATIONS[0](db)
-        store.SchemaVersion.create(version=1)
+        for step in store.MIGRATIONS[:before_pool]:
+            step(db)
+        store.SchemaVersion.create(version=before_pool)
+    store.Instance.create(uuid="i1", agent_url="tcp://127.0.0.1:1", agent_secret="s")
+    store.Container.create(id="c" * 64, project="p", name="web", instance="i1", memory=1 << 20)
     assert not db.table_exists("pool_member")
-    assert store.upgrade() == (1, store.SCHEMA_VERSION)
+    assert store.upgrade() == (before_pool, store.SCHEMA_VERSION)
     assert db.table_exists("pool_member") and db.table_exists("pool_lease")
+    assert store.Container.get_by_id("c" * 64).memory == 1 << 20
+    assert store.upgrade() == (store.SCHEMA_VERSION, store.SCHEMA_VERSION)
+    store.close()
+
+
+# -- with the placement transaction: names, quotas, networks and volumes --------------------------
+
+def test_a_create_refused_for_its_name_or_quota_boots_nothing(settings, provider, nova):
+    register_after(nova)
+    placement = place(req("web"), settings)
+    scheduler.confirm(placement, "c" * 64, "web", "p", {})
+    place(req(), settings)  # the instance (capacity 2) is full now
+    with pytest.raises(DockerError) as exc:
+        place(req("web"), settings)
+    assert exc.value.status == 409
+    quotas.set_limits("q", {"containers": 0})
+    with pytest.raises(DockerError) as exc:
+        place(req(project="q"), settings)
+    assert exc.value.status == 403
+    assert len(nova.servers.creates) == 1, "a refused create must not boot an instance"
+    assert pool.PoolMember.select().where(pool.PoolMember.state == pool.BUILDING).count() == 0
+
+
+def test_a_new_instance_with_room_is_used_before_booting_another(settings, provider, nova):
+    """The claim is made in the placement transaction: once the first boot's agent is up,
+    a create finds its free slot and boots nothing."""
+    register_after(nova)
+    first = place(req(), settings).instance.uuid
+    assert place(req(), settings).instance.uuid == first
+    assert len(nova.servers.creates) == 1
+    store.Container.delete().where(store.Container.instance == first).execute()
+    assert place(req(), settings).instance.uuid == first
+    assert len(nova.servers.creates) == 1
+
+
+@pytest.mark.parametrize("what", ["network", "volume"])
+def test_reaper_keeps_an_instance_holding_a_network_or_volume(settings, provider, nova, what):
+    register_after(nova)
+    server_id = place(req(), settings).instance.uuid
+    store.Container.delete().execute()
+    if what == "network":
+        store.Network.create(id="n" * 64, project="p", name="app", daemon_name="app_p", instance=server_id)
+    else:
+        store.Volume.create(daemon_name="data_p", project="p", name="data", instance=server_id)
+    t0 = store.utcnow()
+    idle = lambda inst: ""  # noqa: E731
+    for step in (0, 30, 60):
+        pool.reap_once(settings, provider, now=t0 + dt.timedelta(seconds=step), check_daemon=idle)
+    assert not nova.deleted
+    assert store.Instance.get_by_id(server_id).state == "up"
+    store.Network.delete().execute()
+    store.Volume.delete().execute()
+    for step in (90, 120):
+        pool.reap_once(settings, provider, now=t0 + dt.timedelta(seconds=step), check_daemon=idle)
+    assert nova.deleted == [server_id]
+    assert store.Instance.get_or_none(store.Instance.uuid == server_id) is None
