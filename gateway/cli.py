@@ -273,6 +273,16 @@ def cmd_images(args) -> int:
             return 1
         print(f"{reference} is no longer public (the daemons keep it; projects that tagged it keep their tags)")
         return 0
+    if args.id:
+        # Instances that do not run yet (a pool that boots them, as nova does) will hold it:
+        # record it without asking the daemons; each serves its own copy of the reference.
+        image_id = imagemap.full_id(args.id)
+        if image_id is None:
+            print(f"moorage: --id {args.id}: not a full image ID (sha256:<64 hex digits>)", file=sys.stderr)
+            return 2
+        imagemap.record(imagemap.PUBLIC, reference, image_id)
+        print(f"{reference} is public: every project can see and use it (recorded as {image_id[7:19]})")
+        return 0
     found = 0
     for instance in instances.live_instances(settings, fresh=True):
         try:
@@ -366,6 +376,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("images", help="public base images, visible to every project")
     p.add_argument("action", choices=["publish", "unpublish", "list"])
     p.add_argument("reference", nargs="?", help="an image name on the daemons, e.g. busybox:latest")
+    p.add_argument("--id", help="publish: record this image ID without asking the daemons (the image "
+                   "instances a pool boots later will hold)")
     p.add_argument("--format", choices=["table", "json"], default="table")
     p.set_defaults(func=cmd_images)
 

@@ -190,10 +190,23 @@ def add_host(ds, st, server: dict) -> None:
         index[sid] = i
         st.state["nova_hosts"][sid] = i
         st.save()
-        ds.setup_host_net(st, i)
-        ds.start_dockerd(st, i)
-        ds.wait_dockerd(st, i)
-        ds.seed_busybox(st.endpoint(i), st.path("busybox.tar"), verify=True)
+        try:
+            ds.setup_host_net(st, i)
+            ds.start_dockerd(st, i)
+            ds.wait_dockerd(st, i)
+            ds.seed_busybox(st.endpoint(i), st.path("busybox.tar"), verify=True)
+            if not st.state.get("busybox_public"):
+                # Public before any agent registers: the create waiting for this host runs busybox.
+                status, body = ds.http_request(st.endpoint(i), "GET", "/images/busybox:latest/json", timeout=10)
+                if status != 200:
+                    raise ds.Fail(f"host {i}: busybox:latest is missing after seeding ({status})")
+                ds.publish_busybox(st, json.loads(body)["Id"])
+                st.state["busybox_public"] = True
+        except BaseException:
+            del st.state["nova_hosts"][sid]  # not made: the next pass tries again
+            raise
+        finally:
+            st.save()
         user_data = base64.b64decode(server.get("OS-EXT-SRV-ATTR:user_data") or "").decode()
         if not user_data:
             ds.say(f"server {sid} has no user-data: its host has no agent")

@@ -346,3 +346,18 @@ def test_reaper_keeps_an_instance_holding_a_network_or_volume(settings, provider
         pool.reap_once(settings, provider, now=t0 + dt.timedelta(seconds=step), check_daemon=idle)
     assert nova.deleted == [server_id]
     assert store.Instance.get_or_none(store.Instance.uuid == server_id) is None
+
+
+def test_publish_by_id_before_any_instance_runs(tmp_path, capsys):
+    """`moorage images publish REF --id ID`: a nova pool has no instance to ask yet."""
+    from gateway import cli, imagemap
+
+    url = f"sqlite:///{tmp_path}/m.db"
+    image_id = "sha256:" + "ab" * 32
+    assert cli.main(["--db", url, "images", "publish", "busybox:latest", "--id", "abc"]) == 2
+    assert "not a full image ID" in capsys.readouterr().err
+    assert cli.main(["--db", url, "images", "publish", "busybox:latest", "--id", image_id]) == 0
+    found = imagemap.resolve("any-project", "busybox")
+    assert found is not None and found.public and found.image_id == image_id
+    assert store.ImagePresence.select().count() == 0
+    store.close()
