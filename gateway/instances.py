@@ -81,6 +81,11 @@ def _apply_facts(instance: store.Instance, data: dict) -> None:
 
 
 def register(req: falcon.Request, resp: falcon.Response, settings) -> None:
+    bootstrap = req.get_header("X-Moorage-Bootstrap-Secret")
+    if bootstrap:  # an instance the pool booted (gateway/placement/pool.py)
+        from gateway.placement import pool
+
+        return pool.register_bootstrapped(req, resp, settings, bootstrap)
     presented = req.get_header("X-Moorage-Registration-Secret") or ""
     expected = settings.registration_secret
     if not expected or not hmac.compare_digest(presented.encode(), expected.encode()):
