@@ -382,9 +382,19 @@ def take_lease(name: str, holder: str, ttl: float, now: _dt.datetime | None = No
 
 def held(server_id: str) -> bool:
     """Whether the map puts anything on the instance: a container (or a placement's
-    reservation), a user-defined network or a named volume (their rows keep the instance's)."""
-    return any(model.select().where(model.instance == server_id).exists()
-               for model in (store.Container, store.Network, store.Volume))
+    reservation), a user-defined network, a named volume (their rows keep the instance's), or
+    the only copy of a project's image (built, committed, loaded: deleting the instance would
+    lose it; `docker rmi` lets the instance go)."""
+    if any(model.select().where(model.instance == server_id).exists()
+           for model in (store.Container, store.Network, store.Volume)):
+        return True
+    P, R = store.ImagePresence, store.ImageRef
+    elsewhere = store.ImagePresence.alias()
+    return (P.select().where((P.instance == server_id)
+                             & P.image_id.in_(R.select(R.image_id).where(R.project != ""))
+                             & P.image_id.not_in(elsewhere.select(elsewhere.image_id)
+                                                 .where(elsewhere.instance != server_id)))
+            .exists())
 
 
 def daemon_busy(instance: store.Instance) -> str:

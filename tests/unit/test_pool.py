@@ -325,15 +325,21 @@ def test_a_new_instance_with_room_is_used_before_booting_another(settings, provi
     assert len(nova.servers.creates) == 1
 
 
-@pytest.mark.parametrize("what", ["network", "volume"])
+@pytest.mark.parametrize("what", ["network", "volume", "image"])
 def test_reaper_keeps_an_instance_holding_a_network_or_volume(settings, provider, nova, what):
     register_after(nova)
     server_id = place(req(), settings).instance.uuid
     store.Container.delete().execute()
     if what == "network":
         store.Network.create(id="n" * 64, project="p", name="app", daemon_name="app_p", instance=server_id)
-    else:
+    elif what == "volume":
         store.Volume.create(daemon_name="data_p", project="p", name="data", instance=server_id)
+    else:  # the only copy of a project's image (a public one, on every instance, holds nothing)
+        store.ImageRef.create(project="p", reference="app:1", daemon_ref="moorage/p-p/app:1", image_id="sha256:a")
+        store.ImagePresence.create(image_id="sha256:a", instance=server_id)
+        store.ImageRef.create(project="", reference="busybox:latest", daemon_ref="busybox:latest",
+                              image_id="sha256:b")
+        store.ImagePresence.create(image_id="sha256:b", instance=server_id)
     t0 = store.utcnow()
     idle = lambda inst: ""  # noqa: E731
     for step in (0, 30, 60):
@@ -342,6 +348,7 @@ def test_reaper_keeps_an_instance_holding_a_network_or_volume(settings, provider
     assert store.Instance.get_by_id(server_id).state == "up"
     store.Network.delete().execute()
     store.Volume.delete().execute()
+    store.ImageRef.delete().where(store.ImageRef.project == "p").execute()  # docker rmi app:1
     for step in (90, 120):
         pool.reap_once(settings, provider, now=t0 + dt.timedelta(seconds=step), check_daemon=idle)
     assert nova.deleted == [server_id]
