@@ -521,7 +521,9 @@ def sweep_orphans(settings, provider: Provider, now: _dt.datetime | None = None)
     known_members = {m.id for m in PoolMember.select(PoolMember.id)}
     store.release_connection()
     deleted = 0
-    for server in provider.owned_servers():
+    servers = provider.owned_servers()
+    forget_vanished(settings, provider, servers)
+    for server in servers:
         if server["id"] in known_servers or server.get("member") in known_members:
             continue
         created = server.get("created")
@@ -534,6 +536,37 @@ def sweep_orphans(settings, provider: Provider, now: _dt.datetime | None = None)
         except Exception as exc:  # noqa: BLE001
             log.warning("deleting orphan server %s failed: %s", server["id"], _one_line(exc))
     return deleted
+
+
+def forget_vanished(settings, provider: Provider, servers: list[dict]) -> int:
+    """Members whose server is no longer in Nova (deleted behind Moorage's back) and whose
+    agent has gone silent: what ran there went with the server, so its rows in the map go too
+    (containers and their execs, networks, volumes, image copies), freeing the project's
+    quota, and the instance leaves placement. Both signs are needed: a server missing from
+    one listing alone may be a listing's fault. Returns how many were forgotten."""
+    existing = {server["id"] for server in servers}
+    forgotten = 0
+    members = PoolMember.select().where((PoolMember.provider == provider.name)
+                                        & PoolMember.state.in_([ACTIVE, DRAINING]))
+    for member in list(members):
+        server_id = member.server_id
+        if not server_id or server_id in existing:
+            continue
+        instance = store.Instance.get_or_none(store.Instance.uuid == server_id)
+        if instance is not None and instances.is_live(instance, settings):
+            continue
+        with store.serialized(store.PLACEMENT_LOCK):
+            C = store.Container
+            on_it = C.select(C.id).where(C.instance == server_id)
+            store.Exec.delete().where(store.Exec.container.in_(on_it)).execute()
+            counts = {model.__name__.lower() + "s": model.delete().where(model.instance == server_id).execute()
+                      for model in (C, store.Network, store.Volume, store.ImagePresence)}
+            store.Instance.delete().where(store.Instance.uuid == server_id).execute()
+            PoolMember.delete().where(PoolMember.id == member.id).execute()
+        log.warning("server %s was deleted outside Moorage and its agent is silent: forgot it and what ran on "
+                    "it (%s)", server_id, ", ".join(f"{n} {kind}" for kind, n in counts.items()))
+        forgotten += 1
+    return forgotten
 
 
 _reaper = None

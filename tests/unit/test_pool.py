@@ -368,3 +368,20 @@ def test_publish_by_id_before_any_instance_runs(tmp_path, capsys):
     assert found is not None and found.public and found.image_id == image_id
     assert store.ImagePresence.select().count() == 0
     store.close()
+
+
+def test_a_server_deleted_behind_moorages_back_is_forgotten_once_its_agent_is_silent(settings, provider, nova):
+    register_after(nova)
+    placement = place(req("web"), settings)
+    server_id = placement.instance.uuid
+    scheduler.confirm(placement, "c" * 64, "web", "p", {})
+    store.Volume.create(daemon_name="data_p", project="p", name="data", instance=server_id)
+    nova.servers.by_id.pop(server_id)  # `openstack server delete` by someone else
+    pool.sweep_orphans(settings, provider)
+    assert store.Instance.get_or_none(store.Instance.uuid == server_id) is not None  # its agent still answers
+    store.Instance.update(last_heartbeat=store.utcnow() - dt.timedelta(hours=1)).execute()
+    pool.sweep_orphans(settings, provider)
+    assert store.Instance.get_or_none(store.Instance.uuid == server_id) is None
+    assert store.Container.select().count() == 0 and store.Volume.select().count() == 0
+    assert pool.PoolMember.select().count() == 0
+    assert not nova.deleted  # nothing left to delete
