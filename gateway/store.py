@@ -232,8 +232,15 @@ def _m4_images(db: peewee.Database) -> None:
     db.create_tables([ImageRef, ImagePresence], safe=True)
 
 
+def _m5_pool(db: peewee.Database) -> None:
+    """The instance pool's tables: pool_member, pool_lease (gateway/placement/pool.py)."""
+    from gateway.placement import pool
+
+    pool.migrate(db)
+
+
 MIGRATIONS: list[Callable[[peewee.Database], None]] = [
-    _m0_initial, _m1_networks_volumes, _m2_container_daemon_name, _m3_quotas, _m4_images,
+    _m0_initial, _m1_networks_volumes, _m2_container_daemon_name, _m3_quotas, _m4_images, _m5_pool,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -732,6 +732,23 @@ def _form_body(ctx: Context) -> bool:
     return media == "application/x-www-form-urlencoded" and bool(ctx.req.content_length or chunked)
 
 
+def _public_up_to_date(ctx: Context, ref: imagemap.Ref) -> None:
+    """A pull of a public image: the operator's copy is this cloud's version of it, already on
+    every instance, so the pull answers as dockerd answers a pull of an image that is up to
+    date (``docker pull busybox && docker run busybox`` in a pipeline works as anywhere)."""
+    tag = ref.tag or "latest"
+    lines = [{"status": f"Pulling from {ref.path}", "id": tag}]
+    status, info = call(ctx, home_instance(ctx), "GET", _path(ref.familiar(), "/json"))
+    digests = info.get("RepoDigests") if status == 200 and isinstance(info, dict) else None
+    digest = next((d.split("@", 1)[1] for d in digests or [] if "@" in d), None)
+    if digest:
+        lines.append({"status": f"Digest: {digest}"})
+    lines.append({"status": f"Status: Image is up to date for {ref.familiar()}"})
+    ctx.resp.status = 200
+    ctx.resp.content_type = "application/json"
+    ctx.resp.data = b"".join(json.dumps(line, separators=(",", ":")).encode() + b"\r\n" for line in lines)
+
+
 def create(ctx: Context) -> None:
     """POST /images/create: pull (fromImage) or, as dockerd decides, import (no fromImage)."""
     if _form_body(ctx):
@@ -762,8 +779,7 @@ def create(ctx: Context) -> None:
     real = ref.full_name + ref.suffix()
     if store.ImageRef.select().where((store.ImageRef.project == imagemap.PUBLIC) &
                                      (store.ImageRef.daemon_ref == ref.familiar())).exists():
-        raise DockerError(409, f"{ref.familiar()} is a public image of this cloud and is already available "
-                               f"to every project: use it as it is (docker run {ref.familiar()})")
+        return _public_up_to_date(ctx, ref)
     instance = home_instance(ctx)
     # A pull of a name the project holds replaces an image it counts already (or adds the
     # one the tag moved to: settled after the pull); any other pull may add one.

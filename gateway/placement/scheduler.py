@@ -70,10 +70,15 @@ def _usage() -> dict[str, int]:
     return {instance_uuid: count for instance_uuid, count in rows}
 
 
-def place(request: PlacementRequest, settings) -> Placement:
+def place(request: PlacementRequest, settings, when_full: Callable[[], None] | None = None) -> Placement | None:
     """Check the project's container quotas, choose an instance and reserve a slot on it,
     atomically: one transaction that no other placement interleaves with, in any worker or
-    replica (BEGIN IMMEDIATE on SQLite, an advisory lock on PostgreSQL)."""
+    replica (BEGIN IMMEDIATE on SQLite, an advisory lock on PostgreSQL).
+
+    ``when_full`` (the instance pool, gateway/placement/pool.py): when no instance has room
+    for an unpinned request that passed the name and quota checks, it runs inside this same
+    transaction instead of the 503 (the pool claims a slot on a booting instance), and place
+    returns None: "every instance is full" and "add one" are one decision."""
     strategy = STRATEGIES.get(settings.placement.get("strategy", "fill"), fill)
     default_capacity = int(settings.placement.get("capacity", 0) or 0)
     reservation_id = RESERVATION_PREFIX + _uuid.uuid4().hex
@@ -105,6 +110,9 @@ def place(request: PlacementRequest, settings) -> Placement:
                           if is_live(inst, settings) and inst.state == store.INSTANCE_UP
                           and has_room(inst, used, default_capacity)]
             if not candidates:
+                if when_full is not None:
+                    when_full()
+                    return None
                 if not any(is_live(inst, settings) for inst in instances):
                     raise DockerError(503, "no instance is available to run containers: no agent is registered "
                                            "and answering; ask the operator to check `moorage instances list`")
