@@ -114,9 +114,10 @@ def test_labelled_containers_the_map_lacks_are_adopted_at_the_next_heartbeat(sta
         stack.docker("rm", "-f", unique, direct=True)
 
 
-def test_published_ports_show_the_instance_address_they_are_reached_on(stack, unique):
+def test_published_ports_show_the_instance_address_they_are_reached_on(stack, policy, unique):
     """As Swarm classic did: `docker port`, `ps` and inspect give the instance's address for
     ports published on every address, and that address really serves the port."""
+    policy(f'"container:create:host_ip": "project_id:{stack.env["MOORAGE_PROJECT_alpha"]}"\n')  # 127.0.0.1::81
     instance = admin_json(stack, "instances", "list")[-1]
     address = instance["agent"].split("://", 1)[1].rsplit(":", 1)[0]
     ran = stack.docker("run", "-d", "--name", unique, "--label", f"org.openstack.nova.instance={instance['uuid']}",

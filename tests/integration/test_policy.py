@@ -1,32 +1,13 @@
 """Policy end to end: the real docker CLI against the gateway of a devstack stack, which reads
-DIR/policy.yaml (absent: every rule refused) and re-reads it when it changes."""
+DIR/policy.yaml (absent: every rule refused) and re-reads it when it changes (the ``policy``
+fixture, conftest.py)."""
 
 import os
 import subprocess
-import time
 
 import pytest
 
 DOCKERFILE = b"FROM busybox:latest\nRUN true\n"
-
-
-@pytest.fixture
-def policy(stack):
-    path = os.path.join(stack.dir, "policy.yaml")
-
-    def write(text: str) -> None:
-        with open(path, "w") as fh:
-            fh.write(text)
-        stamp = time.time() + 5 + write.count  # a fresh mtime even within one second
-        write.count += 1
-        os.utime(path, (stamp, stamp))
-
-    write.count = 0
-    if os.path.exists(path):
-        os.unlink(path)
-    yield write
-    if os.path.exists(path):
-        os.unlink(path)
 
 
 def daemon_containers(stack) -> set[str]:
@@ -132,7 +113,7 @@ def test_ports_the_daemon_chooses_are_published(stack, policy, unique):
                         "busybox:latest", "httpd", "-f", "-p", "80").returncode == 0
     try:
         ports = stack.docker("port", unique).stdout.decode()
-        assert "80/tcp -> 0.0.0.0:" in ports and "81/tcp -> 0.0.0.0:" in ports and ":18080" in ports, ports
+        assert "80/tcp -> " in ports and "81/tcp -> " in ports and ":18080" in ports, ports
     finally:
         stack.docker("rm", "-f", unique)
 
