@@ -91,6 +91,11 @@ RULES: dict[str, str] = {
                              "needs network:create:driver too",
     "network:create:driver_opts": "network driver options outside the harmless set (-o), such as "
                                   "com.docker.network.bridge.host_binding_ipv4",
+    "network:create:subnet": "a network's own addressing (--subnet, --ip-range, --gateway, --aux-address): a "
+                             "subnet that overlaps the instance's routes (its own network, 169.254.0.0/16) cuts "
+                             "the instance off",
+    "network:create:config_from": "config-only networks and networks made from one (--config-only, "
+                                  "--config-from), which name networks outside the project",
     "volume:create:host_bind": "local volumes whose driver options bind or mount an instance path, device or "
                                "network filesystem (docker volume create -o type=none -o o=bind -o device=/etc)",
 }
@@ -719,6 +724,16 @@ class Checker:
         if isinstance(ipam_driver, str) and ipam_driver.strip().lower() not in SAFE_IPAM_DRIVERS:
             req.require("network:create:driver", f"the IPAM driver {_short(ipam_driver, 60)} (--ipam-driver)",
                         "use the default IPAM driver")
+        addressing = ipam.get("Config") if ipam else None
+        if isinstance(addressing, list) and any(isinstance(entry, dict) and any(entry.values())
+                                                for entry in addressing):
+            req.require("network:create:subnet", "a network's own subnet, range, gateway or auxiliary addresses "
+                                                 "(--subnet, --ip-range, --gateway, --aux-address)",
+                        "leave the addressing to the daemon, which picks a free subnet")
+        if config.get("ConfigOnly") or config.get("ConfigFrom"):
+            req.require("network:create:config_from", "a config-only network or one made from it "
+                                                      "(--config-only, --config-from)",
+                        "give the network its settings directly")
         for key, value in (options.items() if isinstance(options, dict) else ()):
             key = str(key)
             shown = f"-o {_short(key, 60)}={_short(str(value), 40)}"

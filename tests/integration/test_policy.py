@@ -182,7 +182,8 @@ def daemon_networks(stack) -> set[str]:
     (["-o", "com.docker.network.bridge.name=docker0"], "network:create:bridge_name"),
     (["-o", "com.docker.network.bridge.host_binding_ipv4=127.0.0.1"], "network:create:driver_opts"),
     (["--ipam-driver", "nosuch"], "network:create:driver"),
-], ids=["driver", "bridge_name", "driver_opts", "ipam"])
+    (["--subnet", "169.254.0.0/16"], "network:create:subnet"),
+], ids=["driver", "bridge_name", "driver_opts", "ipam", "subnet"])
 def test_network_settings_that_reach_the_instance_are_refused(stack, policy, unique, flags, rule):
     before = daemon_networks(stack)
     result = stack.docker("network", "create", *flags, unique)
