@@ -3,6 +3,9 @@
 At start the agent registers (instance UUID, capacity, daemon version, its address) with the
 registration secret the operator gave it, and receives its own agent secret. It then
 heartbeats; a gateway that no longer knows it (401/404) makes it register again.
+
+An instance the gateway's pool booted (nova) registers instead with the one-time bootstrap
+secret from its user-data; the gateway answers with the instance's UUID (its server's).
 """
 
 from __future__ import annotations
@@ -75,9 +78,12 @@ def _post(url: str, payload: dict, headers: dict, method: str = "POST") -> tuple
 
 class Registrar:
     def __init__(self, gateway_url: str, registration_secret: str, uuid: str, agent_url: str,
-                 capacity: int, docker: Endpoint, on_secret, provider: str = "static"):
+                 capacity: int, docker: Endpoint, on_secret, provider: str = "static",
+                 bootstrap_secret: str = "", public_address: str = ""):
         self.gateway_url = gateway_url.rstrip("/")
         self.registration_secret = registration_secret
+        self.bootstrap_secret = bootstrap_secret
+        self.public_address = public_address
         self.uuid = uuid
         self.agent_url = agent_url
         self.capacity = capacity
@@ -93,11 +99,16 @@ class Registrar:
         except (UpstreamError, OSError, ValueError) as exc:
             log.warning("dockerd at %s not ready: %s", self.docker, exc)
             return False
+        if self.public_address:  # where clients reach published ports (gateway.instances.published_address)
+            facts["facts"]["PublicAddress"] = self.public_address
         payload = {"uuid": self.uuid, "agent_url": self.agent_url, "capacity": self.capacity,
                    "provider": self.provider, **facts}
+        if self.bootstrap_secret:
+            headers = {"X-Moorage-Bootstrap-Secret": self.bootstrap_secret}
+        else:
+            headers = {"X-Moorage-Registration-Secret": self.registration_secret}
         try:
-            status, body = _post(self.gateway_url + REGISTER_PATH, payload,
-                                 {"X-Moorage-Registration-Secret": self.registration_secret})
+            status, body = _post(self.gateway_url + REGISTER_PATH, payload, headers)
         except OSError as exc:
             log.warning("gateway %s unreachable: %s", self.gateway_url, exc)
             return False
@@ -105,6 +116,8 @@ class Registrar:
             log.error("registration refused (%s): %s", status, body.get("message"))
             return False
         self.secret = body["agent_secret"]
+        if self.bootstrap_secret and body.get("uuid"):
+            self.uuid = str(body["uuid"])  # the one-time secret is spent: keep what it bought
         self.interval = float(body.get("heartbeat_interval", self.interval))
         self.on_secret(self.secret)
         log.info("registered instance %s with %s", self.uuid, self.gateway_url)

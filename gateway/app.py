@@ -50,6 +50,10 @@ class Gateway:
         self.router = Router(routes)
         self.identity = make_provider(settings.identity)
         store.init(settings.database)
+        if name == "gateway":
+            from gateway.placement import pool
+
+            pool.start_reaper(settings)  # only acts when the pool can grow (nova)
         self._api_cache: tuple[float, str, str] | None = None
         app = falcon.App(media_type=falcon.MEDIA_JSON)
         # No Content-Type unless one is stated: dockerd sends none on empty answers (204, resize,

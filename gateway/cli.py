@@ -71,27 +71,57 @@ def cmd_agent(args) -> int:
     if args.registration_secret_file:
         with open(args.registration_secret_file) as fh:
             secret = fh.read().strip()
-    if not secret:
+    bootstrap = args.bootstrap_secret or ""
+    if args.bootstrap_secret_file:
+        with open(args.bootstrap_secret_file) as fh:
+            bootstrap = fh.read().strip()
+    if not secret and not bootstrap:
         print("moorage agent: a registration secret is required (--registration-secret or "
-              "MOORAGE_REGISTRATION_SECRET)", file=sys.stderr)
+              "MOORAGE_REGISTRATION_SECRET), or a bootstrap secret from the pool (--bootstrap-secret-file)",
+              file=sys.stderr)
+        return 2
+    if not args.uuid and not bootstrap:
+        print("moorage agent: --uuid is required (the Nova server ID) unless it registers with a "
+              "bootstrap secret", file=sys.stderr)
         return 2
     host, _, port = args.listen.rpartition(":")
     docker = Endpoint.parse(args.docker)
-    proxy = AgentProxy(docker, args.uuid)
+    proxy = AgentProxy(docker, args.uuid or "")
     serve((host or "0.0.0.0", int(port)), proxy)
     advertise = args.advertise or f"tcp://{host}:{port}"
     if args.state_dir:
         os.makedirs(args.state_dir, exist_ok=True)
 
+    registrar = None
+
     def on_secret(value: str) -> None:
         proxy.secret = value
+        uuid = registrar.uuid if registrar else args.uuid
+        if bootstrap:
+            proxy.instance_uuid = uuid
         if args.state_dir:
+            record = {"uuid": uuid, "gateway": args.gateway, "agent_url": advertise}
+            if bootstrap:  # the bootstrap secret is spent: a restart resumes with what it bought
+                record["agent_secret"] = value
             path = os.path.join(args.state_dir, "registered")
-            with open(path, "w") as fh:
-                json.dump({"uuid": args.uuid, "gateway": args.gateway, "agent_url": advertise}, fh)
+            fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                json.dump(record, fh)
+            os.replace(path + ".tmp", path)
 
-    registrar = Registrar(args.gateway, secret, args.uuid, advertise, args.capacity, docker, on_secret,
-                          provider=args.provider)
+    registrar = Registrar(args.gateway, secret, args.uuid or "", advertise, args.capacity, docker, on_secret,
+                          provider=args.provider, bootstrap_secret=bootstrap,
+                          public_address=args.public_address or "")
+    if bootstrap and args.state_dir:
+        try:
+            with open(os.path.join(args.state_dir, "registered")) as fh:
+                saved = json.load(fh)
+        except (OSError, ValueError):
+            saved = {}
+        if saved.get("agent_secret") and saved.get("uuid") and saved.get("gateway") == args.gateway:
+            registrar.uuid = proxy.instance_uuid = saved["uuid"]
+            registrar.secret = proxy.secret = saved["agent_secret"]
+            logging.getLogger("moorage.agent").info("resuming as instance %s (registered before)", saved["uuid"])
     gevent.spawn(registrar.run).join()
     return 0
 
@@ -244,6 +274,16 @@ def cmd_images(args) -> int:
             return 1
         print(f"{reference} is no longer public (the daemons keep it; projects that tagged it keep their tags)")
         return 0
+    if args.id:
+        # Instances that do not run yet (a pool that boots them, as nova does) will hold it:
+        # record it without asking the daemons; each serves its own copy of the reference.
+        image_id = imagemap.full_id(args.id)
+        if image_id is None:
+            print(f"moorage: --id {args.id}: not a full image ID (sha256:<64 hex digits>)", file=sys.stderr)
+            return 2
+        imagemap.record(imagemap.PUBLIC, reference, image_id)
+        print(f"{reference} is public: every project can see and use it (recorded as {image_id[7:19]})")
+        return 0
     found = 0
     for instance in instances.live_instances(settings, fresh=True):
         try:
@@ -298,10 +338,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gateway", required=True, help="the gateway's URL, as reachable from this instance")
     p.add_argument("--registration-secret")
     p.add_argument("--registration-secret-file")
+    p.add_argument("--bootstrap-secret", help=argparse.SUPPRESS)
+    p.add_argument("--bootstrap-secret-file",
+                   help="a one-time secret from the gateway's pool (user-data): register with it instead")
     p.add_argument("--docker", default="unix:///var/run/docker.sock", help="the local dockerd endpoint")
     p.add_argument("--listen", default="0.0.0.0:2376", help="HOST:PORT to serve the gateway on")
     p.add_argument("--advertise", help="the URL the gateway should use (default: tcp://LISTEN)")
-    p.add_argument("--uuid", required=True, help="this instance's UUID (the Nova server ID)")
+    p.add_argument("--public-address", help="the address clients reach this instance's published ports on "
+                                            "(default: the host of --advertise)")
+    p.add_argument("--uuid", help="this instance's UUID (the Nova server ID); with a bootstrap secret, "
+                   "the gateway tells it")
     p.add_argument("--capacity", type=int, default=0, help="containers this instance holds (0: no limit)")
     p.add_argument("--provider", default="static")
     p.add_argument("--state-dir")
@@ -333,6 +379,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("images", help="public base images, visible to every project")
     p.add_argument("action", choices=["publish", "unpublish", "list"])
     p.add_argument("reference", nargs="?", help="an image name on the daemons, e.g. busybox:latest")
+    p.add_argument("--id", help="publish: record this image ID without asking the daemons (the image "
+                   "instances a pool boots later will hold)")
     p.add_argument("--format", choices=["table", "json"], default="table")
     p.set_defaults(func=cmd_images)
 

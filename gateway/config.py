@@ -16,8 +16,13 @@
     [placement]
     strategy = "fill"                 # or "spread"
     capacity = 0                      # default containers per instance; 0 = no limit
+    provider = "local"                # the instance pool: "local", "static" or "nova"
+    pool_id = "moorage"               # nova: the mark on the servers this gateway boots
+    reap_interval = 2                 # nova: seconds between passes of the empty-instance reaper
+    [nova]                            # provider = "nova": see gateway/placement/nova.py
     [policy]
     file = "/etc/moorage/policy.yaml" # oslo.policy rules (docs/policy.md); none or absent: all refused
+    reserved_ports = [9100]           # host ports no container publishes (the agents' always are)
     [limits]                          # resource defaults/maxima, input bounds (gateway/tenancy/limits.py)
     default_memory = "1g"; max_memory = "8g"; default_cpus = 1; max_cpus = 4
     [quotas]                          # per-project defaults; a key left out = unlimited;
@@ -55,6 +60,7 @@ class Settings:
     policy: dict = field(default_factory=dict)
     limits: dict = field(default_factory=dict)
     quotas: dict = field(default_factory=dict)  # raw [quotas]; gateway.tenancy.quotas parses it
+    nova: dict = field(default_factory=dict)
     source: str = ""
 
     @property
@@ -71,7 +77,7 @@ def load(path: str | None) -> Settings:
             data = tomllib.load(fh)
         gateway = data.get("gateway", {})
         for key, value in gateway.items():
-            if hasattr(settings, key) and key not in ("identity", "placement", "policy", "limits", "quotas"):
+            if hasattr(settings, key) and key not in ("identity", "placement", "policy", "limits", "quotas", "nova"):
                 setattr(settings, key, value)
         if isinstance(settings.bind, str):
             settings.bind = [settings.bind]
@@ -80,6 +86,7 @@ def load(path: str | None) -> Settings:
         settings.policy = dict(data.get("policy", {}))
         settings.limits = dict(data.get("limits", {}))
         settings.quotas = dict(data.get("quotas", {}))
+        settings.nova = dict(data.get("nova", {}))
         settings.source = path
     if os.environ.get("MOORAGE_DB"):
         settings.database = os.environ["MOORAGE_DB"]

@@ -12,6 +12,7 @@ import hmac
 import json
 import secrets
 import time
+from urllib.parse import urlsplit
 
 import falcon
 import peewee
@@ -80,6 +81,11 @@ def _apply_facts(instance: store.Instance, data: dict) -> None:
 
 
 def register(req: falcon.Request, resp: falcon.Response, settings) -> None:
+    bootstrap = req.get_header("X-Moorage-Bootstrap-Secret")
+    if bootstrap:  # an instance the pool booted (gateway/placement/pool.py)
+        from gateway.placement import pool
+
+        return pool.register_bootstrapped(req, resp, settings, bootstrap)
     presented = req.get_header("X-Moorage-Registration-Secret") or ""
     expected = settings.registration_secret
     if not expected or not hmac.compare_digest(presented.encode(), expected.encode()):
@@ -170,3 +176,23 @@ def reconcile(instance: store.Instance, on_daemon: list[dict]) -> dict[str, int]
                      daemon_name=daemon_name if tenant_name == daemon_name else None, instance=instance.uuid,
                      labels=c.get("labels") or None).on_conflict_ignore().execute()
     return {"dropped": len(gone), "adopted": len(adopted)}
+
+
+def published_address(instance: store.Instance) -> str:
+    """The address clients reach an instance's published ports on: what its agent was told
+    (``moorage agent --public-address``), else the host the gateway reaches its agent at."""
+    facts = instance.facts if isinstance(instance.facts, dict) else {}
+    return str(facts.get("PublicAddress") or urlsplit(instance.agent_url).hostname or "")
+
+
+def publish_bindings(bindings, address: str, key: str):
+    """A container's port bindings (inspect's ``[{"HostIp", "HostPort"}]`` with key "HostIp"
+    for one port, or ps's ``Ports`` with key "IP") with "every address" of the published
+    address's family replaced by that address, as Swarm classic showed them: ``docker port``
+    and ``docker ps`` then print where the port is reached. The other family's binding stays
+    as dockerd reports it (one line each, as dockerd prints them)."""
+    if not address or not isinstance(bindings, list):
+        return bindings
+    any_address = ("::",) if ":" in address else ("0.0.0.0", "")
+    return [{**binding, key: address} if isinstance(binding, dict) and binding.get(key) in any_address
+            else binding for binding in bindings]

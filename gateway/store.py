@@ -240,8 +240,15 @@ def _m4_images(db: peewee.Database) -> None:
     db.create_tables([ImageRef, ImagePresence], safe=True)
 
 
-# Placement at scale (issue 5's benchmark: 10,000 instances, 1,000,000 containers). Unnumbered:
-# another branch adds _m5; this one goes after it.
+def _m5_pool(db: peewee.Database) -> None:
+    """The instance pool's tables: pool_member, pool_lease (gateway/placement/pool.py)."""
+    from gateway.placement import pool
+
+    pool.migrate(db)
+
+
+# Placement at scale (issue 5's benchmark: 10,000 instances, 1,000,000 containers). Unnumbered
+# (it was written beside _m5_pool); it comes after it.
 _COUNT_TRIGGERS = ("container_count_insert", "container_count_delete", "container_count_move")
 
 
@@ -305,7 +312,8 @@ def _m_placement_usage(db: peewee.Database) -> None:
 
 
 MIGRATIONS: list[Callable[[peewee.Database], None]] = [
-    _m0_initial, _m1_networks_volumes, _m2_container_daemon_name, _m3_quotas, _m4_images, _m_placement_usage,
+    _m0_initial, _m1_networks_volumes, _m2_container_daemon_name, _m3_quotas, _m4_images, _m5_pool,
+    _m_placement_usage,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

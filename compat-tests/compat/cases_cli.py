@@ -121,10 +121,15 @@ def _run_exit(ctx, d):
 
 @cli_case("cli.run.publish", ("ContainerCreate", "ContainerInspect"))
 def _run_publish(ctx, d):
-    d(*RUN_D, "--name", "{n}", "-p", "0:80", "-p", "127.0.0.1::81/udp", "busybox", "httpd", "-f", "-p", "80")
+    d(*RUN_D, "--name", "{n}", "-p", "0:80", "-p", "81/udp", "busybox", "httpd", "-f", "-p", "80")
     d("port", "{n}")
     d("inspect", "--format", "{{json .HostConfig.PortBindings}}", "{n}")
     d("ps", "--filter", "name={n}", "--format", "{{.Ports}}")
+
+
+@cli_case("cli.run.publish-host-ip", ("ContainerCreate",), divergence="policy")
+def _run_publish_host_ip(ctx, d):
+    d(*RUN_D, "--name", "{n}", "-p", "127.0.0.1::81/udp", "busybox", "httpd", "-f", "-p", "80")
 
 
 @cli_case("cli.run.restart", ("ContainerCreate", "ContainerInspect"))

@@ -927,7 +927,9 @@ def build(ctx: Ctx, query: dict, files: dict | None = None, keep_lines=True):
     resp = ctx.http("POST", "/build", query, body=build_ctx(ctx.prefix, files), content_type="application/x-tar", timeout=90)
     out = ctx.obs(resp, "lines")
     # step IDs and "Using cache" depend on what ran before: keep the shape of the dialogue
-    out["body"] = [_build_line(x) for x in out["body"]]
+    # (an error answer is one message, kept whole)
+    if isinstance(out["body"], list):
+        out["body"] = [_build_line(x) for x in out["body"]]
     return out
 
 
@@ -1000,7 +1002,7 @@ def import_case(ctx: Ctx, src: str):
 
 register("http.ImageCreate.import", lambda ctx: import_case(ctx, "-"), "ImageCreate", timeout=90)
 register("http.ImageCreate.import-url-unreachable", lambda ctx: import_case(ctx, "http://127.0.0.1:1/x.tar"),
-         "ImageCreate", timeout=90)
+         "ImageCreate", timeout=90, divergence="policy")
 
 
 _LAYER_STATUS = re.compile(r"^(Pushed|Layer already exists|Mounted from \S+|Pull complete|Already exists|Preparing|"
@@ -1115,7 +1117,7 @@ req("http.NetworkCreate.duplicate", "NetworkCreate", s_network, "POST", "/networ
 req("http.NetworkCreate.predefined", "NetworkCreate", s_none, "POST", "/networks/create",
     json_body={"Name": "host", "CheckDuplicate": True})
 req("http.NetworkCreate.bad-driver", "NetworkCreate", s_none, "POST", "/networks/create",
-    json_body={"Name": "{prefix}-n", "Driver": "nosuchdriver"}, timeout=90)
+    json_body={"Name": "{prefix}-n", "Driver": "nosuchdriver"}, timeout=90, divergence="policy")
 req("http.NetworkInspect.ok", "NetworkInspect", s_net_connected, "GET", "/networks/{net}")
 req("http.NetworkInspect.verbose", "NetworkInspect", s_network, "GET", "/networks/{net}", {"verbose": "1"})
 req("http.NetworkInspect.404", "NetworkInspect", s_missing, "GET", "/networks/{name}")

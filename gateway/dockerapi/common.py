@@ -152,11 +152,9 @@ def hide_project_label(labels: dict | None, ctx: Context | None = None) -> None:
 def new_object_instance(ctx: Context) -> store.Instance:
     """Where a new network or volume goes: where the scheduler would put the next container
     (its containers are then placed with it). The slot is only asked about, not kept."""
-    from gateway.placement import PlacementRequest, place, release
+    from gateway.placement import PlacementRequest, place
 
-    placement = place(PlacementRequest(ctx.project, "", {}), ctx.settings)
-    release(placement)
-    return placement.instance
+    return place(PlacementRequest(ctx.project, "", {}, probe=True), ctx.settings).instance
 
 
 def names_stripped(chunks, project: str):

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from urllib.parse import urlencode
 
+from gateway import instances, store
 from gateway import resolve as resolve_
-from gateway import store
 from gateway.context import Context
 from gateway.dockerapi import images as images_
-from gateway.dockerapi import volumes
+from gateway.dockerapi import networks, volumes
 from gateway.dockerapi.common import (
     every_instance,
     hide_project_label,
@@ -55,18 +55,45 @@ def list_(ctx: Context) -> None:
         return
     query = with_query(ctx, filters=filters)
     merged = []
-    for _, payload in every_instance(ctx, "GET", "/containers/json", query):
+    origin: dict[str, str] = {}  # container ID -> instance, for ordering within a second
+    for instance, payload in every_instance(ctx, "GET", "/containers/json", query):
+        address = instances.published_address(instance)
         for container in payload:
+            origin[container.get("Id")] = instance.uuid
+            container["Ports"] = instances.publish_bindings(container.get("Ports"), address, "IP")
             hide_project_label(container.get("Labels"), ctx)
+            scope.show_default_bridge(ctx.project, container)
             container["Image"] = images_.tenant_image_name(ctx.project, container.get("Image"))
         merged.extend(payload)  # names: stripped once, on the encoded answer (names_of)
-    # As dockerd lists them: newest first.
-    # (a stable sort: within one second, each daemon's own order stands)
+    # As dockerd lists them: newest first. "Created" is in whole seconds: within one second
+    # each daemon's own order stands (a stable sort), and containers of different instances
+    # created in the same second are ordered by the map's finer creation time.
     merged.sort(key=lambda c: c.get("Created", 0), reverse=True)
+    _order_same_second(merged, origin)
     limit = ctx.query("limit")
     if limit and limit.lstrip("-").isdigit() and int(limit) > 0:
         merged = merged[: int(limit)]
     ctx.answer_json(merged, names_of=ctx.project)
+
+
+def _order_same_second(merged: list[dict], origin: dict[str, str]) -> None:
+    """Reorder, in place, runs of containers of several instances that share a "Created"
+    second (newest first, by the map's creation times)."""
+    start = 0
+    while start < len(merged):
+        end = start
+        while end + 1 < len(merged) and merged[end + 1].get("Created") == merged[start].get("Created"):
+            end += 1
+        if end > start and len({origin.get(c.get("Id")) for c in merged[start:end + 1]}) > 1:
+            run = merged[start:end + 1]
+            ids = [c.get("Id") for c in run]
+            C = store.Container
+            created = {row.id: row.created_at for row in
+                       C.select(C.id, C.created_at).where(C.id.in_(ids))}
+            if len(created) == len(run):
+                run.sort(key=lambda c: created[c["Id"]], reverse=True)
+                merged[start:end + 1] = run
+        start = end + 1
 
 
 def create(ctx: Context) -> None:
@@ -100,9 +127,14 @@ def create(ctx: Context) -> None:
     try:
         for tenant_volume, daemon_volume in needs.volumes.items():
             _make_volume(ctx, placement.instance, tenant_volume, daemon_volume)
+        if needs.default_bridge:
+            bridge = networks.ensure_default_bridge(ctx, placement.instance, ctx.project)
         body["Image"] = images_.container_image(ctx, placement.instance, body.get("Image"))
-        status, payload = call(ctx, placement.instance, "POST", "/containers/create",
-                               query=with_query(ctx, name=names.to_daemon(ctx.project, name) or None), body=body)
+        query = with_query(ctx, name=names.to_daemon(ctx.project, name) or None)
+        status, payload = call(ctx, placement.instance, "POST", "/containers/create", query=query, body=body)
+        if status == 404 and needs.default_bridge and bridge in str(payload.get("message", "")):
+            networks.ensure_default_bridge(ctx, placement.instance, ctx.project, again=True)
+            status, payload = call(ctx, placement.instance, "POST", "/containers/create", query=query, body=body)
         raise_for(status, payload)
         container_id = payload["Id"]
         if not name:
@@ -177,6 +209,12 @@ def inspect(ctx: Context) -> None:
         resolve_.forget_container(container.id)
     raise_for(status, payload)
     hide_project_label((payload.get("Config") or {}).get("Labels"))
+    ports = (payload.get("NetworkSettings") or {}).get("Ports")
+    if isinstance(ports, dict):
+        address = instances.published_address(container.instance)
+        for port, bindings in ports.items():
+            ports[port] = instances.publish_bindings(bindings, address, "HostIp")
+    scope.show_default_bridge(ctx.project, payload)
     payload = scope.strip_names(ctx.project, payload)
     scope.hide_added_aliases(payload)
     images_.container_view(ctx.project, payload)

@@ -32,6 +32,7 @@ class EventJudge:
         self.project = project
         self.all_projects = all_projects
         self.suffix = names.suffix(project)
+        self.default_bridge = scope.default_bridge(project)
         self._containers: dict[str, bool] = {}
 
     def _mine_container(self, container_id: str) -> bool:
@@ -50,7 +51,10 @@ class EventJudge:
         if kind == "container":
             return attributes.get(PROJECT_LABEL) == self.project
         if kind == "network":
-            if str(attributes.get("name", "")).endswith(self.suffix):
+            name = str(attributes.get("name", ""))
+            if name == self.default_bridge and event.get("Action") in ("create", "destroy"):
+                return False  # made on demand by Moorage (tenancy.scope.default_bridge), not by the tenant
+            if name.endswith(self.suffix):
                 return True
             container = attributes.get("container")
             return bool(container) and self._mine_container(container)

@@ -23,7 +23,10 @@ def create(ctx: Context) -> None:
     raw = upstream.read()
     if upstream.status == 201:
         exec_id = json.loads(raw)["Id"]
-        store.Exec.insert(id=exec_id, container=container.id, project=ctx.project).on_conflict_replace().execute()
+        E = store.Exec
+        row = {E.container: container.id, E.project: ctx.project}
+        # An upsert SQLite and PostgreSQL both speak (PostgreSQL has no INSERT OR REPLACE).
+        E.insert({E.id: exec_id, **row}).on_conflict(conflict_target=[E.id], update=row).execute()
     ctx.resp.status = upstream.status
     ctx.resp.content_type = upstream.header("Content-Type") or "application/json"
     ctx.resp.data = names.text_to_tenant(ctx.project, raw.decode("utf-8", "replace")).encode() \

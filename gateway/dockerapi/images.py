@@ -216,24 +216,37 @@ def _rewrite_block(data: bytes, project: str, replace, observe) -> bytes:
 
 
 def _respond_rewritten(ctx: Context, instance, upstream, replace: dict[str, str] | None = None,
-                       observe=None, finish=None) -> None:
-    """The daemon's answer, streamed, with daemon names (and decoys) rewritten back."""
-    check_agent(instance, upstream)
+                       observe=None, finish=None, always=None) -> None:
+    """The daemon's answer, streamed, with daemon names (and decoys) rewritten back.
+
+    ``finish()`` runs once the daemon's answer has been passed on whole (what it returns is a
+    last line for the client); ``always()`` runs after that, or when the client goes away
+    first, or the agent failed: what a request holds (a lock, a quota reservation) is let go."""
+    try:
+        check_agent(instance, upstream)
+    except BaseException:
+        if always:
+            always()
+        raise
     resp = ctx.resp
     resp.status = upstream.status
     for name, value in upstream.headers:
         if name.lower() == "content-type":
             resp.content_type = value
     if not upstream.has_body:
-        upstream.close()
-        if finish:
-            finish()
+        try:
+            upstream.close()
+            if finish:
+                finish()
+        finally:
+            if always:
+                always()
         return
     stream = _rewrite_lines(upstream.iter_body(), ctx.project, replace, observe)
 
     def body():
-        yield b""
         try:
+            yield b""
             yield from stream
             if finish:
                 extra = finish()
@@ -241,6 +254,8 @@ def _respond_rewritten(ctx: Context, instance, upstream, replace: dict[str, str]
                     yield extra
         finally:
             upstream.close()
+            if always:
+                always()
     resp.stream = body()
 
 
@@ -455,17 +470,31 @@ def tag(ctx: Context) -> None:
     reference = target.familiar()
     daemon = imagemap.daemon_ref(ctx.project, target)
     instance = _need_holder(ctx, found)
-    if daemon and "@" not in daemon:
-        d_repo, d_tag = _split(daemon)
-        status, payload = call(ctx, instance, "POST", _path(found.image_id, "/tag"),
-                               query=urlencode({"repo": d_repo, "tag": d_tag}))
-        if status >= 400:
-            message = payload.get("message", "") if isinstance(payload, dict) else str(payload)
-            raise DockerError(status, imagemap.rewrite_text(ctx.project, message) or "tagging failed")
-    for other in instances.live_instances(ctx.settings):
-        if other.uuid != instance.uuid and other.uuid in imagemap.holders(found.image_id):
-            _tag_on(ctx, other, found.image_id, daemon)
-    imagemap.record(ctx.project, reference, found.image_id, instance)
+    # A new name for an image the project holds adds none; for one it does not (a public
+    # image's) it adds one.
+    slot = _ImageSlot(ctx, needed=not _holds(ctx.project, found.image_id))
+    tagged = []
+    try:
+        if daemon and "@" not in daemon:
+            d_repo, d_tag = _split(daemon)
+            status, payload = call(ctx, instance, "POST", _path(found.image_id, "/tag"),
+                                   query=urlencode({"repo": d_repo, "tag": d_tag}))
+            if status >= 400:
+                message = payload.get("message", "") if isinstance(payload, dict) else str(payload)
+                raise DockerError(status, imagemap.rewrite_text(ctx.project, message) or "tagging failed")
+            tagged.append(instance)
+        for other in instances.live_instances(ctx.settings):
+            if other.uuid != instance.uuid and other.uuid in imagemap.holders(found.image_id):
+                _tag_on(ctx, other, found.image_id, daemon)
+                tagged.append(other)
+        try:
+            slot.settle([found.image_id], lambda: imagemap.record(ctx.project, reference, found.image_id, instance))
+        except DockerError:
+            for where in tagged:
+                _discard(ctx, where, found.image_id, [daemon])
+            raise
+    finally:
+        slot.release()
     ctx.resp.status = 201
 
 
@@ -695,15 +724,45 @@ def _error_line(message: str) -> bytes:
     return json.dumps({"errorDetail": {"message": message}, "error": message}).encode() + b"\n"
 
 
+def _form_body(ctx: Context) -> bool:
+    """A body dockerd would read parameters from (Go's ParseForm: a form body's values take
+    precedence over the query's), which the gateway does not read."""
+    media = (ctx.req.content_type or "").split(";")[0].strip().lower()
+    chunked = "chunked" in (ctx.req.get_header("Transfer-Encoding") or "").lower()
+    return media == "application/x-www-form-urlencoded" and bool(ctx.req.content_length or chunked)
+
+
+def _public_up_to_date(ctx: Context, ref: imagemap.Ref) -> None:
+    """A pull of a public image: the operator's copy is this cloud's version of it, already on
+    every instance, so the pull answers as dockerd answers a pull of an image that is up to
+    date (``docker pull busybox && docker run busybox`` in a pipeline works as anywhere)."""
+    tag = ref.tag or "latest"
+    lines = [{"status": f"Pulling from {ref.path}", "id": tag}]
+    status, info = call(ctx, home_instance(ctx), "GET", _path(ref.familiar(), "/json"))
+    digests = info.get("RepoDigests") if status == 200 and isinstance(info, dict) else None
+    digest = next((d.split("@", 1)[1] for d in digests or [] if "@" in d), None)
+    if digest:
+        lines.append({"status": f"Digest: {digest}"})
+    lines.append({"status": f"Status: Image is up to date for {ref.familiar()}"})
+    ctx.resp.status = 200
+    ctx.resp.content_type = "application/json"
+    ctx.resp.data = b"".join(json.dumps(line, separators=(",", ":")).encode() + b"\r\n" for line in lines)
+
+
 def create(ctx: Context) -> None:
-    """POST /images/create: pull (fromImage) or import (fromSrc)."""
-    _images_quota(ctx)
-    if ctx.query("fromSrc") is not None:
-        return _import(ctx)
-    from_image = ctx.query("fromImage") or ""
+    """POST /images/create: pull (fromImage) or, as dockerd decides, import (no fromImage)."""
+    if _form_body(ctx):
+        raise DockerError(400, "image create parameters must be sent in the query, and an image to import as a "
+                               "tar archive (Content-Type application/x-tar), not as a form")
+    # As dockerd reads the query: the first value of each key; no fromImage is an import.
+    pairs = parse_qsl(ctx.req.query_string, keep_blank_values=True)
+    from_image = _first(pairs, "fromImage")
     if not from_image:
-        return to_home(ctx)  # dockerd's own answer
-    tag_ = ctx.query("tag") or ""
+        sources = [v for k, v in pairs if k == "fromSrc"]
+        if any(sources):
+            return _import(ctx, sources)
+        return to_home(ctx)  # dockerd's own answer (an import from the URL "http://", which fails)
+    tag_ = _first(pairs, "tag")
     typed = from_image
     if tag_:
         typed += ("@" if ":" in tag_ and tag_.split(":")[0] in ("sha256", "sha512") else ":") + tag_
@@ -720,15 +779,26 @@ def create(ctx: Context) -> None:
     real = ref.full_name + ref.suffix()
     if store.ImageRef.select().where((store.ImageRef.project == imagemap.PUBLIC) &
                                      (store.ImageRef.daemon_ref == ref.familiar())).exists():
-        raise DockerError(409, f"{ref.familiar()} is a public image of this cloud and is already available "
-                               f"to every project: use it as it is (docker run {ref.familiar()})")
+        return _public_up_to_date(ctx, ref)
     instance = home_instance(ctx)
+    # A pull of a name the project holds replaces an image it counts already (or adds the
+    # one the tag moved to: settled after the pull); any other pull may add one.
+    held = store.ImageRef.select().where((store.ImageRef.project == ctx.project)
+                                         & (store.ImageRef.reference == ref.familiar())).exists()
+    slot = _ImageSlot(ctx, needed=not held)
     lock = _lock(instance, real)
-    lock.acquire()
+    held_lock = [lock.acquire()]
+
+    def let_go():
+        slot.release()
+        if held_lock:
+            held_lock.pop()
+            lock.release()
+
     try:
         upstream = send(ctx, instance)
     except BaseException:
-        lock.release()
+        let_go()
         raise
     failed = []
 
@@ -737,45 +807,59 @@ def create(ctx: Context) -> None:
             failed.append(obj["error"])
 
     def finish() -> bytes | None:
-        try:
-            if failed:
-                return None
-            status, info = call(ctx, instance, "GET", _path(real, "/json"))
-            if status != 200:
-                return _error_line(f"the pulled image could not be found on instance {instance.uuid}")
-            image_id = info["Id"]
-            daemon = imagemap.daemon_ref(ctx.project, ref)
-            if ref.digest:
-                imagemap.record(ctx.project, ref.familiar(), image_id, instance, daemon=real)
-                return None
+        if failed:
+            return None
+        status, info = call(ctx, instance, "GET", _path(real, "/json"))
+        if status != 200:
+            return _error_line(f"the pulled image could not be found on instance {instance.uuid}")
+        image_id = info["Id"]
+        daemon = real if ref.digest else imagemap.daemon_ref(ctx.project, ref)
+        if not ref.digest:
             if _tag_on(ctx, instance, image_id, daemon) >= 400:
                 return _error_line(f"tagging the pulled image on instance {instance.uuid} failed")
             call(ctx, instance, "DELETE", _path(real), query="noprune=1")
-            imagemap.record(ctx.project, ref.familiar(), image_id, instance)
-            return None
-        finally:
-            lock.release()
+
+        def record():
+            imagemap.record(ctx.project, ref.familiar(), image_id, instance, daemon=real if ref.digest else None)
+
+        try:
+            slot.settle([image_id], record)
+        except DockerError as exc:
+            _discard(ctx, instance, image_id, [daemon])
+            return _error_line(exc.message)
+        return None
 
     if upstream.status != 200:
-        lock.release()
-        _respond_rewritten(ctx, instance, upstream)
+        _respond_rewritten(ctx, instance, upstream, always=let_go)
         return
-    _respond_rewritten(ctx, instance, upstream, observe=observe, finish=finish)
+    _respond_rewritten(ctx, instance, upstream, observe=observe, finish=finish, always=let_go)
 
 
-def _import(ctx: Context) -> None:
+def _first(pairs: list[tuple[str, str]], key: str) -> str:
+    return next((v for k, v in pairs if k == key), "")
+
+
+def _import(ctx: Context, sources: list[str]) -> None:
+    for source in sources:
+        policy.image_import(ctx, source)  # anything but "-" (the body) is a URL the instance fetches
     repo, tag_ = ctx.query("repo") or "", ctx.query("tag") or ""
-    reference, query = "", ctx.req.query_string
+    reference, query, daemon = "", ctx.req.query_string, ""
     if repo:
         try:
             ref = imagemap.parse(f"{repo}:{tag_}" if tag_ and ":" not in repo.rsplit("/", 1)[-1] else repo)
         except imagemap.ReferenceError_:
             return to_home(ctx)
         reference = ref.familiar()
-        drepo, dtag = _split(imagemap.daemon_ref(ctx.project, ref))
+        daemon = imagemap.daemon_ref(ctx.project, ref)
+        drepo, dtag = _split(daemon)
         query = with_query(ctx, repo=drepo, tag=dtag)
     instance = home_instance(ctx)
-    upstream = send(ctx, instance, query=query)
+    slot = _ImageSlot(ctx)
+    try:
+        upstream = send(ctx, instance, query=query)
+    except BaseException:
+        slot.release()
+        raise
     ids = []
 
     def observe(obj):
@@ -784,13 +868,21 @@ def _import(ctx: Context) -> None:
             ids.append(status)
 
     def finish():
-        if ids:
-            imagemap.record(ctx.project, reference, ids[-1], instance)
+        if not ids:
+            return None
+        try:
+            slot.settle([ids[-1]], lambda: imagemap.record(ctx.project, reference, ids[-1], instance))
+        except DockerError as exc:
+            _discard(ctx, instance, ids[-1], [daemon])
+            return _error_line(exc.message)
+        return None
 
-    _respond_rewritten(ctx, instance, upstream, observe=observe, finish=finish)
+    _respond_rewritten(ctx, instance, upstream, observe=observe, finish=finish, always=slot.release)
 
 
 def push(ctx: Context) -> None:
+    if _form_body(ctx):
+        raise DockerError(400, "push parameters must be sent in the query, not as a form")
     name, tag_ = ctx.params["name"], ctx.query("tag") or ""
     try:
         repo = imagemap.parse(name)
@@ -841,7 +933,7 @@ def push(ctx: Context) -> None:
     except BaseException:
         cleanup()
         raise
-    _respond_rewritten(ctx, instance, upstream, finish=cleanup)
+    _respond_rewritten(ctx, instance, upstream, always=cleanup)
 
 
 # -- build, load, commit -----------------------------------------------------------------------
@@ -884,9 +976,9 @@ def _from_rewriter(ctx: Context, instance: store.Instance, stages: set[str]):
 
 
 def build(ctx: Context) -> None:
-    policy.build(ctx)  # the query's settings; the context streams through unread
-    _images_quota(ctx)
-    pairs = parse_qsl(ctx.req.query_string, keep_blank_values=True)
+    # The query's settings (the context streams through unread), its resource limits given
+    # the project's defaults.
+    pairs = policy.build(ctx)
     tags, out = [], []
     for key, value in pairs:
         if key == "networkmode" and value.startswith("container:"):
@@ -917,12 +1009,17 @@ def build(ctx: Context) -> None:
             out.append((key, value))
     instance = home_instance(ctx)
     dockerfile = ctx.query("dockerfile") or "Dockerfile"
-    body, length = _client_body(ctx)
-    if body is not None and "://" not in (ctx.query("remote") or ""):
-        edit = _from_rewriter(ctx, instance, set())
-        body = _build_context(body, dockerfile, edit)
-        length = None
-    upstream = send(ctx, instance, query=urlencode(out), body=body if body is not None else b"")
+    slot = _ImageSlot(ctx)
+    try:
+        body, length = _client_body(ctx)
+        if body is not None and "://" not in (ctx.query("remote") or ""):
+            edit = _from_rewriter(ctx, instance, set())
+            body = _build_context(body, dockerfile, edit)
+            length = None
+        upstream = send(ctx, instance, query=urlencode(out), body=body if body is not None else b"")
+    except BaseException:
+        slot.release()
+        raise
     ids: list[str] = []
 
     def observe(obj):
@@ -949,12 +1046,20 @@ def build(ctx: Context) -> None:
             if status != 200:
                 return None
             image_id = info["Id"]
-        for reference in tags or [""]:
-            imagemap.record(ctx.project, reference, image_id, instance)
+
+        def record():
+            for reference in tags or [""]:
+                imagemap.record(ctx.project, reference, image_id, instance)
+
+        try:
+            slot.settle([image_id], record)
+        except DockerError as exc:
+            _discard(ctx, instance, image_id, [imagemap.daemon_ref(ctx.project, t) for t in tags])
+            return _error_line(exc.message)
         return None
 
     del length
-    _respond_rewritten(ctx, instance, upstream, observe=observe, finish=finish)
+    _respond_rewritten(ctx, instance, upstream, observe=observe, finish=finish, always=slot.release)
 
 
 _COMPRESSED = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ", b"(\xb5/\xfd")
@@ -1027,13 +1132,17 @@ def _to_daemon_repo(project: str, repo: str) -> str:
 
 
 def load(ctx: Context) -> None:
-    _images_quota(ctx)
     instance = home_instance(ctx)
-    body, _ = _client_body(ctx)
-    if body is not None:
-        wanted, edit = _load_rewriter(ctx.project)
-        body = tarstream.rewrite(body, wanted, edit)
-    upstream = send(ctx, instance, body=body if body is not None else b"")
+    slot = _ImageSlot(ctx)
+    try:
+        body, _ = _client_body(ctx)
+        if body is not None:
+            wanted, edit = _load_rewriter(ctx.project)
+            body = tarstream.rewrite(body, wanted, edit)
+        upstream = send(ctx, instance, body=body if body is not None else b"")
+    except BaseException:
+        slot.release()
+        raise
     loaded: list[str] = []
 
     def observe(obj):
@@ -1045,9 +1154,10 @@ def load(ctx: Context) -> None:
                 loaded.append(stream[len("Loaded image: "):].strip())
 
     def finish():
+        made: list[tuple[str, str, str]] = []  # (reference, image ID, daemon name)
         for item in loaded:
             if item.startswith("sha256:"):
-                imagemap.record(ctx.project, "", item, instance)
+                made.append(("", item, ""))
                 continue
             try:
                 daemon = imagemap.daemon_ref(ctx.project, item)
@@ -1056,15 +1166,33 @@ def load(ctx: Context) -> None:
                 continue
             status, info = call(ctx, instance, "GET", _path(daemon, "/json"))
             if status == 200:
-                imagemap.record(ctx.project, reference, info["Id"], instance)
+                made.append((reference, info["Id"], daemon))
+        if not made:
+            return None
+
+        def record():
+            for reference, image_id, _ in made:
+                imagemap.record(ctx.project, reference, image_id, instance)
+
+        try:
+            slot.settle([image_id for _, image_id, _ in made], record)
+        except DockerError as exc:
+            # Nothing of the load is the project's: what it added goes, what it moved goes back.
+            for image_id in {i for _, i, _ in made}:
+                names = [d for _, i, d in made if i == image_id]
+                if _holds(ctx.project, image_id):
+                    for name in names:
+                        _restore_tag(ctx, instance, name, image_id)
+                else:
+                    _discard(ctx, instance, image_id, names)
+            return _error_line(exc.message)
         return None
 
-    _respond_rewritten(ctx, instance, upstream, observe=observe, finish=finish)
+    _respond_rewritten(ctx, instance, upstream, observe=observe, finish=finish, always=slot.release)
 
 
 def commit(ctx: Context, container) -> None:
     """POST /commit, for containers.commit once it has resolved the tenant's container."""
-    _images_quota(ctx)
     repo, tag_ = ctx.query("repo") or "", ctx.query("tag") or ""
     changes = {"container": container.id}
     reference = ""
@@ -1077,10 +1205,21 @@ def commit(ctx: Context, container) -> None:
             return
         reference = ref.familiar()
         changes["repo"], changes["tag"] = _split(imagemap.daemon_ref(ctx.project, ref))
-    status, payload = call(ctx, container.instance, "POST", "/commit", query=with_query(ctx, **changes),
-                           body=_body_bytes(ctx))
-    raise_for(status, payload)
-    imagemap.record(ctx.project, reference, payload["Id"], container.instance)
+    body = _body_bytes(ctx)
+    slot = _ImageSlot(ctx)
+    try:
+        status, payload = call(ctx, container.instance, "POST", "/commit", query=with_query(ctx, **changes),
+                               body=body)
+        raise_for(status, payload)
+        image_id = payload["Id"]
+        try:
+            slot.settle([image_id], lambda: imagemap.record(ctx.project, reference, image_id, container.instance))
+        except DockerError:
+            daemon = f"{changes['repo']}:{changes['tag']}" if repo else ""
+            _discard(ctx, container.instance, image_id, [daemon])
+            raise
+    finally:
+        slot.release()
     ctx.answer_json(payload, status)
 
 
@@ -1093,11 +1232,60 @@ def search(ctx: Context) -> None:
     to_home(ctx)
 
 
-def _images_quota(ctx: Context) -> None:
-    """A pull, build, load, import or commit may add an image: refused (403) when the project
-    already holds its images quota. Checked as the request starts (the image's row, recorded
-    when it is made, is what counts afterwards)."""
-    quotas.release(quotas.reserve(ctx.project, "images", ctx.settings))
+class _ImageSlot:
+    """The images quota of one request that may add images to the project (pull, import, build,
+    load, commit, tag). An image is reserved before anything reaches a daemon (403 when the
+    project has no room: concurrent requests cannot all start into its last free image); once
+    the request knows what it made, :meth:`settle` checks again and records the rows in one
+    transaction (quotas.settle_images), so the count is exact; :meth:`release` (idempotent)
+    lets the reservation go when the request fails or the client goes away."""
+
+    def __init__(self, ctx: Context, needed: bool = True):
+        self.ctx = ctx
+        self.reservation = quotas.reserve(ctx.project, "images", ctx.settings) if needed else None
+
+    def settle(self, image_ids, record) -> None:
+        reservation, self.reservation = self.reservation, None
+        quotas.settle_images(reservation, self.ctx.project, image_ids, record, self.ctx.settings)
+
+    def release(self) -> None:
+        reservation, self.reservation = self.reservation, None
+        quotas.release(reservation)
+
+
+def _holds(project: str, image_id: str) -> bool:
+    return store.ImageRef.select().where((store.ImageRef.project == project)
+                                         & (store.ImageRef.image_id == image_id)).exists()
+
+
+def _discard(ctx: Context, instance: store.Instance, image_id: str, daemon_names: list[str]) -> None:
+    """What a request made that its project's images quota refused: its daemon names off
+    ``instance`` (a tag that moved goes back to the image the store gives it), and the image
+    itself when no project references it. Best effort: the store is the map, and a stale
+    daemon tag names nothing any project sees."""
+    referenced = imagemap.referenced(image_id)
+    for name in [n for n in daemon_names if n and "@" not in n]:
+        if referenced:
+            status, info = call(ctx, instance, "GET", _path(image_id, "/json"))
+            tags = (info.get("RepoTags") or []) if status == 200 and isinstance(info, dict) else []
+            if name not in tags or len(tags) == 1:
+                continue  # untagging the last tag would delete an image others reference
+        call(ctx, instance, "DELETE", _path(name), query="noprune=1" if referenced else "noprune=0")
+    if not referenced:
+        call(ctx, instance, "DELETE", _path(image_id), query="force=0&noprune=0")
+    for name in daemon_names:
+        _restore_tag(ctx, instance, name, image_id)
+
+
+def _restore_tag(ctx: Context, instance: store.Instance, daemon_name: str, image_id: str) -> None:
+    """A daemon tag a refused request moved onto ``image_id``: back on the image the store
+    gives it, if the store gives it another."""
+    if not daemon_name:
+        return
+    row = store.ImageRef.get_or_none((store.ImageRef.project == ctx.project)
+                                     & (store.ImageRef.daemon_ref == daemon_name))
+    if row is not None and row.image_id != image_id:
+        _tag_on(ctx, instance, row.image_id, daemon_name)
 
 
 def visible_count(ctx: Context) -> int:

@@ -4,11 +4,15 @@ A user-defined network belongs to the project that made it (label and store row)
 one instance (until networks span instances, its containers are placed with it), and carries
 a per-project daemon name (tenancy.names). The daemon's predefined networks (bridge, host,
 none) are shown to every project, with only the caller's containers in them.
+
+A project's containers that ask for no network, or for "bridge", join the project's own
+default bridge on their instance (tenancy.scope.default_bridge), never the daemon's: the
+tenant sees it as "bridge", and other projects' containers cannot reach them by address.
 """
 
 from __future__ import annotations
 
-from gateway import resolve, store
+from gateway import instances, resolve, store
 from gateway.context import Context
 from gateway.dockerapi.common import (
     every_instance,
@@ -22,7 +26,38 @@ from gateway.dockerapi.common import (
 from gateway.errors import DockerError
 from gateway.forward import call, forward, raise_for, respond, send
 from gateway.routing import Route
-from gateway.tenancy import PROJECT_LABEL, names, quotas, scope
+from gateway.tenancy import PROJECT_LABEL, names, policy, quotas, scope
+
+# (instance uuid, project) pairs whose default bridge this worker has made or seen: one
+# call per pair and worker, not per container create.
+_default_bridges: set[tuple[str, str]] = set()
+
+
+def ensure_default_bridge(ctx: Context, instance: store.Instance, project: str, *, again: bool = False) -> str:
+    """Make sure ``project``'s default bridge exists on ``instance``; return its daemon name.
+    ``again``: the daemon said it is missing (an instance rebuilt under the same UUID)."""
+    name = scope.default_bridge(project)
+    key = (instance.uuid, project)
+    if key in _default_bridges and not again:
+        return name
+    # CheckDuplicate: a concurrent create (another worker or replica) gets 409, which is fine.
+    status, payload = call(ctx, instance, "POST", "/networks/create",
+                           body={"Name": name, "Driver": "bridge", "CheckDuplicate": True,
+                                 "Labels": {scope.DEFAULT_BRIDGE_LABEL: project}})
+    if status != 409:
+        raise_for(status, payload)
+    _default_bridges.add(key)
+    return name
+
+
+def _default_bridge_members(ctx: Context) -> dict:
+    """The caller's containers on its default bridges, every instance's."""
+    members: dict = {}
+    for instance in instances.live_instances(ctx.settings):
+        status, payload = call(ctx, instance, "GET", f"/networks/{scope.default_bridge(ctx.project)}")
+        if status == 200 and isinstance(payload.get("Containers"), dict):
+            members.update(payload["Containers"])
+    return members
 
 
 def _for_tenant(ctx: Context, network: dict) -> dict:
@@ -66,11 +101,15 @@ def inspect(ctx: Context) -> None:
         store.Network.delete().where(store.Network.id == network.id).execute()
         raise DockerError(404, f"network {ref} not found")
     raise_for(status, payload)
+    if ref == "bridge" and not ctx.all_projects:
+        members = payload.get("Containers") if isinstance(payload.get("Containers"), dict) else {}
+        payload["Containers"] = {**members, **_default_bridge_members(ctx)}
     ctx.answer_json(_for_tenant(ctx, payload))
 
 
 def create(ctx: Context) -> None:
     body, raw = read_json(ctx)
+    policy.network_create(ctx, body)  # bounded labels/options; drivers and options reaching the instance
     scope.canonical(body, ("Name", "Labels"))
     if not isinstance(body, dict) or not isinstance(body.get("Name"), str) or not body["Name"]:
         forward(ctx, home_instance(ctx), body=raw, content_type=ctx.req.content_type)  # dockerd's own error
@@ -91,9 +130,9 @@ def create(ctx: Context) -> None:
     with quotas.reserving(ctx.project, "networks", ctx.settings) as reservation:
         status, payload = call(ctx, instance, "POST", "/networks/create", body=body)
         raise_for(status, payload)
-        quotas.confirm(reservation, lambda: N.insert(
-            id=payload["Id"], project=ctx.project, name=name, daemon_name=body["Name"],
-            instance=instance.uuid).on_conflict_replace().execute())
+        row = {N.project: ctx.project, N.name: name, N.daemon_name: body["Name"], N.instance: instance.uuid}
+        quotas.confirm(reservation, lambda: N.insert({N.id: payload["Id"], **row}).on_conflict(
+            conflict_target=[N.id], update=row).execute())  # an upsert SQLite and PostgreSQL both speak
     ctx.answer_json(payload, status)
 
 
@@ -141,7 +180,10 @@ def connect(ctx: Context) -> None:
     body["Container"] = container.id
     if ctx.route.operation == "NetworkConnect" and network is not None:
         body["EndpointConfig"] = scope.network_alias(body.get("EndpointConfig"), container.name)
-    path = f"/networks/{network.id if network else ref}/{ctx.route.path.rsplit('/', 1)[1]}"
+    target = network.id if network else ref
+    if ref == "bridge":  # the project's default bridge, as at create
+        target = ensure_default_bridge(ctx, container.instance, ctx.project)
+    path = f"/networks/{target}/{ctx.route.path.rsplit('/', 1)[1]}"
     forward(ctx, container.instance, path=path, body=body)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import uuid as _uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from gateway import store
@@ -24,6 +25,9 @@ class PlacementRequest:
     pinned: str | None = None  # instance UUID
     memory: int = 0  # bytes (HostConfig.Memory), counted against the project's memory quota
     nano_cpus: int = 0  # HostConfig.NanoCpus (or CpuQuota/CpuPeriod), against its cpus quota
+    # Only where a container would go (a new network or volume's instance): no container
+    # quota is checked and no slot is reserved.
+    probe: bool = False
 
 
 @dataclass
@@ -84,10 +88,15 @@ def choose(order: str, settings, default_capacity: int, *, with_room: bool = Tru
     return next(iter(store.Instance.raw(sql, *params)), None)
 
 
-def place(request: PlacementRequest, settings) -> Placement:
+def place(request: PlacementRequest, settings, when_full: Callable[[], None] | None = None) -> Placement | None:
     """Check the project's container quotas, choose an instance and reserve a slot on it,
     atomically: one transaction that no other placement interleaves with, in any worker or
-    replica (BEGIN IMMEDIATE on SQLite, an advisory lock on PostgreSQL)."""
+    replica (BEGIN IMMEDIATE on SQLite, an advisory lock on PostgreSQL).
+
+    ``when_full`` (the instance pool, gateway/placement/pool.py): when no instance has room
+    for an unpinned request that passed the name and quota checks, it runs inside this same
+    transaction instead of the 503 (the pool claims a slot on a booting instance), and place
+    returns None: "every instance is full" and "add one" are one decision."""
     order = STRATEGIES.get(settings.placement.get("strategy", "fill"), STRATEGIES["fill"])
     default_capacity = int(settings.placement.get("capacity", 0) or 0)
     reservation_id = RESERVATION_PREFIX + _uuid.uuid4().hex
@@ -100,7 +109,8 @@ def place(request: PlacementRequest, settings) -> Placement:
             holder = C.select(C.id).where((C.project == request.project) & (C.name == request.name)).scalar()
             if holder is not None:
                 raise name_conflict(request.name, holder)
-        quotas.check_container(request.project, request.memory, request.nano_cpus, settings)
+        if not request.probe:
+            quotas.check_container(request.project, request.memory, request.nano_cpus, settings)
         if request.pinned:
             chosen = store.Instance.get_or_none(store.Instance.uuid == request.pinned)
             if chosen is None:
@@ -114,14 +124,18 @@ def place(request: PlacementRequest, settings) -> Placement:
         else:
             chosen = choose(order, settings, default_capacity)
             if chosen is None:
+                if when_full is not None:
+                    when_full()
+                    return None
                 if choose(STRATEGIES["fill"], settings, 0, with_room=False) is None:
                     raise DockerError(503, "no instance is available to run containers: no agent is registered "
                                            "and answering; ask the operator to check `moorage instances list`")
                 raise DockerError(503, "every instance is full and no more can be added: remove containers "
                                        "you no longer need, or ask the operator for more capacity")
-        store.Container.insert(id=reservation_id, project=request.project, name=request.name,
-                               instance=chosen.uuid, labels=None, memory=request.memory,
-                               nano_cpus=request.nano_cpus).execute()
+        if not request.probe:
+            store.Container.insert(id=reservation_id, project=request.project, name=request.name,
+                                   instance=chosen.uuid, labels=None, memory=request.memory,
+                                   nano_cpus=request.nano_cpus).execute()
     return Placement(chosen, reservation_id, request.memory, request.nano_cpus)
 
 

@@ -28,6 +28,7 @@ import json
 import logging
 import os
 import posixpath
+import re
 import threading
 from dataclasses import dataclass
 from urllib.parse import parse_qsl
@@ -68,12 +69,33 @@ RULES: dict[str, str] = {
     "container:create:oom_kill_disable": "a disabled OOM killer (--oom-kill-disable)",
     "container:create:log_driver": "log drivers other than json-file, local and none (--log-driver), which "
                                    "send from the instance's own network and credentials",
+    "container:create:privileged_ports": "host ports below 1024 published on the instance (-p 80:80, -p 22:22), "
+                                         "where the instance's own services listen",
+    "container:create:host_ip": "ports published on one address of the instance (-p 127.0.0.1:8080:80) "
+                                "instead of all of them (-p 8080:80)",
     "container:update:devices": "device settings in an update (docker update)",
     "container:update:cgroup_parent": "a cgroup parent in an update (docker update)",
     "exec:create:privileged": "privileged exec (docker exec --privileged)",
     "image:build:host_network": "the instance's network namespace for build steps (docker build --network host)",
     "image:build:remote": "a build context the instance's daemon fetches itself from a URL or git "
                           "repository (remote=...), reaching whatever the instance's network reaches",
+    "image:build:cgroup_parent": "a cgroup parent for build steps (docker build --cgroup-parent)",
+    "image:import:url": "an image the instance's daemon fetches itself from a URL (docker import URL, "
+                        "fromSrc=URL), reaching whatever the instance's network reaches (such as the cloud's "
+                        "metadata service)",
+    "network:create:driver": "network drivers other than bridge (macvlan, ipvlan, overlay, plugins) and IPAM "
+                             "drivers other than the default (docker network create -d, --ipam-driver)",
+    "network:create:bridge_name": "the name of the instance's bridge interface for a network "
+                                  "(-o com.docker.network.bridge.name=...), which can join one the instance has",
+    "network:create:parent": "the instance's interface a macvlan or ipvlan network attaches to (-o parent=eth0); "
+                             "needs network:create:driver too",
+    "network:create:driver_opts": "network driver options outside the harmless set (-o), such as "
+                                  "com.docker.network.bridge.host_binding_ipv4",
+    "network:create:subnet": "a network's own addressing (--subnet, --ip-range, --gateway, --aux-address): a "
+                             "subnet that overlaps the instance's routes (its own network, 169.254.0.0/16) cuts "
+                             "the instance off",
+    "network:create:config_from": "config-only networks and networks made from one (--config-only, "
+                                  "--config-from), which name networks outside the project",
     "volume:create:host_bind": "local volumes whose driver options bind or mount an instance path, device or "
                                "network filesystem (docker volume create -o type=none -o o=bind -o device=/etc)",
 }
@@ -103,6 +125,23 @@ DEFAULT_READONLY_PATHS = frozenset({"/proc/bus", "/proc/fs", "/proc/irq", "/proc
 # above one, hands a container the instance.
 SOCKET_PATHS = ("/run/docker.sock", "/var/run/docker.sock", "/run/containerd/containerd.sock",
                 "/var/run/containerd/containerd.sock", "/run/docker/", "/var/run/docker/")
+
+# Published ports: below this the instance's own services listen (sshd, ...).
+PRIVILEGED_PORTS_BELOW = 1024
+# A HostIp that means what no HostIp means: every address of the instance.
+WILDCARD_HOST_IPS = frozenset({"", "0.0.0.0", "::"})
+# The agent's port (`moorage agent --listen`'s default): never published, whatever the policy
+# (the daemon's port forwarding would take the gateway's traffic to the agent). The ports of
+# every registered agent and [policy] reserved_ports are added (reserved_ports()).
+AGENT_PORT = 2376
+# Network driver options that change nothing outside the network itself.
+SAFE_NETWORK_OPTIONS = frozenset({
+    "com.docker.network.bridge.enable_icc", "com.docker.network.bridge.enable_ip_masquerade",
+    "com.docker.network.bridge.inhibit_ipv4", "com.docker.network.driver.mtu",
+    "com.docker.network.container_iface_prefix", "macvlan_mode", "ipvlan_mode", "ipvlan_flag",
+})
+SAFE_NETWORK_DRIVERS = frozenset({"", "bridge"})
+SAFE_IPAM_DRIVERS = frozenset({"", "default"})
 
 NAMESPACES = (  # (HostConfig field, rule, namespace, CLI flag, what to do instead)
     ("NetworkMode", "host_network", "network", "--network host",
@@ -189,6 +228,7 @@ class PolicyFile:
 class _Request:
     policy: PolicyFile
     identity: Identity | None
+    reserved_ports: frozenset[int] = frozenset({AGENT_PORT})
 
     @property
     def project(self) -> str:
@@ -353,6 +393,62 @@ def _check_devices(req: _Request, prefix: str, hc: GoObject) -> None:
                     "leave the cgroup parent unset")
 
 
+def _go_port(text: str) -> int | None:
+    """strconv.ParseUint(text, 10, 16): digits only, at most 65535."""
+    if not re.fullmatch(r"[0-9]+", text):
+        return None
+    value = int(text)
+    return value if value <= 65535 else None
+
+
+def _host_port_range(text: str) -> tuple[int, int] | None:
+    """A binding's HostPort as dockerd reads it (go-connections' nat.ParsePortRange): "8080",
+    or a range "8000-8010". None for "" (a port the daemon chooses) and for what dockerd
+    cannot parse (it refuses the create itself)."""
+    if not text:
+        return None
+    parts = text.split("-")
+    start = _go_port(parts[0])
+    end = start if len(parts) == 1 else _go_port(parts[1])
+    if start is None or end is None or end < start:
+        return None
+    return start, end
+
+
+def _check_ports(req: _Request, bindings) -> None:
+    """PortBindings ({"80/tcp": [{"HostIp": "", "HostPort": "8080"}]}): the instance's ports
+    and addresses a container would take. A port the daemon chooses (-p 80, -P, HostPort ""
+    or "0") on every address is always fine."""
+    if not isinstance(bindings, dict):
+        return
+    for container_port, entries in bindings.items():
+        for entry in entries if isinstance(entries, list) else []:
+            if not isinstance(entry, dict):
+                continue
+            binding = GoObject(entry, "a port binding")
+            host_ip, host_port = binding.get("HostIp"), binding.get("HostPort")
+            host_ip = host_ip if isinstance(host_ip, str) else ""
+            host_port = host_port if isinstance(host_port, str) else ""
+            shown = "-p " + (f"{_short(host_ip, 40)}:" if host_ip else "") + f"{_short(host_port, 20)}:{_short(str(container_port), 20)}"
+            span = _host_port_range(host_port)
+            if span is not None:
+                start, end = span
+                taken = sorted(p for p in req.reserved_ports if start <= p <= end)
+                if taken:
+                    raise DockerError(403, f"the instance's port {taken[0]} is reserved for Moorage (its agent listens "
+                                           f"there) and is never published ({shown}): publish another port, or let "
+                                           "Docker choose one (-p PORT, -P)")
+                if start < PRIVILEGED_PORTS_BELOW and end >= 1:
+                    req.require("container:create:privileged_ports",
+                                f"publishing the instance's port {max(start, 1)} ({shown}; ports below "
+                                f"{PRIVILEGED_PORTS_BELOW} belong to the instance's own services)",
+                                "publish a port of 1024 or above (-p 8080:80), or let Docker choose one (-p 80, -P)")
+            if host_ip not in WILDCARD_HOST_IPS:
+                req.require("container:create:host_ip", f"publishing on the instance's address {_short(host_ip, 40)} "
+                                                        f"({shown})",
+                            "publish on every address of the instance (-p 8080:80)")
+
+
 def _check_host_config(req: _Request, hc: GoObject) -> None:
     """Everything in a HostConfig (or the top level of an old-style create body) that
     reaches past the container."""
@@ -362,6 +458,7 @@ def _check_host_config(req: _Request, hc: GoObject) -> None:
                     "run without --privileged (add only the capabilities you need with --cap-add)")
     _check_binds(req, hc.get("Binds"))
     _check_mounts(req, hc.get("Mounts"), hc.where)
+    _check_ports(req, hc.get("PortBindings"))
     for field, rule, namespace, flag, instead in NAMESPACES:
         mode = hc.get(field)
         if isinstance(mode, str) and mode.strip().lower().split(":")[0] == "host":
@@ -410,10 +507,18 @@ def _check_networking(req: _Request, networking: GoObject | None) -> None:
 _PERIOD = 100_000  # dockerd's CPU period (µs) when the client gives none
 
 
-def _apply_resources(req: _Request, limits: Limits, objects: list[GoObject], target, create: bool) -> None:
+def _apply_resources(req: _Request, limits: Limits, objects: list[GoObject], target, create: bool,
+                     nano_cpus: bool = True) -> None:
     """Check every memory, CPU and PIDs limit against the project's maxima (403 naming the
     limit), then, on create, give ``target()`` (the object the defaults go in, made on first
-    use) the defaults for the limits the request lacks."""
+    use) the defaults for the limits the request lacks. ``nano_cpus=False``: the request has
+    no NanoCpus field (a build), so a default CPU limit is said as a CpuQuota.
+
+    With a memory maximum, swap is bounded too: no unlimited swap (MemorySwap -1), and memory
+    plus swap at most twice the maximum (what dockerd's default, as much swap as memory, gives
+    a container at the maximum); a /dev/shm (ShmSize, which is memory) at most the maximum.
+    With a CPU maximum, the CPU weight (CpuShares) is at most 1024 per CPU of the maximum (as
+    Kubernetes gives a container whose request is its limit)."""
     res = limits.resources(req.project)
 
     def values(field):
@@ -430,6 +535,24 @@ def _apply_resources(req: _Request, limits: Limits, objects: list[GoObject], tar
                 shown = "no memory limit" if value < 0 else f"the memory limit {human_bytes(value)}"
                 over(shown, value, human_bytes(res.max_memory), "max_memory",
                      f"ask for at most {human_bytes(res.max_memory)} (--memory)")
+        swap_max = 2 * res.max_memory
+        instead = (f"set --memory-swap (memory and swap together) to at most {human_bytes(swap_max)}, or leave "
+                   "it unset (as much swap as memory)")
+        for value in values("MemorySwap"):
+            if value < 0:
+                raise DockerError(403, f"unlimited swap (--memory-swap -1) is not allowed for project {req.project}, "
+                                       f"which has a memory maximum ({human_bytes(res.max_memory)}, "
+                                       f"limits.max_memory): {instead}, or ask your operator to raise "
+                                       "limits.max_memory")
+            if value > swap_max:
+                raise DockerError(403, f"the memory and swap limit {human_bytes(value)} (--memory-swap) is above "
+                                       f"the maximum for project {req.project} ({human_bytes(swap_max)}, twice "
+                                       f"limits.max_memory): {instead}, or ask your operator to raise "
+                                       "limits.max_memory")
+        for value in values("ShmSize"):
+            if value > res.max_memory:
+                over(f"the /dev/shm size {human_bytes(value)} (--shm-size)", value, human_bytes(res.max_memory),
+                     "max_memory", f"ask for at most {human_bytes(res.max_memory)} (--shm-size)")
     nano = values("NanoCpus")
     quotas = values("CpuQuota")
     periods = [p for p in values("CpuPeriod") if p > 0]
@@ -444,6 +567,12 @@ def _apply_resources(req: _Request, limits: Limits, objects: list[GoObject], tar
         if unlimited:
             over("no CPU limit (CpuQuota -1)", -1, human_cpus(res.max_nano_cpus), "max_cpus",
                  f"ask for at most {res.max_nano_cpus / 1e9:g} CPUs (--cpus)")
+        weight = max(2, 1024 * res.max_nano_cpus // 1_000_000_000)
+        for value in values("CpuShares"):
+            if value > weight:
+                over(f"the CPU weight {value} (--cpu-shares)", value,
+                     f"{weight}, 1024 per CPU of {human_cpus(res.max_nano_cpus)}", "max_cpus",
+                     f"ask for a weight of at most {weight} (--cpu-shares)")
     pids = values("PidsLimit")
     if res.max_pids:
         for value in pids:
@@ -455,8 +584,11 @@ def _apply_resources(req: _Request, limits: Limits, objects: list[GoObject], tar
     if res.memory_default and not any(v != 0 for v in memory):
         target().set("Memory", res.memory_default)
     if res.cpus_default and not any(v > 0 for v in nano) and not any(q > 0 for q in quotas):
-        if periods:  # NanoCpus and CpuPeriod cannot both be set: say it as a quota of that period
-            target().set("CpuQuota", max(1000, res.cpus_default * periods[0] // 1_000_000_000))
+        if periods or not nano_cpus:
+            # NanoCpus and CpuPeriod cannot both be set (and a build has no NanoCpus): say it as
+            # a quota of that period (the kernel's default period when none is given).
+            period = periods[0] if periods else _PERIOD
+            target().set("CpuQuota", max(1000, res.cpus_default * period // 1_000_000_000))
         else:
             target().set("NanoCpus", res.cpus_default)
     if res.pids_default and not any(v != 0 for v in pids):
@@ -469,17 +601,17 @@ class Checker:
         self.policy = PolicyFile((policy_config or {}).get("file") or None)
         self.limits = Limits(limits_config)
 
-    def _req(self, identity: Identity | None) -> _Request:
-        return _Request(self.policy, identity)
+    def _req(self, identity: Identity | None, reserved_ports: frozenset[int] | None = None) -> _Request:
+        return _Request(self.policy, identity, reserved_ports or frozenset({AGENT_PORT}))
 
     def container_create(self, identity: Identity | None, body, *, name: str | None = None,
-                         version: str = "1.41") -> None:
+                         version: str = "1.41", reserved_ports: frozenset[int] | None = None) -> None:
         """POST /containers/create: refuse (403/400) or return, having given ``body`` the
-        project's default limits."""
+        project's default limits. ``reserved_ports``: host ports never published (the agents')."""
         self.limits.check_name(name)
         if not isinstance(body, dict):
             return  # dockerd refuses anything but an object itself
-        req = self._req(identity)
+        req = self._req(identity, reserved_ports)
         top = GoObject(body)
         self.limits.check_labels(top.get("Labels"))
         self.limits.check_env(top.get("Env"))
@@ -533,14 +665,17 @@ class Checker:
                                         "run the command without --privileged")
         self.limits.check_env(config.get("Env"))
 
-    def build(self, identity: Identity | None, query_string: str, content_type: str | None) -> None:
+    def build(self, identity: Identity | None, query_string: str, content_type: str | None) -> list[tuple[str, str]]:
+        """POST /build: refuse (403/400), or return the query to send the daemon (pairs), its
+        resource parameters checked against the project's maxima and given its defaults."""
         media = (content_type or "").split(";")[0].strip().lower()
         if media == "application/x-www-form-urlencoded":
             # dockerd would read build parameters from such a body: only the query is checked.
             raise DockerError(400, "the build context must be sent as a tar archive (Content-Type "
                                    "application/x-tar), not as a form")
         req = self._req(identity)
-        for key, value in parse_qsl(query_string or "", keep_blank_values=True):
+        pairs = parse_qsl(query_string or "", keep_blank_values=True)
+        for key, value in pairs:
             key = key.lower()
             if key == "networkmode" and value.strip().lower().split(":")[0] == "host":
                 req.require("image:build:host_network", "host networking for build steps (docker build --network host)",
@@ -548,12 +683,69 @@ class Checker:
             elif key == "remote" and value.strip() not in ("", "client-session"):
                 req.require("image:build:remote", f"a build context fetched by the instance ({_short(value, 60)})",
                             "send the build context from the client (docker build DIR, or a tar on stdin)")
+            elif key == "cgroupparent" and value.strip():
+                req.require("image:build:cgroup_parent",
+                            f"the cgroup parent {_short(value, 60)} for build steps (docker build --cgroup-parent)",
+                            "leave the cgroup parent unset")
             elif key == "labels":
                 try:
                     labels = json.loads(value)
                 except (ValueError, RecursionError):
                     continue  # dockerd refuses it itself
                 self.limits.check_labels(labels, "build label")
+        return _build_resources(req, self.limits, pairs)
+
+    def image_import(self, identity: Identity | None, from_src: str) -> None:
+        """POST /images/create?fromSrc=...: anything but "-" (the body) is a URL the instance's
+        daemon fetches itself (a bare host is http://host; "" is "http://", which fetches nothing)."""
+        if from_src not in ("-", ""):
+            self._req(identity).require(
+                "image:import:url", f"importing an image the instance fetches from {_short(from_src, 80)} "
+                                    "(docker import URL)",
+                "download it yourself and import it from the client (curl -fsSL URL | docker import - NAME)")
+
+    def network_create(self, identity: Identity | None, body) -> None:
+        """POST /networks/create: bounded labels and options; drivers and driver options that
+        reach the instance's own interfaces refused unless the policy allows them."""
+        if not isinstance(body, dict):
+            return  # dockerd refuses it itself
+        config = GoObject(body)
+        self.limits.check_name(config.get("Name"), "network name")
+        self.limits.check_labels(config.get("Labels"))
+        options = config.get("Options")
+        self.limits.check_labels(options, "network option")
+        req = self._req(identity)
+        driver = config.get("Driver")
+        if isinstance(driver, str) and driver.strip().lower() not in SAFE_NETWORK_DRIVERS:
+            req.require("network:create:driver", f"the network driver {_short(driver, 60)} (docker network create -d)",
+                        "use the bridge driver (the default)")
+        ipam = config.obj("IPAM")
+        ipam_driver = ipam.get("Driver") if ipam else None
+        if isinstance(ipam_driver, str) and ipam_driver.strip().lower() not in SAFE_IPAM_DRIVERS:
+            req.require("network:create:driver", f"the IPAM driver {_short(ipam_driver, 60)} (--ipam-driver)",
+                        "use the default IPAM driver")
+        addressing = ipam.get("Config") if ipam else None
+        if isinstance(addressing, list) and any(isinstance(entry, dict) and any(entry.values())
+                                                for entry in addressing):
+            req.require("network:create:subnet", "a network's own subnet, range, gateway or auxiliary addresses "
+                                                 "(--subnet, --ip-range, --gateway, --aux-address)",
+                        "leave the addressing to the daemon, which picks a free subnet")
+        if config.get("ConfigOnly") or config.get("ConfigFrom"):
+            req.require("network:create:config_from", "a config-only network or one made from it "
+                                                      "(--config-only, --config-from)",
+                        "give the network its settings directly")
+        for key, value in (options.items() if isinstance(options, dict) else ()):
+            key = str(key)
+            shown = f"-o {_short(key, 60)}={_short(str(value), 40)}"
+            if key == "com.docker.network.bridge.name":
+                req.require("network:create:bridge_name", f"naming the instance's bridge interface ({shown})",
+                            "leave the bridge's name to the daemon")
+            elif key == "parent":
+                req.require("network:create:parent", f"attaching to the instance's interface {_short(str(value), 40)} "
+                                                     f"({shown})", "use a bridge network")
+            elif key not in SAFE_NETWORK_OPTIONS:
+                req.require("network:create:driver_opts", f"the network driver option {_short(key, 60)} ({shown})",
+                            "leave it unset (allowed without a rule: " + ", ".join(sorted(SAFE_NETWORK_OPTIONS)) + ")")
 
     def volume_create(self, identity: Identity | None, body) -> None:
         if not isinstance(body, dict):
@@ -565,6 +757,74 @@ class Checker:
         if not isinstance(driver, str) or driver.strip().lower() in ("", "local"):
             _local_volume_options(self._req(identity), "volume:create", config.get("DriverOpts"),
                                   "docker volume create -o")
+
+
+# The build's resource parameters (moby's newImageBuildOptions) and the HostConfig fields they
+# become in each build step's container.
+BUILD_RESOURCES = {"memory": "Memory", "memswap": "MemorySwap", "cpushares": "CpuShares", "cpuperiod": "CpuPeriod",
+                   "cpuquota": "CpuQuota", "shmsize": "ShmSize"}
+
+
+def _go_int64(text: str) -> int | None:
+    """strconv.ParseInt(text, 10, 64)."""
+    if not re.fullmatch(r"[+-]?[0-9]+", text):
+        return None
+    value = int(text)
+    return value if -(1 << 63) <= value < (1 << 63) else None
+
+
+def _build_resources(req: _Request, limits: Limits, pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The build's resource parameters as dockerd reads them (the first value of each exact key;
+    a value that does not parse is 0, except shmsize, which dockerd refuses), held to the
+    project's maxima as a create's HostConfig is, with its defaults for what is unset. The
+    query sent on names each once, with the value checked."""
+    first: dict[str, str] = {}
+    for key, value in pairs:
+        if key in BUILD_RESOURCES:
+            first.setdefault(key, value)
+    fields: dict[str, int] = {}
+    passed_on = set()
+    for key, field in BUILD_RESOURCES.items():
+        raw = first.get(key)
+        if not raw:
+            continue
+        value = _go_int64(raw)
+        if value is None:
+            if key == "shmsize":
+                passed_on.add(key)  # dockerd refuses the build itself
+            continue
+        fields[field] = value
+    step = GoObject(fields, "the build's query")
+    _apply_resources(req, limits, [step], lambda: step, create=True, nano_cpus=False)
+    out = [(k, v) for k, v in pairs if k not in BUILD_RESOURCES or k in passed_on]
+    out += [(k, str(fields[f])) for k, f in BUILD_RESOURCES.items() if k not in passed_on and fields.get(f)]
+    return out
+
+
+def reserved_ports(settings) -> frozenset[int]:
+    """Host ports no container publishes, whatever the policy: the agents' (their registered
+    URLs, and the default port for agents yet to come) and the operator's [policy]
+    reserved_ports."""
+    ports = {AGENT_PORT}
+    for port in (getattr(settings, "policy", None) or {}).get("reserved_ports") or []:
+        try:
+            ports.add(int(port))
+        except (TypeError, ValueError):
+            log.error("[policy] reserved_ports: %r is not a port number", port)
+    try:
+        from gateway import store
+        from relay.upstream import Endpoint
+
+        for (url,) in store.Instance.select(store.Instance.agent_url).tuples():
+            try:
+                endpoint = Endpoint.parse(url)
+            except ValueError:
+                continue
+            if endpoint.scheme == "tcp":
+                ports.add(int(endpoint.address[1]))
+    except Exception:  # no store (a bare checker): the fixed ones
+        log.debug("reserved ports: the store is not available", exc_info=True)
+    return frozenset(ports)
 
 
 def _older(version: str, than: str) -> bool:
@@ -589,7 +849,8 @@ def checker(settings) -> Checker:
 
 # -- what the handlers call (one line each) -------------------------------------------------------
 def container_create(ctx, body) -> None:
-    checker(ctx.settings).container_create(ctx.identity, body, name=ctx.query("name"), version=ctx.version)
+    checker(ctx.settings).container_create(ctx.identity, body, name=ctx.query("name"), version=ctx.version,
+                                           reserved_ports=reserved_ports(ctx.settings))
 
 
 def container_update(ctx, body) -> None:
@@ -604,8 +865,17 @@ def exec_create(ctx, body) -> None:
     checker(ctx.settings).exec_create(ctx.identity, body)
 
 
-def build(ctx) -> None:
-    checker(ctx.settings).build(ctx.identity, ctx.req.query_string, ctx.req.content_type)
+def build(ctx) -> list[tuple[str, str]]:
+    """Refuse (403/400), or return the build's query pairs to send on (resource defaults in)."""
+    return checker(ctx.settings).build(ctx.identity, ctx.req.query_string, ctx.req.content_type)
+
+
+def image_import(ctx, from_src: str) -> None:
+    checker(ctx.settings).image_import(ctx.identity, from_src)
+
+
+def network_create(ctx, body) -> None:
+    checker(ctx.settings).network_create(ctx.identity, body)
 
 
 def volume_create(ctx, body) -> None:

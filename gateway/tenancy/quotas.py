@@ -150,10 +150,14 @@ def limits(project: str, settings) -> dict[str, int | None]:
     return {r: (v if v is not None and v >= 0 else None) for r, v in merged.items()}
 
 
-def _live_reservations(project: str, resource: str) -> int:
+def _live_reservations(project: str, resource: str, besides: str | None = None) -> int:
+    """Reservations in flight for ``project``'s ``resource`` (other than the one ``besides``)."""
     R = store.QuotaReservation
     horizon = store.utcnow() - RESERVATION_TTL
-    return R.select().where((R.project == project) & (R.resource == resource) & (R.created_at >= horizon)).count()
+    where = (R.project == project) & (R.resource == resource) & (R.created_at >= horizon)
+    if besides is not None:
+        where &= R.id != besides
+    return R.select().where(where).count()
 
 
 def _counted_rows(project: str, resource: str) -> int:
@@ -260,11 +264,50 @@ def release(reservation: Reservation | None) -> None:
 
 def confirm(reservation: Reservation, record: Callable[[], object] | None = None):
     """Record the created object's row (``record()``) and drop the reservation in one
-    transaction, so the object is never counted twice nor not at all. Returns record()'s value."""
-    with store.write_transaction():
+    transaction, so the object is never counted twice nor not at all. Returns record()'s value.
+
+    Under the project's lock, as a reservation is taken: a check counts the rows and the
+    reservations in two statements, and on PostgreSQL (READ COMMITTED, a snapshot per
+    statement) a confirm committing between the two would be in neither count."""
+    with _project_transaction(reservation.project):
         result = record() if record is not None else None
         release(reservation)
     return result
+
+
+def settle_images(reservation: Reservation | None, project: str, image_ids, record: Callable[[], object],
+                  settings):
+    """An operation that may have added images to ``project`` (pull, import, build, load, commit,
+    tag) is done and made ``image_ids``: check again that the ones the project does not hold yet
+    fit its images quota, and record them (``record()``), dropping ``reservation``, in one
+    transaction that no other quota decision for the project interleaves with. 403 in Docker's
+    shape when they do not fit (nothing recorded; the reservation is released either way).
+
+    The reservation taken before the operation (:func:`reserve`) is what keeps concurrent
+    operations from all starting into the last free image; this check is what makes the count
+    exact whatever happened meanwhile (a load that made several images, a reservation that
+    outlived its TTL, a lowered quota)."""
+    ids = {i if i.startswith("sha256:") else "sha256:" + i for i in image_ids if i}
+    try:
+        with _project_transaction(project):
+            limit = limits(project, settings)["images"]
+            if limit is not None and ids:
+                IR = store.ImageRef
+                held = {row.image_id for row in IR.select(IR.image_id).where(
+                    (IR.project == project) & IR.image_id.in_(sorted(ids)))}
+                fresh = len(ids - held)
+                if fresh:
+                    used = _counted_rows(project, "images") + _live_reservations(
+                        project, "images", besides=reservation.id if reservation else None)
+                    if used + fresh > limit:
+                        raise exceeded(project, "images", limit, used,
+                                       f", this request adds {fresh}" if fresh > 1 or used < limit else "")
+            result = record()
+            release(reservation)
+        return result
+    except BaseException:
+        release(reservation)
+        raise
 
 
 @contextlib.contextmanager

@@ -21,6 +21,32 @@ from gateway.tenancy import bodies, names
 
 # Network modes that name no tenant object.
 PLAIN_NETWORK_MODES = ("", "default", "bridge", "host", "none")
+# What a container gets when it asks for no network, or for the default bridge: dockerd's own
+# default bridge would put every project's containers on an instance on one segment (able to
+# reach each other by IP), so each project has its own bridge network on each instance, made
+# on demand (dockerapi.networks.ensure_default_bridge) and shown to the tenant as "bridge".
+DEFAULT_BRIDGE_MODES = ("", "default", "bridge")
+# Marks a project's default bridge on its daemon: it carries no project label, so no tenant
+# list, prune or quota counts it as a user-defined network.
+DEFAULT_BRIDGE_LABEL = "org.openstack.moorage.default-bridge"
+# What dockerd fills in the top level of NetworkSettings for the default bridge only (and
+# clients read, e.g. .NetworkSettings.IPAddress): copied from the project's bridge endpoint.
+_LEGACY_ENDPOINT_FIELDS = ("EndpointID", "Gateway", "GlobalIPv6Address", "GlobalIPv6PrefixLen",
+                           "IPAddress", "IPPrefixLen", "IPv6Gateway", "MacAddress")
+
+
+# A create body's fields that are not host settings (dockerd's container.Config, and the
+# networking config): a body of these alone is one without host settings.
+_CONFIG_FIELDS = frozenset(name.lower() for name in (
+    "Hostname", "Domainname", "User", "AttachStdin", "AttachStdout", "AttachStderr", "ExposedPorts",
+    "Tty", "OpenStdin", "StdinOnce", "Env", "Cmd", "Healthcheck", "ArgsEscaped", "Image", "Volumes",
+    "WorkingDir", "Entrypoint", "NetworkDisabled", "MacAddress", "OnBuild", "Labels", "StopSignal",
+    "StopTimeout", "Shell", "HostConfig", "NetworkingConfig"))
+
+
+def default_bridge(project: str) -> str:
+    """The daemon name of the project's default bridge network."""
+    return names.to_daemon(project, "bridge")
 
 
 @dataclass
@@ -30,6 +56,8 @@ class CreateScope:
     instance: str | None = None  # the instance the container must run on, if any
     reason: str = ""  # which reference ties it there (for errors)
     volumes: dict[str, str] = field(default_factory=dict)  # tenant name -> daemon name, to make sure of
+    default_bridge: bool = False  # the project's default bridge must exist on the instance
+    missing_links: list[str] = field(default_factory=list)  # --link targets the project lacks
 
     def need(self, instance_uuid: str, reason: str) -> None:
         if self.instance and self.instance != instance_uuid:
@@ -75,6 +103,9 @@ def _container_mode(project: str, mode, scope: CreateScope, what: str):
 
 
 def _network_name(project: str, ref: str, scope: CreateScope) -> str:
+    if ref in ("default", "bridge"):
+        scope.default_bridge = True
+        return default_bridge(project)
     if ref in PLAIN_NETWORK_MODES or ref in resolve.BUILTIN_NETWORKS:
         return ref
     found = _mine(resolve.network, project, ref)
@@ -108,6 +139,7 @@ def _host_config(project: str, hc: dict, scope: CreateScope) -> None:
             target, _, alias = link.partition(":")
             found = _mine(resolve.container, project, target)
             if found is None:
+                scope.missing_links.append(target)
                 out.append(f"{_unknown(project, target)}:{alias or target.lstrip('/')}")
                 continue
             scope.need(found.instance_id, f"--link {target}")
@@ -192,7 +224,28 @@ def container_create(project: str, body: dict, tenant_name: str) -> CreateScope:
     if isinstance(hc, dict):
         _host_config(project, hc, scope)
     _host_config(project, body, scope)  # the top-level (pre-1.24) shape
-    network_mode = (hc if isinstance(hc, dict) else body).get("NetworkMode") or ""
+    # dockerd reads the top-level shape only when there is no HostConfig: the mode goes where
+    # it will be read. No mode at all is dockerd's "default", the default bridge.
+    holder = hc if isinstance(hc, dict) else body
+    without_host_config = hc is None and all(key.lower() in _CONFIG_FIELDS for key in body)
+    if without_host_config:
+        # No host settings at all: dockerd then applies defaults of its own that any host
+        # field would change (IpcMode for old API versions, Runtime), so the project's bridge
+        # goes in as the endpoint of the default mode, which dockerd connects instead.
+        networking = body.get("NetworkingConfig")
+        endpoints = networking.get("EndpointsConfig") if isinstance(networking, dict) else None
+        if not endpoints:
+            body["NetworkingConfig"] = {**(networking if isinstance(networking, dict) else {}),
+                                        "EndpointsConfig": {"default": {}}}
+    elif holder.get("NetworkMode") is None or holder.get("NetworkMode") == "":
+        holder["NetworkMode"] = _network_name(project, "default", scope)
+    network_mode = holder.get("NetworkMode") or ""
+    if network_mode == default_bridge(project) and scope.missing_links:
+        # dockerd checks links at create only on its own default bridge (on any other network
+        # a link to nothing is accepted and resolves nothing): as on that bridge, refused.
+        target = scope.missing_links[0]
+        raise DockerError(400, f"could not get container for {target}: No such container: {target}")
+    links = holder.get("Links")
     networking = body.get("NetworkingConfig")
     endpoints = networking.get("EndpointsConfig") if isinstance(networking, dict) else None
     if isinstance(endpoints, dict):
@@ -201,11 +254,23 @@ def container_create(project: str, body: dict, tenant_name: str) -> CreateScope:
             daemon = _network_name(project, ref, scope)
             rewritten[daemon] = endpoint
         networking["EndpointsConfig"] = endpoints = rewritten
+    if network_mode == default_bridge(project) and isinstance(links, list) and links:
+        # On any network but its own default bridge dockerd reads links from the endpoint
+        # (as the docker CLI sends them for user-defined networks), not from HostConfig.
+        if not isinstance(networking, dict):
+            networking = body["NetworkingConfig"] = {}
+        if not isinstance(endpoints, dict):
+            endpoints = networking["EndpointsConfig"] = {}
+        endpoint = endpoints.get(network_mode)
+        if not isinstance(endpoint, dict):
+            endpoint = endpoints[network_mode] = {}
+        known = endpoint.get("Links") if isinstance(endpoint.get("Links"), list) else []
+        endpoint["Links"] = [*known, *(link for link in links if link not in known)]
     # On a user-defined network dockerd makes a container's name resolvable, but that is the
     # daemon's name: the tenant's name is added as an alias, so its containers find each
     # other as they named them.
     if tenant_name and isinstance(network_mode, str) and network_mode not in PLAIN_NETWORK_MODES \
-            and not network_mode.startswith("container:"):
+            and network_mode != default_bridge(project) and not network_mode.startswith("container:"):
         if not isinstance(networking, dict):
             networking = body["NetworkingConfig"] = {}
         if not isinstance(endpoints, dict):
@@ -232,6 +297,34 @@ def hide_added_aliases(container: dict) -> None:
         aliases = endpoint.get("Aliases") if isinstance(endpoint, dict) else None
         if isinstance(aliases, list) and len(aliases) >= 2 and aliases[-1] == short_id and aliases[-2] == name:
             del aliases[-2]
+
+
+def show_default_bridge(project: str, container: dict) -> None:
+    """A container on its project's default bridge, as dockerd shows one on its own: mode
+    "default", no aliases, and the endpoint's addresses at the top of NetworkSettings.
+    (Before strip_names, which then names the network "bridge".)"""
+    bridge = default_bridge(project)
+    hc = container.get("HostConfig")
+    if isinstance(hc, dict) and hc.get("NetworkMode") == bridge:
+        hc["NetworkMode"] = "default"
+    settings = container.get("NetworkSettings")
+    networks = settings.get("Networks") if isinstance(settings, dict) else None
+    endpoint = networks.get(bridge) if isinstance(networks, dict) else None
+    if not isinstance(endpoint, dict):
+        return
+    if "Aliases" in endpoint:
+        endpoint["Aliases"] = None
+    links = endpoint.get("Links")
+    if isinstance(links, list) and links and isinstance(hc, dict) and not hc.get("Links"):
+        # Where dockerd shows links of its default bridge (containers.create moved them).
+        me = str(container.get("Name", ""))
+        hc["Links"] = [f"/{target}:{me}/{alias or target}" for target, _, alias in
+                       (str(link).partition(":") for link in links)]
+        endpoint["Links"] = None
+    if "IPAddress" in settings and not settings.get("IPAddress"):  # inspect's shape, not ps's
+        for key in _LEGACY_ENDPOINT_FIELDS:
+            if key in endpoint:
+                settings[key] = endpoint[key]
 
 
 def network_alias(endpoint_config, tenant_name: str) -> dict:

@@ -11,6 +11,7 @@ import shlex
 import subprocess
 import sys
 import tempfile
+import time
 
 import pytest
 import requests
@@ -86,6 +87,27 @@ def stack():
         yield Stack(read_env(os.path.join(directory, "env")), directory)
     finally:
         subprocess.run([sys.executable, DEVSTACK, "down", directory, "--purge"], capture_output=True, timeout=180)
+
+
+@pytest.fixture
+def policy(stack):
+    """policy(TEXT) writes the stack's policy file (DIR/policy.yaml, which the gateway re-reads
+    when it changes); removed before and after the test (every rule refused)."""
+    path = os.path.join(stack.dir, "policy.yaml")
+
+    def write(text: str) -> None:
+        with open(path, "w") as fh:
+            fh.write(text)
+        stamp = time.time() + 5 + write.count  # a fresh mtime even within one second
+        write.count += 1
+        os.utime(path, (stamp, stamp))
+
+    write.count = 0
+    if os.path.exists(path):
+        os.unlink(path)
+    yield write
+    if os.path.exists(path):
+        os.unlink(path)
 
 
 @pytest.fixture

@@ -88,6 +88,9 @@ def test_busybox_is_public_and_not_deletable_by_a_tenant(stack, unique):
     ok(stack.docker("tag", "busybox", f"{unique}:mine", tenant="beta"))
     assert ok(stack.docker("rmi", f"{unique}:mine", tenant="beta")) == f"Untagged: {unique}:mine"
     assert ok(stack.docker("run", "--rm", "busybox", "echo", "ok", tenant="alpha")) == "ok"
+    # a pipeline's `docker pull busybox` finds the cloud's copy up to date
+    pulled = ok(stack.docker("pull", "busybox", tenant="beta"))
+    assert "Status: Image is up to date for busybox:latest" in pulled
 
 
 def test_rmi_keeps_the_image_while_another_project_references_it(stack, unique, alpha_app):

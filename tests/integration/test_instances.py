@@ -112,3 +112,30 @@ def test_labelled_containers_the_map_lacks_are_adopted_at_the_next_heartbeat(sta
         assert stack.docker("inspect", unique, tenant="beta").returncode == 1
     finally:
         stack.docker("rm", "-f", unique, direct=True)
+
+
+def test_published_ports_show_the_instance_address_they_are_reached_on(stack, policy, unique):
+    """As Swarm classic did: `docker port`, `ps` and inspect give the instance's address for
+    ports published on every address, and that address really serves the port."""
+    policy(f'"container:create:host_ip": "project_id:{stack.env["MOORAGE_PROJECT_alpha"]}"\n')  # 127.0.0.1::81
+    instance = admin_json(stack, "instances", "list")[-1]
+    address = instance["agent"].split("://", 1)[1].rsplit(":", 1)[0]
+    ran = stack.docker("run", "-d", "--name", unique, "--label", f"org.openstack.nova.instance={instance['uuid']}",
+                       "-p", "8080", "-p", "127.0.0.1::81", "busybox", "httpd", "-f", "-p", "8080", "-h", "/etc")
+    assert ran.returncode == 0, ran.stderr
+    try:
+        port = stack.docker("port", unique, "8080").stdout.decode().splitlines()
+        assert port[0].startswith(address + ":"), port
+        ps = stack.docker("ps", "--filter", f"name={unique}", "--format", "{{.Ports}}").stdout.decode()
+        assert f"{port[0]}->8080/tcp" in ps and "127.0.0.1:" in ps  # a loopback binding stays as it is
+        for _ in range(50):
+            try:
+                if requests.get(f"http://{port[0]}/hostname", timeout=2).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            time.sleep(0.1)
+        else:
+            raise AssertionError(f"nothing answers on {port[0]}")
+    finally:
+        stack.docker("rm", "-f", unique)

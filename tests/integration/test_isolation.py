@@ -185,6 +185,37 @@ def test_names_resolve_on_a_tenants_network(stack, alpha):
             stack.docker("network", "rm", net, tenant=tenant)
 
 
+def test_default_bridge_is_per_project(stack, alpha):
+    """Containers that ask for no network share an instance but not a segment: alpha's own
+    containers reach each other by address, beta's cannot reach alpha's; both see "bridge"
+    as dockerd shows its default bridge (mode "default", the address at the top level)."""
+    instance = stack.env["MOORAGE_INSTANCES"].split()[0]
+    pin = ("--label", f"org.openstack.nova.instance={instance}")
+    target, peer, stranger = (alpha["tag"] + suffix for suffix in ("-br", "-peer", "-stranger"))
+    for name, tenant in ((target, "alpha"), (peer, "alpha"), (stranger, "beta")):
+        ran = stack.docker("run", "-d", "--name", name, *pin, "busybox", "sleep", "120", tenant=tenant)
+        assert ran.returncode == 0, ran.stderr
+    try:
+        shown = stack.docker("inspect", "-f", "{{.HostConfig.NetworkMode}} {{.NetworkSettings.IPAddress}} "
+                             "{{range $k, $v := .NetworkSettings.Networks}}{{$k}}={{$v.IPAddress}}{{end}}", target)
+        mode, address, networks = shown.stdout.decode().split()
+        assert mode == "default" and address and networks == f"bridge={address}"
+        mine = stack.docker("exec", peer, "ping", "-c1", "-W2", address)
+        assert mine.returncode == 0, mine.stdout
+        linked = stack.docker("run", "--rm", *pin, "--link", f"{target}:db", "busybox", "ping", "-c1", "-W2", "db")
+        assert linked.returncode == 0, linked.stderr  # a --link resolves on the project's bridge
+        theirs = stack.docker("exec", stranger, "ping", "-c1", "-W2", address, tenant="beta")
+        assert theirs.returncode != 0, theirs.stdout
+        members = stack.http("GET", "/networks/bridge").json()["Containers"]
+        assert {m["Name"] for m in members.values()} >= {target, peer}
+        assert stranger not in {m["Name"] for m in members.values()}
+        nets = stack.docker("network", "ls", "--format", "{{.Name}}").stdout.decode().split()
+        assert nets.count("bridge") == 1
+    finally:
+        stack.docker("rm", "-f", target, peer)
+        stack.docker("rm", "-f", stranger, tenant="beta")
+
+
 def test_lists_show_only_the_callers_objects(stack, alpha):
     ps = stack.docker("ps", "-a", "--no-trunc", "--format", "{{.ID}} {{.Names}}", tenant="beta").stdout.decode()
     assert alpha["cid"] not in ps and alpha["cname"] not in ps

@@ -157,3 +157,142 @@ def test_memory_quota_through_the_docker_cli(pg_stack):
     finally:
         pg_stack.admin("quota", "unset", project, "memory")
         remove_all(pg_stack, "alpha")
+
+
+# -- the other quotas, raced the same way --------------------------------------------------------
+def race_each(stack: Stack, tenant: str, send, n: int = RACERS) -> list[requests.Response]:
+    """n concurrent requests ``send(base_url, headers, i)``, alternating between the replicas."""
+    urls = gateways(stack)
+    headers = stack.headers(tenant)
+
+    def one(i: int) -> requests.Response:
+        return send(urls[i % len(urls)], dict(headers), i)
+
+    with ThreadPoolExecutor(max_workers=n) as pool:
+        return list(pool.map(one, range(n)))
+
+
+def refusal(project: str, resource: str, limit: str, advice: str, extra: str = "") -> str:
+    return (f"quota exceeded for {resource} in project {project}: limit {limit}, in use {limit}{extra}; {advice} "
+            "or ask your operator to raise it (moorage quota set)")
+
+
+def assert_exactly(answers: list[requests.Response], ok: int, quota: int, expected: str) -> None:
+    statuses = sorted(r.status_code for r in answers)
+    assert statuses == [ok] * quota + [403] * (RACERS - quota), [r.text[:300] for r in answers
+                                                                   if r.status_code not in (ok, 403)]
+    assert {r.json()["message"] for r in answers if r.status_code == 403} == {expected}
+
+
+def tar_of(text: str) -> bytes:
+    import io
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        data = text.encode()
+        info = tarfile.TarInfo("f")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def test_images_quota_race_across_replicas(pg_stack):
+    """Concurrent imports of distinct images: each reserves before it starts and is recorded
+    (with the count checked again) when it ends, so exactly the quota is kept."""
+    project = pg_stack.env["MOORAGE_PROJECT_alpha"]
+    limit = quota_show(pg_stack, project)["images"]["in_use"] + 5
+    assert pg_stack.admin("quota", "set", project, f"images={limit}").returncode == 0
+    tag = f"race{os.getpid()}"
+
+    def send(url, headers, i):
+        headers["Content-Type"] = "application/x-tar"
+        return requests.post(f"{url}/images/create", params={"fromSrc": "-", "repo": f"{tag}-{i}", "tag": "1"},
+                             data=tar_of(f"image {i}"), headers=headers, timeout=120)
+
+    try:
+        answers = race_each(pg_stack, "alpha", send)
+        assert_exactly(answers, 200, 5, refusal(project, "images", str(limit),
+                                                "remove images you no longer need (docker rmi)"))
+        assert all(b'"error"' not in r.content for r in answers if r.status_code == 200)
+        listed = pg_stack.docker("images", "--format", "{{.Repository}}").stdout.decode().split()
+        assert len([name for name in listed if name.startswith(tag)]) == 5
+        assert quota_show(pg_stack, project)["images"] == {"limit": limit, "in_use": limit, "source": "project"}
+    finally:
+        pg_stack.admin("quota", "unset", project, "images")
+        names = [n for n in pg_stack.docker("images", "--format", "{{.Repository}}:{{.Tag}}").stdout.decode().split()
+                 if n.startswith(tag)]
+        if names:
+            pg_stack.docker("rmi", *names, timeout=120)
+
+
+@pytest.mark.parametrize("resource,path,advice,listing", [
+    ("networks", "/networks/create", "remove networks you no longer need (docker network rm)", ("network", "ls")),
+    ("volumes", "/volumes/create", "remove volumes you no longer need (docker volume rm)", ("volume", "ls")),
+])
+def test_network_and_volume_quota_race_across_replicas(pg_stack, resource, path, advice, listing):
+    project = pg_stack.env["MOORAGE_PROJECT_alpha"]
+    remove_all(pg_stack, "alpha")
+    limit = quota_show(pg_stack, project)[resource]["in_use"] + 5
+    assert pg_stack.admin("quota", "set", project, f"{resource}={limit}").returncode == 0
+    prefix = f"race{os.getpid()}{resource[0]}"
+
+    def send(url, headers, i):
+        return requests.post(url + path, json={"Name": f"{prefix}-{i}"}, headers=headers, timeout=120)
+
+    try:
+        answers = race_each(pg_stack, "alpha", send)
+        assert_exactly(answers, 201, 5, refusal(project, resource, str(limit), advice))
+        names = pg_stack.docker(*listing, "--format", "{{.Name}}").stdout.decode().split()
+        assert len([n for n in names if n.startswith(prefix)]) == 5
+        assert quota_show(pg_stack, project)[resource]["in_use"] == limit
+    finally:
+        pg_stack.admin("quota", "unset", project, resource)
+        names = [n for n in pg_stack.docker(*listing, "--format", "{{.Name}}").stdout.decode().split()
+                 if n.startswith(prefix)]
+        if names:
+            pg_stack.docker(listing[0], "rm", *names, timeout=120)
+
+
+def test_memory_quota_race_across_replicas(pg_stack):
+    project = pg_stack.env["MOORAGE_PROJECT_alpha"]
+    remove_all(pg_stack, "alpha")
+    assert pg_stack.admin("quota", "set", project, "memory=320m").returncode == 0
+    body = json.dumps({"Image": "busybox", "Cmd": ["true"], "HostConfig": {"Memory": 64 << 20}})
+
+    def send(url, headers, i):
+        headers["Content-Type"] = "application/json"
+        return requests.post(f"{url}/containers/create", data=body, headers=headers, timeout=120)
+
+    try:
+        answers = race_each(pg_stack, "alpha", send)
+        assert_exactly(answers, 201, 5, refusal(project, "memory", "320MiB", "remove containers you no longer need "
+                                                "(docker rm) or give this one less memory (docker run --memory)",
+                                                ", this container asks 64MiB"))
+        assert len(pg_stack.docker("ps", "-aq").stdout.decode().split()) == 5
+        assert quota_show(pg_stack, project)["memory"]["in_use"] == 320 << 20
+    finally:
+        pg_stack.admin("quota", "unset", project, "memory")
+        remove_all(pg_stack, "alpha")
+
+
+def test_exec_and_network_records_on_postgres(pg_stack):
+    """The store's upserts for execs and networks in a dialect PostgreSQL speaks (it has no
+    INSERT OR REPLACE): docker exec and docker network create work on PostgreSQL."""
+    remove_all(pg_stack, "alpha")
+    name = f"ex{os.getpid()}"
+    assert pg_stack.docker("run", "-d", "--name", name, "busybox", "sleep", "300").returncode == 0
+    try:
+        result = pg_stack.docker("exec", name, "echo", "hi")
+        assert (result.returncode, result.stdout) == (0, b"hi\n"), result.stderr
+        urls = gateways(pg_stack)
+        created = requests.post(f"{urls[0]}/containers/{name}/exec", json={"Cmd": ["true"]},
+                                headers=pg_stack.headers(), timeout=30)
+        assert created.status_code == 201, created.text
+        inspected = requests.get(f"{urls[1]}/exec/{created.json()['Id']}/json", headers=pg_stack.headers(), timeout=30)
+        assert inspected.status_code == 200, inspected.text
+        net = pg_stack.docker("network", "create", name)
+        assert net.returncode == 0, net.stderr
+        assert pg_stack.docker("network", "rm", name).returncode == 0
+    finally:
+        remove_all(pg_stack, "alpha")

@@ -96,6 +96,15 @@ REFUSED = [
     ("container:create:oom_kill_disable", {"OomKillDisable": True}, "OOM killer"),
     ("container:create:log_driver", {"LogConfig": {"Type": "syslog", "Config": {"syslog-address": "tcp://10.0.0.1:514"}}},
      "syslog"),
+    ("container:create:privileged_ports", {"PortBindings": {"80/tcp": [{"HostIp": "", "HostPort": "80"}]}},
+     "the instance's port 80 (-p 80:80/tcp"),
+    ("container:create:privileged_ports", {"PortBindings": {"22/tcp": [{"HostPort": "22"}]}}, "port 22"),
+    ("container:create:privileged_ports", {"PortBindings": {"8080/tcp": [{"HostPort": "1000-1100"}]}}, "port 1000"),
+    ("container:create:privileged_ports", {"PortBindings": {"53/udp": [{"hostport": "0-53"}]}}, "port 1 "),
+    ("container:create:host_ip", {"PortBindings": {"80/tcp": [{"HostIp": "127.0.0.1", "HostPort": "8080"}]}},
+     "the instance's address 127.0.0.1 (-p 127.0.0.1:8080:80/tcp)"),
+    ("container:create:host_ip", {"PortBindings": {"80/tcp": [{"hostip": "10.0.0.5", "hostport": ""}]}}, "10.0.0.5"),
+    ("container:create:host_ip", {"PortBindings": {"80/tcp": [{"HostIp": "169.254.169.254"}]}}, "169.254.169.254"),
 ]
 
 ALLOWED = [
@@ -115,6 +124,13 @@ ALLOWED = [
     {"MaskedPaths": None, "ReadonlyPaths": None}, {"OomScoreAdj": 500}, {"OomKillDisable": False},
     {"Privileged": False}, {"LogConfig": {"Type": "json-file", "Config": {"max-size": "10m"}}},
     {"CgroupParent": ""}, {"Tmpfs": {"/run": "rw,size=64m"}},
+    # ports the daemon chooses (-p 80, -P), on every address; unparsable ones dockerd refuses itself
+    {"PortBindings": {"80/tcp": [{"HostIp": "", "HostPort": ""}], "81/udp": [{"HostPort": "0"}],
+                      "82/tcp": [{"HostIp": "0.0.0.0", "HostPort": "8080"}], "83/tcp": [{"HostIp": "::",
+                                                                                         "HostPort": "1024-1030"}],
+                      "84/tcp": None, "85/tcp": [None, 1], "86/tcp": [{"HostPort": "x"}]},
+     "PublishAllPorts": True, "ExposedPorts": {"80/tcp": {}}},
+    {"PortBindings": {"80/tcp": [{"HostPort": "65535"}]}}, {"PortBindings": ["80:80"]},
 ]
 
 
@@ -195,6 +211,7 @@ def test_malformed_bodies_are_left_to_dockerd_and_never_crash(checker):
         checker.exec_create(ALPHA, body)
         checker.volume_create(ALPHA, body)
         checker.container_start(ALPHA, body)
+        checker.network_create(ALPHA, body)
 
 
 # -- start with a HostConfig (API < 1.24), update, exec, build, volumes --------------------------
@@ -229,12 +246,104 @@ def test_privileged_exec(checker, policy_path):
     ("network%6Dode=host", "image:build:host_network"),
     ("remote=http%3A%2F%2F169.254.169.254%2Flatest", "image:build:remote"),
     ("remote=git%40github.com%3Ax%2Fy.git", "image:build:remote"),
+    ("cgroupparent=%2Fsystem.slice", "image:build:cgroup_parent"),
 ])
 def test_build_query_settings(checker, policy_path, query, rule):
     err = refused(checker.build, ALPHA, query, "application/x-tar")
     assert err.status == 403 and f'"{rule}"' in err.message
     write_policy(policy_path, {rule: "project_id:alpha-id"})
     checker.build(ALPHA, query, "application/x-tar")
+
+
+def test_the_agents_port_is_never_published_whatever_the_policy(checker, policy_path):
+    write_policy(policy_path, {"container:create:privileged_ports": "@", "container:create:host_ip": "@"})
+    reserved = frozenset({2376, 9100})
+    for port in ("2376", "2000-3000", "9100", "9000-9200"):
+        body = hc(PortBindings={"80/tcp": [{"HostIp": "", "HostPort": port}]})
+        err = refused(checker.container_create, ALPHA, body, reserved_ports=reserved)
+        assert err.status == 403 and "reserved for Moorage" in err.message and "policy rule" not in err.message
+    assert "2376" in refused(checker.container_create, ALPHA, top(PortBindings={"2376/tcp": [{"HostPort": "2376"}]}),
+                             version="1.23").message
+    checker.container_create(ALPHA, hc(PortBindings={"80/tcp": [{"HostPort": "80"}, {"HostIp": "127.0.0.1",
+                                                                                        "HostPort": "2377"}]}),
+                             reserved_ports=reserved)
+    checker.container_create(ALPHA, hc(PortBindings={"2376/tcp": [{"HostPort": ""}]}), reserved_ports=reserved)
+
+
+@pytest.mark.parametrize("query", [
+    "fromSrc=http%3A%2F%2F169.254.169.254%2Flatest%2Fmeta-data", "169.254.169.254", "https://example.com/x.tar",
+    "file:///etc/passwd", " -",
+])
+def test_import_from_a_url_is_refused(checker, policy_path, query):
+    err = refused(checker.image_import, ALPHA, query)
+    assert err.status == 403 and 'policy rule "image:import:url"' in err.message and "docker import -" in err.message
+    write_policy(policy_path, {"image:import:url": "project_id:alpha-id"})
+    checker.image_import(ALPHA, query)
+    assert refused(checker.image_import, BETA, query).status == 403
+
+
+def test_import_from_the_body_passes(checker):
+    checker.image_import(ALPHA, "-")
+    checker.image_import(ALPHA, "")  # dockerd fetches "http://": nothing
+
+
+NETWORK_REFUSED = [
+    ("network:create:driver", {"Driver": "macvlan"}, "the network driver macvlan"),
+    ("network:create:driver", {"Driver": "ipvlan", "Options": {"ipvlan_mode": "l2"}}, "ipvlan"),
+    ("network:create:driver", {"driver": "overlay"}, "overlay"),
+    ("network:create:driver", {"Driver": "some/plugin:latest"}, "some/plugin"),
+    ("network:create:driver", {"IPAM": {"Driver": "infoblox"}}, "the IPAM driver infoblox"),
+    ("network:create:bridge_name", {"Options": {"com.docker.network.bridge.name": "docker0"}}, "docker0"),
+    ("network:create:bridge_name", {"Driver": "bridge", "Options": {"com.docker.network.bridge.name": "br-ex"}},
+     "bridge interface"),
+    ("network:create:parent", {"Options": {"parent": "eth0"}}, "interface eth0"),
+    ("network:create:subnet", {"IPAM": {"Config": [{"Subnet": "169.254.0.0/16"}]}}, "--subnet"),
+    ("network:create:subnet", {"ipam": {"config": [{"Gateway": "10.0.0.1"}]}}, "--gateway"),
+    ("network:create:config_from", {"ConfigFrom": {"Network": "other"}}, "--config-from"),
+    ("network:create:config_from", {"ConfigOnly": True}, "--config-only"),
+    ("network:create:driver_opts", {"Options": {"com.docker.network.bridge.host_binding_ipv4": "127.0.0.1"}},
+     "host_binding_ipv4"),
+    ("network:create:driver_opts", {"Options": {"com.docker.network.bridge.gateway_mode_ipv4": "routed"}},
+     "gateway_mode_ipv4"),
+]
+
+
+@pytest.mark.parametrize("rule,fields,text", NETWORK_REFUSED, ids=[f"{r[0].split(':')[-1]}-{i}"
+                                                                    for i, r in enumerate(NETWORK_REFUSED)])
+def test_network_settings_that_reach_the_instance(checker, policy_path, rule, fields, text):
+    body = {"Name": "n", **fields}
+    err = refused(checker.network_create, ALPHA, json.loads(json.dumps(body)))
+    assert err.status == 403 and f'policy rule "{rule}"' in err.message and text in err.message
+    write_policy(policy_path, {r: "project_id:alpha-id" for r in RULES if r.startswith("network:create:")
+                               and (r == rule or r == "network:create:driver")})
+    checker.network_create(ALPHA, json.loads(json.dumps(body)))
+    assert refused(checker.network_create, BETA, json.loads(json.dumps(body))).status == 403
+
+
+def test_macvlan_parent_needs_both_rules(checker, policy_path):
+    body = {"Name": "n", "Driver": "macvlan", "Options": {"parent": "eth0", "macvlan_mode": "bridge"}}
+    write_policy(policy_path, {"network:create:driver": "@"})
+    assert "network:create:parent" in refused(checker.network_create, ALPHA, dict(body)).message
+    write_policy(policy_path, {"network:create:parent": "@"})
+    assert "network:create:driver" in refused(checker.network_create, ALPHA, dict(body)).message
+    write_policy(policy_path, {"network:create:parent": "@", "network:create:driver": "@"})
+    checker.network_create(ALPHA, dict(body))
+
+
+def test_plain_networks_pass_and_are_bounded(checker):
+    for body in ({"Name": "n"}, {"Name": "n", "Driver": "bridge", "Internal": True, "Attachable": True,
+                                 "EnableIPv6": False, "Labels": {"a": "b"},
+                                 "IPAM": {"Driver": "default", "Config": [{}]},
+                                 "Options": {"com.docker.network.bridge.enable_icc": "false",
+                                             "com.docker.network.bridge.enable_ip_masquerade": "true",
+                                             "com.docker.network.driver.mtu": "1400"}},
+                 {"Name": "n", "Driver": ""}, None, [], {"Name": "n", "Options": ["x"], "IPAM": "x"}):
+        checker.network_create(ALPHA, body)
+    assert "limits.max_labels" in refused(checker.network_create, ALPHA, {
+        "Name": "n", "Labels": {str(i): "" for i in range(300)}}).message
+    assert "network option" in refused(checker.network_create, ALPHA, {
+        "Name": "n", "Options": {"com.docker.network.driver.mtu": "1" * 70_000}}).message
+    assert "limits.max_name_length" in refused(checker.network_create, ALPHA, {"Name": "n" * 300}).message
 
 
 def test_build_harmless_queries_and_form_bodies(checker):
@@ -376,6 +485,79 @@ def test_update_is_held_to_the_maxima_but_gets_no_defaults(limited):
     for fields in ({"Memory": 3 << 30}, {"Memory": -1}, {"NanoCpus": 3_000_000_000}, {"CpuQuota": -1},
                    {"PidsLimit": 0}, {"PidsLimit": -1}, {"PidsLimit": 2048}):
         assert refused(limited.container_update, ALPHA, dict(fields)).status == 403, fields
+
+
+def test_swap_is_bounded_with_a_memory_maximum(limited):
+    err = refused(limited.container_create, ALPHA, hc(Memory=1 << 30, MemorySwap=-1))
+    assert err.status == 403 and "unlimited swap (--memory-swap -1)" in err.message
+    assert "limits.max_memory" in err.message and "at most 4 GiB" in err.message
+    assert refused(limited.container_create, ALPHA, top(Memory=1 << 30, MemorySwap=-1), version="1.23").status == 403
+    assert refused(limited.container_create, ALPHA, {"Image": "busybox", "HostConfig": {}, "MemorySwap": -1}).status == 403
+    assert refused(limited.container_update, ALPHA, {"Memory": 1 << 30, "MemorySwap": -1}).status == 403
+    err = refused(limited.container_create, ALPHA, hc(Memory=1 << 30, MemorySwap=5 << 30))
+    assert "the memory and swap limit 5 GiB (--memory-swap)" in err.message and "twice limits.max_memory" in err.message
+    limited.container_create(ALPHA, hc(Memory=2 << 30, MemorySwap=4 << 30))
+    limited.container_create(ALPHA, hc(Memory=1 << 30, MemorySwap=0))
+    limited.container_create(BETA, hc(Memory=1 << 30, MemorySwap=16 << 30))  # beta's maximum is 8g
+    Checker({}, {}).container_create(ALPHA, hc(Memory=1 << 30, MemorySwap=-1))  # no maximum: dockerd's way
+
+
+def test_shm_and_cpu_weight_are_bounded_by_the_maxima(limited):
+    err = refused(limited.container_create, ALPHA, hc(ShmSize=3 << 30))
+    assert "the /dev/shm size 3 GiB (--shm-size)" in err.message and "limits.max_memory" in err.message
+    limited.container_create(ALPHA, hc(ShmSize=64 << 20))
+    err = refused(limited.container_create, ALPHA, hc(CpuShares=4096))
+    assert "the CPU weight 4096 (--cpu-shares)" in err.message and "limits.max_cpus" in err.message
+    assert "2048, 1024 per CPU of 2 CPUs" in err.message
+    limited.container_create(ALPHA, hc(CpuShares=2048))
+    assert refused(limited.container_update, ALPHA, {"CpuShares": 262144}).status == 403
+    Checker({}, {}).container_create(ALPHA, hc(ShmSize=64 << 30, CpuShares=262144))
+
+
+def build_query(pairs) -> dict:
+    out = {}
+    for key, value in pairs:
+        out.setdefault(key, []).append(value)
+    return out
+
+
+def test_build_resources_get_the_defaults(limited):
+    sent = build_query(limited.build(ALPHA, "t=x&rm=1", "application/x-tar"))
+    assert sent == {"t": ["x"], "rm": ["1"], "memory": [str(512 << 20)], "cpuquota": ["100000"]}
+    sent = build_query(limited.build(ALPHA, "cpuperiod=50000&memory=1073741824", "application/x-tar"))
+    assert sent == {"memory": [str(1 << 30)], "cpuperiod": ["50000"], "cpuquota": ["50000"]}
+    sent = build_query(limited.build(ALPHA, "cpuquota=150000&memswap=2147483648&cpushares=512&shmsize=67108864"
+                                            "&cpusetcpus=0", "application/x-tar"))
+    assert sent == {"cpuquota": ["150000"], "memswap": [str(2 << 30)], "cpushares": ["512"],
+                    "shmsize": [str(64 << 20)], "cpusetcpus": ["0"], "memory": [str(512 << 20)]}
+    # As dockerd reads them: the first value; what does not parse is 0 (and gets the default)
+    sent = build_query(limited.build(ALPHA, "memory=1073741824&memory=9999999999999&cpuquota=lots",
+                                     "application/x-tar"))
+    assert sent["memory"] == [str(1 << 30)] and sent["cpuquota"] == ["100000"]
+    sent = build_query(limited.build(ALPHA, "memory=&memory=9999999999999", "application/x-tar"))
+    assert sent["memory"] == [str(512 << 20)]
+    sent = build_query(limited.build(ALPHA, "shmsize=64m", "application/x-tar"))
+    assert sent["shmsize"] == ["64m"]  # dockerd refuses it itself
+
+
+@pytest.mark.parametrize("query,limit", [
+    ("memory=3221225472", "limits.max_memory"),
+    ("memswap=-1", "unlimited swap"),
+    ("memory=1073741824&memswap=8589934592", "limits.max_memory"),
+    ("shmsize=4294967296", "--shm-size"),
+    ("cpuquota=300000", "limits.max_cpus"),
+    ("cpuquota=100000&cpuperiod=10000", "limits.max_cpus"),
+    ("cpushares=8192", "--cpu-shares"),
+])
+def test_build_resources_above_the_maxima_are_refused(limited, query, limit):
+    err = refused(limited.build, ALPHA, query, "application/x-tar")
+    assert err.status == 403 and limit in err.message and "alpha-id" in err.message
+
+
+def test_build_query_unchanged_without_limits(checker):
+    query = "t=x&memory=abc&memswap=-1&cpushares=99999&shmsize=1&q=1"
+    assert checker.build(ALPHA, query, "application/x-tar") == [
+        ("t", "x"), ("q", "1"), ("memswap", "-1"), ("cpushares", "99999"), ("shmsize", "1")]
 
 
 def test_a_maximum_alone_is_the_default():

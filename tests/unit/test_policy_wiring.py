@@ -107,3 +107,63 @@ def test_oversize_name_and_malformed_query_are_400_or_judged_never_500(client):
         assert post(client, "/v1.41/containers/create", {"Image": "busybox"}, query_string=query).status_code in (400, 503)
     resp = post(client, "/v1.41/containers/abc/rename", query_string="name=" + "n" * 300)
     assert resp.status_code == 400
+
+
+@pytest.mark.parametrize("query", [
+    "fromSrc=http%3A%2F%2F169.254.169.254%2Flatest%2Fmeta-data%2F&repo=x",
+    "fromSrc=169.254.169.254",
+    "fromImage=&fromSrc=-&fromSrc=http%3A%2F%2F169.254.169.254%2F",  # dockerd: no fromImage is an import
+])
+def test_import_from_a_url_is_refused_before_anything_is_forwarded(client, query):
+    resp = client.simulate_post("/v1.41/images/create", query_string=query, body=b"",
+                                headers={**HEADERS, "Content-Type": "text/plain"})
+    assert resp.status_code == 403 and 'policy rule "image:import:url"' in resp.json["message"]
+    assert client.sent == []
+
+
+def test_import_from_the_body_gets_past_policy(client):
+    resp = client.simulate_post("/v1.41/images/create", query_string="fromSrc=-&repo=x", body=b"tar",
+                                headers={**HEADERS, "Content-Type": "application/x-tar"})
+    assert resp.status_code == 503  # no instance: past policy
+
+
+def test_image_create_parameters_in_a_form_body_are_refused(client):
+    # Go's ParseForm: a form body's fromSrc would take precedence over the query's "-"
+    resp = client.simulate_post("/v1.41/images/create", query_string="fromSrc=-",
+                                body=b"fromSrc=http%3A%2F%2F169.254.169.254%2F",
+                                headers={**HEADERS, "Content-Type": "application/x-www-form-urlencoded"})
+    assert resp.status_code == 400 and "not as a form" in resp.json["message"]
+    assert client.sent == []
+
+
+@pytest.mark.parametrize("body,rule", [
+    ({"Name": "n", "Driver": "macvlan", "Options": {"parent": "eth0"}}, "network:create:driver"),
+    ({"Name": "n", "Options": {"com.docker.network.bridge.name": "docker0"}}, "network:create:bridge_name"),
+    ({"name": "n", "options": {"com.docker.network.bridge.host_binding_ipv4": "127.0.0.1"}},
+     "network:create:driver_opts"),
+])
+def test_network_create_refused_before_anything_is_forwarded(client, body, rule):
+    resp = post(client, "/v1.41/networks/create", body)
+    assert resp.status_code == 403 and f'policy rule "{rule}"' in resp.json["message"]
+    assert client.sent == []
+    assert post(client, "/v1.41/networks/create", {"Name": "n"}).status_code == 503
+
+
+@pytest.mark.parametrize("bindings,text", [
+    ({"80/tcp": [{"HostIp": "", "HostPort": "80"}]}, 'policy rule "container:create:privileged_ports"'),
+    ({"80/tcp": [{"HostIp": "127.0.0.1", "HostPort": "8080"}]}, 'policy rule "container:create:host_ip"'),
+    ({"80/tcp": [{"HostPort": "2376"}]}, "reserved for Moorage"),
+    ({"80/tcp": [{"HostPort": "7001"}]}, "reserved for Moorage"),  # a registered agent's port
+])
+def test_published_ports_refused_before_anything_is_forwarded(client, bindings, text):
+    from gateway import store
+
+    store.Instance.create(uuid="gone", agent_url="http://10.0.0.9:7001", agent_secret="s", state="down")
+    for body in ({"Image": "busybox", "HostConfig": {"PortBindings": bindings}},
+                 {"Image": "busybox", "PortBindings": bindings}):
+        resp = post(client, "/v1.41/containers/create", body)
+        assert resp.status_code == 403 and text in resp.json["message"], resp.json
+    assert client.sent == []
+    ok = {"Image": "busybox", "HostConfig": {"PortBindings": {"80/tcp": [{"HostPort": "8080"}, {"HostPort": ""}]},
+                                             "PublishAllPorts": True}}
+    assert post(client, "/v1.41/containers/create", ok).status_code == 503

@@ -205,6 +205,100 @@ def test_images_count_distinct_image_ids(settings):
     assert "limit 2, in use 2; remove images you no longer need (docker rmi)" in exc.value.message
 
 
+def image_row(project: str, image_id: str, reference: str = "") -> None:
+    store.ImageRef.create(project=project, reference=reference, daemon_ref="moorage/p-x/" + reference if reference
+                          else "", image_id=image_id)
+
+
+def test_settle_images_records_within_the_quota_and_drops_the_reservation(settings):
+    quotas.set_limits("p", {"images": 2})
+    image_row("p", "sha256:1", "a:1")
+    r = quotas.reserve("p", "images", settings)
+    assert quotas.usage("p")["images"] == 2  # the reservation counts while the pull runs
+    with pytest.raises(DockerError):
+        quotas.reserve("p", "images", settings)
+    quotas.settle_images(r, "p", ["sha256:2"], lambda: image_row("p", "sha256:2", "b:1"), settings)
+    assert quotas.usage("p")["images"] == 2 and store.QuotaReservation.select().count() == 0
+    # the project at its quota: a new name for an image it holds adds none, so it is recorded
+    quotas.settle_images(None, "p", ["2"], lambda: image_row("p", "sha256:2", "c:1"), settings)
+    assert store.ImageRef.select().where(store.ImageRef.project == "p").count() == 3
+
+
+def test_settle_images_refuses_what_does_not_fit_and_records_nothing(settings):
+    quotas.set_limits("p", {"images": 3})
+    image_row("p", "sha256:1")
+    r = quotas.reserve("p", "images", settings)
+    recorded = []
+    with pytest.raises(DockerError) as exc:  # a load that made three images, one of them held
+        quotas.settle_images(r, "p", ["sha256:1", "sha256:2", "sha256:3", "sha256:4"],
+                             lambda: recorded.append(1), settings)
+    assert exc.value.status == 403 and recorded == []
+    assert exc.value.message.startswith("quota exceeded for images in project p: limit 3, in use 1, this request "
+                                        "adds 3; remove images you no longer need (docker rmi)")
+    assert store.QuotaReservation.select().count() == 0  # released when refused too
+    quotas.settle_images(quotas.reserve("p", "images", settings), "p", ["sha256:2", "sha256:3"],
+                         lambda: [image_row("p", "sha256:2"), image_row("p", "sha256:3")], settings)
+    assert quotas.usage("p")["images"] == 3
+
+
+def test_settle_images_is_exact_even_when_a_reservation_expired(settings):
+    """A build longer than the reservation's TTL: its reservation stopped counting and another
+    took the last image; settling checks again instead of trusting the reservation."""
+    quotas.set_limits("p", {"images": 1})
+    slow = quotas.reserve("p", "images", settings)
+    store.QuotaReservation.update(created_at=store.utcnow() - quotas.RESERVATION_TTL * 2).execute()
+    fast = quotas.reserve("p", "images", settings)
+    quotas.settle_images(fast, "p", ["sha256:f"], lambda: image_row("p", "sha256:f"), settings)
+    with pytest.raises(DockerError):
+        quotas.settle_images(slow, "p", ["sha256:s"], lambda: image_row("p", "sha256:s"), settings)
+    assert quotas.usage("p")["images"] == 1
+
+
+def test_no_quota_settles_anything(settings):
+    quotas.settle_images(None, "p", ["sha256:1", "sha256:2"], lambda: image_row("p", "sha256:1"), settings)
+    assert quotas.usage("p")["images"] == 1
+
+
+@pytest.mark.parametrize("reserve_first", [True, False], ids=["reserved", "settled-only"])
+def test_concurrent_image_creates_never_exceed_the_quota(settings, reserve_first):
+    """Threads as concurrent pulls/builds of distinct images: exactly the quota is recorded,
+    whether they reserve first (the routes) or only settle (the check at settle alone is exact)."""
+    quotas.set_limits("p", {"images": 4})
+    image_row("p", "sha256:0")
+    made, refused = [], []
+
+    def worker(i):
+        try:
+            r = quotas.reserve("p", "images", settings) if reserve_first else None
+            quotas.settle_images(r, "p", [f"sha256:{i}"], lambda: image_row("p", f"sha256:{i}"), settings)
+            made.append(i)
+        except DockerError as exc:
+            refused.append((exc.status, exc.message))
+        finally:
+            store.release_connection()
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(1, 25)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(made) == 3 and len(refused) == 21 and {s for s, _ in refused} == {403}
+    assert all("quota exceeded for images in project p: limit 4, in use 4" in m for _, m in refused)
+    assert quotas.usage("p")["images"] == 4 and store.QuotaReservation.select().count() == 0
+
+
+def test_a_network_or_volume_placement_is_no_container(settings):
+    """Where a new network or volume goes is asked of the scheduler (a probe): the project's
+    container quotas do not refuse it, and it holds no slot that a container create would see."""
+    quotas.set_limits("p", {"containers": 1, "memory": 1 << 30})
+    probe = PlacementRequest(project="p", name="", labels={}, probe=True)
+    assert place(probe, settings).instance.uuid == "a"  # memory quota: no --memory, yet not refused
+    assert store.Container.select().count() == 0
+    confirm(place(req(memory=256 << 20), settings), "c" * 64, "web", "p", {})
+    assert place(probe, settings).instance.uuid == "a"  # containers quota full: still not refused
+    assert quotas.usage("p")["containers"] == 1
+
+
 # -- shown to the project and the operator --------------------------------------------------------
 def test_info_labels_and_report(settings):
     settings.quotas = {"volumes": 10}
@@ -309,3 +403,43 @@ def test_concurrent_reservations_never_exceed_the_quota(settings):
         t.join()
     assert (len(got), refused) == (2, [403] * 18)
     assert quotas.usage("p")["volumes"] == 3
+
+
+@pytest.mark.parametrize("resource", ["networks", "volumes"])
+def test_concurrent_creates_that_confirm_never_exceed_the_quota(settings, resource):
+    """Reserve, a daemon call (a sleep), confirm: a confirm that commits between a check's two
+    counts (rows, then reservations) must not make both miss its object (PostgreSQL's
+    per-statement snapshots), so confirms take the project's lock too."""
+    import random
+    import time
+    import uuid
+
+    quotas.set_limits("p", {resource: 5})
+    made, refused = [], []
+
+    def record(i):
+        if resource == "networks":
+            return store.Network.create(id=uuid.uuid4().hex, project="p", name=f"n{i}", daemon_name=f"n{i}",
+                                        instance="a")
+        return store.Volume.create(daemon_name=f"v{i}", project="p", name=f"v{i}", instance="a")
+
+    def worker(i):
+        try:
+            with quotas.reserving("p", resource, settings) as reservation:
+                time.sleep(random.random() * 0.2)
+                quotas.confirm(reservation, lambda: record(i))
+            made.append(i)
+        except DockerError as exc:
+            refused.append(exc.status)
+        finally:
+            store.release_connection()
+
+    for _ in range(2):
+        threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(made) + len(refused),
+                                                                              len(made) + len(refused) + 30)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert len(made) == 5 and set(refused) == {403}
+    assert quotas.usage("p")[resource] == 5 and store.QuotaReservation.select().count() == 0

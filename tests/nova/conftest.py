@@ -1,0 +1,143 @@
+"""The nova lane: a `scripts/devstack up DIR --nova --capacity 2 --nova-grace 5` stack for the session.
+
+Select it with `pytest -m nova` (every test here carries the mark). Needs root (devstack makes
+network namespaces and runs dockerd, MariaDB and RabbitMQ) and, once per machine, apt and PyPI
+(scripts/nova installs mariadb-server, rabbitmq-server and a pinned Nova virtualenv, cached under
+~/.cache/moorage). The stack starts with no instance host: the gateway's nova provider boots them.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+DEVSTACK = os.path.join(REPO, "scripts", "devstack")
+DOCKER = "/usr/local/bin/docker" if os.access("/usr/local/bin/docker", os.X_OK) else shutil.which("docker")
+CAPACITY = 2
+GRACE = 5  # seconds an empty instance lives
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "nova: needs a real Nova (scripts/devstack up DIR --nova)")
+
+
+def read_exports(path: str) -> dict:
+    out = {}
+    with open(path) as fh:
+        for line in fh:
+            words = shlex.split(line, comments=True)
+            if len(words) == 2 and words[0] == "export" and "=" in words[1]:
+                key, _, value = words[1].partition("=")
+                out[key] = value
+    return out
+
+
+def _run(argv: list[str], timeout: float) -> subprocess.CompletedProcess:
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+class Stack:
+    def __init__(self, directory: str, env: dict):
+        self.dir = directory
+        self.env = env
+        self.nova_rc = read_exports(env["MOORAGE_NOVA_RC"])
+        self.admin_rc = read_exports(env["MOORAGE_KEYSTONE_OPENRC"])
+        self.pool = env["MOORAGE_NOVA_POOL"]
+        self._admin = None
+        self._service = None
+
+    def docker(self, *args: str, tenant: str = "alpha", timeout: int = 120) -> subprocess.CompletedProcess:
+        """The docker CLI as a tenant, always under `timeout -s KILL`."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("DOCKER_", "OS_"))}
+        env.update(DOCKER_HOST=self.env["DOCKER_HOST"], DOCKER_CONFIG=self.env[f"MOORAGE_CONFIG_{tenant}"])
+        return subprocess.run(["timeout", "-s", "KILL", str(timeout), DOCKER, *args], capture_output=True,
+                              text=True, env=env, stdin=subprocess.DEVNULL)
+
+    def hosts(self) -> list[tuple[str, str]]:
+        proc = _run([sys.executable, DEVSTACK, "hosts", self.dir], timeout=30)
+        assert proc.returncode == 0, proc.stderr
+        return [tuple(line.split()) for line in proc.stdout.splitlines() if line.strip()]
+
+    def admin_cli(self, *args: str) -> subprocess.CompletedProcess:
+        return _run(shlex.split(self.env["MOORAGE_ADMIN"]) + list(args), timeout=30)
+
+    def instances(self) -> list[dict]:
+        proc = self.admin_cli("instances", "list", "--format", "json")
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout)
+
+    def _client(self, rc_user: str, password: str, project: str):
+        from keystoneauth1 import session
+        from keystoneauth1.identity import v3
+        from novaclient import client
+
+        auth = v3.Password(auth_url=self.nova_rc["MOORAGE_NOVA_AUTH_URL"], username=rc_user, password=password,
+                           project_name=project, user_domain_name="Default", project_domain_name="Default")
+        return client.Client("2.90", session=session.Session(auth=auth, timeout=30))
+
+    @property
+    def nova_admin(self):
+        if self._admin is None:
+            self._admin = self._client(self.admin_rc["OS_USERNAME"], self.admin_rc["OS_PASSWORD"],
+                                       self.admin_rc["OS_PROJECT_NAME"])
+        return self._admin
+
+    @property
+    def nova_service(self):
+        """novaclient as the gateway's own service user, in its project."""
+        if self._service is None:
+            rc = self.nova_rc
+            self._service = self._client(rc["MOORAGE_NOVA_USERNAME"], rc["MOORAGE_NOVA_PASSWORD"],
+                                         rc["MOORAGE_NOVA_PROJECT_NAME"])
+        return self._service
+
+    def pool_servers(self, since: str | None = None) -> list:
+        """The servers carrying this stack's pool mark (with `since`, deleted ones too)."""
+        opts = {"all_tenants": 1}
+        if since:
+            opts["changes-since"] = since
+        return [s for s in self.nova_admin.servers.list(search_opts=opts)
+                if (s.metadata or {}).get("moorage:pool") == self.pool]
+
+    def boots_since(self, since: str) -> list:
+        """Every server the pool booted since `since` (an ISO time), deleted ones included: a
+        deleted server loses its metadata, so these are the service project's `moorage-*` servers."""
+        project = self.nova_rc["MOORAGE_NOVA_PROJECT_ID"]
+        return [s for s in self.nova_admin.servers.list(search_opts={"all_tenants": 1, "changes-since": since})
+                if s.tenant_id == project and s.name.startswith("moorage-") and s.created >= since]
+
+    def user_data(self, server_id: str) -> str:
+        server = self.nova_admin.servers.get(server_id)
+        return base64.b64decode(getattr(server, "OS-EXT-SRV-ATTR:user_data") or "").decode()
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory):
+    if os.geteuid() != 0:
+        pytest.skip("the nova lane needs root (scripts/devstack makes namespaces and runs dockerd)")
+    if not DOCKER:
+        pytest.skip("no docker CLI")
+    directory = str(tmp_path_factory.mktemp("nova-stack"))
+    try:
+        t0 = time.monotonic()
+        proc = _run([sys.executable, DEVSTACK, "up", directory, "--nova", "--capacity", str(CAPACITY),
+                     "--nova-grace", str(GRACE)], timeout=1800)
+        if proc.returncode != 0:
+            pytest.fail(f"scripts/devstack up --nova failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+        sys.stderr.write(f"\n[nova lane] devstack up --nova in {time.monotonic() - t0:.1f} s\n")
+        yield Stack(directory, read_exports(os.path.join(directory, "env")))
+    finally:
+        down = _run([sys.executable, DEVSTACK, "down", directory, "--purge"], timeout=600)
+        if down.returncode != 0:
+            sys.stderr.write(f"devstack down failed: {down.stderr[-2000:]}\n")
+        _run([sys.executable, os.path.join(REPO, "scripts", "nova"), "down", os.path.join(directory, "nova"),
+              "--purge"], timeout=300)
