@@ -78,22 +78,31 @@ def list_(ctx: Context) -> None:
 
 def _order_same_second(merged: list[dict], origin: dict[str, str]) -> None:
     """Reorder, in place, runs of containers of several instances that share a "Created"
-    second (newest first, by the map's creation times)."""
+    second (newest first, by the map's creation times). The creation times of every such run
+    are read together (a list of 2,000 containers created in bursts has hundreds of runs)."""
+    runs = []
     start = 0
     while start < len(merged):
         end = start
         while end + 1 < len(merged) and merged[end + 1].get("Created") == merged[start].get("Created"):
             end += 1
         if end > start and len({origin.get(c.get("Id")) for c in merged[start:end + 1]}) > 1:
-            run = merged[start:end + 1]
-            ids = [c.get("Id") for c in run]
-            C = store.Container
-            created = {row.id: row.created_at for row in
-                       C.select(C.id, C.created_at).where(C.id.in_(ids))}
-            if len(created) == len(run):
-                run.sort(key=lambda c: created[c["Id"]], reverse=True)
-                merged[start:end + 1] = run
+            runs.append((start, end + 1))
         start = end + 1
+    ids = [merged[i].get("Id") for first, stop in runs for i in range(first, stop)]
+    # Written out: peewee takes longer to build an IN of 500 values than the database to answer it.
+    db, convert = store.database.obj, store.Container.created_at.python_value
+    created = {}
+    for chunk in range(0, len(ids), 500):
+        part = ids[chunk:chunk + 500]
+        marks = ", ".join([db.param] * len(part))
+        rows = db.execute_sql(f'SELECT "id", "created_at" FROM "container" WHERE "id" IN ({marks})', part)
+        created.update((cid, convert(at)) for cid, at in rows)
+    for first, stop in runs:
+        run = merged[first:stop]
+        if all(c.get("Id") in created for c in run):
+            run.sort(key=lambda c: created[c["Id"]], reverse=True)
+            merged[first:stop] = run
 
 
 def create(ctx: Context) -> None:

@@ -57,3 +57,33 @@ def test_writes_go_one_after_another_and_stop_at_the_first_error(fleet):
         list(common.every_instance(fleet.ctx, "POST", "/containers/prune"))
     assert exc.value.status == 500 and exc.value.message == "i1 broke"
     assert fleet.calls == ["i0", "i1"]
+
+
+def test_the_list_orders_same_second_runs_of_several_instances_by_the_map(tmp_path):
+    """containers._order_same_second: within a "Created" second, containers of several
+    instances are ordered by the map's creation times (newest first); a run of one instance,
+    or one with a container the map lacks, keeps the daemons' order."""
+    import datetime as dt
+
+    from gateway import store
+    from gateway.dockerapi.containers import _order_same_second
+
+    store.init(f"sqlite:///{tmp_path}/m.db")
+    try:
+        for uuid in ("i1", "i2"):
+            store.Instance.create(uuid=uuid, agent_url="tcp://127.0.0.1:1", agent_secret="s")
+        t0 = dt.datetime(2025, 1, 1, 12, 0, 0)
+        rows = {"a": ("i1", 1), "b": ("i2", 3), "c": ("i1", 2),  # second 100: several instances
+                "d": ("i1", 5), "e": ("i1", 4),                   # second 90: one instance
+                "f": ("i2", 7), "g": ("i1", 6)}                   # second 80: "h" unknown to the map
+        for cid, (inst, ms) in rows.items():
+            store.Container.create(id=cid, project="p", name=cid, instance=inst,
+                                   created_at=t0 + dt.timedelta(milliseconds=ms))
+        merged = [{"Id": "a", "Created": 100}, {"Id": "b", "Created": 100}, {"Id": "c", "Created": 100},
+                  {"Id": "d", "Created": 90}, {"Id": "e", "Created": 90},
+                  {"Id": "f", "Created": 80}, {"Id": "h", "Created": 80}, {"Id": "g", "Created": 80}]
+        origin = {"a": "i1", "b": "i2", "c": "i1", "d": "i1", "e": "i1", "f": "i2", "h": "i2", "g": "i1"}
+        _order_same_second(merged, origin)
+        assert [c["Id"] for c in merged] == ["b", "c", "a", "d", "e", "f", "h", "g"]
+    finally:
+        store.close()
