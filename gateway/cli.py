@@ -176,7 +176,14 @@ def cmd_instances(args) -> int:
     if args.action == "drain":
         instance.state = store.INSTANCE_DRAINING
         instance.save()
-        print(f"instance {instance.uuid} is draining: no new containers will be placed on it")
+        print(f"instance {instance.uuid} is draining: no new containers will be placed on it "
+              "(its containers keep running and are listed; `moorage instances undrain` takes it back)")
+        return 0
+    if args.action == "undrain":
+        if instance.state == store.INSTANCE_DRAINING:
+            instance.state = store.INSTANCE_UP
+            instance.save()
+        print(f"instance {instance.uuid} takes new containers again")
         return 0
     if args.action == "remove":
         count = store.Container.select().where(store.Container.instance == instance.uuid).count()
@@ -354,7 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_agent)
 
     p = sub.add_parser("instances", help="list and manage instances")
-    p.add_argument("action", choices=["list", "show", "drain", "remove"])
+    p.add_argument("action", choices=["list", "show", "drain", "undrain", "remove"])
     p.add_argument("uuid", nargs="?")
     p.add_argument("--format", choices=["table", "json"], default="table")
     p.set_defaults(func=cmd_instances)

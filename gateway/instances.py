@@ -27,7 +27,9 @@ LIVE_CACHE_SECONDS = 1.0
 
 
 def live_instances(settings, *, fresh: bool = False) -> list[store.Instance]:
-    """Instances that are up and heard from recently, in fill order.
+    """Instances that are up or draining and heard from recently, in fill order: a draining
+    instance takes no new container (placement reads the store itself) but its containers
+    still run, and every merged view shows them.
 
     Cached for a second per worker: lists and system calls ask on every request, and a
     second's staleness only delays a new instance's first listing (placement always reads
@@ -39,7 +41,8 @@ def live_instances(settings, *, fresh: bool = False) -> list[store.Instance]:
     horizon = store.utcnow() - _dt.timedelta(seconds=settings.heartbeat_timeout)
     live = list(
         store.Instance.select()
-        .where((store.Instance.state == store.INSTANCE_UP) & (store.Instance.last_heartbeat >= horizon))
+        .where(store.Instance.state.in_([store.INSTANCE_UP, store.INSTANCE_DRAINING])
+               & (store.Instance.last_heartbeat >= horizon))
         .order_by(store.Instance.position, store.Instance.uuid)
     )
     # An empty answer is never cached: it would refuse work for a second after the first

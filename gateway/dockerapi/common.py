@@ -23,7 +23,7 @@ def home_instance(ctx: Context) -> store.Instance:
 
     (Images, networks and volumes follow containers across instances in the placement issue.)
     """
-    live = instances.live_instances(ctx.settings)
+    live = [i for i in instances.live_instances(ctx.settings) if i.state == store.INSTANCE_UP]  # not draining
     if not live:
         raise DockerError(503, "no instance is available: no agent is registered and answering; "
                                "ask the operator to check `moorage instances list`")

@@ -139,3 +139,20 @@ def test_published_ports_show_the_instance_address_they_are_reached_on(stack, po
             raise AssertionError(f"nothing answers on {port[0]}")
     finally:
         stack.docker("rm", "-f", unique)
+
+
+def test_a_draining_instance_takes_nothing_new_and_its_containers_stay_listed(stack, unique):
+    first, second = stack.env["MOORAGE_INSTANCES"].split()[:2]
+    assert stack.docker("run", "-d", "--name", unique, "--label", f"org.openstack.nova.instance={first}",
+                        "busybox", "sleep", "60").returncode == 0
+    assert stack.admin("instances", "drain", first).returncode == 0
+    try:
+        time.sleep(1.1)  # the list's one-second cache of live instances
+        assert unique in stack.docker("ps", "--format", "{{.Names}}").stdout.decode().split()
+        assert stack.docker("exec", unique, "true").returncode == 0
+        assert stack.docker("create", "--name", unique + "-new", "busybox", "true").returncode == 0
+        placed = {row["name"]: row["instance"] for row in admin_json(stack, "containers", "list")}
+        assert placed[unique + "-new"] == second and placed[unique] == first
+    finally:
+        assert stack.admin("instances", "undrain", first).returncode == 0
+        stack.docker("rm", "-f", unique, unique + "-new")
