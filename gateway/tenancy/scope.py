@@ -240,7 +240,8 @@ def container_create(project: str, body: dict, tenant_name: str) -> CreateScope:
     elif holder.get("NetworkMode") is None or holder.get("NetworkMode") == "":
         holder["NetworkMode"] = _network_name(project, "default", scope)
     network_mode = holder.get("NetworkMode") or ""
-    if network_mode == default_bridge(project) and scope.missing_links:
+    bridge = default_bridge(project)
+    if network_mode == bridge and scope.missing_links:
         # dockerd checks links at create only on its own default bridge (on any other network
         # a link to nothing is accepted and resolves nothing): as on that bridge, refused.
         target = scope.missing_links[0]
@@ -249,39 +250,35 @@ def container_create(project: str, body: dict, tenant_name: str) -> CreateScope:
     networking = body.get("NetworkingConfig")
     endpoints = networking.get("EndpointsConfig") if isinstance(networking, dict) else None
     if isinstance(endpoints, dict):
-        rewritten = {}
-        for ref, endpoint in endpoints.items():
-            daemon = _network_name(project, ref, scope)
-            rewritten[daemon] = endpoint
-        networking["EndpointsConfig"] = endpoints = rewritten
-    if network_mode == default_bridge(project) and isinstance(links, list) and links:
+        networking["EndpointsConfig"] = {_network_name(project, ref, scope): endpoint
+                                         for ref, endpoint in endpoints.items()}
+    if network_mode == bridge and isinstance(links, list) and links:
         # On any network but its own default bridge dockerd reads links from the endpoint
         # (as the docker CLI sends them for user-defined networks), not from HostConfig.
-        if not isinstance(networking, dict):
-            networking = body["NetworkingConfig"] = {}
-        if not isinstance(endpoints, dict):
-            endpoints = networking["EndpointsConfig"] = {}
-        endpoint = endpoints.get(network_mode)
-        if not isinstance(endpoint, dict):
-            endpoint = endpoints[network_mode] = {}
-        known = endpoint.get("Links") if isinstance(endpoint.get("Links"), list) else []
-        endpoint["Links"] = [*known, *(link for link in links if link not in known)]
+        _add_to_endpoint(body, network_mode, "Links", links)
     # On a user-defined network dockerd makes a container's name resolvable, but that is the
     # daemon's name: the tenant's name is added as an alias, so its containers find each
     # other as they named them.
     if tenant_name and isinstance(network_mode, str) and network_mode not in PLAIN_NETWORK_MODES \
-            and network_mode != default_bridge(project) and not network_mode.startswith("container:"):
-        if not isinstance(networking, dict):
-            networking = body["NetworkingConfig"] = {}
-        if not isinstance(endpoints, dict):
-            endpoints = networking["EndpointsConfig"] = {}
-        endpoint = endpoints.get(network_mode)
-        if not isinstance(endpoint, dict):
-            endpoint = endpoints[network_mode] = {}
-        aliases = endpoint.get("Aliases") if isinstance(endpoint.get("Aliases"), list) else []
-        if tenant_name not in aliases:
-            endpoint["Aliases"] = [*aliases, tenant_name]
+            and network_mode != bridge and not network_mode.startswith("container:"):
+        _add_to_endpoint(body, network_mode, "Aliases", [tenant_name])
     return scope
+
+
+def _add_to_endpoint(body: dict, network: str, key: str, items: list) -> None:
+    """Append ``items`` not already there to the list ``key`` of the body's endpoint settings
+    for ``network``, making the networking config, endpoint or list it lacks."""
+    networking = body.get("NetworkingConfig")
+    if not isinstance(networking, dict):
+        networking = body["NetworkingConfig"] = {}
+    endpoints = networking.get("EndpointsConfig")
+    if not isinstance(endpoints, dict):
+        endpoints = networking["EndpointsConfig"] = {}
+    endpoint = endpoints.get(network)
+    if not isinstance(endpoint, dict):
+        endpoint = endpoints[network] = {}
+    known = endpoint.get(key) if isinstance(endpoint.get(key), list) else []
+    endpoint[key] = [*known, *(item for item in items if item not in known)]
 
 
 def hide_added_aliases(container: dict) -> None:
