@@ -56,15 +56,22 @@ def moorage_containers(docker: Endpoint) -> list[dict]:
     resp = request(docker, "GET", "/containers/json?" + query, [], connect_timeout=3, timeout=30)
     if resp.status != 200:
         raise UpstreamError(f"dockerd answered {resp.status} to the container list")
-    return [{"id": c["Id"], "name": (c.get("Names") or [""])[0].lstrip("/"),
-             "project": (c.get("Labels") or {}).get(PROJECT_LABEL, ""), "labels": c.get("Labels") or {}}
-            for c in json.loads(resp.read())]
+    return [
+        {
+            "id": c["Id"],
+            "name": (c.get("Names") or [""])[0].lstrip("/"),
+            "project": (c.get("Labels") or {}).get(PROJECT_LABEL, ""),
+            "labels": c.get("Labels") or {},
+        }
+        for c in json.loads(resp.read())
+    ]
 
 
 def _post(url: str, payload: dict, headers: dict, method: str = "POST") -> tuple[int, dict]:
     data = json.dumps(payload).encode()
-    req = urllib.request.Request(url, data=data, method=method,
-                                 headers={"Content-Type": "application/json", **headers})
+    req = urllib.request.Request(
+        url, data=data, method=method, headers={"Content-Type": "application/json", **headers}
+    )
     try:
         with urllib.request.urlopen(req, timeout=10) as resp:
             return resp.status, json.loads(resp.read() or b"{}")
@@ -77,9 +84,19 @@ def _post(url: str, payload: dict, headers: dict, method: str = "POST") -> tuple
 
 
 class Registrar:
-    def __init__(self, gateway_url: str, registration_secret: str, uuid: str, agent_url: str,
-                 capacity: int, docker: Endpoint, on_secret, provider: str = "static",
-                 bootstrap_secret: str = "", public_address: str = ""):
+    def __init__(
+        self,
+        gateway_url: str,
+        registration_secret: str,
+        uuid: str,
+        agent_url: str,
+        capacity: int,
+        docker: Endpoint,
+        on_secret,
+        provider: str = "static",
+        bootstrap_secret: str = "",
+        public_address: str = "",
+    ):
         self.gateway_url = gateway_url.rstrip("/")
         self.registration_secret = registration_secret
         self.bootstrap_secret = bootstrap_secret
@@ -101,8 +118,13 @@ class Registrar:
             return False
         if self.public_address:  # where clients reach published ports (gateway.instances.published_address)
             facts["facts"]["PublicAddress"] = self.public_address
-        payload = {"uuid": self.uuid, "agent_url": self.agent_url, "capacity": self.capacity,
-                   "provider": self.provider, **facts}
+        payload = {
+            "uuid": self.uuid,
+            "agent_url": self.agent_url,
+            "capacity": self.capacity,
+            "provider": self.provider,
+            **facts,
+        }
         if self.bootstrap_secret:
             headers = {"X-Moorage-Bootstrap-Secret": self.bootstrap_secret}
         else:
@@ -138,8 +160,12 @@ class Registrar:
             else:
                 log.warning("heartbeat: dockerd slow or odd (%s); reporting it up without fresh facts", exc)
         try:
-            status, _ = _post(f"{self.gateway_url}{REGISTER_PATH}/{self.uuid}/heartbeat", payload,
-                              {"X-Moorage-Agent-Secret": self.secret or ""}, method="PUT")
+            status, _ = _post(
+                f"{self.gateway_url}{REGISTER_PATH}/{self.uuid}/heartbeat",
+                payload,
+                {"X-Moorage-Agent-Secret": self.secret or ""},
+                method="PUT",
+            )
         except OSError as exc:
             log.warning("heartbeat: gateway unreachable: %s", exc)
             return True  # keep our secret; the gateway may come back

@@ -27,8 +27,10 @@ _HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", SECRET_HEADER}
 
 def _answer(sock: socket.socket, status: int, reason: str, message: str) -> None:
     body = json.dumps({"message": message}).encode() + b"\n"
-    head = (f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()
+    head = (
+        f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    ).encode()
     try:
         sock.sendall(head + body)
     except OSError:
@@ -74,17 +76,25 @@ class AgentProxy:
             if lname not in _HOP_BY_HOP:
                 kept.append(line)
         if not self.secret or not hmac.compare_digest(presented.encode(), self.secret.encode()):
-            _answer(client, 401, "Unauthorized",
-                    "this agent serves its registered Moorage gateway only: "
-                    "send Docker API requests to the gateway")
+            _answer(
+                client,
+                401,
+                "Unauthorized",
+                "this agent serves its registered Moorage gateway only: "
+                "send Docker API requests to the gateway",
+            )
             return
         kept.append("Connection: Upgrade" if upgrade else "Connection: close")
         try:
             daemon = self.docker.connect(timeout=3)
         except OSError as exc:
-            _answer(client, 503, "Service Unavailable",
-                    f"instance {self.instance_uuid}: dockerd at {self.docker} is not answering "
-                    f"({exc.strerror or exc}); the operator should check the daemon on that instance")
+            _answer(
+                client,
+                503,
+                "Service Unavailable",
+                f"instance {self.instance_uuid}: dockerd at {self.docker} is not answering "
+                f"({exc.strerror or exc}); the operator should check the daemon on that instance",
+            )
             return
         daemon.sendall(("\r\n".join([request_line, *kept]) + "\r\n\r\n").encode("latin-1"))
         splice(client, daemon, from_client=reader.take_buffer())

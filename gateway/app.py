@@ -93,10 +93,12 @@ class Gateway:
         if self._api_cache and now - self._api_cache[0] < 5:
             return self._api_cache[1], self._api_cache[2]
         live = instances.live_instances(self.settings)
-        maximum = versions.lowest([i.api_version for i in live] + [versions.MOORAGE_MAX_API],
-                                  versions.MOORAGE_MAX_API)
-        minimum = versions.highest([i.min_api_version for i in live] + [versions.MOORAGE_MIN_API],
-                                   versions.MOORAGE_MIN_API)
+        maximum = versions.lowest(
+            [i.api_version for i in live] + [versions.MOORAGE_MAX_API], versions.MOORAGE_MAX_API
+        )
+        minimum = versions.highest(
+            [i.min_api_version for i in live] + [versions.MOORAGE_MIN_API], versions.MOORAGE_MIN_API
+        )
         self._api_cache = (now, maximum, minimum)
         return maximum, minimum
 
@@ -119,7 +121,7 @@ class Gateway:
         route.handler(ctx)
 
     def _agents(self, req: falcon.Request, resp: falcon.Response):
-        rest = req.path[len(AGENTS_PREFIX):].strip("/")
+        rest = req.path[len(AGENTS_PREFIX) :].strip("/")
         if req.method == "POST" and rest == "":
             return instances.register(req, resp, self.settings)
         parts = rest.split("/")
@@ -135,13 +137,17 @@ class Gateway:
             error = DockerError(exc.status_code, exc.description or exc.title or "bad request")
         else:
             log.exception("internal error on %s %s", req.method, req.path)
-            error = DockerError(500, f"internal error in the Moorage gateway ({type(exc).__name__}); "
-                                     "the operator can find the details in the gateway log")
+            error = DockerError(
+                500,
+                f"internal error in the Moorage gateway ({type(exc).__name__}); "
+                "the operator can find the details in the gateway log",
+            )
         project = getattr(req.context, "project", "")
         if project:
             # A daemon's message may quote the project's daemon names: the tenant's own, please.
-            error = DockerError(error.status, names.text_to_tenant(project, error.message),
-                                content_type=error.content_type)
+            error = DockerError(
+                error.status, names.text_to_tenant(project, error.message), content_type=error.content_type
+            )
         resp.status = error.status
         resp.content_type = error.content_type
         resp.stream = None

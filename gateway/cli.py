@@ -48,8 +48,9 @@ def cmd_serve(args) -> int:
         from gateway.app import Gateway
         from gateway.dockerapi import ROUTES, STREAMING_ROUTES
 
-        return Gateway(settings, STREAMING_ROUTES if relay_only else ROUTES,
-                       name="relay" if relay_only else "gateway")
+        return Gateway(
+            settings, STREAMING_ROUTES if relay_only else ROUTES, name="relay" if relay_only else "gateway"
+        )
 
     server.run(settings, factory, name="moorage-relay" if relay_only else "moorage-gateway")
     return 0
@@ -76,13 +77,18 @@ def cmd_agent(args) -> int:
         with open(args.bootstrap_secret_file) as fh:
             bootstrap = fh.read().strip()
     if not secret and not bootstrap:
-        print("moorage agent: a registration secret is required (--registration-secret or "
-              "MOORAGE_REGISTRATION_SECRET), or a bootstrap secret from the pool (--bootstrap-secret-file)",
-              file=sys.stderr)
+        print(
+            "moorage agent: a registration secret is required (--registration-secret or "
+            "MOORAGE_REGISTRATION_SECRET), or a bootstrap secret from the pool (--bootstrap-secret-file)",
+            file=sys.stderr,
+        )
         return 2
     if not args.uuid and not bootstrap:
-        print("moorage agent: --uuid is required (the Nova server ID) unless it registers with a "
-              "bootstrap secret", file=sys.stderr)
+        print(
+            "moorage agent: --uuid is required (the Nova server ID) unless it registers with a "
+            "bootstrap secret",
+            file=sys.stderr,
+        )
         return 2
     host, _, port = args.listen.rpartition(":")
     docker = Endpoint.parse(args.docker)
@@ -109,9 +115,18 @@ def cmd_agent(args) -> int:
                 json.dump(record, fh)
             os.replace(path + ".tmp", path)
 
-    registrar = Registrar(args.gateway, secret, args.uuid or "", advertise, args.capacity, docker, on_secret,
-                          provider=args.provider, bootstrap_secret=bootstrap,
-                          public_address=args.public_address or "")
+    registrar = Registrar(
+        args.gateway,
+        secret,
+        args.uuid or "",
+        advertise,
+        args.capacity,
+        docker,
+        on_secret,
+        provider=args.provider,
+        bootstrap_secret=bootstrap,
+        public_address=args.public_address or "",
+    )
     if bootstrap and args.state_dir:
         try:
             with open(os.path.join(args.state_dir, "registered")) as fh:
@@ -121,7 +136,9 @@ def cmd_agent(args) -> int:
         if saved.get("agent_secret") and saved.get("uuid") and saved.get("gateway") == args.gateway:
             registrar.uuid = proxy.instance_uuid = saved["uuid"]
             registrar.secret = proxy.secret = saved["agent_secret"]
-            logging.getLogger("moorage.agent").info("resuming as instance %s (registered before)", saved["uuid"])
+            logging.getLogger("moorage.agent").info(
+                "resuming as instance %s (registered before)", saved["uuid"]
+            )
     gevent.spawn(registrar.run).join()
     return 0
 
@@ -144,9 +161,14 @@ def _instance_row(instance, settings) -> dict:
     live = instances.is_live(instance, settings)
     state = instance.state if (live or instance.state != store.INSTANCE_UP) else "unreachable"
     return {
-        "uuid": instance.uuid, "state": state, "provider": instance.provider, "agent": instance.agent_url,
-        "containers": count, "capacity": instance.capacity or int(settings.placement.get("capacity", 0) or 0),
-        "docker": instance.daemon_version, "api": instance.api_version,
+        "uuid": instance.uuid,
+        "state": state,
+        "provider": instance.provider,
+        "agent": instance.agent_url,
+        "containers": count,
+        "capacity": instance.capacity or int(settings.placement.get("capacity", 0) or 0),
+        "docker": instance.daemon_version,
+        "api": instance.api_version,
         "last_heartbeat": instance.last_heartbeat.isoformat() + "Z",
     }
 
@@ -176,8 +198,10 @@ def cmd_instances(args) -> int:
     if args.action == "drain":
         instance.state = store.INSTANCE_DRAINING
         instance.save()
-        print(f"instance {instance.uuid} is draining: no new containers will be placed on it "
-              "(its containers keep running and are listed; `moorage instances undrain` takes it back)")
+        print(
+            f"instance {instance.uuid} is draining: no new containers will be placed on it "
+            "(its containers keep running and are listed; `moorage instances undrain` takes it back)"
+        )
         return 0
     if args.action == "undrain":
         if instance.state == store.INSTANCE_DRAINING:
@@ -188,8 +212,11 @@ def cmd_instances(args) -> int:
     if args.action == "remove":
         count = store.Container.select().where(store.Container.instance == instance.uuid).count()
         if count:
-            print(f"moorage: instance {instance.uuid} still holds {count} containers; remove them "
-                  "(or drain it and wait) first", file=sys.stderr)
+            print(
+                f"moorage: instance {instance.uuid} still holds {count} containers; remove them "
+                "(or drain it and wait) first",
+                file=sys.stderr,
+            )
             return 1
         instance.delete_instance()
         print(f"instance {instance.uuid} removed from the map")
@@ -205,9 +232,16 @@ def cmd_containers(args) -> int:
     query = store.Container.select().where(~store.Container.id.startswith("reserved-"))
     if args.project:
         query = query.where(store.Container.project == args.project)
-    rows = [{"id": c.id[:12] if args.format != "json" else c.id, "name": c.name, "project": c.project,
-             "instance": c.instance_id, "created": c.created_at.isoformat() + "Z"}
-            for c in query.order_by(store.Container.created_at)]
+    rows = [
+        {
+            "id": c.id[:12] if args.format != "json" else c.id,
+            "name": c.name,
+            "project": c.project,
+            "instance": c.instance_id,
+            "created": c.created_at.isoformat() + "Z",
+        }
+        for c in query.order_by(store.Container.created_at)
+    ]
     _print(rows, ["id", "name", "project", "instance", "created"], args.format)
     return 0
 
@@ -228,8 +262,11 @@ def cmd_quota(args) -> int:
         print(f"moorage: {exc}", file=sys.stderr)
         return 2
     if args.action in ("set", "unset") and not args.values:
-        print(f"moorage: quota {args.action} needs at least one "
-              f"{'KEY=VALUE' if args.action == 'set' else 'KEY'} ({', '.join(quotas.RESOURCES)})", file=sys.stderr)
+        print(
+            f"moorage: quota {args.action} needs at least one "
+            f"{'KEY=VALUE' if args.action == 'set' else 'KEY'} ({', '.join(quotas.RESOURCES)})",
+            file=sys.stderr,
+        )
         return 2
     store.init(settings.database)
     if args.action == "set":
@@ -240,13 +277,25 @@ def cmd_quota(args) -> int:
         print(f"quotas of project {args.project}:")
     report = quotas.report(args.project, settings)
     if args.format == "json":
-        rows = {r: {**v, "limit": v["limit"] / quotas.NANO if r == "cpus" and v["limit"] is not None else v["limit"],
-                    "in_use": v["in_use"] / quotas.NANO if r == "cpus" else v["in_use"]}
-                for r, v in report.items()}
+        rows = {
+            r: {
+                **v,
+                "limit": v["limit"] / quotas.NANO if r == "cpus" and v["limit"] is not None else v["limit"],
+                "in_use": v["in_use"] / quotas.NANO if r == "cpus" else v["in_use"],
+            }
+            for r, v in report.items()
+        }
         print(json.dumps({"project": args.project, "quotas": rows}, indent=2))
         return 0
-    rows = [{"resource": r, "limit": quotas.format_value(r, v["limit"]), "in_use": quotas.format_value(r, v["in_use"]),
-             "source": v["source"]} for r, v in report.items()]
+    rows = [
+        {
+            "resource": r,
+            "limit": quotas.format_value(r, v["limit"]),
+            "in_use": quotas.format_value(r, v["in_use"]),
+            "source": v["source"],
+        }
+        for r, v in report.items()
+    ]
     _print(rows, ["resource", "in_use", "limit", "source"], "table")
     return 0
 
@@ -261,9 +310,14 @@ def cmd_images(args) -> int:
     store.init(settings.database)
     IR = store.ImageRef
     if args.action == "list":
-        rows = [{"reference": r.reference, "id": r.image_id if args.format == "json" else r.image_id[7:19],
-                 "instances": len(imagemap.holders(r.image_id))}
-                for r in IR.select().where(IR.project == imagemap.PUBLIC).order_by(IR.reference)]
+        rows = [
+            {
+                "reference": r.reference,
+                "id": r.image_id if args.format == "json" else r.image_id[7:19],
+                "instances": len(imagemap.holders(r.image_id)),
+            }
+            for r in IR.select().where(IR.project == imagemap.PUBLIC).order_by(IR.reference)
+        ]
         _print(rows, ["reference", "id", "instances"], args.format)
         return 0
     if not args.reference:
@@ -279,7 +333,9 @@ def cmd_images(args) -> int:
         if not count:
             print(f"moorage: {reference} is not published", file=sys.stderr)
             return 1
-        print(f"{reference} is no longer public (the daemons keep it; projects that tagged it keep their tags)")
+        print(
+            f"{reference} is no longer public (the daemons keep it; projects that tagged it keep their tags)"
+        )
         return 0
     if args.id:
         # Instances that do not run yet (a pool that boots them, as nova does) will hold it:
@@ -294,8 +350,13 @@ def cmd_images(args) -> int:
     found = 0
     for instance in instances.live_instances(settings, fresh=True):
         try:
-            upstream = request(instances.endpoint(instance), "GET", f"/images/{reference}/json",
-                               [(AGENT_SECRET_HEADER, instance.agent_secret)], timeout=30)
+            upstream = request(
+                instances.endpoint(instance),
+                "GET",
+                f"/images/{reference}/json",
+                [(AGENT_SECRET_HEADER, instance.agent_secret)],
+                timeout=30,
+            )
             body = upstream.read()
         except UpstreamError as exc:
             print(f"moorage: instance {instance.uuid} did not answer: {exc}", file=sys.stderr)
@@ -318,8 +379,11 @@ def cmd_db(args) -> int:
     settings = _settings(args)
     store.init(settings.database, migrate=False)
     before, after = store.upgrade()
-    print(f"database schema: version {before} -> {after}" if before != after
-          else f"database schema is up to date (version {after})")
+    print(
+        f"database schema: version {before} -> {after}"
+        if before != after
+        else f"database schema is up to date (version {after})"
+    )
     return 0
 
 
@@ -329,8 +393,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--db", help="database URL, overriding the settings file")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    for name, helptext in (("serve", "run the gateway (the Docker API endpoint)"),
-                           ("relay", "run a relay tier: the streaming routes only")):
+    for name, helptext in (
+        ("serve", "run the gateway (the Docker API endpoint)"),
+        ("relay", "run a relay tier: the streaming routes only"),
+    ):
         p = sub.add_parser(name, help=helptext)
         p.add_argument("--bind", action="append", help="tcp://HOST:PORT or unix:///PATH (repeatable)")
         p.add_argument("--workers", type=int)
@@ -346,15 +412,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--registration-secret")
     p.add_argument("--registration-secret-file")
     p.add_argument("--bootstrap-secret", help=argparse.SUPPRESS)
-    p.add_argument("--bootstrap-secret-file",
-                   help="a one-time secret from the gateway's pool (user-data): register with it instead")
+    p.add_argument(
+        "--bootstrap-secret-file",
+        help="a one-time secret from the gateway's pool (user-data): register with it instead",
+    )
     p.add_argument("--docker", default="unix:///var/run/docker.sock", help="the local dockerd endpoint")
     p.add_argument("--listen", default="0.0.0.0:2376", help="HOST:PORT to serve the gateway on")
     p.add_argument("--advertise", help="the URL the gateway should use (default: tcp://LISTEN)")
-    p.add_argument("--public-address", help="the address clients reach this instance's published ports on "
-                                            "(default: the host of --advertise)")
-    p.add_argument("--uuid", help="this instance's UUID (the Nova server ID); with a bootstrap secret, "
-                   "the gateway tells it")
+    p.add_argument(
+        "--public-address",
+        help="the address clients reach this instance's published ports on "
+        "(default: the host of --advertise)",
+    )
+    p.add_argument(
+        "--uuid",
+        help="this instance's UUID (the Nova server ID); with a bootstrap secret, the gateway tells it",
+    )
     p.add_argument("--capacity", type=int, default=0, help="containers this instance holds (0: no limit)")
     p.add_argument("--provider", default="static")
     p.add_argument("--state-dir")
@@ -372,22 +445,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["table", "json"], default="table")
     p.set_defaults(func=cmd_containers)
 
-    p = sub.add_parser("quota", help="a project's quotas: show, set or unset limits",
-                       description="Limits per project: containers, memory (bytes, or 512m/8g), cpus (2, 0.5), "
-                                   "volumes, networks, images. VALUE -1 or 'unlimited' lifts a limit for the "
-                                   "project; `unset` returns it to the [quotas] default of the settings file.")
+    p = sub.add_parser(
+        "quota",
+        help="a project's quotas: show, set or unset limits",
+        description="Limits per project: containers, memory (bytes, or 512m/8g), cpus (2, 0.5), "
+        "volumes, networks, images. VALUE -1 or 'unlimited' lifts a limit for the "
+        "project; `unset` returns it to the [quotas] default of the settings file.",
+    )
     p.add_argument("action", choices=["show", "set", "unset"])
     p.add_argument("project", metavar="PROJECT_ID")
-    p.add_argument("values", nargs="*", metavar="KEY=VALUE | KEY",
-                   help="set: containers=5 memory=8g ...; unset: containers memory ...")
+    p.add_argument(
+        "values",
+        nargs="*",
+        metavar="KEY=VALUE | KEY",
+        help="set: containers=5 memory=8g ...; unset: containers memory ...",
+    )
     p.add_argument("--format", choices=["table", "json"], default="table")
     p.set_defaults(func=cmd_quota)
 
     p = sub.add_parser("images", help="public base images, visible to every project")
     p.add_argument("action", choices=["publish", "unpublish", "list"])
     p.add_argument("reference", nargs="?", help="an image name on the daemons, e.g. busybox:latest")
-    p.add_argument("--id", help="publish: record this image ID without asking the daemons (the image "
-                   "instances a pool boots later will hold)")
+    p.add_argument(
+        "--id",
+        help="publish: record this image ID without asking the daemons (the image "
+        "instances a pool boots later will hold)",
+    )
     p.add_argument("--format", choices=["table", "json"], default="table")
     p.set_defaults(func=cmd_images)
 

@@ -1,37 +1,37 @@
 """Settings: a TOML file (``moorage --config FILE``, or $MOORAGE_CONFIG) plus flags.
 
-    [gateway]
-    bind = ["tcp://127.0.0.1:2375", "unix:///run/moorage.sock"]
-    workers = 2
-    database = "sqlite:////var/lib/moorage/moorage.db"
-    registration_secret = "..."      # what agents present to register
-    tls_cert = "..."; tls_key = "..."; tls_ca = "..."   # TLS; with tls_ca, client certs are verified
-    log_file = "..."
-    heartbeat_interval = 10           # seconds between agent heartbeats
-    [identity]
-    backend = "embedded"              # or "keystone" (tenancy issue)
-    token_file = "..."
-    admin_view = false                # let admin-role tokens list every project's objects
-                                      # (with the header X-Moorage-All-Projects: 1)
-    [placement]
-    strategy = "fill"                 # or "spread"
-    capacity = 0                      # default containers per instance; 0 = no limit
-    provider = "local"                # the instance pool: "local", "static" or "nova"
-    pool_id = "moorage"               # nova: the mark on the servers this gateway boots
-    reap_interval = 2                 # nova: seconds between passes of the empty-instance reaper
-    [nova]                            # provider = "nova": see gateway/placement/nova.py
-    [policy]
-    file = "/etc/moorage/policy.yaml" # oslo.policy rules (docs/policy.md); none or absent: all refused
-    reserved_ports = [9100]           # host ports no container publishes (the agents' always are)
-    [limits]                          # resource defaults/maxima, input bounds (gateway/tenancy/limits.py)
-    default_memory = "1g"; max_memory = "8g"; default_cpus = 1; max_cpus = 4
-    [quotas]                          # per-project defaults; a key left out = unlimited;
-    containers = 50                   # `moorage quota set PROJECT KEY=VALUE` overrides per project
-    memory = "64g"                    # sum of the containers' --memory (bytes, or k/m/g/t)
-    cpus = 16                         # sum of the containers' --cpus
-    volumes = 50
-    networks = 20
-    images = 100                      # distinct images the project holds
+[gateway]
+bind = ["tcp://127.0.0.1:2375", "unix:///run/moorage.sock"]
+workers = 2
+database = "sqlite:////var/lib/moorage/moorage.db"
+registration_secret = "..."      # what agents present to register
+tls_cert = "..."; tls_key = "..."; tls_ca = "..."   # TLS; with tls_ca, client certs are verified
+log_file = "..."
+heartbeat_interval = 10           # seconds between agent heartbeats
+[identity]
+backend = "embedded"              # or "keystone" (tenancy issue)
+token_file = "..."
+admin_view = false                # let admin-role tokens list every project's objects
+                                  # (with the header X-Moorage-All-Projects: 1)
+[placement]
+strategy = "fill"                 # or "spread"
+capacity = 0                      # default containers per instance; 0 = no limit
+provider = "local"                # the instance pool: "local", "static" or "nova"
+pool_id = "moorage"               # nova: the mark on the servers this gateway boots
+reap_interval = 2                 # nova: seconds between passes of the empty-instance reaper
+[nova]                            # provider = "nova": see gateway/placement/nova.py
+[policy]
+file = "/etc/moorage/policy.yaml" # oslo.policy rules (docs/policy.md); none or absent: all refused
+reserved_ports = [9100]           # host ports no container publishes (the agents' always are)
+[limits]                          # resource defaults/maxima, input bounds (gateway/tenancy/limits.py)
+default_memory = "1g"; max_memory = "8g"; default_cpus = 1; max_cpus = 4
+[quotas]                          # per-project defaults; a key left out = unlimited;
+containers = 50                   # `moorage quota set PROJECT KEY=VALUE` overrides per project
+memory = "64g"                    # sum of the containers' --memory (bytes, or k/m/g/t)
+cpus = 16                         # sum of the containers' --cpus
+volumes = 50
+networks = 20
+images = 100                      # distinct images the project holds
 """
 
 from __future__ import annotations
@@ -77,7 +77,14 @@ def load(path: str | None) -> Settings:
             data = tomllib.load(fh)
         gateway = data.get("gateway", {})
         for key, value in gateway.items():
-            if hasattr(settings, key) and key not in ("identity", "placement", "policy", "limits", "quotas", "nova"):
+            if hasattr(settings, key) and key not in (
+                "identity",
+                "placement",
+                "policy",
+                "limits",
+                "quotas",
+                "nova",
+            ):
                 setattr(settings, key, value)
         if isinstance(settings.bind, str):
             settings.bind = [settings.bind]

@@ -32,8 +32,12 @@ class Context:
 
         Only for admin-role identities, only where the operator enabled it ([identity]
         admin_view), and only when asked (``moorage login --all-projects`` sets the header)."""
-        return bool(self.identity and self.identity.is_admin and self.settings.identity.get("admin_view")
-                    and (self.req.get_header(ALL_PROJECTS_HEADER) or "").lower() in ("1", "true", "yes"))
+        return bool(
+            self.identity
+            and self.identity.is_admin
+            and self.settings.identity.get("admin_view")
+            and (self.req.get_header(ALL_PROJECTS_HEADER) or "").lower() in ("1", "true", "yes")
+        )
 
     @property
     def settings(self):

@@ -25,12 +25,6 @@ class DockerError(Exception):
         return json.dumps({"message": self.message}, separators=(",", ":")).encode() + b"\n"
 
 
-
-
-
-
-
-
 def no_such_container(ref: str) -> DockerError:
     return DockerError(404, f"No such container: {ref}")
 

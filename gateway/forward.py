@@ -26,9 +26,19 @@ AGENT_SECRET_HEADER = "X-Moorage-Agent-Secret"
 # Never forwarded down: hop-by-hop headers, and the tenant's credentials (a token must
 # never reach an instance).
 _DROP_REQUEST = {
-    "connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer",
-    "upgrade", "host", "content-length", "x-auth-token", "x-auth-project-id",
-    AGENT_SECRET_HEADER.lower(), "x-moorage-registration-secret",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+    "host",
+    "content-length",
+    "x-auth-token",
+    "x-auth-project-id",
+    AGENT_SECRET_HEADER.lower(),
+    "x-moorage-registration-secret",
 }
 _DROP_RESPONSE = {"connection", "keep-alive", "transfer-encoding", "content-length", "server", "date"}
 
@@ -57,7 +67,9 @@ def _client_headers(ctx: Context) -> list[tuple[str, str]]:
 
 
 def wants_upgrade(ctx: Context) -> bool:
-    return "upgrade" in (ctx.req.get_header("Connection") or "").lower() and bool(ctx.req.get_header("Upgrade"))
+    return "upgrade" in (ctx.req.get_header("Connection") or "").lower() and bool(
+        ctx.req.get_header("Upgrade")
+    )
 
 
 def _read_stream(stream, remaining: int | None) -> Iterator[bytes]:
@@ -92,9 +104,17 @@ def target(ctx: Context, path: str | None = None, query: str | None = None) -> s
     return f"/v{ctx.version}{quote(path, safe='/:@!$&()*+,;=-._~')}" + (f"?{query}" if query else "")
 
 
-def send(ctx: Context, instance: store.Instance, *, method: str | None = None, path: str | None = None,
-         query: str | None = None, body=_KEEP, content_type: str | None = None,
-         timeout: float | None = None) -> UpstreamResponse:
+def send(
+    ctx: Context,
+    instance: store.Instance,
+    *,
+    method: str | None = None,
+    path: str | None = None,
+    query: str | None = None,
+    body=_KEEP,
+    content_type: str | None = None,
+    timeout: float | None = None,
+) -> UpstreamResponse:
     """Send the request (or a variant of it) to ``instance`` and return the response head."""
     headers = _client_headers(ctx)
     length = None
@@ -104,32 +124,62 @@ def send(ctx: Context, instance: store.Instance, *, method: str | None = None, p
         body = json.dumps(body).encode()
         content_type = content_type or "application/json"
     if content_type:
-        headers = [(k, v) for k, v in headers if k.lower() != "content-type"] + [("Content-Type", content_type)]
+        headers = [(k, v) for k, v in headers if k.lower() != "content-type"] + [
+            ("Content-Type", content_type)
+        ]
     if wants_upgrade(ctx):
         headers += [("Connection", "Upgrade"), ("Upgrade", ctx.req.get_header("Upgrade"))]
     headers.append((AGENT_SECRET_HEADER, instance.agent_secret))
     try:
-        return request(endpoint(instance), method or ctx.req.method, target(ctx, path, query), headers,
-                       body, content_length=length, timeout=timeout)
+        return request(
+            endpoint(instance),
+            method or ctx.req.method,
+            target(ctx, path, query),
+            headers,
+            body,
+            content_length=length,
+            timeout=timeout,
+        )
     except UpstreamError as exc:
         log.warning("instance %s unreachable: %s", instance.uuid, exc)
-        raise DockerError(503, f"instance {instance.uuid} is not answering ({exc}); try again shortly, "
-                               "or ask the operator to check its agent") from exc
+        raise DockerError(
+            503,
+            f"instance {instance.uuid} is not answering ({exc}); try again shortly, "
+            "or ask the operator to check its agent",
+        ) from exc
 
 
 def check_agent(instance: store.Instance, upstream: UpstreamResponse) -> None:
     """An agent that refuses us (rotated secret) is as good as down for this request."""
     if upstream.status == 401 and upstream.header("Content-Type", "").startswith("application/json"):
         body = upstream.read()
-        raise DockerError(503, f"instance {instance.uuid} refused the gateway ({body.decode(errors='replace').strip()}); "
-                               "its agent is re-registering, try again shortly")
+        raise DockerError(
+            503,
+            f"instance {instance.uuid} refused the gateway ({body.decode(errors='replace').strip()}); "
+            "its agent is re-registering, try again shortly",
+        )
 
 
-def call(ctx: Context, instance: store.Instance, method: str, path: str, *, query: str = "",
-         body=None, timeout: float | None = 60) -> tuple[int, object]:
+def call(
+    ctx: Context,
+    instance: store.Instance,
+    method: str,
+    path: str,
+    *,
+    query: str = "",
+    body=None,
+    timeout: float | None = 60,
+) -> tuple[int, object]:
     """A gateway-originated call whose (small, JSON) answer the gateway reads itself."""
-    upstream = send(ctx, instance, method=method, path=path, query=query,
-                    body=body if body is not None else b"", timeout=timeout)
+    upstream = send(
+        ctx,
+        instance,
+        method=method,
+        path=path,
+        query=query,
+        body=body if body is not None else b"",
+        timeout=timeout,
+    )
     check_agent(instance, upstream)
     raw = upstream.read()
     try:
@@ -163,8 +213,13 @@ def respond(ctx: Context, instance: store.Instance, upstream: UpstreamResponse) 
             continue  # the gateway states its own (see app.py)
         else:
             resp.append_header(name, value)
-    if upstream.status >= 400 and upstream.has_body and (upstream.content_length or 0) <= ERROR_BODY_LIMIT \
-            and ctx.project and upstream.content_length is not None:
+    if (
+        upstream.status >= 400
+        and upstream.has_body
+        and (upstream.content_length or 0) <= ERROR_BODY_LIMIT
+        and ctx.project
+        and upstream.content_length is not None
+    ):
         # An error quotes names as the daemon knows them; the tenant gets its own back.
         resp.data = names.text_to_tenant(ctx.project, upstream.read().decode("utf-8", "replace")).encode()
         return
@@ -195,7 +250,9 @@ def hijack(ctx: Context, upstream: UpstreamResponse) -> None:
         upstream.close()
         raise DockerError(500, "this server cannot hijack connections (run it with `moorage serve`)")
     lines = [f"HTTP/1.1 {upstream.status} {upstream.reason}"]
-    lines += [f"{name}: {value}" for name, value in upstream.headers if name.lower() not in ("server", "date")]
+    lines += [
+        f"{name}: {value}" for name, value in upstream.headers if name.lower() not in ("server", "date")
+    ]
     ctx.req.env["moorage.hijacked"] = True
     try:
         client.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))

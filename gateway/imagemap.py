@@ -47,7 +47,8 @@ _DOMAIN = rf"{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*(?::[0-9]+)?"
 _TAG = r"[\w][\w.-]{0,127}"
 _DIGEST = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}"
 _REFERENCE = re.compile(
-    rf"^((?:{_DOMAIN}/)?{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*)(?::({_TAG}))?(?:@({_DIGEST}))?$")
+    rf"^((?:{_DOMAIN}/)?{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*)(?::({_TAG}))?(?:@({_DIGEST}))?$"
+)
 _ANY_NAME = re.compile(rf"^(?:{_DOMAIN}/)?[a-zA-Z0-9._-]+(?:/[a-zA-Z0-9._-]+)*(?::{_TAG})?(?:@{_DIGEST})?$")
 _FULL_ID = re.compile(r"^(?:sha256:)?([0-9a-f]{64})$")
 _HEX = re.compile(r"^[0-9a-f]+$")
@@ -56,7 +57,8 @@ ZERO_ID = "0" * 64
 # A daemon reference anywhere in a text (progress lines, error messages, tags).
 _DAEMON_IN_TEXT = re.compile(
     r"(docker\.io/)?moorage/p-([a-z0-9]+)/([a-z0-9][a-z0-9._-]*)((?:/[a-z0-9][a-z0-9._-]*)+)"
-    rf"(?::({_TAG}))?(?:@({_DIGEST}))?")
+    rf"(?::({_TAG}))?(?:@({_DIGEST}))?"
+)
 
 
 class ReferenceError_(ValueError):
@@ -79,7 +81,7 @@ class Ref:
         if self.domain != DEFAULT_DOMAIN:
             return self.full_name
         if self.path.startswith("library/") and self.path.count("/") == 1:
-            return self.path[len("library/"):]
+            return self.path[len("library/") :]
         return self.path
 
     def suffix(self, default_tag: bool = True) -> str:
@@ -180,7 +182,8 @@ def rewrite_bytes(project: str, data: bytes) -> bytes:
     if DAEMON_PREFIX.encode() not in data:
         return data
     return rewrite_text(project, data.decode("utf-8", errors="surrogateescape")).encode(
-        "utf-8", errors="surrogateescape")
+        "utf-8", errors="surrogateescape"
+    )
 
 
 def decoy(project: str, typed: str) -> tuple[str, dict[str, str]]:
@@ -236,10 +239,11 @@ def resolve(project: str, typed: str) -> Found | None:
         rows.sort(key=lambda r: r.project != project)  # the project's own tag shadows a public one
         if rows:
             return Found(rows[0].image_id, rows[0])
-    prefix = typed[len("sha256:"):] if typed.startswith("sha256:") else typed
+    prefix = typed[len("sha256:") :] if typed.startswith("sha256:") else typed
     if prefix and _HEX.match(prefix):
-        ids = {r.image_id for r in _visible(project).where(IR.image_id.startswith("sha256:" + prefix))
-               .limit(50)}
+        ids = {
+            r.image_id for r in _visible(project).where(IR.image_id.startswith("sha256:" + prefix)).limit(50)
+        }
         if len(ids) == 1:
             return Found(ids.pop(), None)
     return None
@@ -265,7 +269,9 @@ def tenant_tags(project: str, rows: list[store.ImageRef]) -> list[str]:
 def _own_references(project: str, refs: list[str]) -> set[str]:
     if not refs:
         return set()
-    return {r.reference for r in IR.select(IR.reference).where((IR.project == project) & IR.reference.in_(refs))}
+    return {
+        r.reference for r in IR.select(IR.reference).where((IR.project == project) & IR.reference.in_(refs))
+    }
 
 
 def record(project: str, reference: str, image_id: str, instance=None, daemon: str | None = None) -> None:
@@ -280,13 +286,22 @@ def record(project: str, reference: str, image_id: str, instance=None, daemon: s
                 if old.image_id == image_id or project == PUBLIC:  # (public: one ID per daemon)
                     continue
                 old.delete_instance()
-                if project != PUBLIC and not IR.select().where(
-                        (IR.project == project) & (IR.image_id == old.image_id)).exists():
+                if (
+                    project != PUBLIC
+                    and not IR.select()
+                    .where((IR.project == project) & (IR.image_id == old.image_id))
+                    .exists()
+                ):
                     _insert(project, "", "", old.image_id)
             # Tagged now: it no longer lists as <none>.
-            IR.delete().where((IR.project == project) & (IR.reference == "") & (IR.image_id == image_id)).execute()
-            dref = daemon if daemon is not None else (reference if project == PUBLIC
-                                                      else daemon_ref(project, reference))
+            IR.delete().where(
+                (IR.project == project) & (IR.reference == "") & (IR.image_id == image_id)
+            ).execute()
+            dref = (
+                daemon
+                if daemon is not None
+                else (reference if project == PUBLIC else daemon_ref(project, reference))
+            )
             _insert(project, reference, dref, image_id)
         elif not IR.select().where((IR.project == project) & (IR.image_id == image_id)).exists():
             _insert(project, "", "", image_id)

@@ -41,8 +41,10 @@ def live_instances(settings, *, fresh: bool = False) -> list[store.Instance]:
     horizon = store.utcnow() - _dt.timedelta(seconds=settings.heartbeat_timeout)
     live = list(
         store.Instance.select()
-        .where(store.Instance.state.in_([store.INSTANCE_UP, store.INSTANCE_DRAINING])
-               & (store.Instance.last_heartbeat >= horizon))
+        .where(
+            store.Instance.state.in_([store.INSTANCE_UP, store.INSTANCE_DRAINING])
+            & (store.Instance.last_heartbeat >= horizon)
+        )
         .order_by(store.Instance.position, store.Instance.uuid)
     )
     # An empty answer is never cached: it would refuse work for a second after the first
@@ -136,13 +138,15 @@ def heartbeat(req: falcon.Request, resp: falcon.Response, settings, uuid: str) -
         fields[store.Instance.state] = store.INSTANCE_DOWN
     else:
         _apply_facts(instance, data)
-        fields.update({
-            store.Instance.daemon_version: instance.daemon_version,
-            store.Instance.api_version: instance.api_version,
-            store.Instance.min_api_version: instance.min_api_version,
-            store.Instance.facts: instance.facts,
-            store.Instance.capacity: instance.capacity,
-        })
+        fields.update(
+            {
+                store.Instance.daemon_version: instance.daemon_version,
+                store.Instance.api_version: instance.api_version,
+                store.Instance.min_api_version: instance.min_api_version,
+                store.Instance.facts: instance.facts,
+                store.Instance.capacity: instance.capacity,
+            }
+        )
         if instance.state == store.INSTANCE_DOWN:
             fields[store.Instance.state] = store.INSTANCE_UP
     store.Instance.update(fields).where(store.Instance.uuid == uuid).execute()
@@ -175,9 +179,14 @@ def reconcile(instance: store.Instance, on_daemon: list[dict]) -> dict[str, int]
         for c in adopted:
             daemon_name = c.get("name", "")
             tenant_name = names.to_tenant(c["project"], daemon_name)
-            C.insert(id=c["id"], project=c["project"], name=tenant_name,
-                     daemon_name=daemon_name if tenant_name == daemon_name else None, instance=instance.uuid,
-                     labels=c.get("labels") or None).on_conflict_ignore().execute()
+            C.insert(
+                id=c["id"],
+                project=c["project"],
+                name=tenant_name,
+                daemon_name=daemon_name if tenant_name == daemon_name else None,
+                instance=instance.uuid,
+                labels=c.get("labels") or None,
+            ).on_conflict_ignore().execute()
     return {"dropped": len(gone), "adopted": len(adopted)}
 
 
@@ -197,5 +206,9 @@ def publish_bindings(bindings, address: str, key: str):
     if not address or not isinstance(bindings, list):
         return bindings
     any_address = ("::",) if ":" in address else ("0.0.0.0", "")
-    return [{**binding, key: address} if isinstance(binding, dict) and binding.get(key) in any_address
-            else binding for binding in bindings]
+    return [
+        {**binding, key: address}
+        if isinstance(binding, dict) and binding.get(key) in any_address
+        else binding
+        for binding in bindings
+    ]

@@ -20,8 +20,11 @@ def container(project: str, ref: str) -> store.Container:
     if not name or name.startswith(RESERVATION_PREFIX):
         raise no_such_container(ref)
     # The instance comes in the same query: every caller forwards to it next.
-    mine = (C.select(C, store.Instance).join(store.Instance)
-            .where((C.project == project) & ~(C.id.startswith(RESERVATION_PREFIX))))
+    mine = (
+        C.select(C, store.Instance)
+        .join(store.Instance)
+        .where((C.project == project) & ~(C.id.startswith(RESERVATION_PREFIX)))
+    )
     found = mine.where(C.id == name).first()
     if found:
         return found
@@ -70,7 +73,9 @@ def network(project: str, ref: str) -> store.Network:
         if len(matches) == 1:
             return matches[0]
         if len(matches) > 1:
-            raise DockerError(400, f"network {ref} is ambiguous ({len(matches)} matches found based on ID prefix)")
+            raise DockerError(
+                400, f"network {ref} is ambiguous ({len(matches)} matches found based on ID prefix)"
+            )
     raise no_such_network(ref)
 
 
@@ -81,8 +86,12 @@ def no_such_volume(name: str) -> DockerError:
 def volume(project: str, name: str) -> store.Volume:
     """The project's named volume (volumes have no IDs: the name is the reference)."""
     V = store.Volume
-    found = (V.select(V, store.Instance).join(store.Instance)
-             .where((V.project == project) & (V.name == name)).first())
+    found = (
+        V.select(V, store.Instance)
+        .join(store.Instance)
+        .where((V.project == project) & (V.name == name))
+        .first()
+    )
     if found is None:
         raise no_such_volume(name)
     return found
@@ -90,8 +99,13 @@ def volume(project: str, name: str) -> store.Volume:
 
 def exec_session(project: str, ref: str) -> store.Exec:
     E = store.Exec
-    found = (E.select(E, store.Container, store.Instance).join(store.Container).join(store.Instance)
-             .where((E.id == ref) & (E.project == project)).first())
+    found = (
+        E.select(E, store.Container, store.Instance)
+        .join(store.Container)
+        .join(store.Instance)
+        .where((E.id == ref) & (E.project == project))
+        .first()
+    )
     if found is None:
         raise no_such_exec(ref)
     return found

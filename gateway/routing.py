@@ -27,7 +27,7 @@ class Route:
     def __post_init__(self):
         parts, last = [], 0
         for m in _PARAM.finditer(self.path):
-            parts.append(re.escape(self.path[last:m.start()]))
+            parts.append(re.escape(self.path[last : m.start()]))
             parts.append(f"(?P<{m.group(1)}>.+)" if m.group(2) else f"(?P<{m.group(1)}>[^/]+)")
             last = m.end()
         parts.append(re.escape(self.path[last:]))

@@ -20,8 +20,10 @@ def _docker_shaped_error(sock, status_int: int, reason: str, mesg: str) -> None:
     its limits, a malformed request) with an HTML page; clients expect Docker's shape."""
     message = f"{reason.lower()}: {html.unescape(mesg)}; send a smaller or well-formed request"
     body = json.dumps({"message": message}, separators=(",", ":")).encode() + b"\n"
-    head = (f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n").encode("latin-1")
+    head = (
+        f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode("latin-1")
     sock.sendall(head + body)
 
 
@@ -30,9 +32,9 @@ gunicorn_util.write_error = _docker_shaped_error
 
 def gunicorn_bind(address: str) -> str:
     if address.startswith("unix://"):
-        return "unix:" + address[len("unix://"):]
+        return "unix:" + address[len("unix://") :]
     if address.startswith("tcp://"):
-        return address[len("tcp://"):]
+        return address[len("tcp://") :]
     return address
 
 

@@ -166,7 +166,6 @@ class ProjectLock(BaseModel):
     project = peewee.CharField(primary_key=True, max_length=64)
 
 
-
 class ImageRef(BaseModel):
     """A project's reference to an image (gateway.imagemap). Daemon tags are global and image IDs
     are shared by content, so who owns an image lives here, not on the daemons.
@@ -198,8 +197,19 @@ class ImagePresence(BaseModel):
         indexes = ((("image_id", "instance"), True),)
 
 
-MODELS = [SchemaVersion, Instance, Container, Exec, Network, Volume, Quota, QuotaReservation, ProjectLock,
-          ImageRef, ImagePresence]
+MODELS = [
+    SchemaVersion,
+    Instance,
+    Container,
+    Exec,
+    Network,
+    Volume,
+    Quota,
+    QuotaReservation,
+    ProjectLock,
+    ImageRef,
+    ImagePresence,
+]
 
 
 # Migrations: index i upgrades schema version i to i+1. A newer gateway upgrades an older
@@ -217,8 +227,11 @@ def _m2_container_daemon_name(db: peewee.Database) -> None:
 
     columns = {c.name for c in db.get_columns(Container._meta.table_name)}
     if "daemon_name" not in columns:
-        migrate(SchemaMigrator.from_database(db).add_column(
-            Container._meta.table_name, "daemon_name", peewee.CharField(max_length=255, null=True)))
+        migrate(
+            SchemaMigrator.from_database(db).add_column(
+                Container._meta.table_name, "daemon_name", peewee.CharField(max_length=255, null=True)
+            )
+        )
 
 
 def _add_column(db: peewee.Database, table: str, column: str, ddl: str) -> None:
@@ -255,8 +268,10 @@ _COUNT_TRIGGERS = ("container_count_insert", "container_count_delete", "containe
 def recount_containers(db: peewee.Database) -> None:
     """Set every instance's container_count from the container rows: the migration's backfill,
     and the end of a bulk load that bypassed the triggers (bench/placement)."""
-    db.execute_sql('UPDATE "instance" SET "container_count" = (SELECT COUNT(*) FROM "container" '
-                   'WHERE "container"."instance_id" = "instance"."uuid")')
+    db.execute_sql(
+        'UPDATE "instance" SET "container_count" = (SELECT COUNT(*) FROM "container" '
+        'WHERE "container"."instance_id" = "instance"."uuid")'
+    )
 
 
 def _m_placement_usage(db: peewee.Database) -> None:
@@ -289,8 +304,10 @@ def _m_placement_usage(db: peewee.Database) -> None:
                 RETURN NULL;
             END $$""")
         db.execute_sql('DROP TRIGGER IF EXISTS container_count ON "container"')
-        db.execute_sql('CREATE TRIGGER container_count AFTER INSERT OR DELETE OR UPDATE OF instance_id '
-                       'ON "container" FOR EACH ROW EXECUTE FUNCTION moorage_container_count()')
+        db.execute_sql(
+            "CREATE TRIGGER container_count AFTER INSERT OR DELETE OR UPDATE OF instance_id "
+            'ON "container" FOR EACH ROW EXECUTE FUNCTION moorage_container_count()'
+        )
     else:
         # (REPLACE deletes fire no delete trigger in SQLite: nothing replaces container rows.)
         plus = 'UPDATE "instance" SET "container_count" = "container_count" + 1 WHERE "uuid" = NEW."instance_id";'
@@ -298,21 +315,34 @@ def _m_placement_usage(db: peewee.Database) -> None:
         insert, delete, move = _COUNT_TRIGGERS
         db.execute_sql(f'CREATE TRIGGER IF NOT EXISTS {insert} AFTER INSERT ON "container" BEGIN {plus} END')
         db.execute_sql(f'CREATE TRIGGER IF NOT EXISTS {delete} AFTER DELETE ON "container" BEGIN {minus} END')
-        db.execute_sql(f'CREATE TRIGGER IF NOT EXISTS {move} AFTER UPDATE OF "instance_id" ON "container" '
-                       f'WHEN OLD."instance_id" IS NOT NEW."instance_id" BEGIN {minus} {plus} END')
+        db.execute_sql(
+            f'CREATE TRIGGER IF NOT EXISTS {move} AFTER UPDATE OF "instance_id" ON "container" '
+            f'WHEN OLD."instance_id" IS NOT NEW."instance_id" BEGIN {minus} {plus} END'
+        )
     room = f"state = '{INSTANCE_UP}' AND (capacity <= 0 OR container_count < capacity)"
     # capacity and container_count ride along so that SQLite tests an instance's room on the
     # index entry: instances on the [placement] default capacity (0) are in the index full or not.
-    db.execute_sql('CREATE INDEX IF NOT EXISTS "instance_fill" ON "instance" ("position", "uuid", "capacity", '
-                   f'"container_count") WHERE {room}')
-    db.execute_sql('CREATE INDEX IF NOT EXISTS "instance_spread" ON "instance" ("container_count", "position", "uuid") '
-                   f'WHERE {room}')
-    db.execute_sql('CREATE INDEX IF NOT EXISTS "container_project_usage" ON "container" '
-                   '("project", "memory", "nano_cpus")')
+    db.execute_sql(
+        'CREATE INDEX IF NOT EXISTS "instance_fill" ON "instance" ("position", "uuid", "capacity", '
+        f'"container_count") WHERE {room}'
+    )
+    db.execute_sql(
+        'CREATE INDEX IF NOT EXISTS "instance_spread" ON "instance" ("container_count", "position", "uuid") '
+        f"WHERE {room}"
+    )
+    db.execute_sql(
+        'CREATE INDEX IF NOT EXISTS "container_project_usage" ON "container" '
+        '("project", "memory", "nano_cpus")'
+    )
 
 
 MIGRATIONS: list[Callable[[peewee.Database], None]] = [
-    _m0_initial, _m1_networks_volumes, _m2_container_daemon_name, _m3_quotas, _m4_images, _m5_pool,
+    _m0_initial,
+    _m1_networks_volumes,
+    _m2_container_daemon_name,
+    _m3_quotas,
+    _m4_images,
+    _m5_pool,
     _m_placement_usage,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -393,7 +423,12 @@ def open_database(url: str) -> peewee.Database:
             os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
         db = peewee.SqliteDatabase(
             path,
-            pragmas={"busy_timeout": 10000, "journal_mode": "wal", "foreign_keys": 1, "synchronous": "normal"},
+            pragmas={
+                "busy_timeout": 10000,
+                "journal_mode": "wal",
+                "foreign_keys": 1,
+                "synchronous": "normal",
+            },
             check_same_thread=False,
         )
     elif scheme in ("postgres", "postgresql"):
@@ -401,8 +436,9 @@ def open_database(url: str) -> peewee.Database:
         params.setdefault("connect_timeout", 10)
         # stale_timeout: a pooled connection is recycled after 5 minutes; timeout: a request
         # waits up to 30 s for a free connection rather than failing at once.
-        db = PooledPostgresqlDatabase(name, max_connections=PG_POOL_SIZE, stale_timeout=300, timeout=30,
-                                      **params)
+        db = PooledPostgresqlDatabase(
+            name, max_connections=PG_POOL_SIZE, stale_timeout=300, timeout=30, **params
+        )
         state = _greenlet_local_state()
         if state is not None:
             db._state = state

@@ -54,8 +54,9 @@ def looks_like_tar(first: bytes) -> bool:
     return stored == sum(h)
 
 
-def rewrite(chunks: Iterable[bytes], wanted: Callable[[str], bool],
-            edit: Callable[[str, bytes], bytes]) -> Iterator[bytes]:
+def rewrite(
+    chunks: Iterable[bytes], wanted: Callable[[str], bool], edit: Callable[[str, bytes], bytes]
+) -> Iterator[bytes]:
     """Yield the archive from ``chunks`` with each wanted member's content replaced by
     ``edit(name, content)``."""
     it = iter(chunks)
@@ -91,8 +92,8 @@ def rewrite(chunks: Iterable[bytes], wanted: Callable[[str], bool],
         if typeflag in (b"0", b"\0") and size <= MEMBER_LIMIT and wanted(name):
             if not fill(BLOCK + padded):
                 break
-            content = bytes(buf[BLOCK:BLOCK + size])
-            del buf[:BLOCK + padded]
+            content = bytes(buf[BLOCK : BLOCK + size])
+            del buf[: BLOCK + padded]
             new = edit(name, content)
             yield _with_size(header, len(new))
             yield new + b"\0" * ((BLOCK - len(new) % BLOCK) % BLOCK)

@@ -33,4 +33,6 @@ def check(requested: str, maximum: str, minimum: str) -> None:
             content_type="text/plain; charset=utf-8",
         )
     if parse(requested) > parse(maximum):
-        raise DockerError(400, f"client version {requested} is too new. Maximum supported API version is {maximum}")
+        raise DockerError(
+            400, f"client version {requested} is too new. Maximum supported API version is {maximum}"
+        )

@@ -38,8 +38,9 @@ def _copy(src: socket.socket, dst: socket.socket, first: bytes = b"") -> None:
         _shut_write(dst)
 
 
-def splice(client: socket.socket, upstream: socket.socket, *,
-           from_upstream: bytes = b"", from_client: bytes = b"") -> None:
+def splice(
+    client: socket.socket, upstream: socket.socket, *, from_upstream: bytes = b"", from_client: bytes = b""
+) -> None:
     """Pump until the upstream has finished sending. ``from_*`` are bytes already read."""
     upward = gevent.spawn(_copy, client, upstream, from_client)
     try:

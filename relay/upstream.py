@@ -30,7 +30,7 @@ class Endpoint:
     @classmethod
     def parse(cls, url: str) -> Endpoint:
         if url.startswith("unix://"):
-            return cls("unix", url[len("unix://"):])
+            return cls("unix", url[len("unix://") :])
         parsed = urlparse(url if "://" in url else "tcp://" + url)
         if parsed.scheme not in ("tcp", "http"):
             raise ValueError(f"unsupported endpoint {url!r}: use tcp://HOST:PORT or unix:///PATH")
@@ -42,7 +42,9 @@ class Endpoint:
         if self.scheme == "unix":
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         else:
-            sock = socket.socket(socket.AF_INET6 if ":" in self.address[0] else socket.AF_INET, socket.SOCK_STREAM)
+            sock = socket.socket(
+                socket.AF_INET6 if ":" in self.address[0] else socket.AF_INET, socket.SOCK_STREAM
+            )
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.settimeout(timeout)
         try:
@@ -135,8 +137,15 @@ def parse_head(head: bytes) -> tuple[int, str, list[tuple[str, str]]]:
 class UpstreamResponse:
     """A response whose head has been read; its body is streamed on demand."""
 
-    def __init__(self, sock: socket.socket, reader: SocketReader, status: int, reason: str,
-                 headers: list[tuple[str, str]], method: str):
+    def __init__(
+        self,
+        sock: socket.socket,
+        reader: SocketReader,
+        status: int,
+        reason: str,
+        headers: list[tuple[str, str]],
+        method: str,
+    ):
         self.sock = sock
         self.reader = reader
         self.status = status
@@ -171,8 +180,12 @@ class UpstreamResponse:
         if self.status == 101:
             return True
         ctype = self.header("Content-Type") or ""
-        return (self.status == 200 and self.content_length is None and not self.chunked
-                and ctype.startswith("application/vnd.docker."))
+        return (
+            self.status == 200
+            and self.content_length is None
+            and not self.chunked
+            and ctype.startswith("application/vnd.docker.")
+        )
 
     def iter_body(self, size: int = BUFFER) -> Iterator[bytes]:
         """Yield the body as it arrives, framing removed. Closes the socket at the end."""
@@ -255,9 +268,17 @@ def _send_body(sock: socket.socket, body: bytes | Iterable[bytes] | None, chunke
         sock.sendall(b"0\r\n\r\n")
 
 
-def request(endpoint: Endpoint, method: str, target: str, headers: list[tuple[str, str]],
-            body: bytes | Iterable[bytes] | None = None, *, content_length: int | None = None,
-            connect_timeout: float = 3.0, timeout: float | None = None) -> UpstreamResponse:
+def request(
+    endpoint: Endpoint,
+    method: str,
+    target: str,
+    headers: list[tuple[str, str]],
+    body: bytes | Iterable[bytes] | None = None,
+    *,
+    content_length: int | None = None,
+    connect_timeout: float = 3.0,
+    timeout: float | None = None,
+) -> UpstreamResponse:
     """Send one request and read the response head.
 
     ``body`` is bytes, or an iterable of buffers sent as they come: with ``content_length``

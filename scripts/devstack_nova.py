@@ -37,7 +37,14 @@ def pool_id(st) -> str:
 
 def nova_up(ds, st) -> dict:
     """scripts/nova up DIR/nova; the gateway's [nova] credentials."""
-    argv = [sys.executable, NOVA_SCRIPT, "up", st.path("nova"), "--keystone-openrc", st.path("keystone", "openrc")]
+    argv = [
+        sys.executable,
+        NOVA_SCRIPT,
+        "up",
+        st.path("nova"),
+        "--keystone-openrc",
+        st.path("keystone", "openrc"),
+    ]
     try:
         proc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, timeout=NOVA_UP_TIMEOUT)
     except subprocess.TimeoutExpired as exc:
@@ -83,20 +90,27 @@ def gateway_config(ds, st) -> list[str]:
     lines = ["", "[placement]"]
     if capacity is not None:
         lines.append(f"capacity = {int(capacity)}")
-    lines += ['provider = "nova"', f"pool_id = {q(pool_id(st))}", "reap_interval = 1", "", "[nova]",
-              f"auth_url = {q(rc['MOORAGE_NOVA_AUTH_URL'])}",
-              f"username = {q(rc['MOORAGE_NOVA_USERNAME'])}",
-              f"password = {q(rc['MOORAGE_NOVA_PASSWORD'])}",
-              f"project_name = {q(rc['MOORAGE_NOVA_PROJECT_NAME'])}",
-              'user_domain_name = "Default"', 'project_domain_name = "Default"',
-              f"flavor = {q(rc['MOORAGE_NOVA_FLAVOR'])}",
-              'image = ""  # a blank local disk: no Glance',
-              'network = "none"',
-              f"gateway_url = {q(gateway_url)}",
-              f"boot_timeout = {int(st.state.get('nova_boot_timeout') or DEFAULT_BOOT_TIMEOUT)}",
-              f"empty_grace_seconds = {float(st.state.get('nova_grace', DEFAULT_GRACE)):g}",
-              f"agent_command = {q(ds.moorage_argv()[0])}",
-              'agent_install = "echo moorage is missing >&2; exit 1"']
+    lines += [
+        'provider = "nova"',
+        f"pool_id = {q(pool_id(st))}",
+        "reap_interval = 1",
+        "",
+        "[nova]",
+        f"auth_url = {q(rc['MOORAGE_NOVA_AUTH_URL'])}",
+        f"username = {q(rc['MOORAGE_NOVA_USERNAME'])}",
+        f"password = {q(rc['MOORAGE_NOVA_PASSWORD'])}",
+        f"project_name = {q(rc['MOORAGE_NOVA_PROJECT_NAME'])}",
+        'user_domain_name = "Default"',
+        'project_domain_name = "Default"',
+        f"flavor = {q(rc['MOORAGE_NOVA_FLAVOR'])}",
+        'image = ""  # a blank local disk: no Glance',
+        'network = "none"',
+        f"gateway_url = {q(gateway_url)}",
+        f"boot_timeout = {int(st.state.get('nova_boot_timeout') or DEFAULT_BOOT_TIMEOUT)}",
+        f"empty_grace_seconds = {float(st.state.get('nova_grace', DEFAULT_GRACE)):g}",
+        f"agent_command = {q(ds.moorage_argv()[0])}",
+        'agent_install = "echo moorage is missing >&2; exit 1"',
+    ]
     return lines
 
 
@@ -104,8 +118,12 @@ def start_watcher(ds, st) -> None:
     if st.alive("nova-watcher"):
         return
     ds.say("starting the Nova watcher (devstack's cloud-init for the servers the gateway boots)")
-    st.spawn("nova-watcher", [sys.executable, os.path.join(ds.REPO, "scripts", "devstack"), "nova-watch", st.dir],
-             st.path("nova-watcher.log"), env=ds.moorage_env())
+    st.spawn(
+        "nova-watcher",
+        [sys.executable, os.path.join(ds.REPO, "scripts", "devstack"), "nova-watch", st.dir],
+        st.path("nova-watcher.log"),
+        env=ds.moorage_env(),
+    )
 
 
 def hosts(st) -> list[tuple[int, str]]:
@@ -114,6 +132,7 @@ def hosts(st) -> list[tuple[int, str]]:
 
 
 # --- the watcher -----------------------------------------------------------------------------
+
 
 class NovaAdmin:
     def __init__(self, ds, st):
@@ -126,8 +145,9 @@ class NovaAdmin:
 
     def token(self) -> str:
         if time.monotonic() - self.token_at > 1800 or not self.keystone.token:
-            status, token, _ = self.keystone.password_token(self.admin["OS_USERNAME"], self.admin["OS_PASSWORD"],
-                                                            self.admin["OS_PROJECT_NAME"])
+            status, token, _ = self.keystone.password_token(
+                self.admin["OS_USERNAME"], self.admin["OS_PASSWORD"], self.admin["OS_PROJECT_NAME"]
+            )
             if status != 201:
                 raise self.ds.Fail(f"Keystone refused the admin's password ({status})")
             self.keystone.token = token
@@ -138,8 +158,12 @@ class NovaAdmin:
         query = urllib.parse.urlencode({"all_tenants": "1"})
         prefix = urllib.parse.urlsplit(self.url).path.rstrip("/")
         status, body = self.ds.http_request(
-            self.url, "GET", f"{prefix}/servers/detail?{query}",
-            headers={"X-Auth-Token": self.token(), "X-OpenStack-Nova-API-Version": MICROVERSION}, timeout=15)
+            self.url,
+            "GET",
+            f"{prefix}/servers/detail?{query}",
+            headers={"X-Auth-Token": self.token(), "X-OpenStack-Nova-API-Version": MICROVERSION},
+            timeout=15,
+        )
         if status == 401:
             self.token_at = 0.0
         if status != 200:
@@ -197,7 +221,9 @@ def add_host(ds, st, server: dict) -> None:
             ds.seed_busybox(st.endpoint(i), st.path("busybox.tar"), verify=True)
             if not st.state.get("busybox_public"):
                 # Public before any agent registers: the create waiting for this host runs busybox.
-                status, body = ds.http_request(st.endpoint(i), "GET", "/images/busybox:latest/json", timeout=10)
+                status, body = ds.http_request(
+                    st.endpoint(i), "GET", "/images/busybox:latest/json", timeout=10
+                )
                 if status != 200:
                     raise ds.Fail(f"host {i}: busybox:latest is missing after seeding ({status})")
                 ds.publish_busybox(st, json.loads(body)["Id"])
@@ -216,12 +242,22 @@ def add_host(ds, st, server: dict) -> None:
         with os.fdopen(fd, "w") as fh:
             fh.write(user_data)
         env = ds.moorage_env()
-        env.update(DOCKER_HOST=st.endpoint(i), MOORAGE_AGENT_STATE=os.path.join(st.host_dir(i), "agent"),
-                   MOORAGE_AGENT_FOREGROUND="1", MOORAGE_AGENT_COMMAND=ds.moorage_argv()[0])
-        st.spawn(f"agent-{i}", ["nsenter", f"--net={st.netns_path(i)}", "/bin/sh", script],
-                 os.path.join(st.host_dir(i), "agent.log"), env=env)
+        env.update(
+            DOCKER_HOST=st.endpoint(i),
+            MOORAGE_AGENT_STATE=os.path.join(st.host_dir(i), "agent"),
+            MOORAGE_AGENT_FOREGROUND="1",
+            MOORAGE_AGENT_COMMAND=ds.moorage_argv()[0],
+        )
+        st.spawn(
+            f"agent-{i}",
+            ["nsenter", f"--net={st.netns_path(i)}", "/bin/sh", script],
+            os.path.join(st.host_dir(i), "agent.log"),
+            env=env,
+        )
         ds.write_env(st)
-        ds.say(f"host {i} up for server {sid} in {time.monotonic() - t0:.1f} s (its user-data runs the agent)")
+        ds.say(
+            f"host {i} up for server {sid} in {time.monotonic() - t0:.1f} s (its user-data runs the agent)"
+        )
     finally:
         _unlock(st)
 

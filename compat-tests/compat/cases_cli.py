@@ -25,12 +25,26 @@ class Session:
 
     def expand(self, arg: str) -> str:
         ctx = self.ctx
-        return (arg.replace("{n}", ctx.name()).replace("{P}", ctx.prefix).replace("{reg}", ctx.stack.registry)
-                .replace("{tmp}", ctx.tmp))
+        return (
+            arg.replace("{n}", ctx.name())
+            .replace("{P}", ctx.prefix)
+            .replace("{reg}", ctx.stack.registry)
+            .replace("{tmp}", ctx.tmp)
+        )
 
-    def __call__(self, *args: str, stdin: bytes | None = None, out: str = "text", err: str = "text",
-                 timeout: float = 30, env: dict | None = None, cli: str | None = None, keep: bool = True,
-                 post=None, **norm):
+    def __call__(
+        self,
+        *args: str,
+        stdin: bytes | None = None,
+        out: str = "text",
+        err: str = "text",
+        timeout: float = 30,
+        env: dict | None = None,
+        cli: str | None = None,
+        keep: bool = True,
+        post=None,
+        **norm,
+    ):
         argv = [self.expand(a) for a in args]
         res = self.ctx.docker(*argv, stdin=stdin, timeout=timeout, env=env, cli=cli)
         norm.setdefault("columns", True)
@@ -59,14 +73,17 @@ class Session:
 def cli_case(case_id: str, ops=(), **kw):
     ops = kw.pop("ops", ops)
     """Decorator: the function gets (ctx, session) and may return extra data."""
+
     def wrap(fn):
         def scenario(ctx: Ctx):
             s = Session(ctx)
             ctx.on_cleanup(lambda: _cleanup(ctx))
             extra = fn(ctx, s)
             return {"steps": s.steps, **({"extra": extra} if extra is not None else {})}
+
         register(case_id, scenario, ops, **kw)
         return fn
+
     return wrap
 
 
@@ -101,7 +118,9 @@ def _run_detach(ctx, d):
     d("ps", "--filter", "name={n}", "--format", "{{.Names}}|{{.Status}}|{{.Image}}|{{.Command}}|{{.Ports}}")
 
 
-@cli_case("cli.run.rm", ("ContainerCreate", "ContainerStart", "ContainerWait", "ContainerDelete", "ContainerAttach"))
+@cli_case(
+    "cli.run.rm", ("ContainerCreate", "ContainerStart", "ContainerWait", "ContainerDelete", "ContainerAttach")
+)
 def _run_rm(ctx, d):
     d("run", "--rm", "--name", "{n}", "busybox", "sh", "-c", "echo hello; echo oops >&2")
     d("ps", "-a", "-q", "--filter", "name={n}")
@@ -109,8 +128,22 @@ def _run_rm(ctx, d):
 
 @cli_case("cli.run.env-workdir-user", ("ContainerCreate", "ContainerAttach"))
 def _run_ewu(ctx, d):
-    d("run", "--rm", "-e", "A=1", "--env", "B=two words", "-w", "/tmp", "-u", "nobody", "busybox", "sh", "-c",
-      'echo "$A|$B"; pwd; id -u')
+    d(
+        "run",
+        "--rm",
+        "-e",
+        "A=1",
+        "--env",
+        "B=two words",
+        "-w",
+        "/tmp",
+        "-u",
+        "nobody",
+        "busybox",
+        "sh",
+        "-c",
+        'echo "$A|$B"; pwd; id -u',
+    )
 
 
 @cli_case("cli.run.exit-code", ("ContainerWait",))
@@ -136,8 +169,13 @@ def _run_publish_host_ip(ctx, d):
 def _run_restart(ctx, d):
     d(*RUN_D, "--name", "{n}", "--restart", "on-failure:2", "busybox", "sh", "-c", "exit 1")
     d(*RUN_D, "--name", "{n}-always", "--restart", "always", "busybox", "sleep", "300")
-    d("inspect", "--format", "{{.HostConfig.RestartPolicy.Name}} {{.HostConfig.RestartPolicy.MaximumRetryCount}}",
-      "{n}", "{n}-always")
+    d(
+        "inspect",
+        "--format",
+        "{{.HostConfig.RestartPolicy.Name}} {{.HostConfig.RestartPolicy.MaximumRetryCount}}",
+        "{n}",
+        "{n}-always",
+    )
 
 
 @cli_case("cli.run.stdin-piped", ("ContainerAttach", "ContainerCreate"))
@@ -165,8 +203,16 @@ def _run_conflict(ctx, d):
 
 @cli_case("cli.run.it", ("ContainerAttach", "ContainerResize"))
 def _run_it(ctx, d):
-    d.pty("run", "-it", "--rm", "--name", "{n}", "busybox", "sh",
-          script=[("# ", b"echo $((6*7)); stty size\r", TYPING), ("42", b""), ("# ", b"exit 5\r")])
+    d.pty(
+        "run",
+        "-it",
+        "--rm",
+        "--name",
+        "{n}",
+        "busybox",
+        "sh",
+        script=[("# ", b"echo $((6*7)); stty size\r", TYPING), ("42", b""), ("# ", b"exit 5\r")],
+    )
 
 
 @cli_case("cli.run.it-size", ("ContainerResize", "ContainerAttach"))
@@ -177,8 +223,16 @@ def _run_it_size(ctx, d):
 
 @cli_case("cli.run.it-read", ("ContainerAttach",))
 def _run_it_read(ctx, d):
-    d.pty("run", "--rm", "-it", "busybox", "sh", "-c", "echo ready; read x; echo got:$x",
-          script=[("ready", b"abc\r")])
+    d.pty(
+        "run",
+        "--rm",
+        "-it",
+        "busybox",
+        "sh",
+        "-c",
+        "echo ready; read x; echo got:$x",
+        script=[("ready", b"abc\r")],
+    )
 
 
 @cli_case("cli.run.i-tty-detached", ("ContainerCreate", "ContainerStart"))
@@ -193,8 +247,14 @@ def _ps(ctx, d):
     d(*RUN_D, "--name", "{n}-a", "busybox", "sleep", "300", keep=False)
     d("run", "--label", LABEL, "--name", "{n}-b", "busybox", "true", keep=False)
     d("ps", "--filter", "name={n}", "--format", "{{.Names}}")
-    d("ps", "-a", "--filter", "name={n}", "--format", "{{.Names}}|{{.Status}}|{{.Command}}|{{.Label \"" +
-      SUITE_LABEL + "\"}}")
+    d(
+        "ps",
+        "-a",
+        "--filter",
+        "name={n}",
+        "--format",
+        '{{.Names}}|{{.Status}}|{{.Command}}|{{.Label "' + SUITE_LABEL + '"}}',
+    )
     d("ps", "-q", "--filter", "name={n}")
     d("ps", "-aq", "--filter", "name={n}")
     d("ps", "-a", "--filter", "name={n}", "--filter", "status=exited", "--format", "{{.Names}}")
@@ -209,8 +269,16 @@ def _ps(ctx, d):
 
 # == logs =================================================================================
 def _logger(d, name="{n}"):
-    d(*RUN_D, "--name", name, "busybox", "sh", "-c", "echo one; sleep 0.2; echo two >&2; sleep 0.2; echo three",
-      keep=False)
+    d(
+        *RUN_D,
+        "--name",
+        name,
+        "busybox",
+        "sh",
+        "-c",
+        "echo one; sleep 0.2; echo two >&2; sleep 0.2; echo three",
+        keep=False,
+    )
     d("wait", name, keep=False)
 
 
@@ -230,7 +298,16 @@ def _logs(ctx, d):
 
 @cli_case("cli.logs.follow", ("ContainerLogs",))
 def _logs_follow(ctx, d):
-    d(*RUN_D, "--name", "{n}", "busybox", "sh", "-c", "for i in 1 2 3; do echo line $i; sleep 0.4; done", keep=False)
+    d(
+        *RUN_D,
+        "--name",
+        "{n}",
+        "busybox",
+        "sh",
+        "-c",
+        "for i in 1 2 3; do echo line $i; sleep 0.4; done",
+        keep=False,
+    )
     d("logs", "-f", "{n}")
     d("logs", "-f", "--tail", "1", "{n}")
 
@@ -266,8 +343,13 @@ def _exec_t(ctx, d):
 @cli_case("cli.exec.it", ("ContainerExec", "ExecStart", "ExecResize"))
 def _exec_it(ctx, d):
     d(*RUN_D, "--name", "{n}", "busybox", "sleep", "300", keep=False)
-    d.pty("exec", "-it", "{n}", "sh", script=[("# ", b"echo $((40+2)); stty size\r", TYPING), ("42", b""),
-                                              ("# ", b"exit 4\r")])
+    d.pty(
+        "exec",
+        "-it",
+        "{n}",
+        "sh",
+        script=[("# ", b"echo $((40+2)); stty size\r", TYPING), ("42", b""), ("# ", b"exit 4\r")],
+    )
 
 
 @cli_case("cli.exec.stopped", ("ContainerExec",))
@@ -283,23 +365,43 @@ def _exec_stopped(ctx, d):
 @cli_case("cli.attach.detach-keys", ("ContainerAttach", "ContainerInspect"))
 def _attach_keys(ctx, d):
     d("run", "-dit", "--label", LABEL, "--name", "{n}", "busybox", "sh", keep=False)
-    d.pty("attach", "--detach-keys", "ctrl-x,x", "{n}",
-          script=[(None, b"echo $((20+22))\r"), ("42", b"\x18x")], timeout=15,
-          post=_strip_prompt_noise)
+    d.pty(
+        "attach",
+        "--detach-keys",
+        "ctrl-x,x",
+        "{n}",
+        script=[(None, b"echo $((20+22))\r"), ("42", b"\x18x")],
+        timeout=15,
+        post=_strip_prompt_noise,
+    )
     d("inspect", "--format", "{{.State.Running}}", "{n}")
 
 
 @cli_case("cli.attach.default-keys", ("ContainerAttach",))
 def _attach_default(ctx, d):
     d("run", "-dit", "--label", LABEL, "--name", "{n}", "busybox", "sh", keep=False)
-    d.pty("attach", "{n}", script=[(None, b"echo $((20+22))\r"), ("42", b"\x10\x11")], timeout=15,
-          post=_strip_prompt_noise)
+    d.pty(
+        "attach",
+        "{n}",
+        script=[(None, b"echo $((20+22))\r"), ("42", b"\x10\x11")],
+        timeout=15,
+        post=_strip_prompt_noise,
+    )
     d("inspect", "--format", "{{.State.Running}}", "{n}")
 
 
 @cli_case("cli.attach.output", ("ContainerAttach",))
 def _attach_out(ctx, d):
-    d(*RUN_D, "--name", "{n}", "busybox", "sh", "-c", "sleep 1; echo late; echo late-err >&2; exit 6", keep=False)
+    d(
+        *RUN_D,
+        "--name",
+        "{n}",
+        "busybox",
+        "sh",
+        "-c",
+        "sleep 1; echo late; echo late-err >&2; exit 6",
+        keep=False,
+    )
     d("attach", "{n}")
     d("attach", "{n}")
 
@@ -308,7 +410,7 @@ def _strip_prompt_noise(obs):
     """The shell's prompt may or may not be redrawn before the attach starts reading."""
     out = obs.get("stdout") or ""
     m = re.search(r"42\n", out)
-    obs["stdout"] = ("42\n" + out[m.end():].lstrip("/ #\n")) if m else out
+    obs["stdout"] = ("42\n" + out[m.end() :].lstrip("/ #\n")) if m else out
     return obs
 
 
@@ -328,8 +430,14 @@ def _cp(ctx, d):
     os.makedirs(os.path.join(ctx.tmp, "out"))
     d("cp", "{n}:/etc/hostname", "{tmp}/out/")
     d("cp", "{n}:/tmp/dir", "{tmp}/out/dir")
-    d.note("out", sorted(os.path.relpath(os.path.join(r, f), os.path.join(ctx.tmp, "out"))
-                         for r, _, fs in os.walk(os.path.join(ctx.tmp, "out")) for f in fs))
+    d.note(
+        "out",
+        sorted(
+            os.path.relpath(os.path.join(r, f), os.path.join(ctx.tmp, "out"))
+            for r, _, fs in os.walk(os.path.join(ctx.tmp, "out"))
+            for f in fs
+        ),
+    )
     d("cp", "{n}:/tmp/a.txt", "-", out="none")
     d("cp", "{n}:/nonexistent", "{tmp}/out/")
     d("cp", "{tmp}/in/a.txt", "{n}:/nonexistent/dir/")
@@ -343,18 +451,34 @@ def _tar_writer_noise(obs):
     """When the daemon refuses an upload before the CLI has written all of it, the CLI may
     also log that its tar writer met a closed pipe: a race on either side, not a difference."""
     if isinstance(obs.get("stderr"), str):
-        obs["stderr"] = "".join(line for line in obs["stderr"].splitlines(keepends=True)
-                                if "closed pipe" not in line)
+        obs["stderr"] = "".join(
+            line for line in obs["stderr"].splitlines(keepends=True) if "closed pipe" not in line
+        )
     return obs
 
 
 # == lifecycle ==========================================================================
-STATE = ("inspect", "--format", "{{.State.Status}} running={{.State.Running}} paused={{.State.Paused}} "
-                                "exit={{.State.ExitCode}}")
+STATE = (
+    "inspect",
+    "--format",
+    "{{.State.Status}} running={{.State.Running}} paused={{.State.Paused}} exit={{.State.ExitCode}}",
+)
 
 
-@cli_case("cli.lifecycle", ("ContainerStop", "ContainerStart", "ContainerKill", "ContainerRestart",
-                            "ContainerPause", "ContainerUnpause", "ContainerRename", "ContainerDelete"), timeout=90)
+@cli_case(
+    "cli.lifecycle",
+    (
+        "ContainerStop",
+        "ContainerStart",
+        "ContainerKill",
+        "ContainerRestart",
+        "ContainerPause",
+        "ContainerUnpause",
+        "ContainerRename",
+        "ContainerDelete",
+    ),
+    timeout=90,
+)
 def _lifecycle(ctx, d):
     d(*RUN_D, "--name", "{n}", "busybox", "sleep", "300", keep=False)
     d("pause", "{n}")
@@ -406,8 +530,12 @@ def _rm(ctx, d):
 @cli_case("cli.inspect", ("ContainerInspect",))
 def _inspect(ctx, d):
     d(*RUN_D, "--name", "{n}", "-e", "K=v", "busybox", "sleep", "300", keep=False)
-    d("inspect", "--format", "{{.Name}} {{.Config.Image}} {{.State.Status}} {{json .Config.Cmd}} {{.Config.Env}}",
-      "{n}")
+    d(
+        "inspect",
+        "--format",
+        "{{.Name}} {{.Config.Image}} {{.State.Status}} {{json .Config.Cmd}} {{.Config.Env}}",
+        "{n}",
+    )
     d("inspect", "--type", "container", "--format", "{{.Path}} {{.Args}} {{.HostConfig.NetworkMode}}", "{n}")
     d("container", "inspect", "{n}", out="json")
     d("inspect", "-s", "--format", "{{.Name}}", "{n}")
@@ -433,8 +561,18 @@ def _stats(ctx, d):
 
 @cli_case("cli.diff", ("ContainerChanges",))
 def _diff(ctx, d):
-    d("run", "--label", LABEL, "--name", "{n}", "busybox", "sh", "-c", "mkdir /newdir; echo x > /newdir/f; rm /etc/shadow",
-      keep=False)
+    d(
+        "run",
+        "--label",
+        LABEL,
+        "--name",
+        "{n}",
+        "busybox",
+        "sh",
+        "-c",
+        "mkdir /newdir; echo x > /newdir/f; rm /etc/shadow",
+        keep=False,
+    )
     d("diff", "{n}", out="lines-sorted")
     d("diff", "{P}-missing")
 
@@ -458,10 +596,12 @@ def _export_import(ctx, d):
     d("export", "{P}-missing", out="none")
 
 
-@cli_case("cli.commit-tag-rmi", ("ImageCommit", "ImageTag", "ImageList", "ImageDelete", "ImageHistory"), timeout=90)
+@cli_case(
+    "cli.commit-tag-rmi", ("ImageCommit", "ImageTag", "ImageList", "ImageDelete", "ImageHistory"), timeout=90
+)
 def _commit(ctx, d):
     d("run", "--label", LABEL, "--name", "{n}", "busybox", "sh", "-c", "echo {P} > /hello", keep=False)
-    d("commit", "-c", "CMD [\"cat\", \"/hello\"]", "-m", "msg", "{n}", "{P}-img:1")
+    d("commit", "-c", 'CMD ["cat", "/hello"]', "-m", "msg", "{n}", "{P}-img:1")
     d("tag", "{P}-img:1", "{P}-img:2")
     d("tag", "{P}-img:1", "{P}-other")
     d("images", "{P}-img")
@@ -521,9 +661,13 @@ def _registry_noise(obs):
     for key in ("stdout", "stderr"):
         text = obs.get(key)
         if isinstance(text, str):
-            text = re.sub(r"<SID>: (Pushed|Layer already exists|Mounted from \S+|Pull complete|Already exists|"
-                          r"Preparing|Waiting|Pushing|Downloading|Verifying Checksum|Download complete|"
-                          r"Extracting)", "<SID>: <LAYER>", text)
+            text = re.sub(
+                r"<SID>: (Pushed|Layer already exists|Mounted from \S+|Pull complete|Already exists|"
+                r"Preparing|Waiting|Pushing|Downloading|Verifying Checksum|Download complete|"
+                r"Extracting)",
+                "<SID>: <LAYER>",
+                text,
+            )
             obs[key] = "\n".join(sorted(set(text.split("\n"))))
     return obs
 
@@ -539,8 +683,10 @@ def _build(ctx, d):
     bdir = os.path.join(ctx.tmp, "ctx")
     os.makedirs(bdir)
     with open(os.path.join(bdir, "Dockerfile"), "w") as fh:
-        fh.write(f"FROM busybox\nENV CASE={ctx.prefix}\nRUN echo built > /built\nCOPY hello.txt /hello.txt\n"
-                 "CMD [\"cat\", \"/hello.txt\", \"/built\"]\n")
+        fh.write(
+            f"FROM busybox\nENV CASE={ctx.prefix}\nRUN echo built > /built\nCOPY hello.txt /hello.txt\n"
+            'CMD ["cat", "/hello.txt", "/built"]\n'
+        )
     with open(os.path.join(bdir, "hello.txt"), "w") as fh:
         fh.write("hello from build\n")
     d("build", "-t", "{P}-built:1", bdir, timeout=90, post=_build_noise)
@@ -556,12 +702,16 @@ def _build(ctx, d):
 def _build_noise(obs):
     if isinstance(obs.get("stdout"), str):
         obs["stdout"] = obs["stdout"].replace(" ---> Using cache\n", "")
-        obs["stdout"] = re.sub(r"Sending build context to Docker daemon\s+\S+", "Sending build context", obs["stdout"])
+        obs["stdout"] = re.sub(
+            r"Sending build context to Docker daemon\s+\S+", "Sending build context", obs["stdout"]
+        )
     return obs
 
 
 # == volumes and networks =================================================================
-@cli_case("cli.volume", ("VolumeCreate", "VolumeList", "VolumeInspect", "VolumeDelete", "VolumePrune"), serial=True)
+@cli_case(
+    "cli.volume", ("VolumeCreate", "VolumeList", "VolumeInspect", "VolumeDelete", "VolumePrune"), serial=True
+)
 def _volume(ctx, d):
     d("volume", "create", "--label", LABEL, "--label", "compat.case={P}", "{P}-vol")
     d("volume", "ls", "--filter", "name={P}")
@@ -577,16 +727,48 @@ def _volume(ctx, d):
     d("volume", "prune", "-f", "--filter", "label=compat.case={P}", sizes=True)
 
 
-@cli_case("cli.network", ("NetworkCreate", "NetworkList", "NetworkInspect", "NetworkConnect", "NetworkDisconnect",
-                          "NetworkDelete", "NetworkPrune"), timeout=90, serial=True)
+@cli_case(
+    "cli.network",
+    (
+        "NetworkCreate",
+        "NetworkList",
+        "NetworkInspect",
+        "NetworkConnect",
+        "NetworkDisconnect",
+        "NetworkDelete",
+        "NetworkPrune",
+    ),
+    timeout=90,
+    serial=True,
+)
 def _network(ctx, d):
     d("network", "create", "--label", LABEL, "--label", "compat.case={P}", "{P}-net", out="none")
     d("network", "ls", "--filter", "name={P}", "--format", "{{.Name}} {{.Driver}} {{.Scope}}")
     d("network", "ls", "-q", "--filter", "name={P}")
     d("network", "inspect", "--format", "{{.Name}} {{.Driver}} {{.Labels}} {{.Internal}}", "{P}-net")
-    d(*RUN_D, "--name", "{n}", "--network", "{P}-net", "--network-alias", "web", "busybox", "sleep", "300",
-      keep=False)
-    d("run", "--rm", "--network", "{P}-net", "busybox", "sh", "-c", "ping -c1 -W2 web >/dev/null && echo reachable")
+    d(
+        *RUN_D,
+        "--name",
+        "{n}",
+        "--network",
+        "{P}-net",
+        "--network-alias",
+        "web",
+        "busybox",
+        "sleep",
+        "300",
+        keep=False,
+    )
+    d(
+        "run",
+        "--rm",
+        "--network",
+        "{P}-net",
+        "busybox",
+        "sh",
+        "-c",
+        "ping -c1 -W2 web >/dev/null && echo reachable",
+    )
     d(*RUN_D, "--name", "{n}-2", "busybox", "sleep", "300", keep=False)
     d("network", "connect", "{P}-net", "{n}-2")
     d("network", "connect", "{P}-net", "{n}-2")
@@ -608,9 +790,28 @@ def _events(ctx, d):
     d("rm", "{n}", keep=False)
     time.sleep(1.1)
     t1 = int(time.time()) + 1
-    d("events", "--since", str(t0), "--until", str(t1), "--filter", "container={n}",
-      "--format", "{{.Type}} {{.Action}} {{.Actor.Attributes.name}}")
-    d("events", "--since", str(t0), "--until", str(t1), "--filter", "container={n}", "--filter", "event=start")
+    d(
+        "events",
+        "--since",
+        str(t0),
+        "--until",
+        str(t1),
+        "--filter",
+        "container={n}",
+        "--format",
+        "{{.Type}} {{.Action}} {{.Actor.Attributes.name}}",
+    )
+    d(
+        "events",
+        "--since",
+        str(t0),
+        "--until",
+        str(t1),
+        "--filter",
+        "container={n}",
+        "--filter",
+        "event=start",
+    )
     d("events", "--since", "nonsense", "--until", str(t1))
 
 
@@ -625,8 +826,16 @@ def _df(ctx, d):
 def _info(ctx, d):
     d("info", "--format", "{{.OSType}} {{.Architecture}} {{.Driver}} {{.CgroupDriver}} {{.ServerVersion}}")
     d("info", "--format", "{{json .}}", out="shape")
-    d("system", "info", numbers=True, sizes=True,
-      post=lambda o: {**o, "stdout": [ln.split(":")[0] for ln in o["stdout"].splitlines() if ln.strip()][:12]})
+    d(
+        "system",
+        "info",
+        numbers=True,
+        sizes=True,
+        post=lambda o: {
+            **o,
+            "stdout": [ln.split(":")[0] for ln in o["stdout"].splitlines() if ln.strip()][:12],
+        },
+    )
 
 
 @cli_case("cli.version", ("SystemVersion", "SystemPing"))
@@ -637,6 +846,7 @@ def _version(ctx, d):
 
 
 for _v in ("1.24", "1.41"):
+
     @cli_case(f"cli.api-{_v}", ("SystemVersion", "ContainerList", "ContainerCreate", "ContainerAttach"))
     def _api(ctx, d, _v=_v):
         env = {"DOCKER_API_VERSION": _v}
@@ -654,7 +864,9 @@ def _api_new(ctx, d):
     d("ps", env={"DOCKER_API_VERSION": "1.99"})
 
 
-@cli_case("cli.cli-20.10", ("SystemVersion", "ContainerCreate", "ContainerList", "ContainerAttach", "ExecStart"))
+@cli_case(
+    "cli.cli-20.10", ("SystemVersion", "ContainerCreate", "ContainerList", "ContainerAttach", "ExecStart")
+)
 def _old_cli(ctx, d):
     if not os.path.exists(OLD_CLI):
         d.note("skipped", "no 20.10 CLI")

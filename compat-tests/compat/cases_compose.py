@@ -65,13 +65,23 @@ exec httpd -f -p 8080 -h /www
 
 
 def compose(ctx: Ctx, project_dir: str, *args: str, timeout: float = 90, numbers: bool = False) -> dict:
-    env = ctx.cli_env({"COMPOSE_PROJECT_NAME": ctx.prefix, "COMPOSE_DOCKER_CLI_BUILD": "0",
-                       "COMPOSE_INTERACTIVE_NO_CLI": "1"})
+    env = ctx.cli_env(
+        {
+            "COMPOSE_PROJECT_NAME": ctx.prefix,
+            "COMPOSE_DOCKER_CLI_BUILD": "0",
+            "COMPOSE_INTERACTIVE_NO_CLI": "1",
+        }
+    )
     argv = ["docker-compose", "--ansi", "never", *args]
     try:
-        proc = subprocess.run(argv, cwd=project_dir, env=env, capture_output=True, timeout=timeout,
-                              stdin=subprocess.DEVNULL)
-        rc, out, err = proc.returncode, proc.stdout.decode(errors="replace"), proc.stderr.decode(errors="replace")
+        proc = subprocess.run(
+            argv, cwd=project_dir, env=env, capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL
+        )
+        rc, out, err = (
+            proc.returncode,
+            proc.stdout.decode(errors="replace"),
+            proc.stderr.decode(errors="replace"),
+        )
     except subprocess.TimeoutExpired as exc:
         rc, out, err = -9, (exc.stdout or b"").decode(errors="replace"), f"<timeout after {timeout}s>"
     norm = ctx.norm
@@ -82,8 +92,14 @@ def compose(ctx: Ctx, project_dir: str, *args: str, timeout: float = 90, numbers
         text = text.replace(" ---> Using cache\n", "")
         # table rules are as wide as the widest cell (PIDs, times)
         text = re.sub(r"^-{10,}$", "----", text, flags=re.M)
-        return sorted({ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith(" ---> ")
-                       and "Sending build context" not in ln})
+        return sorted(
+            {
+                ln.strip()
+                for ln in text.splitlines()
+                if ln.strip() and not ln.startswith(" ---> ") and "Sending build context" not in ln
+            }
+        )
+
     return {"argv": list(args), "rc": rc, "stdout": lines(out), "stderr": lines(err)}
 
 
@@ -107,6 +123,7 @@ def compose_project(ctx: Ctx):
     steps.append(compose(ctx, project, "ps"))
     steps.append(compose(ctx, project, "ps", "-q"))
     import time
+
     time.sleep(1)
     steps.append(compose(ctx, project, "logs", "--no-color"))
     steps.append(compose(ctx, project, "exec", "-T", "web", "sh", "-c", "echo $GREETING; cat /data/x"))
@@ -124,8 +141,9 @@ def compose_run(ctx: Ctx):
     """`run` attaches with docker-py's attach_socket(), which sends no HttpHeaders."""
     project = _project(ctx)
     steps = [compose(ctx, project, "up", "-d", "db", timeout=150)]
-    steps.append(compose(ctx, project, "run", "--rm", "-T", "web", "sh", "-c", "echo run-ok; cat /data/x",
-                         timeout=150))
+    steps.append(
+        compose(ctx, project, "run", "--rm", "-T", "web", "sh", "-c", "echo run-ok; cat /data/x", timeout=150)
+    )
     steps.append(compose(ctx, project, "down", "-v"))
     return steps
 
@@ -134,11 +152,43 @@ def compose_version(ctx: Ctx):
     return compose(ctx, ctx.tmp, "version", "--short")
 
 
-register("compose.v1.project", compose_project,
-         ("ImageBuild", "NetworkCreate", "VolumeCreate", "ContainerCreate", "ContainerStart", "ContainerList",
-          "ContainerLogs", "ContainerExec", "ExecStart", "ContainerAttach", "ContainerWait", "ContainerStop",
-          "ContainerDelete", "NetworkDelete", "VolumeDelete", "ContainerTop"), timeout=300, requires="compose")
-register("compose.v1.run", compose_run, ("ImageBuild", "ContainerCreate", "ContainerAttach", "ContainerStart",
-                                         "ContainerWait", "ContainerDelete"), timeout=300, requires="compose",
-         divergence="attach-socket-headers")
+register(
+    "compose.v1.project",
+    compose_project,
+    (
+        "ImageBuild",
+        "NetworkCreate",
+        "VolumeCreate",
+        "ContainerCreate",
+        "ContainerStart",
+        "ContainerList",
+        "ContainerLogs",
+        "ContainerExec",
+        "ExecStart",
+        "ContainerAttach",
+        "ContainerWait",
+        "ContainerStop",
+        "ContainerDelete",
+        "NetworkDelete",
+        "VolumeDelete",
+        "ContainerTop",
+    ),
+    timeout=300,
+    requires="compose",
+)
+register(
+    "compose.v1.run",
+    compose_run,
+    (
+        "ImageBuild",
+        "ContainerCreate",
+        "ContainerAttach",
+        "ContainerStart",
+        "ContainerWait",
+        "ContainerDelete",
+    ),
+    timeout=300,
+    requires="compose",
+    divergence="attach-socket-headers",
+)
 register("compose.v1.version", compose_version, ("SystemVersion",), requires="compose")

@@ -33,40 +33,67 @@ def _status(obs, code: int, message: str | None = None) -> bool:
 def _cli_error(obs, pattern: str) -> bool:
     """Some step of a CLI / docker-py case failed with a message matching pattern."""
     steps = obs.get("steps", [obs]) if isinstance(obs, dict) else obs if isinstance(obs, list) else [obs]
-    return any(isinstance(s, dict) and s.get("rc", 0) != 0 and re.search(pattern, str(s.get("stderr")))
-               for s in steps)
+    return any(
+        isinstance(s, dict) and s.get("rc", 0) != 0 and re.search(pattern, str(s.get("stderr")))
+        for s in steps
+    )
 
 
 def _py_error(obs, status: int, pattern: str) -> bool:
     """Some docker-py step failed with this HTTP status and a matching explanation."""
     steps = obs if isinstance(obs, list) else []
     for step in steps:
-        for result in (step.values() if isinstance(step, dict) else []):
-            if (isinstance(result, dict) and result.get("status") == status
-                    and re.search(pattern, str(result.get("explanation")))):
+        for result in step.values() if isinstance(step, dict) else []:
+            if (
+                isinstance(result, dict)
+                and result.get("status") == status
+                and re.search(pattern, str(result.get("explanation")))
+            ):
                 return True
     return False
 
 
 def _ping_headers(obs) -> bool:
-    return isinstance(obs, dict) and obs.get("status") == 200 and "builder-version" not in obs.get("headers", {})
+    return (
+        isinstance(obs, dict) and obs.get("status") == 200 and "builder-version" not in obs.get("headers", {})
+    )
 
 
-DIVERGENCES: dict[str, Divergence] = {d.id: d for d in [
-    Divergence("attach-socket-headers",
-               "docker-py's attach_socket() (compose v1 `run`, `up` without -d) sends no HttpHeaders: 401",
-               lambda o: _py_error(o, 401, "authentication") or _cli_error(o, "authentication")),
-    Divergence("plugins", "plugin routes answer 403: plugins act on the instance host",
-               lambda o: _status(o, 403, "plugins") or _cli_error(o, "plugins")),
-    Divergence("auth-headers", "every request needs X-Auth-Token and X-Auth-Project-Id (401 otherwise)",
-               lambda o: (_status(o, 401, "authentication") or _cli_error(o, "authentication")
-                          or _py_error(o, 401, "authentication"))),
-    Divergence("buildkit-session", "POST /session answers 404: build with DOCKER_BUILDKIT=0",
-               lambda o: _status(o, 404, "BuildKit") or _status(o, 404)),
-    Divergence("ping-builder-version", "/_ping advertises no Builder-Version", _ping_headers),
-    Divergence("policy", "settings that reach into the instance are refused (403, naming the policy rule)",
-               lambda o: _status(o, 403, "policy rule") or _cli_error(o, "policy rule")),
-]}
+DIVERGENCES: dict[str, Divergence] = {
+    d.id: d
+    for d in [
+        Divergence(
+            "attach-socket-headers",
+            "docker-py's attach_socket() (compose v1 `run`, `up` without -d) sends no HttpHeaders: 401",
+            lambda o: _py_error(o, 401, "authentication") or _cli_error(o, "authentication"),
+        ),
+        Divergence(
+            "plugins",
+            "plugin routes answer 403: plugins act on the instance host",
+            lambda o: _status(o, 403, "plugins") or _cli_error(o, "plugins"),
+        ),
+        Divergence(
+            "auth-headers",
+            "every request needs X-Auth-Token and X-Auth-Project-Id (401 otherwise)",
+            lambda o: (
+                _status(o, 401, "authentication")
+                or _cli_error(o, "authentication")
+                or _py_error(o, 401, "authentication")
+            ),
+        ),
+        Divergence(
+            "buildkit-session",
+            "POST /session answers 404: build with DOCKER_BUILDKIT=0",
+            lambda o: _status(o, 404, "BuildKit") or _status(o, 404),
+        ),
+        Divergence("ping-builder-version", "/_ping advertises no Builder-Version", _ping_headers),
+        Divergence(
+            "policy",
+            "settings that reach into the instance are refused (403, naming the policy rule)",
+            lambda o: _status(o, 403, "policy rule") or _cli_error(o, "policy rule"),
+        ),
+    ]
+}
 
 
 def check_documented(doc_text: str) -> list[str]:

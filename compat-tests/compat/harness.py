@@ -35,9 +35,20 @@ SUITE_LABEL = "org.moorage.compat"
 
 # Headers clients read; compared on every HTTP observation (names lower-cased: HTTP header
 # names are case-insensitive).
-COMPARED_HEADERS = ("content-type", "api-version", "docker-experimental", "ostype", "builder-version",
-                    "cache-control", "pragma", "x-docker-container-path-stat", "docker-content-digest",
-                    "location", "upgrade", "connection-upgrade")
+COMPARED_HEADERS = (
+    "content-type",
+    "api-version",
+    "docker-experimental",
+    "ostype",
+    "builder-version",
+    "cache-control",
+    "pragma",
+    "x-docker-container-path-stat",
+    "docker-content-digest",
+    "location",
+    "upgrade",
+    "connection-upgrade",
+)
 
 
 @dataclass
@@ -52,10 +63,14 @@ class Stack:
 
     @classmethod
     def from_env(cls, workdir: str) -> Stack:
-        missing = [v for v in ("DOCKER_HOST", "MOORAGE_DIRECT_HOST", "DOCKER_CONFIG") if not os.environ.get(v)]
+        missing = [
+            v for v in ("DOCKER_HOST", "MOORAGE_DIRECT_HOST", "DOCKER_CONFIG") if not os.environ.get(v)
+        ]
         if missing:
-            raise SystemExit(f"compat-tests: {', '.join(missing)} not set; source a stack's env "
-                             "(scripts/devstack up DIR && . DIR/env)")
+            raise SystemExit(
+                f"compat-tests: {', '.join(missing)} not set; source a stack's env "
+                "(scripts/devstack up DIR && . DIR/env)"
+            )
         return cls(
             direct=os.environ["MOORAGE_DIRECT_HOST"],
             gateway=os.environ["DOCKER_HOST"],
@@ -106,8 +121,16 @@ class Case:
 CASES: dict[str, Case] = {}
 
 
-def case(case_id: str, ops: tuple[str, ...] | list[str] | str = (), *, divergence: str | None = None,
-         timeout: float = 60, serial: bool = False, requires: str | None = None, isolated: bool = False):
+def case(
+    case_id: str,
+    ops: tuple[str, ...] | list[str] | str = (),
+    *,
+    divergence: str | None = None,
+    timeout: float = 60,
+    serial: bool = False,
+    requires: str | None = None,
+    isolated: bool = False,
+):
     """Register a scenario. The id's first dotted part is its layer."""
     if isinstance(ops, str):
         ops = (ops,)
@@ -115,8 +138,9 @@ def case(case_id: str, ops: tuple[str, ...] | list[str] | str = (), *, divergenc
     def register(fn):
         if case_id in CASES:
             raise RuntimeError(f"duplicate case id {case_id}")
-        CASES[case_id] = Case(case_id, case_id.split(".", 1)[0], tuple(ops), fn, divergence, timeout,
-                              serial, requires, isolated)
+        CASES[case_id] = Case(
+            case_id, case_id.split(".", 1)[0], tuple(ops), fn, divergence, timeout, serial, requires, isolated
+        )
         return fn
 
     return register
@@ -179,7 +203,9 @@ class Ctx:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
     # -- raw HTTP -----------------------------------------------------------------------
-    def target(self, path: str, query: dict | str | None = None, version: str | None = DEFAULT_VERSION) -> str:
+    def target(
+        self, path: str, query: dict | str | None = None, version: str | None = DEFAULT_VERSION
+    ) -> str:
         if isinstance(query, dict):
             query = urlencode({k: v for k, v in query.items() if v is not None}, doseq=True)
         t = (f"/v{version}" if version else "") + path
@@ -190,10 +216,22 @@ class Ctx:
         out += list((extra or {}).items())
         return out
 
-    def http(self, method: str, path: str, query=None, *, body: bytes | None = None, json_body=None,
-             headers: dict | None = None, version: str | None = DEFAULT_VERSION, auth: bool = True,
-             timeout: float = 30, stream_for: float | None = None, content_type: str | None = None,
-             chunked: bool = False) -> wire.Response:
+    def http(
+        self,
+        method: str,
+        path: str,
+        query=None,
+        *,
+        body: bytes | None = None,
+        json_body=None,
+        headers: dict | None = None,
+        version: str | None = DEFAULT_VERSION,
+        auth: bool = True,
+        timeout: float = 30,
+        stream_for: float | None = None,
+        content_type: str | None = None,
+        chunked: bool = False,
+    ) -> wire.Response:
         extra = dict(headers or {})
         if json_body is not None:
             body = json.dumps(json_body).encode()
@@ -202,9 +240,16 @@ class Ctx:
             extra["Content-Type"] = content_type
         if body is None and method in ("POST", "PUT") and not chunked:
             body = b""
-        return wire.request(self.side.endpoint, method, self.target(path, query, version),
-                            headers=self.headers(extra, auth), body=body, timeout=timeout,
-                            stream_for=stream_for, chunked=chunked)
+        return wire.request(
+            self.side.endpoint,
+            method,
+            self.target(path, query, version),
+            headers=self.headers(extra, auth),
+            body=body,
+            timeout=timeout,
+            stream_for=stream_for,
+            chunked=chunked,
+        )
 
     def api(self, method: str, path: str, query=None, *, expect=(200, 201, 204), **kwargs):
         """A setup step: must succeed; returns the parsed JSON body (or None)."""
@@ -213,14 +258,29 @@ class Ctx:
             raise SetupError(f"{method} {path} -> {resp.status} {resp.body[:300]!r}")
         return resp.json() if resp.body else None
 
-    def hijack(self, method: str, path: str, query=None, *, version: str | None = DEFAULT_VERSION,
-               body: bytes | None = b"", json_body=None, **kwargs) -> wire.Response:
+    def hijack(
+        self,
+        method: str,
+        path: str,
+        query=None,
+        *,
+        version: str | None = DEFAULT_VERSION,
+        body: bytes | None = b"",
+        json_body=None,
+        **kwargs,
+    ) -> wire.Response:
         extra = {}
         if json_body is not None:
             body = json.dumps(json_body).encode()
             extra["Content-Type"] = "application/json"
-        return wire.hijack(self.side.endpoint, method, self.target(path, query, version),
-                           headers=self.headers(extra), body=body, **kwargs)
+        return wire.hijack(
+            self.side.endpoint,
+            method,
+            self.target(path, query, version),
+            headers=self.headers(extra),
+            body=body,
+            **kwargs,
+        )
 
     # -- observations -------------------------------------------------------------------
     def obs(self, resp: wire.Response, body: str = "json", **kw) -> dict:
@@ -264,8 +324,11 @@ class Ctx:
             return [self.norm.json(item, **kw) for item in json_lines(data)]
         if body == "frames":
             frames, problems, rest = wire.demux(data)
-            return {"frames": [[s, self.norm.text(p.decode(errors="replace"), **kw)] for s, p in frames],
-                    "problems": problems, "trailing": len(rest)}
+            return {
+                "frames": [[s, self.norm.text(p.decode(errors="replace"), **kw)] for s, p in frames],
+                "problems": problems,
+                "trailing": len(rest),
+            }
         if body == "raw":
             return self.norm.text(data.decode(errors="replace"), **kw)
         if body == "tar":
@@ -276,15 +339,18 @@ class Ctx:
         raise ValueError(body)
 
     # -- setup helpers (raw API on this side) --------------------------------------------
-    def create(self, name: str | None = None, cmd=None, image: str = "busybox", start: bool = False,
-               **config) -> str:
+    def create(
+        self, name: str | None = None, cmd=None, image: str = "busybox", start: bool = False, **config
+    ) -> str:
         body = {"Image": image, "Labels": dict(self.labels), **config}
         if cmd is not None:
             body["Cmd"] = cmd
         q = {"name": name} if name else None
         created = self.api("POST", "/containers/create", q, json_body=body)
         cid = created["Id"]
-        self.on_cleanup(lambda: self.http("DELETE", f"/containers/{cid}", {"force": "1", "v": "1"}, timeout=20))
+        self.on_cleanup(
+            lambda: self.http("DELETE", f"/containers/{cid}", {"force": "1", "v": "1"}, timeout=20)
+        )
         if start:
             self.api("POST", f"/containers/{cid}/start")
         return cid
@@ -292,7 +358,9 @@ class Ctx:
     def running(self, name: str | None = None, cmd=("sleep", "300"), **config) -> str:
         return self.create(name, list(cmd), start=True, **config)
 
-    def exited(self, name: str | None = None, cmd=("sh", "-c", "echo out; sleep 0.2; echo err >&2"), **config) -> str:
+    def exited(
+        self, name: str | None = None, cmd=("sh", "-c", "echo out; sleep 0.2; echo err >&2"), **config
+    ) -> str:
         cid = self.create(name, list(cmd), start=True, **config)
         self.api("POST", f"/containers/{cid}/wait", timeout=30)
         return cid
@@ -303,8 +371,9 @@ class Ctx:
         return name
 
     def network(self, name: str, **extra) -> str:
-        created = self.api("POST", "/networks/create",
-                           json_body={"Name": name, "Labels": dict(self.labels), **extra})
+        created = self.api(
+            "POST", "/networks/create", json_body={"Name": name, "Labels": dict(self.labels), **extra}
+        )
         nid = created["Id"]
         self.on_cleanup(lambda: self.http("DELETE", f"/networks/{nid}"))
         return nid
@@ -334,19 +403,35 @@ class Ctx:
         env.update(extra or {})
         return env
 
-    def docker(self, *args: str, stdin: bytes | None = None, timeout: float = 30, env: dict | None = None,
-               cli: str | None = None, cwd: str | None = None) -> CliResult:
+    def docker(
+        self,
+        *args: str,
+        stdin: bytes | None = None,
+        timeout: float = 30,
+        env: dict | None = None,
+        cli: str | None = None,
+        cwd: str | None = None,
+    ) -> CliResult:
         argv = [cli or CLI, *args]
         feed = {"input": stdin} if stdin is not None else {"stdin": subprocess.DEVNULL}
         try:
-            proc = subprocess.run(argv, capture_output=True, timeout=timeout, env=self.cli_env(env),
-                                  cwd=cwd or self.tmp, **feed)
-            return CliResult(list(args), proc.returncode, proc.stdout.decode(errors="replace"),
-                             proc.stderr.decode(errors="replace"))
+            proc = subprocess.run(
+                argv, capture_output=True, timeout=timeout, env=self.cli_env(env), cwd=cwd or self.tmp, **feed
+            )
+            return CliResult(
+                list(args),
+                proc.returncode,
+                proc.stdout.decode(errors="replace"),
+                proc.stderr.decode(errors="replace"),
+            )
         except subprocess.TimeoutExpired as exc:
             # subprocess.run kills with SIGKILL on timeout
-            return CliResult(list(args), -9, (exc.stdout or b"").decode(errors="replace"),
-                             (exc.stderr or b"").decode(errors="replace") + f"\n<timeout after {timeout}s>")
+            return CliResult(
+                list(args),
+                -9,
+                (exc.stdout or b"").decode(errors="replace"),
+                (exc.stderr or b"").decode(errors="replace") + f"\n<timeout after {timeout}s>",
+            )
 
     def cli_obs(self, res: CliResult, *, out: str = "text", err: str = "text", **kw) -> dict:
         """Normalized CLI result. out/err: text | lines-sorted | json | none | shape."""
@@ -372,11 +457,23 @@ class Ctx:
             if how == "lines-sorted":
                 return sorted(t.splitlines())
             return t
-        return {"argv": [self.norm.text(a) for a in res.argv], "rc": res.rc, "stdout": conv(res.out, out),
-                "stderr": conv(res.err, err)}
 
-    def docker_pty(self, *args: str, script: list[tuple] = (), timeout: float = 20,
-                   env: dict | None = None, cols: int = 80, rows: int = 24) -> CliResult:
+        return {
+            "argv": [self.norm.text(a) for a in res.argv],
+            "rc": res.rc,
+            "stdout": conv(res.out, out),
+            "stderr": conv(res.err, err),
+        }
+
+    def docker_pty(
+        self,
+        *args: str,
+        script: list[tuple] = (),
+        timeout: float = 20,
+        env: dict | None = None,
+        cols: int = 80,
+        rows: int = 24,
+    ) -> CliResult:
         """Run the CLI on a pseudo-terminal: for each (wait_for, send[, pause]) step wait until
         the output contains wait_for (None: no wait), pause, then send the bytes. Then read until the
         process exits. Output is the terminal transcript, CRLF folded to LF."""
@@ -386,8 +483,16 @@ class Ctx:
 
         master, slave = pty.openpty()
         fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
-        proc = subprocess.Popen([CLI, *args], stdin=slave, stdout=slave, stderr=slave, env=self.cli_env(env),
-                                cwd=self.tmp, start_new_session=True, close_fds=True)
+        proc = subprocess.Popen(
+            [CLI, *args],
+            stdin=slave,
+            stdout=slave,
+            stderr=slave,
+            env=self.cli_env(env),
+            cwd=self.tmp,
+            start_new_session=True,
+            close_fds=True,
+        )
         os.close(slave)
         deadline = time.monotonic() + timeout
         buf = b""
@@ -463,7 +568,7 @@ class Ctx:
 
         base_url = self.side.endpoint
         if base_url.startswith("tcp://"):
-            base_url = "http://" + base_url[len("tcp://"):]
+            base_url = "http://" + base_url[len("tcp://") :]
         # docker-py reads DOCKER_CONFIG when it is built (and negotiates "auto" right there,
         # which already needs the headers): build clients one at a time with it set.
         with _DOCKERPY_LOCK:
@@ -520,7 +625,7 @@ def json_lines(data: bytes) -> list:
         try:
             obj, i = dec.raw_decode(text, i)
         except ValueError:
-            out.append({"not-json": text[i:i + 200]})
+            out.append({"not-json": text[i : i + 200]})
             break
         out.append(obj)
     return out
@@ -530,7 +635,10 @@ def tar_names(data: bytes) -> dict:
     try:
         with tarfile.open(fileobj=io.BytesIO(data), mode="r:*") as tf:
             members = tf.getmembers()
-            return {"members": sorted(m.name for m in members), "types": sorted({m.type.decode() for m in members})}
+            return {
+                "members": sorted(m.name for m in members),
+                "types": sorted({m.type.decode() for m in members}),
+            }
     except (tarfile.TarError, EOFError, OSError) as exc:
         return {"not-tar": type(exc).__name__, "bytes": len(data)}
 

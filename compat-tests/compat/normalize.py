@@ -11,10 +11,38 @@ import re
 
 # JSON keys whose values are volatile by nature; their type is kept, the value is not.
 VOLATILE_KEYS = {
-    "Created", "CreatedAt", "StartedAt", "FinishedAt", "Pid", "time", "timeNano", "Time", "TimeNano",
-    "HostPort", "IPAddress", "GlobalIPv6Address", "MacAddress", "Gateway", "IPPrefixLen", "SandboxKey",
-    "SandboxID", "EndpointID", "NetworkID", "Size", "SizeRw", "SizeRootFs", "VirtualSize", "SharedSize",
-    "Subnet", "IPRange", "read", "preread", "LastTagTime", "UsageData", "Start", "End",
+    "Created",
+    "CreatedAt",
+    "StartedAt",
+    "FinishedAt",
+    "Pid",
+    "time",
+    "timeNano",
+    "Time",
+    "TimeNano",
+    "HostPort",
+    "IPAddress",
+    "GlobalIPv6Address",
+    "MacAddress",
+    "Gateway",
+    "IPPrefixLen",
+    "SandboxKey",
+    "SandboxID",
+    "EndpointID",
+    "NetworkID",
+    "Size",
+    "SizeRw",
+    "SizeRootFs",
+    "VirtualSize",
+    "SharedSize",
+    "Subnet",
+    "IPRange",
+    "read",
+    "preread",
+    "LastTagTime",
+    "UsageData",
+    "Start",
+    "End",
 }
 
 _HEX64 = re.compile(r"(?<![0-9a-f])[0-9a-f]{64}(?![0-9a-f])")
@@ -25,15 +53,22 @@ _IPV4 = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.])")
 _CIDR = re.compile(r"<IP>/\d{1,2}\b")
 _MAC = re.compile(r"(?i)(?<![0-9a-f:])(?:[0-9a-f]{2}:){5}[0-9a-f]{2}(?![0-9a-f:])")
 _PORTMAP = re.compile(r"(<IP>|\[?::\]?):\d{4,5}\b")
-_AGO = re.compile(r"(?:About (?:a|an) \w+|Less than a second|\d+ (?:second|minute|hour|day|week|month|year)s?) ago")
-_UP = re.compile(r"\bUp (?:About (?:a|an) \w+|Less than a second|\d+ (?:second|minute|hour|day|week|month|year)s?)")
+_AGO = re.compile(
+    r"(?:About (?:a|an) \w+|Less than a second|\d+ (?:second|minute|hour|day|week|month|year)s?) ago"
+)
+_UP = re.compile(
+    r"\bUp (?:About (?:a|an) \w+|Less than a second|\d+ (?:second|minute|hour|day|week|month|year)s?)"
+)
 _SIZE = re.compile(r"\b\d+(?:\.\d+)?\s?(?:B|kB|KB|MB|GB|TB|KiB|MiB|GiB)\b")
 _SPACES = re.compile(r"[ \t]{2,}")
 _UNIX_SEC = re.compile(r"\b1[5-9]\d{8}(?:\.\d+)?\b")
 # `docker cp` into a missing directory: the CLI's tar writer races the daemon's early error
 # answer and sometimes logs these lines, against dockerd directly as through Moorage.
-_CP_TAR_RACE = re.compile(r'^time="[^"]*" level=error msg="Can\'t (?:add file .* to tar|close tar writer): '
-                          r'io: read/write on closed pipe"\n?', re.M)
+_CP_TAR_RACE = re.compile(
+    r'^time="[^"]*" level=error msg="Can\'t (?:add file .* to tar|close tar writer): '
+    r'io: read/write on closed pipe"\n?',
+    re.M,
+)
 
 
 class Normalizer:
@@ -74,8 +109,14 @@ class Normalizer:
             s = "\n".join(_SPACES.sub("  ", line).rstrip() for line in s.split("\n"))
         return s
 
-    def json(self, obj, *, keep: frozenset[str] | set[str] = frozenset(), volatile: set[str] | None = None,
-             sort_lists: bool = False):
+    def json(
+        self,
+        obj,
+        *,
+        keep: frozenset[str] | set[str] = frozenset(),
+        volatile: set[str] | None = None,
+        sort_lists: bool = False,
+    ):
         """Normalize a parsed JSON value. keep: volatile keys to compare anyway."""
         vol = (VOLATILE_KEYS | (volatile or set())) - set(keep)
 
@@ -113,8 +154,22 @@ def placeholder(value) -> str:
 
 
 # maps whose keys are data (labels, options), not structure
-MAP_KEYS = {"Labels", "Options", "DriverOpts", "Networks", "Ports", "PortBindings", "Mounts", "Volumes",
-            "ExposedPorts", "RepoTags", "RepoDigests", "Warnings", "Status", "Containers"}
+MAP_KEYS = {
+    "Labels",
+    "Options",
+    "DriverOpts",
+    "Networks",
+    "Ports",
+    "PortBindings",
+    "Mounts",
+    "Volumes",
+    "ExposedPorts",
+    "RepoTags",
+    "RepoDigests",
+    "Warnings",
+    "Status",
+    "Containers",
+}
 
 
 def shape(obj, key: str | None = None):

@@ -22,8 +22,13 @@ def summarize(ops, results) -> dict:
     parity_ops = [o for o in exercised if all(r.ok for r in by_op[o.id])]
     known = {o.id for o in ops}
     unknown = sorted({op for r in results for op in r.case.ops if op not in known})
-    return {"total": len(scope), "exercised": len(exercised), "parity_ops": len(parity_ops),
-            "missing": [o.id for o in scope if not by_op.get(o.id)], "unknown_ops": unknown}
+    return {
+        "total": len(scope),
+        "exercised": len(exercised),
+        "parity_ops": len(parity_ops),
+        "missing": [o.id for o in scope if not by_op.get(o.id)],
+        "unknown_ops": unknown,
+    }
 
 
 def _unprovoked(ops, results):
@@ -73,10 +78,17 @@ def markdown(ops, results, summary, elapsed: float) -> str:
         ok = sum(r.ok for r in rs)
         parity = "—" if not rs else ("yes" if ok == len(rs) else "no")
         ids = ", ".join(sorted(r.case.id + ("" if r.ok else " ✗") for r in rs))
-        lines.append(f"| {op.id} | {op.method} | `{op.path}` | {'yes' if rs else 'no'} | {parity} | "
-                     f"{ok}/{len(rs)}: {_cell(ids)} |")
-    lines += ["", "## Swarm operations (out of scope; a node outside swarm mode)", "",
-              "| operationId | method | path | exercised | parity |", "| --- | --- | --- | --- | --- |"]
+        lines.append(
+            f"| {op.id} | {op.method} | `{op.path}` | {'yes' if rs else 'no'} | {parity} | "
+            f"{ok}/{len(rs)}: {_cell(ids)} |"
+        )
+    lines += [
+        "",
+        "## Swarm operations (out of scope; a node outside swarm mode)",
+        "",
+        "| operationId | method | path | exercised | parity |",
+        "| --- | --- | --- | --- | --- |",
+    ]
     for op in ops:
         if not op.swarm:
             continue
@@ -96,15 +108,22 @@ def markdown(ops, results, summary, elapsed: float) -> str:
         lines.append(f"- `{r.case.id}` ({r.outcome}): {_cell(r.detail)}")
     flaky = [r for r in results if r.extra.get("flaky")]
     lines += ["", "## Flaky (passed only when run a second time)", ""]
-    lines += [f"- `{r.case.id}`: {_cell(r.extra['flaky'])}" for r in sorted(flaky, key=lambda r: r.case.id)] or ["None."]
+    lines += [
+        f"- `{r.case.id}`: {_cell(r.extra['flaky'])}" for r in sorted(flaky, key=lambda r: r.case.id)
+    ] or ["None."]
     divs = [r for r in results if r.outcome == "divergence"]
     lines += ["", "## Documented divergences observed", ""]
     for r in sorted(divs, key=lambda r: r.case.id):
         lines.append(f"- `{r.case.id}`: {r.case.divergence}")
     unseen = _unprovoked(ops, results)
-    lines += ["", "## Documented error statuses dockerd 20.10 does not answer", "",
-              "Statuses the v1.41 spec lists (of 304, 400, 404, 409) that no raw HTTP case saw the direct "
-              "daemon answer; the case that tries shows what it answers instead.", ""]
+    lines += [
+        "",
+        "## Documented error statuses dockerd 20.10 does not answer",
+        "",
+        "Statuses the v1.41 spec lists (of 304, 400, 404, 409) that no raw HTTP case saw the direct "
+        "daemon answer; the case that tries shows what it answers instead.",
+        "",
+    ]
     lines += [f"- {op}: {', '.join(map(str, sts))}" for op, sts in unseen] or ["None."]
     if summary["missing"]:
         lines += ["", "## Not exercised", "", ", ".join(summary["missing"])]

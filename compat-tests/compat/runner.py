@@ -77,7 +77,9 @@ def run_side(case: Case, stack: Stack, side: Side, prefix: str):
     return {"kind": "exc", "obs": {"exception": ctx.norm.text(box["exc"])}, "tb": box.get("tb")}
 
 
-def run_case(case: Case, stack: Stack, sides: dict[str, Side], skip: dict[str, str], retry: bool = True) -> Result:
+def run_case(
+    case: Case, stack: Stack, sides: dict[str, Side], skip: dict[str, str], retry: bool = True
+) -> Result:
     """Run a case; a case that fails is run once more (fresh names), and one that passes on
     that second run is reported as flaky, with the first run's difference."""
     if case.requires and case.requires in skip:
@@ -130,12 +132,18 @@ def load_modules() -> None:
 def preflight(stack: Stack, sides: dict[str, Side]) -> None:
     for side in sides.values():
         try:
-            resp = wire.request(side.endpoint, "GET", "/_ping", headers=list(side.headers.items()), timeout=10)
+            resp = wire.request(
+                side.endpoint, "GET", "/_ping", headers=list(side.headers.items()), timeout=10
+            )
         except OSError as exc:
-            raise SystemExit(f"compat-tests: {side.name} side {side.endpoint} is not answering: {exc}") from exc
+            raise SystemExit(
+                f"compat-tests: {side.name} side {side.endpoint} is not answering: {exc}"
+            ) from exc
         if resp.status != 200:
-            raise SystemExit(f"compat-tests: {side.name} side {side.endpoint} answered /_ping with {resp.status}: "
-                             f"{resp.body[:200]!r}")
+            raise SystemExit(
+                f"compat-tests: {side.name} side {side.endpoint} answered /_ping with {resp.status}: "
+                f"{resp.body[:200]!r}"
+            )
     resp = wire.request(stack.direct, "GET", "/v1.41/images/busybox:latest/json", timeout=10)
     if resp.status != 200:
         raise SystemExit("compat-tests: busybox:latest is missing on the direct daemon (devstack seeds it)")
@@ -161,8 +169,10 @@ def sweep(stack: Stack, sides: dict[str, Side]) -> None:
             listed += get(side, "/v1.41/containers/json?all=1&filters=" + _q(flt))
             for c in listed:
                 names = [n.lstrip("/") for n in c.get("Names") or []]
-                if any(n.startswith(mark) for n in names) or (c.get("Labels") or {}).get(
-                        harness.SUITE_LABEL) == stack.run_id:
+                if (
+                    any(n.startswith(mark) for n in names)
+                    or (c.get("Labels") or {}).get(harness.SUITE_LABEL) == stack.run_id
+                ):
                     delete(side, f"/v1.41/containers/{c['Id']}?force=1&v=1")
         except (OSError, ValueError, wire.WireError):
             pass
@@ -227,20 +237,30 @@ def main(argv: list[str] | None = None) -> int:
     skip = {}
     if not shutil.which("docker-compose"):
         skip["compose"] = "docker-compose (v1) is not installed: apt-get install -y docker-compose"
-        print("compat-tests: compose layer skipped: docker-compose is not installed "
-              "(install it with: apt-get install -y docker-compose)")
+        print(
+            "compat-tests: compose layer skipped: docker-compose is not installed "
+            "(install it with: apt-get install -y docker-compose)"
+        )
 
     started = time.monotonic()
-    print(f"compat-tests: {len(cases)} cases, direct {stack.direct} vs moorage {stack.gateway}, "
-          f"run {stack.run_id}, {args.jobs} jobs", flush=True)
+    print(
+        f"compat-tests: {len(cases)} cases, direct {stack.direct} vs moorage {stack.gateway}, "
+        f"run {stack.run_id}, {args.jobs} jobs",
+        flush=True,
+    )
     results: list[Result] = []
     lock = threading.Lock()
 
     def finish(res: Result):
         with lock:
             results.append(res)
-            tag = {"parity": "ok  ", "divergence": "div ", "fail": "FAIL", "error": "ERR ", "skipped": "skip"}[
-                res.outcome]
+            tag = {
+                "parity": "ok  ",
+                "divergence": "div ",
+                "fail": "FAIL",
+                "error": "ERR ",
+                "skipped": "skip",
+            }[res.outcome]
             line = f"{tag} {res.case.id} ({res.seconds:.1f}s)"
             if res.outcome in ("fail", "error", "skipped"):
                 line += f": {res.detail}"
@@ -277,8 +297,21 @@ def main(argv: list[str] | None = None) -> int:
 
     results.sort(key=lambda r: r.case.id)
     with open(os.path.join(workdir, "results.json"), "w") as fh:
-        json.dump([{"id": r.case.id, "outcome": r.outcome, "detail": r.detail, "direct": r.direct,
-                    "moorage": r.moorage, **r.extra} for r in results], fh, indent=1)
+        json.dump(
+            [
+                {
+                    "id": r.case.id,
+                    "outcome": r.outcome,
+                    "detail": r.detail,
+                    "direct": r.direct,
+                    "moorage": r.moorage,
+                    **r.extra,
+                }
+                for r in results
+            ],
+            fh,
+            indent=1,
+        )
 
     # -- baseline -----------------------------------------------------------------------
     try:
@@ -286,7 +319,9 @@ def main(argv: list[str] | None = None) -> int:
             baseline = json.load(fh)
     except (OSError, ValueError):
         baseline = {}
-    regressions = [r for r in results if r.outcome not in ("skipped",) and baseline.get(r.case.id) is True and not r.ok]
+    regressions = [
+        r for r in results if r.outcome not in ("skipped",) and baseline.get(r.case.id) is True and not r.ok
+    ]
     gained = [r for r in results if r.ok and baseline.get(r.case.id) is not True]
     new_baseline = dict(baseline)
     for r in results:
@@ -326,10 +361,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"compat-tests: {len(gained)} case(s) gained parity (--check: baseline.json left as is)")
     print(f"compat-tests: details of every observation in {os.path.join(workdir, 'results.json')}")
     pct = 100.0 * n_pass / max(1, n_pass + n_fail)
-    print(f"compat-tests summary: {summary['exercised']}/{summary['total']} non-swarm v1.41 operations exercised, "
-          f"{summary['parity_ops']} with parity in every case; cases {n_pass - n_div} parity + {n_div} documented "
-          f"divergences = {pct:.1f}% of {n_pass + n_fail}; {n_fail} failed, {n_skip} skipped, {len(flaky)} flaky, "
-          f"{len(regressions)} regressions; {elapsed:.0f}s")
+    print(
+        f"compat-tests summary: {summary['exercised']}/{summary['total']} non-swarm v1.41 operations exercised, "
+        f"{summary['parity_ops']} with parity in every case; cases {n_pass - n_div} parity + {n_div} documented "
+        f"divergences = {pct:.1f}% of {n_pass + n_fail}; {n_fail} failed, {n_skip} skipped, {len(flaky)} flaky, "
+        f"{len(regressions)} regressions; {elapsed:.0f}s"
+    )
     print(f"{n_pass} passed, {n_fail} failed")
     sys.stdout.flush()
     if os.environ.get("COMPAT_KEEP") != "1":

@@ -33,8 +33,10 @@ def find_spec(repo: str) -> str:
     for path in candidates:
         if path and os.path.exists(path):
             return os.path.abspath(path)
-    raise SystemExit("compat-tests: cannot find the API spec v1.41.yaml (looked in ../shared/docker-api/; "
-                     "set COMPAT_DOCKER_API_SPEC)")
+    raise SystemExit(
+        "compat-tests: cannot find the API spec v1.41.yaml (looked in ../shared/docker-api/; "
+        "set COMPAT_DOCKER_API_SPEC)"
+    )
 
 
 def operations(path: str) -> list[Operation]:
@@ -46,5 +48,7 @@ def operations(path: str) -> list[Operation]:
             if method not in METHODS:
                 continue
             statuses = tuple(sorted(int(s) for s in op.get("responses", {}) if str(s).isdigit()))
-            out.append(Operation(op["operationId"], method.upper(), route, (op.get("tags") or ["?"])[0], statuses))
+            out.append(
+                Operation(op["operationId"], method.upper(), route, (op.get("tags") or ["?"])[0], statuses)
+            )
     return out

@@ -27,7 +27,7 @@ def connect(endpoint: str, timeout: float) -> socket.socket:
     if endpoint.startswith("unix://"):
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(timeout)
-        sock.connect(endpoint[len("unix://"):])
+        sock.connect(endpoint[len("unix://") :])
         return sock
     parts = urlsplit(endpoint.replace("tcp://", "http://", 1))
     sock = socket.create_connection((parts.hostname, parts.port or 2375), timeout=timeout)
@@ -118,8 +118,9 @@ class _Reader:
         return out, self.eof
 
 
-def build_request(method: str, target: str, headers: dict | list | None, body: bytes | None,
-                  chunked: bool = False) -> bytes:
+def build_request(
+    method: str, target: str, headers: dict | list | None, body: bytes | None, chunked: bool = False
+) -> bytes:
     hdrs = list(headers.items()) if isinstance(headers, dict) else list(headers or [])
     names = {k.lower() for k, _ in hdrs}
     if "host" not in names:
@@ -155,9 +156,19 @@ def _read_head(reader: _Reader) -> tuple[int, str, list[tuple[str, str]]]:
     return status, reason, headers
 
 
-def request(endpoint: str, method: str, target: str, *, headers=None, body: bytes | None = None,
-            timeout: float = 30, chunked: bool = False, limit: int = 64 * 1024 * 1024,
-            stream_for: float | None = None, raw: bytes | None = None) -> Response:
+def request(
+    endpoint: str,
+    method: str,
+    target: str,
+    *,
+    headers=None,
+    body: bytes | None = None,
+    timeout: float = 30,
+    chunked: bool = False,
+    limit: int = 64 * 1024 * 1024,
+    stream_for: float | None = None,
+    raw: bytes | None = None,
+) -> Response:
     """One request on a fresh connection (Connection: close semantics on our side).
 
     stream_for: read a streamed body (events, stats, logs -f) for this many seconds at most,
@@ -211,9 +222,20 @@ def request(endpoint: str, method: str, target: str, *, headers=None, body: byte
         sock.close()
 
 
-def hijack(endpoint: str, method: str, target: str, *, headers=None, body: bytes | None = b"",
-           stdin: bytes | None = None, half_close: bool = True, timeout: float = 20,
-           upgrade: str = "tcp", read_for: float | None = None, stdin_delay: float = 0.0) -> Response:
+def hijack(
+    endpoint: str,
+    method: str,
+    target: str,
+    *,
+    headers=None,
+    body: bytes | None = b"",
+    stdin: bytes | None = None,
+    half_close: bool = True,
+    timeout: float = 20,
+    upgrade: str = "tcp",
+    read_for: float | None = None,
+    stdin_delay: float = 0.0,
+) -> Response:
     """A request that the daemon answers by hijacking the connection (attach, exec start).
 
     Sends the request with Connection: Upgrade, reads the head (101 or 200), then writes
@@ -263,13 +285,19 @@ def hijack(endpoint: str, method: str, target: str, *, headers=None, body: bytes
         sock.close()
 
 
-def websocket(endpoint: str, target: str, *, headers=None, timeout: float = 10,
-              read_for: float = 3) -> Response:
+def websocket(
+    endpoint: str, target: str, *, headers=None, timeout: float = 10, read_for: float = 3
+) -> Response:
     """GET target as a WebSocket upgrade; body = the concatenated payloads of frames read."""
     key = base64.b64encode(os.urandom(16)).decode()
     hdrs = list(headers.items()) if isinstance(headers, dict) else list(headers or [])
-    hdrs += [("Connection", "Upgrade"), ("Upgrade", "websocket"), ("Sec-WebSocket-Key", key),
-             ("Sec-WebSocket-Version", "13"), ("Origin", "http://docker")]
+    hdrs += [
+        ("Connection", "Upgrade"),
+        ("Upgrade", "websocket"),
+        ("Sec-WebSocket-Key", key),
+        ("Sec-WebSocket-Version", "13"),
+        ("Origin", "http://docker"),
+    ]
     deadline = time.monotonic() + timeout
     sock = connect(endpoint, timeout)
     try:
@@ -296,8 +324,8 @@ def websocket(endpoint: str, target: str, *, headers=None, timeout: float = 10,
                 off = 10
             if data[1] & 0x80:
                 off += 4
-            payloads.append((data[0] & 0x0F, data[off:off + n]))
-            data = data[off + n:]
+            payloads.append((data[0] & 0x0F, data[off : off + n]))
+            data = data[off + n :]
         resp.body = b"".join(p for op, p in payloads if op in (0, 1, 2))
         return resp
     finally:
@@ -321,10 +349,10 @@ def demux(data: bytes) -> tuple[list[tuple[int, bytes]], list[str], bytes]:
         size = struct.unpack(">I", data[4:8])[0]
         if len(data) < 8 + size:
             break
-        payload = data[8:8 + size]
+        payload = data[8 : 8 + size]
         if frames and frames[-1][0] == stream:
             frames[-1] = (stream, frames[-1][1] + payload)
         else:
             frames.append((stream, payload))
-        data = data[8 + size:]
+        data = data[8 + size :]
     return frames, problems, data

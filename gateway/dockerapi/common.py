@@ -25,8 +25,11 @@ def home_instance(ctx: Context) -> store.Instance:
     """
     live = [i for i in instances.live_instances(ctx.settings) if i.state == store.INSTANCE_UP]  # not draining
     if not live:
-        raise DockerError(503, "no instance is available: no agent is registered and answering; "
-                               "ask the operator to check `moorage instances list`")
+        raise DockerError(
+            503,
+            "no instance is available: no agent is registered and answering; "
+            "ask the operator to check `moorage instances list`",
+        )
     return live[0]
 
 
@@ -74,7 +77,9 @@ def read_json(ctx: Context, limit: int = JSON_BODY_LIMIT) -> tuple[object | None
     empty, not JSON, or not declared as JSON; dockerd then answers with its own exact error."""
     length = ctx.req.content_length
     if length is not None and length > limit:
-        raise DockerError(413, f"request body too large: {length} bytes (limit {limit}); send a smaller request")
+        raise DockerError(
+            413, f"request body too large: {length} bytes (limit {limit}); send a smaller request"
+        )
     raw = ctx.req.bounded_stream.read(limit + 1)
     if len(raw) > limit:
         raise DockerError(413, f"request body too large (limit {limit} bytes); send a smaller request")
@@ -88,7 +93,9 @@ def read_json(ctx: Context, limit: int = JSON_BODY_LIMIT) -> tuple[object | None
         text = raw.decode("utf-8", errors="replace")
         return _JSON.raw_decode(text, len(text) - len(text.lstrip(" \t\r\n")))[0], raw
     except RecursionError:
-        raise DockerError(400, "request body nested too deeply to be read as JSON; send a flatter body") from None
+        raise DockerError(
+            400, "request body nested too deeply to be read as JSON; send a flatter body"
+        ) from None
     except ValueError:
         return None, raw
 
@@ -138,8 +145,9 @@ def project_label_filter(ctx: Context) -> str | None:
     filters = parse_filters(ctx)
     if filters is None:
         return None
-    return json.dumps(add_filter(filters, "label", PROJECT_LABEL if ctx.all_projects
-                                 else f"{PROJECT_LABEL}={ctx.project}"))
+    return json.dumps(
+        add_filter(filters, "label", PROJECT_LABEL if ctx.all_projects else f"{PROJECT_LABEL}={ctx.project}")
+    )
 
 
 def hide_project_label(labels: dict | None, ctx: Context | None = None) -> None:

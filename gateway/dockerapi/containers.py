@@ -86,7 +86,7 @@ def _order_same_second(merged: list[dict], origin: dict[str, str]) -> None:
         end = start
         while end + 1 < len(merged) and merged[end + 1].get("Created") == merged[start].get("Created"):
             end += 1
-        if end > start and len({origin.get(c.get("Id")) for c in merged[start:end + 1]}) > 1:
+        if end > start and len({origin.get(c.get("Id")) for c in merged[start : end + 1]}) > 1:
             runs.append((start, end + 1))
         start = end + 1
     ids = [merged[i].get("Id") for first, stop in runs for i in range(first, stop)]
@@ -94,7 +94,7 @@ def _order_same_second(merged: list[dict], origin: dict[str, str]) -> None:
     db, convert = store.database.obj, store.Container.created_at.python_value
     created = {}
     for chunk in range(0, len(ids), 500):
-        part = ids[chunk:chunk + 500]
+        part = ids[chunk : chunk + 500]
         marks = ", ".join([db.param] * len(part))
         rows = db.execute_sql(f'SELECT "id", "created_at" FROM "container" WHERE "id" IN ({marks})', part)
         created.update((cid, convert(at)) for cid, at in rows)
@@ -128,11 +128,18 @@ def create(ctx: Context) -> None:
     needs = scope.container_create(ctx.project, body, name)
     pinned = labels.get(PIN_LABEL) or None
     if pinned and needs.instance and pinned != needs.instance:
-        raise DockerError(409, f"{needs.reason} is on instance {needs.instance}, not on the pinned instance "
-                               f"{pinned}: drop the {PIN_LABEL} label or pin that instance")
+        raise DockerError(
+            409,
+            f"{needs.reason} is on instance {needs.instance}, not on the pinned instance "
+            f"{pinned}: drop the {PIN_LABEL} label or pin that instance",
+        )
     memory, nano_cpus = quotas.container_request(body.get("HostConfig"))
-    placement = _place(ctx, PlacementRequest(ctx.project, name, labels, pinned or needs.instance,
-                                             memory=memory, nano_cpus=nano_cpus))
+    placement = _place(
+        ctx,
+        PlacementRequest(
+            ctx.project, name, labels, pinned or needs.instance, memory=memory, nano_cpus=nano_cpus
+        ),
+    )
     try:
         for tenant_volume, daemon_volume in needs.volumes.items():
             _make_volume(ctx, placement.instance, tenant_volume, daemon_volume)
@@ -143,7 +150,9 @@ def create(ctx: Context) -> None:
         status, payload = call(ctx, placement.instance, "POST", "/containers/create", query=query, body=body)
         if status == 404 and needs.default_bridge and bridge in str(payload.get("message", "")):
             networks.ensure_default_bridge(ctx, placement.instance, ctx.project, again=True)
-            status, payload = call(ctx, placement.instance, "POST", "/containers/create", query=query, body=body)
+            status, payload = call(
+                ctx, placement.instance, "POST", "/containers/create", query=query, body=body
+            )
         raise_for(status, payload)
         container_id = payload["Id"]
         if not name:
@@ -152,8 +161,13 @@ def create(ctx: Context) -> None:
             inspect_status, info = call(ctx, placement.instance, "GET", f"/containers/{container_id}/json")
             name = info.get("Name", "").lstrip("/") if inspect_status == 200 else ""
             if name:
-                call(ctx, placement.instance, "POST", f"/containers/{container_id}/rename",
-                     query=urlencode({"name": names.to_daemon(ctx.project, name)}))
+                call(
+                    ctx,
+                    placement.instance,
+                    "POST",
+                    f"/containers/{container_id}/rename",
+                    query=urlencode({"name": names.to_daemon(ctx.project, name)}),
+                )
     except BaseException:
         release(placement)
         raise
@@ -166,8 +180,13 @@ def _place(ctx: Context, request: PlacementRequest):
     try:
         return place(request, ctx.settings)
     except DockerError as exc:
-        holder = store.Container.get_or_none((store.Container.project == ctx.project)
-                                             & (store.Container.name == request.name)) if request.name else None
+        holder = (
+            store.Container.get_or_none(
+                (store.Container.project == ctx.project) & (store.Container.name == request.name)
+            )
+            if request.name
+            else None
+        )
         if exc.status != 409 or holder is None or holder.id.startswith(RESERVATION_PREFIX):
             raise
         status, _ = call(ctx, holder.instance, "GET", f"/containers/{holder.id}/json")
@@ -187,8 +206,12 @@ def update(ctx: Context) -> None:
     body, raw = read_json(ctx)
     policy.container_update(ctx, body)
     container = _container(ctx)
-    forward(ctx, container.instance, path=_object_path(ctx, container),
-            body=body if isinstance(body, dict) else raw)
+    forward(
+        ctx,
+        container.instance,
+        path=_object_path(ctx, container),
+        body=body if isinstance(body, dict) else raw,
+    )
 
 
 def stats(ctx: Context) -> None:
@@ -204,16 +227,20 @@ def start(ctx: Context) -> None:
     tenancy and policy: Moorage refuses any start body, in dockerd's words for 1.24 and later."""
     body, raw = read_json(ctx, limit=64 * 1024)
     if raw.strip() not in (b"", b"{}", b"null"):
-        raise DockerError(400, "starting container with non-empty request body was deprecated since API v1.22 "
-                               "and removed in v1.24")  # dockerd's words, on every version
+        raise DockerError(
+            400,
+            "starting container with non-empty request body was deprecated since API v1.22 "
+            "and removed in v1.24",
+        )  # dockerd's words, on every version
     container = _container(ctx)
     forward(ctx, container.instance, path=_object_path(ctx, container), body=b"")
 
 
 def inspect(ctx: Context) -> None:
     container = _container(ctx)
-    status, payload = call(ctx, container.instance, "GET", _object_path(ctx, container),
-                           query=ctx.req.query_string)
+    status, payload = call(
+        ctx, container.instance, "GET", _object_path(ctx, container), query=ctx.req.query_string
+    )
     if status == 404:
         resolve_.forget_container(container.id)
     raise_for(status, payload)
@@ -246,9 +273,15 @@ def rename(ctx: Context) -> None:
         C = store.Container
         holder = C.get_or_none((C.project == ctx.project) & (C.name == new_name))
         if holder is not None:
-            raise DockerError(409, "Error when allocating new name: " + name_conflict(new_name, holder.id).message)
-    upstream = send(ctx, container.instance, path=_object_path(ctx, container),
-                    query=with_query(ctx, name=names.to_daemon(ctx.project, new_name) if new_name else None))
+            raise DockerError(
+                409, "Error when allocating new name: " + name_conflict(new_name, holder.id).message
+            )
+    upstream = send(
+        ctx,
+        container.instance,
+        path=_object_path(ctx, container),
+        query=with_query(ctx, name=names.to_daemon(ctx.project, new_name) if new_name else None),
+    )
     if upstream.status == 204 and new_name:
         container.name, container.daemon_name = new_name, None
         container.save()

@@ -38,8 +38,9 @@ class EventJudge:
     def _mine_container(self, container_id: str) -> bool:
         if container_id not in self._containers:
             C = store.Container
-            self._containers[container_id] = C.select().where(
-                (C.id == container_id) & (C.project == self.project)).exists()
+            self._containers[container_id] = (
+                C.select().where((C.id == container_id) & (C.project == self.project)).exists()
+            )
         return self._containers[container_id]
 
     def keep(self, event: dict) -> bool:

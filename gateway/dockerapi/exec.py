@@ -16,9 +16,12 @@ def create(ctx: Context) -> None:
     body, raw = read_json(ctx)
     policy.exec_create(ctx, body)
     container = resolve.container(ctx.project, ctx.params["id"])
-    upstream = send(ctx, container.instance,
-                    path=f"/containers/{resolve.daemon_ref(ctx.params['id'], container)}/exec",
-                    body=body if isinstance(body, dict) else raw)
+    upstream = send(
+        ctx,
+        container.instance,
+        path=f"/containers/{resolve.daemon_ref(ctx.params['id'], container)}/exec",
+        body=body if isinstance(body, dict) else raw,
+    )
     check_agent(container.instance, upstream)
     raw = upstream.read()
     if upstream.status == 201:
@@ -29,8 +32,11 @@ def create(ctx: Context) -> None:
         E.insert({E.id: exec_id, **row}).on_conflict(conflict_target=[E.id], update=row).execute()
     ctx.resp.status = upstream.status
     ctx.resp.content_type = upstream.header("Content-Type") or "application/json"
-    ctx.resp.data = names.text_to_tenant(ctx.project, raw.decode("utf-8", "replace")).encode() \
-        if upstream.status >= 400 else raw
+    ctx.resp.data = (
+        names.text_to_tenant(ctx.project, raw.decode("utf-8", "replace")).encode()
+        if upstream.status >= 400
+        else raw
+    )
 
 
 def to_exec(ctx: Context) -> None:

@@ -51,7 +51,7 @@ def _split(daemon_name: str) -> tuple[str, str]:
     """repo, tag of a tagged daemon reference."""
     colon = daemon_name.rfind(":")
     if colon > daemon_name.rfind("/"):
-        return daemon_name[:colon], daemon_name[colon + 1:]
+        return daemon_name[:colon], daemon_name[colon + 1 :]
     return daemon_name, "latest"
 
 
@@ -83,7 +83,9 @@ def _tag_on(ctx: Context, instance: store.Instance, image_id: str, daemon_name: 
     if not daemon_name or "@" in daemon_name:
         return 200
     repo, tag = _split(daemon_name)
-    status, payload = call(ctx, instance, "POST", _path(image_id, "/tag"), query=urlencode({"repo": repo, "tag": tag}))
+    status, payload = call(
+        ctx, instance, "POST", _path(image_id, "/tag"), query=urlencode({"repo": repo, "tag": tag})
+    )
     if status >= 400:
         log.warning("tagging %s as %s on %s failed: %s", image_id, daemon_name, instance.uuid, payload)
     return status
@@ -95,16 +97,30 @@ def copy_image(ctx: Context, source: store.Instance, target: store.Instance, ima
     check_agent(source, src)
     if src.status != 200:
         raw = src.read()
-        raise DockerError(500, f"copying image {_short(image_id)} from instance {source.uuid} failed: "
-                               f"{raw.decode(errors='replace').strip()}")
-    dst = send(ctx, target, method="POST", path="/images/load", query="quiet=1", body=src.iter_body(),
-               content_type="application/x-tar", timeout=None)
+        raise DockerError(
+            500,
+            f"copying image {_short(image_id)} from instance {source.uuid} failed: "
+            f"{raw.decode(errors='replace').strip()}",
+        )
+    dst = send(
+        ctx,
+        target,
+        method="POST",
+        path="/images/load",
+        query="quiet=1",
+        body=src.iter_body(),
+        content_type="application/x-tar",
+        timeout=None,
+    )
     check_agent(target, dst)
     raw = dst.read()
     errors = [m.get("error") for m in _json_lines(raw) if m.get("error")]
     if dst.status != 200 or errors:
-        raise DockerError(500, f"copying image {_short(image_id)} to instance {target.uuid} failed: "
-                               f"{errors or raw.decode(errors='replace').strip()}")
+        raise DockerError(
+            500,
+            f"copying image {_short(image_id)} to instance {target.uuid} failed: "
+            f"{errors or raw.decode(errors='replace').strip()}",
+        )
     imagemap.present(image_id, target)
 
 
@@ -114,8 +130,9 @@ def ensure_on(ctx: Context, instance: store.Instance, image_id: str) -> None:
     if not _has(ctx, instance, image_id):
         source = holder(ctx, image_id)
         if source is None:
-            raise DockerError(404, f"No such image: {image_id} (no instance holds it any more; pull or "
-                                   "build it again)")
+            raise DockerError(
+                404, f"No such image: {image_id} (no instance holds it any more; pull or build it again)"
+            )
         copy_image(ctx, source, instance, image_id)
     imagemap.present(image_id, instance)
     for row in store.ImageRef.select().where(store.ImageRef.image_id == image_id):
@@ -184,8 +201,9 @@ def _json_lines(raw: bytes) -> list[dict]:
     return out
 
 
-def _rewrite_lines(chunks: Iterable[bytes], project: str, replace: dict[str, str] | None = None,
-                   observe=None) -> Iterator[bytes]:
+def _rewrite_lines(
+    chunks: Iterable[bytes], project: str, replace: dict[str, str] | None = None, observe=None
+) -> Iterator[bytes]:
     """A JSON-lines stream with daemon names put back as the tenant's, line by line;
     ``observe(obj)`` sees each decoded line."""
     pending = b""
@@ -215,8 +233,15 @@ def _rewrite_block(data: bytes, project: str, replace, observe) -> bytes:
     return data
 
 
-def _respond_rewritten(ctx: Context, instance, upstream, replace: dict[str, str] | None = None,
-                       observe=None, finish=None, always=None) -> None:
+def _respond_rewritten(
+    ctx: Context,
+    instance,
+    upstream,
+    replace: dict[str, str] | None = None,
+    observe=None,
+    finish=None,
+    always=None,
+) -> None:
     """The daemon's answer, streamed, with daemon names (and decoys) rewritten back.
 
     ``finish()`` runs once the daemon's answer has been passed on whole (what it returns is a
@@ -256,6 +281,7 @@ def _respond_rewritten(ctx: Context, instance, upstream, replace: dict[str, str]
             upstream.close()
             if always:
                 always()
+
     resp.stream = body()
 
 
@@ -264,7 +290,9 @@ def _forward_decoy(ctx: Context, typed: str, path_for, query: str | None = None)
     and answer its words (about what the tenant typed)."""
     name, replace = imagemap.decoy(ctx.project, typed)
     instance = home_instance(ctx)
-    upstream = send(ctx, instance, path=path_for(name), query=query, body=b"" if ctx.req.method != "GET" else None)
+    upstream = send(
+        ctx, instance, path=path_for(name), query=query, body=b"" if ctx.req.method != "GET" else None
+    )
     _respond_rewritten(ctx, instance, upstream, replace)
 
 
@@ -383,8 +411,11 @@ def _list_images(ctx: Context) -> list[dict]:
 
 def list_(ctx: Context) -> None:
     filters = parse_filters(ctx)
-    if filters is None or not _image_filters_ok(filters) or any(
-            v not in ("true", "false", "1", "0") for v in _values(filters, "dangling")):
+    if (
+        filters is None
+        or not _image_filters_ok(filters)
+        or any(v not in ("true", "false", "1", "0") for v in _values(filters, "dangling"))
+    ):
         # Filters dockerd refuses: its own error (it refuses before listing anything).
         bad = with_query(ctx, filters=ctx.query("filters"))
         status, payload = call(ctx, home_instance(ctx), "GET", "/images/json", query=bad)
@@ -425,6 +456,7 @@ def list_(ctx: Context) -> None:
                 status, info = call(ctx, _need_holder(ctx, found), "GET", _path(found.image_id, "/json"))
                 raise_for(status, info)
                 from datetime import datetime
+
                 created = int(datetime.fromisoformat(info["Created"][:19]).timestamp())
             images = [i for i in images if (i["Created"] > created if newer else i["Created"] < created)]
     for image in images:
@@ -477,8 +509,13 @@ def tag(ctx: Context) -> None:
     try:
         if daemon and "@" not in daemon:
             d_repo, d_tag = _split(daemon)
-            status, payload = call(ctx, instance, "POST", _path(found.image_id, "/tag"),
-                                   query=urlencode({"repo": d_repo, "tag": d_tag}))
+            status, payload = call(
+                ctx,
+                instance,
+                "POST",
+                _path(found.image_id, "/tag"),
+                query=urlencode({"repo": d_repo, "tag": d_tag}),
+            )
             if status >= 400:
                 message = payload.get("message", "") if isinstance(payload, dict) else str(payload)
                 raise DockerError(status, imagemap.rewrite_text(ctx.project, message) or "tagging failed")
@@ -488,7 +525,9 @@ def tag(ctx: Context) -> None:
                 _tag_on(ctx, other, found.image_id, daemon)
                 tagged.append(other)
         try:
-            slot.settle([found.image_id], lambda: imagemap.record(ctx.project, reference, found.image_id, instance))
+            slot.settle(
+                [found.image_id], lambda: imagemap.record(ctx.project, reference, found.image_id, instance)
+            )
         except DockerError:
             for where in tagged:
                 _discard(ctx, where, found.image_id, [daemon])
@@ -518,8 +557,11 @@ def _untag_daemon(ctx: Context, row: store.ImageRef) -> None:
     rows still reference (an untag of a daemon's last tag deletes the image)."""
     if not row.daemon_ref or "@" in row.daemon_ref:
         return
-    still = store.ImageRef.select().where((store.ImageRef.image_id == row.image_id) &
-                                          (store.ImageRef.id != row.id)).exists()
+    still = (
+        store.ImageRef.select()
+        .where((store.ImageRef.image_id == row.image_id) & (store.ImageRef.id != row.id))
+        .exists()
+    )
     for uuid in imagemap.holders(row.image_id):
         instance = store.Instance.get_or_none(store.Instance.uuid == uuid)
         if instance is None or not instances.is_live(instance, ctx.settings):
@@ -541,8 +583,13 @@ def _delete_everywhere(ctx: Context, image_id: str, force: bool, noprune: bool) 
         instance = store.Instance.get_or_none(store.Instance.uuid == uuid)
         if instance is None or not instances.is_live(instance, ctx.settings):
             continue
-        status, payload = call(ctx, instance, "DELETE", _path(image_id),
-                               query=urlencode({"force": "0", "noprune": "1" if noprune else "0"}))
+        status, payload = call(
+            ctx,
+            instance,
+            "DELETE",
+            _path(image_id),
+            query=urlencode({"force": "0", "noprune": "1" if noprune else "0"}),
+        )
         if status == 200:
             imagemap.absent(image_id, instance)
             if not records:
@@ -567,18 +614,24 @@ def delete(ctx: Context) -> None:
     public_too = imagemap.is_public(image_id)
     if found.public or (found.row is None and not own):
         name = found.row.reference if found.row is not None else typed
-        raise DockerError(403, f"{name} is a public image that the operator of this cloud provides to every "
-                               f"project; a project cannot delete it (the operator can: `moorage images "
-                               f"unpublish {name}`). To drop a name of your own for it, remove that name.")
+        raise DockerError(
+            403,
+            f"{name} is a public image that the operator of this cloud provides to every "
+            f"project; a project cannot delete it (the operator can: `moorage images "
+            f"unpublish {name}`). To drop a name of your own for it, remove that name.",
+        )
     records: list[dict] = []
     removed_ref = False
     if found.row is not None:
         if not force and len(tagged) == 1:
             using = _containers_using(ctx, image_id)
             if using:
-                raise DockerError(409, f"conflict: unable to remove repository reference \"{typed}\" (must force) "
-                                       f"- container {using[0][0][:12]} is using its referenced image "
-                                       f"{_short(image_id)}")
+                raise DockerError(
+                    409,
+                    f'conflict: unable to remove repository reference "{typed}" (must force) '
+                    f"- container {using[0][0][:12]} is using its referenced image "
+                    f"{_short(image_id)}",
+                )
         _untag_daemon(ctx, found.row)
         imagemap.forget(found.row)
         records.append({"Untagged": found.row.reference})
@@ -590,14 +643,23 @@ def delete(ctx: Context) -> None:
         using = _containers_using(ctx, image_id)
         running = [c for c, up in using if up]
         if (len(tagged) > 1 or (public_too and tagged)) and not force:
-            raise DockerError(409, f"conflict: unable to delete {_short(image_id)} (must be forced) - image is "
-                                   "referenced in multiple repositories")
+            raise DockerError(
+                409,
+                f"conflict: unable to delete {_short(image_id)} (must be forced) - image is "
+                "referenced in multiple repositories",
+            )
         if running:
-            raise DockerError(409, f"conflict: unable to delete {_short(image_id)} (cannot be forced) - image is "
-                                   f"being used by running container {running[0][:12]}")
+            raise DockerError(
+                409,
+                f"conflict: unable to delete {_short(image_id)} (cannot be forced) - image is "
+                f"being used by running container {running[0][:12]}",
+            )
         if using and not force:
-            raise DockerError(409, f"conflict: unable to delete {_short(image_id)} (must be forced) - image is "
-                                   f"being used by stopped container {using[0][0][:12]}")
+            raise DockerError(
+                409,
+                f"conflict: unable to delete {_short(image_id)} (must be forced) - image is "
+                f"being used by stopped container {using[0][0][:12]}",
+            )
         for row in own:
             _untag_daemon(ctx, row)
             imagemap.forget(row)
@@ -662,6 +724,7 @@ def prune(ctx: Context) -> None:
 def _save_rewriter(project: str):
     def edit(name: str, content: bytes) -> bytes:
         return imagemap.rewrite_bytes(project, content)
+
     return lambda name: name in ("manifest.json", "repositories"), edit
 
 
@@ -752,8 +815,11 @@ def _public_up_to_date(ctx: Context, ref: imagemap.Ref) -> None:
 def create(ctx: Context) -> None:
     """POST /images/create: pull (fromImage) or, as dockerd decides, import (no fromImage)."""
     if _form_body(ctx):
-        raise DockerError(400, "image create parameters must be sent in the query, and an image to import as a "
-                               "tar archive (Content-Type application/x-tar), not as a form")
+        raise DockerError(
+            400,
+            "image create parameters must be sent in the query, and an image to import as a "
+            "tar archive (Content-Type application/x-tar), not as a form",
+        )
     # As dockerd reads the query: the first value of each key; no fromImage is an import.
     pairs = parse_qsl(ctx.req.query_string, keep_blank_values=True)
     from_image = _first(pairs, "fromImage")
@@ -771,20 +837,31 @@ def create(ctx: Context) -> None:
     except imagemap.ReferenceError_:
         return to_home(ctx)  # dockerd refuses it in its own words, pulling nothing
     if not ref.tag and not ref.digest:
-        raise DockerError(400, "pulling every tag of a repository (docker pull -a) is not supported by Moorage; "
-                               "pull the tags you need one by one")
+        raise DockerError(
+            400,
+            "pulling every tag of a repository (docker pull -a) is not supported by Moorage; "
+            "pull the tags you need one by one",
+        )
     if _reserved(ref):
-        raise DockerError(403, "repositories under moorage/ are reserved for the gateway's own names; "
-                               "pull under another name")
+        raise DockerError(
+            403,
+            "repositories under moorage/ are reserved for the gateway's own names; pull under another name",
+        )
     real = ref.full_name + ref.suffix()
-    if store.ImageRef.select().where((store.ImageRef.project == imagemap.PUBLIC) &
-                                     (store.ImageRef.daemon_ref == ref.familiar())).exists():
+    if (
+        store.ImageRef.select()
+        .where((store.ImageRef.project == imagemap.PUBLIC) & (store.ImageRef.daemon_ref == ref.familiar()))
+        .exists()
+    ):
         return _public_up_to_date(ctx, ref)
     instance = home_instance(ctx)
     # A pull of a name the project holds replaces an image it counts already (or adds the
     # one the tag moved to: settled after the pull); any other pull may add one.
-    held = store.ImageRef.select().where((store.ImageRef.project == ctx.project)
-                                         & (store.ImageRef.reference == ref.familiar())).exists()
+    held = (
+        store.ImageRef.select()
+        .where((store.ImageRef.project == ctx.project) & (store.ImageRef.reference == ref.familiar()))
+        .exists()
+    )
     slot = _ImageSlot(ctx, needed=not held)
     lock = _lock(instance, real)
     held_lock = [lock.acquire()]
@@ -820,7 +897,9 @@ def create(ctx: Context) -> None:
             call(ctx, instance, "DELETE", _path(real), query="noprune=1")
 
         def record():
-            imagemap.record(ctx.project, ref.familiar(), image_id, instance, daemon=real if ref.digest else None)
+            imagemap.record(
+                ctx.project, ref.familiar(), image_id, instance, daemon=real if ref.digest else None
+            )
 
         try:
             slot.settle([image_id], record)
@@ -891,16 +970,25 @@ def push(ctx: Context) -> None:
     if tag_:
         wanted = [imagemap.parse(f"{repo.full_name}:{tag_}").familiar()]
     else:
-        wanted = sorted({r.reference for r in store.ImageRef.select().where(
-            (store.ImageRef.project == ctx.project) & (store.ImageRef.reference != ""))
-            if "@" not in r.reference and imagemap.parse(r.reference).full_name == repo.full_name})
+        wanted = sorted(
+            {
+                r.reference
+                for r in store.ImageRef.select().where(
+                    (store.ImageRef.project == ctx.project) & (store.ImageRef.reference != "")
+                )
+                if "@" not in r.reference and imagemap.parse(r.reference).full_name == repo.full_name
+            }
+        )
     rows = [imagemap.resolve(ctx.project, w) for w in wanted]
     rows = [f for f in rows if f is not None and f.row is not None and f.row.project == ctx.project]
     if not rows:
         return _forward_decoy(ctx, name, lambda n: _path(n, "/push"))
     if _reserved(repo):
-        raise DockerError(403, "repositories under moorage/ are reserved for the gateway's own names; push "
-                               "under another name (docker tag, then docker push)")
+        raise DockerError(
+            403,
+            "repositories under moorage/ are reserved for the gateway's own names; push "
+            "under another name (docker tag, then docker push)",
+        )
     public = {r.daemon_ref for r in store.ImageRef.select().where(store.ImageRef.project == imagemap.PUBLIC)}
     instance = holder(ctx, rows[0].image_id)
     if instance is None:
@@ -910,8 +998,9 @@ def push(ctx: Context) -> None:
         ensure_on(ctx, instance, found.image_id)
         real = imagemap.parse(found.row.reference)
         if real.familiar() in public:
-            raise DockerError(409, f"{real.familiar()} is the name of a public image on this cloud: push under "
-                                   "another name")
+            raise DockerError(
+                409, f"{real.familiar()} is the name of a public image on this cloud: push under another name"
+            )
         real_tags.append((found.image_id, real.familiar()))
     locks = [_lock(instance, t) for _, t in real_tags]
     for lock in locks:
@@ -940,6 +1029,7 @@ def push(ctx: Context) -> None:
 def _from_rewriter(ctx: Context, instance: store.Instance, stages: set[str]):
     """Rewrite a Dockerfile's FROM lines: the tenant's own images to their daemon names, made
     present on the building instance; names it may not see to a decoy the daemon lacks."""
+
     def rewrite_line(line: str) -> str:
         stripped = line.lstrip()
         if not stripped[:5].upper() == "FROM ":
@@ -971,7 +1061,9 @@ def _from_rewriter(ctx: Context, instance: store.Instance, stages: set[str]):
     def edit(name: str, content: bytes) -> bytes:
         text = content.decode("utf-8", errors="surrogateescape")
         return "".join(rewrite_line(line) for line in text.splitlines(keepends=True)).encode(
-            "utf-8", errors="surrogateescape")
+            "utf-8", errors="surrogateescape"
+        )
+
     return edit
 
 
@@ -983,7 +1075,9 @@ def build(ctx: Context) -> None:
     for key, value in pairs:
         if key == "networkmode" and value.startswith("container:"):
             # The build's RUN steps join that container's network: the tenant's own, or nothing.
-            out.append((key, "container:" + scope.container_for_daemon(ctx.project, value[len("container:"):])))
+            out.append(
+                (key, "container:" + scope.container_for_daemon(ctx.project, value[len("container:") :]))
+            )
             continue
         if key == "t" and value:
             try:
@@ -1002,8 +1096,11 @@ def build(ctx: Context) -> None:
             except ValueError:
                 out.append((key, value))
                 continue
-            mapped = [f.daemon_name() for f in (imagemap.resolve(ctx.project, n) for n in names or []
-                                                if isinstance(n, str)) if f is not None]
+            mapped = [
+                f.daemon_name()
+                for f in (imagemap.resolve(ctx.project, n) for n in names or [] if isinstance(n, str))
+                if f is not None
+            ]
             out.append((key, json.dumps(mapped)))
         else:
             out.append((key, value))
@@ -1035,7 +1132,9 @@ def build(ctx: Context) -> None:
     def finish():
         if not ids and tags:
             # Nothing said which image was built: ask the daemon what the first tag names now.
-            status, info = call(ctx, instance, "GET", _path(imagemap.daemon_ref(ctx.project, tags[0]), "/json"))
+            status, info = call(
+                ctx, instance, "GET", _path(imagemap.daemon_ref(ctx.project, tags[0]), "/json")
+            )
             if status == 200:
                 ids.append(info["Id"])
         if not ids:
@@ -1079,7 +1178,9 @@ def _build_context(body, dockerfile: str, edit) -> Iterator[bytes]:
         yield first
         yield from it
     elif tarstream.looks_like_tar(first):
-        yield from tarstream.rewrite(_chain(first, it), lambda n: n.lstrip("./") == dockerfile.lstrip("./"), edit)
+        yield from tarstream.rewrite(
+            _chain(first, it), lambda n: n.lstrip("./") == dockerfile.lstrip("./"), edit
+        )
     else:
         data = first  # a Dockerfile on its own: small by nature, else passed on unchanged
         for chunk in it:
@@ -1098,6 +1199,7 @@ def _chain(first: bytes, rest) -> Iterator[bytes]:
 
 def _client_body(ctx: Context):
     from gateway.forward import client_body
+
     return client_body(ctx)
 
 
@@ -1114,6 +1216,7 @@ def _load_rewriter(project: str):
         elif name == "repositories" and isinstance(data, dict):
             data = {_to_daemon_repo(project, repo): tags for repo, tags in data.items()}
         return json.dumps(data).encode()
+
     return lambda name: name in ("manifest.json", "repositories"), edit
 
 
@@ -1149,9 +1252,9 @@ def load(ctx: Context) -> None:
         stream = obj.get("stream")
         if isinstance(stream, str):
             if stream.startswith("Loaded image ID: "):
-                loaded.append(stream[len("Loaded image ID: "):].strip())
+                loaded.append(stream[len("Loaded image ID: ") :].strip())
             elif stream.startswith("Loaded image: "):
-                loaded.append(stream[len("Loaded image: "):].strip())
+                loaded.append(stream[len("Loaded image: ") :].strip())
 
     def finish():
         made: list[tuple[str, str, str]] = []  # (reference, image ID, daemon name)
@@ -1208,12 +1311,15 @@ def commit(ctx: Context, container) -> None:
     body = _body_bytes(ctx)
     slot = _ImageSlot(ctx)
     try:
-        status, payload = call(ctx, container.instance, "POST", "/commit", query=with_query(ctx, **changes),
-                               body=body)
+        status, payload = call(
+            ctx, container.instance, "POST", "/commit", query=with_query(ctx, **changes), body=body
+        )
         raise_for(status, payload)
         image_id = payload["Id"]
         try:
-            slot.settle([image_id], lambda: imagemap.record(ctx.project, reference, image_id, container.instance))
+            slot.settle(
+                [image_id], lambda: imagemap.record(ctx.project, reference, image_id, container.instance)
+            )
         except DockerError:
             daemon = f"{changes['repo']}:{changes['tag']}" if repo else ""
             _discard(ctx, container.instance, image_id, [daemon])
@@ -1225,6 +1331,7 @@ def commit(ctx: Context, container) -> None:
 
 def _body_bytes(ctx: Context) -> bytes:
     from gateway.dockerapi.common import read_json
+
     return read_json(ctx)[1]
 
 
@@ -1254,8 +1361,11 @@ class _ImageSlot:
 
 
 def _holds(project: str, image_id: str) -> bool:
-    return store.ImageRef.select().where((store.ImageRef.project == project)
-                                         & (store.ImageRef.image_id == image_id)).exists()
+    return (
+        store.ImageRef.select()
+        .where((store.ImageRef.project == project) & (store.ImageRef.image_id == image_id))
+        .exists()
+    )
 
 
 def _discard(ctx: Context, instance: store.Instance, image_id: str, daemon_names: list[str]) -> None:
@@ -1282,8 +1392,9 @@ def _restore_tag(ctx: Context, instance: store.Instance, daemon_name: str, image
     gives it, if the store gives it another."""
     if not daemon_name:
         return
-    row = store.ImageRef.get_or_none((store.ImageRef.project == ctx.project)
-                                     & (store.ImageRef.daemon_ref == daemon_name))
+    row = store.ImageRef.get_or_none(
+        (store.ImageRef.project == ctx.project) & (store.ImageRef.daemon_ref == daemon_name)
+    )
     if row is not None and row.image_id != image_id:
         _tag_on(ctx, instance, row.image_id, daemon_name)
 
@@ -1296,8 +1407,11 @@ def visible_count(ctx: Context) -> int:
 def visible_in_df(ctx: Context, images: list[dict]) -> list[dict]:
     """The images of a daemon's /system/df answer that the caller sees, in its names."""
     visible = imagemap.visible_images(ctx.project)
-    return [_tenant_view(ctx.project, image, visible[image.get("Id")]) for image in images
-            if image.get("Id") in visible]
+    return [
+        _tenant_view(ctx.project, image, visible[image.get("Id")])
+        for image in images
+        if image.get("Id") in visible
+    ]
 
 
 IMG = "/images/{name*}"

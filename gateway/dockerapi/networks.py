@@ -33,7 +33,9 @@ from gateway.tenancy import PROJECT_LABEL, names, policy, quotas, scope
 _default_bridges: set[tuple[str, str]] = set()
 
 
-def ensure_default_bridge(ctx: Context, instance: store.Instance, project: str, *, again: bool = False) -> str:
+def ensure_default_bridge(
+    ctx: Context, instance: store.Instance, project: str, *, again: bool = False
+) -> str:
     """Make sure ``project``'s default bridge exists on ``instance``; return its daemon name.
     ``again``: the daemon said it is missing (an instance rebuilt under the same UUID)."""
     name = scope.default_bridge(project)
@@ -41,9 +43,18 @@ def ensure_default_bridge(ctx: Context, instance: store.Instance, project: str, 
     if key in _default_bridges and not again:
         return name
     # CheckDuplicate: a concurrent create (another worker or replica) gets 409, which is fine.
-    status, payload = call(ctx, instance, "POST", "/networks/create",
-                           body={"Name": name, "Driver": "bridge", "CheckDuplicate": True,
-                                 "Labels": {scope.DEFAULT_BRIDGE_LABEL: project}})
+    status, payload = call(
+        ctx,
+        instance,
+        "POST",
+        "/networks/create",
+        body={
+            "Name": name,
+            "Driver": "bridge",
+            "CheckDuplicate": True,
+            "Labels": {scope.DEFAULT_BRIDGE_LABEL: project},
+        },
+    )
     if status != 409:
         raise_for(status, payload)
     _default_bridges.add(key)
@@ -64,8 +75,12 @@ def _for_tenant(ctx: Context, network: dict) -> dict:
     hide_project_label(network.get("Labels"), ctx)
     members = network.get("Containers")
     if isinstance(members, dict) and members and not ctx.all_projects:
-        mine = {row.id for row in store.Container.select(store.Container.id)
-                .where((store.Container.project == ctx.project) & store.Container.id.in_(list(members)))}
+        mine = {
+            row.id
+            for row in store.Container.select(store.Container.id).where(
+                (store.Container.project == ctx.project) & store.Container.id.in_(list(members))
+            )
+        }
         network["Containers"] = {cid: info for cid, info in members.items() if cid in mine}
     return scope.strip_names(ctx.project, network)
 
@@ -131,8 +146,14 @@ def create(ctx: Context) -> None:
         status, payload = call(ctx, instance, "POST", "/networks/create", body=body)
         raise_for(status, payload)
         row = {N.project: ctx.project, N.name: name, N.daemon_name: body["Name"], N.instance: instance.uuid}
-        quotas.confirm(reservation, lambda: N.insert({N.id: payload["Id"], **row}).on_conflict(
-            conflict_target=[N.id], update=row).execute())  # an upsert SQLite and PostgreSQL both speak
+        quotas.confirm(
+            reservation,
+            lambda: (
+                N.insert({N.id: payload["Id"], **row})
+                .on_conflict(conflict_target=[N.id], update=row)
+                .execute()
+            ),
+        )  # an upsert SQLite and PostgreSQL both speak
     ctx.answer_json(payload, status)
 
 
@@ -157,8 +178,9 @@ def prune(ctx: Context) -> None:
     for instance, payload in every_instance(ctx, "POST", "/networks/prune", with_query(ctx, filters=filters)):
         gone = payload.get("NetworksDeleted") or []
         if gone:
-            store.Network.delete().where((store.Network.instance == instance.uuid)
-                                         & store.Network.daemon_name.in_(gone)).execute()
+            store.Network.delete().where(
+                (store.Network.instance == instance.uuid) & store.Network.daemon_name.in_(gone)
+            ).execute()
         deleted += gone
     ctx.answer_json({"NetworksDeleted": scope.strip_names(ctx.project, deleted) or None})
 
@@ -175,8 +197,11 @@ def connect(ctx: Context) -> None:
         return
     container = resolve.container(ctx.project, body["Container"])
     if network is not None and network.instance_id != container.instance_id:
-        raise DockerError(409, f"container {body['Container']} runs on another instance than network {ref}, and "
-                               "networks do not span instances yet: create the container on that network instead")
+        raise DockerError(
+            409,
+            f"container {body['Container']} runs on another instance than network {ref}, and "
+            "networks do not span instances yet: create the container on that network instead",
+        )
     body["Container"] = container.id
     if ctx.route.operation == "NetworkConnect" and network is not None:
         body["EndpointConfig"] = scope.network_alias(body.get("EndpointConfig"), container.name)

@@ -65,7 +65,9 @@ def info(ctx: Context) -> None:
     payload["ContainersStopped"] = len(mine) - payload["ContainersRunning"] - payload["ContainersPaused"]
     payload["Images"] = images.visible_count(ctx)
     payload["NCPU"] = sum(int((i.facts or {}).get("NCPU") or 0) for i in live) or payload.get("NCPU")
-    payload["MemTotal"] = sum(int((i.facts or {}).get("MemTotal") or 0) for i in live) or payload.get("MemTotal")
+    payload["MemTotal"] = sum(int((i.facts or {}).get("MemTotal") or 0) for i in live) or payload.get(
+        "MemTotal"
+    )
     add_quota_labels(ctx, payload)
     ctx.answer_json(payload)
 
@@ -80,8 +82,14 @@ def add_quota_labels(ctx: Context, payload: dict) -> None:
 def data_usage(ctx: Context) -> None:
     """`docker system df`: the caller's containers, volumes and images, over every instance."""
     # The builder's cache is the daemon's, shared by every project: none of it is shown.
-    merged = {"LayersSize": 0, "Images": [], "Containers": [], "Volumes": [], "BuildCache": None,
-              "BuilderSize": 0}
+    merged = {
+        "LayersSize": 0,
+        "Images": [],
+        "Containers": [],
+        "Volumes": [],
+        "BuildCache": None,
+        "BuilderSize": 0,
+    }
     for _, payload in every_instance(ctx, "GET", "/system/df", ctx.req.query_string):
         for kind in ("Containers", "Volumes"):
             for item in payload.get(kind) or []:
@@ -124,8 +132,11 @@ def events(ctx: Context) -> None:
 
 
 def session(ctx: Context) -> None:
-    raise DockerError(404, "BuildKit sessions are not supported by Moorage: build with the classic "
-                           "builder (DOCKER_BUILDKIT=0 docker build ...)")
+    raise DockerError(
+        404,
+        "BuildKit sessions are not supported by Moorage: build with the classic "
+        "builder (DOCKER_BUILDKIT=0 docker build ...)",
+    )
 
 
 ROUTES = [

@@ -10,8 +10,10 @@ from gateway.context import Context
 from gateway.errors import DockerError
 from gateway.routing import Route
 
-NOT_A_MANAGER = ('This node is not a swarm manager. Use "docker swarm init" or "docker swarm join" '
-                 "to connect this node to swarm and try again.")
+NOT_A_MANAGER = (
+    'This node is not a swarm manager. Use "docker swarm init" or "docker swarm join" '
+    "to connect this node to swarm and try again."
+)
 
 
 def not_swarm_manager(ctx: Context) -> None:
@@ -29,8 +31,11 @@ def plugins_none(ctx: Context) -> None:
 
 
 def plugins_refused(ctx: Context) -> None:
-    raise DockerError(403, "plugins run on the instance host and are not available to tenants on Moorage; "
-                           "use containers instead, or ask the operator for a volume or network driver")
+    raise DockerError(
+        403,
+        "plugins run on the instance host and are not available to tenants on Moorage; "
+        "use containers instead, or ask the operator for a volume or network driver",
+    )
 
 
 _METHODS = ("GET", "POST", "PUT", "DELETE", "HEAD")

@@ -54,14 +54,21 @@ def create(ctx: Context) -> None:
     scope.canonical(body, ("Name", "Labels"))
     name = body.get("Name") or secrets.token_hex(32)  # an anonymous volume: dockerd's kind of name
     if not isinstance(name, str) or not names.VALID_NAME.match(name):
-        raise DockerError(400, f'create {name}: "{name}" includes invalid characters for a local volume name, '
-                               'only "[a-zA-Z0-9][a-zA-Z0-9_.-]" are allowed. If you intended to pass a host '
-                               "directory, use absolute path")
+        raise DockerError(
+            400,
+            f'create {name}: "{name}" includes invalid characters for a local volume name, '
+            'only "[a-zA-Z0-9][a-zA-Z0-9_.-]" are allowed. If you intended to pass a host '
+            "directory, use absolute path",
+        )
     labels = body.get("Labels") if isinstance(body.get("Labels"), dict) else {}
     body["Labels"] = {**labels, PROJECT_LABEL: ctx.project}
     V = store.Volume
-    existing = V.select(V, store.Instance).join(store.Instance).where(
-        (V.project == ctx.project) & (V.name == name)).first()
+    existing = (
+        V.select(V, store.Instance)
+        .join(store.Instance)
+        .where((V.project == ctx.project) & (V.name == name))
+        .first()
+    )
     instance = existing.instance if existing else new_object_instance(ctx)
     body["Name"] = existing.daemon_name if existing else names.to_daemon(ctx.project, name)
     if existing:  # dockerd answers an existing volume's create with the volume, unchanged
@@ -77,9 +84,16 @@ def make(ctx: Context, instance, name: str, body: dict) -> tuple[int, dict]:
     with quotas.reserving(ctx.project, "volumes", ctx.settings) as reservation:
         status, payload = call(ctx, instance, "POST", "/volumes/create", body=body)
         raise_for(status, payload)
-        quotas.confirm(reservation, lambda: store.Volume.insert(
-            daemon_name=body["Name"], project=ctx.project, name=name,
-            instance=instance.uuid).on_conflict_ignore().execute())
+        quotas.confirm(
+            reservation,
+            lambda: (
+                store.Volume.insert(
+                    daemon_name=body["Name"], project=ctx.project, name=name, instance=instance.uuid
+                )
+                .on_conflict_ignore()
+                .execute()
+            ),
+        )
     return status, payload
 
 
@@ -113,8 +127,9 @@ def prune(ctx: Context) -> None:
             store.Volume.delete().where(store.Volume.daemon_name.in_(gone)).execute()
         deleted += gone
         reclaimed += payload.get("SpaceReclaimed") or 0
-    ctx.answer_json({"VolumesDeleted": scope.strip_names(ctx.project, deleted) or None,
-                     "SpaceReclaimed": reclaimed})
+    ctx.answer_json(
+        {"VolumesDeleted": scope.strip_names(ctx.project, deleted) or None, "SpaceReclaimed": reclaimed}
+    )
 
 
 ROUTES = [

@@ -56,7 +56,7 @@ class NovaProvider(Provider):
     def __init__(self, conf: dict, settings, client_factory=None):
         missing = [k for k in REQUIRED if not conf.get(k)]
         if missing and client_factory is None:
-            raise ValueError(f"[placement] provider = \"nova\" needs [nova] {', '.join(missing)}")
+            raise ValueError(f'[placement] provider = "nova" needs [nova] {", ".join(missing)}')
         self.conf = conf
         self.pool = str(settings.placement.get("pool_id") or "moorage")
         self.capacity = int(conf.get("capacity") or settings.placement.get("capacity") or 0)
@@ -76,13 +76,18 @@ class NovaProvider(Provider):
         from novaclient import client as nova_client
 
         c = self.conf
-        auth = v3.Password(auth_url=c["auth_url"], username=c["username"], password=c["password"],
-                           project_name=c["project_name"],
-                           user_domain_name=c.get("user_domain_name", "Default"),
-                           project_domain_name=c.get("project_domain_name", "Default"))
+        auth = v3.Password(
+            auth_url=c["auth_url"],
+            username=c["username"],
+            password=c["password"],
+            project_name=c["project_name"],
+            user_domain_name=c.get("user_domain_name", "Default"),
+            project_domain_name=c.get("project_domain_name", "Default"),
+        )
         sess = ks_session.Session(auth=auth, timeout=float(c.get("timeout", 30)))
-        return nova_client.Client(str(c.get("microversion", "2.90")), session=sess,
-                                  region_name=c.get("region_name") or None)
+        return nova_client.Client(
+            str(c.get("microversion", "2.90")), session=sess, region_name=c.get("region_name") or None
+        )
 
     @property
     def nova(self):
@@ -120,15 +125,15 @@ class NovaProvider(Provider):
 # Moorage agent bootstrap, written by the gateway's nova provider; cloud-init runs it once.
 # The bootstrap secret below registers this instance once, under its Nova server UUID.
 set -eu
-GATEWAY={q(str(c['gateway_url']).rstrip('/'))}
+GATEWAY={q(str(c["gateway_url"]).rstrip("/"))}
 BOOTSTRAP_SECRET={q(secret)}
 CAPACITY={int(self.capacity)}
-AGENT_PORT={int(c.get('agent_port', 2376))}
-DOCKER="${{DOCKER_HOST:-{c.get('docker', 'unix:///var/run/docker.sock')}}}"
+AGENT_PORT={int(c.get("agent_port", 2376))}
+DOCKER="${{DOCKER_HOST:-{c.get("docker", "unix:///var/run/docker.sock")}}}"
 STATE="${{MOORAGE_AGENT_STATE:-/var/lib/moorage-agent}}"
-MOORAGE="${{MOORAGE_AGENT_COMMAND:-{c.get('agent_command', 'moorage')}}}"
+MOORAGE="${{MOORAGE_AGENT_COMMAND:-{c.get("agent_command", "moorage")}}}"
 if ! command -v "$MOORAGE" >/dev/null 2>&1; then
-    {c.get('agent_install', 'pip install moorage')}
+    {c.get("agent_install", "pip install moorage")}
 fi
 GW_HOST=$(printf '%s' "$GATEWAY" | sed -e 's|^[a-z]*://||' -e 's|[:/].*$||')
 ADDR=$(ip -4 -o route get "$GW_HOST" | sed -n 's/.* src \\([0-9.]*\\).*/\\1/p')
@@ -161,9 +166,15 @@ nohup "$@" >>/var/log/moorage-agent.log 2>&1 &
         image = self._image()
         if image is None:
             # No Glance needed: a blank local disk (the flavor needs ephemeral >= 1).
-            kwargs["block_device_mapping_v2"] = [{"source_type": "blank", "destination_type": "local",
-                                                  "boot_index": 0, "volume_size": 1,
-                                                  "delete_on_termination": True}]
+            kwargs["block_device_mapping_v2"] = [
+                {
+                    "source_type": "blank",
+                    "destination_type": "local",
+                    "boot_index": 0,
+                    "volume_size": 1,
+                    "delete_on_termination": True,
+                }
+            ]
         name = f"{c.get('name_prefix', 'moorage-')}{member_id[:12]}"
         server = self.nova.servers.create(name, image, self._flavor(), **kwargs)
         log.info("booted Nova server %s (%s) for pool member %s", server.id, name, member_id)
@@ -193,7 +204,9 @@ nohup "$@" >>/var/log/moorage-agent.log 2>&1 &
                 continue
             created = None
             try:
-                created = _dt.datetime.fromisoformat(server.created.replace("Z", "+00:00")).replace(tzinfo=None)
+                created = _dt.datetime.fromisoformat(server.created.replace("Z", "+00:00")).replace(
+                    tzinfo=None
+                )
             except (AttributeError, ValueError):
                 pass
             out.append({"id": server.id, "member": meta.get(MEMBER_KEY), "created": created})

@@ -99,6 +99,7 @@ def migrate(db: peewee.Database) -> None:
 
 # -- providers --------------------------------------------------------------------------------
 
+
 class Provider:
     """Where instances come from. The pool logic is here; a provider only talks to its cloud."""
 
@@ -161,6 +162,7 @@ def pool_id(settings) -> str:
 
 # -- the store ----------------------------------------------------------------------------------
 
+
 def _sha(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
@@ -173,37 +175,57 @@ def claim(provider: Provider, settings, now: _dt.datetime | None = None) -> tupl
     Returns (member id, bootstrap secret): the secret is set only for the caller that must
     boot the instance. Raises DockerError 503 when the pool is at its size limit."""
     now = now or store.utcnow()
-    building = (PoolMember.select()
-                .where((PoolMember.state == BUILDING) & (PoolMember.provider == provider.name))
-                .order_by(PoolMember.created_at))
+    building = (
+        PoolMember.select()
+        .where((PoolMember.state == BUILDING) & (PoolMember.provider == provider.name))
+        .order_by(PoolMember.created_at)
+    )
     for member in building:
         if member.capacity <= 0 or member.claimed < member.capacity:
             PoolMember.update(claimed=PoolMember.claimed + 1).where(PoolMember.id == member.id).execute()
             return member.id, None
     if provider.max_instances:
-        size = PoolMember.select().where(PoolMember.provider == provider.name,
-                                         PoolMember.state != FAILED).count()
+        size = (
+            PoolMember.select()
+            .where(PoolMember.provider == provider.name, PoolMember.state != FAILED)
+            .count()
+        )
         if size >= provider.max_instances:
-            raise DockerError(503, "every instance is full and no more can be added: the pool has "
-                                   f"reached its limit of {provider.max_instances} instances; remove "
-                                   "containers you no longer need, or ask the operator for more capacity")
+            raise DockerError(
+                503,
+                "every instance is full and no more can be added: the pool has "
+                f"reached its limit of {provider.max_instances} instances; remove "
+                "containers you no longer need, or ask the operator for more capacity",
+            )
     secret = secrets.token_urlsafe(32)
     member_id = _uuid.uuid4().hex
-    PoolMember.create(id=member_id, provider=provider.name, pool=pool_id(settings), state=BUILDING,
-                      capacity=provider.capacity, claimed=1, secret_sha256=_sha(secret),
-                      created_at=now, updated_at=now)
+    PoolMember.create(
+        id=member_id,
+        provider=provider.name,
+        pool=pool_id(settings),
+        state=BUILDING,
+        capacity=provider.capacity,
+        claimed=1,
+        secret_sha256=_sha(secret),
+        created_at=now,
+        updated_at=now,
+    )
     return member_id, secret
 
 
 def unclaim(member_id: str) -> None:
     PoolMember.update(claimed=PoolMember.claimed - 1).where(
-        (PoolMember.id == member_id) & (PoolMember.state == BUILDING) & (PoolMember.claimed > 0)).execute()
+        (PoolMember.id == member_id) & (PoolMember.state == BUILDING) & (PoolMember.claimed > 0)
+    ).execute()
 
 
 def fail(member_id: str, error: str) -> bool:
     """Mark a building member failed (the reaper deletes its server); True if this call did."""
-    return bool(PoolMember.update(state=FAILED, error=error[:2000], secret_sha256=None, updated_at=store.utcnow())
-                .where((PoolMember.id == member_id) & (PoolMember.state == BUILDING)).execute())
+    return bool(
+        PoolMember.update(state=FAILED, error=error[:2000], secret_sha256=None, updated_at=store.utcnow())
+        .where((PoolMember.id == member_id) & (PoolMember.state == BUILDING))
+        .execute()
+    )
 
 
 def record_server(member_id: str, server_id: str) -> bool:
@@ -216,13 +238,22 @@ def record_server(member_id: str, server_id: str) -> bool:
         PoolMember.update(server_id=server_id, updated_at=now).where(PoolMember.id == member_id).execute()
         if store.Instance.get_or_none(store.Instance.uuid == server_id) is None:
             last = store.Instance.select(peewee.fn.MAX(store.Instance.position)).scalar() or 0
-            store.Instance.create(uuid=server_id, provider=member.provider, agent_url="", agent_secret="",
-                                  capacity=member.capacity, state=BUILDING, position=last + 1,
-                                  registered_at=now, last_heartbeat=now)
+            store.Instance.create(
+                uuid=server_id,
+                provider=member.provider,
+                agent_url="",
+                agent_secret="",
+                capacity=member.capacity,
+                state=BUILDING,
+                position=last + 1,
+                registered_at=now,
+                last_heartbeat=now,
+            )
     return True
 
 
 # -- growing on demand -------------------------------------------------------------------------
+
 
 def place(request, settings):
     """Placement with a pool that may grow. The scheduler decides in its one transaction;
@@ -245,12 +276,16 @@ def place(request, settings):
                 if exc.status != 503:
                     raise
                 # The instances added for this request filled up before it got its slot.
-                raise DockerError(503, "no instance could be added: the instances added for this request "
-                                       "were taken by others; try again") from None
+                raise DockerError(
+                    503,
+                    "no instance could be added: the instances added for this request "
+                    "were taken by others; try again",
+                ) from None
         first = False
         claimed.clear()
-        placement = scheduler.place(request, settings,
-                                    when_full=lambda: claimed.append(claim(provider, settings)))
+        placement = scheduler.place(
+            request, settings, when_full=lambda: claimed.append(claim(provider, settings))
+        )
         if placement is not None:
             return placement
         member_id, secret = claimed[-1]
@@ -291,8 +326,10 @@ def _wait(member_id: str, provider: Provider) -> None:
             age = (store.utcnow() - member.created_at).total_seconds()
             if age > provider.boot_timeout:
                 what = f"instance {member.server_id}" if member.server_id else "the instance"
-                message = (f"{what} did not register its agent within {provider.boot_timeout:g} s "
-                           "([nova] boot_timeout)")
+                message = (
+                    f"{what} did not register its agent within {provider.boot_timeout:g} s "
+                    "([nova] boot_timeout)"
+                )
                 fail(member_id, message)
                 done = True
                 raise DockerError(503, f"no instance could be added: {message}")
@@ -310,6 +347,7 @@ def _one_line(exc: BaseException) -> str:
 
 # -- registration with a bootstrap secret ------------------------------------------------------
 
+
 def register_bootstrapped(req, resp, settings, presented: str) -> None:
     """An agent the pool booted registers with its one-time bootstrap secret.
 
@@ -319,8 +357,11 @@ def register_bootstrapped(req, resp, settings, presented: str) -> None:
     server_id, agent_secret = bootstrap(presented, data)
     resp.status = 201
     resp.content_type = "application/json"
-    resp.media = {"agent_secret": agent_secret, "heartbeat_interval": settings.heartbeat_interval,
-                  "uuid": server_id}
+    resp.media = {
+        "agent_secret": agent_secret,
+        "heartbeat_interval": settings.heartbeat_interval,
+        "uuid": server_id,
+    }
 
 
 def bootstrap(presented: str, data: dict) -> tuple[str, str]:
@@ -345,9 +386,13 @@ def bootstrap(presented: str, data: dict) -> tuple[str, str]:
         if not member.server_id:
             raise DockerError(409, "agent registration: the gateway has not yet recorded this server; retry")
         # Conditional, so that of two registrations racing with one secret only one spends it.
-        if not PoolMember.update(state=ACTIVE, secret_sha256=None, registered_at=now, updated_at=now,
-                                 empty_since=None).where((PoolMember.id == member.id)
-                                                         & (PoolMember.state == BUILDING)).execute():
+        if (
+            not PoolMember.update(
+                state=ACTIVE, secret_sha256=None, registered_at=now, updated_at=now, empty_since=None
+            )
+            .where((PoolMember.id == member.id) & (PoolMember.state == BUILDING))
+            .execute()
+        ):
             raise spent
         instance = store.Instance.get_or_none(store.Instance.uuid == member.server_id)
         created = instance is None
@@ -363,17 +408,21 @@ def bootstrap(presented: str, data: dict) -> tuple[str, str]:
         if not instance.capacity:
             instance.capacity = member.capacity
         instance.save(force_insert=created)
-    log.info("instance %s (pool member %s) registered its agent at %s", member.server_id, member.id, agent_url)
+    log.info(
+        "instance %s (pool member %s) registered its agent at %s", member.server_id, member.id, agent_url
+    )
     return member.server_id, agent_secret
 
 
 # -- the reaper ----------------------------------------------------------------------------------
 
+
 def take_lease(name: str, holder: str, ttl: float, now: _dt.datetime | None = None) -> bool:
     now = now or store.utcnow()
     expires = now + _dt.timedelta(seconds=ttl)
     query = PoolLease.update(holder=holder, expires_at=expires).where(
-        (PoolLease.name == name) & ((PoolLease.holder == holder) | (PoolLease.expires_at < now)))
+        (PoolLease.name == name) & ((PoolLease.holder == holder) | (PoolLease.expires_at < now))
+    )
     if query.execute():
         return True
     inserted = PoolLease.insert(name=name, holder=holder, expires_at=expires).on_conflict_ignore().execute()
@@ -385,40 +434,55 @@ def held(server_id: str) -> bool:
     reservation), a user-defined network, a named volume (their rows keep the instance's), or
     the only copy of a project's image (built, committed, loaded: deleting the instance would
     lose it; `docker rmi` lets the instance go)."""
-    if any(model.select().where(model.instance == server_id).exists()
-           for model in (store.Container, store.Network, store.Volume)):
+    if any(
+        model.select().where(model.instance == server_id).exists()
+        for model in (store.Container, store.Network, store.Volume)
+    ):
         return True
     P, R = store.ImagePresence, store.ImageRef
     elsewhere = store.ImagePresence.alias()
-    return (P.select().where((P.instance == server_id)
-                             & P.image_id.in_(R.select(R.image_id).where(R.project != ""))
-                             & P.image_id.not_in(elsewhere.select(elsewhere.image_id)
-                                                 .where(elsewhere.instance != server_id)))
-            .exists())
+    return (
+        P.select()
+        .where(
+            (P.instance == server_id)
+            & P.image_id.in_(R.select(R.image_id).where(R.project != ""))
+            & P.image_id.not_in(elsewhere.select(elsewhere.image_id).where(elsewhere.instance != server_id))
+        )
+        .exists()
+    )
 
 
 def daemon_busy(instance: store.Instance) -> str:
     """What keeps the instance's daemon from being empty ("" if nothing), asked through its agent."""
     headers = [(AGENT_SECRET_HEADER, instance.agent_secret)]
     found = []
-    resp = upstream_request(instances.endpoint(instance), "GET", "/containers/json?all=1", headers, connect_timeout=3, timeout=15)
+    resp = upstream_request(
+        instances.endpoint(instance), "GET", "/containers/json?all=1", headers, connect_timeout=3, timeout=15
+    )
     body = resp.read()
     if resp.status != 200:
         return f"the daemon answered {resp.status} to the container list"
     if json.loads(body or b"[]"):
         found.append(f"{len(json.loads(body))} container(s)")
-    resp = upstream_request(instances.endpoint(instance), "GET", "/volumes", headers, connect_timeout=3, timeout=15)
+    resp = upstream_request(
+        instances.endpoint(instance), "GET", "/volumes", headers, connect_timeout=3, timeout=15
+    )
     body = resp.read()
     if resp.status != 200:
         return f"the daemon answered {resp.status} to the volume list"
-    named = [v for v in (json.loads(body or b"{}").get("Volumes") or [])
-             if not (len(v.get("Name", "")) == 64 and all(c in "0123456789abcdef" for c in v["Name"]))]
+    named = [
+        v
+        for v in (json.loads(body or b"{}").get("Volumes") or [])
+        if not (len(v.get("Name", "")) == 64 and all(c in "0123456789abcdef" for c in v["Name"]))
+    ]
     if named:
         found.append(f"{len(named)} named volume(s)")
     return ", ".join(found)
 
 
-def reap_once(settings, provider: Provider, now: _dt.datetime | None = None, check_daemon=daemon_busy) -> dict:
+def reap_once(
+    settings, provider: Provider, now: _dt.datetime | None = None, check_daemon=daemon_busy
+) -> dict:
     """One pass: fail overdue boots, delete what failed, delete members empty for the grace."""
     is_live = instances.is_live
     now = now or store.utcnow()
@@ -427,8 +491,11 @@ def reap_once(settings, provider: Provider, now: _dt.datetime | None = None, che
     for member in list(mine):
         if member.state == BUILDING:
             if (now - member.created_at).total_seconds() > provider.boot_timeout:
-                if fail(member.id, f"the instance did not register its agent within {provider.boot_timeout:g} s "
-                                   "([nova] boot_timeout)"):
+                if fail(
+                    member.id,
+                    f"the instance did not register its agent within {provider.boot_timeout:g} s "
+                    "([nova] boot_timeout)",
+                ):
                     done["failed"] += 1
             continue
         if member.state == FAILED:
@@ -465,7 +532,8 @@ def reap_once(settings, provider: Provider, now: _dt.datetime | None = None, che
                 PoolMember.update(empty_since=None).where(PoolMember.id == member.id).execute()
                 continue
             store.Instance.update(state=store.INSTANCE_DRAINING).where(
-                store.Instance.uuid == member.server_id).execute()
+                store.Instance.uuid == member.server_id
+            ).execute()
             PoolMember.update(state=DRAINING, updated_at=now).where(PoolMember.id == member.id).execute()
         if instance is not None:
             store.release_connection()  # none is held across network I/O
@@ -474,8 +542,12 @@ def reap_once(settings, provider: Provider, now: _dt.datetime | None = None, che
             except Exception as exc:  # noqa: BLE001
                 busy = f"its agent did not answer ({_one_line(exc)})"
             if busy:
-                log.info("instance %s has been empty in the map for %g s, but its daemon holds %s; keeping it",
-                         member.server_id, provider.empty_grace, busy)
+                log.info(
+                    "instance %s has been empty in the map for %g s, but its daemon holds %s; keeping it",
+                    member.server_id,
+                    provider.empty_grace,
+                    busy,
+                )
                 _undrain(member)
                 continue
         PoolMember.update(state=DELETING, updated_at=now).where(PoolMember.id == member.id).execute()
@@ -488,9 +560,11 @@ def reap_once(settings, provider: Provider, now: _dt.datetime | None = None, che
 def _undrain(member: PoolMember) -> None:
     with store.write_transaction():
         store.Instance.update(state=store.INSTANCE_UP).where(
-            (store.Instance.uuid == member.server_id) & (store.Instance.state == store.INSTANCE_DRAINING)).execute()
+            (store.Instance.uuid == member.server_id) & (store.Instance.state == store.INSTANCE_DRAINING)
+        ).execute()
         PoolMember.update(state=ACTIVE, empty_since=None, updated_at=store.utcnow()).where(
-            PoolMember.id == member.id).execute()
+            PoolMember.id == member.id
+        ).execute()
 
 
 def _delete_server(provider: Provider, member: PoolMember) -> bool:
@@ -499,7 +573,9 @@ def _delete_server(provider: Provider, member: PoolMember) -> bool:
         store.release_connection()
         try:
             if not provider.delete(member.server_id):
-                log.error("refusing to delete server %s: it does not carry this pool's mark", member.server_id)
+                log.error(
+                    "refusing to delete server %s: it does not carry this pool's mark", member.server_id
+                )
                 return False
         except Exception as exc:  # noqa: BLE001 (retried on the next pass)
             log.warning("deleting server %s failed (will retry): %s", member.server_id, _one_line(exc))
@@ -546,8 +622,9 @@ def forget_vanished(settings, provider: Provider, servers: list[dict]) -> int:
     one listing alone may be a listing's fault. Returns how many were forgotten."""
     existing = {server["id"] for server in servers}
     forgotten = 0
-    members = PoolMember.select().where((PoolMember.provider == provider.name)
-                                        & PoolMember.state.in_([ACTIVE, DRAINING]))
+    members = PoolMember.select().where(
+        (PoolMember.provider == provider.name) & PoolMember.state.in_([ACTIVE, DRAINING])
+    )
     for member in list(members):
         server_id = member.server_id
         if not server_id or server_id in existing:
@@ -559,12 +636,18 @@ def forget_vanished(settings, provider: Provider, servers: list[dict]) -> int:
             C = store.Container
             on_it = C.select(C.id).where(C.instance == server_id)
             store.Exec.delete().where(store.Exec.container.in_(on_it)).execute()
-            counts = {model.__name__.lower() + "s": model.delete().where(model.instance == server_id).execute()
-                      for model in (C, store.Network, store.Volume, store.ImagePresence)}
+            counts = {
+                model.__name__.lower() + "s": model.delete().where(model.instance == server_id).execute()
+                for model in (C, store.Network, store.Volume, store.ImagePresence)
+            }
             store.Instance.delete().where(store.Instance.uuid == server_id).execute()
             PoolMember.delete().where(PoolMember.id == member.id).execute()
-        log.warning("server %s was deleted outside Moorage and its agent is silent: forgot it and what ran on "
-                    "it (%s)", server_id, ", ".join(f"{n} {kind}" for kind, n in counts.items()))
+        log.warning(
+            "server %s was deleted outside Moorage and its agent is silent: forgot it and what ran on "
+            "it (%s)",
+            server_id,
+            ", ".join(f"{n} {kind}" for kind, n in counts.items()),
+        )
         forgotten += 1
     return forgotten
 
@@ -584,7 +667,9 @@ def start_reaper(settings) -> None:
         # the pool's decisions (boots, deletions) are the operator's business: to stderr, the
         # gateway's log, unless logging is configured otherwise
         handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s [%(process)d] %(name)s %(levelname)s %(message)s"))
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s [%(process)d] %(name)s %(levelname)s %(message)s")
+        )
         log.addHandler(handler)
         log.setLevel(logging.INFO)
     interval = float(settings.placement.get("reap_interval", 2) or 2)

@@ -88,7 +88,9 @@ def choose(order: str, settings, default_capacity: int, *, with_room: bool = Tru
     return next(iter(store.Instance.raw(sql, *params)), None)
 
 
-def place(request: PlacementRequest, settings, when_full: Callable[[], None] | None = None) -> Placement | None:
+def place(
+    request: PlacementRequest, settings, when_full: Callable[[], None] | None = None
+) -> Placement | None:
     """Check the project's container quotas, choose an instance and reserve a slot on it,
     atomically: one transaction that no other placement interleaves with, in any worker or
     replica (BEGIN IMMEDIATE on SQLite, an advisory lock on PostgreSQL).
@@ -116,11 +118,17 @@ def place(request: PlacementRequest, settings, when_full: Callable[[], None] | N
             if chosen is None:
                 raise DockerError(404, f"no such instance: {request.pinned} (label {PIN_LABEL})")
             if not is_live(chosen, settings) or chosen.state == store.INSTANCE_DRAINING:
-                raise DockerError(503, f"instance {chosen.uuid} is {chosen.state if chosen.state != 'up' else 'not answering'}; "
-                                       f"pin another instance or drop the {PIN_LABEL} label")
+                raise DockerError(
+                    503,
+                    f"instance {chosen.uuid} is {chosen.state if chosen.state != 'up' else 'not answering'}; "
+                    f"pin another instance or drop the {PIN_LABEL} label",
+                )
             if not has_room(chosen, default_capacity):
-                raise DockerError(409, f"instance {chosen.uuid} is full ({_capacity(chosen, default_capacity)} "
-                                       f"containers); pin another instance or drop the {PIN_LABEL} label")
+                raise DockerError(
+                    409,
+                    f"instance {chosen.uuid} is full ({_capacity(chosen, default_capacity)} "
+                    f"containers); pin another instance or drop the {PIN_LABEL} label",
+                )
         else:
             chosen = choose(order, settings, default_capacity)
             if chosen is None:
@@ -128,14 +136,26 @@ def place(request: PlacementRequest, settings, when_full: Callable[[], None] | N
                     when_full()
                     return None
                 if choose(STRATEGIES["fill"], settings, 0, with_room=False) is None:
-                    raise DockerError(503, "no instance is available to run containers: no agent is registered "
-                                           "and answering; ask the operator to check `moorage instances list`")
-                raise DockerError(503, "every instance is full and no more can be added: remove containers "
-                                       "you no longer need, or ask the operator for more capacity")
+                    raise DockerError(
+                        503,
+                        "no instance is available to run containers: no agent is registered "
+                        "and answering; ask the operator to check `moorage instances list`",
+                    )
+                raise DockerError(
+                    503,
+                    "every instance is full and no more can be added: remove containers "
+                    "you no longer need, or ask the operator for more capacity",
+                )
         if not request.probe:
-            store.Container.insert(id=reservation_id, project=request.project, name=request.name,
-                                   instance=chosen.uuid, labels=None, memory=request.memory,
-                                   nano_cpus=request.nano_cpus).execute()
+            store.Container.insert(
+                id=reservation_id,
+                project=request.project,
+                name=request.name,
+                instance=chosen.uuid,
+                labels=None,
+                memory=request.memory,
+                nano_cpus=request.nano_cpus,
+            ).execute()
     return Placement(chosen, reservation_id, request.memory, request.nano_cpus)
 
 
@@ -143,8 +163,11 @@ def name_conflict(name: str, holder_id: str) -> DockerError:
     """dockerd's own words for a name in use."""
     if holder_id.startswith(RESERVATION_PREFIX):
         holder_id = "(being created)"
-    return DockerError(409, f'Conflict. The container name "/{name}" is already in use by container "{holder_id}". '
-                            "You have to remove (or rename) that container to be able to reuse that name.")
+    return DockerError(
+        409,
+        f'Conflict. The container name "/{name}" is already in use by container "{holder_id}". '
+        "You have to remove (or rename) that container to be able to reuse that name.",
+    )
 
 
 def release(placement: Placement) -> None:
@@ -157,10 +180,19 @@ def confirm(placement: Placement, container_id: str, name: str, project: str, la
     with store.write_transaction():
         store.Container.delete().where(store.Container.id == placement.reservation_id).execute()
         # The daemon accepted this name, so any older row holding it is stale.
-        store.Container.delete().where((store.Container.project == project) & (store.Container.name == name)
-                                       & (store.Container.instance == placement.instance.uuid)).execute()
+        store.Container.delete().where(
+            (store.Container.project == project)
+            & (store.Container.name == name)
+            & (store.Container.instance == placement.instance.uuid)
+        ).execute()
         # An upsert both SQLite and PostgreSQL speak (a heartbeat may have adopted it already).
         C = store.Container
-        row = {C.project: project, C.name: name, C.instance: placement.instance.uuid, C.labels: labels or None,
-               C.memory: placement.memory, C.nano_cpus: placement.nano_cpus}
+        row = {
+            C.project: project,
+            C.name: name,
+            C.instance: placement.instance.uuid,
+            C.labels: labels or None,
+            C.memory: placement.memory,
+            C.nano_cpus: placement.nano_cpus,
+        }
         C.insert({C.id: container_id, **row}).on_conflict(conflict_target=[C.id], update=row).execute()

@@ -15,4 +15,11 @@ from gateway.tenancy.identity import (
     make_provider,
 )
 
-__all__ = ["PROJECT_LABEL", "EmbeddedIdentity", "Identity", "IdentityProvider", "authenticate", "make_provider"]
+__all__ = [
+    "PROJECT_LABEL",
+    "EmbeddedIdentity",
+    "Identity",
+    "IdentityProvider",
+    "authenticate",
+    "make_provider",
+]

@@ -40,8 +40,11 @@ class GoObject:
     def key(self, name: str) -> str | None:
         keys = self._keys.get(fold(name), [])
         if len(keys) > 1:
-            raise DockerError(400, f"{self.where} names the field {name} more than once "
-                                   f"({', '.join(sorted(keys))}); send it once")
+            raise DockerError(
+                400,
+                f"{self.where} names the field {name} more than once "
+                f"({', '.join(sorted(keys))}); send it once",
+            )
         return keys[0] if keys else None
 
     def get(self, name: str, default=None):

@@ -117,7 +117,9 @@ def authenticate(provider: IdentityProvider, headers: dict[str, str], connection
             pass
     missing = [name for name, value in ((TOKEN_HEADER, token), (PROJECT_HEADER, project)) if not value]
     if missing:
-        raise DockerError(401, f"authentication required: missing {' and '.join(missing)} header; {LOGIN_HINT}")
+        raise DockerError(
+            401, f"authentication required: missing {' and '.join(missing)} header; {LOGIN_HINT}"
+        )
     return provider.validate(token, project)
 
 

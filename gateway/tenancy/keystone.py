@@ -49,8 +49,10 @@ DEFAULT_CACHE_TTL = 60.0
 DEFAULT_CACHE_SIZE = 10000
 DEFAULT_NEGATIVE_TTL = 5.0
 
-REFRESH_HINT = ("get a new token with `moorage login --refresh` (after sourcing your OpenStack credentials) "
-                "and export the DOCKER_CONFIG it prints")
+REFRESH_HINT = (
+    "get a new token with `moorage login --refresh` (after sourcing your OpenStack credentials) "
+    "and export the DOCKER_CONFIG it prints"
+)
 
 
 @dataclass(frozen=True)
@@ -90,13 +92,17 @@ class KeystoneIdentity(IdentityProvider):
         self.validate_url = self.auth_url + "/auth/tokens?nocatalog"
         self.timeout = float(config.get("timeout", DEFAULT_TIMEOUT))
         self.cache_ttl = max(0.0, float(config.get("cache_ttl", DEFAULT_CACHE_TTL)))
-        self.negative_ttl = max(0.0, float(config.get("negative_cache_ttl",
-                                                      min(self.cache_ttl, DEFAULT_NEGATIVE_TTL))))
+        self.negative_ttl = max(
+            0.0, float(config.get("negative_cache_ttl", min(self.cache_ttl, DEFAULT_NEGATIVE_TTL)))
+        )
         self.cache_size = max(1, int(config.get("cache_size", DEFAULT_CACHE_SIZE)))
 
         auth_type = str(config.get("auth_type", "password"))
-        plugin_name = {"password": "v3password", "applicationcredential": "v3applicationcredential",
-                       "v3applicationcredential": "v3applicationcredential"}.get(auth_type, auth_type)
+        plugin_name = {
+            "password": "v3password",
+            "applicationcredential": "v3applicationcredential",
+            "v3applicationcredential": "v3applicationcredential",
+        }.get(auth_type, auth_type)
         try:
             loader = loading.get_plugin_loader(plugin_name)
         except Exception as exc:  # keystoneauth1's NoMatchingPlugin
@@ -115,8 +121,9 @@ class KeystoneIdentity(IdentityProvider):
         elif config.get("cafile"):
             verify = str(config["cafile"])
         # Built per worker (the gateway's factory runs after the fork): no shared sockets.
-        self.session = session.Session(auth=auth, verify=verify, timeout=self.timeout,
-                                       user_agent="moorage-gateway")
+        self.session = session.Session(
+            auth=auth, verify=verify, timeout=self.timeout, user_agent="moorage-gateway"
+        )
         self._cache: collections.OrderedDict[bytes, _Entry] = collections.OrderedDict()
         self._lock = threading.Lock()
 
@@ -153,21 +160,34 @@ class KeystoneIdentity(IdentityProvider):
 
     # -- Keystone -------------------------------------------------------------------------
     def _unavailable(self, why: str) -> DockerError:
-        return DockerError(503, f"identity service unavailable: {why}; the gateway cannot check tokens "
-                                "right now, try again shortly (operators: see the gateway log)")
+        return DockerError(
+            503,
+            f"identity service unavailable: {why}; the gateway cannot check tokens "
+            "right now, try again shortly (operators: see the gateway log)",
+        )
 
     def _ask(self, token: str) -> _Entry:
         from keystoneauth1 import exceptions as ksa_exc
 
         started = time.monotonic()
         try:
-            resp = self.session.get(self.validate_url, headers={"X-Subject-Token": token},
-                                    authenticated=True, raise_exc=False, log=False, timeout=self.timeout)
+            resp = self.session.get(
+                self.validate_url,
+                headers={"X-Subject-Token": token},
+                authenticated=True,
+                raise_exc=False,
+                log=False,
+                timeout=self.timeout,
+            )
         except ksa_exc.Unauthorized as exc:
             log.error("Keystone at %s refused the gateway's service credentials: %s", self.auth_url, exc)
             raise self._unavailable("Keystone refused the gateway's service credentials") from exc
-        except (ksa_exc.ConnectFailure, ksa_exc.ConnectionError, ksa_exc.RequestTimeout,
-                ksa_exc.DiscoveryFailure) as exc:
+        except (
+            ksa_exc.ConnectFailure,
+            ksa_exc.ConnectionError,
+            ksa_exc.RequestTimeout,
+            ksa_exc.DiscoveryFailure,
+        ) as exc:
             log.warning("Keystone at %s unreachable: %s", self.auth_url, type(exc).__name__)
             raise self._unavailable(f"cannot reach Keystone at {self.auth_url}") from exc
         except ksa_exc.HttpError as exc:  # during the service's own login
@@ -179,14 +199,19 @@ class KeystoneIdentity(IdentityProvider):
         elapsed = time.monotonic() - started
         status = resp.status_code
         if status == 404:
-            return _Entry(until=time.monotonic() + self.negative_ttl,
-                          reason="the token is not valid (expired, revoked, or not a Keystone token)")
+            return _Entry(
+                until=time.monotonic() + self.negative_ttl,
+                reason="the token is not valid (expired, revoked, or not a Keystone token)",
+            )
         if status == 401:  # after keystoneauth re-authenticated once: our own credentials
             log.error("Keystone at %s refused the gateway's own token after re-authenticating", self.auth_url)
             raise self._unavailable("Keystone refused the gateway's service credentials")
         if status == 403:
-            log.error("Keystone at %s: the gateway's service user may not validate tokens (403); "
-                      "give it the admin or service role", self.auth_url)
+            log.error(
+                "Keystone at %s: the gateway's service user may not validate tokens (403); "
+                "give it the admin or service role",
+                self.auth_url,
+            )
             raise self._unavailable("the gateway's service user may not validate tokens")
         if status != 200:
             log.warning("Keystone at %s answered %s to a token validation", self.auth_url, status)
@@ -203,12 +228,22 @@ class KeystoneIdentity(IdentityProvider):
         log.debug("token validated by Keystone in %.1f ms", elapsed * 1000)
         lifetime = expires_at - time.time()
         if not project or not project.get("id"):
-            return _Entry(until=time.monotonic() + min(self.negative_ttl, max(lifetime, 0)),
-                          reason="the token is not scoped to a project (set OS_PROJECT_NAME and log in again)")
-        identity = Identity(project_id=project["id"], project_name=project.get("name", ""),
-                            user_id=user.get("id", ""), user_name=user.get("name", ""), roles=roles)
-        return _Entry(until=time.monotonic() + min(self.cache_ttl, max(lifetime, 0)), identity=identity,
-                      expires_at=expires_at)
+            return _Entry(
+                until=time.monotonic() + min(self.negative_ttl, max(lifetime, 0)),
+                reason="the token is not scoped to a project (set OS_PROJECT_NAME and log in again)",
+            )
+        identity = Identity(
+            project_id=project["id"],
+            project_name=project.get("name", ""),
+            user_id=user.get("id", ""),
+            user_name=user.get("name", ""),
+            roles=roles,
+        )
+        return _Entry(
+            until=time.monotonic() + min(self.cache_ttl, max(lifetime, 0)),
+            identity=identity,
+            expires_at=expires_at,
+        )
 
     # -- the interface ----------------------------------------------------------------------
     def validate(self, token: str, project_id: str) -> Identity:

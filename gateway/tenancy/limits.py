@@ -49,7 +49,7 @@ def parse_bytes(value, key: str) -> int:
         return value
     match = _SIZE.match(str(value))
     if not match:
-        raise ValueError(f"[limits] {key} = {value!r}: expected bytes or a size such as \"512m\" or \"2g\"")
+        raise ValueError(f'[limits] {key} = {value!r}: expected bytes or a size such as "512m" or "2g"')
     return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
 
 
@@ -122,8 +122,9 @@ class Limits:
     def _over(self, what: str, key: str, amount: int, unit: str = "") -> None:
         limit = self.input[key]
         if amount > limit:
-            raise DockerError(400, f"{what} is {amount}{unit}; the limit is {limit}{unit} (limits.{key}); "
-                                   "send less")
+            raise DockerError(
+                400, f"{what} is {amount}{unit}; the limit is {limit}{unit} (limits.{key}); send less"
+            )
 
     def check_labels(self, labels, what: str = "label") -> None:
         """``what``: the singular noun for the message ("label", "build label")."""
@@ -135,7 +136,9 @@ class Limits:
             key_bytes = len(str(key).encode("utf-8", "replace"))
             value_bytes = len(value.encode("utf-8", "replace")) if isinstance(value, str) else 0
             self._over(f"the {what} key {str(key)[:40]!r}", "max_label_key_bytes", key_bytes, " bytes")
-            self._over(f"the value of {what} {str(key)[:40]!r}", "max_label_value_bytes", value_bytes, " bytes")
+            self._over(
+                f"the value of {what} {str(key)[:40]!r}", "max_label_value_bytes", value_bytes, " bytes"
+            )
             total += key_bytes + value_bytes
         self._over(f"the size of all {what}s", "max_labels_bytes", total, " bytes")
 
@@ -148,7 +151,9 @@ class Limits:
             if not isinstance(entry, str):
                 continue
             size = len(entry.encode("utf-8", "replace"))
-            self._over(f"the environment variable {entry.split('=', 1)[0][:60]!r}", "max_env_bytes", size, " bytes")
+            self._over(
+                f"the environment variable {entry.split('=', 1)[0][:60]!r}", "max_env_bytes", size, " bytes"
+            )
             total += size
         self._over("the size of the environment", "max_env_total_bytes", total, " bytes")
 

@@ -39,8 +39,18 @@ DEFAULT_MIN_LIFETIME = 3600
 TIMEOUT = 30
 
 # Options that choose a scope: an application credential carries its own project.
-SCOPE_OPTIONS = {"project_id", "project_name", "project_domain_id", "project_domain_name", "domain_id",
-                 "domain_name", "system_scope", "trust_id", "default_domain_id", "default_domain_name"}
+SCOPE_OPTIONS = {
+    "project_id",
+    "project_name",
+    "project_domain_id",
+    "project_domain_name",
+    "domain_id",
+    "domain_name",
+    "system_scope",
+    "trust_id",
+    "default_domain_id",
+    "default_domain_name",
+}
 
 
 class LoginError(Exception):
@@ -57,6 +67,7 @@ def _say(msg: str) -> None:
 
 # --- credentials -------------------------------------------------------------------------------
 
+
 def _truthy(value) -> bool:
     return str(value).strip().lower() in ("1", "true", "yes", "on")
 
@@ -66,7 +77,8 @@ def _from_env(env: dict) -> tuple[str, dict, bool | str]:
     auth_type = env.get("OS_AUTH_TYPE") or (
         "v3applicationcredential"
         if env.get("OS_APPLICATION_CREDENTIAL_ID") or env.get("OS_APPLICATION_CREDENTIAL_NAME")
-        else "password")
+        else "password"
+    )
     loader = _loader(auth_type)
     options = {}
     for opt in loader.get_options():
@@ -87,14 +99,19 @@ def _clouds_files(env: dict) -> list[str]:
         return [env["OS_CLIENT_CONFIG_FILE"]]
     home = os.path.expanduser("~")
     config_home = env.get("XDG_CONFIG_HOME") or os.path.join(home, ".config")
-    return [os.path.join(os.getcwd(), "clouds.yaml"), os.path.join(config_home, "openstack", "clouds.yaml"),
-            "/etc/openstack/clouds.yaml"]
+    return [
+        os.path.join(os.getcwd(), "clouds.yaml"),
+        os.path.join(config_home, "openstack", "clouds.yaml"),
+        "/etc/openstack/clouds.yaml",
+    ]
 
 
 def _merge(base: dict, extra: dict) -> dict:
     out = dict(base)
     for key, value in extra.items():
-        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        out[key] = (
+            _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        )
     return out
 
 
@@ -103,8 +120,11 @@ def _from_cloud(name: str, env: dict) -> tuple[str, dict, bool | str]:
     try:
         import yaml
     except ImportError as exc:
-        raise LoginError("reading clouds.yaml needs PyYAML (pip install pyyaml); or source an openrc "
-                         "file and run `moorage login` without --os-cloud", 2) from exc
+        raise LoginError(
+            "reading clouds.yaml needs PyYAML (pip install pyyaml); or source an openrc "
+            "file and run `moorage login` without --os-cloud",
+            2,
+        ) from exc
     searched = _clouds_files(env)
     cloud = None
     source = ""
@@ -150,7 +170,9 @@ def _loader(auth_type: str):
     try:
         return loading.get_plugin_loader(auth_type)
     except ksa_exc.NoMatchingPlugin as exc:
-        raise LoginError(f"unknown auth type {auth_type!r} (use password or v3applicationcredential)", 2) from exc
+        raise LoginError(
+            f"unknown auth type {auth_type!r} (use password or v3applicationcredential)", 2
+        ) from exc
 
 
 def _check_options(auth_type: str, options: dict, from_cloud: bool) -> None:
@@ -174,8 +196,9 @@ def _check_options(auth_type: str, options: dict, from_cloud: bool) -> None:
         if from_cloud:
             raise LoginError(f"the cloud's auth section lacks {', '.join(missing)}", 2)
         names = ", ".join("OS_" + m.upper() for m in missing)
-        raise LoginError(f"{names} not set: source your OpenStack credentials (an openrc file) or use "
-                         "--os-cloud NAME", 2)
+        raise LoginError(
+            f"{names} not set: source your OpenStack credentials (an openrc file) or use --os-cloud NAME", 2
+        )
 
 
 def _plugin(auth_type: str, options: dict):
@@ -193,6 +216,7 @@ def _plugin(auth_type: str, options: dict):
 
 # --- the docker config dir ---------------------------------------------------------------------
 
+
 def default_config_dir(project: str) -> str:
     safe = re.sub(r"[^A-Za-z0-9_.-]", "_", project) or "project"
     return os.path.join(os.path.expanduser("~"), ".moorage", f"docker-config-{safe}")
@@ -201,8 +225,11 @@ def default_config_dir(project: str) -> str:
 def _check_not_default(config_dir: str) -> None:
     default = os.path.realpath(os.path.expanduser("~/.docker"))
     if os.path.realpath(config_dir) == default:
-        raise LoginError(f"refusing to write a token into {default}: the docker CLI would send it to every "
-                         "daemon it talks to; use a dedicated --config-dir", 2)
+        raise LoginError(
+            f"refusing to write a token into {default}: the docker CLI would send it to every "
+            "daemon it talks to; use a dedicated --config-dir",
+            2,
+        )
 
 
 def _read_json(path: str) -> dict:
@@ -229,14 +256,17 @@ def _write_private(path: str, data: dict) -> None:
         raise
 
 
-def write_config_dir(config_dir: str, token: str, project_id: str, meta: dict,
-                     all_projects: bool | None = None) -> None:
+def write_config_dir(
+    config_dir: str, token: str, project_id: str, meta: dict, all_projects: bool | None = None
+) -> None:
     os.makedirs(config_dir, mode=0o700, exist_ok=True)
     os.chmod(config_dir, 0o700)
     path = os.path.join(config_dir, "config.json")
     config = _read_json(path)
     headers = config.get("HttpHeaders") if isinstance(config.get("HttpHeaders"), dict) else {}
-    headers = {k: v for k, v in headers.items() if k.lower() not in (TOKEN_HEADER.lower(), PROJECT_HEADER.lower())}
+    headers = {
+        k: v for k, v in headers.items() if k.lower() not in (TOKEN_HEADER.lower(), PROJECT_HEADER.lower())
+    }
     headers[TOKEN_HEADER] = token
     headers[PROJECT_HEADER] = project_id
     if all_projects is not None:
@@ -263,8 +293,14 @@ def _still_good(session, auth_url: str, token: str, project_id: str, min_lifetim
     url = auth_url.rstrip("/")
     url = (url if url.endswith("/v3") else url + "/v3") + "/auth/tokens?nocatalog"
     try:
-        resp = session.get(url, headers={"X-Auth-Token": token, "X-Subject-Token": token},
-                           authenticated=False, raise_exc=False, log=False, timeout=TIMEOUT)
+        resp = session.get(
+            url,
+            headers={"X-Auth-Token": token, "X-Subject-Token": token},
+            authenticated=False,
+            raise_exc=False,
+            log=False,
+            timeout=TIMEOUT,
+        )
         if resp.status_code != 200:
             return None
         body = resp.json()["token"]
@@ -303,6 +339,7 @@ def _lifetime(expires: datetime.datetime) -> str:
 
 # --- the command -------------------------------------------------------------------------------
 
+
 def login(args, env: dict | None = None) -> tuple[str, str | None]:
     """Do the work; returns (config dir, docker host or None). Raises LoginError."""
     from keystoneauth1 import exceptions as ksa_exc
@@ -336,27 +373,35 @@ def login(args, env: dict | None = None) -> tuple[str, str | None]:
             if body is not None:
                 expires = _parse_time(body["expires_at"])
                 project = body.get("project") or {}
-                _say(f"still logged in to project {project.get('name', '?')} ({project.get('id')}) as "
-                     f"{(body.get('user') or {}).get('name', '?')}; the token in {config_dir} expires at "
-                     f"{expires:%Y-%m-%d %H:%M:%S} UTC ({_lifetime(expires)}); `moorage login --refresh` "
-                     "re-issues it")
+                _say(
+                    f"still logged in to project {project.get('name', '?')} ({project.get('id')}) as "
+                    f"{(body.get('user') or {}).get('name', '?')}; the token in {config_dir} expires at "
+                    f"{expires:%Y-%m-%d %H:%M:%S} UTC ({_lifetime(expires)}); `moorage login --refresh` "
+                    "re-issues it"
+                )
                 return config_dir, args.host
 
     try:
         access = plugin.get_access(session)
     except ksa_exc.Unauthorized as exc:
-        raise LoginError(f"Keystone at {auth_url} refused the credentials from {where} (HTTP 401): check the "
-                         "user name, password or application credential, and the project") from exc
+        raise LoginError(
+            f"Keystone at {auth_url} refused the credentials from {where} (HTTP 401): check the "
+            "user name, password or application credential, and the project"
+        ) from exc
     except (ksa_exc.ConnectionError, ksa_exc.DiscoveryFailure) as exc:
-        raise LoginError(f"cannot reach Keystone at {auth_url} ({type(exc).__name__}): check OS_AUTH_URL "
-                         "and your network") from exc
+        raise LoginError(
+            f"cannot reach Keystone at {auth_url} ({type(exc).__name__}): check OS_AUTH_URL and your network"
+        ) from exc
     except ksa_exc.HttpError as exc:
         raise LoginError(f"Keystone at {auth_url} answered {exc.http_status}: {exc.message}") from exc
     except ksa_exc.ClientException as exc:
         raise LoginError(f"logging in to Keystone at {auth_url} failed: {exc}") from exc
     if not access.project_id:
-        raise LoginError("Keystone issued a token that is not scoped to a project: set OS_PROJECT_NAME (and "
-                         "OS_PROJECT_DOMAIN_NAME), or use a project's application credential", 2)
+        raise LoginError(
+            "Keystone issued a token that is not scoped to a project: set OS_PROJECT_NAME (and "
+            "OS_PROJECT_DOMAIN_NAME), or use a project's application credential",
+            2,
+        )
     project_name = access.project_name or access.project_id
     if config_dir is None:
         config_dir = default_config_dir(project_name)
@@ -364,16 +409,28 @@ def login(args, env: dict | None = None) -> tuple[str, str | None]:
     expires = access.expires
     if expires.tzinfo is None:
         expires = expires.replace(tzinfo=datetime.UTC)
-    meta = {"auth_url": auth_url, "project_id": access.project_id, "project_name": project_name,
-            "user_id": access.user_id, "user_name": access.username,
-            "expires_at": expires.astimezone(datetime.UTC).isoformat(),
-            "issued_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-            "note": "written by `moorage login`; the token itself is in config.json"}
-    write_config_dir(config_dir, access.auth_token, access.project_id, meta,
-                     all_projects=getattr(args, "all_projects", None))
-    _say(f"logged in to project {project_name} ({access.project_id}) as {access.username}; the token in "
-         f"{config_dir}/config.json expires at {expires.astimezone(datetime.UTC):%Y-%m-%d %H:%M:%S} UTC "
-         f"({_lifetime(expires)}); `moorage login --refresh` re-issues it")
+    meta = {
+        "auth_url": auth_url,
+        "project_id": access.project_id,
+        "project_name": project_name,
+        "user_id": access.user_id,
+        "user_name": access.username,
+        "expires_at": expires.astimezone(datetime.UTC).isoformat(),
+        "issued_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "note": "written by `moorage login`; the token itself is in config.json",
+    }
+    write_config_dir(
+        config_dir,
+        access.auth_token,
+        access.project_id,
+        meta,
+        all_projects=getattr(args, "all_projects", None),
+    )
+    _say(
+        f"logged in to project {project_name} ({access.project_id}) as {access.username}; the token in "
+        f"{config_dir}/config.json expires at {expires.astimezone(datetime.UTC):%Y-%m-%d %H:%M:%S} UTC "
+        f"({_lifetime(expires)}); `moorage login --refresh` re-issues it"
+    )
     return config_dir, args.host
 
 
@@ -395,21 +452,43 @@ def cmd_login(args) -> int:
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Add `login` to `moorage`'s subcommands (gateway.cli)."""
     p = subparsers.add_parser(
-        "login", help="get a Keystone token and write a docker config dir that sends it",
+        "login",
+        help="get a Keystone token and write a docker config dir that sends it",
         description=__doc__.split("\n\n")[0] + "\n\n" + __doc__.split("\n\n", 2)[2],
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--os-cloud", metavar="NAME", help="a cloud of clouds.yaml (default: $OS_CLOUD when "
-                   "OS_AUTH_URL is not set)")
-    p.add_argument("--config-dir", metavar="DIR", help="the docker config dir to write (default "
-                   "~/.moorage/docker-config-PROJECT); never ~/.docker")
-    p.add_argument("--host", default=os.environ.get("MOORAGE_HOST") or None, metavar="URL",
-                   help="the Moorage endpoint to print as DOCKER_HOST (default: $MOORAGE_HOST)")
-    p.add_argument("--all-projects", action="store_true", default=None,
-                   help="operators (admin role, where the gateway enables its admin view): list every "
-                        "project's objects")
-    p.add_argument("--refresh", action="store_true", help="issue a new token even if the one held still lives")
-    p.add_argument("--min-lifetime", type=float, default=DEFAULT_MIN_LIFETIME, metavar="SECONDS",
-                   help=f"keep a held token only if it lives this much longer (default {DEFAULT_MIN_LIFETIME})")
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--os-cloud",
+        metavar="NAME",
+        help="a cloud of clouds.yaml (default: $OS_CLOUD when OS_AUTH_URL is not set)",
+    )
+    p.add_argument(
+        "--config-dir",
+        metavar="DIR",
+        help="the docker config dir to write (default ~/.moorage/docker-config-PROJECT); never ~/.docker",
+    )
+    p.add_argument(
+        "--host",
+        default=os.environ.get("MOORAGE_HOST") or None,
+        metavar="URL",
+        help="the Moorage endpoint to print as DOCKER_HOST (default: $MOORAGE_HOST)",
+    )
+    p.add_argument(
+        "--all-projects",
+        action="store_true",
+        default=None,
+        help="operators (admin role, where the gateway enables its admin view): list every project's objects",
+    )
+    p.add_argument(
+        "--refresh", action="store_true", help="issue a new token even if the one held still lives"
+    )
+    p.add_argument(
+        "--min-lifetime",
+        type=float,
+        default=DEFAULT_MIN_LIFETIME,
+        metavar="SECONDS",
+        help=f"keep a held token only if it lives this much longer (default {DEFAULT_MIN_LIFETIME})",
+    )
     p.set_defaults(func=cmd_login)
     return p
 

@@ -79,7 +79,9 @@ def parse_value(resource: str, value) -> int:
         try:
             cpus = float(text)
         except ValueError:
-            raise QuotaValueError(f"quota cpus: expected a number of CPUs like 2 or 0.5, not {value!r}") from None
+            raise QuotaValueError(
+                f"quota cpus: expected a number of CPUs like 2 or 0.5, not {value!r}"
+            ) from None
         if cpus < 0 or cpus != cpus or cpus == float("inf"):
             raise QuotaValueError(f"quota cpus: expected 0 or more CPUs (-1: unlimited), not {value!r}")
         return int(round(cpus * NANO))
@@ -131,7 +133,9 @@ def container_request(host_config) -> tuple[int, int]:
 
     def number(key: str) -> int:
         value = host_config.get(key)
-        return int(value) if isinstance(value, int | float) and not isinstance(value, bool) and value > 0 else 0
+        return (
+            int(value) if isinstance(value, int | float) and not isinstance(value, bool) and value > 0 else 0
+        )
 
     memory, nano_cpus = number("Memory"), number("NanoCpus")
     if not nano_cpus and number("CpuQuota"):
@@ -167,8 +171,10 @@ def _counted_rows(project: str, resource: str) -> int:
         return store.Network.select().where(store.Network.project == project).count()
     if resource == "images":
         model = store.ImageRef
-        return (model.select(peewee.fn.COUNT(model.image_id.distinct()))
-                .where(model.project == project).scalar() or 0)
+        return (
+            model.select(peewee.fn.COUNT(model.image_id.distinct())).where(model.project == project).scalar()
+            or 0
+        )
     raise ValueError(resource)
 
 
@@ -182,9 +188,12 @@ def usage(project: str) -> dict[str, int]:
 
 
 def exceeded(project: str, resource: str, limit: int, used: int, extra: str = "") -> DockerError:
-    return DockerError(403, f"quota exceeded for {resource} in project {project}: limit "
-                            f"{format_value(resource, limit)}, in use {format_value(resource, used)}{extra}; "
-                            f"{ADVICE[resource]} or ask your operator to raise it (moorage quota set)")
+    return DockerError(
+        403,
+        f"quota exceeded for {resource} in project {project}: limit "
+        f"{format_value(resource, limit)}, in use {format_value(resource, used)}{extra}; "
+        f"{ADVICE[resource]} or ask your operator to raise it (moorage quota set)",
+    )
 
 
 # -- checks -------------------------------------------------------------------------------------
@@ -202,22 +211,37 @@ def check_container(project: str, memory: int, nano_cpus: int, settings) -> None
         if cap is None:
             continue
         if asked <= 0:
-            raise DockerError(403, f"project {project} has a {resource} quota ({format_value(resource, cap)}): "
-                                   f"every container must set its {resource} limit; run it with {flag} "
-                                   f"(docker run {flag} ...), or ask your operator to lift the quota "
-                                   f"(moorage quota set {project} {resource}=unlimited)")
+            raise DockerError(
+                403,
+                f"project {project} has a {resource} quota ({format_value(resource, cap)}): "
+                f"every container must set its {resource} limit; run it with {flag} "
+                f"(docker run {flag} ...), or ask your operator to lift the quota "
+                f"(moorage quota set {project} {resource}=unlimited)",
+            )
         if used[resource] + asked > cap:
-            raise exceeded(project, resource, cap, used[resource],
-                           f", this container asks {format_value(resource, asked)}")
+            raise exceeded(
+                project,
+                resource,
+                cap,
+                used[resource],
+                f", this container asks {format_value(resource, asked)}",
+            )
 
 
 def usage_containers(project: str) -> dict[str, int]:
     C = store.Container
     # COUNT(*), not COUNT(id): the whole answer then comes from the container_project_usage
     # index (project, memory, nano_cpus), never from the rows.
-    count, memory, nano = (C.select(peewee.fn.COUNT(peewee.SQL("*")), peewee.fn.COALESCE(peewee.fn.SUM(C.memory), 0),
-                                    peewee.fn.COALESCE(peewee.fn.SUM(C.nano_cpus), 0))
-                           .where(C.project == project).tuples().get())
+    count, memory, nano = (
+        C.select(
+            peewee.fn.COUNT(peewee.SQL("*")),
+            peewee.fn.COALESCE(peewee.fn.SUM(C.memory), 0),
+            peewee.fn.COALESCE(peewee.fn.SUM(C.nano_cpus), 0),
+        )
+        .where(C.project == project)
+        .tuples()
+        .get()
+    )
     return {"containers": int(count), "memory": int(memory), "cpus": int(nano)}
 
 
@@ -275,8 +299,9 @@ def confirm(reservation: Reservation, record: Callable[[], object] | None = None
     return result
 
 
-def settle_images(reservation: Reservation | None, project: str, image_ids, record: Callable[[], object],
-                  settings):
+def settle_images(
+    reservation: Reservation | None, project: str, image_ids, record: Callable[[], object], settings
+):
     """An operation that may have added images to ``project`` (pull, import, build, load, commit,
     tag) is done and made ``image_ids``: check again that the ones the project does not hold yet
     fit its images quota, and record them (``record()``), dropping ``reservation``, in one
@@ -293,15 +318,25 @@ def settle_images(reservation: Reservation | None, project: str, image_ids, reco
             limit = limits(project, settings)["images"]
             if limit is not None and ids:
                 IR = store.ImageRef
-                held = {row.image_id for row in IR.select(IR.image_id).where(
-                    (IR.project == project) & IR.image_id.in_(sorted(ids)))}
+                held = {
+                    row.image_id
+                    for row in IR.select(IR.image_id).where(
+                        (IR.project == project) & IR.image_id.in_(sorted(ids))
+                    )
+                }
                 fresh = len(ids - held)
                 if fresh:
                     used = _counted_rows(project, "images") + _live_reservations(
-                        project, "images", besides=reservation.id if reservation else None)
+                        project, "images", besides=reservation.id if reservation else None
+                    )
                     if used + fresh > limit:
-                        raise exceeded(project, "images", limit, used,
-                                       f", this request adds {fresh}" if fresh > 1 or used < limit else "")
+                        raise exceeded(
+                            project,
+                            "images",
+                            limit,
+                            used,
+                            f", this request adds {fresh}" if fresh > 1 or used < limit else "",
+                        )
             result = record()
             release(reservation)
         return result
@@ -347,10 +382,13 @@ def set_limits(project: str, values: dict[str, int]) -> None:
     with store.write_transaction():
         for resource, value in values.items():
             store.Quota.insert(project=project, resource=resource, value=value).on_conflict(
-                conflict_target=[store.Quota.project, store.Quota.resource],
-                update={store.Quota.value: value}).execute()
+                conflict_target=[store.Quota.project, store.Quota.resource], update={store.Quota.value: value}
+            ).execute()
 
 
 def unset_limits(project: str, resources: list[str]) -> int:
-    return store.Quota.delete().where((store.Quota.project == project)
-                                      & (store.Quota.resource.in_(resources))).execute()
+    return (
+        store.Quota.delete()
+        .where((store.Quota.project == project) & (store.Quota.resource.in_(resources)))
+        .execute()
+    )

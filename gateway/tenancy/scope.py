@@ -31,17 +31,52 @@ DEFAULT_BRIDGE_MODES = ("", "default", "bridge")
 DEFAULT_BRIDGE_LABEL = "org.openstack.moorage.default-bridge"
 # What dockerd fills in the top level of NetworkSettings for the default bridge only (and
 # clients read, e.g. .NetworkSettings.IPAddress): copied from the project's bridge endpoint.
-_LEGACY_ENDPOINT_FIELDS = ("EndpointID", "Gateway", "GlobalIPv6Address", "GlobalIPv6PrefixLen",
-                           "IPAddress", "IPPrefixLen", "IPv6Gateway", "MacAddress")
+_LEGACY_ENDPOINT_FIELDS = (
+    "EndpointID",
+    "Gateway",
+    "GlobalIPv6Address",
+    "GlobalIPv6PrefixLen",
+    "IPAddress",
+    "IPPrefixLen",
+    "IPv6Gateway",
+    "MacAddress",
+)
 
 
 # A create body's fields that are not host settings (dockerd's container.Config, and the
 # networking config): a body of these alone is one without host settings.
-_CONFIG_FIELDS = frozenset(name.lower() for name in (
-    "Hostname", "Domainname", "User", "AttachStdin", "AttachStdout", "AttachStderr", "ExposedPorts",
-    "Tty", "OpenStdin", "StdinOnce", "Env", "Cmd", "Healthcheck", "ArgsEscaped", "Image", "Volumes",
-    "WorkingDir", "Entrypoint", "NetworkDisabled", "MacAddress", "OnBuild", "Labels", "StopSignal",
-    "StopTimeout", "Shell", "HostConfig", "NetworkingConfig"))
+_CONFIG_FIELDS = frozenset(
+    name.lower()
+    for name in (
+        "Hostname",
+        "Domainname",
+        "User",
+        "AttachStdin",
+        "AttachStdout",
+        "AttachStderr",
+        "ExposedPorts",
+        "Tty",
+        "OpenStdin",
+        "StdinOnce",
+        "Env",
+        "Cmd",
+        "Healthcheck",
+        "ArgsEscaped",
+        "Image",
+        "Volumes",
+        "WorkingDir",
+        "Entrypoint",
+        "NetworkDisabled",
+        "MacAddress",
+        "OnBuild",
+        "Labels",
+        "StopSignal",
+        "StopTimeout",
+        "Shell",
+        "HostConfig",
+        "NetworkingConfig",
+    )
+)
 
 
 def default_bridge(project: str) -> str:
@@ -61,8 +96,11 @@ class CreateScope:
 
     def need(self, instance_uuid: str, reason: str) -> None:
         if self.instance and self.instance != instance_uuid:
-            raise DockerError(409, f"{reason} and {self.reason} are on different instances, and a container "
-                                   "runs on one: create it with references that live together")
+            raise DockerError(
+                409,
+                f"{reason} and {self.reason} are on different instances, and a container "
+                "runs on one: create it with references that live together",
+            )
         self.instance, self.reason = instance_uuid, reason
 
 
@@ -98,7 +136,9 @@ def container_for_daemon(project: str, ref: str, scope: CreateScope | None = Non
 def _container_mode(project: str, mode, scope: CreateScope, what: str):
     """``container:X`` modes (network, pid, ipc) name one of the tenant's containers."""
     if isinstance(mode, str) and mode.startswith("container:"):
-        return "container:" + container_for_daemon(project, mode[len("container:"):], scope, f"--{what} container:")
+        return "container:" + container_for_daemon(
+            project, mode[len("container:") :], scope, f"--{what} container:"
+        )
     return mode
 
 
@@ -176,8 +216,11 @@ def _host_config(project: str, hc: dict, scope: CreateScope) -> None:
     mounts = hc.get("Mounts")
     if isinstance(mounts, list):
         for mount in mounts:
-            if isinstance(mount, dict) and (mount.get("Type") or "volume") == "volume" \
-                    and isinstance(mount.get("Source"), str):
+            if (
+                isinstance(mount, dict)
+                and (mount.get("Type") or "volume") == "volume"
+                and isinstance(mount.get("Source"), str)
+            ):
                 mount["Source"] = _volume_source(project, mount["Source"], scope)
 
 
@@ -235,8 +278,10 @@ def container_create(project: str, body: dict, tenant_name: str) -> CreateScope:
         networking = body.get("NetworkingConfig")
         endpoints = networking.get("EndpointsConfig") if isinstance(networking, dict) else None
         if not endpoints:
-            body["NetworkingConfig"] = {**(networking if isinstance(networking, dict) else {}),
-                                        "EndpointsConfig": {"default": {}}}
+            body["NetworkingConfig"] = {
+                **(networking if isinstance(networking, dict) else {}),
+                "EndpointsConfig": {"default": {}},
+            }
     elif holder.get("NetworkMode") is None or holder.get("NetworkMode") == "":
         holder["NetworkMode"] = _network_name(project, "default", scope)
     network_mode = holder.get("NetworkMode") or ""
@@ -250,8 +295,9 @@ def container_create(project: str, body: dict, tenant_name: str) -> CreateScope:
     networking = body.get("NetworkingConfig")
     endpoints = networking.get("EndpointsConfig") if isinstance(networking, dict) else None
     if isinstance(endpoints, dict):
-        networking["EndpointsConfig"] = {_network_name(project, ref, scope): endpoint
-                                         for ref, endpoint in endpoints.items()}
+        networking["EndpointsConfig"] = {
+            _network_name(project, ref, scope): endpoint for ref, endpoint in endpoints.items()
+        }
     if network_mode == bridge and isinstance(links, list) and links:
         # On any network but its own default bridge dockerd reads links from the endpoint
         # (as the docker CLI sends them for user-defined networks), not from HostConfig.
@@ -259,8 +305,13 @@ def container_create(project: str, body: dict, tenant_name: str) -> CreateScope:
     # On a user-defined network dockerd makes a container's name resolvable, but that is the
     # daemon's name: the tenant's name is added as an alias, so its containers find each
     # other as they named them.
-    if tenant_name and isinstance(network_mode, str) and network_mode not in PLAIN_NETWORK_MODES \
-            and network_mode != bridge and not network_mode.startswith("container:"):
+    if (
+        tenant_name
+        and isinstance(network_mode, str)
+        and network_mode not in PLAIN_NETWORK_MODES
+        and network_mode != bridge
+        and not network_mode.startswith("container:")
+    ):
         _add_to_endpoint(body, network_mode, "Aliases", [tenant_name])
     return scope
 
@@ -292,7 +343,12 @@ def hide_added_aliases(container: dict) -> None:
         return
     for endpoint in networks.values():
         aliases = endpoint.get("Aliases") if isinstance(endpoint, dict) else None
-        if isinstance(aliases, list) and len(aliases) >= 2 and aliases[-1] == short_id and aliases[-2] == name:
+        if (
+            isinstance(aliases, list)
+            and len(aliases) >= 2
+            and aliases[-1] == short_id
+            and aliases[-2] == name
+        ):
             del aliases[-2]
 
 
@@ -315,8 +371,10 @@ def show_default_bridge(project: str, container: dict) -> None:
     if isinstance(links, list) and links and isinstance(hc, dict) and not hc.get("Links"):
         # Where dockerd shows links of its default bridge (containers.create moved them).
         me = str(container.get("Name", ""))
-        hc["Links"] = [f"/{target}:{me}/{alias or target}" for target, _, alias in
-                       (str(link).partition(":") for link in links)]
+        hc["Links"] = [
+            f"/{target}:{me}/{alias or target}"
+            for target, _, alias in (str(link).partition(":") for link in links)
+        ]
         endpoint["Links"] = None
     if "IPAddress" in settings and not settings.get("IPAddress"):  # inspect's shape, not ps's
         for key in _LEGACY_ENDPOINT_FIELDS:
@@ -343,8 +401,10 @@ def strip_names(project: str, value):
         if isinstance(value, str):
             return value.replace(end, "") if end in value else value
         if isinstance(value, dict):
-            return {(k.replace(end, "") if isinstance(k, str) and end in k else k): strip(v)
-                    for k, v in value.items()}
+            return {
+                (k.replace(end, "") if isinstance(k, str) and end in k else k): strip(v)
+                for k, v in value.items()
+            }
         if isinstance(value, list):
             return [strip(item) for item in value]
         return value

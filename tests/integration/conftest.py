@@ -27,7 +27,7 @@ def read_env(path: str) -> dict[str, str]:
         for line in fh:
             line = line.strip()
             if line.startswith("export "):
-                key, _, value = line[len("export "):].partition("=")
+                key, _, value = line[len("export ") :].partition("=")
                 env[key] = " ".join(shlex.split(value))
     return env
 
@@ -45,32 +45,49 @@ class Stack:
 
     def http(self, method: str, path: str, tenant: str | None = "alpha", **kw) -> requests.Response:
         headers = {**(self.headers(tenant) if tenant else {}), **kw.pop("headers", {})}
-        return requests.request(method, self.gateway + path, headers=headers, timeout=kw.pop("timeout", 30), **kw)
+        return requests.request(
+            method, self.gateway + path, headers=headers, timeout=kw.pop("timeout", 30), **kw
+        )
 
     def direct_http(self, method: str, path: str, **kw) -> requests.Response:
         import requests_unixsocket
 
-        sock = self.direct[len("unix://"):].replace("/", "%2F")
+        sock = self.direct[len("unix://") :].replace("/", "%2F")
         with requests_unixsocket.Session() as session:
             return session.request(method, f"http+unix://{sock}{path}", timeout=kw.pop("timeout", 30), **kw)
 
-    def docker(self, *args: str, tenant: str | None = "alpha", direct: bool = False, input: bytes | None = None,
-               timeout: float = 60, env: dict | None = None) -> subprocess.CompletedProcess:
+    def docker(
+        self,
+        *args: str,
+        tenant: str | None = "alpha",
+        direct: bool = False,
+        input: bytes | None = None,
+        timeout: float = 60,
+        env: dict | None = None,
+    ) -> subprocess.CompletedProcess:
         """The real docker CLI, through Moorage (as a tenant) or straight at the daemon."""
         run_env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
         run_env["DOCKER_HOST"] = self.direct if direct else self.env["DOCKER_HOST"]
-        run_env["DOCKER_CONFIG"] = (self.env[f"MOORAGE_CONFIG_{tenant}"] if tenant and not direct
-                                    else tempfile.mkdtemp(prefix="docker-config-"))
+        run_env["DOCKER_CONFIG"] = (
+            self.env[f"MOORAGE_CONFIG_{tenant}"]
+            if tenant and not direct
+            else tempfile.mkdtemp(prefix="docker-config-")
+        )
         run_env.update(env or {})
         return subprocess.run([DOCKER, *args], input=input, capture_output=True, timeout=timeout, env=run_env)
 
     def admin(self, *args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([*shlex.split(self.env["MOORAGE_ADMIN"]), *args], capture_output=True,
-                              text=True, timeout=60)
+        return subprocess.run(
+            [*shlex.split(self.env["MOORAGE_ADMIN"]), *args], capture_output=True, text=True, timeout=60
+        )
 
     def devstack(self, *args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, DEVSTACK, *args[:1], self.dir, *args[1:]], capture_output=True,
-                              text=True, timeout=180)
+        return subprocess.run(
+            [sys.executable, DEVSTACK, *args[:1], self.dir, *args[1:]],
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
 
 
 @pytest.fixture(scope="session")
@@ -80,13 +97,20 @@ def stack():
         yield Stack(read_env(reuse), os.path.dirname(reuse))
         return
     directory = tempfile.mkdtemp(prefix="moorage-it-")
-    up = subprocess.run([sys.executable, DEVSTACK, "up", directory, "--hosts", "2"], capture_output=True, text=True, timeout=300)
+    up = subprocess.run(
+        [sys.executable, DEVSTACK, "up", directory, "--hosts", "2"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     if up.returncode != 0:
         pytest.fail(f"devstack up failed:\n{up.stderr}")
     try:
         yield Stack(read_env(os.path.join(directory, "env")), directory)
     finally:
-        subprocess.run([sys.executable, DEVSTACK, "down", directory, "--purge"], capture_output=True, timeout=180)
+        subprocess.run(
+            [sys.executable, DEVSTACK, "down", directory, "--purge"], capture_output=True, timeout=180
+        )
 
 
 @pytest.fixture
@@ -118,5 +142,8 @@ def unique(request):
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "postgres: brings up its own `scripts/devstack up DIR --postgres --replicas 2` "
-                                       "stack (scripts/test --lane postgres)")
+    config.addinivalue_line(
+        "markers",
+        "postgres: brings up its own `scripts/devstack up DIR --postgres --replicas 2` "
+        "stack (scripts/test --lane postgres)",
+    )

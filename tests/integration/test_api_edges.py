@@ -14,8 +14,12 @@ def test_bad_token_and_other_projects_token_are_401(stack):
     alpha, beta = stack.headers("alpha"), stack.headers("beta")
     bad = stack.http("GET", "/_ping", tenant=None, headers={**alpha, "X-Auth-Token": "garbage"})
     assert bad.status_code == 401
-    crossed = stack.http("GET", "/_ping", tenant=None,
-                         headers={"X-Auth-Token": alpha["X-Auth-Token"], "X-Auth-Project-Id": beta["X-Auth-Project-Id"]})
+    crossed = stack.http(
+        "GET",
+        "/_ping",
+        tenant=None,
+        headers={"X-Auth-Token": alpha["X-Auth-Token"], "X-Auth-Project-Id": beta["X-Auth-Project-Id"]},
+    )
     assert crossed.status_code == 401 and "another project" in crossed.json()["message"]
 
 
@@ -35,8 +39,19 @@ def test_ping_carries_the_negotiation_headers(stack, method):
     assert ours.content == theirs.content
 
 
-@pytest.mark.parametrize("path", ["/v1.99/version", "/v1.11/version", "/v1.41/nope", "/nope",
-                                  "/v1.41/swarm", "/v1.41/services", "/v1.41/nodes/x", "/v1.41/secrets"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1.99/version",
+        "/v1.11/version",
+        "/v1.41/nope",
+        "/nope",
+        "/v1.41/swarm",
+        "/v1.41/services",
+        "/v1.41/nodes/x",
+        "/v1.41/secrets",
+    ],
+)
 def test_same_answer_as_dockerd(stack, path):
     ours, theirs = stack.http("GET", path), stack.direct_http("GET", path)
     assert ours.status_code == theirs.status_code
@@ -56,7 +71,10 @@ def test_plugins_read_as_none_installed_and_changes_are_refused_with_a_reason(st
 
 
 def test_cli_inspect_of_an_unknown_name_says_no_such_object(stack):
-    ours, theirs = stack.docker("inspect", "nothing-by-this-name"), stack.docker("inspect", "nothing-by-this-name", direct=True)
+    ours, theirs = (
+        stack.docker("inspect", "nothing-by-this-name"),
+        stack.docker("inspect", "nothing-by-this-name", direct=True),
+    )
     assert (ours.returncode, ours.stderr) == (theirs.returncode, theirs.stderr)
 
 
@@ -81,23 +99,32 @@ def test_malformed_bodies_get_dockerds_errors_and_create_nothing(stack):
     before = {c["Id"] for c in stack.http("GET", "/v1.41/containers/json?all=1").json()}
     for body, ctype in ((b"{bad", "application/json"), (b"{}", "text/plain"), (b"", "application/json")):
         ours = stack.http("POST", "/v1.41/containers/create", data=body, headers={"Content-Type": ctype})
-        theirs = stack.direct_http("POST", "/v1.41/containers/create", data=body, headers={"Content-Type": ctype})
+        theirs = stack.direct_http(
+            "POST", "/v1.41/containers/create", data=body, headers={"Content-Type": ctype}
+        )
         assert (ours.status_code, ours.json()) == (theirs.status_code, theirs.json()), body
     after = {c["Id"] for c in stack.http("GET", "/v1.41/containers/json?all=1").json()}
     assert after - before == set()  # nothing created (earlier --rm containers may still be going)
 
 
 def test_oversized_body_is_413(stack):
-    resp = stack.http("POST", "/v1.41/containers/create", data=b"{" + b" " * (11 * 1024 * 1024) + b"}",
-                      headers={"Content-Type": "application/json"})
+    resp = stack.http(
+        "POST",
+        "/v1.41/containers/create",
+        data=b"{" + b" " * (11 * 1024 * 1024) + b"}",
+        headers={"Content-Type": "application/json"},
+    )
     assert resp.status_code == 413 and "too large" in resp.json()["message"]
 
 
 def test_unknown_container_is_dockers_404(stack):
     ours = stack.http("GET", "/v1.41/containers/doesnotexist/json")
     theirs = stack.direct_http("GET", "/v1.41/containers/doesnotexist/json")
-    assert (ours.status_code, ours.json()) == (theirs.status_code, theirs.json()) == (
-        404, {"message": "No such container: doesnotexist"})
+    assert (
+        (ours.status_code, ours.json())
+        == (theirs.status_code, theirs.json())
+        == (404, {"message": "No such container: doesnotexist"})
+    )
 
 
 def test_oversized_header_is_refused_in_dockers_shape(stack):

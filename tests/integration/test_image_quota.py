@@ -36,8 +36,10 @@ def quota(stack):
     def set_room(room: int) -> str:
         limit = in_use(stack, project) + room
         assert stack.admin("quota", "set", project, f"images={limit}").returncode == 0
-        return (f"quota exceeded for images in project {project}: limit {limit}, in use {limit}; remove images you "
-                "no longer need (docker rmi) or ask your operator to raise it (moorage quota set)")
+        return (
+            f"quota exceeded for images in project {project}: limit {limit}, in use {limit}; remove images you "
+            "no longer need (docker rmi) or ask your operator to raise it (moorage quota set)"
+        )
 
     yield set_room
     stack.admin("quota", "unset", project, "images")
@@ -54,8 +56,15 @@ def test_a_full_project_gets_no_new_image_by_any_route(stack, quota, unique):
         refused = {
             "import": stack.docker("import", "-", f"{unique}:2", input=layer("two")),
             "tag-public": stack.docker("tag", "busybox:latest", f"{unique}-bb:1"),
-            "build": stack.docker("build", "-t", f"{unique}:3", "-", input=b"FROM busybox:latest\nRUN true\n",
-                                  env={"DOCKER_BUILDKIT": "0"}, timeout=120),
+            "build": stack.docker(
+                "build",
+                "-t",
+                f"{unique}:3",
+                "-",
+                input=b"FROM busybox:latest\nRUN true\n",
+                env={"DOCKER_BUILDKIT": "0"},
+                timeout=120,
+            ),
         }
         stack.docker("run", "--name", unique, "busybox:latest", "true")
         refused["commit"] = stack.docker("commit", unique, f"{unique}:4")
@@ -85,8 +94,10 @@ def test_a_full_project_gets_no_new_image_by_any_route(stack, quota, unique):
 def test_a_load_beyond_the_quota_keeps_nothing(stack, quota, unique):
     for i in (1, 2):
         assert stack.docker("import", "-", f"{unique}:{i}", input=layer(f"load {i}")).returncode == 0
-    ids = [stack.docker("image", "inspect", "--format", "{{.Id}}", f"{unique}:{i}").stdout.decode().strip()
-           for i in (1, 2)]
+    ids = [
+        stack.docker("image", "inspect", "--format", "{{.Id}}", f"{unique}:{i}").stdout.decode().strip()
+        for i in (1, 2)
+    ]
     saved = stack.docker("save", f"{unique}:1", f"{unique}:2").stdout
     assert stack.docker("rmi", f"{unique}:1", f"{unique}:2").returncode == 0
     quota(1)  # room for one of the two

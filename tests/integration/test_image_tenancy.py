@@ -46,8 +46,11 @@ def test_two_projects_each_have_their_own_app_1(stack, unique, alpha_app):
         assert ok(stack.docker("run", "--rm", tag, "cat", "/who")) == f"alpha-{unique}"
         assert ok(stack.docker("run", "--rm", tag, "cat", "/who", tenant="beta")) == f"beta-{unique}"
         for tenant, image_id in (("alpha", alpha_id), ("beta", beta_id)):
-            listed = ok(stack.docker("images", "--no-trunc", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}",
-                                     tenant=tenant)).splitlines()
+            listed = ok(
+                stack.docker(
+                    "images", "--no-trunc", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}", tenant=tenant
+                )
+            ).splitlines()
             assert f"{tag} {image_id}" in listed
             assert not any(line.startswith("moorage/") for line in listed)
     finally:
@@ -57,8 +60,12 @@ def test_two_projects_each_have_their_own_app_1(stack, unique, alpha_app):
 def test_beta_cannot_reach_alphas_image_by_any_reference(stack, alpha_app):
     tag, image_id = alpha_app
     hexid = image_id.split(":", 1)[1]
-    for ref, words in ((tag, f"No such image: {tag}"), (image_id, f"No such image: {image_id}"),
-                       (hexid[:12], f"No such image: {hexid[:12]}:latest"), (hexid[:5], f"No such image: {hexid[:5]}:latest")):
+    for ref, words in (
+        (tag, f"No such image: {tag}"),
+        (image_id, f"No such image: {image_id}"),
+        (hexid[:12], f"No such image: {hexid[:12]}:latest"),
+        (hexid[:5], f"No such image: {hexid[:5]}:latest"),
+    ):
         for op in (("image", "inspect", ref), ("history", ref), ("tag", ref, "stolen:1"), ("rmi", ref)):
             result = stack.docker(*op, tenant="beta")
             assert result.returncode == 1 and words in result.stderr.decode(), (op, result.stderr)
@@ -80,7 +87,9 @@ def test_beta_cannot_reach_alphas_image_by_any_reference(stack, alpha_app):
 
 def test_busybox_is_public_and_not_deletable_by_a_tenant(stack, unique):
     for tenant in ("alpha", "beta"):
-        assert "busybox:latest" in ok(stack.docker("images", "--format", "{{.Repository}}:{{.Tag}}", tenant=tenant))
+        assert "busybox:latest" in ok(
+            stack.docker("images", "--format", "{{.Repository}}:{{.Tag}}", tenant=tenant)
+        )
     refused = stack.docker("rmi", "busybox", tenant="beta")
     assert refused.returncode == 1 and "public image" in refused.stderr.decode()
     assert "unpublish" in refused.stderr.decode()
@@ -147,8 +156,18 @@ def test_build_from_own_image_then_run_on_another_instance(stack, unique, alpha_
     child = f"{unique}:2"
     build(stack, "alpha", child, f"FROM {tag}\nRUN echo two >> /who\n")
     try:
-        out = ok(stack.docker("run", "--rm", "--label", f"org.openstack.nova.instance={instances[1]}",
-                              child, "cat", "/who", timeout=120))
+        out = ok(
+            stack.docker(
+                "run",
+                "--rm",
+                "--label",
+                f"org.openstack.nova.instance={instances[1]}",
+                child,
+                "cat",
+                "/who",
+                timeout=120,
+            )
+        )
         assert out.split() == [f"alpha-{unique}", "two"]
     finally:
         stack.docker("rmi", child)

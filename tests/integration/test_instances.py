@@ -26,8 +26,12 @@ def test_agent_refuses_anyone_but_the_gateway(stack):
 
 
 def test_registration_needs_the_secret(stack):
-    resp = requests.post(stack.gateway + "/moorage/v1/agents", json={"uuid": "x", "agent_url": "tcp://1.2.3.4:1"},
-                         headers={"X-Moorage-Registration-Secret": "wrong"}, timeout=10)
+    resp = requests.post(
+        stack.gateway + "/moorage/v1/agents",
+        json={"uuid": "x", "agent_url": "tcp://1.2.3.4:1"},
+        headers={"X-Moorage-Registration-Secret": "wrong"},
+        timeout=10,
+    )
     assert resp.status_code == 401
     assert "x" not in [row["uuid"] for row in admin_json(stack, "instances", "list")]
 
@@ -98,8 +102,16 @@ def test_a_dead_agent_is_a_quick_503_naming_the_instance_and_loses_nothing(stack
 def test_labelled_containers_the_map_lacks_are_adopted_at_the_next_heartbeat(stack, unique):
     """Created behind the gateway's back (or while it was down): the daemon is the truth."""
     project = stack.env["MOORAGE_PROJECT_alpha"]
-    created = stack.docker("create", "--name", unique, "--label", f"org.openstack.moorage.project={project}",
-                           "busybox", "true", direct=True)
+    created = stack.docker(
+        "create",
+        "--name",
+        unique,
+        "--label",
+        f"org.openstack.moorage.project={project}",
+        "busybox",
+        "true",
+        direct=True,
+    )
     assert created.returncode == 0
     try:
         deadline = time.monotonic() + 40  # two heartbeats at the default 10 s, with room
@@ -117,11 +129,30 @@ def test_labelled_containers_the_map_lacks_are_adopted_at_the_next_heartbeat(sta
 def test_published_ports_show_the_instance_address_they_are_reached_on(stack, policy, unique):
     """As Swarm classic did: `docker port`, `ps` and inspect give the instance's address for
     ports published on every address, and that address really serves the port."""
-    policy(f'"container:create:host_ip": "project_id:{stack.env["MOORAGE_PROJECT_alpha"]}"\n')  # 127.0.0.1::81
+    policy(
+        f'"container:create:host_ip": "project_id:{stack.env["MOORAGE_PROJECT_alpha"]}"\n'
+    )  # 127.0.0.1::81
     instance = admin_json(stack, "instances", "list")[-1]
     address = instance["agent"].split("://", 1)[1].rsplit(":", 1)[0]
-    ran = stack.docker("run", "-d", "--name", unique, "--label", f"org.openstack.nova.instance={instance['uuid']}",
-                       "-p", "8080", "-p", "127.0.0.1::81", "busybox", "httpd", "-f", "-p", "8080", "-h", "/etc")
+    ran = stack.docker(
+        "run",
+        "-d",
+        "--name",
+        unique,
+        "--label",
+        f"org.openstack.nova.instance={instance['uuid']}",
+        "-p",
+        "8080",
+        "-p",
+        "127.0.0.1::81",
+        "busybox",
+        "httpd",
+        "-f",
+        "-p",
+        "8080",
+        "-h",
+        "/etc",
+    )
     assert ran.returncode == 0, ran.stderr
     try:
         port = stack.docker("port", unique, "8080").stdout.decode().splitlines()
@@ -143,8 +174,20 @@ def test_published_ports_show_the_instance_address_they_are_reached_on(stack, po
 
 def test_a_draining_instance_takes_nothing_new_and_its_containers_stay_listed(stack, unique):
     first, second = stack.env["MOORAGE_INSTANCES"].split()[:2]
-    assert stack.docker("run", "-d", "--name", unique, "--label", f"org.openstack.nova.instance={first}",
-                        "busybox", "sleep", "60").returncode == 0
+    assert (
+        stack.docker(
+            "run",
+            "-d",
+            "--name",
+            unique,
+            "--label",
+            f"org.openstack.nova.instance={first}",
+            "busybox",
+            "sleep",
+            "60",
+        ).returncode
+        == 0
+    )
     assert stack.admin("instances", "drain", first).returncode == 0
     try:
         time.sleep(1.1)  # the list's one-second cache of live instances

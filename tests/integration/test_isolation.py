@@ -58,16 +58,29 @@ def alpha(stack):
     prefix_len = 4
     while any(b.startswith(cid[:prefix_len]) for b in beta_ids):
         prefix_len += 1
-    yield {"tag": tag, "cid": cid, "cname": f"{tag}-c", "cprefix": cid[:prefix_len], "nid": nid,
-           "nname": f"{tag}-n", "vname": f"{tag}-v", "exec": exec_id, "beta_cid": beta_ids[0]}
+    yield {
+        "tag": tag,
+        "cid": cid,
+        "cname": f"{tag}-c",
+        "cprefix": cid[:prefix_len],
+        "nid": nid,
+        "nname": f"{tag}-n",
+        "vname": f"{tag}-v",
+        "exec": exec_id,
+        "beta_cid": beta_ids[0],
+    }
     for args in (("rm", "-f", cid), ("network", "rm", nid), ("volume", "rm", f"{tag}-v")):
         stack.docker(*args)
     stack.docker("rm", "-f", beta_ids[0], tenant="beta")
 
 
 def _refs(alpha: dict) -> dict[str, str]:
-    return {"name": alpha["cname"], "full ID": alpha["cid"], "short ID": alpha["cid"][:12],
-            "ID prefix": alpha["cprefix"]}
+    return {
+        "name": alpha["cname"],
+        "full ID": alpha["cid"],
+        "short ID": alpha["cid"][:12],
+        "ID prefix": alpha["cprefix"],
+    }
 
 
 def _body(body):
@@ -78,7 +91,9 @@ def _body(body):
     return {"json": body}
 
 
-@pytest.mark.parametrize("method,template,body", CONTAINER_ROUTES, ids=[f"{m} {t}" for m, t, _ in CONTAINER_ROUTES])
+@pytest.mark.parametrize(
+    "method,template,body", CONTAINER_ROUTES, ids=[f"{m} {t}" for m, t, _ in CONTAINER_ROUTES]
+)
 def test_beta_gets_404_on_alphas_container(stack, alpha, method, template, body):
     for kind, ref in _refs(alpha).items():
         answer = stack.http(method, template.format(ref), tenant="beta", **_body(body))
@@ -96,7 +111,11 @@ def test_alphas_container_is_untouched(stack, alpha):
 
 
 def test_beta_gets_404_on_alphas_exec(stack, alpha):
-    for method, path in (("GET", "/exec/{}/json"), ("POST", "/exec/{}/start"), ("POST", "/exec/{}/resize?h=1&w=1")):
+    for method, path in (
+        ("GET", "/exec/{}/json"),
+        ("POST", "/exec/{}/start"),
+        ("POST", "/exec/{}/resize?h=1&w=1"),
+    ):
         answer = stack.http(method, path.format(alpha["exec"]), tenant="beta", json={"Detach": True})
         assert answer.status_code == 404, answer.text
         assert answer.json()["message"] == f"No such exec instance: {alpha['exec']}"
@@ -104,18 +123,25 @@ def test_beta_gets_404_on_alphas_exec(stack, alpha):
 
 
 def test_beta_gets_404_on_alphas_network(stack, alpha):
-    beta_net = stack.http("POST", "/networks/create", tenant="beta", json={"Name": alpha["tag"] + "-bn"}).json()["Id"]
+    beta_net = stack.http(
+        "POST", "/networks/create", tenant="beta", json={"Name": alpha["tag"] + "-bn"}
+    ).json()["Id"]
     try:
         for ref in (alpha["nname"], alpha["nid"], alpha["nid"][:12], alpha["nid"][:6]):
-            for method, path, body in (("GET", f"/networks/{ref}", None), ("DELETE", f"/networks/{ref}", None),
-                                       ("POST", f"/networks/{ref}/connect", {"Container": alpha["beta_cid"]}),
-                                       ("POST", f"/networks/{ref}/disconnect", {"Container": alpha["beta_cid"]})):
+            for method, path, body in (
+                ("GET", f"/networks/{ref}", None),
+                ("DELETE", f"/networks/{ref}", None),
+                ("POST", f"/networks/{ref}/connect", {"Container": alpha["beta_cid"]}),
+                ("POST", f"/networks/{ref}/disconnect", {"Container": alpha["beta_cid"]}),
+            ):
                 answer = stack.http(method, path, tenant="beta", **_body(body))
                 assert answer.status_code == 404, (method, path, answer.text)
                 assert answer.json()["message"] == f"network {ref} not found"
         # beta's own network, alpha's container: the container is the one that does not exist
         for ref in _refs(alpha).values():
-            answer = stack.http("POST", f"/networks/{beta_net}/connect", tenant="beta", json={"Container": ref})
+            answer = stack.http(
+                "POST", f"/networks/{beta_net}/connect", tenant="beta", json={"Container": ref}
+            )
             assert answer.status_code == 404 and "No such container" in answer.text, answer.text
     finally:
         stack.http("DELETE", f"/networks/{beta_net}", tenant="beta")
@@ -130,8 +156,16 @@ def test_beta_gets_404_on_alphas_volume(stack, alpha):
     assert stack.http("GET", f"/volumes/{alpha['vname']}").status_code == 200
 
 
-@pytest.mark.parametrize("option", ["--volumes-from {}", "--network container:{}", "--pid container:{}",
-                                    "--ipc container:{}", "--link {}:x"])
+@pytest.mark.parametrize(
+    "option",
+    [
+        "--volumes-from {}",
+        "--network container:{}",
+        "--pid container:{}",
+        "--ipc container:{}",
+        "--link {}:x",
+    ],
+)
 def test_create_references_do_not_reach_alphas_container(stack, alpha, option):
     for ref in _refs(alpha).values():
         args = option.format(ref).split()
@@ -143,7 +177,9 @@ def test_create_references_do_not_reach_alphas_container(stack, alpha, option):
 
 def test_create_with_alphas_volume_name_gets_betas_own(stack, alpha):
     stack.docker("run", "--rm", "-v", f"{alpha['vname']}:/d", "busybox", "sh", "-c", "echo alpha > /d/f")
-    theirs = stack.docker("run", "--rm", "-v", f"{alpha['vname']}:/d", "busybox", "cat", "/d/f", tenant="beta")
+    theirs = stack.docker(
+        "run", "--rm", "-v", f"{alpha['vname']}:/d", "busybox", "cat", "/d/f", tenant="beta"
+    )
     assert theirs.returncode == 1 and b"alpha" not in theirs.stdout
     stack.docker("volume", "rm", alpha["vname"], tenant="beta")
     mine = stack.docker("run", "--rm", "-v", f"{alpha['vname']}:/d", "busybox", "cat", "/d/f")
@@ -174,10 +210,15 @@ def test_names_resolve_on_a_tenants_network(stack, alpha):
     for tenant in ("alpha", "beta"):
         assert stack.docker("network", "create", net, tenant=tenant).returncode == 0
     try:
-        assert stack.docker("run", "-d", "--name", db, "--network", net, "busybox", "sleep", "60").returncode == 0
+        assert (
+            stack.docker("run", "-d", "--name", db, "--network", net, "busybox", "sleep", "60").returncode
+            == 0
+        )
         mine = stack.docker("run", "--rm", "--network", net, "busybox", "ping", "-c1", "-W2", db)
         assert mine.returncode == 0, mine.stderr
-        theirs = stack.docker("run", "--rm", "--network", net, "busybox", "ping", "-c1", "-W2", db, tenant="beta")
+        theirs = stack.docker(
+            "run", "--rm", "--network", net, "busybox", "ping", "-c1", "-W2", db, tenant="beta"
+        )
         assert theirs.returncode != 0
     finally:
         stack.docker("rm", "-f", db)
@@ -196,13 +237,20 @@ def test_default_bridge_is_per_project(stack, alpha):
         ran = stack.docker("run", "-d", "--name", name, *pin, "busybox", "sleep", "120", tenant=tenant)
         assert ran.returncode == 0, ran.stderr
     try:
-        shown = stack.docker("inspect", "-f", "{{.HostConfig.NetworkMode}} {{.NetworkSettings.IPAddress}} "
-                             "{{range $k, $v := .NetworkSettings.Networks}}{{$k}}={{$v.IPAddress}}{{end}}", target)
+        shown = stack.docker(
+            "inspect",
+            "-f",
+            "{{.HostConfig.NetworkMode}} {{.NetworkSettings.IPAddress}} "
+            "{{range $k, $v := .NetworkSettings.Networks}}{{$k}}={{$v.IPAddress}}{{end}}",
+            target,
+        )
         mode, address, networks = shown.stdout.decode().split()
         assert mode == "default" and address and networks == f"bridge={address}"
         mine = stack.docker("exec", peer, "ping", "-c1", "-W2", address)
         assert mine.returncode == 0, mine.stdout
-        linked = stack.docker("run", "--rm", *pin, "--link", f"{target}:db", "busybox", "ping", "-c1", "-W2", "db")
+        linked = stack.docker(
+            "run", "--rm", *pin, "--link", f"{target}:db", "busybox", "ping", "-c1", "-W2", "db"
+        )
         assert linked.returncode == 0, linked.stderr  # a --link resolves on the project's bridge
         theirs = stack.docker("exec", stranger, "ping", "-c1", "-W2", address, tenant="beta")
         assert theirs.returncode != 0, theirs.stdout
@@ -217,7 +265,9 @@ def test_default_bridge_is_per_project(stack, alpha):
 
 
 def test_lists_show_only_the_callers_objects(stack, alpha):
-    ps = stack.docker("ps", "-a", "--no-trunc", "--format", "{{.ID}} {{.Names}}", tenant="beta").stdout.decode()
+    ps = stack.docker(
+        "ps", "-a", "--no-trunc", "--format", "{{.ID}} {{.Names}}", tenant="beta"
+    ).stdout.decode()
     assert alpha["cid"] not in ps and alpha["cname"] not in ps
     assert alpha["beta_cid"] in ps
     nets = stack.docker("network", "ls", "--no-trunc", tenant="beta").stdout.decode()
@@ -225,7 +275,9 @@ def test_lists_show_only_the_callers_objects(stack, alpha):
     vols = stack.docker("volume", "ls", tenant="beta").stdout.decode()
     assert alpha["vname"] not in vols
     df = stack.http("GET", "/system/df", tenant="beta").json()
-    assert alpha["cid"] not in json.dumps(df["Containers"]) and alpha["vname"] not in json.dumps(df["Volumes"])
+    assert alpha["cid"] not in json.dumps(df["Containers"]) and alpha["vname"] not in json.dumps(
+        df["Volumes"]
+    )
     info = stack.http("GET", "/info", tenant="beta").json()
     listed = stack.http("GET", "/containers/json?all=1", tenant="beta").json()
     assert info["Containers"] == len(listed)
@@ -251,7 +303,9 @@ def test_events_carry_only_the_callers(stack, alpha):
     alpha_ids = {e["id"] for e in seen["alpha"] if e.get("Type") == "container"}
     beta_ids = {e["id"] for e in seen["beta"] if e.get("Type") == "container"}
     assert alpha_ids and beta_ids and not alpha_ids & beta_ids
-    assert any(e["Type"] == "network" and e["Actor"]["Attributes"].get("name") == name + "-n" for e in seen["alpha"])
+    assert any(
+        e["Type"] == "network" and e["Actor"]["Attributes"].get("name") == name + "-n" for e in seen["alpha"]
+    )
     assert not any(e["Type"] == "network" and name + "-n" in json.dumps(e) for e in seen["beta"])
     for tenant in ("alpha", "beta"):
         names = {e["Actor"]["Attributes"].get("name") for e in seen[tenant] if e["Type"] == "container"}

@@ -20,10 +20,12 @@ default_cpus = 0.5
 max_cpus = 1
 """
 # What a build step's cgroup says (v2, else v1).
-PROBE = (b'FROM busybox:latest\n'
-         b'RUN echo "mem=$(cat /sys/fs/cgroup/memory.max 2>/dev/null || '
-         b'cat /sys/fs/cgroup/memory/memory.limit_in_bytes)"; '
-         b'echo "cpu=$(cat /sys/fs/cgroup/cpu.max 2>/dev/null || cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us)"\n')
+PROBE = (
+    b"FROM busybox:latest\n"
+    b'RUN echo "mem=$(cat /sys/fs/cgroup/memory.max 2>/dev/null || '
+    b'cat /sys/fs/cgroup/memory/memory.limit_in_bytes)"; '
+    b'echo "cpu=$(cat /sys/fs/cgroup/cpu.max 2>/dev/null || cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us)"\n'
+)
 
 
 def _free_port() -> int:
@@ -44,9 +46,21 @@ def limited(stack, tmp_path_factory):
     admin[config_at] = str(tmp / "moorage.toml")
     port = _free_port()
     log = open(tmp / "gateway.log", "wb")
-    proc = subprocess.Popen([*admin, "serve", "--bind", f"tcp://127.0.0.1:{port}", "--workers", "1",
-                             "--log-file", str(tmp / "gateway.log")], stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            *admin,
+            "serve",
+            "--bind",
+            f"tcp://127.0.0.1:{port}",
+            "--workers",
+            "1",
+            "--log-file",
+            str(tmp / "gateway.log"),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -77,20 +91,26 @@ def test_build_steps_get_the_projects_default_limits(stack, limited, unique):
     out = result.stdout.decode()
     assert f"mem={256 << 20}" in out and "cpu=50000" in out, out
     stack.docker("rmi", unique)
-    within = build(stack, limited, "--no-cache", "--memory", "384m", "--memory-swap", "1g", "--cpu-quota", "100000")
+    within = build(
+        stack, limited, "--no-cache", "--memory", "384m", "--memory-swap", "1g", "--cpu-quota", "100000"
+    )
     assert within.returncode == 0, within.stderr
     assert f"mem={384 << 20}" in within.stdout.decode() and "cpu=100000" in within.stdout.decode()
 
 
-@pytest.mark.parametrize("flags,text", [
-    (["--memory", "1g"], "limits.max_memory"),
-    (["--memory", "256m", "--memory-swap", "-1"], "unlimited swap (--memory-swap -1)"),
-    (["--memory", "256m", "--memory-swap", "2g"], "twice limits.max_memory"),
-    (["--shm-size", "1g"], "--shm-size"),
-    (["--cpu-quota", "200000"], "limits.max_cpus"),
-    (["--cpu-period", "50000", "--cpu-quota", "100000"], "limits.max_cpus"),
-    (["--cpu-shares", "4096"], "--cpu-shares"),
-], ids=["memory", "swap-unlimited", "swap", "shm", "cpu-quota", "cpu-period", "cpu-shares"])
+@pytest.mark.parametrize(
+    "flags,text",
+    [
+        (["--memory", "1g"], "limits.max_memory"),
+        (["--memory", "256m", "--memory-swap", "-1"], "unlimited swap (--memory-swap -1)"),
+        (["--memory", "256m", "--memory-swap", "2g"], "twice limits.max_memory"),
+        (["--shm-size", "1g"], "--shm-size"),
+        (["--cpu-quota", "200000"], "limits.max_cpus"),
+        (["--cpu-period", "50000", "--cpu-quota", "100000"], "limits.max_cpus"),
+        (["--cpu-shares", "4096"], "--cpu-shares"),
+    ],
+    ids=["memory", "swap-unlimited", "swap", "shm", "cpu-quota", "cpu-period", "cpu-shares"],
+)
 def test_build_limits_above_the_maxima_are_refused(stack, limited, unique, flags, text):
     result = build(stack, limited, *flags, tag=unique)
     assert result.returncode != 0 and text.encode() in result.stderr, result.stderr
@@ -99,11 +119,14 @@ def test_build_limits_above_the_maxima_are_refused(stack, limited, unique, flags
 
 
 def test_swap_with_a_memory_maximum(stack, limited, unique):
-    refused = stack.docker("run", "--rm", "-m", "256m", "--memory-swap", "-1", "busybox:latest", "true", env=limited)
+    refused = stack.docker(
+        "run", "--rm", "-m", "256m", "--memory-swap", "-1", "busybox:latest", "true", env=limited
+    )
     assert refused.returncode != 0 and b"unlimited swap (--memory-swap -1)" in refused.stderr, refused.stderr
     assert b"limits.max_memory" in refused.stderr
-    created = stack.docker("create", "--name", unique, "-m", "256m", "--memory-swap", "1g", "busybox:latest", "true",
-                           env=limited)
+    created = stack.docker(
+        "create", "--name", unique, "-m", "256m", "--memory-swap", "1g", "busybox:latest", "true", env=limited
+    )
     assert created.returncode == 0, created.stderr
     try:
         fields = stack.docker("inspect", "--format", "{{json .HostConfig}}", unique).stdout
@@ -114,13 +137,27 @@ def test_swap_with_a_memory_maximum(stack, limited, unique):
     finally:
         stack.docker("rm", "-f", unique)
     # The stack's own gateway has no maximum: dockerd's way
-    assert stack.docker("run", "--rm", "-m", "64m", "--memory-swap", "-1", "busybox:latest", "true").returncode == 0
+    assert (
+        stack.docker("run", "--rm", "-m", "64m", "--memory-swap", "-1", "busybox:latest", "true").returncode
+        == 0
+    )
 
 
 def test_shm_and_cpu_weight_of_containers(stack, limited):
     for flags, text in ((["--shm-size", "1g"], b"--shm-size"), (["--cpu-shares", "2048"], b"--cpu-shares")):
         result = stack.docker("run", "--rm", *flags, "busybox:latest", "true", env=limited)
         assert result.returncode != 0 and text in result.stderr, result.stderr
-    ok = stack.docker("run", "--rm", "--shm-size", "128m", "--cpu-shares", "1024", "busybox:latest", "df", "-m",
-                      "/dev/shm", env=limited)
+    ok = stack.docker(
+        "run",
+        "--rm",
+        "--shm-size",
+        "128m",
+        "--cpu-shares",
+        "1024",
+        "busybox:latest",
+        "df",
+        "-m",
+        "/dev/shm",
+        env=limited,
+    )
     assert ok.returncode == 0 and b"128" in ok.stdout, ok.stderr

@@ -24,15 +24,23 @@ PIN = "org.openstack.nova.instance"
 @pytest.fixture(scope="module")
 def full_stack():
     directory = tempfile.mkdtemp(prefix="moorage-place-it-")
-    up = subprocess.run([sys.executable, DEVSTACK, "up", directory, "--hosts", str(HOSTS), "--capacity", str(CAPACITY)],
-                        capture_output=True, text=True, timeout=600)
+    up = subprocess.run(
+        [sys.executable, DEVSTACK, "up", directory, "--hosts", str(HOSTS), "--capacity", str(CAPACITY)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     if up.returncode != 0:
-        subprocess.run([sys.executable, DEVSTACK, "down", directory, "--purge"], capture_output=True, timeout=300)
+        subprocess.run(
+            [sys.executable, DEVSTACK, "down", directory, "--purge"], capture_output=True, timeout=300
+        )
         pytest.fail(f"devstack up --hosts {HOSTS} --capacity {CAPACITY} failed:\n{up.stderr}")
     try:
         yield Stack(read_env(os.path.join(directory, "env")), directory)
     finally:
-        subprocess.run([sys.executable, DEVSTACK, "down", directory, "--purge"], capture_output=True, timeout=300)
+        subprocess.run(
+            [sys.executable, DEVSTACK, "down", directory, "--purge"], capture_output=True, timeout=300
+        )
 
 
 def ok(result) -> str:
@@ -60,18 +68,37 @@ def test_fill_pin_route_merge_refuse(clean):
     direct = dict(zip(instances, stack.env["MOORAGE_DIRECT_HOSTS"].split(), strict=True))
     assert len(instances) == HOSTS
     # pinned first: the last instance, which fill order would reach last
-    ok(stack.docker("run", "-d", "--name", "pinned", "--label", f"{PIN}={instances[2]}",
-                    "busybox", "sh", "-c", "echo hello-pinned; sleep 300"))
+    ok(
+        stack.docker(
+            "run",
+            "-d",
+            "--name",
+            "pinned",
+            "--label",
+            f"{PIN}={instances[2]}",
+            "busybox",
+            "sh",
+            "-c",
+            "echo hello-pinned; sleep 300",
+        )
+    )
     names = [f"c{i}" for i in range(1, 6)]
     for name in names:
         ok(stack.docker("run", "-d", "--name", name, "busybox", "sh", "-c", f"echo hello-{name}; sleep 300"))
     placed = where(stack)
     assert placed["pinned"] == instances[2]
-    assert [placed[n] for n in names] == [instances[0], instances[0], instances[1], instances[1], instances[2]]
+    assert [placed[n] for n in names] == [
+        instances[0],
+        instances[0],
+        instances[1],
+        instances[1],
+        instances[2],
+    ]
     # each container really is on its instance's daemon
     for name, uuid in placed.items():
-        shown = ok(stack.docker("ps", "-a", "--format", "{{.Names}}", direct=True,
-                                env={"DOCKER_HOST": direct[uuid]}))
+        shown = ok(
+            stack.docker("ps", "-a", "--format", "{{.Names}}", direct=True, env={"DOCKER_HOST": direct[uuid]})
+        )
         assert any(line.startswith(name + ".m") for line in shown.splitlines()), (name, shown)
 
     # one merged list, newest first
@@ -84,15 +111,22 @@ def test_fill_pin_route_merge_refuse(clean):
     assert b"full" in seventh.stderr, seventh.stderr
     assert "c6" not in where(stack)
     pinned_full = stack.docker("create", "--label", f"{PIN}={instances[0]}", "busybox", "true")
-    assert pinned_full.returncode != 0 and b"is full" in pinned_full.stderr and instances[0].encode() in pinned_full.stderr
-    unknown = stack.docker("create", "--label", f"{PIN}=00000000-0000-0000-0000-000000000000", "busybox", "true")
+    assert (
+        pinned_full.returncode != 0
+        and b"is full" in pinned_full.stderr
+        and instances[0].encode() in pinned_full.stderr
+    )
+    unknown = stack.docker(
+        "create", "--label", f"{PIN}=00000000-0000-0000-0000-000000000000", "busybox", "true"
+    )
     assert unknown.returncode != 0 and b"no such instance" in unknown.stderr
 
     # every route reaches the container's own instance
     for name in ("c1", "c3", "pinned"):
         assert f"hello-{name}" in ok(stack.docker("logs", name))
-        assert ok(stack.docker("exec", name, "hostname")) == ok(stack.docker("inspect", "-f", "{{.Config.Hostname}}",
-                                                                             name))
+        assert ok(stack.docker("exec", name, "hostname")) == ok(
+            stack.docker("inspect", "-f", "{{.Config.Hostname}}", name)
+        )
         attached = stack.http("POST", f"/containers/{name}/attach?logs=1&stdout=1&stream=0")
         assert attached.status_code == 200 and f"hello-{name}".encode() in attached.content
         with tempfile.TemporaryDirectory() as tmp:
@@ -118,7 +152,11 @@ def test_build_then_run_on_every_instance(clean):
     with tempfile.TemporaryDirectory() as context:
         with open(os.path.join(context, "Dockerfile"), "w") as fh:
             fh.write("FROM busybox\nRUN echo built-here > /built\nCMD cat /built\n")
-        ok(stack.docker("build", "-q", "-t", "placed-app:1", context, env={"DOCKER_BUILDKIT": "0"}, timeout=180))
+        ok(
+            stack.docker(
+                "build", "-q", "-t", "placed-app:1", context, env={"DOCKER_BUILDKIT": "0"}, timeout=180
+            )
+        )
     try:
         for uuid in instances:
             start = time.monotonic()

@@ -34,7 +34,9 @@ RUN_REFUSED = [
 ]
 
 
-@pytest.mark.parametrize("flags,rule", RUN_REFUSED, ids=[f"{r[1].split(':')[-1]}-{i}" for i, r in enumerate(RUN_REFUSED)])
+@pytest.mark.parametrize(
+    "flags,rule", RUN_REFUSED, ids=[f"{r[1].split(':')[-1]}-{i}" for i, r in enumerate(RUN_REFUSED)]
+)
 def test_docker_run_with_an_escaping_setting_fails_and_creates_nothing(stack, policy, unique, flags, rule):
     before = daemon_containers(stack)
     result = stack.docker("run", "--rm", "--name", unique, *flags, "busybox:latest", "true")
@@ -57,8 +59,17 @@ def test_privileged_exec_is_refused(stack, policy, unique):
 
 
 def test_build_with_host_networking_is_refused(stack, policy, unique):
-    result = stack.docker("build", "--network", "host", "-t", unique, "-", input=DOCKERFILE,
-                          env={"DOCKER_BUILDKIT": "0"}, timeout=120)
+    result = stack.docker(
+        "build",
+        "--network",
+        "host",
+        "-t",
+        unique,
+        "-",
+        input=DOCKERFILE,
+        env={"DOCKER_BUILDKIT": "0"},
+        timeout=120,
+    )
     assert result.returncode != 0
     assert b'policy rule "image:build:host_network"' in result.stderr, result.stderr
     assert stack.docker("image", "inspect", unique, direct=True).returncode != 0
@@ -90,9 +101,20 @@ def test_a_policy_file_allows_a_rule_for_one_project_and_is_reread(stack, policy
 
 
 def test_harmless_settings_still_work(stack, policy, unique):
-    result = stack.docker("run", "--rm", "-v", f"{unique}:/data", "--cap-add", "NET_BIND_SERVICE",
-                          "--security-opt", "no-new-privileges", "--sysctl", "net.ipv4.ip_unprivileged_port_start=0",
-                          "busybox:latest", "true")
+    result = stack.docker(
+        "run",
+        "--rm",
+        "-v",
+        f"{unique}:/data",
+        "--cap-add",
+        "NET_BIND_SERVICE",
+        "--security-opt",
+        "no-new-privileges",
+        "--sysctl",
+        "net.ipv4.ip_unprivileged_port_start=0",
+        "busybox:latest",
+        "true",
+    )
     assert result.returncode == 0, result.stderr
     stack.docker("volume", "rm", unique)
 
@@ -102,15 +124,35 @@ def test_oversize_header_and_body_answer_in_dockers_shape(stack):
     assert big_header.status_code in (400, 431)  # gunicorn: Request Header Fields Too Large
     assert big_header.headers["Content-Type"] == "application/json" and "message" in big_header.json()
     body = b'{"Image":"' + b"x" * (10 * 1024 * 1024) + b'"}'
-    big_body = stack.http("POST", "/v1.41/containers/create", data=body,
-                          headers={"Content-Type": "application/json"})
+    big_body = stack.http(
+        "POST", "/v1.41/containers/create", data=body, headers={"Content-Type": "application/json"}
+    )
     assert big_body.status_code == 413 and "too large" in big_body.json()["message"]
 
 
 # -- published ports --------------------------------------------------------------------------------
 def test_ports_the_daemon_chooses_are_published(stack, policy, unique):
-    assert stack.docker("run", "-d", "--name", unique, "-p", "80", "-P", "--expose", "81", "-p", "0.0.0.0:18080:80",
-                        "busybox:latest", "httpd", "-f", "-p", "80").returncode == 0
+    assert (
+        stack.docker(
+            "run",
+            "-d",
+            "--name",
+            unique,
+            "-p",
+            "80",
+            "-P",
+            "--expose",
+            "81",
+            "-p",
+            "0.0.0.0:18080:80",
+            "busybox:latest",
+            "httpd",
+            "-f",
+            "-p",
+            "80",
+        ).returncode
+        == 0
+    )
     try:
         ports = stack.docker("port", unique).stdout.decode()
         assert "80/tcp -> " in ports and "81/tcp -> " in ports and ":18080" in ports, ports
@@ -120,8 +162,10 @@ def test_ports_the_daemon_chooses_are_published(stack, policy, unique):
 
 def test_a_policy_allows_low_ports_and_addresses_per_project(stack, policy, unique):
     alpha = stack.env["MOORAGE_PROJECT_alpha"]
-    policy(f'"container:create:privileged_ports": "project_id:{alpha}"\n'
-           f'"container:create:host_ip": "project_id:{alpha}"\n')
+    policy(
+        f'"container:create:privileged_ports": "project_id:{alpha}"\n'
+        f'"container:create:host_ip": "project_id:{alpha}"\n'
+    )
     created = stack.docker("create", "--name", unique, "-p", "127.0.0.1:1023:80", "busybox:latest", "true")
     assert created.returncode == 0, created.stderr
     try:
@@ -146,11 +190,15 @@ def test_the_agents_port_is_never_published(stack, policy, unique):
 @pytest.mark.parametrize("version", ["v1.23", "v1.41"])
 def test_port_bindings_in_every_body_shape_are_checked(stack, policy, version):
     bindings = {"80/tcp": [{"HostIp": "", "HostPort": "443"}]}
-    for body in ({"Image": "busybox:latest", "HostConfig": {"PortBindings": bindings}},
-                 {"Image": "busybox:latest", "PortBindings": bindings},
-                 {"Image": "busybox:latest", "hostconfig": {"portbindings": {"80/tcp": [{"hostport": "443"}]}}}):
+    for body in (
+        {"Image": "busybox:latest", "HostConfig": {"PortBindings": bindings}},
+        {"Image": "busybox:latest", "PortBindings": bindings},
+        {"Image": "busybox:latest", "hostconfig": {"portbindings": {"80/tcp": [{"hostport": "443"}]}}},
+    ):
         resp = stack.http("POST", f"/{version}/containers/create", json=body)
-        assert resp.status_code == 403 and "container:create:privileged_ports" in resp.json()["message"], resp.text
+        assert resp.status_code == 403 and "container:create:privileged_ports" in resp.json()["message"], (
+            resp.text
+        )
 
 
 # -- what the instance would fetch or attach to -------------------------------------------------------
@@ -160,8 +208,9 @@ def test_import_from_a_url_is_refused_and_from_the_client_is_fine(stack, policy,
     resp = stack.http("POST", "/v1.41/images/create", params={"fromSrc": "169.254.169.254", "repo": unique})
     assert resp.status_code == 403 and "image:import:url" in resp.json()["message"]
     assert stack.docker("image", "inspect", unique).returncode != 0
-    tar = subprocess.run(["tar", "-cf", "-", "-C", os.path.dirname(__file__), "__init__.py"], capture_output=True,
-                         check=True).stdout
+    tar = subprocess.run(
+        ["tar", "-cf", "-", "-C", os.path.dirname(__file__), "__init__.py"], capture_output=True, check=True
+    ).stdout
     ok = stack.docker("import", "-", unique, input=tar)
     assert ok.returncode == 0, ok.stderr
     stack.docker("rmi", unique)
@@ -170,20 +219,27 @@ def test_import_from_a_url_is_refused_and_from_the_client_is_fine(stack, policy,
     policy(f'"image:import:url": "project_id:{alpha}"\n')
     fetched = stack.docker("import", "http://127.0.0.1:1/x.tar", unique)
     assert fetched.returncode != 0 and b"policy rule" not in fetched.stderr, fetched.stderr
-    assert b"image:import:url" in stack.docker("import", "http://127.0.0.1:1/x.tar", unique, tenant="beta").stderr
+    assert (
+        b"image:import:url"
+        in stack.docker("import", "http://127.0.0.1:1/x.tar", unique, tenant="beta").stderr
+    )
 
 
 def daemon_networks(stack) -> set[str]:
     return set(stack.docker("network", "ls", "-q", "--no-trunc", direct=True).stdout.split())
 
 
-@pytest.mark.parametrize("flags,rule", [
-    (["-d", "macvlan", "-o", "parent=eth0"], "network:create:driver"),
-    (["-o", "com.docker.network.bridge.name=docker0"], "network:create:bridge_name"),
-    (["-o", "com.docker.network.bridge.host_binding_ipv4=127.0.0.1"], "network:create:driver_opts"),
-    (["--ipam-driver", "nosuch"], "network:create:driver"),
-    (["--subnet", "169.254.0.0/16"], "network:create:subnet"),
-], ids=["driver", "bridge_name", "driver_opts", "ipam", "subnet"])
+@pytest.mark.parametrize(
+    "flags,rule",
+    [
+        (["-d", "macvlan", "-o", "parent=eth0"], "network:create:driver"),
+        (["-o", "com.docker.network.bridge.name=docker0"], "network:create:bridge_name"),
+        (["-o", "com.docker.network.bridge.host_binding_ipv4=127.0.0.1"], "network:create:driver_opts"),
+        (["--ipam-driver", "nosuch"], "network:create:driver"),
+        (["--subnet", "169.254.0.0/16"], "network:create:subnet"),
+    ],
+    ids=["driver", "bridge_name", "driver_opts", "ipam", "subnet"],
+)
 def test_network_settings_that_reach_the_instance_are_refused(stack, policy, unique, flags, rule):
     before = daemon_networks(stack)
     result = stack.docker("network", "create", *flags, unique)
@@ -214,6 +270,17 @@ def test_network_labels_are_bounded(stack, policy, unique):
 
 
 def test_build_with_a_cgroup_parent_is_refused(stack, policy, unique):
-    result = stack.docker("build", "--cgroup-parent", "/system.slice", "-t", unique, "-", input=DOCKERFILE,
-                          env={"DOCKER_BUILDKIT": "0"}, timeout=120)
-    assert result.returncode != 0 and b'policy rule "image:build:cgroup_parent"' in result.stderr, result.stderr
+    result = stack.docker(
+        "build",
+        "--cgroup-parent",
+        "/system.slice",
+        "-t",
+        unique,
+        "-",
+        input=DOCKERFILE,
+        env={"DOCKER_BUILDKIT": "0"},
+        timeout=120,
+    )
+    assert result.returncode != 0 and b'policy rule "image:build:cgroup_parent"' in result.stderr, (
+        result.stderr
+    )

@@ -36,17 +36,36 @@ def pg_stack():
         return
     directory = tempfile.mkdtemp(prefix="moorage-pg-it-")
     t0 = time.monotonic()
-    up = subprocess.run([sys.executable, DEVSTACK, "up", directory, "--postgres", "--replicas", str(REPLICAS),
-                         "--hosts", str(HOSTS), "--capacity", str(CAPACITY)],
-                        capture_output=True, text=True, timeout=600)
+    up = subprocess.run(
+        [
+            sys.executable,
+            DEVSTACK,
+            "up",
+            directory,
+            "--postgres",
+            "--replicas",
+            str(REPLICAS),
+            "--hosts",
+            str(HOSTS),
+            "--capacity",
+            str(CAPACITY),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     if up.returncode != 0:
-        subprocess.run([sys.executable, DEVSTACK, "down", directory, "--purge"], capture_output=True, timeout=300)
+        subprocess.run(
+            [sys.executable, DEVSTACK, "down", directory, "--purge"], capture_output=True, timeout=300
+        )
         pytest.fail(f"devstack up --postgres failed:\n{up.stderr}")
     print(f"devstack up --postgres --replicas {REPLICAS} --hosts {HOSTS}: {time.monotonic() - t0:.1f} s")
     try:
         yield Stack(read_env(os.path.join(directory, "env")), directory)
     finally:
-        subprocess.run([sys.executable, DEVSTACK, "down", directory, "--purge"], capture_output=True, timeout=300)
+        subprocess.run(
+            [sys.executable, DEVSTACK, "down", directory, "--purge"], capture_output=True, timeout=300
+        )
 
 
 def gateways(stack: Stack) -> list[str]:
@@ -66,7 +85,9 @@ def race(stack: Stack, tenant: str, n: int = RACERS) -> list[requests.Response]:
     body = json.dumps({"Image": "busybox", "Cmd": ["true"]})
 
     def create(i: int) -> requests.Response:
-        return requests.post(f"{urls[i % len(urls)]}/containers/create", data=body, headers=headers, timeout=120)
+        return requests.post(
+            f"{urls[i % len(urls)]}/containers/create", data=body, headers=headers, timeout=120
+        )
 
     with ThreadPoolExecutor(max_workers=n) as pool:
         return list(pool.map(create, range(n)))
@@ -80,18 +101,30 @@ def quota_show(stack: Stack, project: str) -> dict:
 
 def test_replicas_share_one_postgres_database(pg_stack):
     urls = gateways(pg_stack)
-    assert len(urls) == REPLICAS and pg_stack.env["DOCKER_HOST"] == pg_stack.env["MOORAGE_GATEWAYS"].split()[0]
+    assert (
+        len(urls) == REPLICAS and pg_stack.env["DOCKER_HOST"] == pg_stack.env["MOORAGE_GATEWAYS"].split()[0]
+    )
     with open(os.path.join(pg_stack.dir, "moorage.toml")) as fh:
         assert 'database = "postgresql://' in fh.read()
     for url in urls:
         assert requests.get(url + "/_ping", headers=pg_stack.headers(), timeout=10).status_code == 200
-    created = requests.post(urls[0] + "/containers/create", json={"Image": "busybox", "Cmd": ["true"]},
-                            headers=pg_stack.headers(), timeout=60)
+    created = requests.post(
+        urls[0] + "/containers/create",
+        json={"Image": "busybox", "Cmd": ["true"]},
+        headers=pg_stack.headers(),
+        timeout=60,
+    )
     assert created.status_code == 201, created.text
     cid = created.json()["Id"]
     # made through replica 1, seen and removed through replica 2
-    assert requests.get(f"{urls[1]}/containers/{cid}/json", headers=pg_stack.headers(), timeout=30).status_code == 200
-    assert requests.delete(f"{urls[1]}/containers/{cid}", headers=pg_stack.headers(), timeout=60).status_code == 204
+    assert (
+        requests.get(f"{urls[1]}/containers/{cid}/json", headers=pg_stack.headers(), timeout=30).status_code
+        == 200
+    )
+    assert (
+        requests.delete(f"{urls[1]}/containers/{cid}", headers=pg_stack.headers(), timeout=60).status_code
+        == 204
+    )
 
 
 def test_quota_race_across_replicas_creates_exactly_the_quota(pg_stack):
@@ -102,9 +135,13 @@ def test_quota_race_across_replicas_creates_exactly_the_quota(pg_stack):
     try:
         answers = race(pg_stack, "alpha")
         statuses = sorted(r.status_code for r in answers)
-        assert statuses == [201] * 5 + [403] * (RACERS - 5), [r.text for r in answers if r.status_code not in (201, 403)]
-        expected = (f"quota exceeded for containers in project {project}: limit 5, in use 5; remove containers you "
-                    "no longer need (docker rm) or ask your operator to raise it (moorage quota set)")
+        assert statuses == [201] * 5 + [403] * (RACERS - 5), [
+            r.text for r in answers if r.status_code not in (201, 403)
+        ]
+        expected = (
+            f"quota exceeded for containers in project {project}: limit 5, in use 5; remove containers you "
+            "no longer need (docker rm) or ask your operator to raise it (moorage quota set)"
+        )
         assert {r.json()["message"] for r in answers if r.status_code == 403} == {expected}
         listed = pg_stack.docker("ps", "-aq").stdout.decode().split()
         assert sorted(listed) == sorted(r.json()["Id"][:12] for r in answers if r.status_code == 201)
@@ -130,8 +167,9 @@ def test_placement_race_across_replicas_never_overfills(pg_stack):
     try:
         answers = race(pg_stack, "beta")
         statuses = sorted(r.status_code for r in answers)
-        assert statuses == [201] * free + [503] * (RACERS - free), [r.text for r in answers
-                                                                     if r.status_code not in (201, 503)]
+        assert statuses == [201] * free + [503] * (RACERS - free), [
+            r.text for r in answers if r.status_code not in (201, 503)
+        ]
         for direct in pg_stack.env["MOORAGE_DIRECT_HOSTS"].split():
             on_daemon = pg_stack.docker("-H", direct, "ps", "-aq", direct=True).stdout.decode().split()
             assert len(on_daemon) <= CAPACITY
@@ -151,8 +189,10 @@ def test_memory_quota_through_the_docker_cli(pg_stack):
         assert pg_stack.docker("create", "--memory", "48m", "busybox", "true").returncode == 0
         refused = pg_stack.docker("create", "--memory", "32m", "busybox", "true")
         assert refused.returncode != 0
-        assert (f"quota exceeded for memory in project {project}: limit 64MiB, in use 48MiB, this container asks "
-                "32MiB") in refused.stderr.decode()
+        assert (
+            f"quota exceeded for memory in project {project}: limit 64MiB, in use 48MiB, this container asks "
+            "32MiB"
+        ) in refused.stderr.decode()
         assert "moorage.quota.memory=48MiB/64MiB" in pg_stack.docker("info").stdout.decode()
     finally:
         pg_stack.admin("quota", "unset", project, "memory")
@@ -173,14 +213,17 @@ def race_each(stack: Stack, tenant: str, send, n: int = RACERS) -> list[requests
 
 
 def refusal(project: str, resource: str, limit: str, advice: str, extra: str = "") -> str:
-    return (f"quota exceeded for {resource} in project {project}: limit {limit}, in use {limit}{extra}; {advice} "
-            "or ask your operator to raise it (moorage quota set)")
+    return (
+        f"quota exceeded for {resource} in project {project}: limit {limit}, in use {limit}{extra}; {advice} "
+        "or ask your operator to raise it (moorage quota set)"
+    )
 
 
 def assert_exactly(answers: list[requests.Response], ok: int, quota: int, expected: str) -> None:
     statuses = sorted(r.status_code for r in answers)
-    assert statuses == [ok] * quota + [403] * (RACERS - quota), [r.text[:300] for r in answers
-                                                                   if r.status_code not in (ok, 403)]
+    assert statuses == [ok] * quota + [403] * (RACERS - quota), [
+        r.text[:300] for r in answers if r.status_code not in (ok, 403)
+    ]
     assert {r.json()["message"] for r in answers if r.status_code == 403} == {expected}
 
 
@@ -207,29 +250,58 @@ def test_images_quota_race_across_replicas(pg_stack):
 
     def send(url, headers, i):
         headers["Content-Type"] = "application/x-tar"
-        return requests.post(f"{url}/images/create", params={"fromSrc": "-", "repo": f"{tag}-{i}", "tag": "1"},
-                             data=tar_of(f"image {i}"), headers=headers, timeout=120)
+        return requests.post(
+            f"{url}/images/create",
+            params={"fromSrc": "-", "repo": f"{tag}-{i}", "tag": "1"},
+            data=tar_of(f"image {i}"),
+            headers=headers,
+            timeout=120,
+        )
 
     try:
         answers = race_each(pg_stack, "alpha", send)
-        assert_exactly(answers, 200, 5, refusal(project, "images", str(limit),
-                                                "remove images you no longer need (docker rmi)"))
+        assert_exactly(
+            answers,
+            200,
+            5,
+            refusal(project, "images", str(limit), "remove images you no longer need (docker rmi)"),
+        )
         assert all(b'"error"' not in r.content for r in answers if r.status_code == 200)
         listed = pg_stack.docker("images", "--format", "{{.Repository}}").stdout.decode().split()
         assert len([name for name in listed if name.startswith(tag)]) == 5
-        assert quota_show(pg_stack, project)["images"] == {"limit": limit, "in_use": limit, "source": "project"}
+        assert quota_show(pg_stack, project)["images"] == {
+            "limit": limit,
+            "in_use": limit,
+            "source": "project",
+        }
     finally:
         pg_stack.admin("quota", "unset", project, "images")
-        names = [n for n in pg_stack.docker("images", "--format", "{{.Repository}}:{{.Tag}}").stdout.decode().split()
-                 if n.startswith(tag)]
+        names = [
+            n
+            for n in pg_stack.docker("images", "--format", "{{.Repository}}:{{.Tag}}").stdout.decode().split()
+            if n.startswith(tag)
+        ]
         if names:
             pg_stack.docker("rmi", *names, timeout=120)
 
 
-@pytest.mark.parametrize("resource,path,advice,listing", [
-    ("networks", "/networks/create", "remove networks you no longer need (docker network rm)", ("network", "ls")),
-    ("volumes", "/volumes/create", "remove volumes you no longer need (docker volume rm)", ("volume", "ls")),
-])
+@pytest.mark.parametrize(
+    "resource,path,advice,listing",
+    [
+        (
+            "networks",
+            "/networks/create",
+            "remove networks you no longer need (docker network rm)",
+            ("network", "ls"),
+        ),
+        (
+            "volumes",
+            "/volumes/create",
+            "remove volumes you no longer need (docker volume rm)",
+            ("volume", "ls"),
+        ),
+    ],
+)
 def test_network_and_volume_quota_race_across_replicas(pg_stack, resource, path, advice, listing):
     project = pg_stack.env["MOORAGE_PROJECT_alpha"]
     remove_all(pg_stack, "alpha")
@@ -248,8 +320,11 @@ def test_network_and_volume_quota_race_across_replicas(pg_stack, resource, path,
         assert quota_show(pg_stack, project)[resource]["in_use"] == limit
     finally:
         pg_stack.admin("quota", "unset", project, resource)
-        names = [n for n in pg_stack.docker(*listing, "--format", "{{.Name}}").stdout.decode().split()
-                 if n.startswith(prefix)]
+        names = [
+            n
+            for n in pg_stack.docker(*listing, "--format", "{{.Name}}").stdout.decode().split()
+            if n.startswith(prefix)
+        ]
         if names:
             pg_stack.docker(listing[0], "rm", *names, timeout=120)
 
@@ -266,9 +341,19 @@ def test_memory_quota_race_across_replicas(pg_stack):
 
     try:
         answers = race_each(pg_stack, "alpha", send)
-        assert_exactly(answers, 201, 5, refusal(project, "memory", "320MiB", "remove containers you no longer need "
-                                                "(docker rm) or give this one less memory (docker run --memory)",
-                                                ", this container asks 64MiB"))
+        assert_exactly(
+            answers,
+            201,
+            5,
+            refusal(
+                project,
+                "memory",
+                "320MiB",
+                "remove containers you no longer need "
+                "(docker rm) or give this one less memory (docker run --memory)",
+                ", this container asks 64MiB",
+            ),
+        )
         assert len(pg_stack.docker("ps", "-aq").stdout.decode().split()) == 5
         assert quota_show(pg_stack, project)["memory"]["in_use"] == 320 << 20
     finally:
@@ -286,10 +371,16 @@ def test_exec_and_network_records_on_postgres(pg_stack):
         result = pg_stack.docker("exec", name, "echo", "hi")
         assert (result.returncode, result.stdout) == (0, b"hi\n"), result.stderr
         urls = gateways(pg_stack)
-        created = requests.post(f"{urls[0]}/containers/{name}/exec", json={"Cmd": ["true"]},
-                                headers=pg_stack.headers(), timeout=30)
+        created = requests.post(
+            f"{urls[0]}/containers/{name}/exec",
+            json={"Cmd": ["true"]},
+            headers=pg_stack.headers(),
+            timeout=30,
+        )
         assert created.status_code == 201, created.text
-        inspected = requests.get(f"{urls[1]}/exec/{created.json()['Id']}/json", headers=pg_stack.headers(), timeout=30)
+        inspected = requests.get(
+            f"{urls[1]}/exec/{created.json()['Id']}/json", headers=pg_stack.headers(), timeout=30
+        )
         assert inspected.status_code == 200, inspected.text
         net = pg_stack.docker("network", "create", name)
         assert net.returncode == 0, net.stderr

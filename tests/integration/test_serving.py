@@ -53,23 +53,78 @@ def openssl(*args, cwd):
 def certs(tmp_path):
     d = tmp_path / "pki"
     d.mkdir()
-    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
-            "-subj", "/CN=moorage-test-ca", cwd=d)
+    openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=moorage-test-ca",
+        cwd=d,
+    )
     (d / "server.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
     (d / "client.ext").write_text("extendedKeyUsage=clientAuth\n")
     for who in ("server", "client"):
-        openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{who}-key.pem", "-out", f"{who}.csr",
-                "-subj", f"/CN={who}", cwd=d)
-        openssl("x509", "-req", "-in", f"{who}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-                "-out", f"{who}.pem", "-days", "2", "-extfile", f"{who}.ext", cwd=d)
+        openssl(
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            f"{who}-key.pem",
+            "-out",
+            f"{who}.csr",
+            "-subj",
+            f"/CN={who}",
+            cwd=d,
+        )
+        openssl(
+            "x509",
+            "-req",
+            "-in",
+            f"{who}.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            f"{who}.pem",
+            "-days",
+            "2",
+            "-extfile",
+            f"{who}.ext",
+            cwd=d,
+        )
     return d
 
 
 def test_tls_with_client_certificates_as_docker_tls_verify_expects(stack, tmp_path, certs):
     port = free_port()
-    proc = start(stack, tmp_path, "serve", "--bind", f"tcp://127.0.0.1:{port}", "--workers", "1",
-                 "--tls-cert", str(certs / "server.pem"), "--tls-key", str(certs / "server-key.pem"),
-                 "--tls-ca", str(certs / "ca.pem"), "--log-file", str(tmp_path / "tls-gateway.log"))
+    proc = start(
+        stack,
+        tmp_path,
+        "serve",
+        "--bind",
+        f"tcp://127.0.0.1:{port}",
+        "--workers",
+        "1",
+        "--tls-cert",
+        str(certs / "server.pem"),
+        "--tls-key",
+        str(certs / "server-key.pem"),
+        "--tls-ca",
+        str(certs / "ca.pem"),
+        "--log-file",
+        str(tmp_path / "tls-gateway.log"),
+    )
     try:
         wait_port(port, proc)
         client = tmp_path / "client-config"
@@ -78,9 +133,22 @@ def test_tls_with_client_certificates_as_docker_tls_verify_expects(stack, tmp_pa
         shutil.copy(certs / "client.pem", client / "cert.pem")
         shutil.copy(certs / "client-key.pem", client / "key.pem")
         shutil.copy(os.path.join(stack.env["MOORAGE_CONFIG_alpha"], "config.json"), client / "config.json")
-        result = stack.docker("run", "--rm", "-i", "busybox", "sh", "-c", "cat; echo over-tls", input=b"in\n",
-                              env={"DOCKER_HOST": f"tcp://127.0.0.1:{port}", "DOCKER_TLS_VERIFY": "1",
-                                   "DOCKER_CERT_PATH": str(client), "DOCKER_CONFIG": str(client)})
+        result = stack.docker(
+            "run",
+            "--rm",
+            "-i",
+            "busybox",
+            "sh",
+            "-c",
+            "cat; echo over-tls",
+            input=b"in\n",
+            env={
+                "DOCKER_HOST": f"tcp://127.0.0.1:{port}",
+                "DOCKER_TLS_VERIFY": "1",
+                "DOCKER_CERT_PATH": str(client),
+                "DOCKER_CONFIG": str(client),
+            },
+        )
         assert (result.returncode, result.stdout) == (0, b"in\nover-tls\n"), result.stderr
         with pytest.raises(requests.exceptions.RequestException):
             requests.get(f"https://127.0.0.1:{port}/_ping", verify=str(certs / "ca.pem"), timeout=10)
@@ -90,20 +158,31 @@ def test_tls_with_client_certificates_as_docker_tls_verify_expects(stack, tmp_pa
 
 def test_relay_tier_serves_the_streaming_routes_only(stack, tmp_path, unique):
     port = free_port()
-    proc = start(stack, tmp_path, "relay", "--bind", f"tcp://127.0.0.1:{port}", "--workers", "1",
-                 "--log-file", str(tmp_path / "relay.log"))
+    proc = start(
+        stack,
+        tmp_path,
+        "relay",
+        "--bind",
+        f"tcp://127.0.0.1:{port}",
+        "--workers",
+        "1",
+        "--log-file",
+        str(tmp_path / "relay.log"),
+    )
     try:
         wait_port(port, proc)
         assert stack.docker("run", "--name", unique, "busybox", "echo", "through-the-relay").returncode == 0
         headers = stack.headers("alpha")
-        logs = requests.get(f"http://127.0.0.1:{port}/v1.41/containers/{unique}/logs?stdout=1", headers=headers,
-                            timeout=10)
+        logs = requests.get(
+            f"http://127.0.0.1:{port}/v1.41/containers/{unique}/logs?stdout=1", headers=headers, timeout=10
+        )
         assert logs.status_code == 200
         assert logs.content == b"\x01\x00\x00\x00\x00\x00\x00\x12through-the-relay\n"
         listed = requests.get(f"http://127.0.0.1:{port}/v1.41/containers/json", headers=headers, timeout=10)
         assert listed.status_code == 404 and listed.json() == {"message": "page not found"}
-        unauthenticated = requests.get(f"http://127.0.0.1:{port}/v1.41/containers/{unique}/logs?stdout=1",
-                                       timeout=10)
+        unauthenticated = requests.get(
+            f"http://127.0.0.1:{port}/v1.41/containers/{unique}/logs?stdout=1", timeout=10
+        )
         assert unauthenticated.status_code == 401
     finally:
         stop(proc)

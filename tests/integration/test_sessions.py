@@ -16,14 +16,18 @@ def both(stack, *args, **kw):
     return ours, theirs
 
 
-@pytest.mark.parametrize("args,stdin,expect_out,expect_rc", ids=["echo", "exit-3", "stdin", "big-stdin", "empty-stdin", "stderr"], argvalues=[
-    (("run", "--rm", "busybox", "echo", "hello"), None, b"hello\n", 0),
-    (("run", "--rm", "busybox", "sh", "-c", "exit 3"), None, b"", 3),
-    (("run", "--rm", "-i", "busybox", "cat"), b"piped\nlines\n", b"piped\nlines\n", 0),
-    (("run", "--rm", "-i", "busybox", "wc", "-c"), b"x" * 300000, b"300000\n", 0),
-    (("run", "--rm", "-i", "busybox", "cat"), b"", b"", 0),
-    (("run", "--rm", "busybox", "sh", "-c", "echo out; echo err >&2; exit 4"), None, b"out\n", 4),
-])
+@pytest.mark.parametrize(
+    "args,stdin,expect_out,expect_rc",
+    ids=["echo", "exit-3", "stdin", "big-stdin", "empty-stdin", "stderr"],
+    argvalues=[
+        (("run", "--rm", "busybox", "echo", "hello"), None, b"hello\n", 0),
+        (("run", "--rm", "busybox", "sh", "-c", "exit 3"), None, b"", 3),
+        (("run", "--rm", "-i", "busybox", "cat"), b"piped\nlines\n", b"piped\nlines\n", 0),
+        (("run", "--rm", "-i", "busybox", "wc", "-c"), b"x" * 300000, b"300000\n", 0),
+        (("run", "--rm", "-i", "busybox", "cat"), b"", b"", 0),
+        (("run", "--rm", "busybox", "sh", "-c", "echo out; echo err >&2; exit 4"), None, b"out\n", 4),
+    ],
+)
 def test_run_matches_dockerd(stack, args, stdin, expect_out, expect_rc):
     ours, theirs = both(stack, *args, input=stdin)
     assert (ours.returncode, ours.stdout) == (theirs.returncode, theirs.stdout) == (expect_rc, expect_out)
@@ -86,8 +90,10 @@ def cli_env(stack, direct):
 
 def test_run_it_is_byte_identical(stack):
     keys = [b"echo tty-$((6*7))\r", b"exit 7\r"]
-    results = [drive_pty([DOCKER, "run", "--rm", "-it", "busybox", "sh"], cli_env(stack, direct), keys)
-               for direct in (False, True)]
+    results = [
+        drive_pty([DOCKER, "run", "--rm", "-it", "busybox", "sh"], cli_env(stack, direct), keys)
+        for direct in (False, True)
+    ]
     assert results[0][0] == results[1][0] == 7
     assert b"tty-42" in results[0][1]
     assert results[0][1] == results[1][1]
@@ -96,7 +102,9 @@ def test_run_it_is_byte_identical(stack):
 def test_exec_it_exit_code(stack, unique):
     assert stack.docker("run", "-d", "--name", unique, "busybox", "sleep", "120").returncode == 0
     try:
-        code, out = drive_pty([DOCKER, "exec", "-it", unique, "sh"], cli_env(stack, False), [b"echo in-$((1+1))\r", b"exit 9\r"])
+        code, out = drive_pty(
+            [DOCKER, "exec", "-it", unique, "sh"], cli_env(stack, False), [b"echo in-$((1+1))\r", b"exit 9\r"]
+        )
         assert code == 9 and b"in-2" in out
     finally:
         stack.docker("rm", "-f", unique)

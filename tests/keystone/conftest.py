@@ -35,6 +35,7 @@ def pytest_configure(config):
 
 # --- helpers -------------------------------------------------------------------------------------
 
+
 def read_exports(path: str) -> dict:
     out = {}
     with open(path) as fh:
@@ -46,8 +47,14 @@ def read_exports(path: str) -> dict:
     return out
 
 
-def http(url: str, method: str, path: str, headers: dict | None = None, body: dict | None = None,
-         timeout: float = 15) -> tuple[int, dict, bytes]:
+def http(
+    url: str,
+    method: str,
+    path: str,
+    headers: dict | None = None,
+    body: dict | None = None,
+    timeout: float = 15,
+) -> tuple[int, dict, bytes]:
     """One request on a new connection (so gunicorn may hand it to any worker)."""
     parts = urllib.parse.urlsplit(url.replace("tcp://", "http://", 1))
     conn = httpclient.HTTPConnection(parts.netloc, timeout=timeout)
@@ -65,25 +72,37 @@ def http(url: str, method: str, path: str, headers: dict | None = None, body: di
 
 def issue_token(auth_url: str, user: str, password: str, project: str) -> tuple[str, dict]:
     """A project-scoped token by password: (token, Keystone's token body)."""
-    body = {"auth": {"identity": {"methods": ["password"], "password": {"user": {
-        "name": user, "domain": {"id": "default"}, "password": password}}},
-        "scope": {"project": {"name": project, "domain": {"id": "default"}}}}}
+    body = {
+        "auth": {
+            "identity": {
+                "methods": ["password"],
+                "password": {"user": {"name": user, "domain": {"id": "default"}, "password": password}},
+            },
+            "scope": {"project": {"name": project, "domain": {"id": "default"}}},
+        }
+    }
     status, headers, data = http(auth_url, "POST", "/v3/auth/tokens?nocatalog", body=body)
     assert status == 201, f"Keystone refused {user}: {status} {data[:300]!r}"
     return headers["x-subject-token"], json.loads(data)["token"]
 
 
 def token_of(openrc: dict) -> tuple[str, dict]:
-    return issue_token(openrc["OS_AUTH_URL"], openrc["OS_USERNAME"], openrc["OS_PASSWORD"],
-                       openrc["OS_PROJECT_NAME"])
+    return issue_token(
+        openrc["OS_AUTH_URL"], openrc["OS_USERNAME"], openrc["OS_PASSWORD"], openrc["OS_PROJECT_NAME"]
+    )
 
 
 def docker(env: dict, *args: str, timeout: int = 60) -> subprocess.CompletedProcess:
     """The docker CLI, always under `timeout -s KILL`."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("DOCKER_", "OS_"))}
     clean.update(env)
-    return subprocess.run(["timeout", "-s", "KILL", str(timeout), DOCKER, *args], capture_output=True,
-                          text=True, env=clean, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        ["timeout", "-s", "KILL", str(timeout), DOCKER, *args],
+        capture_output=True,
+        text=True,
+        env=clean,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def free_port() -> int:
@@ -97,6 +116,7 @@ def _run(argv: list[str], timeout: float) -> subprocess.CompletedProcess:
 
 
 # --- fixtures ------------------------------------------------------------------------------------
+
 
 class Stack:
     def __init__(self, directory: str, env: dict):
@@ -136,9 +156,13 @@ def stack(tmp_path_factory, short_keystone_dir):
         pytest.skip("no docker CLI")
     directory = str(tmp_path_factory.mktemp("ks-stack"))
     # The short-lived Keystone sets itself up meanwhile (its install waits on the venv's lock).
-    short = subprocess.Popen([sys.executable, KEYSTONE, "up", short_keystone_dir, "--token-expiration",
-                              str(SHORT_EXPIRATION)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             stdin=subprocess.DEVNULL, text=True)
+    short = subprocess.Popen(
+        [sys.executable, KEYSTONE, "up", short_keystone_dir, "--token-expiration", str(SHORT_EXPIRATION)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
     _background["short"] = short
     try:
         t0 = time.monotonic()
@@ -182,30 +206,40 @@ def short_gateway(short_keystone, tmp_path_factory):
     port = free_port()
     q = json.dumps
     config = directory / "moorage.toml"
-    config.write_text("\n".join([
-        "[gateway]",
-        f"bind = [{q(f'tcp://127.0.0.1:{port}')}]",
-        "workers = 1",
-        f"database = {q('sqlite:///' + str(directory / 'moorage.db'))}",
-        f"log_file = {q(str(directory / 'gateway.log'))}",
-        "[identity]",
-        'backend = "keystone"',
-        f"auth_url = {q(short_keystone['OS_AUTH_URL'])}",
-        'username = "admin"',
-        f"password = {q(short_keystone['OS_PASSWORD'])}",
-        'project_name = "admin"',
-        'user_domain_name = "Default"',
-        'project_domain_name = "Default"',
-        "timeout = 5",
-        f"cache_ttl = {SHORT_CACHE_TTL}",
-    ]) + "\n")
+    config.write_text(
+        "\n".join(
+            [
+                "[gateway]",
+                f"bind = [{q(f'tcp://127.0.0.1:{port}')}]",
+                "workers = 1",
+                f"database = {q('sqlite:///' + str(directory / 'moorage.db'))}",
+                f"log_file = {q(str(directory / 'gateway.log'))}",
+                "[identity]",
+                'backend = "keystone"',
+                f"auth_url = {q(short_keystone['OS_AUTH_URL'])}",
+                'username = "admin"',
+                f"password = {q(short_keystone['OS_PASSWORD'])}",
+                'project_name = "admin"',
+                'user_domain_name = "Default"',
+                'project_domain_name = "Default"',
+                "timeout = 5",
+                f"cache_ttl = {SHORT_CACHE_TTL}",
+            ]
+        )
+        + "\n"
+    )
     os.chmod(config, 0o600)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MOORAGE_", "DOCKER_", "OS_"))}
     env["PYTHONPATH"] = REPO + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     log = open(directory / "serve.out", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "--config", str(config), "serve"],
-                            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli", "--config", str(config), "serve"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        env=env,
+        start_new_session=True,
+    )
     url = f"tcp://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30

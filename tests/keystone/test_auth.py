@@ -16,8 +16,13 @@ from tests.keystone.conftest import KEYSTONE, docker, http, issue_token, token_o
 pytestmark = pytest.mark.keystone
 
 # Routes of every kind: plain, versioned, streaming, hijacked. Authentication comes before the route.
-ROUTES = [("GET", "/_ping"), ("GET", "/v1.41/containers/json"), ("GET", "/events"),
-          ("POST", "/v1.41/containers/abc/attach?stream=1&stdout=1"), ("POST", "/exec/abc/start")]
+ROUTES = [
+    ("GET", "/_ping"),
+    ("GET", "/v1.41/containers/json"),
+    ("GET", "/events"),
+    ("POST", "/v1.41/containers/abc/attach?stream=1&stdout=1"),
+    ("POST", "/exec/abc/start"),
+]
 
 
 def message(body: bytes) -> str:
@@ -28,8 +33,9 @@ def message(body: bytes) -> str:
 
 @pytest.mark.parametrize("method,path", ROUTES)
 def test_missing_token_header_is_401(stack, method, path):
-    status, headers, body = http(stack.host, method, path,
-                                 headers={"X-Auth-Project-Id": stack.project["alpha"]})
+    status, headers, body = http(
+        stack.host, method, path, headers={"X-Auth-Project-Id": stack.project["alpha"]}
+    )
     assert status == 401
     assert headers["content-type"].startswith("application/json")
     text = message(body)
@@ -47,15 +53,18 @@ def test_missing_project_header_is_401(stack, method, path):
 
 def test_garbage_token_is_401(stack):
     for garbage in ("garbage", "gAAAAAB" + "x" * 180):
-        status, _, body = stack.get("/_ping", {"X-Auth-Token": garbage, "X-Auth-Project-Id": stack.project["alpha"]})
+        status, _, body = stack.get(
+            "/_ping", {"X-Auth-Token": garbage, "X-Auth-Project-Id": stack.project["alpha"]}
+        )
         assert status == 401
         assert "not valid" in message(body)
 
 
 def test_token_of_another_project_is_401(stack):
     beta_token = stack.headers("beta")["X-Auth-Token"]
-    status, _, body = stack.get("/v1.41/containers/json",
-                                {"X-Auth-Token": beta_token, "X-Auth-Project-Id": stack.project["alpha"]})
+    status, _, body = stack.get(
+        "/v1.41/containers/json", {"X-Auth-Token": beta_token, "X-Auth-Project-Id": stack.project["alpha"]}
+    )
     assert status == 401
     text = message(body)
     assert "scoped to project beta" in text and stack.project["alpha"] in text
@@ -115,8 +124,9 @@ def test_revoked_token_is_refused_after_the_cache_ttl(stack):
     for _ in range(4):  # into both workers' caches
         assert stack.get("/_ping", headers)[0] == 200
     auth_url = stack.openrc["alpha"]["OS_AUTH_URL"]
-    status, _, body = http(auth_url, "DELETE", "/v3/auth/tokens", headers={"X-Auth-Token": token,
-                                                                            "X-Subject-Token": token})
+    status, _, body = http(
+        auth_url, "DELETE", "/v3/auth/tokens", headers={"X-Auth-Token": token, "X-Subject-Token": token}
+    )
     assert status == 204, body
     revoked = time.monotonic()
     time.sleep(max(0.0, revoked + ttl + 0.5 - time.monotonic()))
@@ -129,8 +139,9 @@ def test_revoked_token_is_refused_after_the_cache_ttl(stack):
 def test_keystone_down_is_503_then_back_up_works(stack):
     token, _ = token_of(stack.openrc["alpha"])  # never used yet: in no cache
     headers = {"X-Auth-Token": token, "X-Auth-Project-Id": stack.project["alpha"]}
-    down = subprocess.run([sys.executable, KEYSTONE, "down", stack.keystone_dir], capture_output=True,
-                          text=True, timeout=60)
+    down = subprocess.run(
+        [sys.executable, KEYSTONE, "down", stack.keystone_dir], capture_output=True, text=True, timeout=60
+    )
     assert down.returncode == 0, down.stderr
     try:
         t0 = time.monotonic()
@@ -142,12 +153,15 @@ def test_keystone_down_is_503_then_back_up_works(stack):
         if result.returncode != 0:  # beta's token may still be cached: then ps just works
             assert "identity service unavailable" in result.stderr
     finally:
-        up = subprocess.run([sys.executable, KEYSTONE, "up", stack.keystone_dir], capture_output=True,
-                            text=True, timeout=120)
+        up = subprocess.run(
+            [sys.executable, KEYSTONE, "up", stack.keystone_dir], capture_output=True, text=True, timeout=120
+        )
     assert up.returncode == 0, up.stderr
     status, _, _ = stack.get("/_ping", headers)
     assert status == 200
-    assert docker({"DOCKER_HOST": stack.host, "DOCKER_CONFIG": stack.config_dir["alpha"]}, "ps").returncode == 0
+    assert (
+        docker({"DOCKER_HOST": stack.host, "DOCKER_CONFIG": stack.config_dir["alpha"]}, "ps").returncode == 0
+    )
 
 
 def test_expired_token_is_refused(short_keystone, short_gateway):
@@ -164,8 +178,15 @@ def test_expired_token_is_refused(short_keystone, short_gateway):
         assert "expired" in text or "not valid" in text
     # a fresh token of the same Keystone works
     fresh, body = issue_token(short_keystone["OS_AUTH_URL"], "admin", short_keystone["OS_PASSWORD"], "admin")
-    assert http(short_gateway, "GET", "/_ping", headers={"X-Auth-Token": fresh,
-                                                         "X-Auth-Project-Id": body["project"]["id"]})[0] == 200
+    assert (
+        http(
+            short_gateway,
+            "GET",
+            "/_ping",
+            headers={"X-Auth-Token": fresh, "X-Auth-Project-Id": body["project"]["id"]},
+        )[0]
+        == 200
+    )
 
 
 def test_tokens_never_reach_the_gateway_log(stack):

@@ -21,15 +21,22 @@ def moorage_login(env: dict, *args: str) -> subprocess.CompletedProcess:
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("OS_", "DOCKER_", "MOORAGE_"))}
     clean.update(env)
     clean["PYTHONPATH"] = REPO + (os.pathsep + clean["PYTHONPATH"] if clean.get("PYTHONPATH") else "")
-    return subprocess.run([sys.executable, "-m", "gateway.cli", "login", *args], capture_output=True,
-                          text=True, env=clean, timeout=120, stdin=subprocess.DEVNULL, cwd=REPO)
+    return subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "login", *args],
+        capture_output=True,
+        text=True,
+        env=clean,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+        cwd=REPO,
+    )
 
 
 def exports(stdout: str) -> dict:
     out = {}
     for line in stdout.splitlines():
         assert line.startswith("export "), f"stdout must hold only export lines: {stdout!r}"
-        key, _, value = line[len("export "):].partition("=")
+        key, _, value = line[len("export ") :].partition("=")
         out[key] = value
     return out
 
@@ -71,8 +78,9 @@ def test_login_from_openrc_then_docker_ps(stack, tmp_path):
 def test_login_keeps_other_settings_and_takes_config_dir(stack, tmp_path):
     config_dir = tmp_path / "beta-config"
     config_dir.mkdir()
-    (config_dir / "config.json").write_text(json.dumps({"HttpHeaders": {"User-Agent": "ci"},
-                                                        "psFormat": "table {{.ID}}"}))
+    (config_dir / "config.json").write_text(
+        json.dumps({"HttpHeaders": {"User-Agent": "ci"}, "psFormat": "table {{.ID}}"})
+    )
     env = {**read_exports(stack.env["MOORAGE_OPENRC_beta"]), "HOME": str(tmp_path)}
     result = moorage_login(env, "--config-dir", str(config_dir))
     assert result.returncode == 0, result.stderr
@@ -89,9 +97,13 @@ def test_login_with_an_application_credential_from_clouds_yaml(stack, tmp_path):
     pytest.importorskip("yaml")
     openrc = stack.openrc["alpha"]
     token, body = token_of(openrc)
-    status, _, data = http(openrc["OS_AUTH_URL"], "POST", f"/v3/users/{body['user']['id']}/application_credentials",
-                           headers={"X-Auth-Token": token},
-                           body={"application_credential": {"name": f"ci-{uuid.uuid4().hex[:8]}"}})
+    status, _, data = http(
+        openrc["OS_AUTH_URL"],
+        "POST",
+        f"/v3/users/{body['user']['id']}/application_credentials",
+        headers={"X-Auth-Token": token},
+        body={"application_credential": {"name": f"ci-{uuid.uuid4().hex[:8]}"}},
+    )
     assert status == 201, data
     cred = json.loads(data)["application_credential"]
     clouds = tmp_path / "clouds.yaml"
@@ -102,7 +114,8 @@ def test_login_with_an_application_credential_from_clouds_yaml(stack, tmp_path):
         "    auth:\n"
         f"      auth_url: {openrc['OS_AUTH_URL']}\n"
         f"      application_credential_id: {cred['id']}\n"
-        f"      application_credential_secret: {cred['secret']}\n")
+        f"      application_credential_secret: {cred['secret']}\n"
+    )
     env = {"HOME": str(tmp_path), "OS_CLIENT_CONFIG_FILE": str(clouds)}
     result = moorage_login(env, "--os-cloud", "ci", "--host", stack.host)
     assert result.returncode == 0, result.stderr

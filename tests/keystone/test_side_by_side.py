@@ -25,17 +25,22 @@ def side_by_side(stack):
     since = int(time.time()) - 1
     for tenant in TENANTS:
         env = {"DOCKER_HOST": stack.host, "DOCKER_CONFIG": stack.config_dir[tenant]}
-        steps = [("network", "create", "sbs-net"), ("volume", "create", "sbs-data"),
-                 ("run", "-d", "--name", "sbs-web", "-v", "sbs-data:/data", "busybox", "sleep", "300"),
-                 ("run", "-d", "--name", "sbs-peer", "busybox", "sleep", "300"),
-                 ("commit", "sbs-web", "sbs-app:1")]
+        steps = [
+            ("network", "create", "sbs-net"),
+            ("volume", "create", "sbs-data"),
+            ("run", "-d", "--name", "sbs-web", "-v", "sbs-data:/data", "busybox", "sleep", "300"),
+            ("run", "-d", "--name", "sbs-peer", "busybox", "sleep", "300"),
+            ("commit", "sbs-web", "sbs-app:1"),
+        ]
         out = {}
         for args in steps:
             result = docker(env, *args)
             assert result.returncode == 0, (tenant, args, result.stderr)
             out[args[0] + (args[1] if args[0] in ("network", "volume") else "")] = result.stdout.strip()
         out["env"] = env
-        out["web"] = docker(env, "inspect", "-f", "{{.Id}} {{.NetworkSettings.IPAddress}}", "sbs-web").stdout.split()
+        out["web"] = docker(
+            env, "inspect", "-f", "{{.Id}} {{.NetworkSettings.IPAddress}}", "sbs-web"
+        ).stdout.split()
         made[tenant] = out
     made["since"] = since
     yield made
@@ -66,13 +71,25 @@ def test_each_sees_only_its_own(stack, side_by_side, me, other):
 def test_each_gets_no_such_on_the_others_objects(stack, side_by_side, me, other):
     env, theirs = side_by_side[me]["env"], side_by_side[other]
     for ref in (theirs["web"][0], theirs["web"][0][:12]):
-        for args in (("inspect", ref), ("logs", ref), ("exec", ref, "true"), ("stop", "-t", "0", ref),
-                     ("rm", ref)):
+        for args in (
+            ("inspect", ref),
+            ("logs", ref),
+            ("exec", ref, "true"),
+            ("stop", "-t", "0", ref),
+            ("rm", ref),
+        ):
             result = docker(env, *args)
             assert result.returncode != 0, args
-            assert "No such container" in result.stderr or "No such object" in result.stderr, (args, result.stderr)
-    for args in (("network", "inspect", theirs["networkcreate"]), ("network", "rm", theirs["networkcreate"]),
-                 ("image", "inspect", theirs["commit"]), ("rmi", theirs["commit"])):
+            assert "No such container" in result.stderr or "No such object" in result.stderr, (
+                args,
+                result.stderr,
+            )
+    for args in (
+        ("network", "inspect", theirs["networkcreate"]),
+        ("network", "rm", theirs["networkcreate"]),
+        ("image", "inspect", theirs["commit"]),
+        ("rmi", theirs["commit"]),
+    ):
         result = docker(env, *args)
         assert result.returncode != 0, args
         assert "No such" in result.stderr or "not found" in result.stderr, (args, result.stderr)
@@ -94,8 +111,16 @@ def test_events_are_each_tenants_own(stack, side_by_side):
     time.sleep(1.1)
     seen = {}
     for tenant in TENANTS:
-        result = docker(side_by_side[tenant]["env"], "events", "--since", str(side_by_side["since"]),
-                        "--until", str(until), "--format", "{{json .}}")
+        result = docker(
+            side_by_side[tenant]["env"],
+            "events",
+            "--since",
+            str(side_by_side["since"]),
+            "--until",
+            str(until),
+            "--format",
+            "{{json .}}",
+        )
         assert result.returncode == 0, result.stderr
         seen[tenant] = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
     for tenant, other in (("alpha", "beta"), ("beta", "alpha")):

@@ -59,8 +59,13 @@ class Stack:
         """The docker CLI as a tenant, always under `timeout -s KILL`."""
         env = {k: v for k, v in os.environ.items() if not k.startswith(("DOCKER_", "OS_"))}
         env.update(DOCKER_HOST=self.env["DOCKER_HOST"], DOCKER_CONFIG=self.env[f"MOORAGE_CONFIG_{tenant}"])
-        return subprocess.run(["timeout", "-s", "KILL", str(timeout), DOCKER, *args], capture_output=True,
-                              text=True, env=env, stdin=subprocess.DEVNULL)
+        return subprocess.run(
+            ["timeout", "-s", "KILL", str(timeout), DOCKER, *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            stdin=subprocess.DEVNULL,
+        )
 
     def hosts(self) -> list[tuple[str, str]]:
         proc = _run([sys.executable, DEVSTACK, "hosts", self.dir], timeout=30)
@@ -80,15 +85,22 @@ class Stack:
         from keystoneauth1.identity import v3
         from novaclient import client
 
-        auth = v3.Password(auth_url=self.nova_rc["MOORAGE_NOVA_AUTH_URL"], username=rc_user, password=password,
-                           project_name=project, user_domain_name="Default", project_domain_name="Default")
+        auth = v3.Password(
+            auth_url=self.nova_rc["MOORAGE_NOVA_AUTH_URL"],
+            username=rc_user,
+            password=password,
+            project_name=project,
+            user_domain_name="Default",
+            project_domain_name="Default",
+        )
         return client.Client("2.90", session=session.Session(auth=auth, timeout=30))
 
     @property
     def nova_admin(self):
         if self._admin is None:
-            self._admin = self._client(self.admin_rc["OS_USERNAME"], self.admin_rc["OS_PASSWORD"],
-                                       self.admin_rc["OS_PROJECT_NAME"])
+            self._admin = self._client(
+                self.admin_rc["OS_USERNAME"], self.admin_rc["OS_PASSWORD"], self.admin_rc["OS_PROJECT_NAME"]
+            )
         return self._admin
 
     @property
@@ -96,8 +108,9 @@ class Stack:
         """novaclient as the gateway's own service user, in its project."""
         if self._service is None:
             rc = self.nova_rc
-            self._service = self._client(rc["MOORAGE_NOVA_USERNAME"], rc["MOORAGE_NOVA_PASSWORD"],
-                                         rc["MOORAGE_NOVA_PROJECT_NAME"])
+            self._service = self._client(
+                rc["MOORAGE_NOVA_USERNAME"], rc["MOORAGE_NOVA_PASSWORD"], rc["MOORAGE_NOVA_PROJECT_NAME"]
+            )
         return self._service
 
     def pool_servers(self, since: str | None = None) -> list:
@@ -105,15 +118,21 @@ class Stack:
         opts = {"all_tenants": 1}
         if since:
             opts["changes-since"] = since
-        return [s for s in self.nova_admin.servers.list(search_opts=opts)
-                if (s.metadata or {}).get("moorage:pool") == self.pool]
+        return [
+            s
+            for s in self.nova_admin.servers.list(search_opts=opts)
+            if (s.metadata or {}).get("moorage:pool") == self.pool
+        ]
 
     def boots_since(self, since: str) -> list:
         """Every server the pool booted since `since` (an ISO time), deleted ones included: a
         deleted server loses its metadata, so these are the service project's `moorage-*` servers."""
         project = self.nova_rc["MOORAGE_NOVA_PROJECT_ID"]
-        return [s for s in self.nova_admin.servers.list(search_opts={"all_tenants": 1, "changes-since": since})
-                if s.tenant_id == project and s.name.startswith("moorage-") and s.created >= since]
+        return [
+            s
+            for s in self.nova_admin.servers.list(search_opts={"all_tenants": 1, "changes-since": since})
+            if s.tenant_id == project and s.name.startswith("moorage-") and s.created >= since
+        ]
 
     def user_data(self, server_id: str) -> str:
         server = self.nova_admin.servers.get(server_id)
@@ -129,8 +148,20 @@ def stack(tmp_path_factory):
     directory = str(tmp_path_factory.mktemp("nova-stack"))
     try:
         t0 = time.monotonic()
-        proc = _run([sys.executable, DEVSTACK, "up", directory, "--nova", "--capacity", str(CAPACITY),
-                     "--nova-grace", str(GRACE)], timeout=1800)
+        proc = _run(
+            [
+                sys.executable,
+                DEVSTACK,
+                "up",
+                directory,
+                "--nova",
+                "--capacity",
+                str(CAPACITY),
+                "--nova-grace",
+                str(GRACE),
+            ],
+            timeout=1800,
+        )
         if proc.returncode != 0:
             pytest.fail(f"scripts/devstack up --nova failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
         sys.stderr.write(f"\n[nova lane] devstack up --nova in {time.monotonic() - t0:.1f} s\n")
@@ -139,5 +170,13 @@ def stack(tmp_path_factory):
         down = _run([sys.executable, DEVSTACK, "down", directory, "--purge"], timeout=600)
         if down.returncode != 0:
             sys.stderr.write(f"devstack down failed: {down.stderr[-2000:]}\n")
-        _run([sys.executable, os.path.join(REPO, "scripts", "nova"), "down", os.path.join(directory, "nova"),
-              "--purge"], timeout=300)
+        _run(
+            [
+                sys.executable,
+                os.path.join(REPO, "scripts", "nova"),
+                "down",
+                os.path.join(directory, "nova"),
+                "--purge",
+            ],
+            timeout=300,
+        )

@@ -53,9 +53,20 @@ def test_third_container_boots_a_second_instance_and_empty_ones_go(stack):
     # a server of the service project the pool did not create: it must survive every reaper pass
     flavor = stack.nova_service.flavors.find(name=stack.nova_rc["MOORAGE_NOVA_FLAVOR"])
     foreign = stack.nova_service.servers.create(
-        "foreign-not-moorage", None, flavor, nics="none",
-        block_device_mapping_v2=[{"source_type": "blank", "destination_type": "local", "boot_index": 0,
-                                  "volume_size": 1, "delete_on_termination": True}])
+        "foreign-not-moorage",
+        None,
+        flavor,
+        nics="none",
+        block_device_mapping_v2=[
+            {
+                "source_type": "blank",
+                "destination_type": "local",
+                "boot_index": 0,
+                "volume_size": 1,
+                "delete_on_termination": True,
+            }
+        ],
+    )
     try:
         t0 = time.monotonic()
         ok(stack.docker("run", "-d", "--name", "first", "busybox", "sleep", "600"))
@@ -75,8 +86,10 @@ def test_third_container_boots_a_second_instance_and_empty_ones_go(stack):
         assert all(s.status == "ACTIVE" for s in servers.values())
         rows = {r["uuid"]: r for r in stack.instances()}
         assert set(rows) == set(servers)
-        assert all(r["provider"] == "nova" and r["state"] == "up" and r["capacity"] == CAPACITY
-                   for r in rows.values())
+        assert all(
+            r["provider"] == "nova" and r["state"] == "up" and r["capacity"] == CAPACITY
+            for r in rows.values()
+        )
         assert sorted(r["containers"] for r in rows.values()) == [1, 2]
         # the agent registered under the server's UUID from what the gateway wrote into user-data
         for uid in servers:
@@ -94,7 +107,9 @@ def test_third_container_boots_a_second_instance_and_empty_ones_go(stack):
         ok(stack.docker("rm", "-f", "first", "second"))
         ok(stack.docker("rm", "-f", "third", tenant="beta"))
         t0 = time.monotonic()
-        wait_until("both instances deleted", lambda: not stack.hosts() and not stack.pool_servers(), GONE_WITHIN)
+        wait_until(
+            "both instances deleted", lambda: not stack.hosts() and not stack.pool_servers(), GONE_WITHIN
+        )
         gone_after = time.monotonic() - t0
         print(f"[nova lane] instances gone {gone_after:.1f} s after the last container (grace {GRACE} s)")
         assert gone_after >= GRACE - 1
@@ -102,8 +117,9 @@ def test_third_container_boots_a_second_instance_and_empty_ones_go(stack):
         boots = stack.boots_since(since)
         assert len(boots) == 2, f"Nova saw {len(boots)} boots: {[b.name for b in boots]}"
         assert all(b.status == "DELETED" for b in boots)
-        assert stack.nova_service.servers.get(foreign.id).status in ("ACTIVE", "BUILD"), \
+        assert stack.nova_service.servers.get(foreign.id).status in ("ACTIVE", "BUILD"), (
             "a server the pool did not create was touched"
+        )
     finally:
         foreign.delete()
 
@@ -115,7 +131,9 @@ def test_concurrent_creates_wait_for_the_booting_instance(stack):
     time.sleep(1)
     names = [f"burst{i}" for i in range(4)]
     with concurrent.futures.ThreadPoolExecutor(4) as ex:
-        results = list(ex.map(lambda n: stack.docker("create", "--name", n, "busybox", "sleep", "600"), names))
+        results = list(
+            ex.map(lambda n: stack.docker("create", "--name", n, "busybox", "sleep", "600"), names)
+        )
     for proc in results:
         ok(proc)
     assert len(stack.hosts()) == 2
@@ -131,8 +149,12 @@ def register(stack, secret: str) -> int:
     conn = http.client.HTTPConnection(parts.netloc, timeout=15)
     try:
         body = json.dumps({"uuid": "intruder", "agent_url": "tcp://198.18.0.66:2376"})
-        conn.request("POST", "/moorage/v1/agents", body=body,
-                     headers={"Content-Type": "application/json", "X-Moorage-Bootstrap-Secret": secret})
+        conn.request(
+            "POST",
+            "/moorage/v1/agents",
+            body=body,
+            headers={"Content-Type": "application/json", "X-Moorage-Bootstrap-Secret": secret},
+        )
         return conn.getresponse().status
     finally:
         conn.close()

@@ -13,7 +13,9 @@ from tests.pgserver import ThrowawayPostgres, server_bin
 def postgres_server():
     """A throwaway PostgreSQL for this session (tests/pgserver.py)."""
     if server_bin() is None:
-        pytest.skip("PostgreSQL server binaries are absent (apt-get install postgresql; scripts/install-deps)")
+        pytest.skip(
+            "PostgreSQL server binaries are absent (apt-get install postgresql; scripts/install-deps)"
+        )
     server = ThrowawayPostgres().start()
     try:
         yield server

@@ -47,8 +47,12 @@ def test_other_modes_are_left_alone(mode):
 
 
 def test_endpoint_config_for_bridge_names_the_projects_bridge():
-    _, body = _create({"HostConfig": {"NetworkMode": "bridge"},
-                       "NetworkingConfig": {"EndpointsConfig": {"bridge": {"IPAMConfig": None}}}})
+    _, body = _create(
+        {
+            "HostConfig": {"NetworkMode": "bridge"},
+            "NetworkingConfig": {"EndpointsConfig": {"bridge": {"IPAMConfig": None}}},
+        }
+    )
     assert list(body["NetworkingConfig"]["EndpointsConfig"]) == [BRIDGE]
 
 
@@ -68,31 +72,52 @@ def test_links_move_to_the_endpoint_where_dockerd_reads_them(monkeypatch):
 
 
 def test_the_view_is_dockerds_default_bridge():
-    container = {"Name": "/" + BRIDGE.replace("bridge", "cl"),
-                 "HostConfig": {"NetworkMode": BRIDGE, "Links": []},
-                 "NetworkSettings": {"IPAddress": "", "Gateway": "", "Networks": {BRIDGE: {
-                     "IPAddress": "10.0.0.2", "Gateway": "10.0.0.1", "Aliases": ["abc"], "Links": ["db.mx:x"]}}}}
+    container = {
+        "Name": "/" + BRIDGE.replace("bridge", "cl"),
+        "HostConfig": {"NetworkMode": BRIDGE, "Links": []},
+        "NetworkSettings": {
+            "IPAddress": "",
+            "Gateway": "",
+            "Networks": {
+                BRIDGE: {
+                    "IPAddress": "10.0.0.2",
+                    "Gateway": "10.0.0.1",
+                    "Aliases": ["abc"],
+                    "Links": ["db.mx:x"],
+                }
+            },
+        },
+    }
     scope.show_default_bridge(ALPHA, container)
     out = scope.strip_names(ALPHA, container)
     assert out["HostConfig"]["NetworkMode"] == "default"
     assert out["HostConfig"]["Links"] == ["/db.mx:/cl/x"]
-    assert out["NetworkSettings"]["IPAddress"] == "10.0.0.2" and out["NetworkSettings"]["Gateway"] == "10.0.0.1"
+    assert (
+        out["NetworkSettings"]["IPAddress"] == "10.0.0.2" and out["NetworkSettings"]["Gateway"] == "10.0.0.1"
+    )
     assert out["NetworkSettings"]["Networks"]["bridge"]["Aliases"] is None
 
 
 def test_published_ports_show_the_instance_address():
     inspect = [{"HostIp": "0.0.0.0", "HostPort": "32770"}, {"HostIp": "::", "HostPort": "32770"}]
     assert instances.publish_bindings(inspect, "198.18.0.11", "HostIp") == [
-        {"HostIp": "198.18.0.11", "HostPort": "32770"}, {"HostIp": "::", "HostPort": "32770"}]
+        {"HostIp": "198.18.0.11", "HostPort": "32770"},
+        {"HostIp": "::", "HostPort": "32770"},
+    ]
     assert instances.publish_bindings(inspect, "2001:db8::5", "HostIp") == [
-        {"HostIp": "0.0.0.0", "HostPort": "32770"}, {"HostIp": "2001:db8::5", "HostPort": "32770"}]
-    ps = [{"IP": "0.0.0.0", "PrivatePort": 80, "PublicPort": 32770, "Type": "tcp"},
-          {"IP": "127.0.0.1", "PrivatePort": 81, "PublicPort": 32768, "Type": "tcp"},
-          {"PrivatePort": 82, "Type": "tcp"}]
+        {"HostIp": "0.0.0.0", "HostPort": "32770"},
+        {"HostIp": "2001:db8::5", "HostPort": "32770"},
+    ]
+    ps = [
+        {"IP": "0.0.0.0", "PrivatePort": 80, "PublicPort": 32770, "Type": "tcp"},
+        {"IP": "127.0.0.1", "PrivatePort": 81, "PublicPort": 32768, "Type": "tcp"},
+        {"PrivatePort": 82, "Type": "tcp"},
+    ]
     assert instances.publish_bindings(ps, "198.18.0.11", "IP") == [
         {"IP": "198.18.0.11", "PrivatePort": 80, "PublicPort": 32770, "Type": "tcp"},
         {"IP": "127.0.0.1", "PrivatePort": 81, "PublicPort": 32768, "Type": "tcp"},
-        {"PrivatePort": 82, "Type": "tcp"}]  # exposed, not published: no address to show
+        {"PrivatePort": 82, "Type": "tcp"},
+    ]  # exposed, not published: no address to show
 
 
 def test_published_address_prefers_what_the_agent_reported():

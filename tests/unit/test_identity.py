@@ -9,10 +9,17 @@ from gateway.tenancy import EmbeddedIdentity, authenticate
 @pytest.fixture
 def provider(tmp_path):
     path = tmp_path / "identity.json"
-    path.write_text(json.dumps({"development_only": True, "tokens": {
-        "tok-a": {"project_id": "pa", "project_name": "alpha", "roles": ["member"]},
-        "tok-adm": {"project_id": "padm", "project_name": "admin", "roles": ["admin"]},
-    }}))
+    path.write_text(
+        json.dumps(
+            {
+                "development_only": True,
+                "tokens": {
+                    "tok-a": {"project_id": "pa", "project_name": "alpha", "roles": ["member"]},
+                    "tok-adm": {"project_id": "padm", "project_name": "admin", "roles": ["admin"]},
+                },
+            }
+        )
+    )
     return EmbeddedIdentity(str(path))
 
 
@@ -25,12 +32,15 @@ def headers(token=None, project=None):
     return out
 
 
-@pytest.mark.parametrize("token,project,missing", [
-    (None, None, "X-Auth-Token and X-Auth-Project-Id"),
-    ("tok-a", None, "X-Auth-Project-Id"),
-    (None, "pa", "X-Auth-Token"),
-    ("", "pa", "X-Auth-Token"),
-])
+@pytest.mark.parametrize(
+    "token,project,missing",
+    [
+        (None, None, "X-Auth-Token and X-Auth-Project-Id"),
+        ("tok-a", None, "X-Auth-Project-Id"),
+        (None, "pa", "X-Auth-Token"),
+        ("", "pa", "X-Auth-Token"),
+    ],
+)
 def test_missing_headers_are_401_saying_how_to_log_in(provider, token, project, missing):
     with pytest.raises(DockerError) as exc:
         authenticate(provider, headers(token, project))

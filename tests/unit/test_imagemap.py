@@ -12,15 +12,26 @@ P, Q = "39d166f4ad304cf88806363660b9d3e6", "23106614e2f6461da27b3d19f6108e08"
 ID_A, ID_B, ID_PUB = "sha256:" + "ab" * 32, "sha256:" + "ac" * 32, "sha256:" + "11" * 32
 
 
-@pytest.mark.parametrize("typed, familiar, daemon", [
-    ("app", "app:latest", f"moorage/p-{P}/docker.io/library/app:latest"),
-    ("app:1", "app:1", f"moorage/p-{P}/docker.io/library/app:1"),
-    ("docker.io/library/app:1", "app:1", f"moorage/p-{P}/docker.io/library/app:1"),
-    ("team/app:1", "team/app:1", f"moorage/p-{P}/docker.io/team/app:1"),
-    ("198.18.0.1:5000/team/app:1", "198.18.0.1:5000/team/app:1", f"moorage/p-{P}/198.18.0.1__5000/team/app:1"),
-    ("localhost/x", "localhost/x:latest", f"moorage/p-{P}/localhost/x:latest"),
-    ("reg.example.com/a/b/c:v1.2", "reg.example.com/a/b/c:v1.2", f"moorage/p-{P}/reg.example.com/a/b/c:v1.2"),
-])
+@pytest.mark.parametrize(
+    "typed, familiar, daemon",
+    [
+        ("app", "app:latest", f"moorage/p-{P}/docker.io/library/app:latest"),
+        ("app:1", "app:1", f"moorage/p-{P}/docker.io/library/app:1"),
+        ("docker.io/library/app:1", "app:1", f"moorage/p-{P}/docker.io/library/app:1"),
+        ("team/app:1", "team/app:1", f"moorage/p-{P}/docker.io/team/app:1"),
+        (
+            "198.18.0.1:5000/team/app:1",
+            "198.18.0.1:5000/team/app:1",
+            f"moorage/p-{P}/198.18.0.1__5000/team/app:1",
+        ),
+        ("localhost/x", "localhost/x:latest", f"moorage/p-{P}/localhost/x:latest"),
+        (
+            "reg.example.com/a/b/c:v1.2",
+            "reg.example.com/a/b/c:v1.2",
+            f"moorage/p-{P}/reg.example.com/a/b/c:v1.2",
+        ),
+    ],
+)
 def test_daemon_reference_scheme_round_trips(typed, familiar, daemon):
     assert imagemap.normalize(typed) == familiar
     assert imagemap.daemon_ref(P, typed) == daemon
@@ -34,24 +45,30 @@ def test_untagged_decoy_keeps_its_shape():
     assert imagemap.tenant_name(P, f"moorage/p-{P}/docker.io/library/app") == "app"
 
 
-@pytest.mark.parametrize("bad, message", [
-    ("Bad", "must be lowercase"),
-    ("a" * 64, "cannot specify 64-byte hexadecimal strings"),
-    ("x:y:z", "invalid reference format"),
-    ("", "invalid reference format"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ("Bad", "must be lowercase"),
+        ("a" * 64, "cannot specify 64-byte hexadecimal strings"),
+        ("x:y:z", "invalid reference format"),
+        ("", "invalid reference format"),
+    ],
+)
 def test_references_dockerd_refuses(bad, message):
     with pytest.raises(imagemap.ReferenceError_, match=message):
         imagemap.parse(bad)
 
 
 def test_rewrite_text_puts_tenant_names_back_and_leaves_others():
-    text = (f"No such image: moorage/p-{P}/docker.io/library/nope:latest; "
-            f"The push refers to repository [docker.io/moorage/p-{P}/docker.io/library/nope]; "
-            f"Successfully tagged moorage/p-{P}/198.18.0.1__5000/t/app:1")
+    text = (
+        f"No such image: moorage/p-{P}/docker.io/library/nope:latest; "
+        f"The push refers to repository [docker.io/moorage/p-{P}/docker.io/library/nope]; "
+        f"Successfully tagged moorage/p-{P}/198.18.0.1__5000/t/app:1"
+    )
     assert imagemap.rewrite_text(P, text) == (
         "No such image: nope:latest; The push refers to repository [docker.io/library/nope]; "
-        "Successfully tagged 198.18.0.1:5000/t/app:1")
+        "Successfully tagged 198.18.0.1:5000/t/app:1"
+    )
     assert imagemap.rewrite_text(Q, text) == text
 
 
@@ -123,7 +140,7 @@ def _tar(members: dict[str, bytes]) -> bytes:
 def test_tar_members_rewritten_as_they_stream():
     big = bytes(range(256)) * 4000
     raw = _tar({"layer/layer.tar": big, "manifest.json": json.dumps([{"RepoTags": ["app:1"]}]).encode()})
-    chunks = [raw[i:i + 777] for i in range(0, len(raw), 777)]
+    chunks = [raw[i : i + 777] for i in range(0, len(raw), 777)]
 
     def edit(name, content):
         data = json.loads(content)

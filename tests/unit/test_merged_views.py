@@ -37,7 +37,9 @@ def fleet(monkeypatch):
 
 def test_reads_ask_every_instance_at_once_and_answer_in_fill_order(fleet):
     t0 = time.monotonic()
-    got = [(inst.uuid, payload) for inst, payload in common.every_instance(fleet.ctx, "GET", "/containers/json")]
+    got = [
+        (inst.uuid, payload) for inst, payload in common.every_instance(fleet.ctx, "GET", "/containers/json")
+    ]
     elapsed = time.monotonic() - t0
     assert got == [(f"i{n}", [f"i{n}"]) for n in range(5)]
     assert elapsed < 0.4  # the slowest (0.2 s), not the sum (0.5 s)
@@ -73,15 +75,29 @@ def test_the_list_orders_same_second_runs_of_several_instances_by_the_map(tmp_pa
         for uuid in ("i1", "i2"):
             store.Instance.create(uuid=uuid, agent_url="tcp://127.0.0.1:1", agent_secret="s")
         t0 = dt.datetime(2025, 1, 1, 12, 0, 0)
-        rows = {"a": ("i1", 1), "b": ("i2", 3), "c": ("i1", 2),  # second 100: several instances
-                "d": ("i1", 5), "e": ("i1", 4),                   # second 90: one instance
-                "f": ("i2", 7), "g": ("i1", 6)}                   # second 80: "h" unknown to the map
+        rows = {
+            "a": ("i1", 1),
+            "b": ("i2", 3),
+            "c": ("i1", 2),  # second 100: several instances
+            "d": ("i1", 5),
+            "e": ("i1", 4),  # second 90: one instance
+            "f": ("i2", 7),
+            "g": ("i1", 6),
+        }  # second 80: "h" unknown to the map
         for cid, (inst, ms) in rows.items():
-            store.Container.create(id=cid, project="p", name=cid, instance=inst,
-                                   created_at=t0 + dt.timedelta(milliseconds=ms))
-        merged = [{"Id": "a", "Created": 100}, {"Id": "b", "Created": 100}, {"Id": "c", "Created": 100},
-                  {"Id": "d", "Created": 90}, {"Id": "e", "Created": 90},
-                  {"Id": "f", "Created": 80}, {"Id": "h", "Created": 80}, {"Id": "g", "Created": 80}]
+            store.Container.create(
+                id=cid, project="p", name=cid, instance=inst, created_at=t0 + dt.timedelta(milliseconds=ms)
+            )
+        merged = [
+            {"Id": "a", "Created": 100},
+            {"Id": "b", "Created": 100},
+            {"Id": "c", "Created": 100},
+            {"Id": "d", "Created": 90},
+            {"Id": "e", "Created": 90},
+            {"Id": "f", "Created": 80},
+            {"Id": "h", "Created": 80},
+            {"Id": "g", "Created": 80},
+        ]
         origin = {"a": "i1", "b": "i2", "c": "i1", "d": "i1", "e": "i1", "f": "i2", "h": "i2", "g": "i1"}
         _order_same_second(merged, origin)
         assert [c["Id"] for c in merged] == ["b", "c", "a", "d", "e", "f", "h", "g"]

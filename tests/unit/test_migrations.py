@@ -73,11 +73,24 @@ def _build_v1(url: str) -> None:
         db.create_tables([Instance, Container, Exec, SchemaVersion])
         SchemaVersion.create(version=1)
         for i in range(3):
-            Instance.create(uuid=f"i{i}", agent_url=f"tcp://10.0.0.{i}:2376", agent_secret="s",
-                            facts='{"NCPU": 2}', registered_at=now, last_heartbeat=now, position=i)
+            Instance.create(
+                uuid=f"i{i}",
+                agent_url=f"tcp://10.0.0.{i}:2376",
+                agent_secret="s",
+                facts='{"NCPU": 2}',
+                registered_at=now,
+                last_heartbeat=now,
+                position=i,
+            )
         for n in range(10):
-            Container.create(id=f"{n:064x}", project="p1" if n % 2 else "p2", name=f"c{n}", instance=f"i{n % 3}",
-                             labels='{"a": "b"}', created_at=now)
+            Container.create(
+                id=f"{n:064x}",
+                project="p1" if n % 2 else "p2",
+                name=f"c{n}",
+                instance=f"i{n % 3}",
+                labels='{"a": "b"}',
+                created_at=now,
+            )
         Exec.create(id="e" * 64, container=f"{1:064x}", project="p1", created_at=now)
     db.close()
 

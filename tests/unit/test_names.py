@@ -28,8 +28,12 @@ def test_links_and_messages_are_turned_back():
 
 def test_strip_names_covers_keys_lists_and_nested_values():
     d = names.to_daemon(ALPHA, "app")
-    answer = {"Names": ["/" + names.to_daemon(ALPHA, "web")], "HostConfig": {"NetworkMode": d, "Binds": [f"{d}:/x"]},
-              "NetworkSettings": {"Networks": {d: {"Aliases": ["web"]}}}, "Other": names.to_daemon(BETA, "web")}
+    answer = {
+        "Names": ["/" + names.to_daemon(ALPHA, "web")],
+        "HostConfig": {"NetworkMode": d, "Binds": [f"{d}:/x"]},
+        "NetworkSettings": {"Networks": {d: {"Aliases": ["web"]}}},
+        "Other": names.to_daemon(BETA, "web"),
+    }
     out = scope.strip_names(ALPHA, answer)
     assert out["Names"] == ["/web"] and out["HostConfig"] == {"NetworkMode": "app", "Binds": ["app:/x"]}
     assert list(out["NetworkSettings"]["Networks"]) == ["app"]
@@ -40,12 +44,22 @@ def test_names_stripped_on_the_encoded_answer_equal_strip_names():
     """Context.answer_json(names_of=...) (the merged container list) strips on the encoded text:
     the same bytes as strip_names on every value, escapes and non-ASCII text included."""
     d, w = names.to_daemon(ALPHA, "app"), names.to_daemon(ALPHA, "web")
-    answer = [{"Names": ["/" + w], "Labels": {f"k.{d}": "v\n\"" + w + "\"", "é": f"ü/{d}\\{d}"},
-               "HostConfig": {"NetworkMode": d}, "Other": names.to_daemon(BETA, "web"), "Created": 1.5, "N": None,
-               "NetworkSettings": {"Networks": {d: {"Aliases": [w, "x" + w + "y"]}}}}]
+    answer = [
+        {
+            "Names": ["/" + w],
+            "Labels": {f"k.{d}": 'v\n"' + w + '"', "é": f"ü/{d}\\{d}"},
+            "HostConfig": {"NetworkMode": d},
+            "Other": names.to_daemon(BETA, "web"),
+            "Created": 1.5,
+            "N": None,
+            "NetworkSettings": {"Networks": {d: {"Aliases": [w, "x" + w + "y"]}}},
+        }
+    ]
     ctx = Context(gw=None, req=None, resp=SimpleNamespace(), route=None, params={}, version="1.41")
     ctx.answer_json(answer, names_of=ALPHA)
-    assert ctx.resp.data == json.dumps(scope.strip_names(ALPHA, answer), separators=(",", ":")).encode() + b"\n"
+    assert (
+        ctx.resp.data == json.dumps(scope.strip_names(ALPHA, answer), separators=(",", ":")).encode() + b"\n"
+    )
     ctx.answer_json(answer)
     assert json.loads(ctx.resp.data) == answer
 
@@ -78,8 +92,12 @@ def test_fields_under_any_spelling_are_seen():
 
     from gateway.errors import DockerError
 
-    body = {"image": "busybox", "hostconfig": {"volumesfrom": ["x"], "MOUNTS": [{"source": "v", "type": "volume"}]},
-            "labels": {"a": "b"}, "networkingconfig": {"endpointsconfig": {"n": {"aliases": ["y"]}}}}
+    body = {
+        "image": "busybox",
+        "hostconfig": {"volumesfrom": ["x"], "MOUNTS": [{"source": "v", "type": "volume"}]},
+        "labels": {"a": "b"},
+        "networkingconfig": {"endpointsconfig": {"n": {"aliases": ["y"]}}},
+    }
     scope.canonical_create(body)
     assert set(body) == {"Image", "HostConfig", "Labels", "NetworkingConfig"}
     assert body["HostConfig"] == {"VolumesFrom": ["x"], "Mounts": [{"Source": "v", "Type": "volume"}]}

@@ -17,9 +17,11 @@ HEADERS = {"X-Auth-Token": "tok-a", "X-Auth-Project-Id": "pa"}
 def client(tmp_path, monkeypatch):
     tokens = tmp_path / "identity.json"
     tokens.write_text(json.dumps({"tokens": {"tok-a": {"project_id": "pa", "roles": ["member"]}}}))
-    settings = config.Settings(database=f"sqlite:///{tmp_path / 'db.sqlite'}",
-                               identity={"backend": "embedded", "token_file": str(tokens)},
-                               policy={"file": str(tmp_path / "policy.yaml")})
+    settings = config.Settings(
+        database=f"sqlite:///{tmp_path / 'db.sqlite'}",
+        identity={"backend": "embedded", "token_file": str(tokens)},
+        policy={"file": str(tmp_path / "policy.yaml")},
+    )
     sent = []
     monkeypatch.setattr("gateway.forward.request", lambda *a, **k: sent.append(a) or pytest.fail("forwarded"))
     gw = Gateway(settings, ROUTES)
@@ -34,15 +36,33 @@ def post(client, path, body=None, *, raw=None, ctype="application/json", **kw):
     return client.simulate_post(path, body=data, headers={**HEADERS, "Content-Type": ctype}, **kw)
 
 
-@pytest.mark.parametrize("path,body,rule", [
-    ("/v1.41/containers/create", {"Image": "busybox", "HostConfig": {"Privileged": True}}, "container:create:privileged"),
-    ("/containers/create", {"Image": "busybox", "HostConfig": {"Binds": ["/:/host"]}}, "container:create:bind_mount"),
-    ("/v1.23/containers/create", {"Image": "busybox", "Privileged": True}, "container:create:privileged"),
-    ("/v1.41/containers/abc/update", {"Devices": [{"PathOnHost": "/dev/sda"}]}, "container:update:devices"),
-    ("/v1.41/containers/abc/exec", {"Cmd": ["sh"], "Privileged": True}, "exec:create:privileged"),
-    ("/v1.41/volumes/create", {"Name": "v", "DriverOpts": {"type": "none", "o": "bind", "device": "/etc"}},
-     "volume:create:host_bind"),
-])
+@pytest.mark.parametrize(
+    "path,body,rule",
+    [
+        (
+            "/v1.41/containers/create",
+            {"Image": "busybox", "HostConfig": {"Privileged": True}},
+            "container:create:privileged",
+        ),
+        (
+            "/containers/create",
+            {"Image": "busybox", "HostConfig": {"Binds": ["/:/host"]}},
+            "container:create:bind_mount",
+        ),
+        ("/v1.23/containers/create", {"Image": "busybox", "Privileged": True}, "container:create:privileged"),
+        (
+            "/v1.41/containers/abc/update",
+            {"Devices": [{"PathOnHost": "/dev/sda"}]},
+            "container:update:devices",
+        ),
+        ("/v1.41/containers/abc/exec", {"Cmd": ["sh"], "Privileged": True}, "exec:create:privileged"),
+        (
+            "/v1.41/volumes/create",
+            {"Name": "v", "DriverOpts": {"type": "none", "o": "bind", "device": "/etc"}},
+            "volume:create:host_bind",
+        ),
+    ],
+)
 def test_refused_in_dockers_shape_before_anything_is_forwarded(client, path, body, rule):
     resp = post(client, path, body)
     assert resp.status_code == 403
@@ -60,8 +80,12 @@ def test_a_start_body_is_refused_on_every_version(client):
 
 
 def test_build_with_host_networking_is_refused(client):
-    resp = client.simulate_post("/v1.41/build", query_string="t=x&networkmode=host", body=b"tar",
-                                headers={**HEADERS, "Content-Type": "application/x-tar"})
+    resp = client.simulate_post(
+        "/v1.41/build",
+        query_string="t=x&networkmode=host",
+        body=b"tar",
+        headers={**HEADERS, "Content-Type": "application/x-tar"},
+    )
     assert resp.status_code == 403 and "image:build:host_network" in resp.json["message"]
 
 
@@ -104,44 +128,68 @@ def test_oversize_name_and_malformed_query_are_400_or_judged_never_500(client):
     resp = post(client, "/v1.41/containers/create", {"Image": "busybox"}, query_string="name=" + "n" * 300)
     assert resp.status_code == 400 and "limits.max_name_length" in resp.json["message"]
     for query in ("name=%ff%fe", "name=%zz", "name=a&name=b", "name="):
-        assert post(client, "/v1.41/containers/create", {"Image": "busybox"}, query_string=query).status_code in (400, 503)
+        assert post(
+            client, "/v1.41/containers/create", {"Image": "busybox"}, query_string=query
+        ).status_code in (400, 503)
     resp = post(client, "/v1.41/containers/abc/rename", query_string="name=" + "n" * 300)
     assert resp.status_code == 400
 
 
-@pytest.mark.parametrize("query", [
-    "fromSrc=http%3A%2F%2F169.254.169.254%2Flatest%2Fmeta-data%2F&repo=x",
-    "fromSrc=169.254.169.254",
-    "fromImage=&fromSrc=-&fromSrc=http%3A%2F%2F169.254.169.254%2F",  # dockerd: no fromImage is an import
-])
+@pytest.mark.parametrize(
+    "query",
+    [
+        "fromSrc=http%3A%2F%2F169.254.169.254%2Flatest%2Fmeta-data%2F&repo=x",
+        "fromSrc=169.254.169.254",
+        "fromImage=&fromSrc=-&fromSrc=http%3A%2F%2F169.254.169.254%2F",  # dockerd: no fromImage is an import
+    ],
+)
 def test_import_from_a_url_is_refused_before_anything_is_forwarded(client, query):
-    resp = client.simulate_post("/v1.41/images/create", query_string=query, body=b"",
-                                headers={**HEADERS, "Content-Type": "text/plain"})
+    resp = client.simulate_post(
+        "/v1.41/images/create",
+        query_string=query,
+        body=b"",
+        headers={**HEADERS, "Content-Type": "text/plain"},
+    )
     assert resp.status_code == 403 and 'policy rule "image:import:url"' in resp.json["message"]
     assert client.sent == []
 
 
 def test_import_from_the_body_gets_past_policy(client):
-    resp = client.simulate_post("/v1.41/images/create", query_string="fromSrc=-&repo=x", body=b"tar",
-                                headers={**HEADERS, "Content-Type": "application/x-tar"})
+    resp = client.simulate_post(
+        "/v1.41/images/create",
+        query_string="fromSrc=-&repo=x",
+        body=b"tar",
+        headers={**HEADERS, "Content-Type": "application/x-tar"},
+    )
     assert resp.status_code == 503  # no instance: past policy
 
 
 def test_image_create_parameters_in_a_form_body_are_refused(client):
     # Go's ParseForm: a form body's fromSrc would take precedence over the query's "-"
-    resp = client.simulate_post("/v1.41/images/create", query_string="fromSrc=-",
-                                body=b"fromSrc=http%3A%2F%2F169.254.169.254%2F",
-                                headers={**HEADERS, "Content-Type": "application/x-www-form-urlencoded"})
+    resp = client.simulate_post(
+        "/v1.41/images/create",
+        query_string="fromSrc=-",
+        body=b"fromSrc=http%3A%2F%2F169.254.169.254%2F",
+        headers={**HEADERS, "Content-Type": "application/x-www-form-urlencoded"},
+    )
     assert resp.status_code == 400 and "not as a form" in resp.json["message"]
     assert client.sent == []
 
 
-@pytest.mark.parametrize("body,rule", [
-    ({"Name": "n", "Driver": "macvlan", "Options": {"parent": "eth0"}}, "network:create:driver"),
-    ({"Name": "n", "Options": {"com.docker.network.bridge.name": "docker0"}}, "network:create:bridge_name"),
-    ({"name": "n", "options": {"com.docker.network.bridge.host_binding_ipv4": "127.0.0.1"}},
-     "network:create:driver_opts"),
-])
+@pytest.mark.parametrize(
+    "body,rule",
+    [
+        ({"Name": "n", "Driver": "macvlan", "Options": {"parent": "eth0"}}, "network:create:driver"),
+        (
+            {"Name": "n", "Options": {"com.docker.network.bridge.name": "docker0"}},
+            "network:create:bridge_name",
+        ),
+        (
+            {"name": "n", "options": {"com.docker.network.bridge.host_binding_ipv4": "127.0.0.1"}},
+            "network:create:driver_opts",
+        ),
+    ],
+)
 def test_network_create_refused_before_anything_is_forwarded(client, body, rule):
     resp = post(client, "/v1.41/networks/create", body)
     assert resp.status_code == 403 and f'policy rule "{rule}"' in resp.json["message"]
@@ -149,21 +197,31 @@ def test_network_create_refused_before_anything_is_forwarded(client, body, rule)
     assert post(client, "/v1.41/networks/create", {"Name": "n"}).status_code == 503
 
 
-@pytest.mark.parametrize("bindings,text", [
-    ({"80/tcp": [{"HostIp": "", "HostPort": "80"}]}, 'policy rule "container:create:privileged_ports"'),
-    ({"80/tcp": [{"HostIp": "127.0.0.1", "HostPort": "8080"}]}, 'policy rule "container:create:host_ip"'),
-    ({"80/tcp": [{"HostPort": "2376"}]}, "reserved for Moorage"),
-    ({"80/tcp": [{"HostPort": "7001"}]}, "reserved for Moorage"),  # a registered agent's port
-])
+@pytest.mark.parametrize(
+    "bindings,text",
+    [
+        ({"80/tcp": [{"HostIp": "", "HostPort": "80"}]}, 'policy rule "container:create:privileged_ports"'),
+        ({"80/tcp": [{"HostIp": "127.0.0.1", "HostPort": "8080"}]}, 'policy rule "container:create:host_ip"'),
+        ({"80/tcp": [{"HostPort": "2376"}]}, "reserved for Moorage"),
+        ({"80/tcp": [{"HostPort": "7001"}]}, "reserved for Moorage"),  # a registered agent's port
+    ],
+)
 def test_published_ports_refused_before_anything_is_forwarded(client, bindings, text):
     from gateway import store
 
     store.Instance.create(uuid="gone", agent_url="http://10.0.0.9:7001", agent_secret="s", state="down")
-    for body in ({"Image": "busybox", "HostConfig": {"PortBindings": bindings}},
-                 {"Image": "busybox", "PortBindings": bindings}):
+    for body in (
+        {"Image": "busybox", "HostConfig": {"PortBindings": bindings}},
+        {"Image": "busybox", "PortBindings": bindings},
+    ):
         resp = post(client, "/v1.41/containers/create", body)
         assert resp.status_code == 403 and text in resp.json["message"], resp.json
     assert client.sent == []
-    ok = {"Image": "busybox", "HostConfig": {"PortBindings": {"80/tcp": [{"HostPort": "8080"}, {"HostPort": ""}]},
-                                             "PublishAllPorts": True}}
+    ok = {
+        "Image": "busybox",
+        "HostConfig": {
+            "PortBindings": {"80/tcp": [{"HostPort": "8080"}, {"HostPort": ""}]},
+            "PublishAllPorts": True,
+        },
+    }
     assert post(client, "/v1.41/containers/create", ok).status_code == 503

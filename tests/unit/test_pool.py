@@ -90,8 +90,16 @@ def nova():
 
 @pytest.fixture
 def provider(settings, nova, monkeypatch):
-    prov = NovaProvider({"flavor": "m1.moorage", "gateway_url": "http://198.18.1.1:2375", "boot_timeout": 5,
-                         "empty_grace_seconds": 10}, settings, client_factory=lambda: nova)
+    prov = NovaProvider(
+        {
+            "flavor": "m1.moorage",
+            "gateway_url": "http://198.18.1.1:2375",
+            "boot_timeout": 5,
+            "empty_grace_seconds": 10,
+        },
+        settings,
+        client_factory=lambda: nova,
+    )
     monkeypatch.setitem(pool._providers, ("nova", id(settings)), prov)
     monkeypatch.setattr(pool, "POLL_INTERVAL", 0.02)
     return prov
@@ -99,6 +107,7 @@ def provider(settings, nova, monkeypatch):
 
 def register_after(nova, delay=0.05):
     """Play the instance: its agent registers with the secret from user-data."""
+
     def on_create(server):
         def later():
             time.sleep(delay)
@@ -110,7 +119,9 @@ def register_after(nova, delay=0.05):
                     if exc.status != 409:  # not yet recorded by the booter: retry
                         raise
                     time.sleep(0.01)
+
         threading.Thread(target=later, daemon=True).start()
+
     nova.on_create = on_create
 
 
@@ -297,6 +308,7 @@ def test_migration_adds_the_pool_tables_to_a_database_at_m4(tmp_path):
 
 # -- with the placement transaction: names, quotas, networks and volumes --------------------------
 
+
 def test_a_create_refused_for_its_name_or_quota_boots_nothing(settings, provider, nova):
     register_after(nova)
     placement = place(req("web"), settings)
@@ -335,10 +347,13 @@ def test_reaper_keeps_an_instance_holding_a_network_or_volume(settings, provider
     elif what == "volume":
         store.Volume.create(daemon_name="data_p", project="p", name="data", instance=server_id)
     else:  # the only copy of a project's image (a public one, on every instance, holds nothing)
-        store.ImageRef.create(project="p", reference="app:1", daemon_ref="moorage/p-p/app:1", image_id="sha256:a")
+        store.ImageRef.create(
+            project="p", reference="app:1", daemon_ref="moorage/p-p/app:1", image_id="sha256:a"
+        )
         store.ImagePresence.create(image_id="sha256:a", instance=server_id)
-        store.ImageRef.create(project="", reference="busybox:latest", daemon_ref="busybox:latest",
-                              image_id="sha256:b")
+        store.ImageRef.create(
+            project="", reference="busybox:latest", daemon_ref="busybox:latest", image_id="sha256:b"
+        )
         store.ImagePresence.create(image_id="sha256:b", instance=server_id)
     t0 = store.utcnow()
     idle = lambda inst: ""  # noqa: E731
@@ -370,7 +385,9 @@ def test_publish_by_id_before_any_instance_runs(tmp_path, capsys):
     store.close()
 
 
-def test_a_server_deleted_behind_moorages_back_is_forgotten_once_its_agent_is_silent(settings, provider, nova):
+def test_a_server_deleted_behind_moorages_back_is_forgotten_once_its_agent_is_silent(
+    settings, provider, nova
+):
     register_after(nova)
     placement = place(req("web"), settings)
     server_id = placement.instance.uuid

@@ -34,20 +34,41 @@ def req(project="p", memory=0, nano_cpus=0):
 
 
 # -- values ---------------------------------------------------------------------------------------
-@pytest.mark.parametrize("resource,text,value", [
-    ("containers", "5", 5), ("containers", 0, 0), ("containers", "-1", -1), ("volumes", "unlimited", -1),
-    ("memory", "512m", 512 << 20), ("memory", "8g", 8 << 30), ("memory", "1.5GiB", 3 << 29),
-    ("memory", 1024, 1024), ("memory", "2k", 2048), ("cpus", "2", 2 * quotas.NANO), ("cpus", 0.5, quotas.NANO // 2),
-    ("cpus", "-1", -1), ("images", "100", 100),
-])
+@pytest.mark.parametrize(
+    "resource,text,value",
+    [
+        ("containers", "5", 5),
+        ("containers", 0, 0),
+        ("containers", "-1", -1),
+        ("volumes", "unlimited", -1),
+        ("memory", "512m", 512 << 20),
+        ("memory", "8g", 8 << 30),
+        ("memory", "1.5GiB", 3 << 29),
+        ("memory", 1024, 1024),
+        ("memory", "2k", 2048),
+        ("cpus", "2", 2 * quotas.NANO),
+        ("cpus", 0.5, quotas.NANO // 2),
+        ("cpus", "-1", -1),
+        ("images", "100", 100),
+    ],
+)
 def test_parse_value(resource, text, value):
     assert quotas.parse_value(resource, text) == value
 
 
-@pytest.mark.parametrize("resource,text", [
-    ("containers", "five"), ("containers", "1.5"), ("containers", "-2"), ("memory", "lots"), ("cpus", "x"),
-    ("cpus", "-3"), ("containers", True), ("disks", "1"),
-])
+@pytest.mark.parametrize(
+    "resource,text",
+    [
+        ("containers", "five"),
+        ("containers", "1.5"),
+        ("containers", "-2"),
+        ("memory", "lots"),
+        ("cpus", "x"),
+        ("cpus", "-3"),
+        ("containers", True),
+        ("disks", "1"),
+    ],
+)
 def test_parse_value_refuses(resource, text):
     with pytest.raises(quotas.QuotaValueError) as exc:
         quotas.parse_value(resource, text)
@@ -66,7 +87,10 @@ def test_parse_assignment_and_format():
 
 
 def test_container_request_reads_host_config():
-    assert quotas.container_request({"Memory": 256 << 20, "NanoCpus": 500_000_000}) == (256 << 20, 500_000_000)
+    assert quotas.container_request({"Memory": 256 << 20, "NanoCpus": 500_000_000}) == (
+        256 << 20,
+        500_000_000,
+    )
     assert quotas.container_request({"CpuQuota": 50000, "CpuPeriod": 100000}) == (0, 500_000_000)
     assert quotas.container_request({"CpuQuota": 200000}) == (0, 2 * quotas.NANO)
     assert quotas.container_request({"Memory": "x", "NanoCpus": -1}) == (0, 0)
@@ -91,9 +115,11 @@ def test_container_quota_refuses_with_docker_shaped_403(settings):
     with pytest.raises(DockerError) as exc:
         place(req(), settings)
     assert exc.value.status == 403
-    assert exc.value.message == ("quota exceeded for containers in project p: limit 2, in use 2; remove "
-                                 "containers you no longer need (docker rm) or ask your operator to raise it "
-                                 "(moorage quota set)")
+    assert exc.value.message == (
+        "quota exceeded for containers in project p: limit 2, in use 2; remove "
+        "containers you no longer need (docker rm) or ask your operator to raise it "
+        "(moorage quota set)"
+    )
     assert json.loads(exc.value.body()) == {"message": exc.value.message}
     place(req(project="other"), settings)  # another project is not affected
     release(first)  # a failed create gives its slot back
@@ -122,8 +148,9 @@ def test_memory_and_cpus_quotas(settings):
     assert store.Container.get_by_id("c" * 64).memory == 768 << 20
     with pytest.raises(DockerError) as exc:
         place(req(memory=512 << 20, nano_cpus=quotas.NANO // 4), settings)
-    assert exc.value.message.startswith("quota exceeded for memory in project p: limit 1GiB, in use 768MiB, "
-                                        "this container asks 512MiB;")
+    assert exc.value.message.startswith(
+        "quota exceeded for memory in project p: limit 1GiB, in use 768MiB, this container asks 512MiB;"
+    )
     with pytest.raises(DockerError) as exc:
         place(req(memory=128 << 20, nano_cpus=quotas.NANO), settings)
     assert "quota exceeded for cpus in project p: limit 1, in use 0.5" in exc.value.message
@@ -162,7 +189,8 @@ def test_reserve_counts_rows_and_reservations(settings):
         quotas.reserve("p", "volumes", settings)
     assert exc.value.status == 403 and exc.value.message.startswith(
         "quota exceeded for volumes in project p: limit 2, in use 2; remove volumes you no longer need "
-        "(docker volume rm)")
+        "(docker volume rm)"
+    )
     quotas.release(r)
     r = quotas.reserve("p", "volumes", settings)
     quotas.confirm(r, lambda: store.Volume.create(daemon_name="p_v2", project="p", name="v2", instance="a"))
@@ -206,8 +234,12 @@ def test_images_count_distinct_image_ids(settings):
 
 
 def image_row(project: str, image_id: str, reference: str = "") -> None:
-    store.ImageRef.create(project=project, reference=reference, daemon_ref="moorage/p-x/" + reference if reference
-                          else "", image_id=image_id)
+    store.ImageRef.create(
+        project=project,
+        reference=reference,
+        daemon_ref="moorage/p-x/" + reference if reference else "",
+        image_id=image_id,
+    )
 
 
 def test_settle_images_records_within_the_quota_and_drops_the_reservation(settings):
@@ -230,14 +262,22 @@ def test_settle_images_refuses_what_does_not_fit_and_records_nothing(settings):
     r = quotas.reserve("p", "images", settings)
     recorded = []
     with pytest.raises(DockerError) as exc:  # a load that made three images, one of them held
-        quotas.settle_images(r, "p", ["sha256:1", "sha256:2", "sha256:3", "sha256:4"],
-                             lambda: recorded.append(1), settings)
+        quotas.settle_images(
+            r, "p", ["sha256:1", "sha256:2", "sha256:3", "sha256:4"], lambda: recorded.append(1), settings
+        )
     assert exc.value.status == 403 and recorded == []
-    assert exc.value.message.startswith("quota exceeded for images in project p: limit 3, in use 1, this request "
-                                        "adds 3; remove images you no longer need (docker rmi)")
+    assert exc.value.message.startswith(
+        "quota exceeded for images in project p: limit 3, in use 1, this request "
+        "adds 3; remove images you no longer need (docker rmi)"
+    )
     assert store.QuotaReservation.select().count() == 0  # released when refused too
-    quotas.settle_images(quotas.reserve("p", "images", settings), "p", ["sha256:2", "sha256:3"],
-                         lambda: [image_row("p", "sha256:2"), image_row("p", "sha256:3")], settings)
+    quotas.settle_images(
+        quotas.reserve("p", "images", settings),
+        "p",
+        ["sha256:2", "sha256:3"],
+        lambda: [image_row("p", "sha256:2"), image_row("p", "sha256:3")],
+        settings,
+    )
     assert quotas.usage("p")["images"] == 3
 
 
@@ -305,8 +345,13 @@ def test_info_labels_and_report(settings):
     quotas.set_limits("p", {"containers": 5, "memory": 1 << 30})
     confirm(place(req(memory=256 << 20), settings), "d" * 64, "web", "p", {})
     assert quotas.info_labels("p", settings) == [
-        "moorage.quota.containers=1/5", "moorage.quota.memory=256MiB/1GiB", "moorage.quota.cpus=0/unlimited",
-        "moorage.quota.volumes=0/10", "moorage.quota.networks=0/unlimited", "moorage.quota.images=0/unlimited"]
+        "moorage.quota.containers=1/5",
+        "moorage.quota.memory=256MiB/1GiB",
+        "moorage.quota.cpus=0/unlimited",
+        "moorage.quota.volumes=0/10",
+        "moorage.quota.networks=0/unlimited",
+        "moorage.quota.images=0/unlimited",
+    ]
     report = quotas.report("p", settings)
     assert report["containers"] == {"limit": 5, "in_use": 1, "source": "project"}
     assert report["volumes"]["source"] == "default" and report["cpus"]["source"] == "none"
@@ -374,8 +419,13 @@ print(len(conns), ok.count("p"), ok.count("q"), sorted(set(refused)))
 
 
 def test_gevent_greenlets_each_get_their_own_connection_and_quotas_hold(postgres_url):
-    proc = subprocess.run([sys.executable, "-c", GEVENT_SCRIPT, postgres_url], capture_output=True, text=True,
-                          timeout=120, cwd=REPO)
+    proc = subprocess.run(
+        [sys.executable, "-c", GEVENT_SCRIPT, postgres_url],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )
     assert proc.returncode == 0, proc.stderr
     conns, p_ok, q_ok, refused = proc.stdout.strip().split(maxsplit=3)
     assert int(conns) > 1  # not one shared connection: peewee's state is greenlet-local
@@ -419,8 +469,9 @@ def test_concurrent_creates_that_confirm_never_exceed_the_quota(settings, resour
 
     def record(i):
         if resource == "networks":
-            return store.Network.create(id=uuid.uuid4().hex, project="p", name=f"n{i}", daemon_name=f"n{i}",
-                                        instance="a")
+            return store.Network.create(
+                id=uuid.uuid4().hex, project="p", name=f"n{i}", daemon_name=f"n{i}", instance="a"
+            )
         return store.Volume.create(daemon_name=f"v{i}", project="p", name=f"v{i}", instance="a")
 
     def worker(i):
@@ -435,8 +486,10 @@ def test_concurrent_creates_that_confirm_never_exceed_the_quota(settings, resour
             store.release_connection()
 
     for _ in range(2):
-        threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(made) + len(refused),
-                                                                              len(made) + len(refused) + 30)]
+        threads = [
+            threading.Thread(target=worker, args=(i,))
+            for i in range(len(made) + len(refused), len(made) + len(refused) + 30)
+        ]
         for t in threads:
             t.start()
         for t in threads:

@@ -15,8 +15,13 @@ def instance(tmp_path):
 
 
 def row(cid, age_seconds, instance="i1", project="p"):
-    return store.Container.create(id=cid, project=project, name=cid, instance=instance,
-                                  created_at=store.utcnow() - dt.timedelta(seconds=age_seconds))
+    return store.Container.create(
+        id=cid,
+        project=project,
+        name=cid,
+        instance=instance,
+        created_at=store.utcnow() - dt.timedelta(seconds=age_seconds),
+    )
 
 
 def test_drops_old_rows_the_daemon_lacks_and_keeps_young_ones(instance):
@@ -30,11 +35,21 @@ def test_drops_old_rows_the_daemon_lacks_and_keeps_young_ones(instance):
 
 
 def test_adopts_labelled_containers_with_their_project(instance):
-    result = reconcile(instance, [{"id": "stray", "project": "pb", "name": "web", "labels": {"a": "b"}},
-                                  {"id": "nolabel", "project": "", "name": "x"}])
+    result = reconcile(
+        instance,
+        [
+            {"id": "stray", "project": "pb", "name": "web", "labels": {"a": "b"}},
+            {"id": "nolabel", "project": "", "name": "x"},
+        ],
+    )
     assert result == {"dropped": 0, "adopted": 1}
     adopted = store.Container.get_by_id("stray")
-    assert (adopted.project, adopted.name, adopted.instance_id, adopted.labels) == ("pb", "web", "i1", {"a": "b"})
+    assert (adopted.project, adopted.name, adopted.instance_id, adopted.labels) == (
+        "pb",
+        "web",
+        "i1",
+        {"a": "b"},
+    )
 
 
 def test_other_instances_rows_are_untouched(instance):

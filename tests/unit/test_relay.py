@@ -71,8 +71,10 @@ def test_content_length_body_and_request_body_sent_chunked():
 def test_hijack_answer_is_recognised_and_leftover_kept():
     def handler(conn):
         read_request(conn)
-        conn.sendall(b"HTTP/1.1 101 UPGRADED\r\nContent-Type: application/vnd.docker.raw-stream\r\n"
-                     b"Connection: Upgrade\r\nUpgrade: tcp\r\n\r\nearly-bytes")
+        conn.sendall(
+            b"HTTP/1.1 101 UPGRADED\r\nContent-Type: application/vnd.docker.raw-stream\r\n"
+            b"Connection: Upgrade\r\nUpgrade: tcp\r\n\r\nearly-bytes"
+        )
 
     resp = request(serve_once(handler), "POST", "/containers/x/attach", [])
     assert resp.is_raw_stream
@@ -121,8 +123,11 @@ def test_splice_half_closes_both_ways():
             out += chunk
         return out
 
-    jobs = [gevent.spawn(upstream), gevent.spawn(splice, client_gw, upstream_gw, from_upstream=b"hdr;"),
-            gevent.spawn(client)]
+    jobs = [
+        gevent.spawn(upstream),
+        gevent.spawn(splice, client_gw, upstream_gw, from_upstream=b"hdr;"),
+        gevent.spawn(client),
+    ]
     gevent.joinall(jobs, timeout=5, raise_error=True)
     assert all(job.ready() for job in jobs)
     assert got["stdin"] == b"input"

@@ -68,8 +68,21 @@ def test_unknown_paths_and_methods_do_not_match():
 
 def test_streaming_routes_are_the_ones_a_relay_tier_serves():
     ops = {route.operation for route in STREAMING_ROUTES}
-    for needed in ("ContainerAttach", "ExecStart", "ContainerLogs", "SystemEvents", "ContainerStats",
-                   "ContainerArchive", "PutContainerArchive", "ContainerExport", "ImageGet", "ImageGetAll",
-                   "ImageLoad", "ImageCreate", "ImageBuild", "ImagePush"):
+    for needed in (
+        "ContainerAttach",
+        "ExecStart",
+        "ContainerLogs",
+        "SystemEvents",
+        "ContainerStats",
+        "ContainerArchive",
+        "PutContainerArchive",
+        "ContainerExport",
+        "ImageGet",
+        "ImageGetAll",
+        "ImageLoad",
+        "ImageCreate",
+        "ImageBuild",
+        "ImagePush",
+    ):
         assert needed in ops
     assert "ContainerCreate" not in ops

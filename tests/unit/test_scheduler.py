@@ -20,9 +20,15 @@ def settings(db_url):
 
 
 def add_instance(uuid, position, capacity=0, state="up", age=0):
-    return store.Instance.create(uuid=uuid, agent_url=f"tcp://127.0.0.1:{2000 + position}", agent_secret="s",
-                                 capacity=capacity, state=state, position=position,
-                                 last_heartbeat=store.utcnow() - dt.timedelta(seconds=age))
+    return store.Instance.create(
+        uuid=uuid,
+        agent_url=f"tcp://127.0.0.1:{2000 + position}",
+        agent_secret="s",
+        capacity=capacity,
+        state=state,
+        position=position,
+        last_heartbeat=store.utcnow() - dt.timedelta(seconds=age),
+    )
 
 
 def req(**kw):

@@ -14,7 +14,10 @@ def test_too_new_is_dockerds_400_json():
         versions.check("1.45", "1.41", "1.12")
     assert exc.value.status == 400
     assert exc.value.message == "client version 1.45 is too new. Maximum supported API version is 1.41"
-    assert exc.value.body() == b'{"message":"client version 1.45 is too new. Maximum supported API version is 1.41"}\n'
+    assert (
+        exc.value.body()
+        == b'{"message":"client version 1.45 is too new. Maximum supported API version is 1.41"}\n'
+    )
 
 
 def test_too_old_is_dockerds_400_text():
@@ -22,8 +25,10 @@ def test_too_old_is_dockerds_400_text():
         versions.check("1.11", "1.41", "1.12")
     assert exc.value.status == 400
     assert exc.value.content_type.startswith("text/plain")
-    assert exc.value.body() == (b"client version 1.11 is too old. Minimum supported API version is 1.12, "
-                                b"please upgrade your client to a newer version\n")
+    assert exc.value.body() == (
+        b"client version 1.11 is too old. Minimum supported API version is 1.12, "
+        b"please upgrade your client to a newer version\n"
+    )
 
 
 def test_versions_compare_numerically_not_as_strings():
