@@ -18,12 +18,16 @@ import urllib.request
 
 import gevent
 
+from gateway.wire import (
+    AGENT_SECRET_HEADER,
+    AGENTS_PATH,
+    BOOTSTRAP_SECRET_HEADER,
+    PROJECT_LABEL,
+    REGISTRATION_SECRET_HEADER,
+)
 from relay.upstream import Endpoint, UpstreamError, request
 
 log = logging.getLogger("moorage.agent")
-
-REGISTER_PATH = "/moorage/v1/agents"
-PROJECT_LABEL = "org.openstack.moorage.project"  # as gateway.tenancy.PROJECT_LABEL
 
 
 def daemon_facts(docker: Endpoint) -> dict:
@@ -126,11 +130,11 @@ class Registrar:
             **facts,
         }
         if self.bootstrap_secret:
-            headers = {"X-Moorage-Bootstrap-Secret": self.bootstrap_secret}
+            headers = {BOOTSTRAP_SECRET_HEADER: self.bootstrap_secret}
         else:
-            headers = {"X-Moorage-Registration-Secret": self.registration_secret}
+            headers = {REGISTRATION_SECRET_HEADER: self.registration_secret}
         try:
-            status, body = _post(self.gateway_url + REGISTER_PATH, payload, headers)
+            status, body = _post(self.gateway_url + AGENTS_PATH, payload, headers)
         except OSError as exc:
             log.warning("gateway %s unreachable: %s", self.gateway_url, exc)
             return False
@@ -161,9 +165,9 @@ class Registrar:
                 log.warning("heartbeat: dockerd slow or odd (%s); reporting it up without fresh facts", exc)
         try:
             status, _ = _post(
-                f"{self.gateway_url}{REGISTER_PATH}/{self.uuid}/heartbeat",
+                f"{self.gateway_url}{AGENTS_PATH}/{self.uuid}/heartbeat",
                 payload,
-                {"X-Moorage-Agent-Secret": self.secret or ""},
+                {AGENT_SECRET_HEADER: self.secret or ""},
                 method="PUT",
             )
         except OSError as exc:

@@ -16,12 +16,13 @@ import socket
 
 from gevent.server import StreamServer
 
+from gateway.wire import AGENT_SECRET_HEADER
 from relay.pump import splice
 from relay.upstream import Endpoint, SocketReader, UpstreamError
 
 log = logging.getLogger("moorage.agent")
 
-SECRET_HEADER = "x-moorage-agent-secret"
+SECRET_HEADER = AGENT_SECRET_HEADER.lower()
 _HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", SECRET_HEADER}
 
 

@@ -12,15 +12,15 @@ import time
 
 import falcon
 
-from gateway import instances, store, versions
+from gateway import agentapi, instances, store, versions
 from gateway.context import Context
 from gateway.errors import DockerError, page_not_found
+from gateway.placement import reaper
 from gateway.routing import Router
 from gateway.tenancy import authenticate, make_provider, names
+from gateway.wire import AGENTS_PATH
 
 log = logging.getLogger("moorage.gateway")
-
-AGENTS_PREFIX = "/moorage/v1/agents"
 
 
 class _ReleasingIterable:
@@ -50,10 +50,9 @@ class Gateway:
         self.router = Router(routes)
         self.identity = make_provider(settings.identity)
         store.init(settings.database)
+        self.agent_router = Router(agentapi.ROUTES)
         if name == "gateway":
-            from gateway.placement import pool
-
-            pool.start_reaper(settings)  # only acts when the pool can grow (nova)
+            reaper.start_reaper(settings)  # only acts when the pool can grow (nova)
         self._api_cache: tuple[float, str, str] | None = None
         app = falcon.App(media_type=falcon.MEDIA_JSON)
         # No Content-Type unless one is stated: dockerd sends none on empty answers (204, resize,
@@ -104,7 +103,7 @@ class Gateway:
 
     # -- dispatch -------------------------------------------------------------------------
     def dispatch(self, req: falcon.Request, resp: falcon.Response, **_):
-        if req.path.startswith(AGENTS_PREFIX):
+        if req.path.startswith(AGENTS_PATH):
             return self._agents(req, resp)
         route, params, version = self.router.match(req.method, req.path)
         identity = authenticate(self.identity, req.headers, req.env.get("gunicorn.socket"))
@@ -121,13 +120,10 @@ class Gateway:
         route.handler(ctx)
 
     def _agents(self, req: falcon.Request, resp: falcon.Response):
-        rest = req.path[len(AGENTS_PREFIX) :].strip("/")
-        if req.method == "POST" and rest == "":
-            return instances.register(req, resp, self.settings)
-        parts = rest.split("/")
-        if req.method == "PUT" and len(parts) == 2 and parts[1] == "heartbeat":
-            return instances.heartbeat(req, resp, self.settings, parts[0])
-        raise page_not_found()
+        route, params, _ = self.agent_router.match(req.method, req.path[len(AGENTS_PATH) :].rstrip("/"))
+        if route is None:
+            raise page_not_found()
+        route.handler(req, resp, self.settings, params)
 
     # -- errors ---------------------------------------------------------------------------
     def _on_exception(self, req, resp, exc, params):

@@ -9,7 +9,7 @@ import falcon
 
 from gateway.routing import Route
 from gateway.tenancy import Identity, names
-from gateway.tenancy.login import ALL_PROJECTS_HEADER  # noqa: E402  (one spelling for both sides)
+from gateway.wire import ALL_PROJECTS_HEADER
 
 
 @dataclass

@@ -13,15 +13,20 @@ from collections.abc import Iterable, Iterator
 from urllib.parse import quote
 
 from gateway import store
+from gateway.agentclient import AgentClient
 from gateway.context import Context
 from gateway.errors import DockerError
-from gateway.instances import endpoint
 from gateway.tenancy import names
-from relay import UpstreamError, UpstreamResponse, request, splice
+from gateway.wire import (
+    AGENT_SECRET_HEADER,
+    BOOTSTRAP_SECRET_HEADER,
+    PROJECT_HEADER,
+    REGISTRATION_SECRET_HEADER,
+    TOKEN_HEADER,
+)
+from relay import UpstreamError, UpstreamResponse, splice
 
 log = logging.getLogger("moorage.gateway")
-
-AGENT_SECRET_HEADER = "X-Moorage-Agent-Secret"
 
 # Never forwarded down: hop-by-hop headers, and the tenant's credentials (a token must
 # never reach an instance).
@@ -35,10 +40,11 @@ _DROP_REQUEST = {
     "upgrade",
     "host",
     "content-length",
-    "x-auth-token",
-    "x-auth-project-id",
+    TOKEN_HEADER.lower(),
+    PROJECT_HEADER.lower(),
     AGENT_SECRET_HEADER.lower(),
-    "x-moorage-registration-secret",
+    REGISTRATION_SECRET_HEADER.lower(),
+    BOOTSTRAP_SECRET_HEADER.lower(),
 }
 _DROP_RESPONSE = {"connection", "keep-alive", "transfer-encoding", "content-length", "server", "date"}
 
@@ -129,10 +135,8 @@ def send(
         ]
     if wants_upgrade(ctx):
         headers += [("Connection", "Upgrade"), ("Upgrade", ctx.req.get_header("Upgrade"))]
-    headers.append((AGENT_SECRET_HEADER, instance.agent_secret))
     try:
-        return request(
-            endpoint(instance),
+        return AgentClient(instance).send(
             method or ctx.req.method,
             target(ctx, path, query),
             headers,

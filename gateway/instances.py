@@ -1,20 +1,19 @@
-"""The instance registry: agents register and heartbeat here; the gateway finds them here.
+"""The instance registry: which instances are live, what their agents report, and where
+their published ports are reached.
 
-Agent-facing endpoints live under ``/moorage/v1/agents`` on the gateway's own listeners.
-They are not part of the Docker API and are authenticated by their own secrets: the
-operator's registration secret to register, the issued per-agent secret to heartbeat.
+Agents register and heartbeat through the agent API (gateway/agentapi.py), authenticated by
+their own secrets: the operator's registration secret to register, the issued per-agent
+secret to heartbeat.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import hmac
-import json
 import secrets
 import time
 from urllib.parse import urlsplit
 
-import falcon
 import peewee
 
 from gateway import store
@@ -58,24 +57,7 @@ def is_live(instance: store.Instance, settings) -> bool:
     return instance.state == store.INSTANCE_UP and instance.last_heartbeat >= horizon
 
 
-def endpoint(instance: store.Instance) -> Endpoint:
-    return Endpoint.parse(instance.agent_url)
-
-
-def _json_body(req: falcon.Request, limit: int = 1 << 20) -> dict:
-    length = req.content_length or 0
-    if length > limit:
-        raise DockerError(413, "registration body too large")
-    try:
-        data = json.loads(req.bounded_stream.read(limit + 1) or b"{}")
-    except ValueError as exc:
-        raise DockerError(400, f"invalid JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise DockerError(400, "expected a JSON object")
-    return data
-
-
-def _apply_facts(instance: store.Instance, data: dict) -> None:
+def apply_facts(instance: store.Instance, data: dict) -> None:
     for key in ("daemon_version", "api_version", "min_api_version"):
         if data.get(key):
             setattr(instance, key, str(data[key]))
@@ -85,17 +67,11 @@ def _apply_facts(instance: store.Instance, data: dict) -> None:
         instance.capacity = max(0, int(data.get("capacity") or 0))
 
 
-def register(req: falcon.Request, resp: falcon.Response, settings) -> None:
-    bootstrap = req.get_header("X-Moorage-Bootstrap-Secret")
-    if bootstrap:  # an instance the pool booted (gateway/placement/pool.py)
-        from gateway.placement import pool
-
-        return pool.register_bootstrapped(req, resp, settings, bootstrap)
-    presented = req.get_header("X-Moorage-Registration-Secret") or ""
+def register(presented: str, data: dict, settings) -> tuple[bool, str]:
+    """A static host's agent registers with the operator's secret; (created, agent secret)."""
     expected = settings.registration_secret
     if not expected or not hmac.compare_digest(presented.encode(), expected.encode()):
         raise DockerError(401, "agent registration refused: wrong or missing registration secret")
-    data = _json_body(req)
     uuid = str(data.get("uuid", "")).strip()
     agent_url = str(data.get("agent_url", "")).strip()
     if not uuid or not agent_url:
@@ -118,26 +94,23 @@ def register(req: falcon.Request, resp: falcon.Response, settings) -> None:
         if instance.state != store.INSTANCE_DRAINING:
             instance.state = store.INSTANCE_UP
         instance.last_heartbeat = now
-        _apply_facts(instance, data)
+        apply_facts(instance, data)
         instance.save(force_insert=created)
-    resp.status = 201 if created else 200
-    resp.content_type = "application/json"
-    resp.media = {"agent_secret": agent_secret, "heartbeat_interval": settings.heartbeat_interval}
+    return created, agent_secret
 
 
-def heartbeat(req: falcon.Request, resp: falcon.Response, settings, uuid: str) -> None:
+def heartbeat(uuid: str, presented: str, data: dict) -> None:
+    """An agent's heartbeat: its daemon's state and facts, and the containers it holds."""
     instance = store.Instance.get_or_none(store.Instance.uuid == uuid)
     if instance is None:
         raise DockerError(404, f"unknown instance {uuid}: register first")
-    presented = req.get_header("X-Moorage-Agent-Secret") or ""
     if not hmac.compare_digest(presented.encode(), instance.agent_secret.encode()):
         raise DockerError(401, "heartbeat refused: wrong agent secret; register again")
-    data = _json_body(req)
     fields = {store.Instance.last_heartbeat: store.utcnow()}
     if data.get("daemon") == "down":
         fields[store.Instance.state] = store.INSTANCE_DOWN
     else:
-        _apply_facts(instance, data)
+        apply_facts(instance, data)
         fields.update(
             {
                 store.Instance.daemon_version: instance.daemon_version,
@@ -152,7 +125,6 @@ def heartbeat(req: falcon.Request, resp: falcon.Response, settings, uuid: str) -
     store.Instance.update(fields).where(store.Instance.uuid == uuid).execute()
     if isinstance(data.get("containers"), list):
         reconcile(instance, data["containers"])
-    resp.status = 204
 
 
 # A row younger than this is left alone: its create may still be in flight (reserved, or

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from gateway import store
 from gateway.errors import DockerError, no_such_container, no_such_exec
-from gateway.placement.scheduler import RESERVATION_PREFIX
+from gateway.store import RESERVATION_PREFIX
 from gateway.tenancy import names
 
 

@@ -22,8 +22,9 @@ from gateway.dockerapi.common import (
 from gateway.errors import DockerError
 from gateway.forward import call, forward, raise_for, respond, send
 from gateway.placement import PIN_LABEL, PlacementRequest, place, release
-from gateway.placement.scheduler import RESERVATION_PREFIX, confirm, name_conflict
+from gateway.placement.scheduler import confirm, name_conflict
 from gateway.routing import Route
+from gateway.store import RESERVATION_PREFIX
 from gateway.tenancy import PROJECT_LABEL, names, policy, quotas, scope
 
 

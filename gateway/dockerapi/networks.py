@@ -27,6 +27,7 @@ from gateway.errors import DockerError
 from gateway.forward import call, forward, raise_for, respond, send
 from gateway.routing import Route
 from gateway.tenancy import PROJECT_LABEL, names, policy, quotas, scope
+from gateway.wire import DEFAULT_BRIDGE_LABEL
 
 # (instance uuid, project) pairs whose default bridge this worker has made or seen: one
 # call per pair and worker, not per container create.
@@ -52,7 +53,7 @@ def ensure_default_bridge(
             "Name": name,
             "Driver": "bridge",
             "CheckDuplicate": True,
-            "Labels": {scope.DEFAULT_BRIDGE_LABEL: project},
+            "Labels": {DEFAULT_BRIDGE_LABEL: project},
         },
     )
     if status != 409:

@@ -40,7 +40,7 @@ import logging
 import shlex
 import threading
 
-from gateway.placement.pool import Provider
+from gateway.placement.provider import Provider
 
 log = logging.getLogger("moorage.pool.nova")
 

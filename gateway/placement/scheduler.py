@@ -10,11 +10,9 @@ from dataclasses import dataclass
 from gateway import store
 from gateway.errors import DockerError
 from gateway.instances import is_live
+from gateway.store import RESERVATION_PREFIX
 from gateway.tenancy import quotas
-
-# `docker run --label org.openstack.nova.instance=<uuid>` pins a container to that instance.
-PIN_LABEL = "org.openstack.nova.instance"
-RESERVATION_PREFIX = "reserved-"
+from gateway.wire import PIN_LABEL  # `docker run --label org.openstack.nova.instance=<uuid>`
 
 
 @dataclass

@@ -7,13 +7,13 @@ Keystone behind the same interface.
 """
 
 from gateway.tenancy.identity import (
-    PROJECT_LABEL,
     EmbeddedIdentity,
     Identity,
     IdentityProvider,
     authenticate,
     make_provider,
 )
+from gateway.wire import PROJECT_LABEL
 
 __all__ = [
     "PROJECT_LABEL",

@@ -10,12 +10,7 @@ import weakref
 from dataclasses import dataclass, field
 
 from gateway.errors import DockerError
-
-TOKEN_HEADER = "X-Auth-Token"
-PROJECT_HEADER = "X-Auth-Project-Id"
-
-# Every container, network and volume Moorage creates carries its project here.
-PROJECT_LABEL = "org.openstack.moorage.project"
+from gateway.wire import PROJECT_HEADER, TOKEN_HEADER
 
 LOGIN_HINT = (
     "run `moorage login` (or source your OpenStack credentials and run it), then export the "

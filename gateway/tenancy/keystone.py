@@ -40,7 +40,8 @@ import time
 from dataclasses import dataclass
 
 from gateway.errors import DockerError
-from gateway.tenancy.identity import LOGIN_HINT, PROJECT_HEADER, Identity, IdentityProvider
+from gateway.tenancy.identity import LOGIN_HINT, Identity, IdentityProvider
+from gateway.wire import PROJECT_HEADER
 
 log = logging.getLogger("moorage.identity.keystone")
 

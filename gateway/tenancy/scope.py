@@ -28,7 +28,6 @@ PLAIN_NETWORK_MODES = ("", "default", "bridge", "host", "none")
 DEFAULT_BRIDGE_MODES = ("", "default", "bridge")
 # Marks a project's default bridge on its daemon: it carries no project label, so no tenant
 # list, prune or quota counts it as a user-defined network.
-DEFAULT_BRIDGE_LABEL = "org.openstack.moorage.default-bridge"
 # What dockerd fills in the top level of NetworkSettings for the default bridge only (and
 # clients read, e.g. .NetworkSettings.IPAddress): copied from the project's bridge endpoint.
 _LEGACY_ENDPOINT_FIELDS = (

@@ -11,8 +11,9 @@ from novaclient import exceptions as nova_exc
 
 from gateway import config, store
 from gateway.errors import DockerError
-from gateway.placement import PlacementRequest, place, pool, scheduler
+from gateway.placement import PlacementRequest, place, pool, reaper, scheduler
 from gateway.placement.nova import NovaProvider
+from gateway.store import schema
 from gateway.tenancy import quotas
 
 
@@ -185,7 +186,7 @@ def test_boot_failure_answers_503_and_records_it(settings, provider, nova):
         place(req(), settings)
     assert exc.value.status == 503
     assert exc.value.message == "no instance could be added: Quota exceeded for instances"
-    assert pool.PoolMember.get().state == pool.FAILED
+    assert store.PoolMember.get().state == store.FAILED
 
 
 def test_agent_that_never_registers_times_out(settings, provider, nova):
@@ -194,7 +195,7 @@ def test_agent_that_never_registers_times_out(settings, provider, nova):
         place(req(), settings)
     assert exc.value.status == 503 and "did not register its agent within 0.3 s" in exc.value.message
     server_id = next(iter(nova.servers.by_id))
-    pool.reap_once(settings, provider)
+    reaper.reap_once(settings, provider)
     assert nova.deleted == [server_id]  # the reaper deletes what failed
     assert store.Instance.get_or_none(store.Instance.uuid == server_id) is None
 
@@ -216,20 +217,20 @@ def test_reaper_deletes_after_the_grace_only(settings, provider, nova):
     store.Container.delete().execute()  # the container is gone
     t0 = store.utcnow()
     idle = lambda inst: ""  # noqa: E731
-    pool.reap_once(settings, provider, now=t0, check_daemon=idle)  # notes when it became empty
-    pool.reap_once(settings, provider, now=t0 + dt.timedelta(seconds=9), check_daemon=idle)
+    reaper.reap_once(settings, provider, now=t0, check_daemon=idle)  # notes when it became empty
+    reaper.reap_once(settings, provider, now=t0 + dt.timedelta(seconds=9), check_daemon=idle)
     assert not nova.deleted
     # a container during the grace restarts it
     store.Container.create(id="c1", project="p", name="x", instance=server_id)
-    pool.reap_once(settings, provider, now=t0 + dt.timedelta(seconds=9.5), check_daemon=idle)
+    reaper.reap_once(settings, provider, now=t0 + dt.timedelta(seconds=9.5), check_daemon=idle)
     store.Container.delete().execute()
-    pool.reap_once(settings, provider, now=t0 + dt.timedelta(seconds=11), check_daemon=idle)
-    pool.reap_once(settings, provider, now=t0 + dt.timedelta(seconds=20), check_daemon=idle)
+    reaper.reap_once(settings, provider, now=t0 + dt.timedelta(seconds=11), check_daemon=idle)
+    reaper.reap_once(settings, provider, now=t0 + dt.timedelta(seconds=20), check_daemon=idle)
     assert not nova.deleted
-    pool.reap_once(settings, provider, now=t0 + dt.timedelta(seconds=22), check_daemon=idle)
+    reaper.reap_once(settings, provider, now=t0 + dt.timedelta(seconds=22), check_daemon=idle)
     assert nova.deleted == [server_id]
     assert store.Instance.get_or_none(store.Instance.uuid == server_id) is None
-    assert pool.PoolMember.select().count() == 0
+    assert store.PoolMember.select().count() == 0
 
 
 def test_reaper_keeps_an_instance_whose_daemon_holds_something(settings, provider, nova):
@@ -238,11 +239,11 @@ def test_reaper_keeps_an_instance_whose_daemon_holds_something(settings, provide
     store.Container.delete().execute()
     t0 = store.utcnow()
     busy = lambda inst: "1 named volume(s)"  # noqa: E731
-    pool.reap_once(settings, provider, now=t0, check_daemon=busy)
-    pool.reap_once(settings, provider, now=t0 + dt.timedelta(seconds=30), check_daemon=busy)
+    reaper.reap_once(settings, provider, now=t0, check_daemon=busy)
+    reaper.reap_once(settings, provider, now=t0 + dt.timedelta(seconds=30), check_daemon=busy)
     assert not nova.deleted
     assert store.Instance.get_by_id(server_id).state == "up"
-    assert pool.PoolMember.get().state == pool.ACTIVE
+    assert store.PoolMember.get().state == store.ACTIVE
 
 
 def test_never_deletes_what_it_did_not_create(settings, provider, nova):
@@ -253,16 +254,16 @@ def test_never_deletes_what_it_did_not_create(settings, provider, nova):
     nova.servers.by_id.update({foreign.id: foreign, unmarked.id: unmarked})
     t0 = store.utcnow()
     for step in range(0, 100, 10):
-        pool.reap_once(settings, provider, now=t0 + dt.timedelta(seconds=step), check_daemon=lambda i: "")
-    assert pool.sweep_orphans(settings, provider, now=t0 + dt.timedelta(hours=1)) == 0
+        reaper.reap_once(settings, provider, now=t0 + dt.timedelta(seconds=step), check_daemon=lambda i: "")
+    assert reaper.sweep_orphans(settings, provider, now=t0 + dt.timedelta(hours=1)) == 0
     assert not nova.deleted
     assert provider.delete(foreign.id) is False and provider.delete(unmarked.id) is False
     assert store.Instance.get_or_none(store.Instance.uuid == "static-1") is not None
     # a marked server no member knows (its booter died) is this pool's: swept after boot_timeout
     orphan = FakeServer(nova, "ours", {"moorage:pool": "test-pool", "moorage:member": "gone"}, "")
     nova.servers.by_id[orphan.id] = orphan
-    assert pool.sweep_orphans(settings, provider, now=store.utcnow()) == 0
-    assert pool.sweep_orphans(settings, provider, now=store.utcnow() + dt.timedelta(seconds=6)) == 1
+    assert reaper.sweep_orphans(settings, provider, now=store.utcnow()) == 0
+    assert reaper.sweep_orphans(settings, provider, now=store.utcnow() + dt.timedelta(seconds=6)) == 1
     assert nova.deleted == [orphan.id]
 
 
@@ -278,10 +279,10 @@ def test_providers_that_cannot_grow_keep_todays_refusal(tmp_path, kind):
 
 def test_reaper_lease_has_one_holder(settings):
     now = store.utcnow()
-    assert pool.take_lease("reaper", "a", 10, now)
-    assert not pool.take_lease("reaper", "b", 10, now)
-    assert pool.take_lease("reaper", "a", 10, now + dt.timedelta(seconds=5))
-    assert pool.take_lease("reaper", "b", 10, now + dt.timedelta(seconds=16))
+    assert reaper.take_lease("reaper", "a", 10, now)
+    assert not reaper.take_lease("reaper", "b", 10, now)
+    assert reaper.take_lease("reaper", "a", 10, now + dt.timedelta(seconds=5))
+    assert reaper.take_lease("reaper", "b", 10, now + dt.timedelta(seconds=16))
 
 
 def test_migration_adds_the_pool_tables_to_a_database_at_m4(tmp_path):
@@ -289,7 +290,7 @@ def test_migration_adds_the_pool_tables_to_a_database_at_m4(tmp_path):
     url = f"sqlite:///{tmp_path}/old.db"
     store.init(url, migrate=False)
     db = store.database.obj
-    before_pool = store.MIGRATIONS.index(store._m5_pool)
+    before_pool = store.MIGRATIONS.index(schema._m5_pool)
     assert before_pool == 5, "the pool's migration comes after m4 (images), never before"
     with db.atomic():
         db.create_tables([store.SchemaVersion], safe=True)
@@ -322,7 +323,7 @@ def test_a_create_refused_for_its_name_or_quota_boots_nothing(settings, provider
         place(req(project="q"), settings)
     assert exc.value.status == 403
     assert len(nova.servers.creates) == 1, "a refused create must not boot an instance"
-    assert pool.PoolMember.select().where(pool.PoolMember.state == pool.BUILDING).count() == 0
+    assert store.PoolMember.select().where(store.PoolMember.state == store.BUILDING).count() == 0
 
 
 def test_a_new_instance_with_room_is_used_before_booting_another(settings, provider, nova):
@@ -358,14 +359,14 @@ def test_reaper_keeps_an_instance_holding_a_network_or_volume(settings, provider
     t0 = store.utcnow()
     idle = lambda inst: ""  # noqa: E731
     for step in (0, 30, 60):
-        pool.reap_once(settings, provider, now=t0 + dt.timedelta(seconds=step), check_daemon=idle)
+        reaper.reap_once(settings, provider, now=t0 + dt.timedelta(seconds=step), check_daemon=idle)
     assert not nova.deleted
     assert store.Instance.get_by_id(server_id).state == "up"
     store.Network.delete().execute()
     store.Volume.delete().execute()
     store.ImageRef.delete().where(store.ImageRef.project == "p").execute()  # docker rmi app:1
     for step in (90, 120):
-        pool.reap_once(settings, provider, now=t0 + dt.timedelta(seconds=step), check_daemon=idle)
+        reaper.reap_once(settings, provider, now=t0 + dt.timedelta(seconds=step), check_daemon=idle)
     assert nova.deleted == [server_id]
     assert store.Instance.get_or_none(store.Instance.uuid == server_id) is None
 
@@ -394,11 +395,11 @@ def test_a_server_deleted_behind_moorages_back_is_forgotten_once_its_agent_is_si
     scheduler.confirm(placement, "c" * 64, "web", "p", {})
     store.Volume.create(daemon_name="data_p", project="p", name="data", instance=server_id)
     nova.servers.by_id.pop(server_id)  # `openstack server delete` by someone else
-    pool.sweep_orphans(settings, provider)
+    reaper.sweep_orphans(settings, provider)
     assert store.Instance.get_or_none(store.Instance.uuid == server_id) is not None  # its agent still answers
     store.Instance.update(last_heartbeat=store.utcnow() - dt.timedelta(hours=1)).execute()
-    pool.sweep_orphans(settings, provider)
+    reaper.sweep_orphans(settings, provider)
     assert store.Instance.get_or_none(store.Instance.uuid == server_id) is None
     assert store.Container.select().count() == 0 and store.Volume.select().count() == 0
-    assert pool.PoolMember.select().count() == 0
+    assert store.PoolMember.select().count() == 0
     assert not nova.deleted  # nothing left to delete

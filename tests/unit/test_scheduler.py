@@ -3,6 +3,7 @@
 import datetime as dt
 import threading
 
+import peewee
 import pytest
 
 from gateway import config, store
@@ -125,7 +126,7 @@ def counts():
     """Each instance's container_count as stored, and as counted from the rows."""
     C = store.Container
     stored = {i.uuid: i.container_count for i in store.Instance.select()}
-    rows = dict(C.select(C.instance, store.peewee.fn.COUNT(C.id)).group_by(C.instance).tuples())
+    rows = dict(C.select(C.instance, peewee.fn.COUNT(C.id)).group_by(C.instance).tuples())
     return stored, {uuid: rows.get(uuid, 0) for uuid in stored}
 
 

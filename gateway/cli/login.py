@@ -30,10 +30,9 @@ import re
 import shlex
 import sys
 
-TOKEN_HEADER = "X-Auth-Token"
+from gateway.wire import ALL_PROJECTS_HEADER, PROJECT_HEADER, TOKEN_HEADER
+
 # The operators' admin view (gateway.context.Context.all_projects).
-ALL_PROJECTS_HEADER = "X-Moorage-All-Projects"
-PROJECT_HEADER = "X-Auth-Project-Id"
 METADATA = "moorage-login.json"
 DEFAULT_MIN_LIFETIME = 3600
 TIMEOUT = 30
@@ -450,7 +449,7 @@ def cmd_login(args) -> int:
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    """Add `login` to `moorage`'s subcommands (gateway.cli)."""
+    """Add `login` to `moorage`'s subcommands (gateway/cli/commands.py)."""
     p = subparsers.add_parser(
         "login",
         help="get a Keystone token and write a docker config dir that sends it",
@@ -494,7 +493,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m gateway.tenancy.login [OPTIONS]`, the same as `moorage login [OPTIONS]`."""
+    """`python -m gateway.cli.login [OPTIONS]`, the same as `moorage login [OPTIONS]`."""
     parser = argparse.ArgumentParser(prog="moorage")
     add_parser(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["login", *(sys.argv[1:] if argv is None else argv)])

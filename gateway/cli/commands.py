@@ -303,8 +303,7 @@ def cmd_quota(args) -> int:
 def cmd_images(args) -> int:
     """Operator's images: publish a base image to every project, or take it back."""
     from gateway import imagemap, instances, store
-    from gateway.forward import AGENT_SECRET_HEADER
-    from relay import UpstreamError, request
+    from gateway.agentclient import AgentClient, UpstreamError
 
     settings = _settings(args)
     store.init(settings.database)
@@ -350,20 +349,13 @@ def cmd_images(args) -> int:
     found = 0
     for instance in instances.live_instances(settings, fresh=True):
         try:
-            upstream = request(
-                instances.endpoint(instance),
-                "GET",
-                f"/images/{reference}/json",
-                [(AGENT_SECRET_HEADER, instance.agent_secret)],
-                timeout=30,
-            )
-            body = upstream.read()
+            status, image = AgentClient(instance).get_json(f"/images/{reference}/json", timeout=30)
         except UpstreamError as exc:
             print(f"moorage: instance {instance.uuid} did not answer: {exc}", file=sys.stderr)
             continue
-        if upstream.status != 200:
+        if status != 200 or not isinstance(image, dict):
             continue
-        image_id = json.loads(body)["Id"]
+        image_id = image["Id"]
         imagemap.record(imagemap.PUBLIC, reference, image_id, instance.uuid)
         found += 1
     if not found:
@@ -474,7 +466,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["table", "json"], default="table")
     p.set_defaults(func=cmd_images)
 
-    from gateway.tenancy import login
+    from gateway.cli import login
 
     login.add_parser(sub)
 
@@ -490,7 +482,3 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "instances" and args.action != "list" and not args.uuid:
         parser.error(f"instances {args.action} needs an instance UUID")
     return args.func(args) or 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,66 @@
+"""The agent API: what agents call on the gateway, under gateway/wire.py AGENTS_PATH on the
+gateway's own listeners. Not part of the Docker API: no Keystone identity, each call
+authenticated by the agent's own secret.
+
+    POST /moorage/v1/agents                  register (operator's secret, or a pool's bootstrap secret)
+    PUT  /moorage/v1/agents/{uuid}/heartbeat heartbeat (the secret issued at registration)
+"""
+
+from __future__ import annotations
+
+import json
+
+import falcon
+
+from gateway import instances
+from gateway.errors import DockerError
+from gateway.placement import pool
+from gateway.routing import Route
+from gateway.wire import AGENT_SECRET_HEADER, BOOTSTRAP_SECRET_HEADER, REGISTRATION_SECRET_HEADER
+
+BODY_LIMIT = 1 << 20
+
+
+def _json_body(req: falcon.Request) -> dict:
+    length = req.content_length or 0
+    if length > BODY_LIMIT:
+        raise DockerError(413, "registration body too large")
+    try:
+        data = json.loads(req.bounded_stream.read(BODY_LIMIT + 1) or b"{}")
+    except ValueError as exc:
+        raise DockerError(400, f"invalid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise DockerError(400, "expected a JSON object")
+    return data
+
+
+def register(req: falcon.Request, resp: falcon.Response, settings, params: dict) -> None:
+    bootstrap = req.get_header(BOOTSTRAP_SECRET_HEADER)
+    if bootstrap:
+        # An instance the pool booted: the secret names its server, whose UUID it registers under.
+        uuid, agent_secret = pool.bootstrap(bootstrap, _json_body(req))
+        resp.status = 201
+        answer = {
+            "agent_secret": agent_secret,
+            "heartbeat_interval": settings.heartbeat_interval,
+            "uuid": uuid,
+        }
+    else:
+        presented = req.get_header(REGISTRATION_SECRET_HEADER) or ""
+        created, agent_secret = instances.register(presented, _json_body(req), settings)
+        resp.status = 201 if created else 200
+        answer = {"agent_secret": agent_secret, "heartbeat_interval": settings.heartbeat_interval}
+    resp.content_type = "application/json"
+    resp.media = answer
+
+
+def heartbeat(req: falcon.Request, resp: falcon.Response, settings, params: dict) -> None:
+    presented = req.get_header(AGENT_SECRET_HEADER) or ""
+    instances.heartbeat(params["uuid"], presented, _json_body(req))
+    resp.status = 204
+
+
+ROUTES = [
+    Route("POST", "", "AgentRegister", register),
+    Route("PUT", "/{uuid}/heartbeat", "AgentHeartbeat", heartbeat),
+]

@@ -1,0 +1,164 @@
+"""The database: one connection (SQLite, WAL) or a pool of them (PostgreSQL) per process,
+and the transactions every writer uses.
+
+peewee on SQLite by default, PostgreSQL for several gateway replicas. Transactions are short
+and never span network I/O: under gevent, sqlite3 blocks the whole worker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from urllib.parse import unquote, urlparse
+
+import peewee
+from playhouse.pool import PooledPostgresqlDatabase
+
+# Every model binds to this proxy; init() (gateway/store/schema.py) points it at a database.
+database = peewee.DatabaseProxy()
+
+# PostgreSQL advisory lock keys (pg_advisory_xact_lock): one for schema migrations (replicas
+# starting together), one that serialises placement decisions across replicas.
+MIGRATION_LOCK = 0x4D6F6F7200000001
+PLACEMENT_LOCK = 0x4D6F6F7200000002
+
+# Connections per gateway worker to PostgreSQL (a pool; each request checks one out).
+PG_POOL_SIZE = int(os.environ.get("MOORAGE_PG_POOL", "20"))
+
+
+def cooperative() -> bool:
+    """Under gevent's monkey-patching (the gunicorn worker): make psycopg2 yield to other
+    greenlets while it waits on PostgreSQL (psycogreen), so one slow query never blocks the
+    worker. True if gevent is patched. Call it before any PostgreSQL connection is opened."""
+    try:
+        from gevent import monkey
+    except ImportError:  # pragma: no cover
+        return False
+    if not monkey.is_module_patched("socket"):
+        return False
+    from psycogreen.gevent import patch_psycopg
+
+    patch_psycopg()
+    return True
+
+
+def _greenlet_local_state() -> peewee._ConnectionState | None:
+    """peewee keeps its connection and transaction stack in a ``threading.local`` subclass
+    bound when peewee was imported. Imported before gevent patched ``threading`` (gunicorn's
+    master imports it), that class is the C thread-local: every greenlet of a worker would
+    share one connection and one transaction stack. Under gevent, a greenlet-local state."""
+    try:
+        from gevent import local as gevent_local
+        from gevent import monkey
+    except ImportError:  # pragma: no cover
+        return None
+    if not monkey.is_module_patched("threading"):
+        return None
+
+    class _GreenletState(peewee._ConnectionState, gevent_local.local):
+        pass
+
+    return _GreenletState()
+
+
+def _pg_params(url: str) -> tuple[str, dict]:
+    parsed = urlparse(url)
+    params: dict = {}
+    if parsed.hostname:
+        params["host"] = parsed.hostname
+    if parsed.port:
+        params["port"] = parsed.port
+    if parsed.username:
+        params["user"] = unquote(parsed.username)
+    if parsed.password:
+        params["password"] = unquote(parsed.password)
+    for pair in filter(None, parsed.query.split("&")):
+        key, _, value = pair.partition("=")
+        params[unquote(key)] = unquote(value)
+    return unquote(parsed.path.lstrip("/")), params
+
+
+def open_database(url: str) -> peewee.Database:
+    """Open the database at ``url`` (``sqlite:////abs/path.db`` or ``postgresql://...``).
+
+    PostgreSQL gets a pool of connections per process; under gevent, peewee's connection
+    state is made greenlet-local so that each request (greenlet) uses its own connection
+    (checked out on first use, returned by :func:`release_connection`)."""
+    scheme = urlparse(url).scheme
+    if scheme.startswith("sqlite"):
+        path = url.split("://", 1)[1]
+        if path.startswith("/"):
+            os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        db = peewee.SqliteDatabase(
+            path,
+            pragmas={
+                "busy_timeout": 10000,
+                "journal_mode": "wal",
+                "foreign_keys": 1,
+                "synchronous": "normal",
+            },
+            check_same_thread=False,
+        )
+    elif scheme in ("postgres", "postgresql"):
+        name, params = _pg_params(url)
+        params.setdefault("connect_timeout", 10)
+        # stale_timeout: a pooled connection is recycled after 5 minutes; timeout: a request
+        # waits up to 30 s for a free connection rather than failing at once.
+        db = PooledPostgresqlDatabase(
+            name, max_connections=PG_POOL_SIZE, stale_timeout=300, timeout=30, **params
+        )
+        state = _greenlet_local_state()
+        if state is not None:
+            db._state = state
+    else:
+        raise ValueError(f"unsupported database URL {url!r}: use sqlite:////path or postgresql://...")
+    return db
+
+
+def is_postgres(db: peewee.Database | None = None) -> bool:
+    return isinstance(db if db is not None else database.obj, peewee.PostgresqlDatabase)
+
+
+def write_transaction():
+    """A transaction that reads, then writes. On SQLite it takes the write lock up front
+    (BEGIN IMMEDIATE): a deferred one that reads first cannot upgrade while another writer
+    holds the lock, and fails at once ("database is locked") instead of waiting its turn."""
+    db = database.obj
+    return db.atomic("IMMEDIATE") if isinstance(db, peewee.SqliteDatabase) else db.atomic()
+
+
+@contextlib.contextmanager
+def serialized(lock_key: int) -> Iterator[None]:
+    """A write transaction that no other holder of ``lock_key`` interleaves with, in any
+    process or replica: BEGIN IMMEDIATE on SQLite (the database's one write lock), a
+    transaction-scoped advisory lock on PostgreSQL. Keep it short and free of network I/O."""
+    db = database.obj
+    if isinstance(db, peewee.SqliteDatabase):
+        with db.atomic("IMMEDIATE"):
+            yield
+        return
+    with db.atomic():
+        if is_postgres(db):
+            db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (lock_key,))
+        yield
+
+
+def release_connection() -> None:
+    """Return this request's (greenlet's) PostgreSQL connection to the pool. A no-op on
+    SQLite (one connection per worker) and when none is open or a transaction is."""
+    db = database.obj
+    if db is None or not is_postgres(db) or db.is_closed() or db.in_transaction():
+        return
+    db.close()
+
+
+def close() -> None:
+    """Close every connection this process holds (before gunicorn forks its workers)."""
+    db = database.obj
+    if db is None:
+        return
+    if isinstance(db, PooledPostgresqlDatabase):
+        db.close_all()
+    elif not db.is_closed():
+        db.close()

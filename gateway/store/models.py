@@ -1,0 +1,246 @@
+"""The store's tables: instances, the objects placed on them, quotas, image ownership, the pool."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+
+import peewee
+
+from gateway.store.db import database
+
+INSTANCE_UP = "up"
+INSTANCE_DOWN = "down"
+INSTANCE_DRAINING = "draining"
+
+# A placement holds its slot with a Container row whose ID starts with this until the daemon
+# names the container (gateway/placement/scheduler.py); such rows are never a tenant's object.
+RESERVATION_PREFIX = "reserved-"
+
+# A pool member's life (gateway/placement/pool.py): building -> active -> draining -> deleting,
+# or failed.
+BUILDING = "building"
+ACTIVE = "active"
+DRAINING = "draining"
+DELETING = "deleting"
+FAILED = "failed"
+
+
+def utcnow() -> _dt.datetime:
+    return _dt.datetime.now(_dt.UTC).replace(tzinfo=None)
+
+
+class JSONField(peewee.TextField):
+    def db_value(self, value):
+        return None if value is None else json.dumps(value, sort_keys=True)
+
+    def python_value(self, value):
+        return None if value is None else json.loads(value)
+
+
+class BaseModel(peewee.Model):
+    class Meta:
+        database = database
+
+
+class SchemaVersion(BaseModel):
+    """One row: the schema version this database was last migrated to."""
+
+    version = peewee.IntegerField()
+
+
+class Instance(BaseModel):
+    """A host with a dockerd and a Moorage agent: a Nova instance, or a local/static host."""
+
+    uuid = peewee.CharField(primary_key=True, max_length=64)
+    provider = peewee.CharField(default="static", max_length=32)
+    agent_url = peewee.CharField(max_length=255)
+    # Issued by the gateway at registration; the agent refuses any request without it.
+    agent_secret = peewee.CharField(max_length=128)
+    capacity = peewee.IntegerField(default=0)  # containers; 0 = no limit
+    state = peewee.CharField(default=INSTANCE_UP, max_length=16)
+    daemon_version = peewee.CharField(default="", max_length=64)
+    api_version = peewee.CharField(default="", max_length=16)
+    min_api_version = peewee.CharField(default="", max_length=16)
+    facts = JSONField(null=True)  # NCPU, MemTotal, ... as the agent last reported
+    registered_at = peewee.DateTimeField(default=utcnow)
+    last_heartbeat = peewee.DateTimeField(default=utcnow)
+    # Fill order: instances are filled in the order they first registered.
+    position = peewee.IntegerField(default=0, index=True)
+    # How many container rows (reservations included) name this instance: kept by the database
+    # itself, by triggers on the container table (_m_placement_usage), in the statement that
+    # inserts, deletes or moves the row. The gateway reads it and never writes it (hence
+    # only_save_dirty: saving a loaded instance must not write back a count read earlier).
+    container_count = peewee.IntegerField(default=0, constraints=[peewee.SQL("DEFAULT 0")])
+
+    class Meta:
+        only_save_dirty = True
+
+
+class Container(BaseModel):
+    """A container the gateway created (or adopted), the project that owns it, where it runs."""
+
+    id = peewee.CharField(primary_key=True, max_length=64)
+    project = peewee.CharField(max_length=64, index=True)
+    name = peewee.CharField(max_length=255)  # as the tenant sees it, without the leading '/'
+    # The daemon's name when it is not the tenant's with the project's suffix (tenancy.names):
+    # containers adopted as they were created behind the gateway's back.
+    daemon_name = peewee.CharField(max_length=255, null=True)
+    instance = peewee.ForeignKeyField(Instance, backref="containers", on_delete="RESTRICT")
+    labels = JSONField(null=True)
+    created_at = peewee.DateTimeField(default=utcnow)
+    # What the container asked for (HostConfig), counted against the project's quotas (migration 2).
+    memory = peewee.BigIntegerField(default=0)  # bytes; 0 = no limit
+    nano_cpus = peewee.BigIntegerField(default=0)  # 1e9 = one CPU; 0 = no limit
+
+    class Meta:
+        indexes = ((("project", "name"), False),)
+
+
+class Exec(BaseModel):
+    """An exec session, tied to its container (and so to its instance and project)."""
+
+    id = peewee.CharField(primary_key=True, max_length=64)
+    container = peewee.ForeignKeyField(Container, backref="execs", on_delete="CASCADE")
+    project = peewee.CharField(max_length=64, index=True)
+    created_at = peewee.DateTimeField(default=utcnow)
+
+
+class Network(BaseModel):
+    """A user-defined network: the daemon's own ID, the project that made it, the name it sees.
+
+    The daemon's name is rewritten (tenancy.names) so that two projects can each have ``app``."""
+
+    id = peewee.CharField(primary_key=True, max_length=64)
+    project = peewee.CharField(max_length=64, index=True)
+    name = peewee.CharField(max_length=255)  # as the tenant sees it
+    daemon_name = peewee.CharField(max_length=255)
+    instance = peewee.ForeignKeyField(Instance, backref="networks", on_delete="RESTRICT")
+    created_at = peewee.DateTimeField(default=utcnow)
+
+    class Meta:
+        indexes = ((("project", "name"), False),)
+
+
+class Volume(BaseModel):
+    """A named volume. Volume names are the daemon's keys, so the daemon's name is rewritten
+    per project (tenancy.names); the tenant sees and uses ``name``."""
+
+    daemon_name = peewee.CharField(primary_key=True, max_length=255)
+    project = peewee.CharField(max_length=64, index=True)
+    name = peewee.CharField(max_length=255)
+    instance = peewee.ForeignKeyField(Instance, backref="volumes", on_delete="RESTRICT")
+    created_at = peewee.DateTimeField(default=utcnow)
+
+    class Meta:
+        indexes = ((("project", "name"), True),)
+
+
+class Quota(BaseModel):
+    """An operator's limit for one project and resource (`moorage quota set`), overriding the
+    [quotas] defaults of the settings file. -1 lifts the limit for that project."""
+
+    project = peewee.CharField(max_length=64)
+    resource = peewee.CharField(max_length=16)  # containers, memory, cpus, volumes, networks, images
+    value = peewee.BigIntegerField()  # a count, bytes (memory) or nano-CPUs (cpus); -1 = unlimited
+
+    class Meta:
+        primary_key = peewee.CompositeKey("project", "resource")
+
+
+class QuotaReservation(BaseModel):
+    """A create in flight for a resource counted from its own table (volumes, networks,
+    images): counted as in use until the create's row is recorded or it fails. Containers
+    need none: their placement reservation (a Container row) is what counts."""
+
+    id = peewee.CharField(primary_key=True, max_length=64)
+    project = peewee.CharField(max_length=64, index=True)
+    resource = peewee.CharField(max_length=16)
+    created_at = peewee.DateTimeField(default=utcnow)
+
+
+class ProjectLock(BaseModel):
+    """One row per project, created on demand: SELECT ... FOR UPDATE on it serialises a
+    project's quota checks across gateway replicas on PostgreSQL."""
+
+    project = peewee.CharField(primary_key=True, max_length=64)
+
+
+class ImageRef(BaseModel):
+    """A project's reference to an image (gateway.imagemap). Daemon tags are global and image IDs
+    are shared by content, so who owns an image lives here, not on the daemons.
+
+    ``reference`` is the tenant's normalized name ("app:1", "reg:5000/team/app:1"), or "" for an
+    untagged image the project made or whose tag moved away (it lists as <none>:<none>).
+    ``daemon_ref`` is the name Moorage gave it on the daemons ("moorage/p-<project>/...", see
+    imagemap.daemon_ref), "" for an untagged one. Public images (operator-published base
+    images) have project "" and daemon_ref == reference."""
+
+    project = peewee.CharField(max_length=64, index=True)
+    reference = peewee.CharField(max_length=512)
+    daemon_ref = peewee.CharField(max_length=512)
+    image_id = peewee.CharField(max_length=80, index=True)
+    created_at = peewee.DateTimeField(default=utcnow)
+
+    class Meta:
+        indexes = ((("project", "reference", "image_id"), True),)
+
+
+class ImagePresence(BaseModel):
+    """Which instances hold which image (by ID): where to copy an image from when a container
+    lands on an instance that lacks it (images follow containers)."""
+
+    image_id = peewee.CharField(max_length=80)
+    instance = peewee.ForeignKeyField(Instance, backref="images", on_delete="CASCADE")
+
+    class Meta:
+        indexes = ((("image_id", "instance"), True),)
+
+
+class PoolMember(BaseModel):
+    """An instance the pool booted (or is booting), by the pool's own ID for it."""
+
+    id = peewee.CharField(primary_key=True, max_length=64)
+    provider = peewee.CharField(max_length=32)
+    pool = peewee.CharField(max_length=64)  # [placement] pool_id: the gateway that booted it
+    server_id = peewee.CharField(max_length=64, null=True, unique=True)  # = Instance.uuid
+    state = peewee.CharField(max_length=16, default=BUILDING, index=True)
+    capacity = peewee.IntegerField(default=0)  # containers; 0 = no limit
+    claimed = peewee.IntegerField(default=0)  # creates waiting for this boot
+    secret_sha256 = peewee.CharField(max_length=64, null=True, unique=True)
+    error = peewee.TextField(default="")
+    created_at = peewee.DateTimeField(default=utcnow)
+    updated_at = peewee.DateTimeField(default=utcnow)
+    registered_at = peewee.DateTimeField(null=True)
+    empty_since = peewee.DateTimeField(null=True)
+
+    class Meta:
+        table_name = "pool_member"
+
+
+class PoolLease(BaseModel):
+    """A named lease (the reaper's): held by one worker until it expires."""
+
+    name = peewee.CharField(primary_key=True, max_length=32)
+    holder = peewee.CharField(max_length=128, default="")
+    expires_at = peewee.DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "pool_lease"
+
+
+MODELS = [
+    SchemaVersion,
+    Instance,
+    Container,
+    Exec,
+    Network,
+    Volume,
+    Quota,
+    QuotaReservation,
+    ProjectLock,
+    ImageRef,
+    ImagePresence,
+    PoolMember,
+    PoolLease,
+]

@@ -1,0 +1,219 @@
+"""The schema: migrations from every earlier version, and bringing a database up to date.
+
+Index i of MIGRATIONS upgrades schema version i to i+1. A newer gateway upgrades an older
+database in place (`moorage db upgrade`, also run at `serve` start) without losing a row.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+import peewee
+
+from gateway.store.db import (
+    MIGRATION_LOCK,
+    database,
+    is_postgres,
+    open_database,
+    release_connection,
+    serialized,
+)
+from gateway.store.models import (
+    INSTANCE_UP,
+    Container,
+    Exec,
+    ImagePresence,
+    ImageRef,
+    Instance,
+    Network,
+    PoolLease,
+    PoolMember,
+    ProjectLock,
+    Quota,
+    QuotaReservation,
+    SchemaVersion,
+    Volume,
+)
+
+_init_lock = threading.Lock()
+
+
+def _m0_initial(db: peewee.Database) -> None:
+    db.create_tables([Instance, Container, Exec], safe=True)
+
+
+def _m1_networks_volumes(db: peewee.Database) -> None:
+    db.create_tables([Network, Volume], safe=True)
+
+
+def _m2_container_daemon_name(db: peewee.Database) -> None:
+    from playhouse.migrate import SchemaMigrator, migrate
+
+    columns = {c.name for c in db.get_columns(Container._meta.table_name)}
+    if "daemon_name" not in columns:
+        migrate(
+            SchemaMigrator.from_database(db).add_column(
+                Container._meta.table_name, "daemon_name", peewee.CharField(max_length=255, null=True)
+            )
+        )
+
+
+def _add_column(db: peewee.Database, table: str, column: str, ddl: str) -> None:
+    """ALTER TABLE ... ADD COLUMN, unless the column is there already (an earlier migration
+    creates tables from the current models, so a fresh database may have it)."""
+    if column in {c.name for c in db.get_columns(table)}:
+        return
+    db.execute_sql(f'ALTER TABLE "{table}" ADD COLUMN "{column}" {ddl}')
+
+
+def _m3_quotas(db: peewee.Database) -> None:
+    """Quotas: per-project limits, reservations in flight, lock rows; what each container asked for."""
+    _add_column(db, "container", "memory", "BIGINT NOT NULL DEFAULT 0")
+    _add_column(db, "container", "nano_cpus", "BIGINT NOT NULL DEFAULT 0")
+    db.create_tables([Quota, QuotaReservation, ProjectLock], safe=True)
+
+
+def _m4_images(db: peewee.Database) -> None:
+    db.create_tables([ImageRef, ImagePresence], safe=True)
+
+
+def _m5_pool(db: peewee.Database) -> None:
+    """The instance pool's tables: pool_member, pool_lease (gateway/placement/pool.py)."""
+    db.create_tables([PoolMember, PoolLease], safe=True)
+
+
+# Placement at scale (bench/placement: 10,000 instances, 1,000,000 containers). Unnamed by
+# number; it runs after _m5_pool.
+_COUNT_TRIGGERS = ("container_count_insert", "container_count_delete", "container_count_move")
+
+
+def recount_containers(db: peewee.Database) -> None:
+    """Set every instance's container_count from the container rows: the migration's backfill,
+    and the end of a bulk load that bypassed the triggers (bench/placement)."""
+    db.execute_sql(
+        'UPDATE "instance" SET "container_count" = (SELECT COUNT(*) FROM "container" '
+        'WHERE "container"."instance_id" = "instance"."uuid")'
+    )
+
+
+def _m_placement_usage(db: peewee.Database) -> None:
+    """instance.container_count, kept by triggers, and the indexes the scheduler's queries use,
+    so that a decision reads a few index entries instead of every instance and container row:
+
+    - instance_fill (position, uuid, ...) and instance_spread (container_count, position, uuid),
+      both over the instances that are up and have room by their own capacity: fill's and
+      spread's choice is the first entry that also passes the heartbeat (and default capacity)
+      test;
+    - container_project_usage (project, memory, nano_cpus): a project's quota usage from the
+      index alone.
+    The count is backfilled from the rows; from then on every insert, delete or change of
+    instance of a container row updates it in the same statement, whoever issues it."""
+    _add_column(db, "instance", "container_count", "INTEGER NOT NULL DEFAULT 0")
+    recount_containers(db)
+    if is_postgres(db):
+        db.execute_sql("""
+            CREATE OR REPLACE FUNCTION moorage_container_count() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                IF TG_OP = 'UPDATE' AND OLD.instance_id IS NOT DISTINCT FROM NEW.instance_id THEN
+                    RETURN NULL;
+                END IF;
+                IF TG_OP IN ('DELETE', 'UPDATE') THEN
+                    UPDATE "instance" SET "container_count" = "container_count" - 1 WHERE "uuid" = OLD.instance_id;
+                END IF;
+                IF TG_OP IN ('INSERT', 'UPDATE') THEN
+                    UPDATE "instance" SET "container_count" = "container_count" + 1 WHERE "uuid" = NEW.instance_id;
+                END IF;
+                RETURN NULL;
+            END $$""")
+        db.execute_sql('DROP TRIGGER IF EXISTS container_count ON "container"')
+        db.execute_sql(
+            "CREATE TRIGGER container_count AFTER INSERT OR DELETE OR UPDATE OF instance_id "
+            'ON "container" FOR EACH ROW EXECUTE FUNCTION moorage_container_count()'
+        )
+    else:
+        # (REPLACE deletes fire no delete trigger in SQLite: nothing replaces container rows.)
+        plus = 'UPDATE "instance" SET "container_count" = "container_count" + 1 WHERE "uuid" = NEW."instance_id";'
+        minus = 'UPDATE "instance" SET "container_count" = "container_count" - 1 WHERE "uuid" = OLD."instance_id";'
+        insert, delete, move = _COUNT_TRIGGERS
+        db.execute_sql(f'CREATE TRIGGER IF NOT EXISTS {insert} AFTER INSERT ON "container" BEGIN {plus} END')
+        db.execute_sql(f'CREATE TRIGGER IF NOT EXISTS {delete} AFTER DELETE ON "container" BEGIN {minus} END')
+        db.execute_sql(
+            f'CREATE TRIGGER IF NOT EXISTS {move} AFTER UPDATE OF "instance_id" ON "container" '
+            f'WHEN OLD."instance_id" IS NOT NEW."instance_id" BEGIN {minus} {plus} END'
+        )
+    room = f"state = '{INSTANCE_UP}' AND (capacity <= 0 OR container_count < capacity)"
+    # capacity and container_count ride along so that SQLite tests an instance's room on the
+    # index entry: instances on the [placement] default capacity (0) are in the index full or not.
+    db.execute_sql(
+        'CREATE INDEX IF NOT EXISTS "instance_fill" ON "instance" ("position", "uuid", "capacity", '
+        f'"container_count") WHERE {room}'
+    )
+    db.execute_sql(
+        'CREATE INDEX IF NOT EXISTS "instance_spread" ON "instance" ("container_count", "position", "uuid") '
+        f"WHERE {room}"
+    )
+    db.execute_sql(
+        'CREATE INDEX IF NOT EXISTS "container_project_usage" ON "container" '
+        '("project", "memory", "nano_cpus")'
+    )
+
+
+MIGRATIONS: list[Callable[[peewee.Database], None]] = [
+    _m0_initial,
+    _m1_networks_volumes,
+    _m2_container_daemon_name,
+    _m3_quotas,
+    _m4_images,
+    _m5_pool,
+    _m_placement_usage,
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def init(url: str, *, migrate: bool = True) -> peewee.Database:
+    """Bind the models to ``url`` and bring the schema up to date."""
+    with _init_lock:
+        db = open_database(url)
+        database.initialize(db)
+        if migrate:
+            for attempt in range(5):
+                try:
+                    upgrade()
+                    break
+                except peewee.OperationalError as exc:
+                    # A new SQLite file: the first connection switching it to WAL needs it to
+                    # itself for a moment, and SQLite may refuse that without waiting.
+                    if "locked" not in str(exc) or attempt == 4:
+                        raise
+                    db.close()
+                    time.sleep(0.2 * (attempt + 1))
+        return db
+
+
+def current_version() -> int:
+    db = database.obj
+    if not db.table_exists(SchemaVersion._meta.table_name):
+        return 0
+    row = SchemaVersion.select().first()
+    return row.version if row else 0
+
+
+def upgrade() -> tuple[int, int]:
+    """Apply pending migrations; returns (from_version, to_version).
+
+    One transaction that replicas starting together cannot interleave (an advisory lock on
+    PostgreSQL, whose DDL is transactional; BEGIN IMMEDIATE on SQLite): the second finds the
+    schema up to date."""
+    db = database.obj
+    with serialized(MIGRATION_LOCK):
+        db.create_tables([SchemaVersion], safe=True)
+        start = current_version()
+        for step in MIGRATIONS[start:]:
+            step(db)
+        if start < SCHEMA_VERSION:
+            SchemaVersion.delete().execute()
+            SchemaVersion.create(version=SCHEMA_VERSION)
+    release_connection()
+    return start, SCHEMA_VERSION

@@ -1,0 +1,22 @@
+"""Names on the wire: every header, label and path prefix that two parts of Moorage (client,
+gateway, agent, the CLI's config files) must spell the same way.
+
+This module imports nothing: the agent and every layer of the gateway may use it.
+"""
+
+# -- clients -> gateway: who is asking (Keystone) -----------------------------------------------
+TOKEN_HEADER = "X-Auth-Token"
+PROJECT_HEADER = "X-Auth-Project-Id"
+# The operators' admin view of every project's objects (`moorage login --all-projects`).
+ALL_PROJECTS_HEADER = "X-Moorage-All-Projects"
+
+# -- agents <-> gateway ------------------------------------------------------------------------
+AGENTS_PATH = "/moorage/v1/agents"  # the agent API's prefix on the gateway's own listeners
+REGISTRATION_SECRET_HEADER = "X-Moorage-Registration-Secret"  # static hosts: the operator's secret
+BOOTSTRAP_SECRET_HEADER = "X-Moorage-Bootstrap-Secret"  # pool-booted hosts: a one-time secret
+AGENT_SECRET_HEADER = "X-Moorage-Agent-Secret"  # what the gateway presents to an agent
+
+# -- labels on daemon objects ------------------------------------------------------------------
+PROJECT_LABEL = "org.openstack.moorage.project"  # the project that owns a container, network, ...
+PIN_LABEL = "org.openstack.nova.instance"  # a user's pin of a container to one instance
+DEFAULT_BRIDGE_LABEL = "org.openstack.moorage.default-bridge"  # a project's own default bridge
