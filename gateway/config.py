@@ -59,7 +59,7 @@ class Settings:
     placement: dict = field(default_factory=lambda: {"strategy": "fill", "capacity": 0})
     policy: dict = field(default_factory=dict)
     limits: dict = field(default_factory=dict)
-    quotas: dict = field(default_factory=dict)  # raw [quotas]; gateway.tenancy.quotas parses it
+    quotas: dict = field(default_factory=dict)  # raw [quotas]; gateway.quotas parses it
     nova: dict = field(default_factory=dict)
     source: str = ""
 

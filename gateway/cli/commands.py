@@ -33,8 +33,7 @@ def cmd_serve(args) -> int:
     if not settings.registration_secret:
         settings.registration_secret = os.environ.get("MOORAGE_REGISTRATION_SECRET", "")
     relay_only = args.command == "relay"
-    from gateway import store
-    from gateway.tenancy import quotas
+    from gateway import quotas, store
 
     try:
         quotas.defaults(settings)
@@ -247,8 +246,7 @@ def cmd_containers(args) -> int:
 
 
 def cmd_quota(args) -> int:
-    from gateway import store
-    from gateway.tenancy import quotas
+    from gateway import quotas, store
 
     settings = _settings(args)
     try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import urlencode
 
-from gateway import instances, store
+from gateway import instances, quotas, store
 from gateway import resolve as resolve_
 from gateway.context import Context
 from gateway.dockerapi import images as images_
@@ -25,7 +25,7 @@ from gateway.placement import PIN_LABEL, PlacementRequest, place, release
 from gateway.placement.scheduler import confirm, name_conflict
 from gateway.routing import Route
 from gateway.store import RESERVATION_PREFIX
-from gateway.tenancy import PROJECT_LABEL, names, policy, quotas, scope
+from gateway.tenancy import PROJECT_LABEL, names, policy, scope
 
 
 def _container(ctx: Context):

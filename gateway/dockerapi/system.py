@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from urllib.parse import urlencode
 
-from gateway import instances
+from gateway import instances, quotas
 from gateway.context import Context
 from gateway.dockerapi import images
 from gateway.dockerapi.common import every_instance, hide_project_label, home_instance, owned, parse_filters
@@ -13,7 +13,7 @@ from gateway.dockerapi.events import tenant_events
 from gateway.errors import DockerError
 from gateway.forward import call, check_agent, forward, raise_for, respond, send
 from gateway.routing import Route
-from gateway.tenancy import PROJECT_LABEL, quotas, scope
+from gateway.tenancy import PROJECT_LABEL, scope
 
 
 def ping(ctx: Context) -> None:

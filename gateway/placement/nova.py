@@ -103,7 +103,7 @@ class NovaProvider(Provider):
             match = [f for f in flavors if f.id == wanted] or [f for f in flavors if f.name == wanted]
             if not match:
                 raise RuntimeError(f"no Nova flavor named {wanted!r} ([nova] flavor)")
-            self._flavor_id = match[0].id
+            self._flavor_id = str(match[0].id)
         return self._flavor_id
 
     def _image(self) -> str | None:

@@ -69,14 +69,14 @@ def daemon_busy(instance: store.Instance) -> str:
     status, containers = agent.get_json("/containers/json?all=1")
     if status != 200:
         return f"the daemon answered {status} to the container list"
-    if containers:
+    if isinstance(containers, list) and containers:
         found.append(f"{len(containers)} container(s)")
     status, volumes = agent.get_json("/volumes")
     if status != 200:
         return f"the daemon answered {status} to the volume list"
     named = [
         v
-        for v in ((volumes or {}).get("Volumes") or [])
+        for v in ((volumes if isinstance(volumes, dict) else {}).get("Volumes") or [])
         if not (len(v.get("Name", "")) == 64 and all(c in "0123456789abcdef" for c in v["Name"]))
     ]
     if named:
@@ -115,10 +115,11 @@ def reap_once(
             if _delete_server(provider, member):
                 done["deleted"] += 1
             continue
-        if member.state != ACTIVE:
-            continue
-        instance = store.Instance.get_or_none(store.Instance.uuid == member.server_id)
-        if held(member.server_id):
+        server_id = member.server_id
+        if member.state != ACTIVE or not server_id:
+            continue  # (an active member has registered, so it has its server)
+        instance = store.Instance.get_or_none(store.Instance.uuid == server_id)
+        if held(server_id):
             if member.empty_since is not None:
                 PoolMember.update(empty_since=None).where(PoolMember.id == member.id).execute()
             continue
@@ -132,7 +133,7 @@ def reap_once(
         # Empty for the whole grace: take it out of placement, atomically with the last check
         # (in the placement transaction: no create is placed on it between the two).
         with store.serialized(store.PLACEMENT_LOCK):
-            if held(member.server_id):
+            if held(server_id):
                 PoolMember.update(empty_since=None).where(PoolMember.id == member.id).execute()
                 continue
             store.Instance.update(state=store.INSTANCE_DRAINING).where(

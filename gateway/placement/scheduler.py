@@ -7,11 +7,10 @@ import uuid as _uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from gateway import store
+from gateway import quotas, store
 from gateway.errors import DockerError
 from gateway.instances import is_live
 from gateway.store import RESERVATION_PREFIX
-from gateway.tenancy import quotas
 from gateway.wire import PIN_LABEL  # `docker run --label org.openstack.nova.instance=<uuid>`
 
 

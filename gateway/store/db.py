@@ -110,7 +110,7 @@ def open_database(url: str) -> peewee.Database:
         )
         state = _greenlet_local_state()
         if state is not None:
-            db._state = state
+            db._state = state  # pyright: ignore[reportAttributeAccessIssue] (peewee keeps it private)
     else:
         raise ValueError(f"unsupported database URL {url!r}: use sqlite:////path or postgresql://...")
     return db

@@ -23,7 +23,9 @@ def client(tmp_path, monkeypatch):
         policy={"file": str(tmp_path / "policy.yaml")},
     )
     sent = []
-    monkeypatch.setattr("gateway.agentclient.request", lambda *a, **k: sent.append(a) or pytest.fail("forwarded"))
+    monkeypatch.setattr(
+        "gateway.agentclient.request", lambda *a, **k: sent.append(a) or pytest.fail("forwarded")
+    )
     gw = Gateway(settings, ROUTES)
     c = testing.TestClient(gw)
     c.sent = sent

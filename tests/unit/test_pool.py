@@ -9,12 +9,11 @@ import uuid
 import pytest
 from novaclient import exceptions as nova_exc
 
-from gateway import config, store
+from gateway import config, quotas, store
 from gateway.errors import DockerError
 from gateway.placement import PlacementRequest, place, pool, reaper, scheduler
 from gateway.placement.nova import NovaProvider
 from gateway.store import schema
-from gateway.tenancy import quotas
 
 
 class FakeServer:

@@ -11,11 +11,10 @@ import threading
 
 import pytest
 
-from gateway import cli, config, store
+from gateway import cli, config, quotas, store
 from gateway.errors import DockerError
 from gateway.placement import PlacementRequest, place, release
 from gateway.placement.scheduler import confirm
-from gateway.tenancy import quotas
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -390,7 +389,7 @@ monkey.patch_all()
 import gevent
 from gateway.errors import DockerError
 from gateway.placement import PlacementRequest, place
-from gateway.tenancy import quotas
+from gateway import quotas
 
 assert store.cooperative()
 url = sys.argv[1]
