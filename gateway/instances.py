@@ -62,6 +62,21 @@ def endpoint(instance: store.Instance) -> Endpoint:
     return Endpoint.parse(instance.agent_url)
 
 
+def agent_ports() -> frozenset[int]:
+    """The TCP ports every registered agent listens on (its agent URL's): the daemon's port
+    forwarding would take a container publishing one of them the gateway's traffic to that
+    agent, so policy refuses them (gateway.policy.ports)."""
+    ports = set()
+    for (url,) in store.Instance.select(store.Instance.agent_url).tuples():
+        try:
+            agent = Endpoint.parse(url)
+        except ValueError:
+            continue
+        if agent.scheme == "tcp":
+            ports.add(int(agent.address[1]))
+    return frozenset(ports)
+
+
 def _json_body(req: falcon.Request, limit: int = 1 << 20) -> dict:
     length = req.content_length or 0
     if length > limit:

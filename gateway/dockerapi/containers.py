@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import urlencode
 
-from gateway import instances, store
+from gateway import instances, policy, store
 from gateway import resolve as resolve_
 from gateway.context import Context
 from gateway.dockerapi import images as images_
@@ -24,7 +24,7 @@ from gateway.forward import call, forward, raise_for, respond, send
 from gateway.placement import PIN_LABEL, PlacementRequest, place, release
 from gateway.placement.scheduler import RESERVATION_PREFIX, confirm, name_conflict
 from gateway.routing import Route
-from gateway.tenancy import PROJECT_LABEL, names, policy, quotas, scope
+from gateway.tenancy import PROJECT_LABEL, names, quotas, scope
 
 
 def _container(ctx: Context):
@@ -107,7 +107,8 @@ def _order_same_second(merged: list[dict], origin: dict[str, str]) -> None:
 
 def create(ctx: Context) -> None:
     body, raw = read_json(ctx)
-    policy.container_create(ctx, body)  # 403 for what the project may not ask; default limits
+    # 403 for what the project may not ask; default limits
+    policy.container_create(ctx, body, agent_ports=instances.agent_ports())
     name = (ctx.query("name") or "").lstrip("/")
     if body is None or not isinstance(body, dict):
         # Not something dockerd would accept either: let it say why, in its own words.

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import secrets
 
-from gateway import resolve, store
+from gateway import policy, resolve, store
 from gateway.context import Context
 from gateway.dockerapi.common import (
     every_instance,
@@ -23,7 +23,7 @@ from gateway.dockerapi.common import (
 from gateway.errors import DockerError
 from gateway.forward import call, forward, raise_for, respond, send
 from gateway.routing import Route
-from gateway.tenancy import PROJECT_LABEL, names, policy, quotas, scope
+from gateway.tenancy import PROJECT_LABEL, names, quotas, scope
 
 
 def _for_tenant(ctx: Context, volume: dict) -> dict:
