@@ -23,7 +23,7 @@ reap_interval = 2                 # nova: seconds between passes of the empty-in
 [policy]
 file = "/etc/moorage/policy.yaml" # oslo.policy rules (docs/policy.md); none or absent: all refused
 reserved_ports = [9100]           # host ports no container publishes (the agents' always are)
-[limits]                          # resource defaults/maxima, input bounds (gateway/tenancy/limits.py)
+[limits]                          # resource defaults/maxima, input bounds (gateway/policy/limits.py)
 default_memory = "1g"; max_memory = "8g"; default_cpus = 1; max_cpus = 4
 [quotas]                          # per-project defaults; a key left out = unlimited;
 containers = 50                   # `moorage quota set PROJECT KEY=VALUE` overrides per project

@@ -57,6 +57,21 @@ def is_live(instance: store.Instance, settings) -> bool:
     return instance.state == store.INSTANCE_UP and instance.last_heartbeat >= horizon
 
 
+def agent_ports() -> frozenset[int]:
+    """The TCP ports every registered agent listens on (its agent URL's): the daemon's port
+    forwarding would take a container publishing one of them the gateway's traffic to that
+    agent, so policy refuses them (gateway/policy/ports.py)."""
+    ports = set()
+    for (url,) in store.Instance.select(store.Instance.agent_url).tuples():
+        try:
+            agent = Endpoint.parse(url)
+        except ValueError:
+            continue
+        if agent.scheme == "tcp":
+            ports.add(int(agent.address[1]))
+    return frozenset(ports)
+
+
 def apply_facts(instance: store.Instance, data: dict) -> None:
     for key in ("daemon_version", "api_version", "min_api_version"):
         if data.get(key):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import urlencode
 
-from gateway import instances, quotas, store
+from gateway import instances, policy, quotas, store
 from gateway import resolve as resolve_
 from gateway.context import Context
 from gateway.dockerapi import images as images_
@@ -25,7 +25,7 @@ from gateway.placement import PIN_LABEL, PlacementRequest, place, release
 from gateway.placement.scheduler import confirm, name_conflict
 from gateway.routing import Route
 from gateway.store import RESERVATION_PREFIX
-from gateway.tenancy import PROJECT_LABEL, names, policy, scope
+from gateway.tenancy import PROJECT_LABEL, names, scope
 
 
 def _container(ctx: Context):
@@ -108,7 +108,8 @@ def _order_same_second(merged: list[dict], origin: dict[str, str]) -> None:
 
 def create(ctx: Context) -> None:
     body, raw = read_json(ctx)
-    policy.container_create(ctx, body)  # 403 for what the project may not ask; default limits
+    # 403 for what the project may not ask; default limits
+    policy.container_create(ctx, body, agent_ports=instances.agent_ports())
     name = (ctx.query("name") or "").lstrip("/")
     if body is None or not isinstance(body, dict):
         # Not something dockerd would accept either: let it say why, in its own words.

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 
-from gateway import resolve, store
+from gateway import policy, resolve, store
 from gateway.context import Context
 from gateway.dockerapi.common import read_json
 from gateway.forward import check_agent, forward, send
 from gateway.routing import Route
-from gateway.tenancy import names, policy
+from gateway.tenancy import names
 
 
 def create(ctx: Context) -> None:

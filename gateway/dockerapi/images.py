@@ -15,7 +15,7 @@ import threading
 from collections.abc import Iterable, Iterator
 from urllib.parse import parse_qsl, urlencode
 
-from gateway import imagemap, instances, quotas, store, tarstream
+from gateway import imagemap, instances, policy, quotas, store, tarstream
 from gateway.context import Context
 from gateway.dockerapi.common import (
     every_instance,
@@ -27,7 +27,7 @@ from gateway.dockerapi.common import (
 from gateway.errors import DockerError
 from gateway.forward import call, check_agent, forward, raise_for, send
 from gateway.routing import Route
-from gateway.tenancy import PROJECT_LABEL, policy, scope
+from gateway.tenancy import PROJECT_LABEL, scope
 
 log = logging.getLogger("moorage.gateway")
 

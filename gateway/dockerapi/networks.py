@@ -12,7 +12,7 @@ tenant sees it as "bridge", and other projects' containers cannot reach them by 
 
 from __future__ import annotations
 
-from gateway import instances, quotas, resolve, store
+from gateway import instances, policy, quotas, resolve, store
 from gateway.context import Context
 from gateway.dockerapi.common import (
     every_instance,
@@ -26,7 +26,7 @@ from gateway.dockerapi.common import (
 from gateway.errors import DockerError
 from gateway.forward import call, forward, raise_for, respond, send
 from gateway.routing import Route
-from gateway.tenancy import PROJECT_LABEL, names, policy, scope
+from gateway.tenancy import PROJECT_LABEL, names, scope
 from gateway.wire import DEFAULT_BRIDGE_LABEL
 
 # (instance uuid, project) pairs whose default bridge this worker has made or seen: one

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import secrets
 
-from gateway import quotas, resolve, store
+from gateway import policy, quotas, resolve, store
 from gateway.context import Context
 from gateway.dockerapi.common import (
     every_instance,
@@ -23,7 +23,7 @@ from gateway.dockerapi.common import (
 from gateway.errors import DockerError
 from gateway.forward import call, forward, raise_for, respond, send
 from gateway.routing import Route
-from gateway.tenancy import PROJECT_LABEL, names, policy, scope
+from gateway.tenancy import PROJECT_LABEL, names, scope
 
 
 def _for_tenant(ctx: Context, volume: dict) -> dict:

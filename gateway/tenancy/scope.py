@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 
 from gateway import resolve, store
 from gateway.errors import DockerError
-from gateway.tenancy import bodies, names
+from gateway.policy import bodies
+from gateway.tenancy import names
 
 # Network modes that name no tenant object.
 PLAIN_NETWORK_MODES = ("", "default", "bridge", "host", "none")

@@ -1,4 +1,4 @@
-"""Policy on request bodies, resource defaults and maxima, input bounds (gateway.tenancy.policy)."""
+"""Policy on request bodies, resource defaults and maxima, input bounds (gateway.policy)."""
 
 import json
 import os
@@ -6,10 +6,11 @@ import time
 
 import pytest
 
+from gateway import config, instances, store
 from gateway.errors import DockerError
+from gateway.policy import RULES, Checker, reserved_ports
+from gateway.policy.bodies import fold
 from gateway.tenancy import Identity
-from gateway.tenancy.bodies import fold
-from gateway.tenancy.policy import RULES, Checker
 
 ALPHA = Identity("alpha-id", roles=("member",))
 BETA = Identity("beta-id", roles=("member",))
@@ -397,6 +398,18 @@ def test_the_agents_port_is_never_published_whatever_the_policy(checker, policy_
     checker.container_create(
         ALPHA, hc(PortBindings={"2376/tcp": [{"HostPort": ""}]}), reserved_ports=reserved
     )
+
+
+def test_reserved_ports_are_the_agents_and_the_operators():
+    assert reserved_ports(None) == {2376}
+    assert reserved_ports({"reserved_ports": [9100, "9200", "x"]}, [7000, 2376]) == {2376, 7000, 9100, 9200}
+
+
+def test_the_registered_agents_ports_come_from_the_store(tmp_path):
+    store.init(config.Settings(database=f"sqlite:///{tmp_path}/m.db").database)
+    for n, url in enumerate(["tcp://10.0.0.1:7000", "http://10.0.0.2:7001", "unix:///run/agent.sock"]):
+        store.Instance.create(uuid=f"i{n}", agent_url=url, agent_secret="s", position=n)
+    assert instances.agent_ports() == {7000, 7001}
 
 
 @pytest.mark.parametrize(
