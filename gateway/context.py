@@ -1,15 +1,20 @@
-"""The per-request context handed to every Docker API handler."""
+"""The per-request context handed to every Docker API handler and service."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import falcon
 
+from gateway import resolve
+from gateway.errors import DockerError
 from gateway.routing import Route
 from gateway.tenancy import Identity, names
 from gateway.wire import ALL_PROJECTS_HEADER
+
+_UNRESOLVED = object()
 
 
 @dataclass
@@ -21,6 +26,8 @@ class Context:
     params: dict[str, str]
     version: str  # the API version this request speaks (path's, or the advertised maximum)
     identity: Identity | None = None
+    _target: object = field(default=_UNRESOLVED, repr=False)
+    _daemon_ref: str = field(default="", repr=False)
 
     @property
     def project(self) -> str:
@@ -43,6 +50,42 @@ class Context:
     def settings(self):
         return self.gw.settings
 
+    # -- the route's object (Route.resolves) --------------------------------------------------
+    @property
+    def ref(self) -> str:
+        """What the client typed for the route's object (ID, name, ID prefix)."""
+        return self.params.get(self.route.reference, "")
+
+    @property
+    def target(self) -> Any:
+        """The caller's object the route names: a store row (None for a daemon's predefined
+        network), or a 404 in Docker's words if the caller has none by that reference.
+
+        Resolved on first use, so that a handler's policy check comes first: a refused request
+        looks nothing up and answers the same whether or not the object exists."""
+        return self._resolved()[0]
+
+    @property
+    def daemon_path(self) -> str:
+        """This request's path with the tenant's reference replaced by its daemon's."""
+        return self.route.fill(self._resolved()[1])
+
+    def _resolved(self) -> tuple[Any, str]:
+        if self._target is _UNRESOLVED:
+            try:
+                self._target, self._daemon_ref = resolve.by_kind(self.route.resolves, self.project, self.ref)
+            except DockerError as exc:
+                if exc.status == 404 and self.route.not_found:
+                    message = self.route.not_found.format(ref=self.ref, message=exc.message)
+                    raise DockerError(404, message) from exc
+                raise
+        return self._target, self._daemon_ref
+
+    def daemon_path_for(self, daemon_ref: str) -> str:
+        """This route's path naming another daemon object (a project's default bridge)."""
+        return self.route.fill(daemon_ref)
+
+    # -- the request ---------------------------------------------------------------------------
     def query(self, name: str, default: str | None = None) -> str | None:
         return self.req.get_param(name, default=default)
 

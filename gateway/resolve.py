@@ -7,7 +7,7 @@ indistinguishable from one that does not exist: same 404, same wording.
 
 from __future__ import annotations
 
-from gateway import store
+from gateway import routing, store
 from gateway.errors import DockerError, no_such_container, no_such_exec
 from gateway.store import RESERVATION_PREFIX
 from gateway.tenancy import names
@@ -111,6 +111,24 @@ def exec_session(project: str, ref: str) -> store.Exec:
     return found
 
 
-def forget_container(container_id: str) -> None:
-    """The daemon says it is gone: drop it from the map (its execs go with it)."""
-    store.Container.delete().where(store.Container.id == container_id).execute()
+def network_or_builtin(project: str, ref: str) -> store.Network | None:
+    """The project's network, or None for one of the daemon's predefined networks."""
+    return None if ref in BUILTIN_NETWORKS else network(project, ref)
+
+
+def by_kind(kind: str, project: str, ref: str) -> tuple[object | None, str]:
+    """(the project's object of ``kind`` that ``ref`` names, how its daemon names it): what a
+    route that declares ``resolves=kind`` (gateway/routing.py) hands its handler."""
+    if kind == routing.CONTAINER:
+        found = container(project, ref)
+        return found, daemon_ref(ref, found)
+    if kind == routing.NETWORK:
+        net = network_or_builtin(project, ref)
+        return net, net.id if net is not None else ref
+    if kind == routing.VOLUME:
+        vol = volume(project, ref)
+        return vol, vol.daemon_name
+    if kind == routing.EXEC:
+        session = exec_session(project, ref)
+        return session, session.id
+    raise ValueError(f"no resolver for {kind!r}")

@@ -3,6 +3,11 @@
 Templates use ``{id}`` for one path segment and ``{name*}`` for a reference that may hold
 slashes (image names such as ``registry:5000/team/app:tag``), as dockerd's router does.
 Every route answers on ``/vX.Y/...`` and on the unversioned path.
+
+A route that names one of the tenant's objects declares which kind (``resolves``): the
+dispatcher resolves the path's reference within the caller's project (gateway/resolve.py),
+hands the handler the object (``ctx.target``) and the path naming it for its daemon
+(``ctx.daemon_path``). No handler finds its own object.
 """
 
 from __future__ import annotations
@@ -13,6 +18,12 @@ from dataclasses import dataclass, field
 
 _PARAM = re.compile(r"\{(\w+)(\*?)\}")
 
+# What a route's reference names (Route.resolves).
+CONTAINER = "container"
+EXEC = "exec"
+NETWORK = "network"  # a user-defined network, or one of the daemon's predefined ones
+VOLUME = "volume"
+
 
 @dataclass(frozen=True)
 class Route:
@@ -22,6 +33,11 @@ class Route:
     handler: Callable
     # Served by `moorage relay` too: the routes that move streams or hijack connections.
     streaming: bool = False
+    # The kind of tenant object the path's first parameter names ("" for none).
+    resolves: str = ""
+    # The 404 message when that object is not the tenant's, if dockerd words it its own way
+    # for this route ({ref}: what the client typed; {message}: the plain "No such ..." text).
+    not_found: str = ""
     regex: re.Pattern = field(init=False, compare=False, repr=False)
 
     def __post_init__(self):
@@ -32,6 +48,16 @@ class Route:
             last = m.end()
         parts.append(re.escape(self.path[last:]))
         object.__setattr__(self, "regex", re.compile("".join(parts) + "$"))
+
+    @property
+    def reference(self) -> str:
+        """The name of the path parameter that names the route's object (the first one)."""
+        found = _PARAM.search(self.path)
+        return found.group(1) if found else ""
+
+    def fill(self, value: str) -> str:
+        """The route's path with its first parameter replaced by ``value``."""
+        return _PARAM.sub(lambda _: value, self.path, count=1)
 
 
 _VERSION = re.compile(r"^/v(\d+(?:\.\d+)?)(/.*)$")

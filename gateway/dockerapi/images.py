@@ -17,7 +17,7 @@ from urllib.parse import parse_qsl, urlencode
 
 from gateway import imagemap, instances, policy, quotas, store, tarstream
 from gateway.context import Context
-from gateway.dockerapi.common import (
+from gateway.services.common import (
     every_instance,
     hide_project_label,
     home_instance,

@@ -2,18 +2,10 @@
 
 from __future__ import annotations
 
-import json
-from urllib.parse import urlencode
-
-from gateway import instances, quotas
 from gateway.context import Context
-from gateway.dockerapi import images
-from gateway.dockerapi.common import every_instance, hide_project_label, home_instance, owned, parse_filters
-from gateway.dockerapi.events import tenant_events
 from gateway.errors import DockerError
-from gateway.forward import call, check_agent, forward, raise_for, respond, send
 from gateway.routing import Route
-from gateway.tenancy import PROJECT_LABEL, scope
+from gateway.services import system
 
 
 def ping(ctx: Context) -> None:
@@ -28,109 +20,6 @@ def ping(ctx: Context) -> None:
         resp.data = b"OK"
 
 
-def version(ctx: Context) -> None:
-    status, payload = call(ctx, home_instance(ctx), "GET", "/version")
-    raise_for(status, payload)
-    maximum, minimum = ctx.gw.api_range()
-    payload["ApiVersion"], payload["MinAPIVersion"] = maximum, minimum
-    for component in payload.get("Components") or []:
-        details = component.get("Details")
-        if component.get("Name") == "Engine" and isinstance(details, dict):
-            details["ApiVersion"], details["MinAPIVersion"] = maximum, minimum
-    ctx.answer_json(payload)
-
-
-def to_home(ctx: Context) -> None:
-    forward(ctx, home_instance(ctx))
-
-
-def _my_containers(ctx: Context) -> list[dict]:
-    label = PROJECT_LABEL if ctx.all_projects else f"{PROJECT_LABEL}={ctx.project}"
-    query = urlencode({"all": "1", "filters": json.dumps({"label": [label]})})
-    return [c for _, payload in every_instance(ctx, "GET", "/containers/json", query) for c in payload]
-
-
-def info(ctx: Context) -> None:
-    """The home daemon's answer, with the caller's counts, and the capacity of every live
-    instance added up (as Swarm classic presented a cluster)."""
-    live = instances.live_instances(ctx.settings)
-    home = home_instance(ctx)
-    status, payload = call(ctx, home, "GET", "/info")
-    raise_for(status, payload)
-    mine = _my_containers(ctx)
-    states = [c.get("State") for c in mine]
-    payload["Containers"] = len(mine)
-    payload["ContainersRunning"] = states.count("running")
-    payload["ContainersPaused"] = states.count("paused")
-    payload["ContainersStopped"] = len(mine) - payload["ContainersRunning"] - payload["ContainersPaused"]
-    payload["Images"] = images.visible_count(ctx)
-    payload["NCPU"] = sum(int((i.facts or {}).get("NCPU") or 0) for i in live) or payload.get("NCPU")
-    payload["MemTotal"] = sum(int((i.facts or {}).get("MemTotal") or 0) for i in live) or payload.get(
-        "MemTotal"
-    )
-    add_quota_labels(ctx, payload)
-    ctx.answer_json(payload)
-
-
-def add_quota_labels(ctx: Context, payload: dict) -> None:
-    """The project's quotas as `docker info` prints them, under Labels:
-    `moorage.quota.containers=3/5` (in use / limit), one per resource."""
-    if isinstance(payload, dict) and ctx.project:
-        payload["Labels"] = list(payload.get("Labels") or []) + quotas.info_labels(ctx.project, ctx.settings)
-
-
-def data_usage(ctx: Context) -> None:
-    """`docker system df`: the caller's containers, volumes and images, over every instance."""
-    # The builder's cache is the daemon's, shared by every project: none of it is shown.
-    merged = {
-        "LayersSize": 0,
-        "Images": [],
-        "Containers": [],
-        "Volumes": [],
-        "BuildCache": None,
-        "BuilderSize": 0,
-    }
-    for _, payload in every_instance(ctx, "GET", "/system/df", ctx.req.query_string):
-        for kind in ("Containers", "Volumes"):
-            for item in payload.get(kind) or []:
-                if owned(ctx, item.get("Labels")):
-                    hide_project_label(item.get("Labels"), ctx)
-                    merged[kind].append(scope.strip_names(ctx.project, item))
-        seen = {image.get("Id") for image in merged["Images"]}
-        for image in images.visible_in_df(ctx, payload.get("Images") or []):
-            if image.get("Id") not in seen:
-                merged["Images"].append(image)
-                merged["LayersSize"] += image.get("Size") or 0
-    ctx.answer_json(merged)
-
-
-def events(ctx: Context) -> None:
-    """Every live instance's events, merged into one stream, with only the caller's in it."""
-    if parse_filters(ctx) is None:
-        forward(ctx, home_instance(ctx))  # filters dockerd cannot parse either: its own error
-        return
-    live = instances.live_instances(ctx.settings)
-    if not live:
-        home_instance(ctx)  # the 503 that says so
-    streams = []
-    try:
-        for instance in live:
-            upstream = send(ctx, instance, path="/events")
-            check_agent(instance, upstream)
-            if upstream.status != 200:
-                respond(ctx, instance, upstream)  # dockerd's own error (bad since/until, ...)
-                return
-            streams.append(upstream)
-    except BaseException:
-        for upstream in streams:
-            upstream.close()
-        raise
-    ctx.resp.status = 200
-    ctx.resp.content_type = "application/json"
-    bounded = bool(ctx.query("until"))
-    ctx.resp.stream = tenant_events(ctx, streams, ordered=bounded)
-
-
 def session(ctx: Context) -> None:
     raise DockerError(
         404,
@@ -142,10 +31,10 @@ def session(ctx: Context) -> None:
 ROUTES = [
     Route("GET", "/_ping", "SystemPing", ping),
     Route("HEAD", "/_ping", "SystemPingHead", ping),
-    Route("GET", "/version", "SystemVersion", version),
-    Route("GET", "/info", "SystemInfo", info),
-    Route("GET", "/events", "SystemEvents", events, streaming=True),
-    Route("GET", "/system/df", "SystemDataUsage", data_usage),
-    Route("POST", "/auth", "SystemAuth", to_home),
+    Route("GET", "/version", "SystemVersion", system.version),
+    Route("GET", "/info", "SystemInfo", system.info),
+    Route("GET", "/events", "SystemEvents", system.events, streaming=True),
+    Route("GET", "/system/df", "SystemDataUsage", system.data_usage),
+    Route("POST", "/auth", "SystemAuth", system.to_home),
     Route("POST", "/session", "Session", session),
 ]

@@ -51,7 +51,21 @@ from gateway.store.models import (
     Volume,
     utcnow,
 )
-from gateway.store.queries import container_named, creation_times, forget_container, lock_project
+from gateway.store.queries import (
+    container_named,
+    creation_times,
+    forget_container,
+    forget_network,
+    forget_networks,
+    forget_volumes,
+    lock_project,
+    mine_among,
+    network_named,
+    record_exec,
+    record_network,
+    record_volume,
+    volume_named,
+)
 from gateway.store.schema import (
     MIGRATIONS,
     SCHEMA_VERSION,
@@ -62,6 +76,15 @@ from gateway.store.schema import (
 )
 
 __all__ = [
+    "forget_network",
+    "forget_networks",
+    "forget_volumes",
+    "mine_among",
+    "network_named",
+    "record_exec",
+    "record_network",
+    "record_volume",
+    "volume_named",
     "ACTIVE",
     "BUILDING",
     "DELETING",

@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as _dt
 
 from gateway.store.db import database, is_postgres
-from gateway.store.models import Container, ProjectLock
+from gateway.store.models import Container, Exec, Instance, Network, ProjectLock, Volume
 
 
 def lock_project(project: str) -> None:
@@ -43,3 +43,73 @@ def creation_times(ids: list[str]) -> dict[str, _dt.datetime]:
         rows = db.execute_sql(f'SELECT "id", "created_at" FROM "container" WHERE "id" IN ({marks})', part)
         created.update((cid, convert(at)) for cid, at in rows)
     return created
+
+
+def mine_among(project: str, container_ids: list[str]) -> set[str]:
+    """Which of these container IDs are the project's."""
+    rows = Container.select(Container.id).where(
+        (Container.project == project) & Container.id.in_(container_ids)
+    )
+    return {row.id for row in rows}
+
+
+# -- execs --------------------------------------------------------------------------------------
+
+
+def record_exec(exec_id: str, container_id: str, project: str) -> None:
+    row = {Exec.container: container_id, Exec.project: project}
+    # An upsert SQLite and PostgreSQL both speak (PostgreSQL has no INSERT OR REPLACE).
+    Exec.insert({Exec.id: exec_id, **row}).on_conflict(conflict_target=[Exec.id], update=row).execute()
+
+
+# -- networks -----------------------------------------------------------------------------------
+
+
+def network_named(project: str, name: str) -> Network | None:
+    return Network.get_or_none((Network.project == project) & (Network.name == name))
+
+
+def record_network(network_id: str, project: str, name: str, daemon_name: str, instance_uuid: str) -> None:
+    row = {
+        Network.project: project,
+        Network.name: name,
+        Network.daemon_name: daemon_name,
+        Network.instance: instance_uuid,
+    }
+    Network.insert({Network.id: network_id, **row}).on_conflict(
+        conflict_target=[Network.id], update=row
+    ).execute()
+
+
+def forget_network(network_id: str) -> None:
+    Network.delete().where(Network.id == network_id).execute()
+
+
+def forget_networks(instance_uuid: str, daemon_names: list[str]) -> None:
+    """Networks a prune removed from one instance."""
+    Network.delete().where(
+        (Network.instance == instance_uuid) & Network.daemon_name.in_(daemon_names)
+    ).execute()
+
+
+# -- volumes ------------------------------------------------------------------------------------
+
+
+def volume_named(project: str, name: str) -> Volume | None:
+    """The project's volume by its name, with its instance."""
+    return (
+        Volume.select(Volume, Instance)
+        .join(Instance)
+        .where((Volume.project == project) & (Volume.name == name))
+        .first()
+    )
+
+
+def record_volume(daemon_name: str, project: str, name: str, instance_uuid: str) -> None:
+    Volume.insert(
+        daemon_name=daemon_name, project=project, name=name, instance=instance_uuid
+    ).on_conflict_ignore().execute()
+
+
+def forget_volumes(daemon_names: list[str]) -> None:
+    Volume.delete().where(Volume.daemon_name.in_(daemon_names)).execute()

@@ -9,8 +9,8 @@ from types import SimpleNamespace
 import gevent
 import pytest
 
-from gateway.dockerapi import common
 from gateway.errors import DockerError
+from gateway.services import common
 
 
 @pytest.fixture
@@ -62,13 +62,13 @@ def test_writes_go_one_after_another_and_stop_at_the_first_error(fleet):
 
 
 def test_the_list_orders_same_second_runs_of_several_instances_by_the_map(tmp_path):
-    """containers._order_same_second: within a "Created" second, containers of several
+    """gateway/services/containers.py _order_same_second: within a "Created" second, containers of several
     instances are ordered by the map's creation times (newest first); a run of one instance,
     or one with a container the map lacks, keeps the daemons' order."""
     import datetime as dt
 
     from gateway import store
-    from gateway.dockerapi.containers import _order_same_second
+    from gateway.services.containers import _order_same_second
 
     store.init(f"sqlite:///{tmp_path}/m.db")
     try:

@@ -4,7 +4,7 @@ import json
 from types import SimpleNamespace
 
 from gateway.context import Context
-from gateway.dockerapi.events import EventJudge
+from gateway.services.events import EventJudge
 from gateway.tenancy import PROJECT_LABEL, names, scope
 
 ALPHA, BETA = "518441b49028471aba11254fc0deab83", "2d82155ed82647c2936697dc582b4419"

@@ -37,10 +37,7 @@ class EventJudge:
 
     def _mine_container(self, container_id: str) -> bool:
         if container_id not in self._containers:
-            C = store.Container
-            self._containers[container_id] = (
-                C.select().where((C.id == container_id) & (C.project == self.project)).exists()
-            )
+            self._containers[container_id] = bool(store.mine_among(self.project, [container_id]))
         return self._containers[container_id]
 
     def keep(self, event: dict) -> bool:

@@ -1,0 +1,159 @@
+"""What the services share: the home instance, every instance's answer for the merged views,
+the project's filters and labels, and streams passed through with the tenant's names."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from urllib.parse import parse_qsl, urlencode
+
+import gevent
+
+from gateway import instances, store
+from gateway.context import Context
+from gateway.errors import DockerError
+from gateway.forward import call, raise_for
+from gateway.placement import PlacementRequest, place
+from gateway.tenancy import PROJECT_LABEL, names
+
+
+def home_instance(ctx: Context) -> store.Instance:
+    """Where requests about no particular object go (version, info, a body only dockerd can
+    judge): the first live instance that is up, in fill order."""
+    live = [i for i in instances.live_instances(ctx.settings) if i.state == store.INSTANCE_UP]  # not draining
+    if not live:
+        raise DockerError(
+            503,
+            "no instance is available: no agent is registered and answering; "
+            "ask the operator to check `moorage instances list`",
+        )
+    return live[0]
+
+
+def every_instance(ctx: Context, method: str, path: str, query: str = ""):
+    """(instance, answer) from each live instance, in fill order: what the merged views
+    (lists, prunes, df) are made of. A daemon's error is the client's error (the first one
+    in fill order). Reads (GET) ask every instance at once, so a list over N instances takes
+    about as long as the slowest one, not the sum; anything else goes one instance after
+    another and stops at the first error."""
+    live = instances.live_instances(ctx.settings)
+    if method != "GET" or len(live) < 2:
+        for instance in live:
+            status, payload = call(ctx, instance, method, path, query=query)
+            raise_for(status, payload)
+            yield instance, payload
+        return
+
+    def ask(instance: store.Instance):
+        try:
+            return call(ctx, instance, method, path, query=query), None
+        except Exception as exc:  # noqa: BLE001 - raised in fill order below, not in the greenlet
+            return None, exc
+
+    jobs = [gevent.spawn(ask, instance) for instance in live]
+    try:
+        for instance, job in zip(live, jobs, strict=True):
+            answer, error = job.get()
+            if error is not None:
+                raise error
+            status, payload = answer
+            raise_for(status, payload)
+            yield instance, payload
+    finally:
+        gevent.killall([job for job in jobs if not job.ready()], block=False)
+
+
+def owned(ctx: Context, labels: dict | None) -> bool:
+    """Whether an object with these labels is the caller's (any project's, in the admin view)."""
+    labels = labels or {}
+    return PROJECT_LABEL in labels if ctx.all_projects else labels.get(PROJECT_LABEL) == ctx.project
+
+
+def with_query(ctx: Context, **changes: str | None) -> str:
+    """The client's query string with some parameters replaced (None removes one)."""
+    pairs = [(k, v) for k, v in parse_qsl(ctx.req.query_string, keep_blank_values=True) if k not in changes]
+    pairs += [(k, v) for k, v in changes.items() if v is not None]
+    return urlencode(pairs)
+
+
+def parse_filters(ctx: Context) -> dict | None:
+    """The client's filters, or None when they are not a JSON object (dockerd then answers)."""
+    raw = ctx.query("filters")
+    if not raw:
+        return {}
+    try:
+        filters = json.loads(raw)
+    except ValueError:
+        return None
+    if filters is None:
+        return {}  # JSON null: Go reads it as no filters, and so must we (the label still applies)
+    return filters if isinstance(filters, dict) else None
+
+
+def add_filter(filters: dict, key: str, value: str) -> dict:
+    """Add one value to a filter, in whichever of its two wire forms the client used."""
+    out = dict(filters)
+    current = out.get(key)
+    if isinstance(current, dict):
+        out[key] = {**current, value: True}
+    elif isinstance(current, list):
+        out[key] = [*current, value]
+    elif any(isinstance(v, dict) for v in out.values()):
+        # dockerd parses one form per request: {"k": {"v": true}} (current) or {"k": ["v"]}
+        # (legacy); never mix them.
+        out[key] = {value: True}
+    else:
+        out[key] = [value]
+    return out
+
+
+def project_label_filter(ctx: Context) -> str | None:
+    """The client's filters plus 'only this project's objects', as a filters JSON value;
+    None when the client's filters cannot be parsed (forward them: dockerd says why).
+    The admin view asks for every project's objects that carry a project at all."""
+    filters = parse_filters(ctx)
+    if filters is None:
+        return None
+    return json.dumps(
+        add_filter(filters, "label", PROJECT_LABEL if ctx.all_projects else f"{PROJECT_LABEL}={ctx.project}")
+    )
+
+
+def hide_project_label(labels: dict | None, ctx: Context | None = None) -> None:
+    """The project label is Moorage's bookkeeping, not the tenant's: answers leave it out
+    (the admin view keeps it: it says whose each object is)."""
+    if isinstance(labels, dict) and not (ctx is not None and ctx.all_projects):
+        labels.pop(PROJECT_LABEL, None)
+
+
+def new_object_instance(ctx: Context) -> store.Instance:
+    """Where a new network or volume goes: where the scheduler would put the next container
+    (its containers are then placed with it). The slot is only asked about, not kept."""
+    return place(PlacementRequest(ctx.project, "", {}, probe=True), ctx.settings).instance
+
+
+def names_stripped(chunks, project: str):
+    """A line-delimited JSON stream (stats) with the project's daemon names turned back into
+    its own, one line at a time, so every other byte is dockerd's own."""
+    end = names.suffix(project).encode()
+    pending = b""
+    for chunk in chunks:
+        if not chunk:
+            yield chunk  # the "send the head now" flush (gateway.forward): never hold it
+            continue
+        pending += chunk
+        if b"\n" not in pending:
+            if len(pending) > 1 << 20:  # not line-delimited after all: pass it on
+                yield pending.replace(end, b"")
+                pending = b""
+            continue
+        complete, _, pending = pending.rpartition(b"\n")
+        yield complete.replace(end, b"") + b"\n"
+    if pending:
+        yield pending.replace(end, b"")
+
+
+def on_finish(chunks, callback: Callable[[], None]):
+    """Pass a response stream through, and run ``callback`` once it has been fully sent."""
+    yield from chunks
+    callback()

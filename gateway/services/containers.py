@@ -1,0 +1,284 @@
+"""Containers: creating one (policy, scope, quotas, placement, the daemon's create), the merged
+list, and what follows a container's life in the map (inspect, rename, wait, rm, prune).
+
+Every function answers through ``ctx`` (a JSON answer, or the daemon's forwarded as it comes):
+the handlers in gateway/dockerapi/containers.py only parse and call."""
+
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+from gateway import instances, policy, quotas, store
+from gateway import resolve as resolve_
+from gateway.context import Context
+from gateway.dockerapi import images as images_
+from gateway.errors import DockerError
+from gateway.forward import call, forward, raise_for, respond, send
+from gateway.placement import PIN_LABEL, PlacementRequest, place, release
+from gateway.placement.scheduler import confirm, name_conflict
+from gateway.services import networks, volumes
+from gateway.services.common import (
+    every_instance,
+    hide_project_label,
+    home_instance,
+    names_stripped,
+    on_finish,
+    project_label_filter,
+    with_query,
+)
+from gateway.store import RESERVATION_PREFIX
+from gateway.tenancy import PROJECT_LABEL, names, scope
+
+
+def to_container(ctx: Context, **changes) -> None:
+    """Forward the request to the instance of the container the route names."""
+    forward(ctx, ctx.target.instance, path=ctx.daemon_path, **changes)
+
+
+def list_(ctx: Context) -> None:
+    filters = project_label_filter(ctx)
+    if filters is None:
+        forward(ctx, home_instance(ctx))  # filters dockerd cannot parse either: its own error
+        return
+    query = with_query(ctx, filters=filters)
+    merged = []
+    origin: dict[str, str] = {}  # container ID -> instance, for ordering within a second
+    for instance, payload in every_instance(ctx, "GET", "/containers/json", query):
+        address = instances.published_address(instance)
+        for container in payload:
+            origin[container.get("Id")] = instance.uuid
+            container["Ports"] = instances.publish_bindings(container.get("Ports"), address, "IP")
+            hide_project_label(container.get("Labels"), ctx)
+            scope.show_default_bridge(ctx.project, container)
+            container["Image"] = images_.tenant_image_name(ctx.project, container.get("Image"))
+        merged.extend(payload)  # names: stripped once, on the encoded answer (names_of)
+    # As dockerd lists them: newest first. "Created" is in whole seconds: within one second
+    # each daemon's own order stands (a stable sort), and containers of different instances
+    # created in the same second are ordered by the map's finer creation time.
+    merged.sort(key=lambda c: c.get("Created", 0), reverse=True)
+    _order_same_second(merged, origin)
+    limit = ctx.query("limit")
+    if limit and limit.lstrip("-").isdigit() and int(limit) > 0:
+        merged = merged[: int(limit)]
+    ctx.answer_json(merged, names_of=ctx.project)
+
+
+def _order_same_second(merged: list[dict], origin: dict[str, str]) -> None:
+    """Reorder, in place, runs of containers of several instances that share a "Created"
+    second (newest first, by the map's creation times). The creation times of every such run
+    are read together (a list of 2,000 containers created in bursts has hundreds of runs)."""
+    runs = []
+    start = 0
+    while start < len(merged):
+        end = start
+        while end + 1 < len(merged) and merged[end + 1].get("Created") == merged[start].get("Created"):
+            end += 1
+        if end > start and len({origin.get(c.get("Id")) for c in merged[start : end + 1]}) > 1:
+            runs.append((start, end + 1))
+        start = end + 1
+    created = store.creation_times([merged[i].get("Id") for first, stop in runs for i in range(first, stop)])
+    for first, stop in runs:
+        run = merged[first:stop]
+        if all(c.get("Id") in created for c in run):
+            run.sort(key=lambda c: created[c["Id"]], reverse=True)
+            merged[first:stop] = run
+
+
+def create(ctx: Context, body, raw: bytes) -> None:
+    """POST /containers/create: ``body`` as parsed (None: only dockerd can judge ``raw``)."""
+    # 403 for what the project may not ask; default limits
+    policy.container_create(ctx, body, agent_ports=instances.agent_ports())
+    name = (ctx.query("name") or "").lstrip("/")
+    if body is None or not isinstance(body, dict):
+        # Not something dockerd would accept either: let it say why, in its own words.
+        instance = home_instance(ctx)
+        forward(ctx, instance, body=raw, content_type=ctx.req.content_type)
+        return
+    scope.canonical_create(body)
+    labels = body.get("Labels")
+    if labels is None:
+        labels = {}
+    if not isinstance(labels, dict):
+        forward(ctx, home_instance(ctx), body=raw, content_type=ctx.req.content_type)  # dockerd's own error
+        return
+    if name and not names.VALID_NAME.match(name):
+        raise DockerError(400, f"Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
+    labels = {**labels, PROJECT_LABEL: ctx.project}
+    body["Labels"] = labels
+    needs = scope.container_create(ctx.project, body, name)
+    pinned = labels.get(PIN_LABEL) or None
+    if pinned and needs.instance and pinned != needs.instance:
+        raise DockerError(
+            409,
+            f"{needs.reason} is on instance {needs.instance}, not on the pinned instance "
+            f"{pinned}: drop the {PIN_LABEL} label or pin that instance",
+        )
+    memory, nano_cpus = quotas.container_request(body.get("HostConfig"))
+    placement = _place(
+        ctx,
+        PlacementRequest(
+            ctx.project, name, labels, pinned or needs.instance, memory=memory, nano_cpus=nano_cpus
+        ),
+    )
+    try:
+        for tenant_volume, daemon_volume in needs.volumes.items():
+            _make_volume(ctx, placement.instance, tenant_volume, daemon_volume)
+        if needs.default_bridge:
+            bridge = networks.ensure_default_bridge(ctx, placement.instance, ctx.project)
+        body["Image"] = images_.container_image(ctx, placement.instance, body.get("Image"))
+        query = with_query(ctx, name=names.to_daemon(ctx.project, name) or None)
+        status, payload = call(ctx, placement.instance, "POST", "/containers/create", query=query, body=body)
+        if status == 404 and needs.default_bridge and bridge in str(payload.get("message", "")):
+            networks.ensure_default_bridge(ctx, placement.instance, ctx.project, again=True)
+            status, payload = call(
+                ctx, placement.instance, "POST", "/containers/create", query=query, body=body
+            )
+        raise_for(status, payload)
+        container_id = payload["Id"]
+        if not name:
+            # dockerd chose a name: the tenant uses it as is, and the daemon's copy takes the
+            # project's suffix like every other (so no later name of another project meets it).
+            inspect_status, info = call(ctx, placement.instance, "GET", f"/containers/{container_id}/json")
+            name = info.get("Name", "").lstrip("/") if inspect_status == 200 else ""
+            if name:
+                call(
+                    ctx,
+                    placement.instance,
+                    "POST",
+                    f"/containers/{container_id}/rename",
+                    query=urlencode({"name": names.to_daemon(ctx.project, name)}),
+                )
+    except BaseException:
+        release(placement)
+        raise
+    confirm(placement, container_id, name, ctx.project, labels)
+    ctx.answer_json(scope.strip_names(ctx.project, payload), 201)
+
+
+def _place(ctx: Context, request: PlacementRequest):
+    """Place, once more if the name's holder turns out to be gone from its daemon already."""
+    try:
+        return place(request, ctx.settings)
+    except DockerError as exc:
+        holder = store.container_named(ctx.project, request.name) if request.name else None
+        if exc.status != 409 or holder is None or holder.id.startswith(RESERVATION_PREFIX):
+            raise
+        status, _ = call(ctx, holder.instance, "GET", f"/containers/{holder.id}/json")
+        if status != 404:
+            raise
+        store.forget_container(holder.id)
+        return place(request, ctx.settings)
+
+
+def _make_volume(ctx: Context, instance, tenant_name: str, daemon_name: str) -> None:
+    """A named volume a create uses, made first with the project's label (and within its
+    quota), as ``docker volume create`` would."""
+    volumes.make(ctx, instance, tenant_name, {"Name": daemon_name, "Labels": {PROJECT_LABEL: ctx.project}})
+
+
+def update(ctx: Context, body, raw: bytes) -> None:
+    policy.container_update(ctx, body)
+    to_container(ctx, body=body if isinstance(body, dict) else raw)
+
+
+def stats(ctx: Context) -> None:
+    """Stats name the container as its daemon does: the tenant reads its own name."""
+    to_container(ctx)
+    if ctx.resp.stream is not None and ctx.resp.status == 200:
+        ctx.resp.content_length = None  # names get shorter: the daemon's length no longer holds
+        ctx.resp.stream = names_stripped(ctx.resp.stream, ctx.project)
+
+
+def start(ctx: Context, raw: bytes) -> None:
+    """Before API 1.24 a start could carry a HostConfig, which dockerd would apply unchecked by
+    tenancy and policy: Moorage refuses any start body, in dockerd's words for 1.24 and later."""
+    if raw.strip() not in (b"", b"{}", b"null"):
+        raise DockerError(
+            400,
+            "starting container with non-empty request body was deprecated since API v1.22 and removed in v1.24",
+        )  # dockerd's words, on every version
+    to_container(ctx, body=b"")
+
+
+def inspect(ctx: Context) -> None:
+    container = ctx.target
+    status, payload = call(ctx, container.instance, "GET", ctx.daemon_path, query=ctx.req.query_string)
+    if status == 404:
+        store.forget_container(container.id)
+    raise_for(status, payload)
+    hide_project_label((payload.get("Config") or {}).get("Labels"))
+    ports = (payload.get("NetworkSettings") or {}).get("Ports")
+    if isinstance(ports, dict):
+        address = instances.published_address(container.instance)
+        for port, bindings in ports.items():
+            ports[port] = instances.publish_bindings(bindings, address, "HostIp")
+    scope.show_default_bridge(ctx.project, payload)
+    payload = scope.strip_names(ctx.project, payload)
+    scope.hide_added_aliases(payload)
+    images_.container_view(ctx.project, payload)
+    ctx.answer_json(payload)
+
+
+def delete(ctx: Context) -> None:
+    container = ctx.target
+    upstream = send(ctx, container.instance, path=ctx.daemon_path)
+    if upstream.status in (204, 404):
+        store.forget_container(container.id)
+    respond(ctx, container.instance, upstream)
+
+
+def rename(ctx: Context) -> None:
+    policy.container_rename(ctx)
+    container = ctx.target
+    new_name = (ctx.query("name") or "").lstrip("/")
+    if new_name and new_name != container.name:
+        holder = store.container_named(ctx.project, new_name)
+        if holder is not None:
+            raise DockerError(
+                409, "Error when allocating new name: " + name_conflict(new_name, holder.id).message
+            )
+    upstream = send(
+        ctx,
+        container.instance,
+        path=ctx.daemon_path,
+        query=with_query(ctx, name=names.to_daemon(ctx.project, new_name) if new_name else None),
+    )
+    if upstream.status == 204 and new_name:
+        container.name, container.daemon_name = new_name, None
+        container.save()
+    respond(ctx, container.instance, upstream)
+
+
+def wait(ctx: Context) -> None:
+    container = ctx.target
+    upstream = send(ctx, container.instance, path=ctx.daemon_path)
+    respond(ctx, container.instance, upstream)
+    if upstream.status == 200 and ctx.query("condition") == "removed" and ctx.resp.stream is not None:
+        # `docker run --rm`: once the daemon reports the container removed, so does the map.
+        ctx.resp.stream = on_finish(ctx.resp.stream, lambda: store.forget_container(container.id))
+
+
+def prune(ctx: Context) -> None:
+    filters = project_label_filter(ctx)
+    if filters is None:
+        forward(ctx, home_instance(ctx))
+        return
+    query = with_query(ctx, filters=filters)
+    deleted, reclaimed = [], 0
+    for _, payload in every_instance(ctx, "POST", "/containers/prune", query):
+        for container_id in payload.get("ContainersDeleted") or []:
+            store.forget_container(container_id)
+            deleted.append(container_id)
+        reclaimed += payload.get("SpaceReclaimed") or 0
+    ctx.answer_json({"ContainersDeleted": deleted or None, "SpaceReclaimed": reclaimed})
+
+
+def commit(ctx: Context) -> None:
+    """POST /commit?container=REF: an image from the tenant's container, on its instance."""
+    ref = ctx.query("container") or ""
+    if not ref:
+        # dockerd's own answer for a commit without a container.
+        forward(ctx, home_instance(ctx))
+        return
+    # The container is named in the query, not the path: resolved here, as a route's would be.
+    images_.commit(ctx, resolve_.container(ctx.project, ref))

@@ -1,0 +1,187 @@
+"""Networks: the merged list, create within the quota, inspect/rm/connect on the network's
+instance, and the project's own default bridge (docker network ...).
+
+A user-defined network belongs to the project that made it (label and store row), lives on
+one instance (until networks span instances, its containers are placed with it), and carries
+a per-project daemon name (tenancy.names). The daemon's predefined networks (bridge, host,
+none) are shown to every project, with only the caller's containers in them.
+
+A project's containers that ask for no network, or for "bridge", join the project's own
+default bridge on their instance (tenancy.scope.default_bridge), never the daemon's: the
+tenant sees it as "bridge", and other projects' containers cannot reach them by address.
+"""
+
+from __future__ import annotations
+
+from gateway import instances, policy, quotas, resolve, store
+from gateway.context import Context
+from gateway.errors import DockerError
+from gateway.forward import call, forward, raise_for, respond, send
+from gateway.services.common import (
+    every_instance,
+    hide_project_label,
+    home_instance,
+    new_object_instance,
+    project_label_filter,
+    with_query,
+)
+from gateway.tenancy import PROJECT_LABEL, names, scope
+from gateway.wire import DEFAULT_BRIDGE_LABEL
+
+# (instance uuid, project) pairs whose default bridge this worker has made or seen: one
+# call per pair and worker, not per container create.
+_default_bridges: set[tuple[str, str]] = set()
+
+
+def ensure_default_bridge(
+    ctx: Context, instance: store.Instance, project: str, *, again: bool = False
+) -> str:
+    """Make sure ``project``'s default bridge exists on ``instance``; return its daemon name.
+    ``again``: the daemon said it is missing (an instance rebuilt under the same UUID)."""
+    name = scope.default_bridge(project)
+    key = (instance.uuid, project)
+    if key in _default_bridges and not again:
+        return name
+    # CheckDuplicate: a concurrent create (another worker or replica) gets 409, which is fine.
+    status, payload = call(
+        ctx,
+        instance,
+        "POST",
+        "/networks/create",
+        body={
+            "Name": name,
+            "Driver": "bridge",
+            "CheckDuplicate": True,
+            "Labels": {DEFAULT_BRIDGE_LABEL: project},
+        },
+    )
+    if status != 409:
+        raise_for(status, payload)
+    _default_bridges.add(key)
+    return name
+
+
+def _default_bridge_members(ctx: Context) -> dict:
+    """The caller's containers on its default bridges, every instance's."""
+    members: dict = {}
+    for instance in instances.live_instances(ctx.settings):
+        status, payload = call(ctx, instance, "GET", f"/networks/{scope.default_bridge(ctx.project)}")
+        if status == 200 and isinstance(payload.get("Containers"), dict):
+            members.update(payload["Containers"])
+    return members
+
+
+def _for_tenant(ctx: Context, network: dict) -> dict:
+    hide_project_label(network.get("Labels"), ctx)
+    members = network.get("Containers")
+    if isinstance(members, dict) and members and not ctx.all_projects:
+        mine = store.mine_among(ctx.project, list(members))
+        network["Containers"] = {cid: info for cid, info in members.items() if cid in mine}
+    return scope.strip_names(ctx.project, network)
+
+
+def list_(ctx: Context) -> None:
+    filters = project_label_filter(ctx)
+    if filters is None:
+        forward(ctx, home_instance(ctx))  # dockerd's own error for filters it cannot parse
+        return
+    home = home_instance(ctx)
+    merged = []
+    status, builtin = call(ctx, home, "GET", "/networks", query=ctx.req.query_string)
+    raise_for(status, builtin)
+    merged += [n for n in builtin if n.get("Name") in resolve.BUILTIN_NETWORKS]
+    for _, payload in every_instance(ctx, "GET", "/networks", with_query(ctx, filters=filters)):
+        merged += payload
+    ctx.answer_json([_for_tenant(ctx, n) for n in merged])
+
+
+def inspect(ctx: Context) -> None:
+    network, ref = ctx.target, ctx.ref
+    instance = network.instance if network is not None else home_instance(ctx)
+    status, payload = call(ctx, instance, "GET", ctx.daemon_path, query=ctx.req.query_string)
+    if status == 404 and network is not None:
+        store.forget_network(network.id)
+        raise resolve.no_such_network(ref)
+    raise_for(status, payload)
+    if ref == "bridge" and not ctx.all_projects:
+        members = payload.get("Containers") if isinstance(payload.get("Containers"), dict) else {}
+        payload["Containers"] = {**members, **_default_bridge_members(ctx)}
+    ctx.answer_json(_for_tenant(ctx, payload))
+
+
+def create(ctx: Context, body, raw: bytes) -> None:
+    policy.network_create(ctx, body)  # bounded labels/options; drivers and options reaching the instance
+    scope.canonical(body, ("Name", "Labels"))
+    if not isinstance(body, dict) or not isinstance(body.get("Name"), str) or not body["Name"]:
+        forward(ctx, home_instance(ctx), body=raw, content_type=ctx.req.content_type)  # dockerd's own error
+        return
+    name = body["Name"]
+    if name in resolve.BUILTIN_NETWORKS:
+        forward(ctx, home_instance(ctx), body=raw, content_type=ctx.req.content_type)
+        return
+    if not names.VALID_NAME.match(name):
+        raise DockerError(400, f'invalid name "{name}": only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed')
+    if store.network_named(ctx.project, name) is not None:
+        raise DockerError(409, f"network with name {name} already exists")
+    labels = body.get("Labels") if isinstance(body.get("Labels"), dict) else {}
+    body["Labels"] = {**labels, PROJECT_LABEL: ctx.project}
+    body["Name"] = names.to_daemon(ctx.project, name)
+    instance = new_object_instance(ctx)
+    with quotas.reserving(ctx.project, "networks", ctx.settings) as reservation:
+        status, payload = call(ctx, instance, "POST", "/networks/create", body=body)
+        raise_for(status, payload)
+        quotas.confirm(
+            reservation,
+            lambda: store.record_network(payload["Id"], ctx.project, name, body["Name"], instance.uuid),
+        )
+    ctx.answer_json(payload, status)
+
+
+def delete(ctx: Context) -> None:
+    network = ctx.target
+    if network is None:
+        forward(ctx, home_instance(ctx))  # dockerd: a pre-defined network cannot be removed
+        return
+    upstream = send(ctx, network.instance, path=ctx.daemon_path)
+    if upstream.status in (204, 404):
+        store.forget_network(network.id)
+    respond(ctx, network.instance, upstream)
+
+
+def prune(ctx: Context) -> None:
+    filters = project_label_filter(ctx)
+    if filters is None:
+        forward(ctx, home_instance(ctx))
+        return
+    deleted = []
+    for instance, payload in every_instance(ctx, "POST", "/networks/prune", with_query(ctx, filters=filters)):
+        gone = payload.get("NetworksDeleted") or []
+        if gone:
+            store.forget_networks(instance.uuid, gone)
+        deleted += gone
+    ctx.answer_json({"NetworksDeleted": scope.strip_names(ctx.project, deleted) or None})
+
+
+def connect(ctx: Context, body, raw: bytes, *, joining: bool) -> None:
+    """connect (``joining``) or disconnect: the tenant's network and the tenant's container, on
+    one instance."""
+    scope.canonical(body, ("Container", "EndpointConfig"))
+    network, ref = ctx.target, ctx.ref
+    if not (isinstance(body, dict) and isinstance(body.get("Container"), str) and body["Container"]):
+        target = network.instance if network else home_instance(ctx)
+        forward(ctx, target, body=raw, content_type=ctx.req.content_type)
+        return
+    container = resolve.container(ctx.project, body["Container"])
+    if network is not None and network.instance_id != container.instance_id:
+        raise DockerError(
+            409,
+            f"container {body['Container']} runs on another instance than network {ref}, and "
+            "networks do not span instances yet: create the container on that network instead",
+        )
+    body["Container"] = container.id
+    if joining and network is not None:
+        body["EndpointConfig"] = scope.network_alias(body.get("EndpointConfig"), container.name)
+    path = ctx.daemon_path
+    if ref == "bridge":  # the project's default bridge, as at create
+        path = ctx.daemon_path_for(ensure_default_bridge(ctx, container.instance, ctx.project))
+    forward(ctx, container.instance, path=path, body=body)
