@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from typing import Any
 
 from gateway import store
 from gateway.wire import AGENT_SECRET_HEADER
@@ -56,9 +57,7 @@ class AgentClient:
             timeout=timeout,
         )
 
-    def get_json(
-        self, target: str, *, connect_timeout: float = 3.0, timeout: float = 15
-    ) -> tuple[int, object]:
+    def get_json(self, target: str, *, connect_timeout: float = 3.0, timeout: float = 15) -> tuple[int, Any]:
         """(status, parsed body) of a GET whose answer is small JSON."""
         upstream = self.send("GET", target, connect_timeout=connect_timeout, timeout=timeout)
         raw = upstream.read()

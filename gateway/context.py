@@ -19,7 +19,7 @@ _UNRESOLVED = object()
 
 @dataclass
 class Context:
-    gw: object  # gateway.app.Gateway
+    gw: Any  # the gateway.app.Gateway serving it (a layer above: not imported)
     req: falcon.Request
     resp: falcon.Response
     route: Route

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterable, Iterator
+from typing import Any
 from urllib.parse import quote
 
 from gateway import store
@@ -173,7 +174,7 @@ def call(
     query: str = "",
     body=None,
     timeout: float | None = 60,
-) -> tuple[int, object]:
+) -> tuple[int, Any]:
     """A gateway-originated call whose (small, JSON) answer the gateway reads itself."""
     upstream = send(
         ctx,

@@ -177,11 +177,16 @@ def reconcile(instance: store.Instance, on_daemon: list[dict]) -> dict[str, int]
     return {"dropped": len(gone), "adopted": len(adopted)}
 
 
+def fact(instance: store.Instance, key: str):
+    """One of the facts the instance's agent last reported (NCPU, MemTotal, ...), or None."""
+    facts = instance.facts
+    return facts.get(key) if isinstance(facts, dict) else None
+
+
 def published_address(instance: store.Instance) -> str:
     """The address clients reach an instance's published ports on: what its agent was told
     (``moorage agent --public-address``), else the host the gateway reaches its agent at."""
-    facts = instance.facts if isinstance(instance.facts, dict) else {}
-    return str(facts.get("PublicAddress") or urlsplit(instance.agent_url).hostname or "")
+    return str(fact(instance, "PublicAddress") or urlsplit(instance.agent_url).hostname or "")
 
 
 def publish_bindings(bindings, address: str, key: str):

@@ -17,6 +17,9 @@ from urllib.parse import parse_qsl, urlencode
 
 from gateway import imagemap, instances, policy, quotas, store, tarstream
 from gateway.context import Context
+from gateway.errors import DockerError
+from gateway.forward import call, check_agent, forward, raise_for, send
+from gateway.routing import Route
 from gateway.services.common import (
     every_instance,
     hide_project_label,
@@ -24,9 +27,6 @@ from gateway.services.common import (
     parse_filters,
     with_query,
 )
-from gateway.errors import DockerError
-from gateway.forward import call, check_agent, forward, raise_for, send
-from gateway.routing import Route
 from gateway.tenancy import PROJECT_LABEL, scope
 
 log = logging.getLogger("moorage.gateway")

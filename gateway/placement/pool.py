@@ -168,7 +168,7 @@ def record_server(member_id: str, server_id: str) -> bool:
 # -- growing on demand -------------------------------------------------------------------------
 
 
-def place(request, settings):
+def place(request: scheduler.PlacementRequest, settings) -> scheduler.Placement:
     """Placement with a pool that may grow. The scheduler decides in its one transaction;
     when no instance has room for an unpinned request and the provider can add one, the pool
     claims a slot on a booting instance in that same transaction (``claim``). Then it boots

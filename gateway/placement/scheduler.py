@@ -6,6 +6,7 @@ import datetime as _dt
 import uuid as _uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import overload
 
 from gateway import quotas, store
 from gateway.errors import DockerError
@@ -85,6 +86,10 @@ def choose(order: str, settings, default_capacity: int, *, with_room: bool = Tru
     return next(iter(store.Instance.raw(sql, *params)), None)
 
 
+@overload
+def place(request: PlacementRequest, settings, when_full: None = None) -> Placement: ...
+@overload
+def place(request: PlacementRequest, settings, when_full: Callable[[], None]) -> Placement | None: ...
 def place(
     request: PlacementRequest, settings, when_full: Callable[[], None] | None = None
 ) -> Placement | None:

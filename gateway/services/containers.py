@@ -73,10 +73,10 @@ def _order_same_second(merged: list[dict], origin: dict[str, str]) -> None:
         end = start
         while end + 1 < len(merged) and merged[end + 1].get("Created") == merged[start].get("Created"):
             end += 1
-        if end > start and len({origin.get(c.get("Id")) for c in merged[start : end + 1]}) > 1:
+        if end > start and len({origin.get(c.get("Id", "")) for c in merged[start : end + 1]}) > 1:
             runs.append((start, end + 1))
         start = end + 1
-    created = store.creation_times([merged[i].get("Id") for first, stop in runs for i in range(first, stop)])
+    created = store.creation_times([merged[i]["Id"] for first, stop in runs for i in range(first, stop)])
     for first, stop in runs:
         run = merged[first:stop]
         if all(c.get("Id") in created for c in run):

@@ -123,8 +123,8 @@ def create(ctx: Context, body, raw: bytes) -> None:
         raise DockerError(400, f'invalid name "{name}": only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed')
     if store.network_named(ctx.project, name) is not None:
         raise DockerError(409, f"network with name {name} already exists")
-    labels = body.get("Labels") if isinstance(body.get("Labels"), dict) else {}
-    body["Labels"] = {**labels, PROJECT_LABEL: ctx.project}
+    labels = body.get("Labels")
+    body["Labels"] = {**(labels if isinstance(labels, dict) else {}), PROJECT_LABEL: ctx.project}
     body["Name"] = names.to_daemon(ctx.project, name)
     instance = new_object_instance(ctx)
     with quotas.reserving(ctx.project, "networks", ctx.settings) as reservation:
@@ -172,7 +172,7 @@ def connect(ctx: Context, body, raw: bytes, *, joining: bool) -> None:
         forward(ctx, target, body=raw, content_type=ctx.req.content_type)
         return
     container = resolve.container(ctx.project, body["Container"])
-    if network is not None and network.instance_id != container.instance_id:
+    if network is not None and network.instance.uuid != container.instance.uuid:
         raise DockerError(
             409,
             f"container {body['Container']} runs on another instance than network {ref}, and "

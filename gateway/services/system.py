@@ -50,8 +50,8 @@ def info(ctx: Context) -> None:
     payload["ContainersPaused"] = states.count("paused")
     payload["ContainersStopped"] = len(mine) - payload["ContainersRunning"] - payload["ContainersPaused"]
     payload["Images"] = images.visible_count(ctx)
-    payload["NCPU"] = sum(int((i.facts or {}).get("NCPU") or 0) for i in live) or payload.get("NCPU")
-    payload["MemTotal"] = sum(int((i.facts or {}).get("MemTotal") or 0) for i in live) or payload.get(
+    payload["NCPU"] = sum(int(instances.fact(i, "NCPU") or 0) for i in live) or payload.get("NCPU")
+    payload["MemTotal"] = sum(int(instances.fact(i, "MemTotal") or 0) for i in live) or payload.get(
         "MemTotal"
     )
     add_quota_labels(ctx, payload)

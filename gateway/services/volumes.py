@@ -58,8 +58,8 @@ def create(ctx: Context, body, raw: bytes) -> None:
             'only "[a-zA-Z0-9][a-zA-Z0-9_.-]" are allowed. If you intended to pass a host '
             "directory, use absolute path",
         )
-    labels = body.get("Labels") if isinstance(body.get("Labels"), dict) else {}
-    body["Labels"] = {**labels, PROJECT_LABEL: ctx.project}
+    labels = body.get("Labels")
+    body["Labels"] = {**(labels if isinstance(labels, dict) else {}), PROJECT_LABEL: ctx.project}
     existing = store.volume_named(ctx.project, name)
     instance = existing.instance if existing else new_object_instance(ctx)
     body["Name"] = existing.daemon_name if existing else names.to_daemon(ctx.project, name)

@@ -14,6 +14,7 @@ fields at the top level (the pre-1.24 shape); both places are rewritten.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TypeVar, cast
 
 from gateway import resolve, store
 from gateway.errors import DockerError
@@ -77,6 +78,9 @@ _CONFIG_FIELDS = frozenset(
         "NetworkingConfig",
     )
 )
+
+
+T = TypeVar("T")
 
 
 def default_bridge(project: str) -> str:
@@ -391,7 +395,7 @@ def network_alias(endpoint_config, tenant_name: str) -> dict:
     return config
 
 
-def strip_names(project: str, value):
+def strip_names(project: str, value: T) -> T:
     """An answer for the tenant: every daemon name of its project turned back into its own
     (container names and links, network and volume names, binds, modes, aliases)."""
     end = names.suffix(project)
@@ -409,7 +413,7 @@ def strip_names(project: str, value):
             return [strip(item) for item in value]
         return value
 
-    return strip(value)
+    return cast(T, strip(value))
 
 
 def instance_of(uuid: str | None) -> store.Instance | None:
