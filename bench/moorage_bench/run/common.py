@@ -41,7 +41,7 @@ PROFILES = {
     ),
 }
 
-# Targets from the issue.
+# Targets: the figures a run is judged against (bench/README.md).
 ADDED_P50_MS = 2.0
 LIFECYCLE_RATIO = 1.10
 STREAM_RATIO = 0.85

@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     seed.add_argument("--tar", help="a tarball from `busybox-tar` (default: build one)")
     seed.set_defaults(func=cmd_seed)
 
-    watch = sub.add_parser("nova-watch", help=argparse.SUPPRESS)  # the --nova watcher (devstack_nova.py)
+    watch = sub.add_parser("nova-watch", help=argparse.SUPPRESS)  # the --nova watcher (novawatch.py)
     watch.add_argument("dir", metavar="DIR")
     watch.set_defaults(func=lambda a: novawatch.watch(a.dir))
 

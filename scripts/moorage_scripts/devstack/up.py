@@ -169,7 +169,7 @@ def cmd_up(args) -> int:
         for i in range(1, st.nhosts + 1):
             start_agent(st, i)
         forget_removed_hosts(st)
-        if not st.state.get("nova"):  # --nova: no host yet; the watcher publishes (devstack_nova.add_host)
+        if not st.state.get("nova"):  # --nova: no host yet; the watcher publishes (novawatch.add_host)
             publish_busybox(st)
     st.state["up"] = True
     st.save()
