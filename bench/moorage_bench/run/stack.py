@@ -1,0 +1,102 @@
+"""The stack under test: bench/run's own (scripts/devstack up) or a given one, and the pids and
+RSS of its gateway and agents.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import subprocess
+import tempfile
+
+from .common import DEVSTACK, BenchError, read_env, say
+
+
+class OwnStack:
+    """A devstack under a temporary directory, for the duration of the run."""
+
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="moorage-bench-")
+        self.up_ok = False
+
+    def up(self) -> dict[str, str]:
+        say(f"bringing up a stack in {self.dir}")
+        proc = subprocess.run([DEVSTACK, "up", self.dir], capture_output=True, text=True, timeout=180)
+        if proc.returncode != 0:
+            raise BenchError(
+                f"scripts/devstack up {self.dir} failed ({proc.returncode}): "
+                f"{proc.stderr.strip().splitlines()[-1:] or ''}"
+            )
+        self.up_ok = True
+        return read_env(os.path.join(self.dir, "env"))
+
+    def down(self) -> None:
+        say(f"taking the stack in {self.dir} down")
+        try:
+            proc = subprocess.run(
+                [DEVSTACK, "down", self.dir, "--purge"], capture_output=True, text=True, timeout=180
+            )
+        except subprocess.TimeoutExpired:
+            say(f"scripts/devstack down {self.dir} timed out; run it again by hand")
+            return
+        if proc.returncode != 0:
+            say(f"scripts/devstack down {self.dir} failed: {proc.stderr.strip()[-400:]}")
+            return
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def gateway_config_path(env: dict[str, str]) -> str:
+    words = shlex.split(env.get("MOORAGE_ADMIN", ""))
+    if "--config" in words and words.index("--config") + 1 < len(words):
+        return words[words.index("--config") + 1]
+    if env.get("MOORAGE_STACK_DIR"):
+        return os.path.join(env["MOORAGE_STACK_DIR"], "moorage.toml")
+    raise BenchError("cannot tell the gateway's config path (no MOORAGE_ADMIN --config in the env file)")
+
+
+def gateway_pids(config_path: str) -> list[int]:
+    """The gunicorn master and workers: command lines naming moorage, serve and this config."""
+    return sorted(
+        pid
+        for pid, args in _cmdlines()
+        if "serve" in args and config_path in args and any("moorage" in a for a in args)
+    )
+
+
+def _cmdlines():
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{name}/cmdline", "rb") as fh:
+                yield int(name), [a.decode(errors="replace") for a in fh.read().split(b"\0") if a]
+        except OSError:
+            continue
+
+
+def agent_pids(docker_endpoint: str) -> list[int]:
+    """The agent fronting that daemon: `moorage agent ... --docker ENDPOINT`."""
+    return sorted(
+        pid
+        for pid, args in _cmdlines()
+        if "agent" in args and docker_endpoint in args and any("moorage" in a for a in args)
+    )
+
+
+def rss_of(pids: list[int]) -> dict[int, int]:
+    return {pid: kb for pid in pids if (kb := vm_rss_kb(pid)) is not None}
+
+
+def vm_rss_kb(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+# --- clients -------------------------------------------------------------------------------------

@@ -1,0 +1,119 @@
+"""What every devstack module shares: the stack's constants, its two errors, and running a command."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+
+RUN_BASE = "/run/moorage"
+NETNS_DIR = "/var/run/netns"
+NET_PREFIX = "198.18"  # 198.18.0.0/15 (RFC 2544 benchmarking); never 10/8, 172.16/12, 192.168/16
+REGISTRY_PORT = 5000
+AGENT_PORT = 2376
+TENANTS = ("alpha", "beta")
+MAX_HOSTS = 200
+
+DOCKERD_START_TIMEOUT = 30
+GATEWAY_START_TIMEOUT = 30
+AGENT_START_TIMEOUT = 30
+REGISTRY_START_TIMEOUT = 15
+STOP_TIMEOUT = 15
+DOCKERD_STOP_TIMEOUT = 20
+LOCK_TIMEOUT = 300
+
+# Executables devstack starts (directly or through dockerd); the leftover sweep in `down` only
+# ever touches processes with one of these names whose command line names this stack.
+DAEMON_COMMS = {
+    "dockerd",
+    "containerd",
+    "containerd-shim",
+    "containerd-shim-runc-v2",
+    "docker-proxy",
+    "docker-registry",
+    "runc",
+}
+
+
+MAX_REPLICAS = 16
+
+
+class Fail(Exception):
+    """A failure to report as one line on stderr (exit 1)."""
+
+
+class Usage(Exception):
+    """A usage error (exit 2)."""
+
+
+def say(msg: str) -> None:
+    print(f"devstack: {msg}", file=sys.stderr, flush=True)
+
+
+def last_line(path: str) -> str:
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, fh.tell() - 4096))
+            lines = [ln.strip() for ln in fh.read().decode("utf-8", "replace").splitlines()]
+    except OSError:
+        return ""
+    lines = [ln for ln in lines if ln and not ln.startswith("==== devstack")]
+    return lines[-1][:240] if lines else ""
+
+
+def see_log(path: str) -> str:
+    tail = last_line(path)
+    return f"see {path}" + (f" (last line: {tail})" if tail else "")
+
+
+def run(
+    argv: list[str],
+    *,
+    timeout: float = 30,
+    check: bool = True,
+    input: bytes | None = None,
+    env: dict | None = None,
+) -> subprocess.CompletedProcess:
+    try:
+        proc = subprocess.run(
+            argv,
+            input=input,
+            capture_output=True,
+            timeout=timeout,
+            env=env,
+            stdin=None if input is not None else subprocess.DEVNULL,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise Fail(f"`{shlex.join(argv)}` did not finish within {timeout:g} s") from exc
+    except FileNotFoundError as exc:
+        raise Fail(f"{argv[0]} not found (run scripts/install-deps)") from exc
+    if check and proc.returncode != 0:
+        err = proc.stderr.decode("utf-8", "replace").strip().splitlines()
+        raise Fail(f"`{shlex.join(argv)}` failed (exit {proc.returncode}): {err[-1] if err else ''}")
+    return proc
+
+
+def write_private(path: str, text: str) -> None:
+    tmp = path + ".tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+def parse_exports(text: str) -> dict:
+    """`export K=V` lines (shell-quoted, as scripts/keystone and devstack write them) as a dict."""
+    out = {}
+    for line in text.splitlines():
+        words = shlex.split(line, comments=True)
+        if len(words) == 2 and words[0] == "export" and "=" in words[1]:
+            key, _, value = words[1].partition("=")
+            out[key] = value
+    return out
+
+
+def require_root() -> None:
+    if os.geteuid() != 0:
+        raise Fail("must run as root (network namespaces, bridges, dockerd)")

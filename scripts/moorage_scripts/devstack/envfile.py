@@ -1,0 +1,54 @@
+"""DIR/env: the `export` lines tests and shells source to reach the stack."""
+
+from __future__ import annotations
+
+import os
+import shlex
+
+from . import novaconf
+from .common import TENANTS
+from .daemons import moorage_argv
+from .gateways import gateway_ports
+from .state import Stack
+
+
+def current_hosts(st: Stack) -> list[tuple[str, str]]:
+    """(UUID, dockerd endpoint) of every instance host now, in fill order."""
+    if st.state.get("nova"):
+        return [(sid, st.endpoint(i)) for i, sid in novaconf.hosts(st)]
+    return [(st.host_uuid(i), st.endpoint(i)) for i in range(1, st.nhosts + 1)]
+
+
+def write_env(st: Stack) -> str:
+    port = st.state["port"]
+    ids = st.state.get("tenants", {})
+    admin = shlex.join(moorage_argv()) + f" --config {st.path('moorage.toml')}"
+    hosts = current_hosts(st)
+    values = [
+        ("DOCKER_HOST", f"tcp://127.0.0.1:{port}"),
+        ("MOORAGE_GATEWAYS", " ".join(f"tcp://127.0.0.1:{p}" for p in gateway_ports(st))),
+        ("MOORAGE_DIRECT_HOST", hosts[0][1] if hosts else ""),
+        ("MOORAGE_DIRECT_HOSTS", " ".join(endpoint for _, endpoint in hosts)),
+        ("MOORAGE_INSTANCES", " ".join(uid for uid, _ in hosts)),
+    ]
+    values += [(f"MOORAGE_CONFIG_{t}", st.path("tenants", t)) for t in TENANTS]
+    values += [(f"MOORAGE_PROJECT_{t}", ids[t]) for t in TENANTS]
+    if st.state.get("keystone"):
+        values += [(f"MOORAGE_OPENRC_{t}", st.path("tenants", t, "openrc")) for t in TENANTS]
+        values += [("MOORAGE_KEYSTONE_OPENRC", st.path("keystone", "openrc"))]
+    if st.state.get("nova"):
+        values += [
+            ("MOORAGE_NOVA_RC", st.path("nova", "novarc")),
+            ("MOORAGE_NOVA_POOL", novaconf.pool_id(st)),
+        ]
+    values += [
+        ("DOCKER_CONFIG", st.path("tenants", "alpha")),
+        ("MOORAGE_ADMIN", admin),
+        ("MOORAGE_REGISTRY", st.registry),
+        ("MOORAGE_STACK_DIR", st.dir),
+    ]
+    text = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in values)
+    with open(st.path("env.tmp"), "w") as fh:
+        fh.write(text)
+    os.replace(st.path("env.tmp"), st.path("env"))
+    return text

@@ -1,0 +1,150 @@
+"""The gateway's settings file (DIR/moorage.toml) and its replicas."""
+
+from __future__ import annotations
+
+import json
+
+from ..ports import port_free
+from . import novaconf
+from .common import GATEWAY_START_TIMEOUT, Fail, parse_exports, run, say, write_private
+from .daemons import moorage_argv, moorage_env
+from .endpoints import http_request
+from .identity import KEYSTONE_CACHE_TTL
+from .pg import database_url
+from .state import Stack
+
+
+def write_gateway_config(st: Stack) -> str:
+    q = json.dumps
+    port = st.state["port"]
+    lines = [
+        "# written by scripts/devstack; rewritten by every `up`",
+        "[gateway]",
+        f"bind = [{q(f'tcp://127.0.0.1:{port}')}, {q(f'tcp://{st.gw_ip}:{port}')}]",
+        "workers = 2",
+        f"database = {q(database_url(st))}",
+        f"registration_secret = {q(st.state['secret'])}",
+        f"log_file = {q(st.path('gateway-1.log'))}",
+        "",
+    ]
+    if st.state.get("keystone"):
+        try:
+            with open(st.path("keystone", "openrc")) as fh:
+                admin = parse_exports(fh.read())
+        except OSError as exc:
+            raise Fail(f"cannot read Keystone's admin credentials: {exc}") from exc
+        lines += [
+            "[identity]",
+            'backend = "keystone"',
+            f"auth_url = {q(admin['OS_AUTH_URL'])}",
+            "# the gateway's service credentials (devstack uses Keystone's admin)",
+            f"username = {q(admin['OS_USERNAME'])}",
+            f"password = {q(admin['OS_PASSWORD'])}",
+            f"project_name = {q(admin['OS_PROJECT_NAME'])}",
+            'user_domain_name = "Default"',
+            'project_domain_name = "Default"',
+            "timeout = 5",
+            f"cache_ttl = {KEYSTONE_CACHE_TTL}",
+            "cache_size = 10000",
+        ]
+    else:
+        lines += [
+            "[identity]",
+            'backend = "embedded"',
+            f"token_file = {q(st.path('identity.json'))}",
+        ]
+    if st.state.get("nova"):
+        lines += novaconf.gateway_config(st)
+    elif st.state.get("capacity") is not None:
+        lines += ["", "[placement]", f"capacity = {int(st.state['capacity'])}"]
+    # Absent until someone writes it (every policy rule refused); the gateway re-reads it on change.
+    lines += ["", "[policy]", f"file = {q(st.path('policy.yaml'))}"]
+    path = st.path("moorage.toml")
+    write_private(path, "\n".join(lines) + "\n")
+    return path
+
+
+def gateway_ping(st: Stack, url: str, timeout: float = 2) -> int | None:
+    """The status of GET /_ping with alpha's headers (None: no HTTP answer)."""
+    with open(st.path("tenants", "alpha", "config.json")) as fh:
+        headers = json.load(fh)["HttpHeaders"]
+    try:
+        return http_request(url, "GET", "/_ping", headers=headers, timeout=timeout)[0]
+    except OSError:
+        return None
+
+
+def gateway_ports(st: Stack) -> list[int]:
+    return list(st.state.get("ports") or [st.state["port"]])
+
+
+def start_gateways(st: Stack) -> None:
+    """Every replica (all started before any is waited for: they migrate the shared database
+    together, which the gateway serialises); replicas beyond --replicas R are stopped."""
+    ports = gateway_ports(st)
+    for name in sorted(n for n in st.state["procs"] if n.startswith("gateway-")):
+        if int(name.split("-")[1]) > len(ports):
+            st.stop(name, name)
+    started = [i for i in range(1, len(ports) + 1) if start_gateway(st, i, ports[i - 1])]
+    for i in started:
+        wait_gateway(st, i, ports[i - 1])
+
+
+def start_gateway(st: Stack, i: int, port: int) -> bool:
+    """Start replica i unless it runs and answers; True if it was started."""
+    name = f"gateway-{i}"
+    url = f"http://127.0.0.1:{port}"
+    if st.alive(name):
+        if gateway_ping(st, url, timeout=5) == 200:
+            return False
+        say(f"gateway {i} (pid {st.proc(name)['pid']}) does not answer on {url}; restarting it")
+        st.stop(name, f"gateway {i}")
+    if not port_free(port):
+        raise Fail(
+            f"port {port} on 127.0.0.1 is taken by a process devstack did not "
+            f"start; run `scripts/devstack down {st.dir}` and `up` again"
+        )
+    say(f"starting gateway {i} on {url}" if len(gateway_ports(st)) > 1 else f"starting the gateway on {url}")
+    argv = moorage_argv() + ["--config", st.path("moorage.toml"), "serve"]
+    if i > 1:  # the settings file binds replica 1
+        argv += [
+            "--bind",
+            f"tcp://127.0.0.1:{port}",
+            "--bind",
+            f"tcp://{st.gw_ip}:{port}",
+            "--log-file",
+            st.path(f"gateway-{i}.log"),
+        ]
+    st.spawn(name, argv, st.path(f"gateway-{i}.log"), env=moorage_env())
+    return True
+
+
+def wait_gateway(st: Stack, i: int, port: int) -> None:
+    name = f"gateway-{i}"
+    url = f"http://127.0.0.1:{port}"
+    last: list[int | None] = [None]
+
+    def ready() -> bool:
+        last[0] = gateway_ping(st, url)
+        return last[0] == 200
+
+    try:
+        st.wait_for(name, f"gateway {i} (GET {url}/_ping as alpha)", ready, GATEWAY_START_TIMEOUT)
+    except Fail as exc:
+        if last[0] is None:
+            raise
+        raise Fail(f"{exc}; it answered {last[0]}") from None
+
+
+def publish_busybox(st: Stack, image_id: str | None = None) -> None:
+    """Mark the seeded busybox:latest public: every project sees it (gateway.imagemap). With
+    image_id (--nova: before the first host's agent registers), recorded without asking."""
+    argv = moorage_argv() + ["--config", st.path("moorage.toml"), "images", "publish", "busybox:latest"]
+    if image_id:
+        argv += ["--id", image_id]
+    proc = run(argv, timeout=60, check=False, env=moorage_env())
+    if proc.returncode != 0:
+        raise Fail(
+            f"`moorage images publish busybox:latest` failed: "
+            f"{(proc.stderr or proc.stdout).decode('utf-8', 'replace').strip()[-300:]}"
+        )

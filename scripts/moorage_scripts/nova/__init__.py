@@ -1,0 +1,5 @@
+"""scripts/nova: a real OpenStack Nova control plane on loopback (the usage is in cli.py).
+
+Modules, lower ones first: common, procs, api, install, state, backends (MariaDB, RabbitMQ),
+identity (Keystone), configs, services, then cli (the subcommands).
+"""

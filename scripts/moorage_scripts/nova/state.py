@@ -1,0 +1,98 @@
+"""One Nova under DIR: its paths, nova.json (ports, passwords, processes), its lock and spawning."""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shlex
+import subprocess
+import time
+
+from ..ports import free_port, port_free
+from .common import LOCK_TIMEOUT, START_TIMEOUT, Fail, tail, write_private
+from .procs import alive, proc_start
+
+
+class Nova:
+    def __init__(self, directory: str):
+        self.dir = os.path.realpath(directory)
+        self.hash = hashlib.sha256(self.dir.encode()).hexdigest()[:6]
+        self.state_path = self.path("nova.json")
+        self.state: dict = {}
+
+    def path(self, *parts: str) -> str:
+        return os.path.join(self.dir, *parts)
+
+    def load(self) -> bool:
+        try:
+            with open(self.state_path) as fh:
+                self.state = json.load(fh)
+        except FileNotFoundError:
+            self.state = {}
+            return False
+        except ValueError as exc:
+            raise Fail(f"{self.state_path} is not valid JSON ({exc}); fix or remove it") from exc
+        self.state.setdefault("procs", {})
+        return True
+
+    def save(self) -> None:
+        write_private(self.state_path, json.dumps(self.state, indent=2, sort_keys=True) + "\n")
+
+    def lock(self):
+        fh = open(self.path(".lock"), "w")
+        deadline = time.monotonic() + LOCK_TIMEOUT
+        while True:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return fh
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    fh.close()
+                    raise Fail(f"another scripts/nova command holds {self.path('.lock')}") from None
+                time.sleep(0.2)
+
+    def port(self, name: str) -> int:
+        ports = self.state.setdefault("ports", {})
+        rec = self.proc(name)
+        if not ports.get(name) or (not alive(rec) and not port_free(ports[name])):
+            ports[name] = free_port()
+        return ports[name]
+
+    def proc(self, name: str) -> dict | None:
+        return self.state.setdefault("procs", {}).get(name)
+
+    def spawn(self, name: str, argv: list[str], env: dict, log: str) -> dict:
+        with open(log, "ab") as fh:
+            fh.write(
+                f"\n==== scripts/nova {time.strftime('%Y-%m-%d %H:%M:%S')}: {shlex.join(argv)}\n".encode()
+            )
+            fh.flush()
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                close_fds=True,
+                env=env,
+                cwd=self.dir,
+            )
+        rec = {"pid": proc.pid, "start": proc_start(proc.pid) or "", "log": log}
+        self.state["procs"][name] = rec
+        self.save()
+        return rec
+
+    def wait(self, name: str, what: str, ready, timeout: float = START_TIMEOUT) -> None:
+        rec = self.proc(name)
+        deadline = time.monotonic() + timeout
+        while not ready():
+            if rec and not alive(rec):
+                raise Fail(f"{what} exited during start-up; see {rec['log']}:\n{tail(rec['log'])}")
+            if time.monotonic() > deadline:
+                raise Fail(
+                    f"{what} not ready within {timeout:g} s; see {rec['log'] if rec else ''}:\n"
+                    + (tail(rec["log"]) if rec else "")
+                )
+            time.sleep(0.3)
