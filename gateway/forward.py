@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 from urllib.parse import quote
 
-from gateway import store
+from gateway import store, versions
 from gateway.agentclient import AgentClient
 from gateway.context import Context
 from gateway.errors import DockerError
@@ -108,7 +108,7 @@ def target(ctx: Context, path: str | None = None, query: str | None = None) -> s
             if head[1:].replace(".", "").isdigit():
                 path = "/" + rest
     query = ctx.req.query_string if query is None else query
-    return f"/v{ctx.version}{quote(path, safe='/:@!$&()*+,;=-._~')}" + (f"?{query}" if query else "")
+    return f"/v{versions.for_daemon(ctx.version)}{quote(path, safe='/:@!$&()*+,;=-._~')}" + (f"?{query}" if query else "")
 
 
 def send(

@@ -1,4 +1,7 @@
-"""API version negotiation, as dockerd does it."""
+"""API versions: what the gateway advertises, what a request may ask for, and what reaches a
+daemon. The one place in the request path where a client's version meets a daemon's: the
+dispatcher checks the requested version here (``check``) and gateway/forward.py asks here which
+version to speak to the instance (``for_daemon``)."""
 
 from __future__ import annotations
 
@@ -21,6 +24,12 @@ def lowest(versions: list[str], default: str) -> str:
 def highest(versions: list[str], default: str) -> str:
     valid = [v for v in versions if v]
     return max(valid, key=parse) if valid else default
+
+
+def for_daemon(requested: str) -> str:
+    """The version a request speaks to its instance's daemon. The advertised maximum is never
+    above any live daemon's, so every daemon speaks the client's version as it is."""
+    return requested
 
 
 def check(requested: str, maximum: str, minimum: str) -> None:

@@ -9,6 +9,10 @@ already and stay as they are. Object IDs are never rewritten.
 
 The rewrite is stateless (a function of the project and the name), so any gateway replica
 can apply it in either direction without a lookup.
+
+Every rewrite goes through one ``Naming``: ``SharedNaming`` for daemons that several projects
+share, ``IdentityNaming`` for a daemon that serves one project only, where the tenant's names
+can be the daemon's own. The module functions below apply ``NAMING``, the shared one.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import re
+from typing import Protocol
 
 # dockerd's rule for container, network and volume names.
 VALID_NAME = re.compile(r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
@@ -31,27 +36,71 @@ def suffix(project: str) -> str:
     return "." + tag(project)
 
 
-def to_daemon(project: str, name: str) -> str:
-    """The daemon's name for the tenant's ``name`` (no leading slash either side)."""
-    if not name:
+class Naming(Protocol):
+    """How a project's names for containers, networks and volumes map onto one daemon's."""
+
+    def to_daemon(self, project: str, name: str) -> str: ...
+    def to_tenant(self, project: str, daemon_name: str) -> str: ...
+    def link_to_tenant(self, project: str, link: str) -> str: ...
+    def text_to_tenant(self, project: str, text: str) -> str: ...
+
+
+class SharedNaming:
+    """A daemon several projects share: each project's names carry its suffix there."""
+
+    def to_daemon(self, project: str, name: str) -> str:
+        """The daemon's name for the tenant's ``name`` (no leading slash either side)."""
+        if not name:
+            return name
+        return name + suffix(project)
+
+    def to_tenant(self, project: str, daemon_name: str) -> str:
+        """The tenant's name for a daemon name (a leading slash is kept)."""
+        end = suffix(project)
+        if daemon_name.endswith(end):
+            return daemon_name[: -len(end)]
+        return daemon_name
+
+    def link_to_tenant(self, project: str, link: str) -> str:
+        """A container name as dockerd lists links: ``/db.mX/web.mX`` or ``/db.mX:/web.mX/db``."""
+        end = suffix(project)
+        return link.replace(end + "/", "/").replace(end + ":", ":").removesuffix(end)
+
+    def text_to_tenant(self, project: str, text: str) -> str:
+        """A daemon's message, with this project's daemon names turned back into its own."""
+        return text.replace(suffix(project), "")
+
+
+class IdentityNaming:
+    """A daemon that serves one project only: its names are the tenant's own."""
+
+    def to_daemon(self, project: str, name: str) -> str:
         return name
-    return name + suffix(project)
+
+    def to_tenant(self, project: str, daemon_name: str) -> str:
+        return daemon_name
+
+    def link_to_tenant(self, project: str, link: str) -> str:
+        return link
+
+    def text_to_tenant(self, project: str, text: str) -> str:
+        return text
+
+
+NAMING: Naming = SharedNaming()
+
+
+def to_daemon(project: str, name: str) -> str:
+    return NAMING.to_daemon(project, name)
 
 
 def to_tenant(project: str, daemon_name: str) -> str:
-    """The tenant's name for a daemon name (a leading slash is kept)."""
-    end = suffix(project)
-    if daemon_name.endswith(end):
-        return daemon_name[: -len(end)]
-    return daemon_name
+    return NAMING.to_tenant(project, daemon_name)
 
 
 def link_to_tenant(project: str, link: str) -> str:
-    """A container name as dockerd lists links: ``/db.mX/web.mX`` or ``/db.mX:/web.mX/db``."""
-    end = suffix(project)
-    return link.replace(end + "/", "/").replace(end + ":", ":").removesuffix(end)
+    return NAMING.link_to_tenant(project, link)
 
 
 def text_to_tenant(project: str, text: str) -> str:
-    """A daemon's message, with this project's daemon names turned back into its own."""
-    return text.replace(suffix(project), "")
+    return NAMING.text_to_tenant(project, text)
