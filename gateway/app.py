@@ -1,6 +1,6 @@
 """The gateway's WSGI application: match the route, authenticate, negotiate, dispatch.
 
-One request, end to end (DESIGN.md): match the route (method + path, with or without
+One request, end to end (docs/architecture.md): match the route (method + path, with or without
 /vX.Y) → authenticate → check the API version → the route's handler, which resolves the
 tenant's object or places a new one and forwards through the agent (gateway.forward).
 """

@@ -2,7 +2,7 @@
 
 Every Docker API request carries ``X-Auth-Token`` and ``X-Auth-Project-Id``; an identity
 provider turns them into an :class:`Identity` or refuses. The embedded provider reads a
-token file (development only); the Keystone provider (tenancy issue) validates against
+token file (development only); the Keystone provider (gateway/tenancy/keystone.py) validates against
 Keystone behind the same interface.
 """
 

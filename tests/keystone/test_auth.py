@@ -1,4 +1,4 @@
-"""Authentication against a real Keystone: the cases of issue 4 through the gateway and the docker CLI."""
+"""Authentication against a real Keystone: every case through the gateway and the docker CLI."""
 
 from __future__ import annotations
 

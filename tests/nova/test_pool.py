@@ -1,6 +1,6 @@
 """The nova provider against a real Nova: instances come when every one is full, and go when empty.
 
-Done-when (issue 5, item 5): a 3rd container in a --nova --capacity 2 stack with no instance yet
+A 3rd container in a --nova --capacity 2 stack with no instance yet
 boots two instances through Nova, the agents register from user-data, and removing the containers
 deletes both instances after the grace period.
 """
