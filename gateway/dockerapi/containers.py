@@ -7,7 +7,6 @@ from urllib.parse import urlencode
 from gateway import instances, store
 from gateway import resolve as resolve_
 from gateway.context import Context
-from gateway.dockerapi import images as images_
 from gateway.dockerapi import networks, volumes
 from gateway.dockerapi.common import (
     every_instance,
@@ -24,6 +23,7 @@ from gateway.forward import call, forward, raise_for, respond, send
 from gateway.placement import PIN_LABEL, PlacementRequest, place, release
 from gateway.placement.scheduler import RESERVATION_PREFIX, confirm, name_conflict
 from gateway.routing import Route
+from gateway.services import images as images_
 from gateway.tenancy import PROJECT_LABEL, names, policy, quotas, scope
 
 
@@ -320,7 +320,11 @@ def commit(ctx: Context) -> None:
         forward(ctx, home_instance(ctx))
         return
     container = resolve_.container(ctx.project, ref)
-    images_.commit(ctx, container)  # moorage:images (repo/tag -> the tenant's reference)
+    answer = images_.commit(
+        ctx, container, ctx.query("repo") or "", ctx.query("tag") or "", lambda: read_json(ctx)[1]
+    )
+    if answer is not None:
+        ctx.answer_json(*answer)
 
 
 C = "/containers/{id}"

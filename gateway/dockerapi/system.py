@@ -7,12 +7,12 @@ from urllib.parse import urlencode
 
 from gateway import instances
 from gateway.context import Context
-from gateway.dockerapi import images
 from gateway.dockerapi.common import every_instance, hide_project_label, home_instance, owned, parse_filters
 from gateway.dockerapi.events import tenant_events
 from gateway.errors import DockerError
 from gateway.forward import call, check_agent, forward, raise_for, respond, send
 from gateway.routing import Route
+from gateway.services import images
 from gateway.tenancy import PROJECT_LABEL, quotas, scope
 
 

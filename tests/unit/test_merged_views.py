@@ -9,8 +9,8 @@ from types import SimpleNamespace
 import gevent
 import pytest
 
-from gateway.dockerapi import common
 from gateway.errors import DockerError
+from gateway.services import common
 
 
 @pytest.fixture

@@ -1,0 +1,9 @@
+"""The service layer: what a Docker API request does, below the handlers that parse it.
+
+A handler in gateway/dockerapi/ parses the request and calls one function here; that function
+owns the orchestration (policy, scope, quotas, placement, the daemon calls through
+gateway.forward) and reaches the database only through named functions of the domain modules
+(gateway/imagemap.py, gateway/instances.py, ...), never through model queries of its own. A
+service function returns what the handler answers, or None when it has relayed the daemon's own
+answer (a stream, a decoy's words) through gateway.forward itself.
+"""
