@@ -375,3 +375,57 @@ def image_visible(project: str, id_or_ref: str) -> str | None:
     if IR.select().where((IR.project == PUBLIC) & (IR.reference == name)).exists():
         return id_or_ref
     return None
+
+
+def holder_instances(image_id: str) -> list[store.Instance]:
+    """The instances the store knows to hold ``image_id`` (live or not: callers judge)."""
+    out = []
+    for uuid in holders(image_id):
+        instance = store.Instance.get_or_none(store.Instance.uuid == uuid)
+        if instance is not None:
+            out.append(instance)
+    return out
+
+
+def project_daemon_tags(image_id: str) -> list[str]:
+    """The daemon tags projects give ``image_id`` (public names are the daemons' own)."""
+    return [
+        r.daemon_ref
+        for r in IR.select().where(IR.image_id == image_id)
+        if r.daemon_ref and r.project != PUBLIC
+    ]
+
+
+def referenced_besides(row: store.ImageRef) -> bool:
+    """Whether a row other than ``row`` references ``row``'s image."""
+    return IR.select().where((IR.image_id == row.image_id) & (IR.id != row.id)).exists()
+
+
+def is_public_name(name: str) -> bool:
+    """Whether ``name`` (familiar, tagged) is the daemon name of a public image."""
+    return IR.select().where((IR.project == PUBLIC) & (IR.daemon_ref == name)).exists()
+
+
+def public_names() -> set[str]:
+    """The daemon names of every public image."""
+    return {r.daemon_ref for r in IR.select().where(IR.project == PUBLIC)}
+
+
+def holds_reference(project: str, reference: str) -> bool:
+    """Whether ``project``'s tag ``reference`` (familiar, tagged) names an image."""
+    return IR.select().where((IR.project == project) & (IR.reference == reference)).exists()
+
+
+def holds(project: str, image_id: str) -> bool:
+    """Whether ``project`` references ``image_id`` (tagged or not)."""
+    return IR.select().where((IR.project == project) & (IR.image_id == image_id)).exists()
+
+
+def project_references(project: str) -> list[str]:
+    """Every tag and digest reference ``project`` holds."""
+    return [r.reference for r in IR.select().where((IR.project == project) & (IR.reference != ""))]
+
+
+def row_for_daemon_tag(project: str, daemon_name: str) -> store.ImageRef | None:
+    """``project``'s row whose daemon tag is ``daemon_name``."""
+    return IR.get_or_none((IR.project == project) & (IR.daemon_ref == daemon_name))

@@ -23,6 +23,18 @@ def update(ctx: Context) -> None:
     containers.update(ctx, body, raw)
 
 
+def commit(ctx: Context) -> None:
+    answer = containers.commit(
+        ctx,
+        ctx.query("container") or "",
+        ctx.query("repo") or "",
+        ctx.query("tag") or "",
+        lambda: read_json(ctx)[1],
+    )
+    if answer is not None:
+        ctx.answer_json(*answer)
+
+
 def start(ctx: Context) -> None:
     _, raw = read_json(ctx, limit=64 * 1024)
     containers.start(ctx, raw)
@@ -67,5 +79,5 @@ ROUTES = [
     _on("GET", "/archive", "ContainerArchive", containers.to_container, streaming=True),
     _on("PUT", "/archive", "PutContainerArchive", containers.to_container, streaming=True),
     Route("POST", "/containers/prune", "ContainerPrune", containers.prune),
-    Route("POST", "/commit", "ImageCommit", containers.commit),
+    Route("POST", "/commit", "ImageCommit", commit),
 ]

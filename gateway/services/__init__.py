@@ -1,7 +1,10 @@
-"""Services: the orchestration behind each Docker API handler.
+"""The service layer: what a Docker API request does, below the handlers that parse it.
 
-A handler (gateway/dockerapi/) parses the request, calls one service function and answers. The
-service owns the order of the work (policy, then scope, quotas, placement, and the daemon calls
-through gateway/forward.py) and reaches the database only through named functions of the
-domain modules and gateway/store/.
+A handler in gateway/dockerapi/ parses the request and calls one function here; that function
+owns the orchestration (policy, scope, quotas, placement, the daemon calls through
+gateway/forward.py) and reaches the database only through named functions of the store
+(gateway/store/queries.py) and the domain modules (gateway/imagemap.py, gateway/instances.py,
+...), never through model queries of its own. A service function returns what the handler
+answers, or None when it has answered itself: a JSON answer it composed (ctx.answer_json), or
+the daemon's own answer relayed as it comes (a stream, a hijack, a decoy's words).
 """

@@ -12,7 +12,7 @@ import gevent
 from gateway import instances, store
 from gateway.context import Context
 from gateway.errors import DockerError
-from gateway.forward import call, raise_for
+from gateway.forward import call, forward, raise_for
 from gateway.placement import PlacementRequest, place
 from gateway.tenancy import PROJECT_LABEL, names
 
@@ -157,3 +157,8 @@ def on_finish(chunks, callback: Callable[[], None]):
     """Pass a response stream through, and run ``callback`` once it has been fully sent."""
     yield from chunks
     callback()
+
+
+def to_home(ctx: Context) -> None:
+    """The request as the client sent it, to the home instance, and its answer back."""
+    forward(ctx, home_instance(ctx))

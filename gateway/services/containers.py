@@ -6,16 +6,17 @@ the handlers in gateway/dockerapi/containers.py only parse and call."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from urllib.parse import urlencode
 
 from gateway import instances, policy, quotas, store
 from gateway import resolve as resolve_
 from gateway.context import Context
-from gateway.dockerapi import images as images_
 from gateway.errors import DockerError
 from gateway.forward import call, forward, raise_for, respond, send
 from gateway.placement import PIN_LABEL, PlacementRequest, place, release
 from gateway.placement.scheduler import confirm, name_conflict
+from gateway.services import images as images_
 from gateway.services import networks, volumes
 from gateway.services.common import (
     every_instance,
@@ -273,12 +274,12 @@ def prune(ctx: Context) -> None:
     ctx.answer_json({"ContainersDeleted": deleted or None, "SpaceReclaimed": reclaimed})
 
 
-def commit(ctx: Context) -> None:
-    """POST /commit?container=REF: an image from the tenant's container, on its instance."""
-    ref = ctx.query("container") or ""
+def commit(ctx: Context, ref: str, repo: str, tag: str, body: Callable[[], bytes]):
+    """POST /commit?container=REF: an image from the tenant's container, on its instance.
+    ``body`` reads the request's body (the image's config), once the name has passed."""
     if not ref:
         # dockerd's own answer for a commit without a container.
         forward(ctx, home_instance(ctx))
-        return
+        return None
     # The container is named in the query, not the path: resolved here, as a route's would be.
-    images_.commit(ctx, resolve_.container(ctx.project, ref))
+    return images_.commit(ctx, resolve_.container(ctx.project, ref), repo, tag, body)

@@ -7,8 +7,8 @@ from urllib.parse import urlencode
 
 from gateway import instances, quotas
 from gateway.context import Context
-from gateway.dockerapi import images
 from gateway.forward import call, check_agent, forward, raise_for, respond, send
+from gateway.services import images
 from gateway.services.common import every_instance, hide_project_label, home_instance, owned, parse_filters
 from gateway.services.events import tenant_events
 from gateway.tenancy import PROJECT_LABEL, scope
