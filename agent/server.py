@@ -9,6 +9,7 @@ the two sockets are spliced by the relay, which also carries hijacked attach/exe
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import json
 import logging
@@ -32,10 +33,8 @@ def _answer(sock: socket.socket, status: int, reason: str, message: str) -> None
         f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\n"
         f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
     ).encode()
-    try:
+    with contextlib.suppress(OSError):
         sock.sendall(head + body)
-    except OSError:
-        pass
 
 
 class AgentProxy:
@@ -48,10 +47,8 @@ class AgentProxy:
         try:
             self._handle(client)
         finally:
-            try:
+            with contextlib.suppress(OSError):
                 client.close()
-            except OSError:
-                pass
 
     def _handle(self, client: socket.socket) -> None:
         client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

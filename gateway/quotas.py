@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import math
 import re
 import uuid as _uuid
 from collections.abc import Callable, Iterator
@@ -45,8 +46,12 @@ RESERVATION_TTL = _dt.timedelta(minutes=30)
 # What to do instead, per resource, in the refusal's message.
 ADVICE = {
     "containers": "remove containers you no longer need (docker rm)",
-    "memory": "remove containers you no longer need (docker rm) or give this one less memory (docker run --memory)",
-    "cpus": "remove containers you no longer need (docker rm) or give this one fewer CPUs (docker run --cpus)",
+    "memory": (
+        "remove containers you no longer need (docker rm) or give this one less memory (docker run --memory)"
+    ),
+    "cpus": (
+        "remove containers you no longer need (docker rm) or give this one fewer CPUs (docker run --cpus)"
+    ),
     "volumes": "remove volumes you no longer need (docker volume rm)",
     "networks": "remove networks you no longer need (docker network rm)",
     "images": "remove images you no longer need (docker rmi)",
@@ -82,9 +87,9 @@ def parse_value(resource: str, value) -> int:
             raise QuotaValueError(
                 f"quota cpus: expected a number of CPUs like 2 or 0.5, not {value!r}"
             ) from None
-        if cpus < 0 or cpus != cpus or cpus == float("inf"):
+        if cpus < 0 or math.isnan(cpus) or math.isinf(cpus):
             raise QuotaValueError(f"quota cpus: expected 0 or more CPUs (-1: unlimited), not {value!r}")
-        return int(round(cpus * NANO))
+        return round(cpus * NANO)
     if not re.fullmatch(r"\d+", text):
         raise QuotaValueError(f"quota {resource}: expected a whole number (-1: unlimited), not {value!r}")
     return int(text)

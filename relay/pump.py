@@ -9,6 +9,7 @@ direction is doing, so nothing hangs waiting for a client that has nothing more 
 
 from __future__ import annotations
 
+import contextlib
 import socket
 
 import gevent
@@ -17,10 +18,8 @@ BUFFER = 256 * 1024
 
 
 def _shut_write(sock: socket.socket) -> None:
-    try:
+    with contextlib.suppress(OSError):
         sock.shutdown(socket.SHUT_WR)
-    except OSError:
-        pass
 
 
 def _copy(src: socket.socket, dst: socket.socket, first: bytes = b"") -> None:
@@ -49,7 +48,5 @@ def splice(
         # The output is over: give stdin a moment to drain what is in flight, then stop it.
         upward.join(timeout=0.2)
         upward.kill(block=True, timeout=1)
-        try:
+        with contextlib.suppress(OSError):
             upstream.close()
-        except OSError:
-            pass

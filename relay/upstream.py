@@ -7,6 +7,7 @@ on buffer by buffer without buffering them. This module does exactly that and no
 
 from __future__ import annotations
 
+import contextlib
 import socket
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -242,10 +243,8 @@ class UpstreamResponse:
     def close(self) -> None:
         if not self.closed:
             self.closed = True
-            try:
+            with contextlib.suppress(OSError):
                 self.sock.close()
-            except OSError:
-                pass
 
 
 def _send_body(sock: socket.socket, body: bytes | Iterable[bytes] | None, chunked: bool) -> None:
@@ -308,12 +307,10 @@ def request(
     reader = SocketReader(sock)
     try:
         sock.sendall(head)
-        try:
+        # The daemon may answer (an error, usually) before reading the whole body; what it
+        # said is more useful than our broken pipe.
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             _send_body(sock, body, chunked)
-        except (BrokenPipeError, ConnectionResetError):
-            # The daemon may answer (an error, usually) before reading the whole body;
-            # what it said is more useful than our broken pipe.
-            pass
         status, reason, resp_headers = parse_head(reader.read_head())
         while status == 100:  # "100 Continue": the real answer follows
             status, reason, resp_headers = parse_head(reader.read_head())

@@ -121,10 +121,10 @@ def _high_containers(ctx, s, version):
     )
     c = dc.containers.get(name)
     s("attrs", lambda: {k: c.attrs[k] for k in ("Name", "Path", "Args", "Config")})
-    s("logs", lambda: c.logs(), how="bytes")
+    s("logs", c.logs, how="bytes")
     s("logs-stdout", lambda: c.logs(stderr=False, timestamps=True), how="bytes")
-    s("wait", lambda: c.wait())
-    s("remove", lambda: c.remove())
+    s("wait", c.wait)
+    s("remove", c.remove)
     s("get-missing", lambda: dc.containers.get(name))
     d = dc.containers.run(
         "busybox",
@@ -165,7 +165,7 @@ def _high_containers(ctx, s, version):
     s("update", lambda: d.update(cpu_shares=512))
     s("restart", lambda: (d.restart(timeout=1), dc.containers.get(d.id).status))
     s("kill", lambda: (d.kill(), d.wait(timeout=20)))
-    s("kill-again", lambda: d.kill())
+    s("kill-again", d.kill)
     s("start", lambda: (d.start(), dc.containers.get(d.id).status))
     s("stop", lambda: (d.stop(timeout=1), dc.containers.get(d.id).status))
     s("remove-d", lambda: d.remove(force=True))
@@ -225,7 +225,7 @@ def _high_images(ctx, s, version):
 
 
 def _build(dc, dockerfile: str, tag):
-    image, logs = dc.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=tag, rm=True, forcerm=True)
+    image, _logs = dc.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=tag, rm=True, forcerm=True)
     return image
 
 
@@ -310,7 +310,7 @@ def _high_vn(ctx, s, version):
         "disconnect",
         lambda: (n.disconnect(c), sorted(dc.containers.get(c.id).attrs["NetworkSettings"]["Networks"])),
     )
-    s("network-remove", lambda: n.remove())
+    s("network-remove", n.remove)
     s("network-missing", lambda: dc.networks.get(ctx.name("net")))
     dc.networks.create(ctx.name("net2"), labels=lab)
     s("network-prune", lambda: dc.networks.prune(filters={"label": f"compat.case={ctx.prefix}"}))
@@ -323,11 +323,11 @@ def _high_vn(ctx, s, version):
 )
 def _high_system(ctx, s, version):
     dc = ctx.dockerpy(version)
-    s("ping", lambda: dc.ping())
-    s("version", lambda: dc.version())
+    s("ping", dc.ping)
+    s("version", dc.version)
     s("api-version", lambda: dc.api.api_version)
-    s("info", lambda: dc.info(), how="shape")
-    s("df", lambda: dc.df(), how="shape")
+    s("info", dc.info, how="shape")
+    s("df", dc.df, how="shape")
     t0 = int(time.time()) - 1
     dc.containers.run("busybox", "true", name=ctx.name(), labels=LABELS, remove=True)
     time.sleep(1.1)
@@ -535,7 +535,7 @@ def _low_images(ctx, s, version):
         lambda: api.import_image_from_data(make_tar({"f": "1"}), repository=tag, tag="imp"),
         how="shape",
     )
-    s("build-prune", lambda: api.prune_builds(), how="shape")
+    s("build-prune", api.prune_builds, how="shape")
 
 
 @py_case("dockerpy.low.offline", ("ImageSearch", "ImageCreate"), timeout=200, isolated=True)
@@ -551,7 +551,7 @@ def _low_negotiation(ctx, s, version):
     api = ctx.dockerpy(version, high=False)
     s("api_version", lambda: api.api_version)
     s("version", lambda: {k: api.version()[k] for k in ("ApiVersion", "MinAPIVersion", "Os", "Arch")})
-    s("ping", lambda: api.ping())
+    s("ping", api.ping)
 
 
 # the docker-py environment variable path: DOCKER_HOST / DOCKER_CONFIG as docker.from_env() reads them

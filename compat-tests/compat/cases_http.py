@@ -511,7 +511,6 @@ def _cleanup_created(name_key="name"):
     def then(ctx: Ctx, subs: dict):
         ref = subs.get(name_key) or ctx.name()
         ctx.on_cleanup(lambda: ctx.http("DELETE", f"/containers/{ref}", {"force": "1"}))
-        return None
 
     return then
 

@@ -7,6 +7,7 @@ and compares the two.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -78,7 +79,7 @@ class Stack:
             registry=os.environ.get("MOORAGE_REGISTRY", ""),
             run_id=secrets.token_hex(2),
             workdir=workdir,
-            beta_config=os.environ.get("MOORAGE_CONFIG_beta"),
+            beta_config=os.environ.get("MOORAGE_CONFIG_beta"),  # noqa: SIM112 (devstack's name, per tenant)
         )
 
 
@@ -196,10 +197,8 @@ class Ctx:
 
     def cleanup(self) -> None:
         for fn in reversed(self._cleanups):
-            try:
+            with contextlib.suppress(Exception):  # best effort
                 fn()
-            except Exception:  # noqa: BLE001 - best effort
-                pass
         shutil.rmtree(self.tmp, ignore_errors=True)
 
     # -- raw HTTP -----------------------------------------------------------------------
@@ -546,10 +545,8 @@ class Ctx:
                     break
         finally:
             if proc.poll() is None:
-                try:
+                with contextlib.suppress(OSError):
                     os.killpg(proc.pid, signal.SIGKILL)
-                except OSError:
-                    pass
             try:
                 rc = proc.wait(timeout=5)
             except subprocess.TimeoutExpired:

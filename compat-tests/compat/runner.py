@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures as cf
+import contextlib
 import json
 import os
 import secrets
@@ -64,10 +65,8 @@ def run_side(case: Case, stack: Stack, side: Side, prefix: str):
     thread.start()
     thread.join(case.timeout)
     timed_out = thread.is_alive()
-    try:
+    with contextlib.suppress(Exception):  # best effort: the case's observation is what counts
         ctx.cleanup()
-    except Exception:  # noqa: BLE001
-        pass
     if timed_out:
         return {"kind": "timeout", "obs": {"timeout": f"no answer within {case.timeout}s"}}
     if "obs" in box:
@@ -362,9 +361,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"compat-tests: details of every observation in {os.path.join(workdir, 'results.json')}")
     pct = 100.0 * n_pass / max(1, n_pass + n_fail)
     print(
-        f"compat-tests summary: {summary['exercised']}/{summary['total']} non-swarm v1.41 operations exercised, "
-        f"{summary['parity_ops']} with parity in every case; cases {n_pass - n_div} parity + {n_div} documented "
-        f"divergences = {pct:.1f}% of {n_pass + n_fail}; {n_fail} failed, {n_skip} skipped, {len(flaky)} flaky, "
+        f"compat-tests summary: {summary['exercised']}/{summary['total']} non-swarm v1.41 "
+        f"operations exercised, {summary['parity_ops']} with parity in every case; "
+        f"cases {n_pass - n_div} parity + {n_div} documented divergences = {pct:.1f}% of "
+        f"{n_pass + n_fail}; {n_fail} failed, {n_skip} skipped, {len(flaky)} flaky, "
         f"{len(regressions)} regressions; {elapsed:.0f}s"
     )
     print(f"{n_pass} passed, {n_fail} failed")

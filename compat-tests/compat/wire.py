@@ -9,6 +9,7 @@ Every operation here has a deadline; nothing may hang.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import socket
@@ -61,10 +62,8 @@ class Response:
 
     def close(self):
         if self.sock is not None:
-            try:
+            with contextlib.suppress(OSError):
                 self.sock.close()
-            except OSError:
-                pass
             self.sock = None
 
 
@@ -273,10 +272,8 @@ def hijack(
         if stdin:
             sock.sendall(stdin)
         if half_close:
-            try:
+            with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_WR)
-            except OSError:
-                pass
         if read_for is not None:
             reader.deadline = min(deadline, time.monotonic() + read_for)
         resp.body, resp.complete = reader.rest(16 << 20)

@@ -304,7 +304,7 @@ def _still_good(session, auth_url: str, token: str, project_id: str, min_lifetim
             return None
         body = resp.json()["token"]
         expires = _parse_time(body["expires_at"])
-    except Exception:  # unreachable, unreadable: just log in afresh
+    except Exception:  # noqa: BLE001 (unreachable, unreadable: just log in afresh)
         return None
     if (body.get("project") or {}).get("id") != project_id:
         return None

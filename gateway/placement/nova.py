@@ -35,6 +35,7 @@ installs (if needed) and starts ``moorage agent`` with a one-time bootstrap secr
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import logging
 import shlex
@@ -189,10 +190,8 @@ nohup "$@" >>/var/log/moorage-agent.log 2>&1 &
             return True
         if (getattr(server, "metadata", None) or {}).get(POOL_KEY) != self.pool:
             return False
-        try:
+        with contextlib.suppress(nova_exc.NotFound):
             server.delete()
-        except nova_exc.NotFound:
-            pass
         log.info("deleted Nova server %s", server_id)
         return True
 
@@ -203,11 +202,9 @@ nohup "$@" >>/var/log/moorage-agent.log 2>&1 &
             if meta.get(POOL_KEY) != self.pool:
                 continue
             created = None
-            try:
+            with contextlib.suppress(AttributeError, ValueError):
                 created = _dt.datetime.fromisoformat(server.created.replace("Z", "+00:00")).replace(
                     tzinfo=None
                 )
-            except (AttributeError, ValueError):
-                pass
             out.append({"id": server.id, "member": meta.get(MEMBER_KEY), "created": created})
         return out

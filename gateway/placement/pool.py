@@ -210,7 +210,7 @@ def _boot(provider: Provider, member_id: str, secret: str) -> None:
     log.info("no instance has room: booting a %s instance (pool member %s)", provider.name, member_id)
     try:
         server_id = provider.boot(member_id, secret)
-    except Exception as exc:  # noqa: BLE001 (any cloud error ends this boot)
+    except Exception as exc:  # any cloud error ends this boot
         message = _one_line(exc)
         fail(member_id, message)
         log.warning("booting an instance failed: %s", message)

@@ -94,13 +94,13 @@ def reap_once(
     mine = PoolMember.select().where(PoolMember.provider == provider.name)
     for member in list(mine):
         if member.state == BUILDING:
-            if (now - member.created_at).total_seconds() > provider.boot_timeout:
-                if fail(
-                    member.id,
-                    f"the instance did not register its agent within {provider.boot_timeout:g} s "
-                    "([nova] boot_timeout)",
-                ):
-                    done["failed"] += 1
+            overdue = (now - member.created_at).total_seconds() > provider.boot_timeout
+            if overdue and fail(
+                member.id,
+                f"the instance did not register its agent within {provider.boot_timeout:g} s "
+                "([nova] boot_timeout)",
+            ):
+                done["failed"] += 1
             continue
         if member.state == FAILED:
             if member.server_id and _delete_server(provider, member):
@@ -289,7 +289,7 @@ def start_reaper(settings) -> None:
                     if time.monotonic() - last_sweep > ORPHAN_SWEEP_SECONDS:
                         last_sweep = time.monotonic()
                         sweep_orphans(settings, provider)
-            except Exception:  # noqa: BLE001 (the reaper must outlive any one failure)
+            except Exception:  # the reaper must outlive any one failure
                 log.exception("instance pool reaper pass failed")
             finally:
                 store.release_connection()

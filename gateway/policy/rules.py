@@ -28,60 +28,94 @@ from gateway.policy.limits import Limits
 log = logging.getLogger("moorage.policy")
 
 RULES: dict[str, str] = {
-    "container:create:privileged": "privileged mode (--privileged): every device and capability of the instance",
-    "container:create:bind_mount": "bind mounts of instance paths (-v /path:/ctr, --mount type=bind, local "
-    "volumes whose driver options bind or mount an instance path or device)",
-    "container:create:docker_socket": "the instance's Docker (or containerd) socket, or a directory holding it, "
-    "mounted into a container (needs container:create:bind_mount too)",
-    "container:create:host_network": "the instance's network namespace (--network host)",
-    "container:create:host_pid": "the instance's PID namespace (--pid host)",
-    "container:create:host_ipc": "the instance's IPC namespace (--ipc host)",
-    "container:create:host_uts": "the instance's UTS namespace (--uts host)",
-    "container:create:host_userns": "the instance's user namespace (--userns host)",
-    "container:create:host_cgroupns": "the instance's cgroup namespace (--cgroupns host)",
-    "container:create:devices": "instance devices (--device, --device-cgroup-rule, --gpus)",
-    "container:create:cap_add": "capabilities outside the baseline set (--cap-add)",
-    "container:create:security_opt": "unconfined or custom seccomp and AppArmor profiles, SELinux labels "
-    "(--security-opt)",
-    "container:create:system_paths": "unmasked /proc and /sys paths (MaskedPaths, ReadonlyPaths; "
-    "--security-opt systempaths=unconfined)",
-    "container:create:cgroup_parent": "a cgroup parent of the client's choosing (--cgroup-parent)",
-    "container:create:sysctls": "sysctls outside the namespaced safe set (--sysctl)",
-    "container:create:runtime": "a runtime other than the default runc (--runtime)",
-    "container:create:oom_score_adj": "a negative OOM score adjustment (--oom-score-adj), which makes the "
-    "instance's OOM killer pick other tenants' processes first",
-    "container:create:oom_kill_disable": "a disabled OOM killer (--oom-kill-disable)",
-    "container:create:log_driver": "log drivers other than json-file, local and none (--log-driver), which "
-    "send from the instance's own network and credentials",
-    "container:create:privileged_ports": "host ports below 1024 published on the instance (-p 80:80, -p 22:22), "
-    "where the instance's own services listen",
-    "container:create:host_ip": "ports published on one address of the instance (-p 127.0.0.1:8080:80) "
-    "instead of all of them (-p 8080:80)",
-    "container:update:devices": "device settings in an update (docker update)",
-    "container:update:cgroup_parent": "a cgroup parent in an update (docker update)",
-    "exec:create:privileged": "privileged exec (docker exec --privileged)",
-    "image:build:host_network": "the instance's network namespace for build steps (docker build --network host)",
-    "image:build:remote": "a build context the instance's daemon fetches itself from a URL or git "
-    "repository (remote=...), reaching whatever the instance's network reaches",
-    "image:build:cgroup_parent": "a cgroup parent for build steps (docker build --cgroup-parent)",
-    "image:import:url": "an image the instance's daemon fetches itself from a URL (docker import URL, "
-    "fromSrc=URL), reaching whatever the instance's network reaches (such as the cloud's "
-    "metadata service)",
-    "network:create:driver": "network drivers other than bridge (macvlan, ipvlan, overlay, plugins) and IPAM "
-    "drivers other than the default (docker network create -d, --ipam-driver)",
-    "network:create:bridge_name": "the name of the instance's bridge interface for a network "
-    "(-o com.docker.network.bridge.name=...), which can join one the instance has",
-    "network:create:parent": "the instance's interface a macvlan or ipvlan network attaches to (-o parent=eth0); "
-    "needs network:create:driver too",
-    "network:create:driver_opts": "network driver options outside the harmless set (-o), such as "
-    "com.docker.network.bridge.host_binding_ipv4",
-    "network:create:subnet": "a network's own addressing (--subnet, --ip-range, --gateway, --aux-address): a "
-    "subnet that overlaps the instance's routes (its own network, 169.254.0.0/16) cuts "
-    "the instance off",
-    "network:create:config_from": "config-only networks and networks made from one (--config-only, "
-    "--config-from), which name networks outside the project",
-    "volume:create:host_bind": "local volumes whose driver options bind or mount an instance path, device or "
-    "network filesystem (docker volume create -o type=none -o o=bind -o device=/etc)",
+    "container:create:privileged": (
+        "privileged mode (--privileged): every device and capability of the instance"
+    ),
+    "container:create:bind_mount": (
+        "bind mounts of instance paths (-v /path:/ctr, --mount type=bind, local volumes whose driver "
+        "options bind or mount an instance path or device)"
+    ),
+    "container:create:docker_socket": (
+        "the instance's Docker (or containerd) socket, or a directory holding it, mounted into a "
+        "container (needs container:create:bind_mount too)"
+    ),
+    "container:create:host_network": ("the instance's network namespace (--network host)"),
+    "container:create:host_pid": ("the instance's PID namespace (--pid host)"),
+    "container:create:host_ipc": ("the instance's IPC namespace (--ipc host)"),
+    "container:create:host_uts": ("the instance's UTS namespace (--uts host)"),
+    "container:create:host_userns": ("the instance's user namespace (--userns host)"),
+    "container:create:host_cgroupns": ("the instance's cgroup namespace (--cgroupns host)"),
+    "container:create:devices": ("instance devices (--device, --device-cgroup-rule, --gpus)"),
+    "container:create:cap_add": ("capabilities outside the baseline set (--cap-add)"),
+    "container:create:security_opt": (
+        "unconfined or custom seccomp and AppArmor profiles, SELinux labels (--security-opt)"
+    ),
+    "container:create:system_paths": (
+        "unmasked /proc and /sys paths (MaskedPaths, ReadonlyPaths; --security-opt systempaths=unconfined)"
+    ),
+    "container:create:cgroup_parent": ("a cgroup parent of the client's choosing (--cgroup-parent)"),
+    "container:create:sysctls": ("sysctls outside the namespaced safe set (--sysctl)"),
+    "container:create:runtime": ("a runtime other than the default runc (--runtime)"),
+    "container:create:oom_score_adj": (
+        "a negative OOM score adjustment (--oom-score-adj), which makes the instance's OOM killer "
+        "pick other tenants' processes first"
+    ),
+    "container:create:oom_kill_disable": ("a disabled OOM killer (--oom-kill-disable)"),
+    "container:create:log_driver": (
+        "log drivers other than json-file, local and none (--log-driver), which send from the "
+        "instance's own network and credentials"
+    ),
+    "container:create:privileged_ports": (
+        "host ports below 1024 published on the instance (-p 80:80, -p 22:22), where the instance's "
+        "own services listen"
+    ),
+    "container:create:host_ip": (
+        "ports published on one address of the instance (-p 127.0.0.1:8080:80) instead of all of them"
+        " (-p 8080:80)"
+    ),
+    "container:update:devices": ("device settings in an update (docker update)"),
+    "container:update:cgroup_parent": ("a cgroup parent in an update (docker update)"),
+    "exec:create:privileged": ("privileged exec (docker exec --privileged)"),
+    "image:build:host_network": (
+        "the instance's network namespace for build steps (docker build --network host)"
+    ),
+    "image:build:remote": (
+        "a build context the instance's daemon fetches itself from a URL or git repository "
+        "(remote=...), reaching whatever the instance's network reaches"
+    ),
+    "image:build:cgroup_parent": ("a cgroup parent for build steps (docker build --cgroup-parent)"),
+    "image:import:url": (
+        "an image the instance's daemon fetches itself from a URL (docker import URL, fromSrc=URL), "
+        "reaching whatever the instance's network reaches (such as the cloud's metadata service)"
+    ),
+    "network:create:driver": (
+        "network drivers other than bridge (macvlan, ipvlan, overlay, plugins) and IPAM drivers other"
+        " than the default (docker network create -d, --ipam-driver)"
+    ),
+    "network:create:bridge_name": (
+        "the name of the instance's bridge interface for a network (-o "
+        "com.docker.network.bridge.name=...), which can join one the instance has"
+    ),
+    "network:create:parent": (
+        "the instance's interface a macvlan or ipvlan network attaches to (-o parent=eth0); needs "
+        "network:create:driver too"
+    ),
+    "network:create:driver_opts": (
+        "network driver options outside the harmless set (-o), such as "
+        "com.docker.network.bridge.host_binding_ipv4"
+    ),
+    "network:create:subnet": (
+        "a network's own addressing (--subnet, --ip-range, --gateway, --aux-address): a subnet that "
+        "overlaps the instance's routes (its own network, 169.254.0.0/16) cuts the instance off"
+    ),
+    "network:create:config_from": (
+        "config-only networks and networks made from one (--config-only, --config-from), which name "
+        "networks outside the project"
+    ),
+    "volume:create:host_bind": (
+        "local volumes whose driver options bind or mount an instance path, device or network "
+        "filesystem (docker volume create -o type=none -o o=bind -o device=/etc)"
+    ),
 }
 DEFAULT_CHECK = "!"
 

@@ -34,7 +34,7 @@ def from_rewriter(ctx: Context, instance: store.Instance, stages: set[str]):
 
     def rewrite_line(line: str) -> str:
         stripped = line.lstrip()
-        if not stripped[:5].upper() == "FROM ":
+        if stripped[:5].upper() != "FROM ":
             return line
         words = stripped.split()
         i = 1

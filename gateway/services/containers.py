@@ -196,7 +196,8 @@ def start(ctx: Context, raw: bytes) -> None:
     if raw.strip() not in (b"", b"{}", b"null"):
         raise DockerError(
             400,
-            "starting container with non-empty request body was deprecated since API v1.22 and removed in v1.24",
+            "starting container with non-empty request body was deprecated since API v1.22 and "
+            "removed in v1.24",
         )  # dockerd's words, on every version
     to_container(ctx, body=b"")
 

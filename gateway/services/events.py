@@ -107,7 +107,7 @@ def tenant_events(ctx: Context, streams: list, *, ordered: bool) -> Iterator[byt
         try:
             for line in _lines(upstream):
                 queue.put(line)
-        except Exception:  # an instance going away ends its part of the stream, not the others
+        except Exception:  # noqa: BLE001 (an instance going away ends its part of the stream only)
             pass
         finally:
             queue.put(_END)

@@ -110,7 +110,7 @@ def pull(ctx: Context, from_image: str, tag: str) -> None:
     """docker pull ``from_image`` (with ``tag``: a tag or a digest) into the project."""
     typed = from_image
     if tag:
-        typed += ("@" if ":" in tag and tag.split(":")[0] in ("sha256", "sha512") else ":") + tag
+        typed += ("@" if ":" in tag and tag.split(":", maxsplit=1)[0] in ("sha256", "sha512") else ":") + tag
     try:
         ref = imagemap.parse(typed)
     except imagemap.ReferenceError_:

@@ -10,6 +10,7 @@ gateway/services/image_answers.py).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from collections.abc import Callable
@@ -37,10 +38,8 @@ def _hide_in_image(image: dict) -> None:
 def _repo_digests(project: str, digests, tags: list[str]) -> list[str]:
     repos = set()
     for tag_ in tags:
-        try:
+        with contextlib.suppress(imagemap.ReferenceError_):
             repos.add(imagemap.parse(tag_).familiar_name)
-        except imagemap.ReferenceError_:
-            pass
     out = []
     for entry in digests or []:
         if entry.startswith(imagemap.DAEMON_PREFIX):
@@ -210,9 +209,8 @@ def tag(ctx: Context, typed: str, repo: str, tag_: str) -> bool:
         return False
     try:
         target = imagemap.parse(repo)
-        if target.tag or target.digest:
-            if tag_:
-                raise imagemap.ReferenceError_("invalid reference format")
+        if (target.tag or target.digest) and tag_:
+            raise imagemap.ReferenceError_("invalid reference format")
         if target.digest:
             raise DockerError(400, "refusing to create a tag with a digest reference")
         target = imagemap.parse(f"{repo}:{tag_}" if tag_ else repo)

@@ -120,10 +120,12 @@ def _m_placement_usage(db: peewee.Database) -> None:
                     RETURN NULL;
                 END IF;
                 IF TG_OP IN ('DELETE', 'UPDATE') THEN
-                    UPDATE "instance" SET "container_count" = "container_count" - 1 WHERE "uuid" = OLD.instance_id;
+                    UPDATE "instance" SET "container_count" = "container_count" - 1
+                    WHERE "uuid" = OLD.instance_id;
                 END IF;
                 IF TG_OP IN ('INSERT', 'UPDATE') THEN
-                    UPDATE "instance" SET "container_count" = "container_count" + 1 WHERE "uuid" = NEW.instance_id;
+                    UPDATE "instance" SET "container_count" = "container_count" + 1
+                    WHERE "uuid" = NEW.instance_id;
                 END IF;
                 RETURN NULL;
             END $$""")
@@ -134,8 +136,14 @@ def _m_placement_usage(db: peewee.Database) -> None:
         )
     else:
         # (REPLACE deletes fire no delete trigger in SQLite: nothing replaces container rows.)
-        plus = 'UPDATE "instance" SET "container_count" = "container_count" + 1 WHERE "uuid" = NEW."instance_id";'
-        minus = 'UPDATE "instance" SET "container_count" = "container_count" - 1 WHERE "uuid" = OLD."instance_id";'
+        plus = (
+            'UPDATE "instance" SET "container_count" = "container_count" + 1 '
+            'WHERE "uuid" = NEW."instance_id";'
+        )
+        minus = (
+            'UPDATE "instance" SET "container_count" = "container_count" - 1 '
+            'WHERE "uuid" = OLD."instance_id";'
+        )
         insert, delete, move = _COUNT_TRIGGERS
         db.execute_sql(f'CREATE TRIGGER IF NOT EXISTS {insert} AFTER INSERT ON "container" BEGIN {plus} END')
         db.execute_sql(f'CREATE TRIGGER IF NOT EXISTS {delete} AFTER DELETE ON "container" BEGIN {minus} END')

@@ -37,7 +37,8 @@ def quota(stack):
         limit = in_use(stack, project) + room
         assert stack.admin("quota", "set", project, f"images={limit}").returncode == 0
         return (
-            f"quota exceeded for images in project {project}: limit {limit}, in use {limit}; remove images you "
+            f"quota exceeded for images in project {project}: limit {limit}, in use {limit}; "
+            f"remove images you "
             "no longer need (docker rmi) or ask your operator to raise it (moorage quota set)"
         )
 

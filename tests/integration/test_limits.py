@@ -45,7 +45,7 @@ def limited(stack, tmp_path_factory):
     (tmp / "moorage.toml").write_text(config + LIMITS)
     admin[config_at] = str(tmp / "moorage.toml")
     port = _free_port()
-    log = open(tmp / "gateway.log", "wb")
+    log = open(tmp / "gateway.log", "wb")  # noqa: SIM115 (the child writes to it after this returns)
     proc = subprocess.Popen(
         [
             *admin,

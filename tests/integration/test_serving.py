@@ -20,7 +20,7 @@ def free_port():
 def start(stack, tmp_path, *args):
     """Another gateway process (same config and store as the stack's), foreground, until the test ends."""
     moorage = stack.env["MOORAGE_ADMIN"].split()
-    log = open(tmp_path / f"{args[0]}.log", "wb")
+    log = open(tmp_path / f"{args[0]}.log", "wb")  # noqa: SIM115 (the child writes to it after this returns)
     proc = subprocess.Popen([*moorage, *args], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     return proc
 

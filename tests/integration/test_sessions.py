@@ -41,7 +41,7 @@ def test_exec_stdin_eof_and_exit_codes(stack, unique):
         assert (fed.returncode, fed.stdout) == (5, b"abc\ndone\n")
         assert stack.docker("exec", unique, "false").returncode == 1
         missing = stack.docker("exec", unique, "no-such-binary")
-        assert missing.returncode == 126 or missing.returncode == 127
+        assert missing.returncode in {126, 127}
     finally:
         stack.docker("rm", "-f", unique)
 

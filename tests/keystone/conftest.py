@@ -190,7 +190,7 @@ def short_keystone(stack, short_keystone_dir):
     """The admin's OS_* of a Keystone whose tokens live SHORT_EXPIRATION seconds."""
     short = _background["short"]
     try:
-        out, err = short.communicate(timeout=600)
+        _out, err = short.communicate(timeout=600)
     except subprocess.TimeoutExpired:
         short.kill()
         pytest.fail("scripts/keystone up (short-lived tokens) did not finish within 600 s")
@@ -231,7 +231,7 @@ def short_gateway(short_keystone, tmp_path_factory):
     os.chmod(config, 0o600)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MOORAGE_", "DOCKER_", "OS_"))}
     env["PYTHONPATH"] = REPO + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    log = open(directory / "serve.out", "wb")
+    log = open(directory / "serve.out", "wb")  # noqa: SIM115 (the child writes to it after this returns)
     proc = subprocess.Popen(
         [sys.executable, "-m", "gateway.cli", "--config", str(config), "serve"],
         stdout=log,

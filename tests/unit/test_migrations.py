@@ -147,7 +147,7 @@ def _init_in_process(url: str, barrier, out) -> None:
     try:
         store.init(url)
         out.put(("ok", store.current_version()))
-    except Exception as exc:  # pragma: no cover - reported below
+    except Exception as exc:  # noqa: BLE001 (reported below)
         out.put(("error", repr(exc)))
 
 

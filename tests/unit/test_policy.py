@@ -483,7 +483,7 @@ def test_network_settings_that_reach_the_instance(checker, policy_path, rule, fi
         {
             r: "project_id:alpha-id"
             for r in RULES
-            if r.startswith("network:create:") and (r == rule or r == "network:create:driver")
+            if r.startswith("network:create:") and (r in (rule, "network:create:driver"))
         },
     )
     checker.network_create(ALPHA, json.loads(json.dumps(body)))

@@ -137,7 +137,7 @@ def test_first_create_boots_and_waits_for_the_agent(settings, provider, nova):
     register_after(nova)
     placement = place(req(), settings)
     assert len(nova.servers.creates) == 1
-    name, image, flavor, kw = nova.servers.creates[0]
+    _name, image, flavor, kw = nova.servers.creates[0]
     assert image is None and flavor == "f1" and kw["nics"] == "none"
     assert kw["block_device_mapping_v2"][0]["source_type"] == "blank"
     assert kw["meta"]["moorage:pool"] == "test-pool"

@@ -104,11 +104,9 @@ class PostgresDB(ScratchDB):
             return str(v)
 
         buf = io.StringIO()
-        count = 0
-        for r in rows:
+        for count, r in enumerate(rows, 1):
             buf.write("\t".join(text(v) for v in r))
             buf.write("\n")
-            count += 1
             if count % 100_000 == 0:
                 buf.seek(0)
                 cur.copy_expert(f'COPY "{table}" ({",".join(columns)}) FROM STDIN', buf)

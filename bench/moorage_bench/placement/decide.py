@@ -111,8 +111,8 @@ class Decide:
             order = list(dbs)
             for phase in self.PHASES:
                 if "fill-default" in phase:
-                    for kind in dbs:
-                        dbs[kind].bind()
+                    for db in dbs.values():
+                        db.bind()
                         store.Instance.update(capacity=0).where(
                             store.Instance.capacity == DEFAULT_CAPACITY
                         ).execute()
@@ -141,8 +141,8 @@ class Decide:
                         f"decide: {'/'.join(phase)}: "
                         + (f"round {r + 1}/{rounds} done" if r >= 0 else "warm-up done")
                     )
-            for kind in dbs:
-                dbs[kind].bind()
+            for kind, db in dbs.items():
+                db.bind()
                 grow = store.Container.select().count()
                 if grow != self.extra["seed"][kind]["rows"]:
                     raise BenchError(

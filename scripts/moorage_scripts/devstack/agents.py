@@ -41,7 +41,7 @@ def agent_argv(st: Stack, i: int) -> list[str]:
     )
     if st.state.get("capacity") is not None:
         argv += ["--capacity", str(int(st.state["capacity"]))]
-    return argv + ["--state-dir", os.path.join(st.host_dir(i), "agent")]
+    return [*argv, "--state-dir", os.path.join(st.host_dir(i), "agent")]
 
 
 def agent_listen(st: Stack, i: int) -> tuple[str, int]:
@@ -51,7 +51,7 @@ def agent_listen(st: Stack, i: int) -> tuple[str, int]:
 
 
 def instance_states(st: Stack) -> dict[str, str]:
-    argv = moorage_argv() + ["--config", st.path("moorage.toml"), "instances", "list", "--format", "json"]
+    argv = [*moorage_argv(), "--config", st.path("moorage.toml"), "instances", "list", "--format", "json"]
     try:
         proc = subprocess.run(
             argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=15, env=moorage_env()
@@ -100,7 +100,7 @@ def forget_removed_hosts(st: Stack) -> None:
     """After `up --hosts N` on a DIR that once had more hosts, drop the extra instances from the
     gateway's map (their rows outlive a `down` in DIR/moorage.db). Best effort."""
     for i in range(st.nhosts + 1, int(st.state.get("known_hosts", 0)) + 1):
-        argv = moorage_argv() + ["--config", st.path("moorage.toml"), "instances", "remove", st.host_uuid(i)]
+        argv = [*moorage_argv(), "--config", st.path("moorage.toml"), "instances", "remove", st.host_uuid(i)]
         try:
             proc = subprocess.run(
                 argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=15, env=moorage_env()

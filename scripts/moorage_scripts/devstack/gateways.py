@@ -105,7 +105,7 @@ def start_gateway(st: Stack, i: int, port: int) -> bool:
             f"start; run `scripts/devstack down {st.dir}` and `up` again"
         )
     say(f"starting gateway {i} on {url}" if len(gateway_ports(st)) > 1 else f"starting the gateway on {url}")
-    argv = moorage_argv() + ["--config", st.path("moorage.toml"), "serve"]
+    argv = [*moorage_argv(), "--config", st.path("moorage.toml"), "serve"]
     if i > 1:  # the settings file binds replica 1
         argv += [
             "--bind",
@@ -139,7 +139,7 @@ def wait_gateway(st: Stack, i: int, port: int) -> None:
 def publish_busybox(st: Stack, image_id: str | None = None) -> None:
     """Mark the seeded busybox:latest public: every project sees it (gateway.imagemap). With
     image_id (--nova: before the first host's agent registers), recorded without asking."""
-    argv = moorage_argv() + ["--config", st.path("moorage.toml"), "images", "publish", "busybox:latest"]
+    argv = [*moorage_argv(), "--config", st.path("moorage.toml"), "images", "publish", "busybox:latest"]
     if image_id:
         argv += ["--id", image_id]
     proc = run(argv, timeout=60, check=False, env=moorage_env())

@@ -273,10 +273,10 @@ def ensure_keystone_identity(st: Stack) -> dict:
             and held.get("X-Auth-Project-Id") == project["id"]
             and (ks.token_left(token) or 0) > KEYSTONE_TOKEN_MIN_LEFT
         ):
-            status, token, body = ks.password_token(user_name, password, name)
+            status, token, _ = ks.password_token(user_name, password, name)
             if status == 401:  # the user outlived tenants.json: give it the password we hold
                 ks.expect((200,), "PATCH", f"/users/{user['id']}", {"user": {"password": password}})
-                status, token, body = ks.password_token(user_name, password, name)
+                status, token, _body = ks.password_token(user_name, password, name)
             if status != 201 or not token:
                 raise Fail(f"Keystone at {ks.auth_url} did not issue a token for {user_name} ({status})")
             write_private(

@@ -114,7 +114,7 @@ class Stack:
 
     def lock(self) -> None:
         os.makedirs(f"{RUN_BASE}/locks", exist_ok=True)
-        self._lock_fh = open(f"{RUN_BASE}/locks/{self.hash}.lock", "w")
+        self._lock_fh = open(f"{RUN_BASE}/locks/{self.hash}.lock", "w")  # noqa: SIM115 (held open: the lock lasts as long as the handle)
         deadline = time.monotonic() + LOCK_TIMEOUT
         told = False
         while True:

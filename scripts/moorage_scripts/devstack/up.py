@@ -70,7 +70,8 @@ def cmd_up(args) -> int:
     if want["nova"]:
         if args.hosts not in (None, 0) or want["docker_host"]:
             raise Usage(
-                "--nova starts with no host: the gateway's nova provider adds them (no --hosts, --docker-host)"
+                "--nova starts with no host: the gateway's nova provider adds them (no --hosts, "
+                "--docker-host)"
             )
         want["hosts"] = 0
         want["nova_grace"] = args.nova_grace if args.nova_grace is not None else old.get("nova_grace", 60)
@@ -136,9 +137,8 @@ def cmd_up(args) -> int:
     if not os.path.exists(tarball):
         build_busybox_tar(tarball)
     started = []
-    if st.external:
-        if not answers(st.external, timeout=5):
-            raise Fail(f"--docker-host {st.external} does not answer GET /_ping")
+    if st.external and not answers(st.external, timeout=5):
+        raise Fail(f"--docker-host {st.external} does not answer GET /_ping")
     for i in range(1, st.nhosts + 1):
         if i == 1 and st.external:
             continue

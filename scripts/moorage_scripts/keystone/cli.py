@@ -152,7 +152,8 @@ def cmd_up(args) -> int:
     finally:
         lock.close()
     say(
-        f"Keystone up on {ks.url} in {time.monotonic() - t0:.1f} s (admin credentials: `. {ks.path('openrc')}`)"
+        f"Keystone up on {ks.url} in {time.monotonic() - t0:.1f} s (admin credentials: `. "
+        f"{ks.path('openrc')}`)"
     )
     sys.stdout.write(text)
     sys.stdout.flush()

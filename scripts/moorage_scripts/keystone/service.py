@@ -38,7 +38,7 @@ class Keystone:
         write_private(self.state_path, json.dumps(self.state, indent=2, sort_keys=True) + "\n")
 
     def lock(self):
-        fh = open(self.path(".lock"), "w")
+        fh = open(self.path(".lock"), "w")  # noqa: SIM115 (held open: the lock lasts as long as the handle)
         deadline = time.monotonic() + LOCK_TIMEOUT
         while True:
             try:
@@ -139,7 +139,7 @@ def gunicorn_argv(ks: Keystone, venv: str) -> list[str]:
     help_text = subprocess.run([gunicorn, "--help"], capture_output=True, timeout=30).stdout.decode()
     if "--no-control-socket" in help_text:  # gunicorn >= 27 would share ~/.gunicorn/gunicorn.ctl
         argv.append("--no-control-socket")
-    return argv + ["keystone_wsgi:application"]
+    return [*argv, "keystone_wsgi:application"]
 
 
 def start(ks: Keystone, venv: str) -> None:

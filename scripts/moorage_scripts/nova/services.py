@@ -40,7 +40,7 @@ def gunicorn(nv: Nova, venv: str, name: str, module: str, port: int) -> list[str
     help_text = subprocess.run([g, "--help"], capture_output=True, timeout=30).stdout.decode()
     if "--no-control-socket" in help_text:
         argv.append("--no-control-socket")
-    return argv + [f"{module}:application"]
+    return [*argv, f"{module}:application"]
 
 
 def start_services(nv: Nova, venv: str) -> None:

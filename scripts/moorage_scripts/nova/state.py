@@ -41,7 +41,7 @@ class Nova:
         write_private(self.state_path, json.dumps(self.state, indent=2, sort_keys=True) + "\n")
 
     def lock(self):
-        fh = open(self.path(".lock"), "w")
+        fh = open(self.path(".lock"), "w")  # noqa: SIM115 (held open: the lock lasts as long as the handle)
         deadline = time.monotonic() + LOCK_TIMEOUT
         while True:
             try:
