@@ -108,7 +108,9 @@ def target(ctx: Context, path: str | None = None, query: str | None = None) -> s
             if head[1:].replace(".", "").isdigit():
                 path = "/" + rest
     query = ctx.req.query_string if query is None else query
-    return f"/v{versions.for_daemon(ctx.version)}{quote(path, safe='/:@!$&()*+,;=-._~')}" + (f"?{query}" if query else "")
+    return f"/v{versions.for_daemon(ctx.version)}{quote(path, safe='/:@!$&()*+,;=-._~')}" + (
+        f"?{query}" if query else ""
+    )
 
 
 def send(
