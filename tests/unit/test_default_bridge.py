@@ -80,8 +80,8 @@ def test_the_view_is_dockerds_default_bridge():
             "Gateway": "",
             "Networks": {
                 BRIDGE: {
-                    "IPAddress": "10.0.0.2",
-                    "Gateway": "10.0.0.1",
+                    "IPAddress": "198.19.1.2",
+                    "Gateway": "198.19.1.1",
                     "Aliases": ["abc"],
                     "Links": ["db.mx:x"],
                 }
@@ -93,7 +93,8 @@ def test_the_view_is_dockerds_default_bridge():
     assert out["HostConfig"]["NetworkMode"] == "default"
     assert out["HostConfig"]["Links"] == ["/db.mx:/cl/x"]
     assert (
-        out["NetworkSettings"]["IPAddress"] == "10.0.0.2" and out["NetworkSettings"]["Gateway"] == "10.0.0.1"
+        out["NetworkSettings"]["IPAddress"] == "198.19.1.2"
+        and out["NetworkSettings"]["Gateway"] == "198.19.1.1"
     )
     assert out["NetworkSettings"]["Networks"]["bridge"]["Aliases"] is None
 

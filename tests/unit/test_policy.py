@@ -120,7 +120,7 @@ REFUSED = [
     ("container:create:oom_kill_disable", {"OomKillDisable": True}, "OOM killer"),
     (
         "container:create:log_driver",
-        {"LogConfig": {"Type": "syslog", "Config": {"syslog-address": "tcp://10.0.0.1:514"}}},
+        {"LogConfig": {"Type": "syslog", "Config": {"syslog-address": "tcp://198.18.0.1:514"}}},
         "syslog",
     ),
     (
@@ -142,8 +142,8 @@ REFUSED = [
     ),
     (
         "container:create:host_ip",
-        {"PortBindings": {"80/tcp": [{"hostip": "10.0.0.5", "hostport": ""}]}},
-        "10.0.0.5",
+        {"PortBindings": {"80/tcp": [{"hostip": "198.18.0.5", "hostport": ""}]}},
+        "198.18.0.5",
     ),
     (
         "container:create:host_ip",
@@ -407,7 +407,7 @@ def test_reserved_ports_are_the_agents_and_the_operators():
 
 def test_the_registered_agents_ports_come_from_the_store(tmp_path):
     store.init(config.Settings(database=f"sqlite:///{tmp_path}/m.db").database)
-    for n, url in enumerate(["tcp://10.0.0.1:7000", "http://10.0.0.2:7001", "unix:///run/agent.sock"]):
+    for n, url in enumerate(["tcp://198.18.0.11:7000", "http://198.18.0.12:7001", "unix:///run/agent.sock"]):
         store.Instance.create(uuid=f"i{n}", agent_url=url, agent_secret="s", position=n)
     assert instances.agent_ports() == {7000, 7001}
 
@@ -453,7 +453,7 @@ NETWORK_REFUSED = [
     ),
     ("network:create:parent", {"Options": {"parent": "eth0"}}, "interface eth0"),
     ("network:create:subnet", {"IPAM": {"Config": [{"Subnet": "169.254.0.0/16"}]}}, "--subnet"),
-    ("network:create:subnet", {"ipam": {"config": [{"Gateway": "10.0.0.1"}]}}, "--gateway"),
+    ("network:create:subnet", {"ipam": {"config": [{"Gateway": "198.19.9.1"}]}}, "--gateway"),
     ("network:create:config_from", {"ConfigFrom": {"Network": "other"}}, "--config-from"),
     ("network:create:config_from", {"ConfigOnly": True}, "--config-only"),
     (
@@ -556,7 +556,7 @@ def test_build_harmless_queries_and_form_bodies(checker):
         {"type": "tmpfs", "o": "bind", "device": "/etc"},
         {"o": "rbind", "device": "/"},
         {"type": "ext4", "device": "/dev/sda1"},
-        {"type": "nfs", "o": "addr=10.0.0.1", "device": ":/export"},
+        {"type": "nfs", "o": "addr=198.18.0.1", "device": ":/export"},
         {"Type": "none", "O": "bind", "Device": "/var/run"},
     ],
 )

@@ -13,8 +13,12 @@
 `up` builds, under DIR (state, data, logs) and /run/moorage/HASH (sockets, exec roots):
   - a Linux bridge mrgHASH with 198.18.X.1/24 (X derived from HASH; 198.18.0.0/15 only);
   - per instance host I: a network namespace mrg-HASH-hI on a veth (198.18.X.(10+I)) with its
-    own dockerd (vfs) entered with nsenter, seeded with an offline busybox:latest;
+    own dockerd (vfs) entered with nsenter, seeded with an offline busybox:latest; its container
+    networks come from 198.19.0.0/16 (docker0 198.19.0.1/24), the same ranges in every host;
   - a registry v2 (Debian's docker-registry) on 198.18.X.1:5000;
+  - the hosts' resolver on 198.18.X.1:53/udp, which refuses every name: each dockerd, in a mount
+    namespace of its own, sees DIR/hosts/I/resolv.conf naming it and passes it to containers,
+    so lookups of names outside the stack fail at once (resolver.py);
   - the embedded identity (DEVELOPMENT ONLY) with tenants alpha and beta and an operator; or,
     with --keystone, a real Keystone under DIR/keystone (scripts/keystone) with projects alpha and
     beta, a member user each (alpha-user, beta-user; the admin stays), their OS_* variables in
@@ -39,7 +43,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import novawatch
+from . import novawatch, resolver
 from .common import Fail, Usage
 from .down import cmd_down
 from .hosts import cmd_busybox_tar, cmd_hosts, cmd_seed, cmd_start_host, cmd_stop_host
@@ -131,6 +135,11 @@ def main(argv: list[str] | None = None) -> int:
     watch = sub.add_parser("nova-watch", help=argparse.SUPPRESS)  # the --nova watcher (novawatch.py)
     watch.add_argument("dir", metavar="DIR")
     watch.set_defaults(func=lambda a: novawatch.watch(a.dir))
+
+    refuse = sub.add_parser("dns-refuse", help=argparse.SUPPRESS)  # the hosts' resolver (resolver.py)
+    refuse.add_argument("address", metavar="ADDRESS")
+    refuse.add_argument("--stack", metavar="DIR", help="the stack it serves (a mark for `down`'s sweep)")
+    refuse.set_defaults(func=lambda a: resolver.serve(a.address))
 
     bbtar = sub.add_parser("busybox-tar", help="write the busybox rootfs tarball to FILE")
     bbtar.add_argument("file", metavar="FILE")

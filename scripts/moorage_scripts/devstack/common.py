@@ -11,6 +11,13 @@ RUN_BASE = "/run/moorage"
 NETNS_DIR = "/var/run/netns"
 NET_PREFIX = "198.18"  # 198.18.0.0/15 (RFC 2544 benchmarking); never 10/8, 172.16/12, 192.168/16
 REGISTRY_PORT = 5000
+DNS_PORT = 53
+# Container networks inside each host (198.19.0.0/16, the other half of the benchmarking range):
+# docker0 takes the first /24, user-defined networks (each project's default bridge among them,
+# tenancy.scope) the others, 255 per daemon; dockerd skips the pool's /24 that docker0 holds.
+# Hosts are separate network namespaces, so every host reuses the same ranges.
+DOCKER0_BIP = "198.19.0.1/24"
+CONTAINER_POOL = "base=198.19.0.0/16,size=24"
 AGENT_PORT = 2376
 TENANTS = ("alpha", "beta")
 MAX_HOSTS = 200

@@ -10,8 +10,17 @@ import sys
 
 from .. import REPO
 from ..ports import port_free
-from .common import DOCKERD_START_TIMEOUT, REGISTRY_PORT, REGISTRY_START_TIMEOUT, Fail, say
+from .common import (
+    CONTAINER_POOL,
+    DOCKER0_BIP,
+    DOCKERD_START_TIMEOUT,
+    REGISTRY_PORT,
+    REGISTRY_START_TIMEOUT,
+    Fail,
+    say,
+)
 from .endpoints import answers
+from .resolver import write_resolv_conf
 from .state import Stack
 
 
@@ -82,9 +91,21 @@ http:
 
 
 def dockerd_argv(st: Stack, i: int) -> list[str]:
+    # The host's network namespace (nsenter: `ip netns exec` would remount /sys and hide the
+    # cgroups), then a mount namespace of its own where the host's resolv.conf covers the
+    # machine's: dockerd's own lookups and the resolv.conf it gives containers name the stack's
+    # refusing resolver (resolver.py). The shell execs dockerd, so the recorded pid is dockerd's.
     return [
         "nsenter",
         f"--net={st.netns_path(i)}",
+        "unshare",
+        "--mount",
+        "--propagation",
+        "slave",
+        "/bin/sh",
+        "-c",
+        'mount --bind "$0" /etc/resolv.conf && exec "$@"',
+        os.path.join(st.host_dir(i), "resolv.conf"),
         "dockerd",
         "--host",
         f"unix://{st.sock(i)}",
@@ -96,11 +117,14 @@ def dockerd_argv(st: Stack, i: int) -> list[str]:
         f"{st.host_run(i)}/docker.pid",
         "--storage-driver",
         "vfs",
-        # Each project has its own default bridge on each instance (tenancy.scope): the
-        # stock pools (172.17-31.0.0/16, 192.168.0.0/20s) hold 31 networks per daemon,
-        # these /24s 1024.
+        "--dns",
+        st.gw_ip,
+        # Each project has its own default bridge on each instance (tenancy.scope): the stock
+        # pools hold 31 networks per daemon, this one 255 (common.CONTAINER_POOL).
+        "--bip",
+        DOCKER0_BIP,
         "--default-address-pool",
-        "base=10.200.0.0/14,size=24",
+        CONTAINER_POOL,
         "--insecure-registry",
         st.registry,
     ]
@@ -118,6 +142,7 @@ def start_dockerd(st: Stack, i: int) -> bool:
         )
     os.makedirs(st.host_run(i), exist_ok=True)
     os.makedirs(os.path.join(st.host_dir(i), "docker"), exist_ok=True)
+    write_resolv_conf(st, i)
     for stale in (st.sock(i), f"{st.host_run(i)}/docker.pid"):  # of a daemon that died
         with contextlib.suppress(FileNotFoundError):
             os.unlink(stale)

@@ -19,13 +19,14 @@ from .state import Stack, run_dir_owner
 
 
 def scan_leftovers(st: Stack, skip: set[int]) -> dict[str, list[int]]:
-    """Processes of this stack by kind: "services" (gateways, agents, registry), "dockerd",
+    """Processes of this stack by kind: "services" (gateways, agents, registry, resolver), "dockerd",
     "daemons" (containerd, shims, proxies) and "containers" (processes in the cgroup of a
     container of this stack's daemons). Nothing else: a process qualifies by its executable's
     name *and* a command line naming this stack, or by its cgroup."""
     markers = (st.run + "/", st.dir + "/")
     gateway_mark = f"--config {st.path('moorage.toml')} serve"
     agent_mark = f"--state-dir {os.path.join(st.dir, 'hosts')}/"
+    resolver_mark = f" dns-refuse {st.gw_ip} --stack {st.dir}" if st.state.get("subnet") else None
     ids = {
         os.path.basename(p)
         for p in glob.glob(os.path.join(glob.escape(st.dir), "hosts", "*", "docker", "containers", "*"))
@@ -49,7 +50,11 @@ def scan_leftovers(st: Stack, skip: set[int]) -> dict[str, list[int]]:
                 kind = {"dockerd": "dockerd", "docker-registry": "services"}.get(comm, "daemons")
                 found[kind].append(pid)
                 continue
-        elif gateway_mark in line or (agent_mark in line and " agent " in f" {line} "):
+        elif (
+            gateway_mark in line
+            or (agent_mark in line and " agent " in f" {line} ")
+            or (resolver_mark and line.endswith(resolver_mark))
+        ):
             found["services"].append(pid)
             continue
         if ids:

@@ -19,6 +19,7 @@ from .gateways import gateway_ports, publish_busybox, start_gateways, write_gate
 from .identity import ensure_identity, ensure_keystone_identity
 from .network import setup_network
 from .pg import start_postgres
+from .resolver import start_resolver
 from .state import Stack, running_with_postgres
 
 
@@ -133,6 +134,7 @@ def cmd_up(args) -> int:
     # network, registry, daemons
     setup_network(st)
     start_registry(st)
+    start_resolver(st)
     tarball = st.path("busybox.tar")
     if not os.path.exists(tarball):
         build_busybox_tar(tarball)
