@@ -267,6 +267,30 @@ def _ps(ctx, d):
     d("ps", "--filter", "nosuchfilter=1")
 
 
+@cli_case("cli.ps.anchored", ("ContainerList",))
+def _ps_anchored(ctx, d):
+    """Name filters as scripts write them: regular expressions over the name and its slash."""
+    d(*RUN_D, "--name", "{n}-a", "busybox", "sleep", "300", keep=False)
+    d("run", "--label", LABEL, "--name", "{n}-ab", "busybox", "true", keep=False)
+    d("ps", "-q", "--filter", "name=^/{n}-a$")
+    d("ps", "-a", "--filter", "name=^/{n}-a$", "--format", "{{.Names}}")
+    d("ps", "-a", "--filter", "name=^{n}-a", "--format", "{{.Names}}", out="lines-sorted")
+    d("ps", "-a", "--filter", "name={n}-ab$", "--format", "{{.Names}}")
+    d(
+        "ps",
+        "-a",
+        "--filter",
+        "name=^/{n}-a$",
+        "--filter",
+        "name=^/{n}-ab$",
+        "--format",
+        "{{.Names}}",
+        out="lines-sorted",
+    )
+    d("ps", "-a", "-n", "1", "--filter", "name=^/{n}-a", "--format", "{{.Names}}")
+    d("ps", "-a", "--filter", "name=^/{n}-nosuch$", "--format", "{{.Names}}")
+
+
 # == logs =================================================================================
 def _logger(d, name="{n}"):
     d(

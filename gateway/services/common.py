@@ -107,16 +107,27 @@ def add_filter(filters: dict, key: str, value: str) -> dict:
     return out
 
 
-def project_label_filter(ctx: Context) -> str | None:
-    """The client's filters plus 'only this project's objects', as a filters JSON value;
-    None when the client's filters cannot be parsed (forward them: dockerd says why).
-    The admin view asks for every project's objects that carry a project at all."""
-    filters = parse_filters(ctx)
+def project_label_filter(ctx: Context, filters: dict | None = None) -> str | None:
+    """The client's filters (or ``filters``) plus 'only this project's objects', as a filters
+    JSON value; None when the client's filters cannot be parsed (forward them: dockerd says
+    why). The admin view asks for every project's objects that carry a project at all."""
+    filters = parse_filters(ctx) if filters is None else filters
     if filters is None:
         return None
     return json.dumps(
         add_filter(filters, "label", PROJECT_LABEL if ctx.all_projects else f"{PROJECT_LABEL}={ctx.project}")
     )
+
+
+def take_filter(filters: dict, key: str) -> tuple[dict, list[str]]:
+    """(the filters without ``key``, its values), in either of its two wire forms."""
+    rest = {k: v for k, v in filters.items() if k != key}
+    values = filters.get(key)
+    if isinstance(values, dict):
+        return rest, [str(v) for v, on in values.items() if on]
+    if isinstance(values, list):
+        return rest, [str(v) for v in values]
+    return rest, []
 
 
 def hide_project_label(labels: dict | None, ctx: Context | None = None) -> None:

@@ -24,7 +24,9 @@ from gateway.services.common import (
     home_instance,
     names_stripped,
     on_finish,
+    parse_filters,
     project_label_filter,
+    take_filter,
     with_query,
 )
 from gateway.store import RESERVATION_PREFIX
@@ -37,11 +39,22 @@ def to_container(ctx: Context, **changes) -> None:
 
 
 def list_(ctx: Context) -> None:
-    filters = project_label_filter(ctx)
-    if filters is None:
+    client_filters = parse_filters(ctx)
+    if client_filters is None:
         forward(ctx, home_instance(ctx))  # filters dockerd cannot parse either: its own error
         return
-    query = with_query(ctx, filters=filters)
+    # Names are the tenant's (the daemons hold them with the project's suffix): the `name`
+    # filter is applied here, to the tenant's names, as dockerd applies it; so is the limit,
+    # which comes after every filter.
+    client_filters, name_patterns = take_filter(client_filters, "name")
+    limit = ctx.query("limit")
+    changes: dict[str, str | None] = {"filters": project_label_filter(ctx, client_filters)}
+    if name_patterns and limit:
+        # A limit lists stopped containers too (dockerd); each daemon must send all of them.
+        changes.update(
+            limit=None, all="1" if limit.lstrip("-").isdigit() and int(limit) > 0 else ctx.query("all")
+        )
+    query = with_query(ctx, **changes)
     merged = []
     origin: dict[str, str] = {}  # container ID -> instance, for ordering within a second
     for instance, payload in every_instance(ctx, "GET", "/containers/json", query):
@@ -52,16 +65,23 @@ def list_(ctx: Context) -> None:
             hide_project_label(container.get("Labels"), ctx)
             scope.show_default_bridge(ctx.project, container)
             container["Image"] = images_.tenant_image_name(ctx.project, container.get("Image"))
+        if name_patterns:
+            payload = [c for c in payload if _named(ctx, c, name_patterns)]
         merged.extend(payload)  # names: stripped once, on the encoded answer (names_of)
     # As dockerd lists them: newest first. "Created" is in whole seconds: within one second
     # each daemon's own order stands (a stable sort), and containers of different instances
     # created in the same second are ordered by the map's finer creation time.
     merged.sort(key=lambda c: c.get("Created", 0), reverse=True)
     _order_same_second(merged, origin)
-    limit = ctx.query("limit")
     if limit and limit.lstrip("-").isdigit() and int(limit) > 0:
         merged = merged[: int(limit)]
     ctx.answer_json(merged, names_of=ctx.project)
+
+
+def _named(ctx: Context, container: dict, patterns: list[str]) -> bool:
+    """Whether one of the container's names, in its project's words, passes the name filter."""
+    project = (container.get("Labels") or {}).get(PROJECT_LABEL, ctx.project)
+    return any(names.matches(patterns, names.to_tenant(project, n)) for n in container.get("Names") or [])
 
 
 def _order_same_second(merged: list[dict], origin: dict[str, str]) -> None:

@@ -94,6 +94,23 @@ def to_daemon(project: str, name: str) -> str:
     return NAMING.to_daemon(project, name)
 
 
+def matches(patterns: list[str], name: str) -> bool:
+    """dockerd's `name` filter on one of its names (``/web``): a pattern that equals the name,
+    or a regular expression found in it, with or without the leading slash. A pattern that is
+    not a valid expression matches nothing, as in dockerd."""
+    bare = name.removeprefix("/")
+    for pattern in patterns:
+        if pattern in (name, bare):
+            return True
+        try:
+            found = re.search(pattern, name) or re.search(pattern, bare)
+        except re.error:
+            continue
+        if found:
+            return True
+    return False
+
+
 def to_tenant(project: str, daemon_name: str) -> str:
     return NAMING.to_tenant(project, daemon_name)
 

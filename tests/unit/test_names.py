@@ -3,6 +3,8 @@
 import json
 from types import SimpleNamespace
 
+import pytest
+
 from gateway.context import Context
 from gateway.services.events import EventJudge
 from gateway.tenancy import PROJECT_LABEL, names, scope
@@ -105,3 +107,23 @@ def test_fields_under_any_spelling_are_seen():
     with pytest.raises(DockerError) as refused:
         scope.canonical_create({"Labels": {}, "labels": {}})
     assert refused.value.status == 400
+
+
+@pytest.mark.parametrize(
+    "patterns,name,expected",
+    [
+        (["^/web$"], "/web", True),
+        (["^web$"], "/web", True),
+        (["^/web$"], "/web2", False),
+        (["web$"], "/myweb", True),
+        (["^web"], "/webapp", True),
+        (["eb"], "/web", True),
+        (["/web"], "/web", True),
+        (["nomatch", "^/w"], "/web", True),
+        (["("], "/web", False),  # not an expression: matches nothing, as in dockerd
+        (["db"], "/web", False),
+    ],
+)
+def test_name_filter_is_dockerds(patterns, name, expected):
+    """dockerd's `name` filter: regular expressions over the name, with or without its slash."""
+    assert names.matches(patterns, name) is expected
