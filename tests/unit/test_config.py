@@ -188,6 +188,14 @@ def test_cli_names_the_bad_key(tmp_path, capsys):
     assert capsys.readouterr().err.startswith(f"moorage: {path}: unknown key [placement] stratgy; known: ")
 
 
+def test_the_readme_nova_example_loads(tmp_path):
+    with open(os.path.join(REPO, "README.md")) as fh:
+        readme = fh.read()
+    block = next(b for b in readme.split("```toml\n")[1:] if b.startswith("[placement]"))
+    s = config.load(write(tmp_path, block.split("```", 1)[0]))
+    assert (s.placement.provider, s.nova.flavor, s.nova.network) == ("nova", "m1.moorage", "auto")
+
+
 # -- the files the repo writes --------------------------------------------------------------------
 class _Stack:
     """What scripts/moorage_scripts/devstack/gateways.py reads of a stack."""
