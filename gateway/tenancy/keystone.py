@@ -18,6 +18,10 @@
     negative_cache_ttl = 5
     cafile = "..."        # or insecure = true (tests only)
 
+The keys other than gateway/config.py's IdentitySettings fields go to the keystoneauth1 plugin
+that auth_type names; one that plugin does not take is refused, naming it, so that a misspelt
+credential is not silently left out.
+
 A token is validated with ``GET /v3/auth/tokens`` (``X-Subject-Token``) under the service's own
 token. Keystone answers 404 for a garbage, expired or revoked token: 401 here. A token scoped to
 another project than X-Auth-Project-Id: 401. Keystone unreachable, timing out, answering 5xx, or
