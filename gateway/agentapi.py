@@ -42,14 +42,14 @@ def register(req: falcon.Request, resp: falcon.Response, settings, params: dict)
         resp.status = 201
         answer = {
             "agent_secret": agent_secret,
-            "heartbeat_interval": settings.heartbeat_interval,
+            "heartbeat_interval": settings.gateway.heartbeat_interval,
             "uuid": uuid,
         }
     else:
         presented = req.get_header(REGISTRATION_SECRET_HEADER) or ""
         created, agent_secret = instances.register(presented, _json_body(req), settings)
         resp.status = 201 if created else 200
-        answer = {"agent_secret": agent_secret, "heartbeat_interval": settings.heartbeat_interval}
+        answer = {"agent_secret": agent_secret, "heartbeat_interval": settings.gateway.heartbeat_interval}
     resp.content_type = "application/json"
     resp.media = answer
 

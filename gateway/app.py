@@ -49,7 +49,7 @@ class Gateway:
         self.name = name
         self.router = Router(routes)
         self.identity = make_provider(settings.identity)
-        store.init(settings.database)
+        store.init(settings.gateway.database)
         self.agent_router = Router(agentapi.ROUTES)
         if name == "gateway":
             reaper.start_reaper(settings)  # only acts when the pool can grow (nova)

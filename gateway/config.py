@@ -1,16 +1,22 @@
 """Settings: a TOML file (``moorage --config FILE``, or $MOORAGE_CONFIG) plus flags.
 
+One dataclass per section below holds its keys, types and defaults; nothing else repeats a
+default. The file is checked when it is read: a section or key not listed here, or a value of
+another type than its default's (TOML says which), is an error naming it, so that a misspelt key
+cannot silently leave its default in force. $MOORAGE_DB overrides [gateway] database.
+
 [gateway]
-bind = ["tcp://127.0.0.1:2375", "unix:///run/moorage.sock"]
+bind = ["tcp://127.0.0.1:2375", "unix:///run/moorage.sock"]   # or one string
 workers = 2
 database = "sqlite:////var/lib/moorage/moorage.db"
 registration_secret = "..."      # what agents present to register
 tls_cert = "..."; tls_key = "..."; tls_ca = "..."   # TLS; with tls_ca, client certs are verified
-log_file = "..."
+log_file = "..."; pid_file = "..."
 heartbeat_interval = 10           # seconds between agent heartbeats
 [identity]
-backend = "embedded"              # or "keystone" (tenancy issue)
-token_file = "..."
+backend = "embedded"              # or "keystone" (gateway/tenancy/keystone.py: its keys and the
+                                  # keystoneauth1 plugin's, such as username and password)
+token_file = "..."                # embedded: the tokens file
 admin_view = false                # let admin-role tokens list every project's objects
                                   # (with the header X-Moorage-All-Projects: 1)
 [placement]
@@ -25,6 +31,8 @@ file = "/etc/moorage/policy.yaml" # oslo.policy rules (docs/policy.md); none or 
 reserved_ports = [9100]           # host ports no container publishes (the agents' always are)
 [limits]                          # resource defaults/maxima, input bounds (gateway/policy/limits.py)
 default_memory = "1g"; max_memory = "8g"; default_cpus = 1; max_cpus = 4
+[limits.projects.PROJECT_ID]      # per-project overrides of the resource keys
+max_memory = "32g"
 [quotas]                          # per-project defaults; a key left out = unlimited;
 containers = 50                   # `moorage quota set PROJECT KEY=VALUE` overrides per project
 memory = "64g"                    # sum of the containers' --memory (bytes, or k/m/g/t)
@@ -36,15 +44,23 @@ images = 100                      # distinct images the project holds
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tomllib
+import types
+import typing
 from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 DEFAULT_DB = "sqlite:///" + os.path.expanduser("~/.moorage/moorage.db")
 
 
+class SettingsError(ValueError):
+    """The settings file cannot be used; the message names the file and the key."""
+
+
 @dataclass
-class Settings:
+class GatewaySettings:
     bind: list[str] = field(default_factory=lambda: ["tcp://127.0.0.1:2375"])
     workers: int = 2
     database: str = DEFAULT_DB
@@ -55,13 +71,6 @@ class Settings:
     log_file: str = ""
     pid_file: str = ""
     heartbeat_interval: float = 10.0
-    identity: dict = field(default_factory=lambda: {"backend": "embedded"})
-    placement: dict = field(default_factory=lambda: {"strategy": "fill", "capacity": 0})
-    policy: dict = field(default_factory=dict)
-    limits: dict = field(default_factory=dict)
-    quotas: dict = field(default_factory=dict)  # raw [quotas]; gateway.quotas parses it
-    nova: dict = field(default_factory=dict)
-    source: str = ""
 
     @property
     def heartbeat_timeout(self) -> float:
@@ -69,32 +78,231 @@ class Settings:
         return self.heartbeat_interval * 3 + 5
 
 
+@dataclass
+class IdentitySettings:
+    # The keystoneauth1 plugin's own options (username, password, project_name,
+    # application_credential_secret, ...) depend on auth_type: the loader keeps every key that
+    # is no field here in plugin_options, and gateway/tenancy/keystone.py refuses those its
+    # plugin does not know.
+    EXTRA: ClassVar[str] = "plugin_options"
+
+    backend: str = "embedded"
+    token_file: str = ""
+    admin_view: bool = False
+    auth_url: str = ""
+    timeout: float = 5.0  # seconds, every call to Keystone
+    cache_ttl: float = 60.0
+    negative_cache_ttl: float | None = None  # None: the shorter of cache_ttl and 5 s
+    cache_size: int = 10000
+    auth_type: str = "password"
+    insecure: bool = False
+    cafile: str = ""
+    plugin_options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def negative_ttl(self) -> float:
+        if self.negative_cache_ttl is not None:
+            return self.negative_cache_ttl
+        return min(self.cache_ttl, 5.0)
+
+
+@dataclass
+class PlacementSettings:
+    strategy: str = "fill"
+    capacity: int = 0
+    provider: str = "local"
+    pool_id: str = "moorage"
+    reap_interval: float = 2.0
+
+
+@dataclass
+class PolicySettings:
+    file: str = ""
+    # Strings are accepted and converted (one that is no port number is logged and skipped).
+    reserved_ports: list[int | str] = field(default_factory=list)
+
+
+@dataclass
+class ResourceLimits:
+    """The resource keys of [limits] and of each [limits.projects.ID]; None: not set."""
+
+    default_memory: int | str | None = None  # bytes, or a size such as "512m"
+    max_memory: int | str | None = None
+    default_cpus: float | None = None
+    max_cpus: float | None = None
+    default_pids: int | None = None
+    max_pids: int | None = None
+
+
+@dataclass
+class LimitsSettings(ResourceLimits):
+    # Bounds on what one request may carry (always applied).
+    max_labels: int = 256  # labels per object
+    max_label_key_bytes: int = 1024
+    max_label_value_bytes: int = 64 * 1024
+    max_labels_bytes: int = 256 * 1024  # all of one object's labels, keys and values
+    max_name_length: int = 255  # container and volume names (the store keeps 255)
+    max_env: int = 4096  # Env entries of a container or an exec
+    max_env_bytes: int = 128 * 1024  # one entry: the kernel's MAX_ARG_STRLEN
+    max_env_total_bytes: int = 1024 * 1024
+    projects: dict[str, ResourceLimits] = field(default_factory=dict)
+
+
+@dataclass
+class QuotaSettings:
+    # Raw, as written (5, "1g", 2.5, "unlimited"): gateway/quotas.py parses them. None: unset.
+    containers: int | float | str | None = None
+    memory: int | float | str | None = None
+    cpus: int | float | str | None = None
+    volumes: int | float | str | None = None
+    networks: int | float | str | None = None
+    images: int | float | str | None = None
+
+
+@dataclass
+class NovaSettings:
+    """[nova]: the provider's service credentials and how it boots (gateway/placement/nova.py)."""
+
+    auth_url: str = ""
+    username: str = ""
+    password: str = ""
+    project_name: str = ""
+    user_domain_name: str = "Default"
+    project_domain_name: str = "Default"
+    region_name: str = ""
+    timeout: float = 30.0  # seconds, every call to Nova
+    microversion: str = "2.90"
+    flavor: str = ""
+    image: str = ""
+    network: str = "none"
+    key_name: str = ""
+    security_groups: list[str] = field(default_factory=list)
+    availability_zone: str = ""
+    gateway_url: str = ""
+    capacity: int = 0  # 0: [placement] capacity
+    boot_timeout: float = 300.0
+    empty_grace_seconds: float = 600.0
+    max_instances: int = 0
+    agent_command: str = "moorage"
+    agent_install: str = "pip install moorage"
+    agent_port: int = 2376
+    docker: str = "unix:///var/run/docker.sock"
+    name_prefix: str = "moorage-"
+
+
+@dataclass
+class Settings:
+    gateway: GatewaySettings = field(default_factory=GatewaySettings)
+    identity: IdentitySettings = field(default_factory=IdentitySettings)
+    placement: PlacementSettings = field(default_factory=PlacementSettings)
+    policy: PolicySettings = field(default_factory=PolicySettings)
+    limits: LimitsSettings = field(default_factory=LimitsSettings)
+    quotas: QuotaSettings = field(default_factory=QuotaSettings)
+    nova: NovaSettings = field(default_factory=NovaSettings)
+    source: str = ""  # the file read, "" for none
+
+
+# -- reading the file ---------------------------------------------------------------------------
 def load(path: str | None) -> Settings:
-    settings = Settings()
+    """The settings of ``path`` (else $MOORAGE_CONFIG, else the defaults); SettingsError if the
+    file is unreadable, not TOML, or has a key or type this module does not define."""
     path = path or os.environ.get("MOORAGE_CONFIG")
+    settings = Settings()
     if path:
-        with open(path, "rb") as fh:
-            data = tomllib.load(fh)
-        gateway = data.get("gateway", {})
-        for key, value in gateway.items():
-            if hasattr(settings, key) and key not in (
-                "identity",
-                "placement",
-                "policy",
-                "limits",
-                "quotas",
-                "nova",
-            ):
-                setattr(settings, key, value)
-        if isinstance(settings.bind, str):
-            settings.bind = [settings.bind]
-        settings.identity = {**settings.identity, **data.get("identity", {})}
-        settings.placement = {**settings.placement, **data.get("placement", {})}
-        settings.policy = dict(data.get("policy", {}))
-        settings.limits = dict(data.get("limits", {}))
-        settings.quotas = dict(data.get("quotas", {}))
-        settings.nova = dict(data.get("nova", {}))
+        try:
+            with open(path, "rb") as fh:
+                data = tomllib.load(fh)
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise SettingsError(f"{path}: {exc}") from exc
+        try:
+            settings = parse(data)
+        except SettingsError as exc:
+            raise SettingsError(f"{path}: {exc}") from None
         settings.source = path
     if os.environ.get("MOORAGE_DB"):
-        settings.database = os.environ["MOORAGE_DB"]
+        settings.gateway.database = os.environ["MOORAGE_DB"]
     return settings
+
+
+def parse(data: dict[str, Any]) -> Settings:
+    """Settings from a parsed TOML document; SettingsError naming the first bad key."""
+    sections = _hints(Settings)
+    sections.pop("source")
+    values: dict[str, Any] = {}
+    for name, value in data.items():
+        if name not in sections:
+            where = "section" if isinstance(value, dict) else "key (outside any section)"
+            raise SettingsError(f"unknown {where} [{name}]; known: {', '.join(sections)}")
+        if not isinstance(value, dict):
+            raise SettingsError(f"[{name}] must be a table (a [{name}] section)")
+        if name == "gateway" and isinstance(value.get("bind"), str):
+            value = {**value, "bind": [value["bind"]]}
+        values[name] = section(sections[name], value, f"[{name}]")
+    settings = Settings(**values)
+    extra = settings.identity.plugin_options
+    if extra and settings.identity.backend != "keystone":
+        known = ", ".join(k for k in _hints(IdentitySettings) if k != IdentitySettings.EXTRA)
+        raise SettingsError(f"unknown key [identity] {next(iter(extra))}; known: {known}")
+    return settings
+
+
+def section(cls: type, table: dict[str, Any], name: str) -> Any:
+    """An instance of the dataclass ``cls`` from one TOML table; ``name`` is for messages."""
+    hints = _hints(cls)
+    extra_field = getattr(cls, "EXTRA", None)
+    values: dict[str, Any] = {}
+    extra: dict[str, Any] = {}
+    for key, value in table.items():
+        if key not in hints or key == extra_field:
+            if extra_field:
+                extra[key] = value
+                continue
+            raise SettingsError(f"unknown key {name} {key}; known: {', '.join(hints)}")
+        values[key] = _value(hints[key], value, f"{name} {key}")
+    if extra_field:
+        values[extra_field] = extra
+    return cls(**values)
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    """The dataclass's fields and their (evaluated) types, in declaration order."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _value(hint: Any, value: Any, name: str) -> Any:
+    """``value`` if TOML gave it a type ``hint`` allows (an int where a float goes becomes one)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (types.UnionType, typing.Union):
+        for arg in args:
+            try:
+                return _value(arg, value, name)
+            except SettingsError:
+                continue
+    elif dataclasses.is_dataclass(hint) and isinstance(value, dict):
+        return section(typing.cast(type, hint), value, f"{name}")
+    elif origin is list and isinstance(value, list):
+        return [_value(args[0], item, f"{name}[{i}]") for i, item in enumerate(value)]
+    elif origin is dict and isinstance(value, dict):
+        return {str(k): _value(args[1], v, f"{name}.{k}") for k, v in value.items()}
+    elif hint is Any or (hint in (str, bool) and type(value) is hint) or (hint is int and type(value) is int):
+        return value
+    elif hint is float and type(value) in (int, float):
+        return float(value)
+    raise SettingsError(f"{name} = {value!r}: expected {_describe(hint)}, not {_toml_type(value)}")
+
+
+def _describe(hint: Any) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (types.UnionType, typing.Union):
+        return " or ".join(_describe(a) for a in args if a is not type(None))
+    if origin is list:
+        return f"a list of ({_describe(args[0])})"
+    if origin is dict or dataclasses.is_dataclass(hint):
+        return "a table"
+    return {str: "a string", int: "an integer", float: "a number", bool: "true or false"}.get(hint, str(hint))
+
+
+def _toml_type(value: Any) -> str:
+    names = {bool: "a boolean", int: "an integer", float: "a float", str: "a string", list: "an array"}
+    return names.get(type(value), "a table" if isinstance(value, dict) else type(value).__name__)

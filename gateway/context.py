@@ -42,7 +42,7 @@ class Context:
         return bool(
             self.identity
             and self.identity.is_admin
-            and self.settings.identity.get("admin_view")
+            and self.settings.identity.admin_view
             and (self.req.get_header(ALL_PROJECTS_HEADER) or "").lower() in ("1", "true", "yes")
         )
 

@@ -37,7 +37,7 @@ def live_instances(settings, *, fresh: bool = False) -> list[store.Instance]:
     now = time.monotonic()
     if not fresh and _live_cache and now - _live_cache[0] < LIVE_CACHE_SECONDS:
         return list(_live_cache[1])
-    horizon = store.utcnow() - _dt.timedelta(seconds=settings.heartbeat_timeout)
+    horizon = store.utcnow() - _dt.timedelta(seconds=settings.gateway.heartbeat_timeout)
     live = list(
         store.Instance.select()
         .where(
@@ -53,7 +53,7 @@ def live_instances(settings, *, fresh: bool = False) -> list[store.Instance]:
 
 
 def is_live(instance: store.Instance, settings) -> bool:
-    horizon = store.utcnow() - _dt.timedelta(seconds=settings.heartbeat_timeout)
+    horizon = store.utcnow() - _dt.timedelta(seconds=settings.gateway.heartbeat_timeout)
     return instance.state == store.INSTANCE_UP and instance.last_heartbeat >= horizon
 
 
@@ -84,7 +84,7 @@ def apply_facts(instance: store.Instance, data: dict) -> None:
 
 def register(presented: str, data: dict, settings) -> tuple[bool, str]:
     """A static host's agent registers with the operator's secret; (created, agent secret)."""
-    expected = settings.registration_secret
+    expected = settings.gateway.registration_secret
     if not expected or not hmac.compare_digest(presented.encode(), expected.encode()):
         raise DockerError(401, "agent registration refused: wrong or missing registration secret")
     uuid = str(data.get("uuid", "")).strip()

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import peewee
 
 from gateway import store
+from gateway.config import Settings
 from gateway.errors import DockerError
 
 RESOURCES = ("containers", "memory", "cpus", "volumes", "networks", "images")
@@ -122,12 +123,10 @@ def parse_assignment(text: str) -> tuple[str, int]:
     return key, parse_value(key, value)
 
 
-def defaults(settings) -> dict[str, int]:
+def defaults(settings: Settings) -> dict[str, int]:
     """The [quotas] section of the settings file, parsed: {resource: value}; unset = absent."""
-    raw = getattr(settings, "quotas", None) or {}
-    if not isinstance(raw, dict):
-        raise QuotaValueError("[quotas] must be a table of resource = limit")
-    return {key: parse_value(key, value) for key, value in raw.items()}
+    raw = vars(settings.quotas)
+    return {key: parse_value(key, raw[key]) for key in RESOURCES if raw[key] is not None}
 
 
 def container_request(host_config) -> tuple[int, int]:

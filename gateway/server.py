@@ -61,8 +61,8 @@ class _Server(BaseApplication):
 def run(settings, factory, *, name: str = "moorage-gateway") -> None:
     """Run gunicorn in the foreground until it is told to stop."""
     options = {
-        "bind": [gunicorn_bind(b) for b in settings.bind],
-        "workers": int(settings.workers),
+        "bind": [gunicorn_bind(b) for b in settings.gateway.bind],
+        "workers": int(settings.gateway.workers),
         "worker_class": "gevent",
         "worker_connections": 2000,
         # Streams and hijacked sessions live as long as the client wants; the gevent
@@ -71,16 +71,16 @@ def run(settings, factory, *, name: str = "moorage-gateway") -> None:
         "graceful_timeout": 10,
         "keepalive": 75,
         "proc_name": name,
-        "errorlog": settings.log_file or "-",
+        "errorlog": settings.gateway.log_file or "-",
         "loglevel": os.environ.get("MOORAGE_LOG_LEVEL", "info"),
         "control_socket_disable": True,
-        "pidfile": settings.pid_file or None,
+        "pidfile": settings.gateway.pid_file or None,
         # Docker clients send long headers (X-Registry-Auth carries base64 JSON).
         "limit_request_field_size": 65536,
         "limit_request_line": 16384,
     }
-    if settings.tls_cert:
-        options.update(certfile=settings.tls_cert, keyfile=settings.tls_key)
-        if settings.tls_ca:
-            options.update(ca_certs=settings.tls_ca, cert_reqs=ssl.CERT_REQUIRED)
+    if settings.gateway.tls_cert:
+        options.update(certfile=settings.gateway.tls_cert, keyfile=settings.gateway.tls_key)
+        if settings.gateway.tls_ca:
+            options.update(ca_certs=settings.gateway.tls_ca, cert_reqs=ssl.CERT_REQUIRED)
     _Server(factory, options).run()

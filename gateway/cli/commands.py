@@ -12,9 +12,13 @@ import sys
 def _settings(args):
     from gateway import config
 
-    settings = config.load(args.config)
+    try:
+        settings = config.load(args.config)
+    except config.SettingsError as exc:
+        print(f"moorage: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     if getattr(args, "db", None):
-        settings.database = args.db
+        settings.gateway.database = args.db
     return settings
 
 
@@ -24,14 +28,14 @@ def cmd_serve(args) -> int:
 
     settings = _settings(args)
     if args.bind:
-        settings.bind = args.bind
+        settings.gateway.bind = args.bind
     if args.workers:
-        settings.workers = args.workers
+        settings.gateway.workers = args.workers
     for key in ("tls_cert", "tls_key", "tls_ca", "log_file", "pid_file"):
         if getattr(args, key, None):
-            setattr(settings, key, getattr(args, key))
-    if not settings.registration_secret:
-        settings.registration_secret = os.environ.get("MOORAGE_REGISTRATION_SECRET", "")
+            setattr(settings.gateway, key, getattr(args, key))
+    if not settings.gateway.registration_secret:
+        settings.gateway.registration_secret = os.environ.get("MOORAGE_REGISTRATION_SECRET", "")
     relay_only = args.command == "relay"
     from gateway import quotas, store
 
@@ -40,7 +44,7 @@ def cmd_serve(args) -> int:
     except quotas.QuotaValueError as exc:
         print(f"moorage: {settings.source or 'settings'}: {exc}", file=sys.stderr)
         return 2
-    store.init(settings.database)  # migrate once, before workers fork
+    store.init(settings.gateway.database)  # migrate once, before workers fork
     store.close()  # workers open their own connections (a socket must not be shared across a fork)
 
     def factory():
@@ -165,7 +169,7 @@ def _instance_row(instance, settings) -> dict:
         "provider": instance.provider,
         "agent": instance.agent_url,
         "containers": count,
-        "capacity": instance.capacity or int(settings.placement.get("capacity", 0) or 0),
+        "capacity": instance.capacity or settings.placement.capacity,
         "docker": instance.daemon_version,
         "api": instance.api_version,
         "last_heartbeat": instance.last_heartbeat.isoformat() + "Z",
@@ -176,7 +180,7 @@ def cmd_instances(args) -> int:
     from gateway import store
 
     settings = _settings(args)
-    store.init(settings.database)
+    store.init(settings.gateway.database)
     if args.action == "list":
         rows = [_instance_row(i, settings) for i in store.Instance.select().order_by(store.Instance.position)]
         _print(rows, ["uuid", "state", "provider", "containers", "capacity", "docker", "agent"], args.format)
@@ -227,7 +231,7 @@ def cmd_containers(args) -> int:
     from gateway import store
 
     settings = _settings(args)
-    store.init(settings.database)
+    store.init(settings.gateway.database)
     query = store.Container.select().where(~store.Container.id.startswith("reserved-"))
     if args.project:
         query = query.where(store.Container.project == args.project)
@@ -266,7 +270,7 @@ def cmd_quota(args) -> int:
             file=sys.stderr,
         )
         return 2
-    store.init(settings.database)
+    store.init(settings.gateway.database)
     if args.action == "set":
         quotas.set_limits(args.project, values)
     elif args.action == "unset":
@@ -304,7 +308,7 @@ def cmd_images(args) -> int:
     from gateway.agentclient import AgentClient, UpstreamError
 
     settings = _settings(args)
-    store.init(settings.database)
+    store.init(settings.gateway.database)
     IR = store.ImageRef
     if args.action == "list":
         rows = [
@@ -367,7 +371,7 @@ def cmd_db(args) -> int:
     from gateway import store
 
     settings = _settings(args)
-    store.init(settings.database, migrate=False)
+    store.init(settings.gateway.database, migrate=False)
     before, after = store.upgrade()
     print(
         f"database schema: version {before} -> {after}"

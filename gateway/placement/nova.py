@@ -41,6 +41,7 @@ import logging
 import shlex
 import threading
 
+from gateway.config import NovaSettings, PlacementSettings, Settings
 from gateway.placement.provider import Provider
 
 log = logging.getLogger("moorage.pool.nova")
@@ -54,16 +55,16 @@ class NovaProvider(Provider):
     name = "nova"
     can_grow = True
 
-    def __init__(self, conf: dict, settings, client_factory=None):
-        missing = [k for k in REQUIRED if not conf.get(k)]
+    def __init__(self, conf: NovaSettings, settings: Settings, client_factory=None):
+        missing = [k for k in REQUIRED if not getattr(conf, k)]
         if missing and client_factory is None:
             raise ValueError(f'[placement] provider = "nova" needs [nova] {", ".join(missing)}')
         self.conf = conf
-        self.pool = str(settings.placement.get("pool_id") or "moorage")
-        self.capacity = int(conf.get("capacity") or settings.placement.get("capacity") or 0)
-        self.boot_timeout = float(conf.get("boot_timeout", 300))
-        self.empty_grace = float(conf.get("empty_grace_seconds", 600))
-        self.max_instances = int(conf.get("max_instances", 0) or 0)
+        self.pool = settings.placement.pool_id or PlacementSettings.pool_id
+        self.capacity = conf.capacity or settings.placement.capacity
+        self.boot_timeout = conf.boot_timeout
+        self.empty_grace = conf.empty_grace_seconds
+        self.max_instances = conf.max_instances
         self._factory = client_factory or self._client
         self._nova = None
         self._flavor_id: str | None = None
@@ -78,17 +79,15 @@ class NovaProvider(Provider):
 
         c = self.conf
         auth = v3.Password(
-            auth_url=c["auth_url"],
-            username=c["username"],
-            password=c["password"],
-            project_name=c["project_name"],
-            user_domain_name=c.get("user_domain_name", "Default"),
-            project_domain_name=c.get("project_domain_name", "Default"),
+            auth_url=c.auth_url,
+            username=c.username,
+            password=c.password,
+            project_name=c.project_name,
+            user_domain_name=c.user_domain_name,
+            project_domain_name=c.project_domain_name,
         )
-        sess = ks_session.Session(auth=auth, timeout=float(c.get("timeout", 30)))
-        return nova_client.Client(
-            str(c.get("microversion", "2.90")), session=sess, region_name=c.get("region_name") or None
-        )
+        sess = ks_session.Session(auth=auth, timeout=c.timeout)
+        return nova_client.Client(c.microversion, session=sess, region_name=c.region_name or None)
 
     @property
     def nova(self):
@@ -99,7 +98,7 @@ class NovaProvider(Provider):
 
     def _flavor(self) -> str:
         if self._flavor_id is None:
-            wanted = str(self.conf["flavor"])
+            wanted = self.conf.flavor
             flavors = self.nova.flavors.list(is_public=None)
             match = [f for f in flavors if f.id == wanted] or [f for f in flavors if f.name == wanted]
             if not match:
@@ -108,7 +107,7 @@ class NovaProvider(Provider):
         return self._flavor_id
 
     def _image(self) -> str | None:
-        wanted = str(self.conf.get("image") or "")
+        wanted = self.conf.image
         if not wanted:
             return None
         if self._image_id is None:
@@ -126,15 +125,15 @@ class NovaProvider(Provider):
 # Moorage agent bootstrap, written by the gateway's nova provider; cloud-init runs it once.
 # The bootstrap secret below registers this instance once, under its Nova server UUID.
 set -eu
-GATEWAY={q(str(c["gateway_url"]).rstrip("/"))}
+GATEWAY={q(c.gateway_url.rstrip("/"))}
 BOOTSTRAP_SECRET={q(secret)}
 CAPACITY={int(self.capacity)}
-AGENT_PORT={int(c.get("agent_port", 2376))}
-DOCKER="${{DOCKER_HOST:-{c.get("docker", "unix:///var/run/docker.sock")}}}"
+AGENT_PORT={c.agent_port}
+DOCKER="${{DOCKER_HOST:-{c.docker}}}"
 STATE="${{MOORAGE_AGENT_STATE:-/var/lib/moorage-agent}}"
-MOORAGE="${{MOORAGE_AGENT_COMMAND:-{c.get("agent_command", "moorage")}}}"
+MOORAGE="${{MOORAGE_AGENT_COMMAND:-{c.agent_command}}}"
 if ! command -v "$MOORAGE" >/dev/null 2>&1; then
-    {c.get("agent_install", "pip install moorage")}
+    {c.agent_install}
 fi
 GW_HOST=$(printf '%s' "$GATEWAY" | sed -e 's|^[a-z]*://||' -e 's|[:/].*$||')
 ADDR=$(ip -4 -o route get "$GW_HOST" | sed -n 's/.* src \\([0-9.]*\\).*/\\1/p')
@@ -156,14 +155,14 @@ nohup "$@" >>/var/log/moorage-agent.log 2>&1 &
             "meta": {POOL_KEY: self.pool, MEMBER_KEY: member_id},
             "userdata": self.user_data(secret),
         }
-        network = str(c.get("network", "none") or "none")
+        network = c.network or NovaSettings.network
         kwargs["nics"] = network if network in ("none", "auto") else [{"net-id": network}]
-        if c.get("key_name"):
-            kwargs["key_name"] = c["key_name"]
-        if c.get("security_groups"):
-            kwargs["security_groups"] = list(c["security_groups"])
-        if c.get("availability_zone"):
-            kwargs["availability_zone"] = c["availability_zone"]
+        if c.key_name:
+            kwargs["key_name"] = c.key_name
+        if c.security_groups:
+            kwargs["security_groups"] = list(c.security_groups)
+        if c.availability_zone:
+            kwargs["availability_zone"] = c.availability_zone
         image = self._image()
         if image is None:
             # No Glance needed: a blank local disk (the flavor needs ephemeral >= 1).
@@ -176,7 +175,7 @@ nohup "$@" >>/var/log/moorage-agent.log 2>&1 &
                     "delete_on_termination": True,
                 }
             ]
-        name = f"{c.get('name_prefix', 'moorage-')}{member_id[:12]}"
+        name = f"{c.name_prefix}{member_id[:12]}"
         server = self.nova.servers.create(name, image, self._flavor(), **kwargs)
         log.info("booted Nova server %s (%s) for pool member %s", server.id, name, member_id)
         return server.id

@@ -38,6 +38,7 @@ import uuid as _uuid
 import peewee
 
 from gateway import instances, store
+from gateway.config import PlacementSettings, Settings
 from gateway.errors import DockerError
 from gateway.placement import scheduler
 from gateway.placement.provider import LocalProvider, Provider, StaticProvider
@@ -51,9 +52,8 @@ POLL_INTERVAL = 0.25
 _providers: dict[tuple, Provider] = {}
 
 
-def provider_for(settings) -> Provider:
-    kind = str(settings.placement.get("provider", "local") or "local")
-    nova_conf = getattr(settings, "nova", {}) or {}
+def provider_for(settings: Settings) -> Provider:
+    kind = settings.placement.provider or PlacementSettings.provider
     key = (kind, id(settings))
     if key not in _providers:
         if kind == "local":
@@ -63,14 +63,14 @@ def provider_for(settings) -> Provider:
         elif kind == "nova":
             from gateway.placement.nova import NovaProvider
 
-            _providers[key] = NovaProvider(nova_conf, settings)
+            _providers[key] = NovaProvider(settings.nova, settings)
         else:
             raise ValueError(f"unknown [placement] provider {kind!r}: local, static or nova")
     return _providers[key]
 
 
-def pool_id(settings) -> str:
-    return str(settings.placement.get("pool_id") or "moorage")
+def pool_id(settings: Settings) -> str:
+    return settings.placement.pool_id or PlacementSettings.pool_id
 
 
 # -- the store ----------------------------------------------------------------------------------

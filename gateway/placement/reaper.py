@@ -16,6 +16,7 @@ import time
 
 from gateway import instances, store
 from gateway.agentclient import AgentClient
+from gateway.config import PlacementSettings
 from gateway.placement.pool import _one_line, fail, provider_for
 from gateway.placement.provider import Provider
 from gateway.store import ACTIVE, BUILDING, DELETING, DRAINING, FAILED, PoolLease, PoolMember
@@ -277,7 +278,7 @@ def start_reaper(settings) -> None:
         )
         log.addHandler(handler)
         log.setLevel(logging.INFO)
-    interval = float(settings.placement.get("reap_interval", 2) or 2)
+    interval = settings.placement.reap_interval or PlacementSettings.reap_interval
     holder = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
 
     def loop() -> None:

@@ -55,7 +55,7 @@ ROOM = "(capacity <= 0 OR container_count < capacity)"  # word for word the inde
 
 def live(settings, param: str) -> tuple[str, list]:
     """Up and heard from recently (gateway.instances.is_live)."""
-    horizon = store.utcnow() - _dt.timedelta(seconds=settings.heartbeat_timeout)
+    horizon = store.utcnow() - _dt.timedelta(seconds=settings.gateway.heartbeat_timeout)
     return f"state = {param} AND last_heartbeat >= {param}", [store.INSTANCE_UP, horizon]
 
 
@@ -101,8 +101,8 @@ def place(
     for an unpinned request that passed the name and quota checks, it runs inside this same
     transaction instead of the 503 (the pool claims a slot on a booting instance), and place
     returns None: "every instance is full" and "add one" are one decision."""
-    order = STRATEGIES.get(settings.placement.get("strategy", "fill"), STRATEGIES["fill"])
-    default_capacity = int(settings.placement.get("capacity", 0) or 0)
+    order = STRATEGIES.get(settings.placement.strategy, STRATEGIES["fill"])
+    default_capacity = settings.placement.capacity
     reservation_id = RESERVATION_PREFIX + _uuid.uuid4().hex
     # Two creates can neither count the same free slot nor the same quota headroom.
     with store.serialized(store.PLACEMENT_LOCK):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from gateway.config import LimitsSettings, PolicySettings, Settings
 from gateway.policy import containers, images, networks, volumes
 from gateway.policy.limits import Limits
 from gateway.policy.ports import AGENT_PORT, reserved_ports
@@ -43,9 +44,9 @@ __all__ = [
 class Checker:
     """The policy file and limits of one settings, checking one identity's requests."""
 
-    def __init__(self, policy_config: dict | None, limits_config: dict | None):
-        self.policy = PolicyFile((policy_config or {}).get("file") or None)
-        self.limits = Limits(limits_config)
+    def __init__(self, policy: PolicySettings, limits: LimitsSettings):
+        self.policy = PolicyFile(policy.file or None)
+        self.limits = Limits(limits)
 
     def _req(self, identity: Asker | None, reserved: frozenset[int] | None = None) -> Request:
         return Request(self.policy, self.limits, identity, reserved or frozenset({AGENT_PORT}))
@@ -90,11 +91,11 @@ class Checker:
 _checkers: dict[int, tuple[object, Checker]] = {}
 
 
-def checker(settings) -> Checker:
+def checker(settings: Settings) -> Checker:
     """The one Checker for these settings (a process usually has one)."""
     entry = _checkers.get(id(settings))
     if entry is None or entry[0] is not settings:
-        entry = (settings, Checker(getattr(settings, "policy", None), getattr(settings, "limits", None)))
+        entry = (settings, Checker(settings.policy, settings.limits))
         _checkers[id(settings)] = entry
     return entry[1]
 
@@ -108,7 +109,7 @@ def container_create(ctx, body, *, agent_ports: Iterable[int]) -> None:
         body,
         name=ctx.query("name"),
         version=ctx.version,
-        reserved_ports=reserved_ports(getattr(ctx.settings, "policy", None), agent_ports),
+        reserved_ports=reserved_ports(ctx.settings.policy.reserved_ports, agent_ports),
     )
 
 

@@ -1,6 +1,6 @@
 """Limits: per-project resource defaults and maxima, and bounds on what a request may carry.
 
-Settings, ``[limits]`` in the TOML file (every key optional)::
+Settings, ``[limits]`` in the TOML file (every key optional; gateway/config.py's LimitsSettings)::
 
     [limits]
     default_memory = "1g"     # memory limit given to containers created without one
@@ -15,29 +15,28 @@ Settings, ``[limits]`` in the TOML file (every key optional)::
 A maximum without a default makes the maximum the default (a container with no limit would be
 above it). Unset keys change nothing. The input bounds (``max_labels``, ``max_label_key_bytes``,
 ``max_label_value_bytes``, ``max_labels_bytes``, ``max_name_length``, ``max_env``,
-``max_env_bytes``, ``max_env_total_bytes``) always apply, with the defaults in ``INPUT_DEFAULTS``;
+``max_env_bytes``, ``max_env_total_bytes``) always apply, with the defaults of LimitsSettings;
 a request over one is refused 400 naming it.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 
+from gateway.config import LimitsSettings, ResourceLimits
 from gateway.errors import DockerError
 
-INPUT_DEFAULTS = {
-    "max_labels": 256,  # labels per object
-    "max_label_key_bytes": 1024,
-    "max_label_value_bytes": 64 * 1024,
-    "max_labels_bytes": 256 * 1024,  # all of one object's labels, keys and values
-    "max_name_length": 255,  # container and volume names (the store keeps 255)
-    "max_env": 4096,  # Env entries of a container or an exec
-    "max_env_bytes": 128 * 1024,  # one entry: the kernel's MAX_ARG_STRLEN
-    "max_env_total_bytes": 1024 * 1024,
-}
-
-RESOURCE_KEYS = ("default_memory", "max_memory", "default_cpus", "max_cpus", "default_pids", "max_pids")
+INPUT_KEYS = (
+    "max_labels",
+    "max_label_key_bytes",
+    "max_label_value_bytes",
+    "max_labels_bytes",
+    "max_name_length",
+    "max_env",
+    "max_env_bytes",
+    "max_env_total_bytes",
+)
 
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([bkmgt]?)(?:i?b)?\s*$", re.IGNORECASE)
@@ -89,9 +88,9 @@ class Resources:
         return self.default_pids or self.max_pids
 
 
-def _resources(section: dict) -> Resources:
+def _resources(section: ResourceLimits) -> Resources:
     def number(key, convert):
-        value = section.get(key)
+        value = getattr(section, key)
         return None if value in (None, "", 0) else convert(value)
 
     return Resources(
@@ -105,14 +104,14 @@ def _resources(section: dict) -> Resources:
 
 
 class Limits:
-    def __init__(self, config: dict | None):
-        config = dict(config or {})
-        self.input = {key: int(config.get(key, default)) for key, default in INPUT_DEFAULTS.items()}
-        base = {key: config.get(key) for key in RESOURCE_KEYS}
+    def __init__(self, config: LimitsSettings):
+        self.input = {key: getattr(config, key) for key in INPUT_KEYS}
+        base = ResourceLimits(**{f.name: getattr(config, f.name) for f in fields(ResourceLimits)})
         self._default = _resources(base)
+        # A project's key replaces the [limits] one; keys it leaves out (None) keep it.
         self._projects = {
-            str(project): _resources({**base, **(overrides or {})})
-            for project, overrides in (config.get("projects") or {}).items()
+            project: _resources(replace(base, **{k: v for k, v in vars(overrides).items() if v is not None}))
+            for project, overrides in config.projects.items()
         }
 
     def resources(self, project_id: str) -> Resources:

@@ -22,12 +22,12 @@ WILDCARD_HOST_IPS = frozenset({"", "0.0.0.0", "::"})
 AGENT_PORT = 2376
 
 
-def reserved_ports(policy_config: dict | None, agent_ports: Iterable[int] = ()) -> frozenset[int]:
+def reserved_ports(operator_ports: Iterable[int | str], agent_ports: Iterable[int] = ()) -> frozenset[int]:
     """Host ports no container publishes, whatever the policy: the agents' (``agent_ports``,
     those of the registered agents, which the caller reads from the store, and the default
-    port for agents yet to come) and the operator's [policy] reserved_ports."""
+    port for agents yet to come) and the operator's ([policy] reserved_ports)."""
     ports = {AGENT_PORT, *agent_ports}
-    for port in (policy_config or {}).get("reserved_ports") or []:
+    for port in operator_ports:
         try:
             ports.add(int(port))
         except (TypeError, ValueError):

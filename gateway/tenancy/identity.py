@@ -9,6 +9,7 @@ import threading
 import weakref
 from dataclasses import dataclass, field
 
+from gateway.config import IdentitySettings
 from gateway.errors import DockerError
 from gateway.wire import PROJECT_HEADER, TOKEN_HEADER
 
@@ -118,13 +119,12 @@ def authenticate(provider: IdentityProvider, headers: dict[str, str], connection
     return provider.validate(token, project)
 
 
-def make_provider(config: dict) -> IdentityProvider:
-    backend = config.get("backend", "embedded")
+def make_provider(config: IdentitySettings) -> IdentityProvider:
+    backend = config.backend
     if backend == "embedded":
-        token_file = config.get("token_file")
-        if not token_file:
+        if not config.token_file:
             raise ValueError("[identity] backend = 'embedded' needs token_file")
-        return EmbeddedIdentity(token_file)
+        return EmbeddedIdentity(config.token_file)
     if backend == "keystone":
         from gateway.tenancy.keystone import KeystoneIdentity
 

@@ -18,6 +18,10 @@
     negative_cache_ttl = 5
     cafile = "..."        # or insecure = true (tests only)
 
+The keys other than gateway/config.py's IdentitySettings fields go to the keystoneauth1 plugin
+that auth_type names; one that plugin does not take is refused, naming it, so that a misspelt
+credential is not silently left out.
+
 A token is validated with ``GET /v3/auth/tokens`` (``X-Subject-Token``) under the service's own
 token. Keystone answers 404 for a garbage, expired or revoked token: 401 here. A token scoped to
 another project than X-Auth-Project-Id: 401. Keystone unreachable, timing out, answering 5xx, or
@@ -39,16 +43,12 @@ import threading
 import time
 from dataclasses import dataclass
 
+from gateway.config import IdentitySettings
 from gateway.errors import DockerError
 from gateway.tenancy.identity import LOGIN_HINT, Identity, IdentityProvider
 from gateway.wire import PROJECT_HEADER
 
 log = logging.getLogger("moorage.identity.keystone")
-
-DEFAULT_TIMEOUT = 5.0
-DEFAULT_CACHE_TTL = 60.0
-DEFAULT_CACHE_SIZE = 10000
-DEFAULT_NEGATIVE_TTL = 5.0
 
 REFRESH_HINT = (
     "get a new token with `moorage login --refresh` (after sourcing your OpenStack credentials) "
@@ -82,45 +82,55 @@ def _v3_url(url: str) -> str:
     return url if url.endswith("/v3") else url + "/v3"
 
 
-class KeystoneIdentity(IdentityProvider):
-    def __init__(self, config: dict):
-        from keystoneauth1 import loading, session
+def plugin(config: IdentitySettings):
+    """(the keystoneauth1 loader of ``config.auth_type``, the plugin options given for it);
+    ValueError naming an [identity] key that is neither a field of IdentitySettings nor one of
+    the plugin's options."""
+    from keystoneauth1 import loading
 
-        auth_url = config.get("auth_url")
-        if not auth_url:
-            raise ValueError("[identity] backend = 'keystone' needs auth_url (Keystone's v3 endpoint)")
-        self.auth_url = _v3_url(str(auth_url))
-        self.validate_url = self.auth_url + "/auth/tokens?nocatalog"
-        self.timeout = float(config.get("timeout", DEFAULT_TIMEOUT))
-        self.cache_ttl = max(0.0, float(config.get("cache_ttl", DEFAULT_CACHE_TTL)))
-        self.negative_ttl = max(
-            0.0, float(config.get("negative_cache_ttl", min(self.cache_ttl, DEFAULT_NEGATIVE_TTL)))
+    auth_type = config.auth_type
+    plugin_name = {
+        "password": "v3password",
+        "applicationcredential": "v3applicationcredential",
+        "v3applicationcredential": "v3applicationcredential",
+    }.get(auth_type, auth_type)
+    try:
+        loader = loading.get_plugin_loader(plugin_name)
+    except Exception as exc:  # keystoneauth1's NoMatchingPlugin
+        raise ValueError(f"[identity] auth_type {auth_type!r} is not a keystoneauth1 plugin") from exc
+    known = sorted(opt.dest for opt in loader.get_options() if opt.dest != "auth_url")
+    unknown = [key for key in config.plugin_options if key not in known]
+    if unknown:
+        raise ValueError(
+            f"unknown key [identity] {unknown[0]} (auth_type {auth_type!r}); its plugin's keys: "
+            f"{', '.join(known)}"
         )
-        self.cache_size = max(1, int(config.get("cache_size", DEFAULT_CACHE_SIZE)))
+    return loader, dict(config.plugin_options)
 
-        auth_type = str(config.get("auth_type", "password"))
-        plugin_name = {
-            "password": "v3password",
-            "applicationcredential": "v3applicationcredential",
-            "v3applicationcredential": "v3applicationcredential",
-        }.get(auth_type, auth_type)
-        try:
-            loader = loading.get_plugin_loader(plugin_name)
-        except Exception as exc:  # keystoneauth1's NoMatchingPlugin
-            raise ValueError(f"[identity] auth_type {auth_type!r} is not a keystoneauth1 plugin") from exc
-        options = {}
-        for opt in loader.get_options():
-            if opt.dest in config and opt.dest != "auth_url":
-                options[opt.dest] = config[opt.dest]
+
+class KeystoneIdentity(IdentityProvider):
+    def __init__(self, config: IdentitySettings):
+        from keystoneauth1 import session
+
+        if not config.auth_url:
+            raise ValueError("[identity] backend = 'keystone' needs auth_url (Keystone's v3 endpoint)")
+        self.auth_url = _v3_url(config.auth_url)
+        self.validate_url = self.auth_url + "/auth/tokens?nocatalog"
+        self.timeout = config.timeout
+        self.cache_ttl = max(0.0, config.cache_ttl)
+        self.negative_ttl = max(0.0, config.negative_ttl)
+        self.cache_size = max(1, config.cache_size)
+
+        loader, options = plugin(config)
         try:
             auth = loader.load_from_options(auth_url=self.auth_url, **options)
         except Exception as exc:  # MissingRequiredOptions names what is missing
             raise ValueError(f"[identity] Keystone service credentials are incomplete: {exc}") from exc
         verify: bool | str = True
-        if config.get("insecure"):
+        if config.insecure:
             verify = False
-        elif config.get("cafile"):
-            verify = str(config["cafile"])
+        elif config.cafile:
+            verify = config.cafile
         # Built per worker (the gateway's factory runs after the fork): no shared sockets.
         self.session = session.Session(
             auth=auth, verify=verify, timeout=self.timeout, user_agent="moorage-gateway"

@@ -136,11 +136,11 @@ class Stack:
     def get(self, path: str, headers: dict | None = None, method: str = "GET") -> tuple[int, dict, bytes]:
         return http(self.host, method, path, headers=headers)
 
-    def gateway_config(self) -> dict:
-        import tomllib
+    def gateway_settings(self):
+        """The stack gateway's settings, read as the gateway reads them."""
+        from gateway import config
 
-        with open(os.path.join(self.dir, "moorage.toml"), "rb") as fh:
-            return tomllib.load(fh)
+        return config.load(os.path.join(self.dir, "moorage.toml"))
 
 
 @pytest.fixture(scope="session")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -96,7 +97,7 @@ def test_docker_cli_without_login_says_how(stack, tmp_path):
 def test_admin_role_is_recognized(stack):
     from gateway.tenancy.identity import make_provider
 
-    provider = make_provider(stack.gateway_config()["identity"])
+    provider = make_provider(stack.gateway_settings().identity)
     token, body = token_of(stack.admin)
     admin = provider.validate(token, body["project"]["id"])
     assert admin.is_admin and admin.project_name == "admin" and admin.user_name == "admin"
@@ -110,7 +111,7 @@ def test_admin_role_is_recognized(stack):
 def test_cache_is_bounded(stack):
     from gateway.tenancy.identity import make_provider
 
-    provider = make_provider({**stack.gateway_config()["identity"], "cache_size": 2})
+    provider = make_provider(dataclasses.replace(stack.gateway_settings().identity, cache_size=2))
     tokens = [token_of(stack.openrc["alpha"])[0] for _ in range(3)]
     for token in tokens:
         provider.validate(token, stack.project["alpha"])
@@ -118,7 +119,7 @@ def test_cache_is_bounded(stack):
 
 
 def test_revoked_token_is_refused_after_the_cache_ttl(stack):
-    ttl = float(stack.gateway_config()["identity"]["cache_ttl"])
+    ttl = stack.gateway_settings().identity.cache_ttl
     token, _ = token_of(stack.openrc["alpha"])
     headers = {"X-Auth-Token": token, "X-Auth-Project-Id": stack.project["alpha"]}
     for _ in range(4):  # into both workers' caches

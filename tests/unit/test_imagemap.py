@@ -81,7 +81,11 @@ def test_decoys():
 
 @pytest.fixture
 def db(tmp_path):
-    store.init(config.Settings(database=f"sqlite:///{tmp_path}/m.db").database)
+    store.init(
+        config.Settings(
+            gateway=config.GatewaySettings(database=f"sqlite:///{tmp_path}/m.db")
+        ).gateway.database
+    )
     store.Instance.create(uuid="i1", agent_url="tcp://127.0.0.1:1", agent_secret="s", position=1)
     imagemap.record(imagemap.PUBLIC, "busybox:latest", ID_PUB, "i1")
     imagemap.record(P, "app:1", ID_A, "i1")

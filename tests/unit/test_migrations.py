@@ -75,7 +75,7 @@ def _build_v1(url: str) -> None:
         for i in range(3):
             Instance.create(
                 uuid=f"i{i}",
-                agent_url=f"tcp://10.0.0.{i}:2376",
+                agent_url=f"tcp://198.18.0.{i}:2376",
                 agent_secret="s",
                 facts='{"NCPU": 2}',
                 registered_at=now,

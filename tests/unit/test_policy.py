@@ -24,7 +24,7 @@ def policy_path(tmp_path):
 
 @pytest.fixture
 def checker(policy_path):
-    return Checker({"file": str(policy_path)}, {})
+    return Checker(config.PolicySettings(file=str(policy_path)), config.LimitsSettings())
 
 
 def write_policy(path, rules: dict) -> None:
@@ -401,12 +401,16 @@ def test_the_agents_port_is_never_published_whatever_the_policy(checker, policy_
 
 
 def test_reserved_ports_are_the_agents_and_the_operators():
-    assert reserved_ports(None) == {2376}
-    assert reserved_ports({"reserved_ports": [9100, "9200", "x"]}, [7000, 2376]) == {2376, 7000, 9100, 9200}
+    assert reserved_ports([]) == {2376}
+    assert reserved_ports([9100, "9200", "x"], [7000, 2376]) == {2376, 7000, 9100, 9200}
 
 
 def test_the_registered_agents_ports_come_from_the_store(tmp_path):
-    store.init(config.Settings(database=f"sqlite:///{tmp_path}/m.db").database)
+    store.init(
+        config.Settings(
+            gateway=config.GatewaySettings(database=f"sqlite:///{tmp_path}/m.db")
+        ).gateway.database
+    )
     for n, url in enumerate(["tcp://198.18.0.11:7000", "http://198.18.0.12:7001", "unix:///run/agent.sock"]):
         store.Instance.create(uuid=f"i{n}", agent_url=url, agent_secret="s", position=n)
     assert instances.agent_ports() == {7000, 7001}
@@ -626,25 +630,25 @@ def test_rules_can_refer_to_other_rules_and_roles(checker, policy_path):
 
 
 def test_no_policy_file_configured_refuses_everything():
-    checker = Checker({}, {})
+    checker = Checker(config.PolicySettings(), config.LimitsSettings())
     assert refused(checker.container_create, ADMIN, hc(Privileged=True)).status == 403
 
 
 # -- resource defaults and maxima ---------------------------------------------------------------
-LIMITS = {
-    "default_memory": "512m",
-    "max_memory": "2g",
-    "default_cpus": 1,
-    "max_cpus": 2,
-    "default_pids": 256,
-    "max_pids": 1024,
-    "projects": {"beta-id": {"max_memory": "8g"}},
-}
+LIMITS = config.LimitsSettings(
+    default_memory="512m",
+    max_memory="2g",
+    default_cpus=1.0,
+    max_cpus=2.0,
+    default_pids=256,
+    max_pids=1024,
+    projects={"beta-id": config.ResourceLimits(max_memory="8g")},
+)
 
 
 @pytest.fixture
 def limited(tmp_path):
-    return Checker({"file": str(tmp_path / "none.yaml")}, LIMITS)
+    return Checker(config.PolicySettings(file=str(tmp_path / "none.yaml")), LIMITS)
 
 
 def test_defaults_fill_what_the_request_lacks(limited):
@@ -734,7 +738,9 @@ def test_swap_is_bounded_with_a_memory_maximum(limited):
     limited.container_create(ALPHA, hc(Memory=2 << 30, MemorySwap=4 << 30))
     limited.container_create(ALPHA, hc(Memory=1 << 30, MemorySwap=0))
     limited.container_create(BETA, hc(Memory=1 << 30, MemorySwap=16 << 30))  # beta's maximum is 8g
-    Checker({}, {}).container_create(ALPHA, hc(Memory=1 << 30, MemorySwap=-1))  # no maximum: dockerd's way
+    Checker(config.PolicySettings(), config.LimitsSettings()).container_create(
+        ALPHA, hc(Memory=1 << 30, MemorySwap=-1)
+    )  # no maximum: dockerd's way
 
 
 def test_shm_and_cpu_weight_are_bounded_by_the_maxima(limited):
@@ -746,7 +752,9 @@ def test_shm_and_cpu_weight_are_bounded_by_the_maxima(limited):
     assert "2048, 1024 per CPU of 2 CPUs" in err.message
     limited.container_create(ALPHA, hc(CpuShares=2048))
     assert refused(limited.container_update, ALPHA, {"CpuShares": 262144}).status == 403
-    Checker({}, {}).container_create(ALPHA, hc(ShmSize=64 << 30, CpuShares=262144))
+    Checker(config.PolicySettings(), config.LimitsSettings()).container_create(
+        ALPHA, hc(ShmSize=64 << 30, CpuShares=262144)
+    )
 
 
 def build_query(pairs) -> dict:
@@ -816,14 +824,14 @@ def test_build_query_unchanged_without_limits(checker):
 
 
 def test_a_maximum_alone_is_the_default():
-    checker = Checker({}, {"max_memory": "1g"})
+    checker = Checker(config.PolicySettings(), config.LimitsSettings(max_memory="1g"))
     body = hc()
     checker.container_create(ALPHA, body)
     assert body["HostConfig"] == {"Memory": 1 << 30}
 
 
 def test_nothing_configured_changes_nothing():
-    checker = Checker({}, {})
+    checker = Checker(config.PolicySettings(), config.LimitsSettings())
     for body in (hc(), {"Image": "busybox"}, top(Binds=["v:/v"])):
         before = json.dumps(body)
         checker.container_create(ALPHA, body)
@@ -862,6 +870,6 @@ def test_names_exec_env_volume_and_build_labels_are_bounded(checker):
 
 
 def test_input_bounds_are_configurable():
-    checker = Checker({}, {"max_labels": 2, "max_name_length": 10})
+    checker = Checker(config.PolicySettings(), config.LimitsSettings(max_labels=2, max_name_length=10))
     assert refused(checker.container_create, ALPHA, {"Labels": {"a": "", "b": "", "c": ""}}).status == 400
     assert refused(checker.container_create, ALPHA, {}, name="x" * 11).status == 400

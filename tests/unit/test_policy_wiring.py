@@ -18,9 +18,9 @@ def client(tmp_path, monkeypatch):
     tokens = tmp_path / "identity.json"
     tokens.write_text(json.dumps({"tokens": {"tok-a": {"project_id": "pa", "roles": ["member"]}}}))
     settings = config.Settings(
-        database=f"sqlite:///{tmp_path / 'db.sqlite'}",
-        identity={"backend": "embedded", "token_file": str(tokens)},
-        policy={"file": str(tmp_path / "policy.yaml")},
+        gateway=config.GatewaySettings(database=f"sqlite:///{tmp_path / 'db.sqlite'}"),
+        identity=config.IdentitySettings(backend="embedded", token_file=str(tokens)),
+        policy=config.PolicySettings(file=str(tmp_path / "policy.yaml")),
     )
     sent = []
     monkeypatch.setattr(

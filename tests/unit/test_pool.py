@@ -76,9 +76,9 @@ def secret_of(server) -> str:
 @pytest.fixture
 def settings(db_url):
     """Every pool test on SQLite and on PostgreSQL (claims and drains share the placement lock)."""
-    s = config.Settings(database=db_url)
-    s.placement.update(provider="nova", capacity=2, pool_id="test-pool")
-    store.init(s.database)
+    s = config.Settings(gateway=config.GatewaySettings(database=db_url))
+    s.placement = config.PlacementSettings(provider="nova", capacity=2, pool_id="test-pool")
+    store.init(s.gateway.database)
     yield s
     store.close()
 
@@ -91,12 +91,12 @@ def nova():
 @pytest.fixture
 def provider(settings, nova, monkeypatch):
     prov = NovaProvider(
-        {
-            "flavor": "m1.moorage",
-            "gateway_url": "http://198.18.1.1:2375",
-            "boot_timeout": 5,
-            "empty_grace_seconds": 10,
-        },
+        config.NovaSettings(
+            flavor="m1.moorage",
+            gateway_url="http://198.18.1.1:2375",
+            boot_timeout=5,
+            empty_grace_seconds=10,
+        ),
         settings,
         client_factory=lambda: nova,
     )
@@ -268,9 +268,9 @@ def test_never_deletes_what_it_did_not_create(settings, provider, nova):
 
 @pytest.mark.parametrize("kind", ["local", "static"])
 def test_providers_that_cannot_grow_keep_todays_refusal(tmp_path, kind):
-    s = config.Settings(database=f"sqlite:///{tmp_path}/m.db")
-    s.placement.update(provider=kind)
-    store.init(s.database)
+    s = config.Settings(gateway=config.GatewaySettings(database=f"sqlite:///{tmp_path}/m.db"))
+    s.placement.provider = kind
+    store.init(s.gateway.database)
     with pytest.raises(DockerError) as exc:
         place(req(), s)
     assert exc.value.status == 503 and exc.value.message.startswith("no instance is available")

@@ -21,7 +21,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 @pytest.fixture
 def settings(db_url):
-    s = config.Settings(database=db_url)
+    s = config.Settings(gateway=config.GatewaySettings(database=db_url))
     store.init(db_url)
     store.Instance.create(uuid="a", agent_url="tcp://127.0.0.1:2001", agent_secret="s", position=1)
     yield s
@@ -126,7 +126,7 @@ def test_container_quota_refuses_with_docker_shaped_403(settings):
 
 
 def test_defaults_apply_and_project_values_override(settings):
-    settings.quotas = {"containers": 1}
+    settings.quotas = config.QuotaSettings(containers=1)
     place(req(), settings)
     with pytest.raises(DockerError):
         place(req(), settings)
@@ -340,7 +340,7 @@ def test_a_network_or_volume_placement_is_no_container(settings):
 
 # -- shown to the project and the operator --------------------------------------------------------
 def test_info_labels_and_report(settings):
-    settings.quotas = {"volumes": 10}
+    settings.quotas = config.QuotaSettings(volumes=10)
     quotas.set_limits("p", {"containers": 5, "memory": 1 << 30})
     confirm(place(req(memory=256 << 20), settings), "d" * 64, "web", "p", {})
     assert quotas.info_labels("p", settings) == [
@@ -357,7 +357,7 @@ def test_info_labels_and_report(settings):
 
 
 def test_cli_quota_set_show_unset(settings, capsys):
-    url = settings.database
+    url = settings.gateway.database
     assert cli.main(["--db", url, "quota", "set", "proj1", "containers=5", "memory=2g", "cpus=1.5"]) == 0
     out = capsys.readouterr().out
     assert "containers" in out and "2GiB" in out and "project" in out
@@ -397,7 +397,7 @@ store.init(url)
 db = store.database.obj
 store.Instance.create(uuid="a", agent_url="tcp://127.0.0.1:1", agent_secret="s", position=1, capacity=12)
 quotas.set_limits("p", {"containers": 5})
-settings = config.Settings(database=url)
+settings = config.Settings(gateway=config.GatewaySettings(database=url))
 store.release_connection()
 conns, ok, refused = set(), [], []
 

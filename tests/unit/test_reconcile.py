@@ -10,7 +10,11 @@ from gateway.instances import RECONCILE_GRACE, reconcile
 
 @pytest.fixture
 def instance(tmp_path):
-    store.init(config.Settings(database=f"sqlite:///{tmp_path}/m.db").database)
+    store.init(
+        config.Settings(
+            gateway=config.GatewaySettings(database=f"sqlite:///{tmp_path}/m.db")
+        ).gateway.database
+    )
     return store.Instance.create(uuid="i1", agent_url="tcp://127.0.0.1:1", agent_secret="s", position=1)
 
 

@@ -14,8 +14,8 @@ from gateway.placement.scheduler import confirm
 
 @pytest.fixture
 def settings(db_url):
-    s = config.Settings(database=db_url)
-    store.init(s.database)
+    s = config.Settings(gateway=config.GatewaySettings(database=db_url))
+    store.init(s.gateway.database)
     yield s
     store.close()
 
@@ -48,7 +48,7 @@ def test_fill_uses_each_instance_before_the_next(settings):
 
 
 def test_spread_balances(settings):
-    settings.placement["strategy"] = "spread"
+    settings.placement.strategy = "spread"
     for i in range(3):
         add_instance(f"i{i}", i)
     placed = [place(req(), settings).instance.uuid for _ in range(6)]
@@ -57,7 +57,7 @@ def test_spread_balances(settings):
 
 
 def test_default_capacity_applies_when_instance_reports_none(settings):
-    settings.placement["capacity"] = 1
+    settings.placement.capacity = 1
     add_instance("a", 1)
     add_instance("b", 2)
     assert [place(req(), settings).instance.uuid for _ in range(2)] == ["a", "b"]
@@ -172,7 +172,7 @@ def test_reservations_and_releases_keep_the_count(settings):
 
 
 def test_default_capacity_and_own_capacity_mixed(settings):
-    settings.placement["capacity"] = 2
+    settings.placement.capacity = 2
     add_instance("own3", 1, capacity=3)
     add_instance("default", 2)  # capacity 0: the [placement] default (2)
     add_instance("own1", 3, capacity=1)
@@ -184,7 +184,7 @@ def test_default_capacity_and_own_capacity_mixed(settings):
 
 
 def test_spread_ties_go_to_fill_order_then_uuid(settings):
-    settings.placement["strategy"] = "spread"
+    settings.placement.strategy = "spread"
     add_instance("z", 1)
     add_instance("y", 2)
     add_instance("x", 2)  # same position as y: uuid decides

@@ -37,13 +37,13 @@ class Decide:
     def settings(self, strategy: str):
         from gateway import config
 
-        s = config.Settings(database="")
-        s.placement = {"strategy": strategy, "capacity": DEFAULT_CAPACITY}
-        # Seeded heartbeats stay fresh for the run (no heartbeat writes compete here); the
-        # silent instances' are two days old.
-        s.heartbeat_interval = 3600.0
-        s.quotas = {"containers": 100, "memory": "64g", "cpus": 32}
-        return s
+        return config.Settings(
+            # Seeded heartbeats stay fresh for the run (no heartbeat writes compete here); the
+            # silent instances' are two days old.
+            gateway=config.GatewaySettings(database="", heartbeat_interval=3600.0),
+            placement=config.PlacementSettings(strategy=strategy, capacity=DEFAULT_CAPACITY),
+            quotas=config.QuotaSettings(containers=100, memory="64g", cpus=32),
+        )
 
     def requests(self, pop: Population, case: str, count: int, rng: random.Random):
         from gateway.placement import PlacementRequest
