@@ -8,10 +8,9 @@ from typing import Any
 
 import falcon
 
-from gateway import resolve
 from gateway.errors import DockerError
 from gateway.routing import Route
-from gateway.tenancy import Identity, names
+from gateway.tenancy import Identity, names, resolve
 from gateway.wire import ALL_PROJECTS_HEADER
 
 _UNRESOLVED = object()

@@ -5,7 +5,7 @@ slashes (image names such as ``registry:5000/team/app:tag``), as dockerd's route
 Every route answers on ``/vX.Y/...`` and on the unversioned path.
 
 A route that names one of the tenant's objects declares which kind (``resolves``): the
-dispatcher resolves the path's reference within the caller's project (gateway/resolve.py),
+dispatcher resolves the path's reference within the caller's project (gateway/tenancy/resolve.py),
 hands the handler the object (``ctx.target``) and the path naming it for its daemon
 (``ctx.daemon_path``). No handler finds its own object.
 """

@@ -10,7 +10,6 @@ from collections.abc import Callable
 from urllib.parse import urlencode
 
 from gateway import instances, policy, quotas, store
-from gateway import resolve as resolve_
 from gateway.context import Context
 from gateway.errors import DockerError
 from gateway.forward import call, forward, raise_for, respond, send
@@ -31,6 +30,7 @@ from gateway.services.common import (
 )
 from gateway.store import RESERVATION_PREFIX
 from gateway.tenancy import PROJECT_LABEL, names, scope
+from gateway.tenancy import resolve as resolve_
 
 
 def to_container(ctx: Context, **changes) -> None:

@@ -13,7 +13,7 @@ tenant sees it as "bridge", and other projects' containers cannot reach them by 
 
 from __future__ import annotations
 
-from gateway import instances, policy, quotas, resolve, store
+from gateway import instances, policy, quotas, store
 from gateway.context import Context
 from gateway.errors import DockerError
 from gateway.forward import call, forward, raise_for, respond, send
@@ -25,7 +25,7 @@ from gateway.services.common import (
     project_label_filter,
     with_query,
 )
-from gateway.tenancy import PROJECT_LABEL, names, scope
+from gateway.tenancy import PROJECT_LABEL, names, resolve, scope
 from gateway.wire import DEFAULT_BRIDGE_LABEL
 
 # (instance uuid, project) pairs whose default bridge this worker has made or seen: one

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import secrets
 
-from gateway import policy, quotas, resolve, store
+from gateway import policy, quotas, store
 from gateway.context import Context
 from gateway.errors import DockerError
 from gateway.forward import call, forward, raise_for, respond, send
@@ -22,7 +22,7 @@ from gateway.services.common import (
     project_label_filter,
     with_query,
 )
-from gateway.tenancy import PROJECT_LABEL, names, scope
+from gateway.tenancy import PROJECT_LABEL, names, resolve, scope
 
 
 def _for_tenant(ctx: Context, volume: dict) -> dict:

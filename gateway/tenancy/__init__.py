@@ -6,12 +6,12 @@ token file (development only); the Keystone provider (gateway/tenancy/keystone.p
 Keystone behind the same interface.
 """
 
+from gateway.config import IdentitySettings
 from gateway.tenancy.identity import (
     EmbeddedIdentity,
     Identity,
     IdentityProvider,
     authenticate,
-    make_provider,
 )
 from gateway.wire import PROJECT_LABEL
 
@@ -23,3 +23,17 @@ __all__ = [
     "authenticate",
     "make_provider",
 ]
+
+
+def make_provider(config: IdentitySettings) -> IdentityProvider:
+    backend = config.backend
+    if backend == "embedded":
+        if not config.token_file:
+            raise ValueError("[identity] backend = 'embedded' needs token_file")
+        return EmbeddedIdentity(config.token_file)
+    if backend == "keystone":
+        # Imported only when chosen: keystoneauth1 is heavy, and the embedded backend needs none of it.
+        from gateway.tenancy.keystone import KeystoneIdentity
+
+        return KeystoneIdentity(config)
+    raise ValueError(f"unknown identity backend {backend!r} (available: embedded, keystone)")

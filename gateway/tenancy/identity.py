@@ -9,7 +9,6 @@ import threading
 import weakref
 from dataclasses import dataclass, field
 
-from gateway.config import IdentitySettings
 from gateway.errors import DockerError
 from gateway.wire import PROJECT_HEADER, TOKEN_HEADER
 
@@ -117,16 +116,3 @@ def authenticate(provider: IdentityProvider, headers: dict[str, str], connection
             401, f"authentication required: missing {' and '.join(missing)} header; {LOGIN_HINT}"
         )
     return provider.validate(token, project)
-
-
-def make_provider(config: IdentitySettings) -> IdentityProvider:
-    backend = config.backend
-    if backend == "embedded":
-        if not config.token_file:
-            raise ValueError("[identity] backend = 'embedded' needs token_file")
-        return EmbeddedIdentity(config.token_file)
-    if backend == "keystone":
-        from gateway.tenancy.keystone import KeystoneIdentity
-
-        return KeystoneIdentity(config)
-    raise ValueError(f"unknown identity backend {backend!r} (available: embedded, keystone)")

@@ -16,10 +16,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TypeVar, cast
 
-from gateway import resolve, store
+from gateway import store
 from gateway.errors import DockerError
 from gateway.policy import bodies
-from gateway.tenancy import names
+from gateway.tenancy import names, resolve
 
 # Network modes that name no tenant object.
 PLAIN_NETWORK_MODES = ("", "default", "bridge", "host", "none")

@@ -95,7 +95,7 @@ def test_docker_cli_without_login_says_how(stack, tmp_path):
 
 
 def test_admin_role_is_recognized(stack):
-    from gateway.tenancy.identity import make_provider
+    from gateway.tenancy import make_provider
 
     provider = make_provider(stack.gateway_settings().identity)
     token, body = token_of(stack.admin)
@@ -109,7 +109,7 @@ def test_admin_role_is_recognized(stack):
 
 
 def test_cache_is_bounded(stack):
-    from gateway.tenancy.identity import make_provider
+    from gateway.tenancy import make_provider
 
     provider = make_provider(dataclasses.replace(stack.gateway_settings().identity, cache_size=2))
     tokens = [token_of(stack.openrc["alpha"])[0] for _ in range(3)]
