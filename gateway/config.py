@@ -13,6 +13,8 @@ registration_secret = "..."      # what agents present to register
 tls_cert = "..."; tls_key = "..."; tls_ca = "..."   # TLS; with tls_ca, client certs are verified
 log_file = "..."; pid_file = "..."
 heartbeat_interval = 10           # seconds between agent heartbeats
+body_idle_timeout = 120           # seconds a request body may stall before the request is
+                                  # refused (400) and its upstream call aborted; 0: never
 [identity]
 backend = "embedded"              # or "keystone" (gateway/tenancy/keystone.py: its keys and the
                                   # keystoneauth1 plugin's, such as username and password)
@@ -71,6 +73,7 @@ class GatewaySettings:
     log_file: str = ""
     pid_file: str = ""
     heartbeat_interval: float = 10.0
+    body_idle_timeout: float = 120.0
 
     @property
     def heartbeat_timeout(self) -> float:

@@ -7,11 +7,14 @@ turns the client's connection into a raw splice through the relay.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections.abc import Iterable, Iterator
 from typing import Any
 from urllib.parse import quote
+
+from gunicorn.http.errors import ParseException
 
 from gateway import store, versions
 from gateway.agentclient import AgentClient
@@ -79,10 +82,54 @@ def wants_upgrade(ctx: Context) -> bool:
     )
 
 
-def _read_stream(stream, remaining: int | None) -> Iterator[bytes]:
+class _Idle:
+    """While a body is read, the client's socket gives up after ``seconds`` of silence, so a
+    client that stops sending cannot hold the request (and its upstream connection) forever."""
+
+    def __init__(self, sock, seconds: float | None):
+        self.sock = sock if seconds else None
+        self.seconds = seconds
+        self.before = None
+
+    def __enter__(self):
+        if self.sock is not None:
+            self.before = self.sock.gettimeout()
+            self.sock.settimeout(self.seconds)
+
+    def __exit__(self, *_):
+        if self.sock is not None:
+            with contextlib.suppress(OSError):
+                self.sock.settimeout(self.before)
+
+
+def _read_stream(stream, remaining: int | None, sock=None, idle: float | None = None) -> Iterator[bytes]:
+    """The client's body, read in large pieces: the one place a request body is read.
+
+    gunicorn's readers raise ``ParseException`` subclasses (InvalidChunkSize,
+    ChunkMissingTerminator, ...) for a malformed chunked body, and ``NoMoreData`` (an
+    OSError, like a reset or an idle timeout) when the client goes away inside it; a body
+    shorter than its Content-Length just ends early. Each is the client's fault: a 400 here,
+    raised into whatever consumes the body, so that a request being relayed upstream is aborted
+    rather than left waiting for bytes that never come."""
+    declared = remaining
     while remaining is None or remaining > 0:
-        data = stream.read(BODY_READ if remaining is None else min(BODY_READ, remaining))
+        try:
+            with _Idle(sock, idle):
+                data = stream.read(BODY_READ if remaining is None else min(BODY_READ, remaining))
+        except ParseException as exc:
+            raise DockerError(400, f"malformed request body: {exc}; send a well-formed request") from exc
+        except OSError as exc:
+            why = "timed out" if isinstance(exc, TimeoutError) else "unexpected EOF"
+            raise DockerError(
+                400, f"cannot read the request body: {why} ({type(exc).__name__}); send the whole body"
+            ) from exc
         if not data:
+            if remaining is not None:
+                raise DockerError(
+                    400,
+                    f"request body ended after {declared - remaining} of its {declared} bytes "
+                    "(unexpected EOF); send the whole body",
+                )
             return
         if remaining is not None:
             remaining -= len(data)
@@ -92,10 +139,12 @@ def _read_stream(stream, remaining: int | None) -> Iterator[bytes]:
 def client_body(ctx: Context) -> tuple[Iterable[bytes] | None, int | None]:
     """The client's body as an iterator of buffers, and its length if known."""
     length = ctx.req.content_length
+    sock = ctx.req.env.get("gunicorn.socket")
+    idle = ctx.settings.gateway.body_idle_timeout
     if length:
-        return _read_stream(ctx.req.stream, length), length
+        return _read_stream(ctx.req.stream, length, sock, idle), length
     if "chunked" in (ctx.req.get_header("Transfer-Encoding") or "").lower():
-        return _read_stream(ctx.req.stream, None), None
+        return _read_stream(ctx.req.stream, None, sock, idle), None
     return None, None
 
 

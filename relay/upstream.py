@@ -319,4 +319,10 @@ def request(
         if isinstance(exc, UpstreamError):
             raise
         raise UpstreamError(f"{endpoint}: {exc}") from exc
+    except BaseException:
+        # The body's source failed (its client sent a malformed or short body, or went
+        # away): closing the connection tells the daemon the body ended early, so it fails
+        # the request and releases what it holds instead of waiting for the rest.
+        sock.close()
+        raise
     return UpstreamResponse(sock, reader, status, reason, resp_headers, method)

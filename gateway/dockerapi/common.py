@@ -6,6 +6,7 @@ import json
 
 from gateway.context import Context
 from gateway.errors import DockerError
+from gateway.forward import client_body
 
 JSON_BODY_LIMIT = 10 * 1024 * 1024
 _JSON = json.JSONDecoder()
@@ -19,9 +20,15 @@ def read_json(ctx: Context, limit: int = JSON_BODY_LIMIT) -> tuple[object | None
         raise DockerError(
             413, f"request body too large: {length} bytes (limit {limit}); send a smaller request"
         )
-    raw = ctx.req.bounded_stream.read(limit + 1)
-    if len(raw) > limit:
-        raise DockerError(413, f"request body too large (limit {limit} bytes); send a smaller request")
+    # Through forward's one body reader: a chunked body (docker-java sends its JSON so) is
+    # read whole, and a malformed or short one is a 400, not an empty body.
+    chunks, _ = client_body(ctx)
+    buf = bytearray()
+    for data in chunks or ():
+        buf += data
+        if len(buf) > limit:
+            raise DockerError(413, f"request body too large (limit {limit} bytes); send a smaller request")
+    raw = bytes(buf)
     ctype = (ctx.req.content_type or "").split(";")[0].strip().lower()
     if not raw or ctype != "application/json":
         return None, raw

@@ -18,10 +18,13 @@ from gateway.placement.scheduler import confirm, name_conflict
 from gateway.services import images as images_
 from gateway.services import networks, volumes
 from gateway.services.common import (
+    daemon_judges,
     every_instance,
     hide_project_label,
     home_instance,
     names_stripped,
+    not_objects,
+    odd_numbers,
     on_finish,
     parse_filters,
     project_label_filter,
@@ -107,6 +110,11 @@ def _order_same_second(merged: list[dict], origin: dict[str, str]) -> None:
 
 def create(ctx: Context, body, raw: bytes) -> None:
     """POST /containers/create: ``body`` as parsed (None: only dockerd can judge ``raw``)."""
+    if isinstance(body, dict) and (
+        odd_numbers(body) or not_objects(body, ("HostConfig", "NetworkingConfig", "Labels"))
+    ):
+        # dockerd refuses to decode this; the gateway's limits, quotas and store cannot hold it.
+        raise daemon_judges(ctx, raw, "/containers/create", query="name=%21")
     # 403 for what the project may not ask; default limits
     policy.container_create(ctx, body, agent_ports=instances.agent_ports())
     name = (ctx.query("name") or "").lstrip("/")

@@ -18,10 +18,13 @@ from gateway.context import Context
 from gateway.errors import DockerError
 from gateway.forward import call, forward, raise_for, respond, send
 from gateway.services.common import (
+    daemon_judges,
     every_instance,
     hide_project_label,
     home_instance,
     new_object_instance,
+    not_objects,
+    odd_numbers,
     project_label_filter,
     with_query,
 )
@@ -110,6 +113,10 @@ def inspect(ctx: Context) -> None:
 
 
 def create(ctx: Context, body, raw: bytes) -> None:
+    if isinstance(body, dict) and (
+        odd_numbers(body) or not_objects(body, ("Labels", "Options", "IPAM", "ConfigFrom"))
+    ):
+        raise daemon_judges(ctx, raw, "/networks/create", invalid_name="")
     policy.network_create(ctx, body)  # bounded labels/options; drivers and options reaching the instance
     scope.canonical(body, ("Name", "Labels"))
     if not isinstance(body, dict) or not isinstance(body.get("Name"), str) or not body["Name"]:

@@ -15,10 +15,13 @@ from gateway.context import Context
 from gateway.errors import DockerError
 from gateway.forward import call, forward, raise_for, respond, send
 from gateway.services.common import (
+    daemon_judges,
     every_instance,
     hide_project_label,
     home_instance,
     new_object_instance,
+    not_objects,
+    odd_numbers,
     project_label_filter,
     with_query,
 )
@@ -43,6 +46,10 @@ def list_(ctx: Context) -> None:
 
 
 def create(ctx: Context, body, raw: bytes) -> None:
+    if isinstance(body, dict) and (
+        odd_numbers(body) or not_objects(body, ("Labels", "DriverOpts", "ClusterVolumeSpec"))
+    ):
+        raise daemon_judges(ctx, raw, "/volumes/create", invalid_name="!")
     policy.volume_create(ctx, body)
     if body is None and not raw:
         body = {}

@@ -132,3 +132,30 @@ def test_splice_half_closes_both_ways():
     assert all(job.ready() for job in jobs)
     assert got["stdin"] == b"input"
     assert jobs[2].value == b"hdr;echo:input"
+
+
+def test_a_failing_body_aborts_the_request_so_the_daemon_sees_the_body_end_early():
+    """A client body that fails mid-way (malformed, short, gone) closes the upstream
+    connection: the daemon reads EOF before its Content-Length and releases what it holds."""
+    seen = []
+
+    def handler(conn):
+        data = b""
+        while chunk := conn.recv(65536):
+            data += chunk
+        seen.append(data)
+
+    endpoint = serve_once(handler)
+
+    def body():
+        yield b"abc"
+        raise RuntimeError("the client body broke")
+
+    with pytest.raises(RuntimeError):
+        request(endpoint, "PUT", "/x", [], body(), content_length=100, timeout=5)
+    deadline = threading.Event()
+    for _ in range(50):
+        if seen:
+            break
+        deadline.wait(0.1)
+    assert seen and seen[0].endswith(b"abc")
