@@ -13,10 +13,10 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 from urllib.parse import quote
 
-from gateway import store, versions
+from gateway import instances, store, versions
 from gateway.agentclient import AgentClient
 from gateway.context import Context
-from gateway.errors import DockerError
+from gateway.errors import DockerError, scrubbed_body
 from gateway.tenancy import names
 from gateway.wire import (
     AGENT_SECRET_HEADER,
@@ -227,8 +227,12 @@ def respond(ctx: Context, instance: store.Instance, upstream: UpstreamResponse) 
         and ctx.project
         and upstream.content_length is not None
     ):
-        # An error quotes names as the daemon knows them; the tenant gets its own back.
-        resp.data = names.text_to_tenant(ctx.project, upstream.read().decode("utf-8", "replace")).encode()
+        # An error quotes names as the daemon knows them; the tenant gets its own back, and
+        # none of the daemon's own paths (gateway/errors.py scrub_paths).
+        resp.status, text = scrubbed_body(
+            upstream.status, upstream.read().decode("utf-8", "replace"), instances.daemon_roots()
+        )
+        resp.data = names.text_to_tenant(ctx.project, text).encode()
         return
     if upstream.content_length is not None:
         resp.content_length = upstream.content_length

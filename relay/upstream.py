@@ -319,4 +319,9 @@ def request(
         if isinstance(exc, UpstreamError):
             raise
         raise UpstreamError(f"{endpoint}: {exc}") from exc
+    except BaseException:
+        # The body's producer gave up (a gateway refusing what it read): the connection goes
+        # at once, so the daemon sees a broken request, never a short one that looks whole.
+        sock.close()
+        raise
     return UpstreamResponse(sock, reader, status, reason, resp_headers, method)
