@@ -56,7 +56,8 @@ _IMAGEDB = re.compile(
     rf"(?:open |stat )?/{_PATH_CHARS}*/imagedb/content/sha256/([0-9a-f]{{64}})"
     r"(?:: no such file or directory)?"
 )
-NO_SUCH_IMAGE = re.compile(r"^No such image: sha256:[0-9a-f]{64}$")
+# dockerd's words around it ("failed to get digest sha256:...: ") add nothing to them.
+NO_SUCH_IMAGE = re.compile(r"No such image: sha256:[0-9a-f]{64}$")
 
 
 def scrub_paths(text: str, roots=()) -> str:
@@ -81,8 +82,10 @@ def scrubbed(error: DockerError, roots=()) -> DockerError:
     message = scrub_paths(error.message, roots)
     if message == error.message:
         return error
-    status = 404 if error.status == 500 and NO_SUCH_IMAGE.match(message) else error.status
-    return DockerError(status, message, content_type=error.content_type)
+    missing = NO_SUCH_IMAGE.search(message) if error.status == 500 else None
+    if missing:
+        return DockerError(404, missing.group(0), content_type=error.content_type)
+    return DockerError(error.status, message, content_type=error.content_type)
 
 
 def scrubbed_body(status: int, text: str, roots=()) -> tuple[int, str]:

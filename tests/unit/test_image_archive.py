@@ -227,6 +227,12 @@ ROOT = "/tmp/stack/hosts/h1/docker"
             (404, f"No such image: sha256:{'ab' * 32}"),
         ),
         (
+            f"failed to get digest sha256:{'ab' * 32}: open {ROOT}/image/vfs/imagedb/content/sha256/{'ab' * 32}: "
+            "no such file or directory",
+            500,
+            (404, f"No such image: sha256:{'ab' * 32}"),
+        ),
+        (
             f"open {ROOT}/tmp/docker-import-123456/{'cd' * 32}.json: no such file or directory",
             500,
             (500, f"open {'cd' * 32}.json: no such file or directory"),
