@@ -80,11 +80,11 @@ def scrubbed(error: DockerError, roots=()) -> DockerError:
     """``error`` with the daemon's paths removed (see scrub_paths); a daemon's 500 that turns
     out to be a missing image's file answers as dockerd does for a missing image (404)."""
     message = scrub_paths(error.message, roots)
-    if message == error.message:
-        return error
     missing = NO_SUCH_IMAGE.search(message) if error.status == 500 else None
     if missing:
         return DockerError(404, missing.group(0), content_type=error.content_type)
+    if message == error.message:
+        return error
     return DockerError(error.status, message, content_type=error.content_type)
 
 
@@ -92,7 +92,7 @@ def scrubbed_body(status: int, text: str, roots=()) -> tuple[int, str]:
     """A daemon's error answer (status, ``{"message": ...}`` text) with its paths removed, as
     ``scrubbed`` does for a DockerError; a body that is not Docker's shape is scrubbed as text."""
     clean = scrub_paths(text, roots)
-    if clean == text:
+    if clean == text and not (status == 500 and "No such image: sha256:" in text):
         return status, text
     try:
         payload = json.loads(text)
