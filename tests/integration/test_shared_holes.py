@@ -72,7 +72,7 @@ def watch(stack, alpha_app):
 
 def rebuilt(saved: bytes, tags: list[str], form: str) -> bytes:
     """``saved`` with its manifest naming ``tags``, put in the archive in the way ``form`` says."""
-    src = tarfile.open(fileobj=io.BytesIO(saved))
+    src = tarfile.open(fileobj=io.BytesIO(saved))  # noqa: SIM115 (in memory)
     manifest = json.loads(src.extractfile("manifest.json").read())
     manifest[0]["RepoTags"] = tags
     evil = json.dumps(manifest).encode()
@@ -176,7 +176,7 @@ def test_errors_name_no_daemon_path(stack, watch, beta_saved):
     assert resp.json()["message"] == f"No such image: sha256:{hexid}"
     watch.unchanged(resp, "get")
     # A manifest naming a config the archive lacks.
-    src = tarfile.open(fileobj=io.BytesIO(beta_saved))
+    src = tarfile.open(fileobj=io.BytesIO(beta_saved))  # noqa: SIM115 (in memory)
     manifest = json.loads(src.extractfile("manifest.json").read())
     manifest[0]["Config"] = "missing.json"
     buf = io.BytesIO()
