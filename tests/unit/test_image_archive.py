@@ -227,8 +227,8 @@ ROOT = "/tmp/stack/hosts/h1/docker"
             (404, f"No such image: sha256:{'ab' * 32}"),
         ),
         (
-            f"failed to get digest sha256:{'ab' * 32}: open {ROOT}/image/vfs/imagedb/content/sha256/{'ab' * 32}: "
-            "no such file or directory",
+            f"failed to get digest sha256:{'ab' * 32}: "
+            f"open {ROOT}/image/vfs/imagedb/content/sha256/{'ab' * 32}: no such file or directory",
             500,
             (404, f"No such image: sha256:{'ab' * 32}"),
         ),
