@@ -49,6 +49,8 @@ def daemon_facts(docker: Endpoint) -> dict:
             "Name": info.get("Name"),
             "OperatingSystem": info.get("OperatingSystem"),
             "KernelVersion": info.get("KernelVersion"),
+            # The gateway removes this path from the daemon's error messages (gateway/errors.py).
+            "DockerRootDir": info.get("DockerRootDir"),
         },
     }
 

@@ -14,7 +14,7 @@ import falcon
 
 from gateway import agentapi, instances, store, versions
 from gateway.context import Context
-from gateway.errors import DockerError, page_not_found
+from gateway.errors import DockerError, page_not_found, scrubbed
 from gateway.placement import reaper
 from gateway.routing import Router
 from gateway.tenancy import authenticate, make_provider, names
@@ -138,6 +138,8 @@ class Gateway:
                 f"internal error in the Moorage gateway ({type(exc).__name__}); "
                 "the operator can find the details in the gateway log",
             )
+        # A daemon's message may quote its own paths (data root, temporary directories).
+        error = scrubbed(error, instances.daemon_roots())
         project = getattr(req.context, "project", "")
         if project:
             # A daemon's message may quote the project's daemon names: the tenant's own, please.

@@ -16,10 +16,10 @@ from urllib.parse import quote
 
 from gunicorn.http.errors import ParseException
 
-from gateway import store, versions
+from gateway import instances, store, versions
 from gateway.agentclient import AgentClient
 from gateway.context import Context
-from gateway.errors import DockerError
+from gateway.errors import DockerError, scrubbed_body
 from gateway.tenancy import names
 from gateway.wire import (
     AGENT_SECRET_HEADER,
@@ -276,8 +276,12 @@ def respond(ctx: Context, instance: store.Instance, upstream: UpstreamResponse) 
         and ctx.project
         and upstream.content_length is not None
     ):
-        # An error quotes names as the daemon knows them; the tenant gets its own back.
-        resp.data = names.text_to_tenant(ctx.project, upstream.read().decode("utf-8", "replace")).encode()
+        # An error quotes names as the daemon knows them; the tenant gets its own back, and
+        # none of the daemon's own paths (gateway/errors.py scrub_paths).
+        resp.status, text = scrubbed_body(
+            upstream.status, upstream.read().decode("utf-8", "replace"), instances.daemon_roots()
+        )
+        resp.data = names.text_to_tenant(ctx.project, text).encode()
         return
     if upstream.content_length is not None:
         resp.content_length = upstream.content_length

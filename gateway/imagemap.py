@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import peewee
 
 from gateway import store
+from gateway.errors import DockerError
 
 DAEMON_PREFIX = "moorage/p-"
 DEFAULT_DOMAIN = "docker.io"
@@ -119,6 +120,24 @@ def parse(text: str) -> Ref:
     if path != path.lower():
         raise ReferenceError_("invalid reference format: repository name must be lowercase")
     return Ref(domain, path, tag, digest)
+
+
+def reserved(ref: Ref) -> bool:
+    """Whether ``ref`` names a repository under ``moorage/``: the prefix of every project's
+    daemon names (see the module docstring), so a tenant's own name there could be another
+    project's image on the daemon."""
+    return ref.path.startswith("moorage/") or ref.familiar_name.startswith("moorage/")
+
+
+def refuse_reserved(ref: Ref) -> None:
+    """DockerError 400 when a tenant names a repository under ``moorage/`` (tag, commit, import,
+    pull, push, load, build -t): dockerd has no such rule, so the wording says what to do."""
+    if reserved(ref):
+        raise DockerError(
+            400,
+            f"repository name {ref.familiar_name} is reserved for the gateway's own names; "
+            "use another repository name",
+        )
 
 
 def normalize(text: str) -> str:

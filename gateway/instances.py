@@ -183,6 +183,30 @@ def fact(instance: store.Instance, key: str):
     return facts.get(key) if isinstance(facts, dict) else None
 
 
+_roots: tuple[float, tuple[str, ...]] = (0.0, ())
+
+
+def daemon_roots() -> tuple[str, ...]:
+    """The data roots (``DockerRootDir``) the agents report for their daemons: paths the
+    gateway removes from error messages (gateway/errors.py scrub_paths). Cached for a few
+    seconds, since every error answer asks."""
+    global _roots
+    now = time.monotonic()
+    if now - _roots[0] < 10:
+        return _roots[1]
+    found = set()
+    try:
+        rows = list(store.Instance.select(store.Instance.facts).tuples())
+    except peewee.PeeweeException:
+        return _roots[1]  # (an error answer while the store is away: the last roots known)
+    for (facts,) in rows:
+        root = facts.get("DockerRootDir") if isinstance(facts, dict) else None
+        if isinstance(root, str) and root.startswith("/") and root.strip("/"):
+            found.add(root)
+    _roots = (now, tuple(sorted(found)))
+    return _roots[1]
+
+
 def published_address(instance: store.Instance) -> str:
     """The address clients reach an instance's published ports on: what its agent was told
     (``moorage agent --public-address``), else the host the gateway reaches its agent at."""

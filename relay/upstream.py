@@ -320,9 +320,10 @@ def request(
             raise
         raise UpstreamError(f"{endpoint}: {exc}") from exc
     except BaseException:
-        # The body's source failed (its client sent a malformed or short body, or went
-        # away): closing the connection tells the daemon the body ended early, so it fails
-        # the request and releases what it holds instead of waiting for the rest.
+        # The body's source failed (its client sent a malformed or short body, or went away,
+        # or the gateway refused what it read): closing the connection at once tells the
+        # daemon the request is broken, never a short one that looks whole, so it fails the
+        # request and releases what it holds instead of waiting for the rest.
         sock.close()
         raise
     return UpstreamResponse(sock, reader, status, reason, resp_headers, method)

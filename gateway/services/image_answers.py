@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from gateway import imagemap, store
+from gateway import imagemap, instances, store
 from gateway.context import Context
-from gateway.errors import DockerError
-from gateway.forward import check_agent, send
+from gateway.errors import DockerError, scrub_paths, scrubbed_body
+from gateway.forward import ERROR_BODY_LIMIT, check_agent, send
 from gateway.services.common import home_instance
 from gateway.services.image_moves import image_path
 from gateway.services.jsonlines import rewrite_lines
@@ -20,11 +20,17 @@ from gateway.services.jsonlines import rewrite_lines
 
 def names_back(project: str, replace: dict[str, str] | None = None) -> Callable[[bytes], bytes]:
     """An edit for gateway/services/jsonlines.py: ``replace``'s words first (a decoy's), then
-    every daemon reference of ``project`` back to the tenant's name."""
+    every daemon reference of ``project`` back to the tenant's name, and none of the daemon's
+    own paths (a load's or an import's error line quotes its temporary directory)."""
+    roots = instances.daemon_roots()
 
     def edit(data: bytes) -> bytes:
         for old, new in (replace or {}).items():
             data = data.replace(old.encode(), new.encode())
+        if b"/" in data:
+            data = scrub_paths(data.decode("utf-8", errors="surrogateescape"), roots).encode(
+                "utf-8", errors="surrogateescape"
+            )
         return imagemap.rewrite_bytes(project, data)
 
     return edit
@@ -55,6 +61,19 @@ def respond_rewritten(
     for name, value in upstream.headers:
         if name.lower() == "content-type":
             resp.content_type = value
+    length = upstream.content_length
+    if upstream.status >= 400 and upstream.has_body and length is not None and length <= ERROR_BODY_LIMIT:
+        # A whole error answer: read, so that a path-only error (a missing image's file) can
+        # answer with the status dockerd gives a missing image.
+        try:
+            text = names_back(ctx.project, replace)(upstream.read()).decode("utf-8", "replace")
+            resp.status, text = scrubbed_body(upstream.status, text)
+            extra = finish() if finish else None
+            resp.data = text.encode() + (extra or b"")
+        finally:
+            if always:
+                always()
+        return
     if not upstream.has_body:
         try:
             upstream.close()

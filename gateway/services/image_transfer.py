@@ -2,7 +2,8 @@
 
 Each streams: a registry's progress lines and the tars pass through as they arrive, with the
 project's daemon names rewritten both ways (gateway/services/jsonlines.py for the progress
-lines, gateway/tarstream.py for the names inside a tar). What a request adds to the project is
+lines, gateway/tarstream.py for the names inside a saved tar, gateway/services/image_archive.py
+for a loaded one, which is parsed and written anew). What a request adds to the project is
 counted by its images quota (gateway/services/image_slot.py) and recorded once the daemon's
 answer has been passed on whole.
 """
@@ -11,19 +12,20 @@ from __future__ import annotations
 
 import json
 import threading
+from typing import Any
 from urllib.parse import urlencode
 
 from gateway import imagemap, policy, store, tarstream
 from gateway.context import Context
 from gateway.errors import DockerError
 from gateway.forward import call, check_agent, client_body, send
+from gateway.services import image_archive
 from gateway.services.common import home_instance, to_home, with_query
 from gateway.services.image_answers import forward_decoy, resolve_or_decoy, respond_rewritten
 from gateway.services.image_moves import ensure_on, holder, image_path, need_holder, split, tag_on
 from gateway.services.image_slot import ImageSlot, discard, restore_tag
 from gateway.services.jsonlines import error_line
 
-_RESERVED = "repositories under moorage/ are reserved for the gateway's own names"
 _locks: dict[tuple[str, str], threading.Lock] = {}
 
 
@@ -31,10 +33,6 @@ def _lock(instance: store.Instance, name: str):
     """Serialise the gateway's use of a registry name on a daemon (pull, push): the tag is
     global there while it exists. Per worker process (see docs/divergences.md)."""
     return _locks.setdefault((instance.uuid, name), threading.Lock())
-
-
-def _reserved(ref: imagemap.Ref) -> bool:
-    return ref.path.startswith("moorage/") or ref.familiar_name.startswith("moorage/")
 
 
 # -- save ------------------------------------------------------------------------------------------
@@ -121,8 +119,7 @@ def pull(ctx: Context, from_image: str, tag: str) -> None:
             "pulling every tag of a repository (docker pull -a) is not supported by Moorage; "
             "pull the tags you need one by one",
         )
-    if _reserved(ref):
-        raise DockerError(403, f"{_RESERVED}; pull under another name")
+    imagemap.refuse_reserved(ref)
     real = ref.full_name + ref.suffix()
     if imagemap.is_public_name(ref.familiar()):
         return _public_up_to_date(ctx, ref)
@@ -192,6 +189,7 @@ def import_(ctx: Context, sources: list[str], repo: str, tag: str) -> None:
             ref = imagemap.parse(f"{repo}:{tag}" if tag and ":" not in repo.rsplit("/", 1)[-1] else repo)
         except imagemap.ReferenceError_:
             return to_home(ctx)
+        imagemap.refuse_reserved(ref)
         reference = ref.familiar()
         daemon = imagemap.daemon_ref(ctx.project, ref)
         drepo, dtag = split(daemon)
@@ -248,8 +246,7 @@ def push(ctx: Context, name: str, tag: str) -> None:
     ]
     if not rows:
         return forward_decoy(ctx, name, lambda n: image_path(n, "/push"))
-    if _reserved(repo):
-        raise DockerError(403, f"{_RESERVED}; push under another name (docker tag, then docker push)")
+    imagemap.refuse_reserved(repo)
     public = imagemap.public_names()
     instance = holder(ctx, rows[0][0])
     if instance is None:
@@ -288,35 +285,54 @@ def push(ctx: Context, name: str, tag: str) -> None:
 
 
 # -- load ------------------------------------------------------------------------------------------
-def _load_rewriter(project: str):
-    def edit(name: str, content: bytes) -> bytes:
-        try:
-            data = json.loads(content)
-        except ValueError:
-            return content
-        if name == "manifest.json" and isinstance(data, list):
-            for entry in data:
-                if isinstance(entry, dict) and isinstance(entry.get("RepoTags"), list):
-                    entry["RepoTags"] = [_to_daemon(project, t) for t in entry["RepoTags"]]
-        elif name == "repositories" and isinstance(data, dict):
-            data = {_to_daemon_repo(project, repo): tags for repo, tags in data.items()}
-        return json.dumps(data).encode()
-
-    return lambda name: name in ("manifest.json", "repositories"), edit
-
-
-def _to_daemon(project: str, tag: str) -> str:
+def _load_tag(project: str, text: Any) -> str:
+    """A name a load gives an image (a ``RepoTags`` entry, or ``repo:tag`` of ``repositories``)
+    as the project's daemon name; a reserved or public name is refused: the daemon would
+    otherwise move another project's tag or the public image everyone runs."""
+    if not isinstance(text, str):
+        raise image_archive.refused(f"the image name {text!r} is not a string")
     try:
-        return imagemap.daemon_ref(project, tag)
-    except imagemap.ReferenceError_:
-        return tag
+        ref = imagemap.parse(text)
+    except imagemap.ReferenceError_ as exc:
+        raise image_archive.refused(f"the image name {text!r}: {exc}") from None
+    imagemap.refuse_reserved(ref)
+    if imagemap.is_public_name(ref.familiar()):
+        raise DockerError(
+            409,
+            f"{ref.familiar()} is the name of a public image on this cloud, which a load cannot "
+            "replace: load under another name (docker tag, docker save, then docker load)",
+        )
+    return imagemap.daemon_ref(project, ref)
 
 
-def _to_daemon_repo(project: str, repo: str) -> str:
-    try:
-        return imagemap.daemon_repo(project, imagemap.parse(repo))
-    except imagemap.ReferenceError_:
-        return repo
+def _load_edits(project: str):
+    def manifest(data: Any) -> Any:
+        if not isinstance(data, list):
+            raise image_archive.refused("manifest.json is not a list of images")
+        for entry in data:
+            if not isinstance(entry, dict):
+                raise image_archive.refused("manifest.json holds an entry that is not an image")
+            tags = entry.get("RepoTags")
+            if tags is None:
+                continue  # an image without names: the project's untagged image
+            if not isinstance(tags, list):
+                raise image_archive.refused("an image's RepoTags in manifest.json is not a list")
+            entry["RepoTags"] = [_load_tag(project, t) for t in tags]
+        return data
+
+    def repositories(data: Any) -> Any:
+        if not isinstance(data, dict):
+            raise image_archive.refused("repositories is not an object of repositories")
+        out = {}
+        for repo, tags in data.items():
+            if not isinstance(tags, dict):
+                raise image_archive.refused(f"the tags of {repo!r} in repositories are not an object")
+            for tag, image in tags.items():
+                d_repo, d_tag = split(_load_tag(project, f"{repo}:{tag}"))
+                out.setdefault(d_repo, {})[d_tag] = image
+        return out
+
+    return manifest, repositories
 
 
 def load(ctx: Context) -> None:
@@ -326,8 +342,9 @@ def load(ctx: Context) -> None:
     try:
         body, _ = client_body(ctx)
         if body is not None:
-            wanted, edit = _load_rewriter(ctx.project)
-            body = tarstream.rewrite(body, wanted, edit)
+            # Parsed and written anew (gateway/services/image_archive.py): the daemon unpacks
+            # exactly the entries and names that were checked.
+            body = image_archive.rewrite_load(body, *_load_edits(ctx.project))
         upstream = send(ctx, instance, body=body if body is not None else b"")
     except BaseException:
         slot.release()

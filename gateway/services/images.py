@@ -152,6 +152,7 @@ def commit(
             # dockerd judges the tenant's own words (it refuses before committing anything).
             forward(ctx, container.instance, query=with_query(ctx, container=container.id))
             return None
+        imagemap.refuse_reserved(ref)
         reference = ref.familiar()
         changes["repo"], changes["tag"] = split(imagemap.daemon_ref(ctx.project, ref))
     body = read_body()
@@ -218,6 +219,7 @@ def tag(ctx: Context, typed: str, repo: str, tag_: str) -> bool:
         # Nothing valid can be tagged: dockerd judges the tenant's own words, on the image's ID.
         forward(ctx, need_holder(ctx, found, typed), path=image_path(found.image_id, "/tag"))
         return False
+    imagemap.refuse_reserved(target)
     reference = target.familiar()
     daemon = imagemap.daemon_ref(ctx.project, target)
     instance = need_holder(ctx, found, typed)
