@@ -10,7 +10,7 @@ import tarfile
 
 import pytest
 
-from gateway import config, errors, imagemap, store
+from gateway import errors, imagemap, store
 from gateway.errors import DockerError
 from gateway.services import image_archive
 from gateway.services.image_transfer import _load_edits
@@ -22,7 +22,7 @@ CONFIG = "c" * 64 + ".json"
 
 @pytest.fixture
 def db(tmp_path):
-    store.init(config.Settings(database=f"sqlite:///{tmp_path}/m.db").database)
+    store.init(f"sqlite:///{tmp_path}/m.db")
     store.Instance.create(uuid="i1", agent_url="tcp://127.0.0.1:1", agent_secret="s", position=1)
     imagemap.record(imagemap.PUBLIC, "busybox:latest", ID_PUB, "i1")
     imagemap.record(Q, "app:1", ID_A, "i1")
