@@ -228,7 +228,7 @@ def daemon_judges(
     status, payload = call(ctx, home_instance(ctx), "POST", path, query=query, body=text.encode())
     message = payload.get("message") if isinstance(payload, dict) else None
     if status >= 400 and isinstance(message, str) and message.startswith("json: "):
-        return DockerError(400, message)
+        return DockerError(status, message)
     return DockerError(
         400,
         "the request body holds a value the gateway cannot interpret (a number that is no 64-bit "

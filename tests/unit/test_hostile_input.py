@@ -127,15 +127,18 @@ def test_a_body_shorter_than_its_length_is_400(client):
 
 @pytest.mark.parametrize("field", ["Memory", "NanoCpus", "CpuQuota"])
 @pytest.mark.parametrize("literal", ["1e30", "100000000000000000000000", "9223372036854775808"])
-def test_numbers_beyond_64_bits_are_judged_by_the_daemon(client, field, literal):
+@pytest.mark.parametrize("daemon_status", [500, 400])  # dockerd 20.10 says 500; newer engines, 400
+def test_numbers_beyond_64_bits_are_judged_by_the_daemon(client, field, literal, daemon_status):
     message = (
         f"json: cannot unmarshal number {literal} into Go struct field "
         f"HostConfig.HostConfig.{field} of type int64"
     )
-    client.daemon["answer"] = (500, {"message": message})  # dockerd 20.10 says 500; newer, 400
+    client.daemon["answer"] = (daemon_status, {"message": message})
     raw = f'{{"Image":"busybox","HostConfig":{{"{field}":{literal}}}}}'
     resp = client.simulate_post("/v1.41/containers/create", headers=HEADERS, body=raw)
-    assert resp.status_code == 400, resp.text
+    assert resp.status_code == daemon_status, (
+        resp.text
+    )  # the daemon's own answer, as dockerd's clients get it
     assert resp.json["message"] == message
     # The probe carries the body as written and a name no daemon accepts: nothing is created.
     [(_, target, data)] = client.sent
