@@ -76,7 +76,10 @@ log_file = {ks.path("keystone.log")}
 use_stderr = false
 
 [database]
-connection = sqlite:///{ks.path("keystone.db")}
+# timeout: how long a writer waits for SQLite's lock (pysqlite's default is 5 s). Nova's services
+# authenticate all at once when they start; on a loaded machine 5 s was not enough, Keystone
+# answered 500 and nova-conductor stopped.
+connection = sqlite:///{ks.path("keystone.db")}?timeout=60
 
 [token]
 provider = fernet
