@@ -34,9 +34,11 @@ _DIRECTIVES = ("escape", "syntax", "check")
 _STAGE_NAME = re.compile(r"^[a-zA-Z][a-zA-Z0-9_.-]*$")
 _NAME = re.compile(r"[A-Za-z0-9_]+")
 _INSTRUCTIONS = frozenset(
-    "add arg cmd copy entrypoint env expose from healthcheck label maintainer onbuild run shell "
-    "stopsignal user volume workdir".split()
-)
+    (
+        "add", "arg", "cmd", "copy", "entrypoint", "env", "expose", "from", "healthcheck", "label",
+        "maintainer", "onbuild", "run", "shell", "stopsignal", "user", "volume", "workdir",
+    )
+)  # fmt: skip
 _NOT_TRIGGERS = ("onbuild", "from", "maintainer")
 
 
@@ -90,7 +92,9 @@ def logical_lines(text: str) -> tuple[str, list[tuple[int, str]]]:
             if m and m.group(1).lower() in _DIRECTIVES:
                 name, value = m.group(1).lower(), m.group(2)
                 if name in seen:
-                    raise BuildfileError(f"Dockerfile line {lineno}: only one {name} parser directive can be used")
+                    raise BuildfileError(
+                        f"Dockerfile line {lineno}: only one {name} parser directive can be used"
+                    )
                 seen.add(name)
                 if name == "syntax":
                     raise BuildfileError(
@@ -242,7 +246,9 @@ def expand(word: str, env: dict[str, str | None], escape: str) -> str:
             i += 1
             while True:
                 if i >= n:
-                    raise BuildfileError("unexpected end of statement while looking for matching double-quote")
+                    raise BuildfileError(
+                        "unexpected end of statement while looking for matching double-quote"
+                    )
                 c = word[i]
                 if c == '"':
                     i += 1
