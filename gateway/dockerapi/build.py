@@ -9,7 +9,6 @@ from __future__ import annotations
 from gateway.context import Context
 from gateway.routing import Route
 from gateway.services import builds
-from gateway.services.common import to_home
 
 
 def build(ctx: Context) -> None:
@@ -18,5 +17,5 @@ def build(ctx: Context) -> None:
 
 ROUTES = [
     Route("POST", "/build", "ImageBuild", build, streaming=True),
-    Route("POST", "/build/prune", "BuildPrune", to_home),
+    Route("POST", "/build/prune", "BuildPrune", builds.prune),
 ]

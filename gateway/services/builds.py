@@ -1,19 +1,30 @@
 """docker build (the classic builder): the build's settings and its Dockerfile in the project's
 names, the image it makes counted and recorded.
 
-The build context streams through the gateway unread except for its Dockerfile, whose FROM
-lines are rewritten as the tar passes (gateway/tarstream.py): the tenant's own images become
-their daemon names, made present on the building instance; names it may not see become a decoy
-the daemon lacks, so the daemon's error is its own.
+The build context streams through the gateway unread except for its build file. The tar is
+read as the daemon's unpacker reads it (gateway/tarstream.py rewrite_build_context), so every
+member that lands where the daemon looks for the build file is found, whatever its spelling
+(`./Dockerfile`, `x/../Dockerfile`, a PAX or GNU long name, through a symlinked directory);
+links and special files there are refused. Each such file is parsed as the builder parses it
+and written out again with every image reference resolved in the tenant's names
+(gateway/buildfile.py): the tenant's own images become their daemon names, made present on
+the building instance; names it may not see become a decoy the daemon lacks, so the daemon's
+error is its own.
 """
 
 from __future__ import annotations
 
+import bz2
+import functools
 import json
-from collections.abc import Iterator
+import lzma
+import posixpath
+import zlib
+from collections.abc import Callable, Iterator
+from typing import Any
 from urllib.parse import urlencode
 
-from gateway import imagemap, policy, store, tarstream
+from gateway import buildfile, imagemap, policy, store, tarstream
 from gateway.context import Context
 from gateway.errors import DockerError
 from gateway.forward import call, client_body, send
@@ -24,77 +35,174 @@ from gateway.services.image_slot import ImageSlot, discard
 from gateway.services.jsonlines import error_line
 from gateway.tenancy import scope
 
-# gzip, bzip2, xz and zstd: a compressed context passes unchanged (docs/divergences.md).
-_COMPRESSED = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ", b"(\xb5/\xfd")
+# The compressions the daemon detects by their first bytes (moby's DecompressStream): the
+# context is decompressed here so that its build file is checked; zstd has no decoder in the
+# standard library and is refused.
+_GZIP, _BZIP2, _XZ, _ZSTD = b"\x1f\x8b\x08", b"BZh", b"\xfd7zXZ\x00", b"(\xb5/\xfd"
+DEFAULT_BUILD_FILE = "Dockerfile"
 
 
-def from_rewriter(ctx: Context, instance: store.Instance, stages: set[str]):
-    """Rewrite a Dockerfile's FROM lines: the tenant's own images to their daemon names, made
-    present on the building instance; names it may not see to a decoy the daemon lacks."""
+def build_file_targets(dockerfile: str) -> set[str]:
+    """Where, inside the context, the daemon reads the build file: the `dockerfile` parameter
+    cleaned as a path, and for the default name its lower-case fallback (the daemon reads
+    `dockerfile` when `Dockerfile` is absent, which only the whole tar decides, so both are
+    checked)."""
+    if dockerfile in ("", DEFAULT_BUILD_FILE):
+        return {"/Dockerfile", "/dockerfile"}
+    if dockerfile.startswith("/"):
+        raise DockerError(
+            400,
+            f"the dockerfile parameter {dockerfile!r} is absolute; give its path inside the build context",
+        )
+    clean = posixpath.normpath(dockerfile)
+    if clean in (".", "..") or clean.startswith("../"):
+        raise DockerError(
+            400, f"the dockerfile parameter {dockerfile!r} is not a file inside the build context"
+        )
+    return {"/" + clean}
 
-    def rewrite_line(line: str) -> str:
-        stripped = line.lstrip()
-        if stripped[:5].upper() != "FROM ":
-            return line
-        words = stripped.split()
-        i = 1
-        while i < len(words) and words[i].startswith("--"):
-            i += 1
-        if i >= len(words):
-            return line
-        image = words[i]
-        if image.lower() == "scratch" or "$" in image or image.lower() in stages:
-            if len(words) > i + 2 and words[i + 1].upper() == "AS":
-                stages.add(words[i + 2].lower())
-            return line
-        if len(words) > i + 2 and words[i + 1].upper() == "AS":
-            stages.add(words[i + 2].lower())
-        found = imagemap.resolve(ctx.project, image)
+
+def buildargs_of(ctx: Context) -> dict[str, str | None]:
+    """The request's build args (None: given without a value, the ARG's default applies)."""
+    try:
+        given = json.loads(ctx.query("buildargs") or "{}")
+    except ValueError:
+        return {}
+    if not isinstance(given, dict):
+        return {}
+    return {str(k): v if isinstance(v, str) else None for k, v in given.items()}
+
+
+def from_rewriter(
+    ctx: Context, instance: store.Instance, buildargs: dict[str, str | None]
+) -> Callable[[str, bytes], bytes]:
+    """Rewrite a build file: every image reference resolved in the tenant's names, the tenant's
+    own images present on the building instance (gateway/buildfile.py)."""
+    cache: dict[str, str] = {}
+
+    def resolve(typed: str, line: int, stages: list[str]) -> str:
+        if typed in cache:
+            return cache[typed]
+        found = imagemap.resolve(ctx.project, typed)
         if found is None:
-            new = imagemap.decoy(ctx.project, image)[0]
+            new = imagemap.decoy(ctx.project, typed)[0]
+            if new == typed and not imagemap.full_id(typed):
+                raise buildfile.BuildfileError(f"Dockerfile line {line}: invalid reference format: {typed!r}")
         elif found.public:
-            return line  # every daemon has its own copy, under this name
+            new = typed  # every daemon has its own copy, under this name
         else:
             ensure_on(ctx, instance, found.image_id)
             new = found.daemon_name()
-        indent = line[: len(line) - len(stripped)]
-        return indent + stripped.replace(image, new, 1)
+            _check_triggers(ctx, instance, typed, new, line, stages)
+        cache[typed] = new
+        return new
 
     def edit(name: str, content: bytes) -> bytes:
-        text = content.decode("utf-8", errors="surrogateescape")
-        return "".join(rewrite_line(line) for line in text.splitlines(keepends=True)).encode(
-            "utf-8", errors="surrogateescape"
-        )
+        try:
+            return buildfile.rewrite(content, buildargs, resolve)
+        except buildfile.BuildfileError as exc:
+            raise DockerError(400, f"{name}: {exc}") from None
 
     return edit
 
 
-def build_context(body, dockerfile: str, edit) -> Iterator[bytes]:
-    """The build context with its Dockerfile's FROM lines rewritten: a tar as it streams; a bare
-    Dockerfile (`docker build - < Dockerfile`) whole (it is small). Compressed contexts pass
-    unchanged (docs/divergences.md)."""
-    it = iter(body)
+def _check_triggers(
+    ctx: Context, instance: store.Instance, typed: str, daemon_name: str, line: int, stages: list[str]
+) -> None:
+    """An image's ONBUILD triggers run in the build that uses it, and a tenant can give its
+    image any triggers (commit --change, import, load): each image they name must be one the
+    project may use."""
+    status, info = call(ctx, instance, "GET", image_path(daemon_name, "/json"))
+    if status != 200 or not isinstance(info, dict):
+        return
+    for trigger in (info.get("Config") or {}).get("OnBuild") or []:
+        for ref in buildfile.trigger_references(str(trigger)):
+            if not _usable_in_trigger(ctx.project, ref, stages):
+                raise buildfile.BuildfileError(
+                    f"Dockerfile line {line}: {typed} has an ONBUILD trigger naming an image this "
+                    f"project cannot use ({imagemap.rewrite_text(ctx.project, ref)}); rebuild it without "
+                    "that trigger"
+                )
+
+
+def _usable_in_trigger(project: str, ref: str, stages: list[str]) -> bool:
+    if "$" in ref or ref.startswith("--"):
+        return False
+    if ref.lower() in stages or (ref.isdigit() and int(ref) < len(stages)):
+        return True
+    if imagemap.tenant_name(project, ref) is not None:
+        return True  # the project's own daemon names
+    fid = imagemap.full_id(ref)
+    if fid:
+        return imagemap.holds(project, fid) or imagemap.is_public(fid)
+    found = imagemap.resolve(project, ref)
+    return found is not None and found.public
+
+
+def _read_first(it: Iterator[bytes], n: int) -> bytes:
     first = b""
     for chunk in it:
         first += chunk
-        if len(first) >= tarstream.BLOCK:
+        if len(first) >= n:
             break
-    if first.startswith(_COMPRESSED):
-        yield first
-        yield from it
-    elif tarstream.looks_like_tar(first):
-        yield from tarstream.rewrite(
-            _chain(first, it), lambda n: n.lstrip("./") == dockerfile.lstrip("./"), edit
-        )
+    return first
+
+
+def _decompressed(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
+    """A gzip/bzip2/xz stream decompressed (concatenated streams too, as the daemon reads them)."""
+    make: Callable[[], Any]
+    if first.startswith(_GZIP):
+        make = functools.partial(zlib.decompressobj, 47)
+    elif first.startswith(_BZIP2):
+        make = bz2.BZ2Decompressor
     else:
-        data = first  # a Dockerfile on its own: small by nature, else passed on unchanged
+        make = functools.partial(lzma.LZMADecompressor, format=lzma.FORMAT_XZ)
+    decoder = make()
+    try:
+        for chunk in _chain(first, rest):
+            data = chunk
+            while data:
+                out = decoder.decompress(data)
+                if out:
+                    yield out
+                if not decoder.eof:
+                    break
+                data = decoder.unused_data
+                decoder = make()
+    except (zlib.error, OSError, lzma.LZMAError, EOFError) as exc:
+        raise tarstream.ContextError(f"the compressed build context cannot be read ({exc})") from None
+
+
+def build_context(body, dockerfile: str, edit: Callable[[str, bytes], bytes]) -> Iterator[bytes]:
+    """The build context with its build file rewritten: a tar as it streams (a compressed one
+    decompressed first, so that the daemon reads the file that was checked); a bare Dockerfile
+    whole (it is small)."""
+    targets = build_file_targets(dockerfile)
+    try:
+        it = iter(body)
+        first = _read_first(it, tarstream.BLOCK)
+        if first.startswith(_ZSTD):
+            raise tarstream.ContextError(
+                "a zstd-compressed build context cannot be checked; send an uncompressed tar "
+                "(docker build sends one unless --compress is given) or a gzip one"
+            )
+        if first.startswith((_GZIP, _BZIP2, _XZ)):
+            it = _decompressed(first, it)
+            first = _read_first(it, tarstream.BLOCK)
+        if tarstream.is_tar(first):
+            yield from tarstream.rewrite_build_context(_chain(first, it), targets, edit)
+            return
+        data = first  # a Dockerfile on its own: small by nature
         for chunk in it:
             data += chunk
             if len(data) > tarstream.MEMBER_LIMIT:
-                yield data
-                yield from it
-                return
-        yield edit("Dockerfile", data)
+                raise tarstream.ContextError(
+                    f"the build context is neither a tar archive nor a Dockerfile of at most "
+                    f"{tarstream.MEMBER_LIMIT} bytes; send a tar archive"
+                )
+        yield edit(DEFAULT_BUILD_FILE, data)
+    except tarstream.ContextError as exc:
+        raise DockerError(400, str(exc)) from None
 
 
 def _chain(first: bytes, rest) -> Iterator[bytes]:
@@ -121,6 +229,7 @@ def _daemon_settings(ctx: Context, pairs: list[tuple[str, str]]) -> tuple[list[t
             if ref.digest:
                 out.append((key, value))
                 continue
+            imagemap.refuse_reserved(ref)
             tags.append(ref.familiar())
             out.append((key, imagemap.daemon_ref(ctx.project, ref)))
         elif key == "cachefrom":
@@ -151,7 +260,7 @@ def build(ctx: Context, dockerfile: str, remote: str) -> None:
     try:
         body, _ = client_body(ctx)
         if body is not None and "://" not in remote:
-            body = build_context(body, dockerfile, from_rewriter(ctx, instance, set()))
+            body = build_context(body, dockerfile, from_rewriter(ctx, instance, buildargs_of(ctx)))
         upstream = send(ctx, instance, query=urlencode(out), body=body if body is not None else b"")
     except BaseException:
         slot.release()
@@ -197,3 +306,10 @@ def build(ctx: Context, dockerfile: str, remote: str) -> None:
         return None
 
     respond_rewritten(ctx, instance, upstream, observe=observe, finish=finish, always=slot.release)
+
+
+def prune(ctx: Context) -> None:
+    """POST /build/prune: the classic builder's cache on an instance is every project's, and the
+    BuildKit cache a prune empties is nobody's (BuildKit is not run), so nothing is pruned and
+    nothing forwarded (docs/divergences.md#build-prune)."""
+    ctx.answer_json({"CachesDeleted": None, "SpaceReclaimed": 0})
