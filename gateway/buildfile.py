@@ -46,6 +46,10 @@ class BuildfileError(ValueError):
     """The build file cannot be checked as it is; the message says where and what to do."""
 
 
+class ParseError(BuildfileError):
+    """A build file the daemon's own parser refuses: the message is dockerd's, word for word."""
+
+
 @dataclass
 class _State:
     escape: str
@@ -361,7 +365,7 @@ def _instruction(line: str, lineno: int, state: _State, trigger: bool = False) -
     cmd, rest = split_command(line)
     low = cmd.lower()
     if not cmd.isascii() or low not in _INSTRUCTIONS:
-        raise BuildfileError(f"Dockerfile line {lineno}: unknown instruction: {cmd}")
+        raise ParseError(f"dockerfile parse error line {lineno}: unknown instruction: {cmd}")
     name = low.upper()
     if trigger and low in _NOT_TRIGGERS:
         raise BuildfileError(f"Dockerfile line {lineno}: {name} isn't allowed as an ONBUILD trigger")

@@ -100,6 +100,8 @@ def from_rewriter(
     def edit(name: str, content: bytes) -> bytes:
         try:
             return buildfile.rewrite(content, buildargs, resolve)
+        except buildfile.ParseError as exc:
+            raise DockerError(400, str(exc)) from None  # dockerd's own refusal, in its words
         except buildfile.BuildfileError as exc:
             raise DockerError(400, f"{name}: {exc}") from None
 
