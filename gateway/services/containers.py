@@ -6,6 +6,7 @@ the handlers in gateway/dockerapi/containers.py only parse and call."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from urllib.parse import urlencode
 
@@ -157,7 +158,8 @@ def create(ctx: Context, body, raw: bytes) -> None:
         body["Image"] = images_.container_image(ctx, placement.instance, body.get("Image"))
         query = with_query(ctx, name=names.to_daemon(ctx.project, name) or None)
         status, payload = call(ctx, placement.instance, "POST", "/containers/create", query=query, body=body)
-        if status == 404 and needs.default_bridge and bridge in str(payload.get("message", "")):
+        if status >= 400 and needs.default_bridge and bridge in str(payload.get("message", "")):
+            # Missing (an instance rebuilt under the same UUID) or made twice by racing creates.
             networks.ensure_default_bridge(ctx, placement.instance, ctx.project, again=True)
             status, payload = call(
                 ctx, placement.instance, "POST", "/containers/create", query=query, body=body
@@ -227,7 +229,21 @@ def start(ctx: Context, raw: bytes) -> None:
             "starting container with non-empty request body was deprecated since API v1.22 and "
             "removed in v1.24",
         )  # dockerd's words, on every version
-    to_container(ctx, body=b"")
+    container = ctx.target
+    upstream = send(ctx, container.instance, path=ctx.daemon_path, body=b"")
+    if upstream.status == 400 and (upstream.header("Content-Type") or "").startswith("application/json"):
+        message = upstream.read()
+        bridge = scope.default_bridge(ctx.project).encode()
+        if not (bridge in message and b"ambiguous" in message):
+            try:
+                payload = json.loads(message or b"{}")
+            except ValueError:
+                payload = {"message": message.decode("utf-8", "replace")}
+            raise_for(400, payload if isinstance(payload, dict) else {"message": str(payload)})
+        # The project's bridge was made twice by racing creates: keep one, start again.
+        networks.keep_one(ctx, container.instance, bridge.decode())
+        upstream = send(ctx, container.instance, path=ctx.daemon_path, body=b"")
+    respond(ctx, container.instance, upstream)
 
 
 def inspect(ctx: Context) -> None:

@@ -13,6 +13,9 @@ tenant sees it as "bridge", and other projects' containers cannot reach them by 
 
 from __future__ import annotations
 
+import json
+from urllib.parse import urlencode
+
 from gateway import instances, policy, quotas, store
 from gateway.context import Context
 from gateway.errors import DockerError
@@ -60,8 +63,31 @@ def ensure_default_bridge(
     )
     if status != 409:
         raise_for(status, payload)
+    keep_one(ctx, instance, name)
     _default_bridges.add(key)
     return name
+
+
+def keep_one(ctx: Context, instance: store.Instance, name: str) -> None:
+    """Leave one network called ``name`` on the instance. dockerd's duplicate check is not
+    atomic: creates racing from several workers or replicas can each make one, and a container
+    then fails to start ("network ... is ambiguous"). Every racer keeps the same one (the one
+    with containers, else the oldest) and removes the others, which are empty."""
+    status, found = call(
+        ctx, instance, "GET", "/networks", query=urlencode({"filters": json.dumps({"name": [name]})})
+    )
+    if status != 200 or not isinstance(found, list):
+        return
+    same = [n for n in found if isinstance(n, dict) and n.get("Name") == name]
+    if len(same) < 2:
+        return
+    detail = []
+    for network in same:
+        status, info = call(ctx, instance, "GET", f"/networks/{network['Id']}")
+        if status == 200 and isinstance(info, dict):
+            detail.append((-len(info.get("Containers") or {}), str(info.get("Created", "")), info["Id"]))
+    for *_, extra in sorted(detail)[1:]:
+        call(ctx, instance, "DELETE", f"/networks/{extra}")  # one still in use stays: dockerd refuses
 
 
 def _default_bridge_members(ctx: Context) -> dict:
