@@ -10,7 +10,7 @@ import pytest
 from falcon import testing
 from gunicorn.http.errors import InvalidChunkSize
 
-from gateway import config, store
+from gateway import store
 from gateway.app import Gateway
 from gateway.dockerapi import ROUTES
 from gateway.services import common
@@ -33,14 +33,8 @@ def answer(method: str, status: int, payload) -> UpstreamResponse:
 
 
 @pytest.fixture
-def client(tmp_path, monkeypatch):
-    tokens = tmp_path / "identity.json"
-    tokens.write_text(json.dumps({"tokens": {"tok-a": {"project_id": "pa", "roles": ["member"]}}}))
-    settings = config.Settings(
-        gateway=config.GatewaySettings(database=f"sqlite:///{tmp_path / 'db.sqlite'}"),
-        identity=config.IdentitySettings(backend="embedded", token_file=str(tokens)),
-        policy=config.PolicySettings(file=str(tmp_path / "policy.yaml")),
-    )
+def client(tmp_path, monkeypatch, gateway_settings):
+    settings = gateway_settings
     sent = []
     daemon = {"answer": (400, {"message": "Invalid container name (!)"})}
 

@@ -6,7 +6,6 @@ import json
 import pytest
 from falcon import testing
 
-from gateway import config
 from gateway.app import Gateway
 from gateway.dockerapi import ROUTES
 
@@ -14,14 +13,8 @@ HEADERS = {"X-Auth-Token": "tok-a", "X-Auth-Project-Id": "pa"}
 
 
 @pytest.fixture
-def client(tmp_path, monkeypatch):
-    tokens = tmp_path / "identity.json"
-    tokens.write_text(json.dumps({"tokens": {"tok-a": {"project_id": "pa", "roles": ["member"]}}}))
-    settings = config.Settings(
-        gateway=config.GatewaySettings(database=f"sqlite:///{tmp_path / 'db.sqlite'}"),
-        identity=config.IdentitySettings(backend="embedded", token_file=str(tokens)),
-        policy=config.PolicySettings(file=str(tmp_path / "policy.yaml")),
-    )
+def client(tmp_path, monkeypatch, gateway_settings):
+    settings = gateway_settings
     sent = []
     monkeypatch.setattr(
         "gateway.agentclient.request", lambda *a, **k: sent.append(a) or pytest.fail("forwarded")
