@@ -99,7 +99,13 @@ def _metrics_hooks(settings, metrics_dir: str) -> dict:
     def when_ready(arbiter):
         from gateway import metrics
 
-        metrics.serve(*parse_metrics_bind(settings.gateway.metrics_bind), metrics_dir)
+        try:
+            metrics.serve(*parse_metrics_bind(settings.gateway.metrics_bind), metrics_dir)
+        except OSError as exc:
+            # Metrics are the operator's view, not the service: a taken port (another
+            # process started on the same settings file) costs the metrics, not the gateway.
+            arbiter.log.error("metrics not served on %s: %s", settings.gateway.metrics_bind, exc)
+            return
         arbiter.log.info("metrics on http://%s/metrics", settings.gateway.metrics_bind.removeprefix("tcp://"))
 
     def child_exit(arbiter, worker):
