@@ -1,6 +1,8 @@
 """Operating the gateway: health checks on DOCKER_HOST without credentials, and Prometheus
 metrics on their own port (MOORAGE_METRICS_URL) that count a Docker request."""
 
+import time
+
 import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
@@ -34,8 +36,12 @@ def test_a_docker_request_is_counted(stack):
     after = _metric(url, "moorage_requests_total", operation="ContainerList", status="200")
     assert after == before + 1
     assert _metric(url, "moorage_request_duration_seconds_count", operation="ContainerList") >= 1
-    # Agents heartbeat every few seconds; the instances gauge is counted at each.
-    assert _metric(url, "moorage_agent_heartbeats_total", result="ok") >= 1
+    # Agents heartbeat every few seconds (a fresh stack's first may be on its way).
+    deadline = time.monotonic() + 30
+    while _metric(url, "moorage_agent_heartbeats_total", result="ok") < 1:
+        assert time.monotonic() < deadline, "no agent heartbeat counted in 30 s"
+        time.sleep(1)
+    assert _metric(url, "moorage_instances", state="up") >= 1
 
 
 def test_every_replica_serves_metrics(stack):
