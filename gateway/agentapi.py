@@ -12,7 +12,7 @@ import json
 
 import falcon
 
-from gateway import instances
+from gateway import instances, metrics
 from gateway.errors import DockerError
 from gateway.placement import pool
 from gateway.routing import Route
@@ -56,7 +56,16 @@ def register(req: falcon.Request, resp: falcon.Response, settings, params: dict)
 
 def heartbeat(req: falcon.Request, resp: falcon.Response, settings, params: dict) -> None:
     presented = req.get_header(AGENT_SECRET_HEADER) or ""
-    instances.heartbeat(params["uuid"], presented, _json_body(req))
+    try:
+        instances.heartbeat(params["uuid"], presented, _json_body(req))
+    except DockerError:
+        metrics.HEARTBEATS.labels("refused").inc()
+        raise
+    metrics.HEARTBEATS.labels("ok").inc()
+    # The instances-by-state gauge is counted here, every heartbeat interval per agent,
+    # rather than on any request.
+    for state, count in instances.count_by_state(settings).items():
+        metrics.INSTANCES.labels(state).set(count)
     resp.status = 204
 
 

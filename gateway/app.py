@@ -12,7 +12,7 @@ import time
 
 import falcon
 
-from gateway import agentapi, instances, store, versions
+from gateway import agentapi, health, instances, metrics, store, versions
 from gateway.context import Context
 from gateway.errors import DockerError, page_not_found, scrubbed
 from gateway.placement import reaper
@@ -25,10 +25,12 @@ log = logging.getLogger("moorage.gateway")
 
 class _ReleasingIterable:
     """A streamed answer whose end (a stream's callback may touch the store) returns the
-    request's database connection to the pool."""
+    request's database connection to the pool, and closes the stream's place in the
+    in-flight gauge when it held one."""
 
-    def __init__(self, result):
+    def __init__(self, result, *, stream: bool = False):
         self._result = result
+        self._stream = stream
 
     def __iter__(self):
         return iter(self._result)
@@ -38,6 +40,9 @@ class _ReleasingIterable:
             if hasattr(self._result, "close"):
                 self._result.close()
         finally:
+            if self._stream:
+                self._stream = False
+                metrics.STREAMS.dec()
             store.release_connection()
 
 
@@ -68,20 +73,45 @@ class Gateway:
 
     # -- WSGI -----------------------------------------------------------------------------
     def __call__(self, environ, start_response):
+        started = time.monotonic()
+        status = ["000"]
+
+        def recording_start_response(status_line, headers, exc_info=None):
+            status[0] = status_line[:3]
+            return start_response(status_line, headers, exc_info)
+
         try:
-            result = self.app(environ, start_response)
+            result = self.app(environ, recording_start_response)
+        except BaseException:
+            if environ.get("moorage.stream"):
+                metrics.STREAMS.dec()
+            raise
         finally:
             # The request's database connection goes back to the pool before any streaming
             # (PostgreSQL; a no-op on SQLite): none is held across network I/O.
             store.release_connection()
-        if environ.get("moorage.hijacked"):
+        # Counted when the answer starts: a stream's status is known then, and its length is
+        # the client's. Labels are the route's operation ID, so their number stays bounded.
+        operation = environ.get("moorage.operation", "Unknown")
+        hijacked = bool(environ.get("moorage.hijacked"))
+        if operation != "Health":
+            metrics.REQUESTS.labels(operation, "101" if hijacked and status[0] == "000" else status[0]).inc()
+            metrics.REQUEST_SECONDS.labels(operation).observe(time.monotonic() - started)
+        if hijacked:
             # The connection was handed to the relay and is finished. Tell gunicorn to write
             # nothing more and close it: StopIteration is its "close this connection" signal.
+            if environ.get("moorage.stream"):
+                metrics.STREAMS.dec()
             if hasattr(result, "close"):
                 result.close()
             store.release_connection()
             raise StopIteration("hijacked connection finished")
-        if store.is_postgres() and not isinstance(result, list | tuple):
+        streamed = not isinstance(result, list | tuple)
+        if environ.get("moorage.stream"):
+            if streamed:  # open until gunicorn closes the answer
+                return _ReleasingIterable(result, stream=True)
+            metrics.STREAMS.dec()  # answered at once (an error, an empty stream)
+        if store.is_postgres() and streamed:
             return _ReleasingIterable(result)
         return result
 
@@ -103,9 +133,15 @@ class Gateway:
 
     # -- dispatch -------------------------------------------------------------------------
     def dispatch(self, req: falcon.Request, resp: falcon.Response, **_):
+        if req.path in health.PATHS:
+            # Probes carry no credentials, and these paths are no Docker route.
+            req.env["moorage.operation"] = "Health"
+            return health.answer(self, req, resp)
         if req.path.startswith(AGENTS_PATH):
             return self._agents(req, resp)
         route, params, version = self.router.match(req.method, req.path)
+        if route is not None:
+            req.env["moorage.operation"] = route.operation
         identity = authenticate(self.identity, req.headers, req.env.get("gunicorn.socket"))
         if route is None:
             raise page_not_found()  # as dockerd: no version headers on an unknown route
@@ -117,10 +153,16 @@ class Gateway:
         resp.set_header("Docker-Experimental", "false")
         req.context.project = identity.project_id if identity else ""
         ctx = Context(self, req, resp, route, params, version or maximum, identity)
+        if route.streaming:
+            # Open from here until the answer is closed (__call__) or the hijack ends.
+            req.env["moorage.stream"] = True
+            metrics.STREAMS.inc()
         route.handler(ctx)
 
     def _agents(self, req: falcon.Request, resp: falcon.Response):
         route, params, _ = self.agent_router.match(req.method, req.path[len(AGENTS_PATH) :].rstrip("/"))
+        if route is not None:
+            req.env["moorage.operation"] = route.operation
         if route is None:
             raise page_not_found()
         route.handler(req, resp, self.settings, params)

@@ -15,6 +15,8 @@ log_file = "..."; pid_file = "..."
 heartbeat_interval = 10           # seconds between agent heartbeats
 body_idle_timeout = 120           # seconds a request body may stall before the request is
                                   # refused (400) and its upstream call aborted; 0: never
+metrics_bind = "127.0.0.1:9180"   # Prometheus metrics (GET /metrics) on this HOST:PORT, apart
+                                  # from the Docker API (gateway/metrics.py); "" (default): off
 [identity]
 backend = "embedded"              # or "keystone" (gateway/tenancy/keystone.py: its keys and the
                                   # keystoneauth1 plugin's, such as username and password)
@@ -74,6 +76,7 @@ class GatewaySettings:
     pid_file: str = ""
     heartbeat_interval: float = 10.0
     body_idle_timeout: float = 120.0
+    metrics_bind: str = ""
 
     @property
     def heartbeat_timeout(self) -> float:

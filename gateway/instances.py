@@ -52,6 +52,19 @@ def live_instances(settings, *, fresh: bool = False) -> list[store.Instance]:
     return list(live)
 
 
+def count_by_state(settings) -> dict[str, int]:
+    """How many instances are in each state; "silent": up or draining but not heard from
+    within the heartbeat timeout (counted there, not under its state)."""
+    horizon = store.utcnow() - _dt.timedelta(seconds=settings.gateway.heartbeat_timeout)
+    counts = dict.fromkeys((store.INSTANCE_UP, store.INSTANCE_DRAINING, store.INSTANCE_DOWN, "silent"), 0)
+    rows = store.Instance.select(store.Instance.state, store.Instance.last_heartbeat).tuples()
+    for state, last in rows:
+        if state in (store.INSTANCE_UP, store.INSTANCE_DRAINING) and last < horizon:
+            state = "silent"
+        counts[state] = counts.get(state, 0) + 1
+    return counts
+
+
 def is_live(instance: store.Instance, settings) -> bool:
     horizon = store.utcnow() - _dt.timedelta(seconds=settings.gateway.heartbeat_timeout)
     return instance.state == store.INSTANCE_UP and instance.last_heartbeat >= horizon

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import peewee
 
-from gateway import store
+from gateway import metrics, store
 from gateway.config import Settings
 from gateway.errors import DockerError
 
@@ -192,6 +192,8 @@ def usage(project: str) -> dict[str, int]:
 
 
 def exceeded(project: str, resource: str, limit: int, used: int, extra: str = "") -> DockerError:
+    """The 403 for a full quota (every caller raises it): counted here, once per refusal."""
+    metrics.QUOTA_REFUSALS.labels(resource).inc()
     return DockerError(
         403,
         f"quota exceeded for {resource} in project {project}: limit "
@@ -215,6 +217,7 @@ def check_container(project: str, memory: int, nano_cpus: int, settings) -> None
         if cap is None:
             continue
         if asked <= 0:
+            metrics.QUOTA_REFUSALS.labels(resource).inc()
             raise DockerError(
                 403,
                 f"project {project} has a {resource} quota ({format_value(resource, cap)}): "

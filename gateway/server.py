@@ -9,7 +9,10 @@ from __future__ import annotations
 import html
 import json
 import os
+import shutil
 import ssl
+import sys
+import tempfile
 
 from gunicorn import util as gunicorn_util
 from gunicorn.app.base import BaseApplication
@@ -58,7 +61,62 @@ class _Server(BaseApplication):
         return self._factory()
 
 
-def run(settings, factory, *, name: str = "moorage-gateway") -> None:
+def prepare_metrics(settings) -> str:
+    """With ``[gateway] metrics_bind``: a fresh, empty directory for prometheus_client's
+    multiprocess mode, named in PROMETHEUS_MULTIPROC_DIR, which the workers inherit. It must
+    be set before prometheus_client is imported (gateway/metrics.py): the library chooses
+    where values live from it. "" without metrics_bind."""
+    if not settings.gateway.metrics_bind:
+        return ""
+    parse_metrics_bind(settings.gateway.metrics_bind)  # refused before anything starts
+    path = tempfile.mkdtemp(prefix="moorage-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+    values = sys.modules.get("prometheus_client.values")
+    if values is not None:  # imported already: metrics made from now on write to the files
+        values.ValueClass = values.get_value_class()
+    return path
+
+
+def parse_metrics_bind(bind: str) -> tuple[str, int]:
+    text = bind.removeprefix("tcp://")
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"[gateway] metrics_bind: expected HOST:PORT, not {bind!r}")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def cleanup_metrics(path: str) -> None:
+    if path:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _metrics_hooks(settings, metrics_dir: str) -> dict:
+    """gunicorn hooks: the master serves the metrics (adding up every worker's files) once
+    its listeners are bound, and forgets a dead worker's live gauges."""
+    if not metrics_dir:
+        return {}
+
+    def when_ready(arbiter):
+        from gateway import metrics
+
+        try:
+            metrics.serve(*parse_metrics_bind(settings.gateway.metrics_bind), metrics_dir)
+        except OSError as exc:
+            # Metrics are the operator's view, not the service: a taken port (another
+            # process started on the same settings file) costs the metrics, not the gateway.
+            arbiter.log.error("metrics not served on %s: %s", settings.gateway.metrics_bind, exc)
+            return
+        arbiter.log.info("metrics on http://%s/metrics", settings.gateway.metrics_bind.removeprefix("tcp://"))
+
+    def child_exit(arbiter, worker):
+        from gateway import metrics
+
+        metrics.worker_exited(worker.pid)
+
+    return {"when_ready": when_ready, "child_exit": child_exit}
+
+
+def run(settings, factory, *, name: str = "moorage-gateway", metrics_dir: str = "") -> None:
     """Run gunicorn in the foreground until it is told to stop."""
     options = {
         "bind": [gunicorn_bind(b) for b in settings.gateway.bind],
@@ -78,6 +136,7 @@ def run(settings, factory, *, name: str = "moorage-gateway") -> None:
         # Docker clients send long headers (X-Registry-Auth carries base64 JSON).
         "limit_request_field_size": 65536,
         "limit_request_line": 16384,
+        **_metrics_hooks(settings, metrics_dir),
     }
     if settings.gateway.tls_cert:
         options.update(certfile=settings.gateway.tls_cert, keyfile=settings.gateway.tls_key)

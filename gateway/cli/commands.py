@@ -31,12 +31,18 @@ def cmd_serve(args) -> int:
         settings.gateway.bind = args.bind
     if args.workers:
         settings.gateway.workers = args.workers
-    for key in ("tls_cert", "tls_key", "tls_ca", "log_file", "pid_file"):
+    for key in ("tls_cert", "tls_key", "tls_ca", "log_file", "pid_file", "metrics_bind"):
         if getattr(args, key, None):
             setattr(settings.gateway, key, getattr(args, key))
     if not settings.gateway.registration_secret:
         settings.gateway.registration_secret = os.environ.get("MOORAGE_REGISTRATION_SECRET", "")
     relay_only = args.command == "relay"
+    # First: the metrics' multiprocess directory is named before any module imports them.
+    try:
+        metrics_dir = server.prepare_metrics(settings)
+    except ValueError as exc:
+        print(f"moorage: {settings.source or 'settings'}: {exc}", file=sys.stderr)
+        return 2
     from gateway import quotas, store
 
     try:
@@ -55,7 +61,15 @@ def cmd_serve(args) -> int:
             settings, STREAMING_ROUTES if relay_only else ROUTES, name="relay" if relay_only else "gateway"
         )
 
-    server.run(settings, factory, name="moorage-relay" if relay_only else "moorage-gateway")
+    try:
+        server.run(
+            settings,
+            factory,
+            name="moorage-relay" if relay_only else "moorage-gateway",
+            metrics_dir=metrics_dir,
+        )
+    finally:
+        server.cleanup_metrics(metrics_dir)
     return 0
 
 
@@ -399,6 +413,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--tls-ca", help="verify client certificates against this CA")
         p.add_argument("--log-file")
         p.add_argument("--pid-file")
+        p.add_argument("--metrics-bind", help="serve Prometheus metrics on HOST:PORT")
         p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("agent", help="run an instance's agent beside its dockerd")

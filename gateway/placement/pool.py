@@ -37,7 +37,7 @@ import uuid as _uuid
 
 import peewee
 
-from gateway import instances, store
+from gateway import instances, metrics, store
 from gateway.config import PlacementSettings, Settings
 from gateway.errors import DockerError
 from gateway.placement import scheduler
@@ -169,6 +169,22 @@ def record_server(member_id: str, server_id: str) -> bool:
 
 
 def place(request: scheduler.PlacementRequest, settings) -> scheduler.Placement:
+    """``_place``, timed: every decision is observed by its outcome ("placed"; "refused": an
+    answer in Docker's shape, such as a full quota or no room; "error": anything else)."""
+    started = time.monotonic()
+    outcome = "error"
+    try:
+        placement = _place(request, settings)
+        outcome = "placed"
+        return placement
+    except DockerError:
+        outcome = "refused"
+        raise
+    finally:
+        metrics.PLACEMENT_SECONDS.labels(outcome).observe(time.monotonic() - started)
+
+
+def _place(request: scheduler.PlacementRequest, settings) -> scheduler.Placement:
     """Placement with a pool that may grow. The scheduler decides in its one transaction;
     when no instance has room for an unpinned request and the provider can add one, the pool
     claims a slot on a booting instance in that same transaction (``claim``). Then it boots

@@ -36,6 +36,11 @@ class IdentityProvider:
         """Return the identity for ``token`` scoped to ``project_id`` or raise DockerError 401/503."""
         raise NotImplementedError
 
+    def unreachable(self) -> str:
+        """Why the backend cannot be reached now, in a few words ("": it can; /readyz).
+        The embedded backend is this process: always reachable."""
+        return ""
+
 
 class EmbeddedIdentity(IdentityProvider):
     """DEVELOPMENT ONLY: tokens mapped to projects in a local JSON file.

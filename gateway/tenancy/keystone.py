@@ -256,6 +256,27 @@ class KeystoneIdentity(IdentityProvider):
             expires_at=expires_at,
         )
 
+    # -- readiness ----------------------------------------------------------------------------
+    READY_TIMEOUT = 2.0  # seconds: /readyz answers promptly even when Keystone does not
+    READY_CACHE = 10.0  # seconds a readiness answer is reused: probes every few seconds stay cheap
+
+    def unreachable(self) -> str:
+        """GET the v3 root (no token needed, no service login): any HTTP answer below 500
+        means Keystone is up. Cached for READY_CACHE seconds, successes and failures alike."""
+        now = time.monotonic()
+        cached = getattr(self, "_ready", None)
+        if cached is not None and now - cached[0] < self.READY_CACHE:
+            return cached[1]
+        try:
+            resp = self.session.get(
+                self.auth_url, authenticated=False, raise_exc=False, log=False, timeout=self.READY_TIMEOUT
+            )
+            why = "" if resp.status_code < 500 else f"Keystone at {self.auth_url} answered {resp.status_code}"
+        except Exception as exc:  # noqa: BLE001 - every failure to reach it is the answer
+            why = f"cannot reach Keystone at {self.auth_url} ({type(exc).__name__})"
+        self._ready = (now, why)
+        return why
+
     # -- the interface ----------------------------------------------------------------------
     def validate(self, token: str, project_id: str) -> Identity:
         key = hashlib.sha256(token.encode()).digest()

@@ -8,7 +8,7 @@ import shlex
 from . import novaconf
 from .common import TENANTS
 from .daemons import moorage_argv
-from .gateways import gateway_ports
+from .gateways import gateway_ports, metrics_urls
 from .state import Stack
 
 
@@ -27,6 +27,9 @@ def write_env(st: Stack) -> str:
     values = [
         ("DOCKER_HOST", f"tcp://127.0.0.1:{port}"),
         ("MOORAGE_GATEWAYS", " ".join(f"tcp://127.0.0.1:{p}" for p in gateway_ports(st))),
+        # Prometheus metrics: the first replica's, and every replica's.
+        ("MOORAGE_METRICS_URL", metrics_urls(st)[0] if metrics_urls(st) else ""),
+        ("MOORAGE_METRICS_URLS", " ".join(metrics_urls(st))),
         ("MOORAGE_DIRECT_HOST", hosts[0][1] if hosts else ""),
         ("MOORAGE_DIRECT_HOSTS", " ".join(endpoint for _, endpoint in hosts)),
         ("MOORAGE_INSTANCES", " ".join(uid for uid, _ in hosts)),

@@ -27,6 +27,8 @@ def write_gateway_config(st: Stack) -> str:
         f"log_file = {q(st.path('gateway-1.log'))}",
         "",
     ]
+    if metrics_ports(st):  # replica 1's; the others' on their command lines
+        lines.insert(-1, f"metrics_bind = {q(f'127.0.0.1:{metrics_ports(st)[0]}')}")
     if st.state.get("keystone"):
         try:
             with open(st.path("keystone", "openrc")) as fh:
@@ -78,6 +80,14 @@ def gateway_ports(st: Stack) -> list[int]:
     return list(st.state.get("ports") or [st.state["port"]])
 
 
+def metrics_ports(st: Stack) -> list[int]:
+    return list(st.state.get("metrics_ports") or [])
+
+
+def metrics_urls(st: Stack) -> list[str]:
+    return [f"http://127.0.0.1:{p}/metrics" for p in metrics_ports(st)]
+
+
 def start_gateways(st: Stack) -> None:
     """Every replica (all started before any is waited for: they migrate the shared database
     together, which the gateway serialises); replicas beyond --replicas R are stopped."""
@@ -115,6 +125,8 @@ def start_gateway(st: Stack, i: int, port: int) -> bool:
             "--log-file",
             st.path(f"gateway-{i}.log"),
         ]
+        if len(metrics_ports(st)) >= i:
+            argv += ["--metrics-bind", f"127.0.0.1:{metrics_ports(st)[i - 1]}"]
     st.spawn(name, argv, st.path(f"gateway-{i}.log"), env=moorage_env())
     return True
 

@@ -122,6 +122,14 @@ def cmd_up(args) -> int:
             ports[i] = free_port()
     st.state["ports"] = ports[: want["replicas"]]
     st.state["port"] = st.state["ports"][0]
+    # Each replica's Prometheus metrics on a loopback port of its own (gateway/metrics.py).
+    metrics_ports = list(st.state.get("metrics_ports") or [])
+    for i in range(want["replicas"]):
+        if i >= len(metrics_ports):
+            metrics_ports.append(free_port())
+        elif not st.alive(f"gateway-{i + 1}") and not port_free(metrics_ports[i]):
+            metrics_ports[i] = free_port()
+    st.state["metrics_ports"] = metrics_ports[: want["replicas"]]
     if want["postgres"]:
         st.state.setdefault("pg", {})
         st.state["pg"].setdefault("password", secrets.token_hex(16))

@@ -1,0 +1,77 @@
+"""The gateway's Prometheus metrics (prometheus-client), served on ``[gateway] metrics_bind``.
+
+Every module that counts something imports its metric from here; gateway/server.py serves
+them. Under gunicorn the workers are separate processes, so ``moorage serve`` with a
+metrics_bind uses prometheus_client's multiprocess mode: it makes a fresh directory, names it
+in PROMETHEUS_MULTIPROC_DIR before this module is first imported (gateway/server.py
+``prepare_metrics``), every worker
+writes its values to files there, and the master's metrics server adds them up at scrape
+time. Without metrics_bind (unit tests, ``moorage`` commands) the values live in the process.
+
+    moorage_requests_total{operation,status}        Docker (and agent) API requests answered
+    moorage_request_duration_seconds{operation}     time to the answer's start (a hijacked
+                                                    session: its whole life)
+    moorage_streams_in_flight                       streamed or hijacked answers now open
+    moorage_instances{state}                        instances by state (up, draining, down,
+                                                    silent: up but not heard from), counted
+                                                    at every agent heartbeat
+    moorage_placement_duration_seconds{outcome}     placement decisions (placed, refused,
+                                                    error) and their time
+    moorage_quota_refusals_total{resource}          403s for a full quota
+    moorage_agent_heartbeats_total{result}          agent heartbeats received (ok, refused)
+
+Recording is a few in-memory (or mmap-file) writes: nothing on the request path asks the store.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import Counter, Gauge, Histogram
+
+REQUESTS = Counter(
+    "moorage_requests", "API requests answered, by Docker operation ID and status", ["operation", "status"]
+)
+REQUEST_SECONDS = Histogram(
+    "moorage_request_duration_seconds",
+    "Time to the answer's start, by Docker operation ID (a hijacked session: its whole life)",
+    ["operation"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+)
+# livesum: the open streams of live workers only; a dead worker's are gone with it.
+STREAMS = Gauge(
+    "moorage_streams_in_flight", "Streamed or hijacked answers now open", multiprocess_mode="livesum"
+)
+# mostrecent: whichever worker counted last says how many there are.
+INSTANCES = Gauge(
+    "moorage_instances",
+    "Instances by state, counted at agent heartbeats",
+    ["state"],
+    multiprocess_mode="mostrecent",
+)
+PLACEMENT_SECONDS = Histogram(
+    "moorage_placement_duration_seconds",
+    "Placement decisions by outcome (placed, refused, error) and their time",
+    ["outcome"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
+)
+QUOTA_REFUSALS = Counter("moorage_quota_refusals", "Requests refused (403) for a full quota", ["resource"])
+HEARTBEATS = Counter("moorage_agent_heartbeats", "Agent heartbeats received, by result", ["result"])
+
+
+def serve(host: str, port: int, path: str):
+    """The master's metrics server, adding up the workers' files in ``path``. Returns
+    (server, thread)."""
+    from prometheus_client import CollectorRegistry, multiprocess, start_http_server
+
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=path)
+    return start_http_server(port, addr=host, registry=registry)
+
+
+def worker_exited(pid: int) -> None:
+    """A worker is gone: its live gauges (open streams) no longer count."""
+    from prometheus_client import multiprocess
+
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        multiprocess.mark_process_dead(pid)

@@ -1,0 +1,103 @@
+"""/healthz and /readyz: answered before authentication (no headers at all) and outside the
+Docker routes; /readyz names what is not ready. Also: a Docker request is counted."""
+
+import json
+
+import peewee
+import pytest
+from falcon import testing
+
+from gateway import config, instances, metrics, store
+from gateway.app import Gateway
+from gateway.dockerapi import ROUTES
+
+
+@pytest.fixture
+def gateway(tmp_path):
+    tokens = tmp_path / "identity.json"
+    tokens.write_text(json.dumps({"tokens": {"tok-a": {"project_id": "pa", "roles": ["member"]}}}))
+    settings = config.Settings(
+        gateway=config.GatewaySettings(database=f"sqlite:///{tmp_path / 'db.sqlite'}"),
+        identity=config.IdentitySettings(backend="embedded", token_file=str(tokens)),
+        policy=config.PolicySettings(file=str(tmp_path / "policy.yaml")),
+    )
+    instances._live_cache = None
+    gw = Gateway(settings, ROUTES)
+    yield gw
+    instances._live_cache = None
+
+
+def _add_live_instance():
+    now = store.utcnow()
+    store.Instance.create(
+        uuid="i-1",
+        agent_url="tcp://127.0.0.1:9100",
+        agent_secret="s",
+        state=store.INSTANCE_UP,
+        position=1,
+        registered_at=now,
+        last_heartbeat=now,
+    )
+
+
+def test_healthz_without_headers(gateway):
+    resp = testing.TestClient(gateway).simulate_get("/healthz")
+    assert resp.status_code == 200
+    assert resp.text == "ok\n"
+    assert "Api-Version" not in resp.headers  # not a Docker route
+
+
+def test_readyz_ready(gateway):
+    _add_live_instance()
+    resp = testing.TestClient(gateway).simulate_get("/readyz")
+    assert resp.status_code == 200, resp.text
+    assert resp.text == "ready\n"
+
+
+def test_readyz_no_instance(gateway):
+    resp = testing.TestClient(gateway).simulate_get("/readyz")
+    assert resp.status_code == 503
+    assert "instances: none is live" in resp.text
+    assert "store" not in resp.text and "identity" not in resp.text
+
+
+def test_readyz_store_does_not_answer(gateway, tmp_path):
+    _add_live_instance()
+    store.close()
+    # A database the process cannot open: what a closed or unreachable store looks like.
+    store.database.initialize(peewee.SqliteDatabase(str(tmp_path / "absent" / "db.sqlite")))
+    resp = testing.TestClient(gateway).simulate_get("/readyz")
+    assert resp.status_code == 503
+    assert resp.text.startswith("not ready: store: OperationalError")
+
+
+def test_readyz_identity_unreachable(gateway, monkeypatch):
+    _add_live_instance()
+    monkeypatch.setattr(gateway.identity, "unreachable", lambda: "cannot reach Keystone at http://x (Boom)")
+    resp = testing.TestClient(gateway).simulate_get("/readyz")
+    assert resp.status_code == 503
+    assert resp.text == "not ready: identity: cannot reach Keystone at http://x (Boom)\n"
+
+
+def test_health_paths_only_on_get(gateway):
+    assert testing.TestClient(gateway).simulate_post("/healthz").status_code == 405
+
+
+def test_docker_routes_still_authenticate(gateway):
+    assert testing.TestClient(gateway).simulate_get("/containers/json").status_code == 401
+
+
+def test_requests_counted_by_operation_and_status(gateway):
+    def count():
+        for sample in metrics.REQUESTS.collect()[0].samples:
+            if sample.name == "moorage_requests_total" and sample.labels == {
+                "operation": "ContainerList",
+                "status": "401",
+            }:
+                return sample.value
+        return 0.0
+
+    before = count()
+    testing.TestClient(gateway).simulate_get("/v1.41/containers/json")
+    testing.TestClient(gateway).simulate_get("/healthz")  # probes are not counted
+    assert count() == before + 1
