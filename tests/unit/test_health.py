@@ -1,28 +1,19 @@
 """/healthz and /readyz: answered before authentication (no headers at all) and outside the
 Docker routes; /readyz names what is not ready. Also: a Docker request is counted."""
 
-import json
-
 import peewee
 import pytest
 from falcon import testing
 
-from gateway import config, instances, metrics, store
+from gateway import instances, metrics, store
 from gateway.app import Gateway
 from gateway.dockerapi import ROUTES
 
 
 @pytest.fixture
-def gateway(tmp_path):
-    tokens = tmp_path / "identity.json"
-    tokens.write_text(json.dumps({"tokens": {"tok-a": {"project_id": "pa", "roles": ["member"]}}}))
-    settings = config.Settings(
-        gateway=config.GatewaySettings(database=f"sqlite:///{tmp_path / 'db.sqlite'}"),
-        identity=config.IdentitySettings(backend="embedded", token_file=str(tokens)),
-        policy=config.PolicySettings(file=str(tmp_path / "policy.yaml")),
-    )
+def gateway(gateway_settings):
     instances._live_cache = None
-    gw = Gateway(settings, ROUTES)
+    gw = Gateway(gateway_settings, ROUTES)
     yield gw
     instances._live_cache = None
 
