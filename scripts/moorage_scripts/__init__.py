@@ -11,3 +11,7 @@ import os
 
 # The repository root: scripts/moorage_scripts/__init__.py is two directories below it.
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.realpath(__file__))))
+
+
+class Fail(Exception):
+    """A failure to report as one line on stderr (exit 1)."""

@@ -7,6 +7,8 @@ import shlex
 import subprocess
 import sys
 
+from .. import Fail
+
 RUN_BASE = "/run/moorage"
 NETNS_DIR = "/var/run/netns"
 NET_PREFIX = "198.18"  # 198.18.0.0/15 (RFC 2544 benchmarking); never 10/8, 172.16/12, 192.168/16
@@ -44,10 +46,6 @@ DAEMON_COMMS = {
 
 
 MAX_REPLICAS = 16
-
-
-class Fail(Exception):
-    """A failure to report as one line on stderr (exit 1)."""
 
 
 class Usage(Exception):

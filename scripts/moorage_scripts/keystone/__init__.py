@@ -1,4 +1,5 @@
 """scripts/keystone: a real OpenStack Keystone on loopback (the usage is in cli.py).
 
-Modules, lower ones first: common, procs, api, venv, service, then cli (the subcommands).
+Modules, lower ones first: common, api, venv, service, then cli (the subcommands); the process
+records are ../procs.py, shared with scripts/nova.
 """

@@ -31,9 +31,9 @@ import sys
 import time
 
 from ..ports import free_port, port_free
+from ..procs import alive, proc_start, stop_process
 from .api import admin_token, answers
-from .common import DEFAULT_EXPIRATION, SHIM, Fail, say, write_private
-from .procs import alive, proc_start, stop_process
+from .common import DEFAULT_EXPIRATION, SHIM, STOP_TIMEOUT, Fail, say, write_private
 from .service import Keystone, keystone_conf, openrc, start, stray_gunicorns
 from .venv import default_venv, ensure_venv
 
@@ -67,7 +67,7 @@ def cmd_up(args) -> int:
         port = ks.state["port"]
         if running and port != old_port:
             say(f"moving Keystone from port {old_port} to {port}")
-            stop_process(ks.proc)
+            stop_process(ks.proc, "gunicorn", timeout=STOP_TIMEOUT, say=say)
             ks.state.pop("proc", None)
             running = False
         if not running and not port_free(port):
@@ -138,7 +138,7 @@ def cmd_up(args) -> int:
                     else f"it does not answer on {ks.url}"
                 )
             )
-            stop_process(ks.proc)
+            stop_process(ks.proc, "gunicorn", timeout=STOP_TIMEOUT, say=say)
             ks.state.pop("proc", None)
             running = False
         if not running:
@@ -170,13 +170,13 @@ def cmd_down(args) -> int:
         existed = ks.load()
         was = alive(ks.proc)
         if ks.proc:
-            stop_process(ks.proc)
+            stop_process(ks.proc, "gunicorn", timeout=STOP_TIMEOUT, say=say)
             ks.state.pop("proc", None)
         for pid in stray_gunicorns(ks):
             start_time = proc_start(pid)
             if start_time:
                 say(f"stopping a gunicorn of this Keystone that was not recorded (pid {pid})")
-                stop_process({"pid": pid, "start": start_time})
+                stop_process({"pid": pid, "start": start_time}, "gunicorn", timeout=STOP_TIMEOUT, say=say)
                 was = True
         if existed:
             ks.state["up"] = False

@@ -8,7 +8,10 @@ import subprocess
 import sys
 import time
 
-from .. import REPO
+from .. import (
+    REPO,
+    Fail,
+)
 
 CONSTRAINTS = os.path.join(REPO, "keystone-constraints.txt")
 PACKAGES = ["keystone", "gunicorn"]
@@ -29,10 +32,6 @@ from keystone.server import wsgi as _ks_wsgi  # noqa: E402
 
 application = _ks_wsgi.initialize_public_application()
 """
-
-
-class Fail(Exception):
-    """A failure to report as one line on stderr (exit 1)."""
 
 
 def say(msg: str) -> None:

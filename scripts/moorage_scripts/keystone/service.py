@@ -9,9 +9,9 @@ import shlex
 import subprocess
 import time
 
+from ..procs import alive, proc_start
 from .api import answers
 from .common import LOCK_TIMEOUT, MANAGE_TIMEOUT, START_TIMEOUT, Fail, quiet_env, run, tail, write_private
-from .procs import alive, proc_start
 
 
 class Keystone:

@@ -6,9 +6,9 @@ import contextlib
 import os
 import shutil
 
+from ..procs import alive
 from .api import tcp_open
 from .common import quiet_env, run, say
-from .procs import alive
 from .state import Nova
 
 

@@ -34,12 +34,12 @@ import subprocess
 import sys
 import time
 
+from ..procs import alive, stop_process
 from .backends import epmd_pids, start_mariadb, start_rabbitmq
 from .common import SERVICES, STOP_TIMEOUT, Fail, parse_exports, say, write_private
 from .configs import db_sync, write_configs
 from .identity import Keystone, setup_keystone
 from .install import default_venv, ensure_apt, ensure_venv
-from .procs import alive, stop_process
 from .services import ensure_flavor, novarc, start_services, wait_compute, wait_services
 from .state import Nova
 
@@ -79,7 +79,7 @@ def cmd_up(args) -> int:
             if running:
                 say(f"configuration changed: restarting {', '.join(running)}")
                 for name in running:
-                    stop_process(nv.proc(name), name)
+                    stop_process(nv.proc(name), name, timeout=STOP_TIMEOUT, say=say)
         db_sync(nv, venv)
         start_services(nv, venv)
         ks = Keystone(admin["OS_AUTH_URL"])
@@ -117,7 +117,7 @@ def stop_all(nv: Nova) -> bool:
             continue
         if alive(rec):
             was = True
-            stop_process(rec, name, timeout=30 if name in ("rabbitmq", "mariadb") else STOP_TIMEOUT)
+            stop_process(rec, name, timeout=30 if name in ("rabbitmq", "mariadb") else STOP_TIMEOUT, say=say)
         procs.pop(name, None)
         nv.save()
     if nv.state.get("epmd_ours"):

@@ -8,7 +8,10 @@ import subprocess
 import sys
 import time
 
-from .. import REPO
+from .. import (
+    REPO,
+    Fail,
+)
 
 CONSTRAINTS = os.path.join(REPO, "nova-constraints.txt")
 PACKAGES = ["nova", "openstack-placement", "neutron", "python-novaclient", "pymysql", "gunicorn"]
@@ -29,10 +32,6 @@ SERVICE_USERS = ("nova", "placement", "neutron")
 MOORAGE_PROJECT = "moorage"
 MOORAGE_USER = "moorage"
 SERVICES = ("placement", "neutron", "nova-api", "nova-conductor", "nova-scheduler", "nova-compute")
-
-
-class Fail(Exception):
-    """A failure to report as one line on stderr (exit 1)."""
 
 
 def say(msg: str) -> None:

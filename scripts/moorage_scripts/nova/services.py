@@ -9,10 +9,10 @@ import shlex
 import subprocess
 import time
 
+from ..procs import alive
 from .api import api_answers, http_call
 from .common import FLAVOR, MANAGE_TIMEOUT, MOORAGE_PROJECT, MOORAGE_USER, SERVICES, Fail, run, say, tail
 from .configs import service_env
-from .procs import alive
 from .state import Nova
 
 

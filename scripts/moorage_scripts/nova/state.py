@@ -11,8 +11,8 @@ import subprocess
 import time
 
 from ..ports import free_port, port_free
+from ..procs import alive, proc_start
 from .common import LOCK_TIMEOUT, START_TIMEOUT, Fail, tail, write_private
-from .procs import alive, proc_start
 
 
 class Nova:

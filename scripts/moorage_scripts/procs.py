@@ -1,4 +1,5 @@
-"""The processes scripts/nova records (pid and start time), and stopping them."""
+"""The processes scripts/keystone and scripts/nova start and record (pid and start time): whether
+a record still names the same living process, and stopping it with its process group."""
 
 from __future__ import annotations
 
@@ -6,11 +7,13 @@ import contextlib
 import os
 import signal
 import time
+from collections.abc import Callable
 
-from .common import STOP_TIMEOUT, Fail, say
+from . import Fail
 
 
 def proc_start(pid: int) -> str | None:
+    """The start time of a living process (to tell it from a later one with the same pid)."""
     try:
         with open(f"/proc/{pid}/stat") as fh:
             data = fh.read()
@@ -42,8 +45,9 @@ def group_pids(pgid: int) -> list[int]:
     return out
 
 
-def stop_process(rec: dict, what: str, timeout: float = STOP_TIMEOUT) -> None:
-    """TERM the process and its process group (it was started in a session of its own), then KILL."""
+def stop_process(rec: dict, what: str, *, timeout: float, say: Callable[[str], None]) -> None:
+    """TERM the process and its process group (it was started in a session of its own), wait,
+    then KILL; Fail if anything survives that."""
     pid = rec["pid"]
 
     def left() -> list[int]:
