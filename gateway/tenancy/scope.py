@@ -16,7 +16,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TypeVar, cast
 
-from gateway import store
 from gateway.errors import DockerError
 from gateway.policy import bodies
 from gateway.tenancy import names, resolve
@@ -414,7 +413,3 @@ def strip_names(project: str, value: T) -> T:
         return value
 
     return cast(T, strip(value))
-
-
-def instance_of(uuid: str | None) -> store.Instance | None:
-    return store.Instance.get_or_none(store.Instance.uuid == uuid) if uuid else None
