@@ -183,6 +183,8 @@ def _instance_row(instance, settings) -> dict:
         "uuid": instance.uuid,
         "state": state,
         "provider": instance.provider,
+        # dedicated tenancy: the project that claimed it ("-": free for any)
+        "project": instance.project or ("-" if settings.placement.tenancy != "shared" else ""),
         "agent": instance.agent_url,
         "containers": count,
         "capacity": instance.capacity or settings.placement.capacity,
@@ -199,7 +201,10 @@ def cmd_instances(args) -> int:
     store.init(settings.gateway.database)
     if args.action == "list":
         rows = [_instance_row(i, settings) for i in store.Instance.select().order_by(store.Instance.position)]
-        _print(rows, ["uuid", "state", "provider", "containers", "capacity", "docker", "agent"], args.format)
+        columns = ["uuid", "state", "provider", "containers", "capacity", "docker", "agent"]
+        if settings.placement.tenancy != "shared":
+            columns.insert(3, "project")
+        _print(rows, columns, args.format)
         return 0
     instance = store.Instance.get_or_none(store.Instance.uuid == args.uuid)
     if instance is None:
