@@ -26,17 +26,32 @@ EXTRA = ("gamma", "delta")  # projects beyond devstack's two, given embedded tok
 @pytest.fixture(scope="module")
 def dstack():
     directory = tempfile.mkdtemp(prefix="moorage-dedicated-it-")
-    argv = [sys.executable, DEVSTACK, "up", directory, "--hosts", "2", "--max-hosts", "3", "--release-grace", "3"]
+    argv = [
+        sys.executable,
+        DEVSTACK,
+        "up",
+        directory,
+        "--hosts",
+        "2",
+        "--max-hosts",
+        "3",
+        "--release-grace",
+        "3",
+    ]
     up = subprocess.run(argv, capture_output=True, text=True, timeout=600)
     if up.returncode != 0:
-        subprocess.run([sys.executable, DEVSTACK, "down", directory, "--purge"], capture_output=True, timeout=300)
+        subprocess.run(
+            [sys.executable, DEVSTACK, "down", directory, "--purge"], capture_output=True, timeout=300
+        )
         pytest.fail(f"devstack up failed:\n{up.stderr}")
     try:
         stack = Stack(read_env(os.path.join(directory, "env")), directory)
         add_tenants(stack)
         yield stack
     finally:
-        subprocess.run([sys.executable, DEVSTACK, "down", directory, "--purge"], capture_output=True, timeout=300)
+        subprocess.run(
+            [sys.executable, DEVSTACK, "down", directory, "--purge"], capture_output=True, timeout=300
+        )
 
 
 def add_tenants(stack: Stack) -> None:
@@ -145,8 +160,20 @@ def test_a_host_is_wiped_before_another_project_claims_it(dstack):
     first = lambda: instances(stack)[fixed[0]]["project"]  # noqa: E731
     wait_for("host 1 free", lambda: first() == "-", timeout=90)
     # alpha leaves a little of everything on host 1
-    ok(stack.docker("run", "-d", "--name", "keep", "-v", "data:/data", "busybox", "sh", "-c",
-                    "echo secret > /data/s; echo secret > /s; sleep 300"))
+    ok(
+        stack.docker(
+            "run",
+            "-d",
+            "--name",
+            "keep",
+            "-v",
+            "data:/data",
+            "busybox",
+            "sh",
+            "-c",
+            "echo secret > /data/s; echo secret > /s; sleep 300",
+        )
+    )
     assert placed(stack)["keep"] == fixed[0]
     ok(stack.docker("commit", "keep", "alpha-app:1"))
     ok(stack.docker("network", "create", "alpha-net"))
@@ -186,7 +213,8 @@ def test_an_agent_cannot_take_over_an_instance_or_speak_for_another_project(dsta
     )
     assert forged.status_code == 409 and "needs that agent's secret" in forged.json()["message"]
     assert instances(stack)[fixed[0]]["agent"] == agent_url
-    assert "refused a registration for live instance" in open(os.path.join(stack.dir, "gateway-1.log")).read()
+    with open(os.path.join(stack.dir, "gateway-1.log")) as fh:
+        assert "refused a registration for live instance" in fh.read()
 
     # beta's instance's agent (its secret read from its state directory, as a compromised
     # instance could) reports a container labelled for alpha: not adopted
@@ -201,7 +229,12 @@ def test_an_agent_cannot_take_over_an_instance_or_speak_for_another_project(dsta
         json={
             "daemon": "up",
             "containers": [
-                {"id": "f" * 64, "name": "planted", "project": stack.env["MOORAGE_PROJECT_alpha"], "labels": {}}
+                {
+                    "id": "f" * 64,
+                    "name": "planted",
+                    "project": stack.env["MOORAGE_PROJECT_alpha"],
+                    "labels": {},
+                }
             ],
         },
         timeout=30,
