@@ -109,9 +109,14 @@ def claim(
             .count()
         )
         if size >= provider.max_instances:
+            what = (
+                "this project's instances are full, none is free to claim,"
+                if project is not None
+                else "every instance is full"
+            )
             raise DockerError(
                 503,
-                "every instance is full and no more can be added: the pool has "
+                f"{what} and no more can be added: the pool has "
                 f"reached its limit of {provider.max_instances} instances; remove "
                 "containers you no longer need, or ask the operator for more capacity",
             )
@@ -165,6 +170,7 @@ def record_server(member_id: str, server_id: str) -> bool:
                 capacity=member.capacity,
                 state=BUILDING,
                 project=member.project,
+                claimed_at=now if member.project else None,
                 position=last + 1,
                 registered_at=now,
                 last_heartbeat=now,
@@ -326,7 +332,8 @@ def bootstrap(presented: str, data: dict) -> tuple[str, str]:
         instance.agent_secret = agent_secret
         instance.state = store.INSTANCE_UP
         instance.last_heartbeat = now
-        instance.project = member.project  # booted for it (dedicated tenancy), or None
+        if instance.project != member.project:  # booted for it (dedicated tenancy), or None
+            instance.project, instance.claimed_at = member.project, now if member.project else None
         instances.apply_facts(instance, data)
         if not instance.capacity:
             instance.capacity = member.capacity

@@ -116,14 +116,15 @@ def claim_free(project: str, settings, default_capacity: int) -> store.Instance 
 
 
 def claim(instance: store.Instance, project: str) -> None:
+    now = store.utcnow()
     taken = (
-        store.Instance.update(project=project)
+        store.Instance.update(project=project, claimed_at=now)
         .where((store.Instance.uuid == instance.uuid) & store.Instance.project.is_null())
         .execute()
     )
     if not taken:  # (inside the placement lock nobody else claims: this is a broken invariant)
         raise DockerError(503, f"instance {instance.uuid} was claimed meanwhile; try again")
-    instance.project = project
+    instance.project, instance.claimed_at = project, now
 
 
 @overload

@@ -76,6 +76,9 @@ class Instance(BaseModel):
     # whose objects this instance holds, from the placement that claimed it until the reaper
     # deletes it (a pool's) or wipes it (a static host's); NULL: no project's, free to claim.
     project = peewee.CharField(max_length=64, null=True, index=True)
+    # When it was claimed: what a worker learnt about the instance's daemon for its project
+    # (such as the project's bridge there) holds for this claim only; a wipe ends it.
+    claimed_at = peewee.DateTimeField(null=True)
 
     class Meta:
         only_save_dirty = True

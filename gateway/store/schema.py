@@ -171,6 +171,7 @@ def _m_placement_usage(db: peewee.Database) -> None:
 def _m_dedicated(db: peewee.Database) -> None:
     """Dedicated tenancy: which project owns an instance, and which project a boot is for."""
     _add_column(db, "instance", "project", "VARCHAR(64)")
+    _add_column(db, "instance", "claimed_at", "TIMESTAMP")
     db.execute_sql('CREATE INDEX IF NOT EXISTS "instance_project" ON "instance" ("project")')
     _add_column(db, "pool_member", "project", "VARCHAR(64)")
 

@@ -132,7 +132,7 @@ def test_projects_never_share_and_the_stack_grows_to_its_size(dstack):
     assert instances(stack)[booted]["provider"] == "local"
     # the stack is at --max-hosts 3: delta is told, and nothing of it is recorded
     refused = stack.docker("run", "-d", "--name", "d1", "busybox", "true", tenant="delta")
-    assert refused.returncode == 125 and b"no instance could be added" in refused.stderr, refused.stderr
+    assert refused.returncode == 125 and b"none is free to claim" in refused.stderr, refused.stderr
     assert "d1" not in placed(stack)
 
     # each project's list is its own, from its own instance

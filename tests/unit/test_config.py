@@ -207,6 +207,8 @@ class _Stack:
         self.gw_ip = "198.18.0.1"
         self.hash = "0123abcd"
         self.state = {"port": 2375, "secret": "s", **state}
+        self.nhosts = int(self.state.get("hosts", 1))
+        self.external = None
 
     def path(self, *parts: str) -> str:
         return os.path.join(self.dir, *parts)
@@ -226,6 +228,24 @@ def test_devstack_writes_a_file_the_loader_takes(tmp_path, monkeypatch, capacity
     assert s.identity.backend == "embedded" and s.identity.token_file == st.path("identity.json")
     assert s.placement.capacity == (capacity or 0) and s.policy.file == st.path("policy.yaml")
     assert s.gateway.bind == ["tcp://127.0.0.1:2375", "tcp://198.18.0.1:2375"]
+    # dedicated by default; hosts beyond --hosts booted by devstack's own commands
+    assert s.placement.tenancy == "dedicated" and s.placement.release_grace == 60
+    assert s.local.max_hosts == 7 and s.local.boot_command[-2:] == ["boot-host", st.dir]
+    assert s.local.delete_command[-2:] == ["delete-host", st.dir]
+
+
+def test_devstack_shared_tenancy_and_no_booting(tmp_path, monkeypatch):
+    sys.path.insert(0, os.path.join(REPO, "scripts"))
+    try:
+        from moorage_scripts.devstack import gateways
+    finally:
+        sys.path.remove(os.path.join(REPO, "scripts"))
+    monkeypatch.setattr(gateways, "database_url", lambda st: "sqlite:///" + st.path("moorage.db"))
+    st = _Stack(tmp_path, tenancy="shared", hosts=2, max_hosts=2, release_grace=3)
+    (tmp_path / "identity.json").write_text("{}")
+    s = config.load(gateways.write_gateway_config(st))  # type: ignore[arg-type]
+    assert (s.placement.tenancy, s.placement.release_grace) == ("shared", 3)
+    assert s.local.boot_command == [] and s.placement.provider == "local"
 
 
 def test_devstack_keystone_and_nova_settings_load(tmp_path, monkeypatch):
