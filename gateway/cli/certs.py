@@ -229,7 +229,7 @@ def _client_session(host: str):
         session.cert = (os.path.join(cert_path, "cert.pem"), os.path.join(cert_path, "key.pem"))
         session.verify = os.path.join(cert_path, "ca.pem")
     session.headers.update(_headers_from(os.environ.get("DOCKER_CONFIG") or os.path.expanduser("~/.docker")))
-    return session, url + CERTS_PATH
+    return session, url + CERTS_PATH, session.verify
 
 
 def _print(rows: list[dict], fmt: str) -> None:
@@ -253,12 +253,13 @@ def cmd_certs(args, settings_of) -> int:
     if args.host:  # the user's: through the gateway
         import requests
 
-        session, url = _client_session(args.host)
+        session, url, verify = _client_session(args.host)
+        # verify on each call: requests prefers $REQUESTS_CA_BUNDLE to a session's own
         try:
             if args.action == "list":
-                rows = _answer(session.get(url, timeout=TIMEOUT))
+                rows = _answer(session.get(url, timeout=TIMEOUT, verify=verify))
             else:
-                rows = [_answer(session.delete(f"{url}/{args.serial}", timeout=TIMEOUT))]
+                rows = [_answer(session.delete(f"{url}/{args.serial}", timeout=TIMEOUT, verify=verify))]
         except requests.RequestException as exc:
             _say(f"cannot reach the gateway at {args.host}: {exc}")
             return 1

@@ -340,7 +340,16 @@ def authenticate_request(
     der = peer_certificate(connection) if certificates is not None else None
     identity = certificates.identify(der) if der and certificates is not None else None
     if identity is None:
-        return authenticate(provider, headers, connection)
+        try:
+            return authenticate(provider, headers, connection)
+        except DockerError as exc:
+            if certificates is None or exc.status != 401 or not hasattr(connection, "getpeercert"):
+                raise
+            raise DockerError(
+                401,
+                exc.message
+                + "; or, on this TLS address, present a client certificate (`moorage login --tls`)",
+            ) from None
     token = headers.get(TOKEN_HEADER.upper(), "").strip()
     project = headers.get(PROJECT_HEADER.upper(), "").strip()
     if project and project != identity.project_id:
