@@ -31,6 +31,8 @@ def cmd_serve(args) -> int:
         settings.gateway.bind = args.bind
     if args.workers:
         settings.gateway.workers = args.workers
+    if getattr(args, "tls_bind", None):
+        settings.gateway.tls_bind = args.tls_bind
     for key in ("tls_cert", "tls_key", "tls_ca", "log_file", "pid_file", "metrics_bind"):
         if getattr(args, key, None):
             setattr(settings.gateway, key, getattr(args, key))
@@ -411,6 +413,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--tls-cert")
         p.add_argument("--tls-key")
         p.add_argument("--tls-ca", help="verify client certificates against this CA")
+        p.add_argument("--tls-bind", action="append", help="a TLS listener beside --bind (repeatable)")
         p.add_argument("--log-file")
         p.add_argument("--pid-file")
         p.add_argument("--metrics-bind", help="serve Prometheus metrics on HOST:PORT")
