@@ -29,6 +29,11 @@ def cmd_serve(args) -> int:
     settings = _settings(args)
     if args.bind:
         settings.gateway.bind = args.bind
+        if settings.gateway.tls_bind and not args.tls_bind:
+            # The command line's listeners replace the file's, TLS ones included (--tls-bind);
+            # the file's certificate was for its TLS listeners, not for every --bind.
+            settings.gateway.tls_bind = []
+            settings.gateway.tls_cert = settings.gateway.tls_key = ""
     if args.workers:
         settings.gateway.workers = args.workers
     if getattr(args, "tls_bind", None):
@@ -413,7 +418,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--tls-cert")
         p.add_argument("--tls-key")
         p.add_argument("--tls-ca", help="verify client certificates against this CA")
-        p.add_argument("--tls-bind", action="append", help="a TLS listener beside --bind (repeatable)")
+        p.add_argument(
+            "--tls-bind",
+            action="append",
+            help="a TLS listener beside --bind (repeatable; with --bind, only these)",
+        )
         p.add_argument("--log-file")
         p.add_argument("--pid-file")
         p.add_argument("--metrics-bind", help="serve Prometheus metrics on HOST:PORT")
