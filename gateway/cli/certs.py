@@ -162,7 +162,13 @@ def login_tls(args, keystone_login, login_error: type[Exception]) -> int:
         if not headers:
             raise CertError(f"{config_dir}/config.json holds no X-Auth-Token and X-Auth-Project-Id", 2)
         project = headers.get(PROJECT_HEADER, "")
-        cert_dir = os.path.abspath(os.path.expanduser(args.cert_dir or default_cert_dir(project)))
+        # Named as `moorage login` names the config dir: by the project's name when it wrote one.
+        try:
+            with open(os.path.join(os.path.expanduser(config_dir), "moorage-login.json")) as fh:
+                label = json.load(fh).get("project_name") or project
+        except (OSError, ValueError, AttributeError):
+            label = project
+        cert_dir = os.path.abspath(os.path.expanduser(args.cert_dir or default_cert_dir(label)))
         answer = request_certificate(args.host, headers, cert_dir, args.cacert or "")
     except (CertError, login_error) as exc:
         _say(str(exc))

@@ -326,3 +326,13 @@ def test_ec_csr_accepted_and_operator_cli_lists_and_revokes(authority, tmp_path,
     assert moorage(["--db", db, "certs", "revoke", issued.serial, "--format", "json"]) == 0
     assert json.loads(capsys.readouterr().out)[0]["state"] == "revoked"
     assert moorage(["--db", db, "certs", "revoke", "abc"]) == 1
+
+
+def test_settings_take_tls_bind_as_a_string_or_a_list():
+    from gateway import config
+
+    one = config.parse({"gateway": {"tls_bind": "tcp://0.0.0.0:2376", "cert_days": 7}})
+    assert one.gateway.tls_bind == ["tcp://0.0.0.0:2376"] and one.gateway.cert_days == 7.0
+    assert config.parse({}).gateway.cert_days == 30.0 and config.parse({}).gateway.cert_recheck == 300.0
+    with pytest.raises(config.SettingsError):
+        config.parse({"gateway": {"tls_client_ca_path": "x"}})
