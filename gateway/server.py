@@ -45,17 +45,20 @@ def gunicorn_bind(address: str) -> str:
     return address
 
 
-# Set by run() in the master before the workers fork: the TLS listeners' addresses and what
-# their SSL context is made of (certificate, key, client CA).
-_TLS_LISTENERS: set = set()
+# Set by run() in the master before the workers fork: the TLS listeners' ports and what their
+# SSL context is made of (certificate, key, client CA). A listener is known by its port: a plain
+# bind may not share one (run() refuses it), and a host name resolves to whatever address.
+_TLS_PORTS: set[int] = set()
 _TLS_FILES: dict[str, str] = {}
 HANDSHAKE_TIMEOUT = 15.0  # seconds a client may take to finish its TLS handshake
 
 
-def _listener_address(address: str):
-    """What a bound socket's getsockname() says for a tcp://HOST:PORT bind (IPv4 or [IPv6])."""
-    host, _, port = gunicorn_bind(address).rpartition(":")
-    return host.strip("[]"), int(port)
+def _tcp_port(address: str, key: str) -> int:
+    """The port of a tcp://HOST:PORT bind; ValueError naming the setting otherwise."""
+    _host, sep, port = gunicorn_bind(address).rpartition(":")
+    if address.startswith("unix:") or not sep or not port.isdigit():
+        raise ValueError(f"[gateway] {key}: expected tcp://HOST:PORT, not {address!r}")
+    return int(port)
 
 
 def tls_context(cert: str, key: str, client_ca: str) -> ssl.SSLContext:
@@ -81,7 +84,7 @@ def _gevent_worker():
                 here = listener.getsockname()
             except OSError:
                 here = None
-            if isinstance(here, tuple) and here[:2] in _TLS_LISTENERS:
+            if isinstance(here, tuple) and here[1] in _TLS_PORTS:
                 if self._context is None:
                     self._context = tls_context(
                         _TLS_FILES["cert"], _TLS_FILES["key"], _TLS_FILES.get("client_ca", "")
@@ -200,9 +203,13 @@ def run(settings, factory, *, name: str = "moorage-gateway", metrics_dir: str = 
     if gw.tls_bind:
         if not (gw.tls_cert and gw.tls_key):
             raise ValueError("[gateway] tls_bind needs tls_cert and tls_key (the gateway's certificate)")
+        ports = {_tcp_port(b, "tls_bind") for b in gw.tls_bind}
+        shared = [b for b in gw.bind if not b.startswith("unix:") and _tcp_port(b, "bind") in ports]
+        if shared:
+            raise ValueError(f"[gateway] bind {shared[0]!r} shares its port with a tls_bind listener")
         options["bind"] += [gunicorn_bind(b) for b in gw.tls_bind]
-        _TLS_LISTENERS.clear()
-        _TLS_LISTENERS.update(_listener_address(b) for b in gw.tls_bind)
+        _TLS_PORTS.clear()
+        _TLS_PORTS.update(ports)
         _TLS_FILES.update(cert=gw.tls_cert, key=gw.tls_key, client_ca=gw.tls_client_ca)
         tls_context(gw.tls_cert, gw.tls_key, gw.tls_client_ca)  # refused now, not in every worker
         options["worker_class"] = _gevent_worker()

@@ -75,6 +75,9 @@ def cmd_serve(args) -> int:
             name="moorage-relay" if relay_only else "moorage-gateway",
             metrics_dir=metrics_dir,
         )
+    except (ValueError, OSError) as exc:  # the TLS settings (server.run checks them first)
+        print(f"moorage: {settings.source or 'settings'}: {exc}", file=sys.stderr)
+        return 2
     finally:
         server.cleanup_metrics(metrics_dir)
     return 0

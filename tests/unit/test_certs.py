@@ -336,3 +336,18 @@ def test_settings_take_tls_bind_as_a_string_or_a_list():
     assert config.parse({}).gateway.cert_days == 30.0 and config.parse({}).gateway.cert_recheck == 300.0
     with pytest.raises(config.SettingsError):
         config.parse({"gateway": {"tls_client_ca_path": "x"}})
+
+
+def test_tls_listeners_are_tcp_and_never_share_a_plain_port(gateway_settings, pki, capsys):
+    from gateway import server
+
+    gw = gateway_settings.gateway
+    gw.tls_cert, gw.tls_key = str(pki / "server.pem"), str(pki / "server-key.pem")
+    for bind, tls_bind, says in (
+        (["tcp://127.0.0.1:2375"], ["unix:///tmp/x.sock"], "expected tcp://HOST:PORT"),
+        (["tcp://127.0.0.1:2376"], ["tcp://0.0.0.0:2376"], "shares its port"),
+    ):
+        gw.bind, gw.tls_bind = bind, tls_bind
+        with pytest.raises(ValueError) as exc:
+            server.run(gateway_settings, lambda: None)
+        assert says in str(exc.value)
