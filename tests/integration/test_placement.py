@@ -17,6 +17,8 @@ import pytest
 
 from tests.integration.conftest import DEVSTACK, Stack, read_env
 
+pytestmark = pytest.mark.shared
+
 HOSTS, CAPACITY = 3, 2
 PIN = "org.openstack.nova.instance"
 
@@ -25,7 +27,19 @@ PIN = "org.openstack.nova.instance"
 def full_stack():
     directory = tempfile.mkdtemp(prefix="moorage-place-it-")
     up = subprocess.run(
-        [sys.executable, DEVSTACK, "up", directory, "--hosts", str(HOSTS), "--capacity", str(CAPACITY)],
+        [
+            sys.executable,
+            DEVSTACK,
+            "up",
+            directory,
+            "--hosts",
+            str(HOSTS),
+            "--capacity",
+            str(CAPACITY),
+            "--tenancy",
+            # fill order over every instance, whoever asks (dedicated: test_dedicated.py)
+            "shared",
+        ],
         capture_output=True,
         text=True,
         timeout=600,
