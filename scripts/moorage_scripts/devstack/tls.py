@@ -5,8 +5,10 @@ init-ca`), the gateway's [gateway] tls_* settings, and a client certificate per 
 from __future__ import annotations
 
 import datetime
+import http.client
 import json
 import os
+import ssl
 
 from .common import TENANTS, Fail, run, say
 from .daemons import moorage_argv, moorage_env
@@ -73,6 +75,33 @@ def _still_good(cert_dir: str, project_id: str) -> bool:
     return not_after - datetime.datetime.now(datetime.UTC) > RENEW_BEFORE
 
 
+def _accepted(st: Stack, cert_dir: str, serial: str) -> bool:
+    """The gateway takes the certificate (its database may be newer than the file: `down
+    --purge` keeps DIR/tenants): GET /moorage/v1/certs with it lists it as valid."""
+    try:
+        context = ssl.create_default_context(cafile=os.path.join(cert_dir, "ca.pem"))
+        context.load_cert_chain(os.path.join(cert_dir, "cert.pem"), os.path.join(cert_dir, "key.pem"))
+        conn = http.client.HTTPSConnection("127.0.0.1", tls_ports(st)[0], context=context, timeout=15)
+        try:
+            conn.request("GET", "/moorage/v1/certs")
+            resp = conn.getresponse()
+            body = resp.read()
+        finally:
+            conn.close()
+        rows = json.loads(body) if resp.status == 200 else []
+    except (OSError, ValueError, http.client.HTTPException):
+        return False
+    return any(isinstance(r, dict) and r.get("serial") == serial and r.get("state") == "valid" for r in rows)
+
+
+def _serial(cert_dir: str) -> str:
+    try:
+        with open(os.path.join(cert_dir, "moorage-cert.json")) as fh:
+            return str(json.load(fh).get("serial") or "")
+    except (OSError, ValueError, AttributeError):
+        return ""
+
+
 def tenant_certs(st: Stack, port: int) -> None:
     """DIR/tenants/T/certs for each tenant, unless the one there lives another RENEW_BEFORE: issued
     by the gateway (plain address, port) to the token in DIR/tenants/T/config.json."""
@@ -80,7 +109,7 @@ def tenant_certs(st: Stack, port: int) -> None:
     for name in TENANTS:
         tdir = st.path("tenants", name)
         cert_dir = os.path.join(tdir, "certs")
-        if _still_good(cert_dir, st.state["tenants"][name]):
+        if _still_good(cert_dir, st.state["tenants"][name]) and _accepted(st, cert_dir, _serial(cert_dir)):
             continue
         argv = [
             *moorage_argv(),
