@@ -41,17 +41,24 @@ def home_instance(ctx: Context, *, claim: bool = False) -> store.Instance:
     return live[0]
 
 
+def fanout(ctx: Context) -> list[store.Instance]:
+    """The live instances a merged view asks, in fill order: every one; with dedicated tenancy
+    the project's own only (the first live one when it has none yet: what every project sees
+    there, such as the public images, is the same everywhere), so that no other project's
+    instance, nor its agent, has a say in the project's lists and events."""
+    live = instances.live_instances(ctx.settings)
+    if dedicated(ctx.settings) and not ctx.all_projects:
+        return instances.project_instances(ctx.settings, ctx.project) or live[:1]
+    return live
+
+
 def every_instance(ctx: Context, method: str, path: str, query: str = ""):
     """(instance, answer) from each live instance, in fill order: what the merged views
     (lists, prunes, df) are made of. A daemon's error is the client's error (the first one
     in fill order). Reads (GET) ask every instance at once, so a list over N instances takes
     about as long as the slowest one, not the sum; anything else goes one instance after
-    another and stops at the first error. With dedicated tenancy, the project's instances
-    only (the first live one when it has none yet: what every project sees there, such as
-    the public images, is the same everywhere)."""
-    live = instances.live_instances(ctx.settings)
-    if dedicated(ctx.settings) and not ctx.all_projects:
-        live = instances.project_instances(ctx.settings, ctx.project) or live[:1]
+    another and stops at the first error. Which instances: ``fanout``."""
+    live = fanout(ctx)
     if method != "GET" or len(live) < 2:
         for instance in live:
             status, payload = call(ctx, instance, method, path, query=query)

@@ -39,6 +39,8 @@ def full_stack():
             "--tenancy",
             # fill order over every instance, whoever asks (dedicated: test_dedicated.py)
             "shared",
+            "--max-hosts",
+            str(HOSTS),  # no host booted on demand: the seventh container is refused
         ],
         capture_output=True,
         text=True,
