@@ -22,6 +22,7 @@ from gateway.store.db import (
 )
 from gateway.store.models import (
     INSTANCE_UP,
+    ClientCert,
     Container,
     Exec,
     ImagePresence,
@@ -176,6 +177,11 @@ def _m_dedicated(db: peewee.Database) -> None:
     _add_column(db, "pool_member", "project", "VARCHAR(64)")
 
 
+def _m_client_certs(db: peewee.Database) -> None:
+    """The client certificates the gateway issued (gateway/tenancy/certs.py)."""
+    db.create_tables([ClientCert], safe=True)
+
+
 MIGRATIONS: list[Callable[[peewee.Database], None]] = [
     _m0_initial,
     _m1_networks_volumes,
@@ -185,6 +191,7 @@ MIGRATIONS: list[Callable[[peewee.Database], None]] = [
     _m5_pool,
     _m_placement_usage,
     _m_dedicated,
+    _m_client_certs,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
