@@ -34,6 +34,7 @@ from gateway.store.models import (
     Quota,
     QuotaReservation,
     SchemaVersion,
+    Trust,
     Volume,
 )
 
@@ -176,6 +177,11 @@ def _m_dedicated(db: peewee.Database) -> None:
     _add_column(db, "pool_member", "project", "VARCHAR(64)")
 
 
+def _m_trusts(db: peewee.Database) -> None:
+    """The nova provider's Keystone trusts, one per project, sealed (gateway/tenancy/trusts.py)."""
+    db.create_tables([Trust], safe=True)
+
+
 MIGRATIONS: list[Callable[[peewee.Database], None]] = [
     _m0_initial,
     _m1_networks_volumes,
@@ -185,6 +191,7 @@ MIGRATIONS: list[Callable[[peewee.Database], None]] = [
     _m5_pool,
     _m_placement_usage,
     _m_dedicated,
+    _m_trusts,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
