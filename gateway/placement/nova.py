@@ -172,16 +172,16 @@ class NovaProvider(Provider):
         service project's (shared, or a server booted before the project had its own)."""
         if project is None or self.trusts is None:
             return self.nova
-        with self._lock:
-            entry = self._clients.get(project)
-        if entry is not None:
-            return entry[1]
-        trust = self.trusts.get(project)
+        trust = self.trusts.get(project)  # the store's, which another worker may have replaced
         if trust is None:
             raise RuntimeError(
                 f"no Keystone trust is stored for {self._where(project)}: Moorage cannot act there "
                 "until a create of one of its users needs a new instance and makes one"
             )
+        with self._lock:
+            entry = self._clients.get(project)
+        if entry is not None and entry[0] == trust.trust_id:
+            return entry[1]
         return self._keep(trust)
 
     def _keep(self, trust: StoredTrust):
@@ -383,10 +383,11 @@ nohup "$@" >>/var/log/moorage-agent.log 2>&1 &
         """The service project's servers with this pool's mark, and (dedicated) each trusted
         project's. A project whose listing fails counts its known servers as present, so that
         nothing is taken for an orphan or for vanished on one failed listing."""
-        out = self._listing(self.nova, None)
+        seen: dict[str, str | None] = {}
+        out = self._listing(self.nova, None, seen)
         for project in self.trusts.projects() if self.trusts is not None else []:
             try:
-                out += self._listing(self._nova_for(project), project)
+                out += self._listing(self._nova_for(project), project, seen)
             except Exception as exc:  # noqa: BLE001 (one project's broken trust stops no other)
                 log.warning("listing the servers of %s failed: %s", self._where(project), exc)
                 out += [
@@ -395,9 +396,10 @@ nohup "$@" >>/var/log/moorage-agent.log 2>&1 &
                         (store.PoolMember.project == project) & store.PoolMember.server_id.is_null(False)
                     )
                 ]
+        self._seen = seen
         return out
 
-    def _listing(self, nova, project: str | None) -> list[dict]:
+    def _listing(self, nova, project: str | None, seen: dict) -> list[dict]:
         out = []
         for server in nova.servers.list(detailed=True):
             meta = getattr(server, "metadata", None) or {}
@@ -408,6 +410,6 @@ nohup "$@" >>/var/log/moorage-agent.log 2>&1 &
                 created = _dt.datetime.fromisoformat(server.created.replace("Z", "+00:00")).replace(
                     tzinfo=None
                 )
-            self._seen[server.id] = project
+            seen[server.id] = project
             out.append({"id": server.id, "member": meta.get(MEMBER_KEY), "created": created})
         return out
