@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 from cryptography.fernet import Fernet
 
-from gateway import store
-from gateway.tenancy.trusts import Sealer, TrustKeyError, TrustStore
+from gateway import config, store
+from gateway.tenancy.trusts import Delegation, Sealer, TrustKeyError, TrustStore
 
 
 def key_file(tmp_path, *keys: bytes, name="trust.key"):
@@ -115,3 +115,40 @@ def test_migration_adds_the_trust_table_to_a_database_of_dedicated_tenancy(tmp_p
     assert store.upgrade() == (before, store.SCHEMA_VERSION)
     assert db.table_exists("trust")
     store.close()
+
+
+# -- how the caller's token reaches placement -----------------------------------------------------
+
+
+def _ctx(backend: str, headers: dict):
+    import falcon
+    import falcon.testing
+
+    from gateway.context import Context
+    from gateway.routing import Route
+    from gateway.services.common import delegation
+    from gateway.tenancy import Identity
+
+    settings = config.Settings(identity=config.IdentitySettings(backend=backend))
+    gw = type("Gateway", (), {"settings": settings})()
+    ctx = Context(
+        gw=gw,
+        req=falcon.testing.create_req(headers=headers),
+        resp=falcon.Response(),
+        route=Route("POST", "/containers/create", "ContainerCreate", lambda ctx: None),
+        params={},
+        version="1.41",
+        identity=Identity(project_id="p1", project_name="alpha", user_id="u1", user_name="alice"),
+    )
+    return delegation(ctx)
+
+
+def test_a_keystone_callers_token_is_its_delegation_and_an_embedded_one_is_none():
+    got = _ctx("keystone", {"X-Auth-Token": "gAAAA-the-token", "X-Auth-Project-Id": "p1"})
+    assert got == Delegation(
+        token="gAAAA-the-token", user_id="u1", project_id="p1", user_name="alice", project_name="alpha"
+    )
+    assert "gAAAA" not in repr(got), "a token never reaches a log line"
+    assert got.describe() == "project alpha (p1)"
+    assert _ctx("embedded", {"X-Auth-Token": "tok-a", "X-Auth-Project-Id": "p1"}) is None
+    assert _ctx("keystone", {"X-Auth-Project-Id": "p1"}) is None
