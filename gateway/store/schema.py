@@ -35,6 +35,7 @@ from gateway.store.models import (
     Quota,
     QuotaReservation,
     SchemaVersion,
+    Trust,
     Volume,
 )
 
@@ -182,6 +183,11 @@ def _m_client_certs(db: peewee.Database) -> None:
     db.create_tables([ClientCert], safe=True)
 
 
+def _m_trusts(db: peewee.Database) -> None:
+    """The nova provider's Keystone trusts, one per project, sealed (gateway/tenancy/trusts.py)."""
+    db.create_tables([Trust], safe=True)
+
+
 MIGRATIONS: list[Callable[[peewee.Database], None]] = [
     _m0_initial,
     _m1_networks_volumes,
@@ -192,6 +198,7 @@ MIGRATIONS: list[Callable[[peewee.Database], None]] = [
     _m_placement_usage,
     _m_dedicated,
     _m_client_certs,
+    _m_trusts,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
