@@ -63,13 +63,21 @@ BODY_READ = 1024 * 1024
 ERROR_BODY_LIMIT = 64 * 1024
 
 
+# Headers a client repeats, one value each, that WSGI joins into one with commas: sent again
+# as the client sent them. BuildKit's session lists its gRPC methods so, and dockerd reads
+# each line as one method (a joined line names none, and the build finds no local sources).
+_REPEATED_REQUEST = {"x-docker-expose-session-grpc-method"}
+
+
 def _client_headers(ctx: Context) -> list[tuple[str, str]]:
     out = []
     for name, value in ctx.req.env.items():
         if not name.startswith("HTTP_"):
             continue
         header = name[5:].replace("_", "-").title()
-        if header.lower() not in _DROP_REQUEST:
+        if header.lower() in _REPEATED_REQUEST:
+            out += [(header, part.strip()) for part in value.split(",") if part.strip()]
+        elif header.lower() not in _DROP_REQUEST:
             out.append((header, value))
     if ctx.req.content_type:
         out.append(("Content-Type", ctx.req.content_type))

@@ -250,7 +250,6 @@ req(
     "GET",
     "/_ping",
     obs="text",
-    divergence="ping-builder-version",
 )
 req(
     "http.SystemPing.unversioned",
@@ -260,7 +259,6 @@ req(
     "/_ping",
     obs="text",
     version=None,
-    divergence="ping-builder-version",
 )
 req(
     "http.SystemPing.v1.24",
@@ -270,7 +268,6 @@ req(
     "/_ping",
     obs="text",
     version="1.24",
-    divergence="ping-builder-version",
 )
 req(
     "http.SystemPing.no-auth",
@@ -291,7 +288,6 @@ req(
     "/_ping",
     obs="none",
     version=None,
-    divergence="ping-builder-version",
 )
 req(
     "http.SystemPingHead.versioned",
@@ -300,7 +296,6 @@ req(
     "HEAD",
     "/_ping",
     obs="none",
-    divergence="ping-builder-version",
 )
 req("http.SystemVersion.get", "SystemVersion", s_none, "GET", "/version")
 req("http.SystemVersion.unversioned", "SystemVersion", s_none, "GET", "/version", version=None)

@@ -1,11 +1,10 @@
-"""System: /_ping, /version, /info, /events, /system/df, /auth, /session."""
+"""System: /_ping, /version, /info, /events, /system/df, /auth, and BuildKit's /session and /grpc."""
 
 from __future__ import annotations
 
 from gateway.context import Context
-from gateway.errors import DockerError
 from gateway.routing import Route
-from gateway.services import system
+from gateway.services import buildkit, system
 
 
 def ping(ctx: Context) -> None:
@@ -20,14 +19,6 @@ def ping(ctx: Context) -> None:
         resp.data = b"OK"
 
 
-def session(ctx: Context) -> None:
-    raise DockerError(
-        404,
-        "BuildKit sessions are not supported by Moorage: build with the classic "
-        "builder (DOCKER_BUILDKIT=0 docker build ...)",
-    )
-
-
 ROUTES = [
     Route("GET", "/_ping", "SystemPing", ping),
     Route("HEAD", "/_ping", "SystemPingHead", ping),
@@ -36,5 +27,6 @@ ROUTES = [
     Route("GET", "/events", "SystemEvents", system.events, streaming=True),
     Route("GET", "/system/df", "SystemDataUsage", system.data_usage),
     Route("POST", "/auth", "SystemAuth", system.to_home),
-    Route("POST", "/session", "Session", session),
+    Route("POST", "/session", "Session", buildkit.session, streaming=True),
+    Route("POST", "/grpc", "BuildKitGRPC", buildkit.grpc, streaming=True),
 ]

@@ -24,10 +24,11 @@ from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import urlencode
 
-from gateway import buildfile, imagemap, policy, store, tarstream
+from gateway import buildfile, imagemap, instances, policy, store, tarstream
 from gateway.context import Context
 from gateway.errors import DockerError
-from gateway.forward import call, client_body, send
+from gateway.forward import call, client_body, raise_for, send
+from gateway.placement import dedicated
 from gateway.services.common import home_instance
 from gateway.services.image_answers import respond_rewritten
 from gateway.services.image_moves import ensure_on, image_path
@@ -311,7 +312,19 @@ def build(ctx: Context, dockerfile: str, remote: str) -> None:
 
 
 def prune(ctx: Context) -> None:
-    """POST /build/prune: the classic builder's cache on an instance is every project's, and the
-    BuildKit cache a prune empties is nobody's (BuildKit is not run), so nothing is pruned and
-    nothing forwarded (docs/divergences.md#build-prune)."""
-    ctx.answer_json({"CachesDeleted": None, "SpaceReclaimed": 0})
+    """POST /build/prune: with dedicated tenancy the project's instances' build cache is its
+    own, and each is pruned (the answers merged). On shared instances the cache is every
+    project's: nothing is pruned and nothing forwarded (docs/divergences.md#build-prune)."""
+    if not (dedicated(ctx.settings) and not ctx.all_projects):
+        ctx.answer_json({"CachesDeleted": None, "SpaceReclaimed": 0})
+        return
+    deleted: list = []
+    reclaimed = 0
+    own = instances.project_instances(ctx.settings, ctx.project)
+    for instance in own:
+        status, payload = call(ctx, instance, "POST", "/build/prune", query=ctx.req.query_string)
+        raise_for(status, payload)
+        if isinstance(payload, dict):
+            deleted += payload.get("CachesDeleted") or []
+            reclaimed += int(payload.get("SpaceReclaimed") or 0)
+    ctx.answer_json({"CachesDeleted": deleted or None, "SpaceReclaimed": reclaimed})

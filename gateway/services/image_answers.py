@@ -13,6 +13,7 @@ from gateway import imagemap, instances, store
 from gateway.context import Context
 from gateway.errors import DockerError, scrub_paths, scrubbed_body
 from gateway.forward import ERROR_BODY_LIMIT, check_agent, send
+from gateway.services import buildkit
 from gateway.services.common import home_instance
 from gateway.services.image_moves import image_path
 from gateway.services.jsonlines import rewrite_lines
@@ -114,7 +115,7 @@ def forward_decoy(ctx: Context, typed: str, path_for, query: str | None = None) 
 
 def resolve_or_decoy(ctx: Context, typed: str, suffix: str = "") -> imagemap.Found | None:
     """The image ``typed`` names for the caller; None once the decoy's answer is relayed."""
-    found = imagemap.resolve(ctx.project, typed)
+    found = buildkit.resolve(ctx, typed)
     if found is None:
         forward_decoy(ctx, typed, lambda n: image_path(n, suffix))
     return found

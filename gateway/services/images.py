@@ -22,6 +22,7 @@ from gateway.context import Context
 from gateway.errors import DockerError
 from gateway.forward import call, forward, raise_for
 from gateway.placement import dedicated
+from gateway.services import buildkit
 from gateway.services.common import every_instance, hide_project_label, home_instance, with_query
 from gateway.services.image_answers import no_such_image, resolve_or_decoy
 from gateway.services.image_moves import ensure_on, image_path, need_holder, split, tag_on
@@ -69,6 +70,10 @@ def visible_list(ctx: Context) -> list[dict]:
     seen: dict[str, dict] = {}
     public_seen: set[str] = set()
     for instance, payload in every_instance(ctx, "GET", "/images/json"):
+        if isinstance(payload, list) and buildkit.adopt_listed(ctx, instance, payload):
+            # names a BuildKit build exported there, adopted: the project's from now on
+            visible = imagemap.visible_images(ctx.project)
+            _, payload = call(ctx, instance, "GET", "/images/json")
         for image in payload or []:
             image_id = image.get("Id")
             if image_id not in visible or image_id in seen:
@@ -106,7 +111,7 @@ def container_image(ctx: Context, instance: store.Instance, image) -> object:
     tenant's Image, made present there. Another project's image is a missing one (404)."""
     if not isinstance(image, str) or not image:
         return image  # dockerd says what is wrong with it
-    found = imagemap.resolve(ctx.project, image)
+    found = buildkit.resolve(ctx, image)
     if found is None:
         raise no_such_image(image)
     if found.public:

@@ -79,6 +79,9 @@ class Instance(BaseModel):
     # When it was claimed: what a worker learnt about the instance's daemon for its project
     # (such as the project's bridge there) holds for this claim only; a wipe ends it.
     claimed_at = peewee.DateTimeField(null=True)
+    # When a BuildKit connection (/grpc) to it last began: for a while after, the image names
+    # its builds export are looked for before a name is resolved (gateway/services/buildkit.py).
+    buildkit_at = peewee.DateTimeField(null=True)
 
     class Meta:
         only_save_dirty = True

@@ -188,6 +188,11 @@ def _m_trusts(db: peewee.Database) -> None:
     db.create_tables([Trust], safe=True)
 
 
+def _m_buildkit(db: peewee.Database) -> None:
+    """When each instance last served a BuildKit connection (gateway/services/buildkit.py)."""
+    _add_column(db, "instance", "buildkit_at", "TIMESTAMP")
+
+
 MIGRATIONS: list[Callable[[peewee.Database], None]] = [
     _m0_initial,
     _m1_networks_volumes,
@@ -199,6 +204,7 @@ MIGRATIONS: list[Callable[[peewee.Database], None]] = [
     _m_dedicated,
     _m_client_certs,
     _m_trusts,
+    _m_buildkit,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
