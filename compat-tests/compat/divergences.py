@@ -53,6 +53,43 @@ def _py_error(obs, status: int, pattern: str) -> bool:
     return False
 
 
+DIVERGENCES: dict[str, Divergence] = {
+    d.id: d
+    for d in [
+        Divergence(
+            "attach-socket-headers",
+            "docker-py's attach_socket() (compose v1 `run`, `up` without -d) sends no HttpHeaders: 401",
+            lambda o: _py_error(o, 401, "authentication") or _cli_error(o, "authentication"),
+        ),
+        Divergence(
+            "plugins",
+            "plugin routes answer 403: plugins act on the instance host",
+            lambda o: _status(o, 403, "plugins") or _cli_error(o, "plugins"),
+        ),
+        Divergence(
+            "auth-headers",
+            "every request needs X-Auth-Token and X-Auth-Project-Id (401 otherwise)",
+            lambda o: (
+                _status(o, 401, "authentication")
+                or _cli_error(o, "authentication")
+                or _py_error(o, 401, "authentication")
+            ),
+        ),
+        Divergence(
+            "buildkit-session",
+            "BuildKit on dedicated instances only: on shared ones /session and /grpc answer 400 "
+            "naming DOCKER_BUILDKIT=0",
+            lambda o: _status(o, 400, "DOCKER_BUILDKIT=0"),
+        ),
+        Divergence(
+            "policy",
+            "settings that reach into the instance are refused (403, naming the policy rule)",
+            lambda o: _status(o, 403, "policy rule") or _cli_error(o, "policy rule"),
+        ),
+    ]
+}
+
+
 def check_documented(doc_text: str) -> list[str]:
     """Ids used in the suite but without a `{#id}` section in docs/divergences.md."""
     return [d for d in DIVERGENCES if "{#" + d + "}" not in doc_text]
