@@ -12,6 +12,8 @@ database = "sqlite:////var/lib/moorage/moorage.db"
 registration_secret = "..."      # what agents present to register
 tls_cert = "..."; tls_key = "..."; tls_ca = "..."   # TLS; with tls_ca, client certs are verified
 log_file = "..."; pid_file = "..."
+log_format = "text"               # or "json": one JSON object per line, with the request ID
+                                  # (gateway/logs.py); gunicorn's own lines too
 heartbeat_interval = 10           # seconds between agent heartbeats
 body_idle_timeout = 120           # seconds a request body may stall before the request is
                                   # refused (400) and its upstream call aborted; 0: never
@@ -44,6 +46,11 @@ cpus = 16                         # sum of the containers' --cpus
 volumes = 50
 networks = 20
 images = 100                      # distinct images the project holds
+[rate_limits]                     # each project's fair share (gateway/fairshare.py); 0 = none;
+requests_per_second = 50          # `moorage quota set PROJECT rate=N streams=N` overrides
+burst = 100                       # requests at once above the rate (0: one second's worth)
+streams = 20                      # streamed or hijacked answers open at once (logs -f, attach...)
+sync_interval = 1                 # seconds between each worker's exchange with the store
 """
 
 from __future__ import annotations
@@ -77,6 +84,7 @@ class GatewaySettings:
     heartbeat_interval: float = 10.0
     body_idle_timeout: float = 120.0
     metrics_bind: str = ""
+    log_format: str = "text"  # or "json": one object per line (gateway/logs.py)
 
     @property
     def heartbeat_timeout(self) -> float:
@@ -166,6 +174,16 @@ class QuotaSettings:
 
 
 @dataclass
+class RateLimitSettings:
+    """[rate_limits]: each project's fair share of the gateway (gateway/fairshare.py); 0: no limit."""
+
+    requests_per_second: float = 0.0  # per project, across every worker and replica
+    burst: float = 0.0  # requests a project may send at once above its rate; 0: one second's worth
+    streams: int = 0  # streamed or hijacked answers a project holds open at once
+    sync_interval: float = 1.0  # seconds between a worker's exchanges with the store
+
+
+@dataclass
 class NovaSettings:
     """[nova]: the provider's service credentials and how it boots (gateway/placement/nova.py)."""
 
@@ -204,6 +222,7 @@ class Settings:
     policy: PolicySettings = field(default_factory=PolicySettings)
     limits: LimitsSettings = field(default_factory=LimitsSettings)
     quotas: QuotaSettings = field(default_factory=QuotaSettings)
+    rate_limits: RateLimitSettings = field(default_factory=RateLimitSettings)
     nova: NovaSettings = field(default_factory=NovaSettings)
     source: str = ""  # the file read, "" for none
 

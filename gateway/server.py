@@ -116,6 +116,26 @@ def _metrics_hooks(settings, metrics_dir: str) -> dict:
     return {"when_ready": when_ready, "child_exit": child_exit}
 
 
+def _log_hooks(settings) -> dict:
+    """gunicorn hook: once the master's error log is set up (``log_file``, else stderr), the
+    gateway's own loggers write through the same handlers, in ``[gateway] log_format``
+    (gateway/logs.py); the workers inherit it when they fork."""
+
+    def on_starting(arbiter):
+        import logging
+
+        from gateway import logs
+
+        level = logging.getLevelName(os.environ.get("MOORAGE_LOG_LEVEL", "info").upper())
+        logs.use(
+            logging.getLogger("gunicorn.error").handlers,
+            settings.gateway.log_format,
+            level if isinstance(level, int) else logging.INFO,
+        )
+
+    return {"on_starting": on_starting}
+
+
 def run(settings, factory, *, name: str = "moorage-gateway", metrics_dir: str = "") -> None:
     """Run gunicorn in the foreground until it is told to stop."""
     options = {
@@ -137,6 +157,7 @@ def run(settings, factory, *, name: str = "moorage-gateway", metrics_dir: str = 
         "limit_request_field_size": 65536,
         "limit_request_line": 16384,
         **_metrics_hooks(settings, metrics_dir),
+        **_log_hooks(settings),
     }
     if settings.gateway.tls_cert:
         options.update(certfile=settings.gateway.tls_cert, keyfile=settings.gateway.tls_key)

@@ -10,6 +10,9 @@ PROJECT_HEADER = "X-Auth-Project-Id"
 # The operators' admin view of every project's objects (`moorage login --all-projects`).
 ALL_PROJECTS_HEADER = "X-Moorage-All-Projects"
 
+# -- clients <-> gateway -> agents: one request's ID (gateway/logs.py) ----------------------------
+REQUEST_ID_HEADER = "X-Request-Id"
+
 # -- agents <-> gateway ------------------------------------------------------------------------
 AGENTS_PATH = "/moorage/v1/agents"  # the agent API's prefix on the gateway's own listeners
 REGISTRATION_SECRET_HEADER = "X-Moorage-Registration-Secret"  # static hosts: the operator's secret

@@ -24,7 +24,7 @@ def _settings(args):
 
 # -- serve / relay ---------------------------------------------------------------------------
 def cmd_serve(args) -> int:
-    from gateway import server
+    from gateway import logs, server
 
     settings = _settings(args)
     if args.bind:
@@ -39,6 +39,7 @@ def cmd_serve(args) -> int:
     relay_only = args.command == "relay"
     # First: the metrics' multiprocess directory is named before any module imports them.
     try:
+        logs.formatter(settings.gateway.log_format)
         metrics_dir = server.prepare_metrics(settings)
     except ValueError as exc:
         print(f"moorage: {settings.source or 'settings'}: {exc}", file=sys.stderr)

@@ -48,6 +48,7 @@ from gateway.store.models import (
     Quota,
     QuotaReservation,
     SchemaVersion,
+    ShareReport,
     Volume,
     utcnow,
 )
@@ -105,6 +106,7 @@ __all__ = [
     "Quota",
     "QuotaReservation",
     "SchemaVersion",
+    "ShareReport",
     "Volume",
     "close",
     "container_named",

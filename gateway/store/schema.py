@@ -34,6 +34,7 @@ from gateway.store.models import (
     Quota,
     QuotaReservation,
     SchemaVersion,
+    ShareReport,
     Volume,
 )
 
@@ -168,6 +169,11 @@ def _m_placement_usage(db: peewee.Database) -> None:
     )
 
 
+def _m_fair_shares(db: peewee.Database) -> None:
+    """The workers' fair-share reports (gateway/fairshare.py)."""
+    db.create_tables([ShareReport], safe=True)
+
+
 MIGRATIONS: list[Callable[[peewee.Database], None]] = [
     _m0_initial,
     _m1_networks_volumes,
@@ -176,6 +182,7 @@ MIGRATIONS: list[Callable[[peewee.Database], None]] = [
     _m4_images,
     _m5_pool,
     _m_placement_usage,
+    _m_fair_shares,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
