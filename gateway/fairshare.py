@@ -83,6 +83,38 @@ def parse_value(key: str, value) -> int:
     return int(text)
 
 
+def report(project: str, settings) -> dict:
+    """`moorage quota show`: the project's rate and streams limits, where each comes from, and
+    what the workers last reported (requests per second asked, streams open)."""
+    own = {
+        key: value
+        for key, value in store.Quota.select(store.Quota.resource, store.Quota.value)
+        .where((store.Quota.project == project) & store.Quota.resource.in_(KEYS))
+        .tuples()
+    }
+    default = {"rate": settings.rate_limits.requests_per_second, "streams": settings.rate_limits.streams}
+    S = store.ShareReport
+    interval = settings.rate_limits.sync_interval or 1.0
+    horizon = store.utcnow() - _dt.timedelta(seconds=interval * FRESH_INTERVALS)
+    demand, streams = (
+        S.select(
+            peewee.fn.COALESCE(peewee.fn.SUM(S.demand), 0), peewee.fn.COALESCE(peewee.fn.SUM(S.streams), 0)
+        )
+        .where((S.project == project) & (S.seen_at >= horizon))
+        .tuples()
+        .get()
+    )
+    used = {"rate": round(int(demand) / interval, 1), "streams": int(streams)}
+    out = {}
+    for key in KEYS:
+        if key in own:
+            limit, source = (own[key] if own[key] >= 0 else None), "project"
+        else:
+            limit, source = (default[key] or None), ("default" if default[key] else "none")
+        out[key] = {"limit": limit, "in_use": used[key], "source": source}
+    return out
+
+
 class FairShare:
     """One worker's view of every project's fair share (see the module's docstring)."""
 
