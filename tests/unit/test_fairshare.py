@@ -2,6 +2,7 @@
 per-project overrides, and the shares of several workers exchanged through the store (each
 FairShare here is one worker; they share a real store, SQLite and PostgreSQL)."""
 
+import contextlib
 import json
 import time
 
@@ -106,10 +107,8 @@ def test_two_workers_split_the_rate_by_demand(settings):
     def interval():
         for worker, asked in ((busy, 30), (quiet, 10)):
             for _ in range(asked):
-                try:
+                with contextlib.suppress(fairshare.TooManyRequests):
                     worker.admit("pa", streaming=False)
-                except fairshare.TooManyRequests:
-                    pass
         busy.exchange()
         quiet.exchange()
 
