@@ -131,10 +131,14 @@ class Gateway:
         seconds = time.monotonic() - started
         metrics.REQUESTS.labels(operation, status).inc()
         metrics.REQUEST_SECONDS.labels(operation).observe(seconds)
-        if access_log.isEnabledFor(logging.INFO):
+        # The agents' own calls (a heartbeat per agent per interval) are routine: debug, unless
+        # refused.
+        level = logging.DEBUG if operation.startswith("Agent") and status < "400" else logging.INFO
+        if access_log.isEnabledFor(level):
             method, path = environ.get("REQUEST_METHOD", ""), environ.get("PATH_INFO", "")
             project = environ.get("moorage.project", "")
-            access_log.info(
+            access_log.log(
+                level,
                 "%s %s %s %s %.1fms project=%s",
                 method,
                 path,

@@ -51,6 +51,7 @@ requests_per_second = 50          # `moorage quota set PROJECT rate=N streams=N`
 burst = 100                       # requests at once above the rate (0: one second's worth)
 streams = 20                      # streamed or hijacked answers open at once (logs -f, attach...)
 sync_interval = 1                 # seconds between each worker's exchange with the store
+refusal_delay = 1                 # seconds a refused request waits before its 429
 """
 
 from __future__ import annotations
@@ -181,6 +182,9 @@ class RateLimitSettings:
     burst: float = 0.0  # requests a project may send at once above its rate; 0: one second's worth
     streams: int = 0  # streamed or hijacked answers a project holds open at once
     sync_interval: float = 1.0  # seconds between a worker's exchanges with the store
+    # Seconds a refused request waits before its 429 (at most its Retry-After): a client that
+    # retries at once then costs one request per connection per delay, not a busy loop.
+    refusal_delay: float = 1.0
 
 
 @dataclass

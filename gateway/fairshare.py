@@ -18,6 +18,9 @@ How it holds across workers and replicas without touching the store on each requ
   and the sum of the shares is the project's limit wherever its requests land. A worker's
   open streams plus the others' last reported ones must stay under the stream limit.
 - It reads the per-project limits from the quota table in the same exchange.
+- A refused request waits (``refusal_delay``, 1 s, at most its Retry-After) before its 429:
+  a client that retries at once would otherwise turn cheap refusals into a busy loop that
+  takes the CPU the other projects need (bench/README.md, the fairness figure).
 
 So the store sees two statements per worker per interval, whatever the request rate. What
 this costs in exactness: a worker that has not yet exchanged for a project (its first second
@@ -155,11 +158,13 @@ class FairShare:
             bucket.stamp = now
             if bucket.tokens < 1:
                 metrics.RATE_REFUSALS.labels("requests").inc()
+                retry_after = (1 - bucket.tokens) / (rate * share)
+                self._hold(retry_after)
                 raise TooManyRequests(
                     f"too many requests for project {project}: its limit is {rate} per second across "
                     "the gateway; wait as Retry-After says and retry, send fewer requests at once, or "
                     f"ask your operator to raise it (moorage quota set {project} rate=N)",
-                    (1 - bucket.tokens) / (rate * share),
+                    retry_after,
                 )
             bucket.tokens -= 1
         if streams:
@@ -167,6 +172,7 @@ class FairShare:
                 metrics.RATE_REFUSALS.labels("streams").inc()
                 if rate:
                     bucket.tokens += 1  # not served: the token goes back
+                self._hold(1.0)
                 raise TooManyRequests(
                     f"too many open streams for project {project}: its limit is {streams} at once "
                     "(logs -f, attach, events, exec, wait, build, pull, push...); end one you no longer "
@@ -177,6 +183,15 @@ class FairShare:
             bucket.streams += 1
             return True
         return False
+
+    def _hold(self, retry_after: float) -> None:
+        """Wait before refusing (``refusal_delay``, at most ``retry_after``): a client that
+        ignores Retry-After and asks again at once would otherwise spend the gateway's CPU on
+        refusals as fast as it can send, at the other projects' expense. Under gevent the wait
+        is a sleeping greenlet: it costs the worker nothing but the open connection."""
+        delay = min(self.settings.refusal_delay, retry_after)
+        if delay > 0:
+            time.sleep(delay)
 
     def release(self, project: str) -> None:
         """A stream admitted by :meth:`admit` has ended."""

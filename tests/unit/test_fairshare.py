@@ -19,7 +19,7 @@ from gateway.dockerapi import ROUTES
 def settings(db_url):
     s = config.Settings(
         gateway=config.GatewaySettings(database=db_url),
-        rate_limits=config.RateLimitSettings(requests_per_second=10, streams=2),
+        rate_limits=config.RateLimitSettings(requests_per_second=10, streams=2, refusal_delay=0),
     )
     store.init(db_url)
     yield s
@@ -136,14 +136,18 @@ def test_streams_counted_across_workers(settings):
 
 
 def test_the_gateway_answers_429_in_dockers_shape(gateway_settings):
-    gateway_settings.rate_limits = config.RateLimitSettings(requests_per_second=1, burst=2)
+    gateway_settings.rate_limits = config.RateLimitSettings(requests_per_second=1, burst=2, refusal_delay=0.2)
     gw = Gateway(gateway_settings, ROUTES)
     client = testing.TestClient(gw)
     headers = {"X-Auth-Token": "tok-a", "X-Auth-Project-Id": "pa"}
-    statuses = [client.simulate_get("/v1.41/containers/json", headers=headers) for _ in range(3)]
+    statuses = [client.simulate_get("/v1.41/containers/json", headers=headers) for _ in range(2)]
+    started = time.monotonic()
+    statuses.append(client.simulate_get("/v1.41/containers/json", headers=headers))
+    refused_at = time.monotonic()
     assert 429 not in [r.status_code for r in statuses[:2]]  # the burst
     refused = statuses[2]
     assert refused.status_code == 429
+    assert refused_at - started >= 0.2  # held before it was refused
     assert refused.headers["Retry-After"] == "1"
     assert refused.headers["Content-Type"] == "application/json"
     assert json.loads(refused.text)["message"].startswith("too many requests for project pa")
