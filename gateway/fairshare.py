@@ -18,7 +18,7 @@ How it holds across workers and replicas without touching the store on each requ
   and the sum of the shares is the project's limit wherever its requests land. A worker's
   open streams plus the others' last reported ones must stay under the stream limit.
 - It reads the per-project limits from the quota table in the same exchange.
-- A refused request waits (``refusal_delay``, 1 s, at most its Retry-After) before its 429:
+- A refused request waits (``refusal_delay``, 1 s, at most the Retry-After it gets) before its 429:
   a client that retries at once would otherwise turn cheap refusals into a busy loop that
   takes the CPU the other projects need (bench/README.md, the fairness figure).
 
@@ -185,11 +185,11 @@ class FairShare:
         return False
 
     def _hold(self, retry_after: float) -> None:
-        """Wait before refusing (``refusal_delay``, at most ``retry_after``): a client that
+        """Wait before refusing (``refusal_delay``, at most the Retry-After sent): a client that
         ignores Retry-After and asks again at once would otherwise spend the gateway's CPU on
         refusals as fast as it can send, at the other projects' expense. Under gevent the wait
         is a sleeping greenlet: it costs the worker nothing but the open connection."""
-        delay = min(self.settings.refusal_delay, retry_after)
+        delay = min(self.settings.refusal_delay, max(1, math.ceil(retry_after)))  # Retry-After's
         if delay > 0:
             time.sleep(delay)
 
