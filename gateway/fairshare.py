@@ -191,6 +191,7 @@ class FairShare:
         is a sleeping greenlet: it costs the worker nothing but the open connection."""
         delay = min(self.settings.refusal_delay, max(1, math.ceil(retry_after)))  # Retry-After's
         if delay > 0:
+            store.release_connection()  # a pooled PostgreSQL connection is not held while it waits
             time.sleep(delay)
 
     def release(self, project: str) -> None:

@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--report-dir", help="where the outputs and NDJSON reports go (default: a temporary one)")
     args = ap.parse_args(argv)
     if not shutil.which("schemathesis"):
-        print("api-fuzz: schemathesis is not installed (pip install schemathesis)", file=sys.stderr)
+        print("api-fuzz: schemathesis is not installed (pip install -e '.[fuzz]')", file=sys.stderr)
         return 2
     report_dir = args.report_dir or tempfile.mkdtemp(prefix="moorage-api-fuzz-")
     os.makedirs(report_dir, exist_ok=True)
