@@ -1,11 +1,14 @@
 """bench/fairness: does one project hammering the gateway move another project's p99?
 
-    bench/fairness [--env DIR/env] [--seconds S] [--hammers N] [--rate R] [--victim-rps V] [--json FILE]
+    bench/fairness [--env DIR/env] [--seconds S] [--rounds R] [--hammers N] [--rate R]
+                   [--victim-rps V] [--json FILE]
 
 The victim (the stack's tenant ``beta``) sends V requests a second (default 20, an open loop
 over 4 threads: each request leaves at its time whether or not the last one has returned), half
 ``GET /containers/json`` and half an inspect of one of its running containers, and its latency is
-recorded in each phase (S seconds each, default 20):
+recorded in each phase (S seconds each, default 10; the four phases repeat R times, default 3,
+and each phase's samples are pooled, so that the load of other jobs on the machine lands on
+every phase alike):
 
     baseline       the victim alone
     unlimited      tenant ``alpha`` hammers: N threads (default 16), each with its own keep-alive
@@ -13,7 +16,6 @@ recorded in each phase (S seconds each, default 20):
     limited        the same hammering, with alpha held to R requests a second (default 20:
                    ``moorage quota set ALPHA rate=R``); alpha ignores Retry-After and retries at once
     polite         the same limit, alpha's threads wait as Retry-After says
-    baseline-end   the victim alone again: how much the machine itself drifted
 
 Target (issue 18): in ``limited`` the victim's p99 is at most 10 % above ``baseline``'s.
 Without --env it brings up its own stack (scripts/devstack up --hosts 2) and takes it down at
@@ -38,7 +40,7 @@ from ..run.client import Side, expect, pct
 from ..run.common import BENCH_LABEL, IMAGE, BenchError, read_env, say
 from ..run.stack import OwnStack
 
-PHASES = ("baseline", "unlimited", "limited", "polite", "baseline-end")
+PHASES = ("baseline", "unlimited", "limited", "polite")
 TARGET = 1.10  # limited p99 / baseline p99
 VICTIM_THREADS = 4
 
@@ -154,33 +156,55 @@ def measure(env: dict[str, str], args) -> list[dict]:
 
 
 def phases(env, args, victim: Victim, alpha: Side, alpha_project: str) -> list[dict]:
-    rows = []
+    """The phases in rounds: baseline, unlimited, limited, polite, each ``--seconds`` long, the
+    whole sequence ``--rounds`` times, so that a change in the machine's load (other jobs) lands
+    on every phase alike. Samples of the same phase are pooled."""
+    pooled: dict[str, dict] = {
+        p: {"samples": [], "errors": 0, "ok": 0, "429": 0, "other": 0, "s": 0.0} for p in PHASES
+    }
     victim.run(3)  # warm-up: connections, caches
-    for phase in PHASES:
-        if phase == "limited":
-            admin(env, "quota", "set", alpha_project, f"rate={args.rate}")
-            time.sleep(3)  # every worker's next exchange learns it (sync_interval 1 s)
-        hammer = None
-        if phase in ("unlimited", "limited", "polite"):
-            hammer = Hammer(alpha, args.hammers, polite=phase == "polite")
-            hammer.start()
-            time.sleep(1)
-        say(f"phase {phase}: {args.seconds:.0f} s")
-        victim.run(args.seconds)
-        if hammer is not None:
-            hammer.finish()
-        total = args.seconds + (1 if hammer else 0)
+    for round_ in range(args.rounds):
+        for phase in PHASES:
+            limited = phase in ("limited", "polite")
+            admin(
+                env,
+                "quota",
+                *(
+                    ("set", alpha_project, f"rate={args.rate}")
+                    if limited
+                    else ("unset", alpha_project, "rate")
+                ),
+            )
+            time.sleep(2.5)  # every worker's next exchange learns it (sync_interval 1 s)
+            hammer = None
+            if phase != "baseline":
+                hammer = Hammer(alpha, args.hammers, polite=phase == "polite")
+                hammer.start()
+                time.sleep(1)
+            say(f"round {round_ + 1}/{args.rounds}, phase {phase}: {args.seconds:.0f} s")
+            victim.run(args.seconds)
+            if hammer is not None:
+                hammer.finish()
+            into = pooled[phase]
+            into["samples"] += victim.samples
+            into["errors"] += victim.errors
+            into["s"] += args.seconds + (1 if hammer else 0)
+            for kind, n in hammer.counts.items() if hammer else ():
+                into[kind] += n
+    rows = []
+    for phase, got in pooled.items():
+        samples, hammered = got["samples"], phase != "baseline"
         rows.append(
             {
                 "phase": phase,
-                "victim_n": len(victim.samples),
-                "victim_errors": victim.errors,
-                "p50_ms": round(pct(victim.samples, 50), 2) if victim.samples else None,
-                "p99_ms": round(pct(victim.samples, 99), 2) if victim.samples else None,
-                "max_ms": round(max(victim.samples), 2) if victim.samples else None,
-                "hammer_ok_per_s": round(hammer.counts["ok"] / total, 1) if hammer else None,
-                "hammer_429_per_s": round(hammer.counts["429"] / total, 1) if hammer else None,
-                "hammer_other": hammer.counts["other"] if hammer else None,
+                "victim_n": len(samples),
+                "victim_errors": got["errors"],
+                "p50_ms": round(pct(samples, 50), 2) if samples else None,
+                "p99_ms": round(pct(samples, 99), 2) if samples else None,
+                "max_ms": round(max(samples), 2) if samples else None,
+                "hammer_ok_per_s": round(got["ok"] / got["s"], 1) if hammered else None,
+                "hammer_429_per_s": round(got["429"] / got["s"], 1) if hammered else None,
+                "hammer_other": got["other"] if hammered else None,
             }
         )
     return rows
@@ -191,7 +215,8 @@ def report(rows: list[dict], args, load: tuple[float, float]) -> None:
     print(
         f"Moorage fairness bench, {_dt.datetime.now().isoformat(timespec='seconds')}: {os.cpu_count()} "
         f"CPUs, load average {load[0]:.2f} at start, {load[1]:.2f} at end; victim {args.victim_rps:g} "
-        f"req/s, {args.hammers} hammering threads, limit {args.rate} req/s, {args.seconds:g} s a phase"
+        f"req/s, {args.hammers} hammering threads, limit {args.rate} req/s, {args.rounds} rounds of "
+        f"{args.seconds:g} s a phase"
     )
     head = ["phase", "victim p50 ms", "p99 ms", "p99 vs base", "max ms", "n", "err", "alpha 200/s", "429/s"]
     print(" ".join(f"{h:>13}" for h in head))
@@ -218,7 +243,8 @@ def report(rows: list[dict], args, load: tuple[float, float]) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="bench/fairness", description=__doc__.split("\n\n")[0])
     ap.add_argument("--env", metavar="FILE", help="use this stack's env file (DIR/env)")
-    ap.add_argument("--seconds", type=float, default=20.0, help="length of each phase (default 20)")
+    ap.add_argument("--seconds", type=float, default=10.0, help="length of each phase (default 10)")
+    ap.add_argument("--rounds", type=int, default=3, help="how many times the phases repeat (default 3)")
     ap.add_argument("--hammers", type=int, default=16, help="alpha's threads (default 16)")
     ap.add_argument("--rate", type=int, default=20, help="alpha's limit, requests a second (default 20)")
     ap.add_argument("--victim-rps", type=float, default=20.0, help="beta's requests a second (default 20)")
