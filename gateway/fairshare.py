@@ -228,7 +228,6 @@ class FairShare:
             elif time.monotonic() - bucket.stamp > IDLE_SECONDS:
                 del self.buckets[project]
                 self.shares.pop(project, None)
-                self.others_streams.pop(project, None)
         if rows:
             with store.write_transaction():
                 S.insert_many(rows).on_conflict(
@@ -241,6 +240,7 @@ class FairShare:
                 ).execute()
         if active:
             self._learn_shares(dict(active), now)
+        self._learn_streams(now)
         self.overrides = {}
         Q = store.Quota
         for project, key, value in (
@@ -255,15 +255,21 @@ class FairShare:
         S = store.ShareReport
         horizon = now - _dt.timedelta(seconds=self.settings.sync_interval * FRESH_INTERVALS)
         totals: dict[str, int] = {}
-        others: dict[str, int] = {}
-        query = S.select(S.worker, S.project, S.demand, S.streams).where(
-            S.project.in_(sorted(mine)) & (S.seen_at >= horizon)
-        )
-        for worker, project, demand, streams in query.tuples():
+        query = S.select(S.project, S.demand).where(S.project.in_(sorted(mine)) & (S.seen_at >= horizon))
+        for project, demand in query.tuples():
             totals[project] = totals.get(project, 0) + demand
-            if worker != self.worker:
-                others[project] = others.get(project, 0) + streams
         for project, demand in mine.items():
             total = totals.get(project, 0)
             self.shares[project] = demand / total if total and demand else 1.0
-            self.others_streams[project] = others.get(project, 0)
+
+    def _learn_streams(self, now: _dt.datetime) -> None:
+        """The streams the other workers hold open, for every project that holds any: a worker
+        that has not served a project lately must still count them at its first stream."""
+        S = store.ShareReport
+        horizon = now - _dt.timedelta(seconds=self.settings.sync_interval * FRESH_INTERVALS)
+        query = (
+            S.select(S.project, peewee.fn.SUM(S.streams))
+            .where((S.seen_at >= horizon) & (S.streams > 0) & (S.worker != self.worker))
+            .group_by(S.project)
+        )
+        self.others_streams = {project: int(n) for project, n in query.tuples()}
