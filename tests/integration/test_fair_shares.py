@@ -90,6 +90,11 @@ def test_open_streams_are_limited_per_project(stack, override):
         assert stack.http("GET", "/events?until=0", tenant="beta").status_code == 200
     finally:
         first.close()
+    # The gateway learns that a quiet stream's client has gone when it next writes to it: give
+    # the events stream something to say.
+    name = f"fair-{os.getpid()}"
+    assert stack.http("POST", "/volumes/create", json={"Name": name}).status_code == 201
+    assert stack.http("DELETE", f"/volumes/{name}").status_code == 204
     deadline = time.monotonic() + 15
     while stack.http("GET", "/events?until=0").status_code == 429:
         assert time.monotonic() < deadline, "the stream's slot was not given back"
