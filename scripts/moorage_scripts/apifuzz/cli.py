@@ -115,7 +115,8 @@ def run_spec(spec: str, version: str, env: dict[str, str], args, report_dir: str
         "PYTHONPATH": os.pathsep.join([SCRIPTS, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
     }
     with open(out_path, "w") as out:
-        proc = subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, env=child_env)
+        # In the report directory: schemathesis keeps its cache (.schemathesis/) in its cwd.
+        proc = subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, env=child_env, cwd=report_dir)
     with open(out_path, errors="replace") as fh:
         text = fh.read()
     summary = [line.strip() for line in text.splitlines() if " generated" in line and "," in line]
