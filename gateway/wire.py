@@ -9,6 +9,8 @@ TOKEN_HEADER = "X-Auth-Token"
 PROJECT_HEADER = "X-Auth-Project-Id"
 # The operators' admin view of every project's objects (`moorage login --all-projects`).
 ALL_PROJECTS_HEADER = "X-Moorage-All-Projects"
+# Client certificates: issued, listed and revoked here (gateway/certapi.py), on every listener.
+CERTS_PATH = "/moorage/v1/certs"
 
 # -- clients <-> gateway -> agents: one request's ID (gateway/logs.py) ----------------------------
 REQUEST_ID_HEADER = "X-Request-Id"
