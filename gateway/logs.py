@@ -99,6 +99,10 @@ def use(handlers, log_format: str, level: int = logging.INFO) -> None:
     lines and the gateway's share one destination and one format."""
     fmt = formatter(log_format)
     root = logging.getLogger()
+    for old in _installed:  # gunicorn set its logger up again (a reload): its new handlers only
+        if old not in handlers:
+            root.removeHandler(old)
+    _installed[:] = list(handlers)
     for handler in handlers:
         handler.setFormatter(fmt)
         if not any(isinstance(f, _RequestIdFilter) for f in handler.filters):
@@ -106,3 +110,6 @@ def use(handlers, log_format: str, level: int = logging.INFO) -> None:
         if handler not in root.handlers:
             root.addHandler(handler)
     root.setLevel(level)
+
+
+_installed: list[logging.Handler] = []

@@ -163,3 +163,32 @@ def test_heartbeats_missed_per_instance(gateway_settings):
     instances.publish_census(gateway_settings)
     assert gauge("silent") == 0  # gone from the store: no longer counted as missing
     store.close()
+
+
+def test_gunicorns_logger_sets_up_the_gateways(tmp_path):
+    """`moorage serve`'s gunicorn logger: gunicorn's lines and the gateway's go to its error
+    log in the chosen format, from its first line on (gateway/server.py)."""
+    from gunicorn.config import Config
+
+    from gateway import config, server
+
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    cfg = Config()
+    cfg.set("errorlog", str(tmp_path / "gateway.log"))
+    settings = config.Settings(gateway=config.GatewaySettings(log_format="json"))
+    try:
+        gunicorn_log = server._logger_class(settings)(cfg)
+        gunicorn_log.info("Starting gunicorn")
+        logging.getLogger("moorage.gateway").warning("the gateway's own")
+        gunicorn_log.setup(cfg)  # again, as on a reload: one handler, not two
+        logging.getLogger("moorage.gateway").warning("once")
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+    entries = [json.loads(line) for line in (tmp_path / "gateway.log").read_text().splitlines()]
+    assert [(e["logger"], e["message"]) for e in entries] == [
+        ("gunicorn.error", "Starting gunicorn"),
+        ("moorage.gateway", "the gateway's own"),
+        ("moorage.gateway", "once"),
+    ]
