@@ -17,13 +17,14 @@ import socket
 
 from gevent.server import StreamServer
 
-from gateway.wire import AGENT_SECRET_HEADER
+from gateway.wire import AGENT_SECRET_HEADER, REQUEST_ID_HEADER
 from relay.pump import splice
 from relay.upstream import Endpoint, SocketReader, UpstreamError
 
 log = logging.getLogger("moorage.agent")
 
 SECRET_HEADER = AGENT_SECRET_HEADER.lower()
+REQUEST_ID = REQUEST_ID_HEADER.lower()
 _HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", SECRET_HEADER}
 
 
@@ -62,6 +63,7 @@ class AgentProxy:
         lines = head.decode("latin-1").split("\r\n")
         request_line, header_lines = lines[0], [line for line in lines[1:] if line]
         presented = ""
+        request_id = "-"  # the gateway's ID of the client's request (gateway/logs.py)
         upgrade = False
         kept = []
         for line in header_lines:
@@ -69,11 +71,14 @@ class AgentProxy:
             lname = name.strip().lower()
             if lname == SECRET_HEADER:
                 presented = value.strip()
+            if lname == REQUEST_ID:
+                request_id = value.strip()[:128]
             if lname == "upgrade":
                 upgrade = True
             if lname not in _HOP_BY_HOP:
                 kept.append(line)
         if not self.secret or not hmac.compare_digest(presented.encode(), self.secret.encode()):
+            log.warning("request %s refused: wrong or missing agent secret", request_id)
             _answer(
                 client,
                 401,
@@ -86,6 +91,7 @@ class AgentProxy:
         try:
             daemon = self.docker.connect(timeout=3)
         except OSError as exc:
+            log.warning("request %s: dockerd at %s is not answering: %s", request_id, self.docker, exc)
             _answer(
                 client,
                 503,
@@ -97,6 +103,7 @@ class AgentProxy:
                 "daemon on that instance",
             )
             return
+        log.debug("request %s: %s", request_id, request_line)
         daemon.sendall(("\r\n".join([request_line, *kept]) + "\r\n\r\n").encode("latin-1"))
         splice(client, daemon, from_client=reader.take_buffer())
 

@@ -63,10 +63,9 @@ def heartbeat(req: falcon.Request, resp: falcon.Response, settings, params: dict
         metrics.HEARTBEATS.labels("refused").inc()
         raise
     metrics.HEARTBEATS.labels("ok").inc()
-    # The instances-by-state gauge is counted here, every heartbeat interval per agent,
-    # rather than on any request.
-    for state, count in instances.count_by_state(settings).items():
-        metrics.INSTANCES.labels(state).set(count)
+    # The instance gauges are counted here, every heartbeat interval per agent, rather than on
+    # any request (and by each worker's upkeep, gateway/upkeep.py, for when every agent is silent).
+    instances.publish_census(settings)
     resp.status = 204
 
 

@@ -12,8 +12,8 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-from gateway import store
-from gateway.wire import AGENT_SECRET_HEADER
+from gateway import logs, store
+from gateway.wire import AGENT_SECRET_HEADER, REQUEST_ID_HEADER
 from relay import UpstreamError, UpstreamResponse, request
 from relay.upstream import Endpoint
 
@@ -33,6 +33,13 @@ class AgentClient:
     def credentials(self) -> list[tuple[str, str]]:
         return [(AGENT_SECRET_HEADER, self.instance.agent_secret)]
 
+    @staticmethod
+    def request_id() -> list[tuple[str, str]]:
+        """The ID of the client's request this call serves (gateway/logs.py), so the agent's
+        log and the gateway's name the same request; none for calls of no request's."""
+        rid = logs.request_id()
+        return [(REQUEST_ID_HEADER, rid)] if rid else []
+
     def send(
         self,
         method: str,
@@ -50,7 +57,7 @@ class AgentClient:
             self.endpoint,
             method,
             target,
-            [*(headers or []), *self.credentials()],
+            [*(headers or []), *self.credentials(), *self.request_id()],
             body,
             content_length=content_length,
             connect_timeout=connect_timeout,

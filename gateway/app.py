@@ -12,25 +12,26 @@ import time
 
 import falcon
 
-from gateway import agentapi, certapi, health, instances, metrics, store, versions
+from gateway import agentapi, certapi, fairshare, health, instances, logs, metrics, store, upkeep, versions
 from gateway.context import Context
 from gateway.errors import DockerError, page_not_found, scrubbed
 from gateway.placement import reaper
 from gateway.routing import Router
 from gateway.tenancy import ClientCertificates, authenticate_request, make_provider, names
-from gateway.wire import AGENTS_PATH, CERTS_PATH
+from gateway.wire import AGENTS_PATH, CERTS_PATH, REQUEST_ID_HEADER
 
 log = logging.getLogger("moorage.gateway")
+access_log = logging.getLogger("moorage.access")
 
 
 class _ReleasingIterable:
     """A streamed answer whose end (a stream's callback may touch the store) returns the
-    request's database connection to the pool, and closes the stream's place in the
-    in-flight gauge when it held one."""
+    request's database connection to the pool, and ends the stream (``on_end``: its place in
+    the in-flight gauge and its project's stream slot) when it was one."""
 
-    def __init__(self, result, *, stream: bool = False):
+    def __init__(self, result, *, on_end=None):
         self._result = result
-        self._stream = stream
+        self._on_end = on_end
 
     def __iter__(self):
         return iter(self._result)
@@ -40,9 +41,9 @@ class _ReleasingIterable:
             if hasattr(self._result, "close"):
                 self._result.close()
         finally:
-            if self._stream:
-                self._stream = False
-                metrics.STREAMS.dec()
+            on_end, self._on_end = self._on_end, None
+            if on_end is not None:
+                on_end()
             store.release_connection()
 
 
@@ -59,8 +60,10 @@ class Gateway:
         self.cert_router = Router(certapi.ROUTES)
         store.init(settings.gateway.database)
         self.agent_router = Router(agentapi.ROUTES)
+        self.fairshare = fairshare.FairShare(settings)
         if name == "gateway":
             reaper.start_reaper(settings)  # only acts when the pool can grow (nova)
+            upkeep.start(settings, self.fairshare)
         self._api_cache: tuple[float, str, str] | None = None
         app = falcon.App(media_type=falcon.MEDIA_JSON)
         # No Content-Type unless one is stated: dockerd sends none on empty answers (204, resize,
@@ -78,16 +81,22 @@ class Gateway:
     def __call__(self, environ, start_response):
         started = time.monotonic()
         status = ["000"]
+        rid = logs.begin_request(environ.get("HTTP_X_REQUEST_ID"))
 
         def recording_start_response(status_line, headers, exc_info=None):
             status[0] = status_line[:3]
-            return start_response(status_line, headers, exc_info)
+            return start_response(status_line, [*headers, (REQUEST_ID_HEADER, rid)], exc_info)
+
+        def end_stream():
+            metrics.STREAMS.dec()
+            if environ.get("moorage.share"):
+                self.fairshare.release(environ["moorage.share"])
 
         try:
             result = self.app(environ, recording_start_response)
         except BaseException:
             if environ.get("moorage.stream"):
-                metrics.STREAMS.dec()
+                end_stream()
             raise
         finally:
             # The request's database connection goes back to the pool before any streaming
@@ -95,16 +104,13 @@ class Gateway:
             store.release_connection()
         # Counted when the answer starts: a stream's status is known then, and its length is
         # the client's. Labels are the route's operation ID, so their number stays bounded.
-        operation = environ.get("moorage.operation", "Unknown")
         hijacked = bool(environ.get("moorage.hijacked"))
-        if operation != "Health":
-            metrics.REQUESTS.labels(operation, "101" if hijacked and status[0] == "000" else status[0]).inc()
-            metrics.REQUEST_SECONDS.labels(operation).observe(time.monotonic() - started)
+        self._record(environ, "101" if hijacked and status[0] == "000" else status[0], started)
         if hijacked:
             # The connection was handed to the relay and is finished. Tell gunicorn to write
             # nothing more and close it: StopIteration is its "close this connection" signal.
             if environ.get("moorage.stream"):
-                metrics.STREAMS.dec()
+                end_stream()
             if hasattr(result, "close"):
                 result.close()
             store.release_connection()
@@ -112,11 +118,47 @@ class Gateway:
         streamed = not isinstance(result, list | tuple)
         if environ.get("moorage.stream"):
             if streamed:  # open until gunicorn closes the answer
-                return _ReleasingIterable(result, stream=True)
-            metrics.STREAMS.dec()  # answered at once (an error, an empty stream)
+                return _ReleasingIterable(result, on_end=end_stream)
+            end_stream()  # answered at once (an error, an empty stream)
         if store.is_postgres() and streamed:
             return _ReleasingIterable(result)
         return result
+
+    @staticmethod
+    def _record(environ, status: str, started: float) -> None:
+        """The request's metrics and its line in the access log (gateway/logs.py); probes
+        (/healthz, /readyz) are neither counted nor logged."""
+        operation = environ.get("moorage.operation", "Unknown")
+        if operation == "Health":
+            return
+        seconds = time.monotonic() - started
+        metrics.REQUESTS.labels(operation, status).inc()
+        metrics.REQUEST_SECONDS.labels(operation).observe(seconds)
+        # The agents' own calls (a heartbeat per agent per interval) are routine: debug, unless
+        # refused.
+        level = logging.DEBUG if operation.startswith("Agent") and status < "400" else logging.INFO
+        if access_log.isEnabledFor(level):
+            method, path = environ.get("REQUEST_METHOD", ""), environ.get("PATH_INFO", "")
+            project = environ.get("moorage.project", "")
+            access_log.log(
+                level,
+                "%s %s %s %s %.1fms project=%s",
+                method,
+                path,
+                status,
+                operation,
+                seconds * 1000,
+                project or "-",
+                extra={
+                    "method": method,
+                    "path": path,
+                    "operation": operation,
+                    "status": int(status) if status.isdigit() else status,
+                    "duration_ms": round(seconds * 1000, 1),
+                    "project": project,
+                    "stream": bool(environ.get("moorage.stream") or environ.get("moorage.hijacked")),
+                },
+            )
 
     # -- versions -------------------------------------------------------------------------
     def api_range(self) -> tuple[str, str]:
@@ -157,7 +199,10 @@ class Gateway:
             versions.check(version, maximum, minimum)
         resp.set_header("Docker-Experimental", "false")
         req.context.project = identity.project_id if identity else ""
+        req.env["moorage.project"] = req.context.project
         ctx = Context(self, req, resp, route, params, version or maximum, identity)
+        if identity is not None and self.fairshare.admit(identity.project_id, route.streaming):
+            req.env["moorage.share"] = identity.project_id  # a stream slot, given back at its end
         if route.streaming:
             # Open from here until the answer is closed (__call__) or the hijack ends.
             req.env["moorage.stream"] = True
@@ -205,6 +250,9 @@ class Gateway:
             error = DockerError(
                 error.status, names.text_to_tenant(project, error.message), content_type=error.content_type
             )
+        if isinstance(exc, DockerError):
+            for name, value in getattr(exc, "headers", ()):  # Retry-After (gateway/fairshare.py)
+                resp.set_header(name, value)
         resp.status = error.status
         resp.content_type = error.content_type
         resp.stream = None

@@ -21,6 +21,8 @@ cert_days = 30                    # lifetime of the client certificates the gate
 cert_recheck = 300                # seconds a certificate's user and project stay trusted before
                                   # the identity backend is asked again (role kept, project enabled)
 log_file = "..."; pid_file = "..."
+log_format = "text"               # or "json": one JSON object per line, with the request ID
+                                  # (gateway/logs.py); gunicorn's own lines too
 heartbeat_interval = 10           # seconds between agent heartbeats
 body_idle_timeout = 120           # seconds a request body may stall before the request is
                                   # refused (400) and its upstream call aborted; 0: never
@@ -59,6 +61,12 @@ cpus = 16                         # sum of the containers' --cpus
 volumes = 50
 networks = 20
 images = 100                      # distinct images the project holds
+[rate_limits]                     # each project's fair share (gateway/fairshare.py); 0 = none;
+requests_per_second = 50          # `moorage quota set PROJECT rate=N streams=N` overrides
+burst = 100                       # requests at once above the rate (0: one second's worth)
+streams = 20                      # streamed or hijacked answers open at once (logs -f, attach...)
+sync_interval = 1                 # seconds between each worker's exchange with the store
+refusal_delay = 1                 # seconds a refused request waits before its 429
 """
 
 from __future__ import annotations
@@ -99,6 +107,7 @@ class GatewaySettings:
     heartbeat_interval: float = 10.0
     body_idle_timeout: float = 120.0
     metrics_bind: str = ""
+    log_format: str = "text"  # or "json": one object per line (gateway/logs.py)
 
     @property
     def heartbeat_timeout(self) -> float:
@@ -195,6 +204,19 @@ class QuotaSettings:
 
 
 @dataclass
+class RateLimitSettings:
+    """[rate_limits]: each project's fair share of the gateway (gateway/fairshare.py); 0: no limit."""
+
+    requests_per_second: float = 0.0  # per project, across every worker and replica
+    burst: float = 0.0  # requests a project may send at once above its rate; 0: one second's worth
+    streams: int = 0  # streamed or hijacked answers a project holds open at once
+    sync_interval: float = 1.0  # seconds between a worker's exchanges with the store
+    # Seconds a refused request waits before its 429 (at most its Retry-After): a client that
+    # retries at once then costs one request per connection per delay, not a busy loop.
+    refusal_delay: float = 1.0
+
+
+@dataclass
 class NovaSettings:
     """[nova]: the provider's service credentials and how it boots (gateway/placement/nova.py)."""
 
@@ -252,6 +274,7 @@ class Settings:
     policy: PolicySettings = field(default_factory=PolicySettings)
     limits: LimitsSettings = field(default_factory=LimitsSettings)
     quotas: QuotaSettings = field(default_factory=QuotaSettings)
+    rate_limits: RateLimitSettings = field(default_factory=RateLimitSettings)
     nova: NovaSettings = field(default_factory=NovaSettings)
     local: LocalSettings = field(default_factory=LocalSettings)
     source: str = ""  # the file read, "" for none

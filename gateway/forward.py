@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 from gunicorn.http.errors import ParseException
 
-from gateway import instances, store, versions
+from gateway import instances, logs, store, versions
 from gateway.agentclient import AgentClient
 from gateway.context import Context
 from gateway.errors import DockerError, scrubbed_body
@@ -26,6 +26,7 @@ from gateway.wire import (
     BOOTSTRAP_SECRET_HEADER,
     PROJECT_HEADER,
     REGISTRATION_SECRET_HEADER,
+    REQUEST_ID_HEADER,
     TOKEN_HEADER,
 )
 from relay import UpstreamError, UpstreamResponse, splice
@@ -49,6 +50,7 @@ _DROP_REQUEST = {
     AGENT_SECRET_HEADER.lower(),
     REGISTRATION_SECRET_HEADER.lower(),
     BOOTSTRAP_SECRET_HEADER.lower(),
+    REQUEST_ID_HEADER.lower(),  # the agent client sends the request's own (gateway/logs.py)
 }
 _DROP_RESPONSE = {"connection", "keep-alive", "transfer-encoding", "content-length", "server", "date"}
 
@@ -321,6 +323,8 @@ def hijack(ctx: Context, upstream: UpstreamResponse) -> None:
     lines += [
         f"{name}: {value}" for name, value in upstream.headers if name.lower() not in ("server", "date")
     ]
+    if logs.request_id():  # as on every answer (gateway/app.py)
+        lines.append(f"{REQUEST_ID_HEADER}: {logs.request_id()}")
     ctx.req.env["moorage.hijacked"] = True
     try:
         client.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))

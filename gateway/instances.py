@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 import peewee
 
-from gateway import store
+from gateway import metrics, store
 from gateway.errors import DockerError
 from gateway.tenancy import names
 from relay.upstream import Endpoint
@@ -83,6 +83,43 @@ def count_by_state(settings) -> dict[str, int]:
             state = "silent"
         counts[state] = counts.get(state, 0) + 1
     return counts
+
+
+def heartbeats_missed(settings) -> dict[str, int]:
+    """Per instance that is up or draining: how many heartbeats it has missed in a row once
+    silent past the heartbeat timeout (0 while it is heard from in time). An instance marked
+    down by its agent (its dockerd stopped) still heartbeats, so it counts 0 here."""
+    now = store.utcnow()
+    timeout = settings.gateway.heartbeat_timeout
+    interval = settings.gateway.heartbeat_interval or 1.0
+    rows = (
+        store.Instance.select(store.Instance.uuid, store.Instance.last_heartbeat)
+        .where(store.Instance.state.in_([store.INSTANCE_UP, store.INSTANCE_DRAINING]))
+        .tuples()
+    )
+    missed = {}
+    for uuid, last in rows:
+        silent = (now - last).total_seconds()
+        missed[uuid] = int(silent // interval) if silent > timeout else 0
+    return missed
+
+
+_missed_seen: set[str] = set()
+
+
+def publish_census(settings) -> None:
+    """Set the instances-by-state gauge and each instance's missed heartbeats (gateway/metrics.py).
+    An instance gone from the store since the last census reads 0: the gauge's value lives in
+    every worker's file, so it is zeroed rather than removed."""
+    for state, count in count_by_state(settings).items():
+        metrics.INSTANCES.labels(state).set(count)
+    missed = heartbeats_missed(settings)
+    for uuid in _missed_seen - missed.keys():
+        metrics.HEARTBEATS_MISSED.labels(uuid).set(0)
+    for uuid, count in missed.items():
+        metrics.HEARTBEATS_MISSED.labels(uuid).set(count)
+    _missed_seen.clear()
+    _missed_seen.update(missed)
 
 
 def is_live(instance: store.Instance, settings) -> bool:

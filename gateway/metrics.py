@@ -19,6 +19,12 @@ time. Without metrics_bind (unit tests, ``moorage`` commands) the values live in
                                                     error) and their time
     moorage_quota_refusals_total{resource}          403s for a full quota
     moorage_agent_heartbeats_total{result}          agent heartbeats received (ok, refused)
+    moorage_agent_heartbeats_missed{instance}       heartbeats an up or draining instance has
+                                                    missed in a row once it is silent past the
+                                                    heartbeat timeout (0: heard from in time),
+                                                    counted at every agent heartbeat and by each
+                                                    worker every heartbeat interval
+    moorage_rate_refusals_total{kind}               429s of the fair shares (requests, streams)
 
 Recording is a few in-memory (or mmap-file) writes: nothing on the request path asks the store.
 """
@@ -56,6 +62,15 @@ PLACEMENT_SECONDS = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
 )
 QUOTA_REFUSALS = Counter("moorage_quota_refusals", "Requests refused (403) for a full quota", ["resource"])
+HEARTBEATS_MISSED = Gauge(
+    "moorage_agent_heartbeats_missed",
+    "Heartbeats missed in a row by an up or draining instance silent past the heartbeat timeout",
+    ["instance"],
+    multiprocess_mode="mostrecent",
+)
+RATE_REFUSALS = Counter(
+    "moorage_rate_refusals", "Requests refused (429) for a project's fair share", ["kind"]
+)
 HEARTBEATS = Counter("moorage_agent_heartbeats", "Agent heartbeats received, by result", ["result"])
 
 

@@ -189,6 +189,32 @@ def _metrics_hooks(settings, metrics_dir: str) -> dict:
     return {"when_ready": when_ready, "child_exit": child_exit}
 
 
+def _logger_class(settings):
+    """gunicorn's logger, which also sets up the gateway's: once gunicorn's error log has its
+    handler (``log_file``, else stderr), every ``moorage.*`` logger writes through the same one,
+    and gunicorn's own lines too, in ``[gateway] log_format`` (gateway/logs.py). gunicorn sets
+    its logger up before its first line and again when told to reopen its files (SIGUSR1); the
+    workers inherit it when they fork."""
+    import logging
+
+    from gunicorn.glogging import Logger
+
+    from gateway import logs
+
+    level = logging.getLevelName(os.environ.get("MOORAGE_LOG_LEVEL", "info").upper())
+
+    class MoorageLogger(Logger):
+        def setup(self, cfg):
+            super().setup(cfg)
+            logs.use(
+                self.error_log.handlers,
+                settings.gateway.log_format,
+                level if isinstance(level, int) else logging.INFO,
+            )
+
+    return MoorageLogger
+
+
 def run(settings, factory, *, name: str = "moorage-gateway", metrics_dir: str = "") -> None:
     """Run gunicorn in the foreground until it is told to stop."""
     options = {
@@ -212,6 +238,7 @@ def run(settings, factory, *, name: str = "moorage-gateway", metrics_dir: str = 
         "limit_request_field_size": 65536,
         "limit_request_line": 16384,
         **_metrics_hooks(settings, metrics_dir),
+        "logger_class": _logger_class(settings),
     }
     gw = settings.gateway
     if gw.tls_bind:

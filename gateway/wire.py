@@ -12,6 +12,9 @@ ALL_PROJECTS_HEADER = "X-Moorage-All-Projects"
 # Client certificates: issued, listed and revoked here (gateway/certapi.py), on every listener.
 CERTS_PATH = "/moorage/v1/certs"
 
+# -- clients <-> gateway -> agents: one request's ID (gateway/logs.py) ----------------------------
+REQUEST_ID_HEADER = "X-Request-Id"
+
 # -- agents <-> gateway ------------------------------------------------------------------------
 AGENTS_PATH = "/moorage/v1/agents"  # the agent API's prefix on the gateway's own listeners
 REGISTRATION_SECRET_HEADER = "X-Moorage-Registration-Secret"  # static hosts: the operator's secret

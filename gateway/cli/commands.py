@@ -24,7 +24,7 @@ def _settings(args):
 
 # -- serve / relay ---------------------------------------------------------------------------
 def cmd_serve(args) -> int:
-    from gateway import server
+    from gateway import logs, server
 
     settings = _settings(args)
     if args.bind:
@@ -46,6 +46,7 @@ def cmd_serve(args) -> int:
     relay_only = args.command == "relay"
     # First: the metrics' multiprocess directory is named before any module imports them.
     try:
+        logs.formatter(settings.gateway.log_format)
         metrics_dir = server.prepare_metrics(settings)
     except ValueError as exc:
         print(f"moorage: {settings.source or 'settings'}: {exc}", file=sys.stderr)
@@ -281,23 +282,30 @@ def cmd_containers(args) -> int:
 
 
 def cmd_quota(args) -> int:
-    from gateway import quotas, store
+    from gateway import fairshare, quotas, store
 
     settings = _settings(args)
+    keys = (*quotas.RESOURCES, *fairshare.KEYS)
     try:
         quotas.defaults(settings)
-        if args.action == "set":
-            values = dict(quotas.parse_assignment(a) for a in args.values)
-        elif args.action == "unset":
-            for key in args.values:
+        values = {}
+        for item in args.values if args.action != "show" else ():
+            key, sep, value = item.partition("=")
+            key = key.strip().lower()
+            if key in fairshare.KEYS:  # the fair shares' (gateway/fairshare.py)
+                if args.action == "set":
+                    values[key] = fairshare.parse_value(key, value if sep else "")
+            elif args.action == "set":
+                values.update([quotas.parse_assignment(item)])
+            else:
                 quotas.parse_value(key, -1)  # a known resource
-    except quotas.QuotaValueError as exc:
+    except ValueError as exc:
         print(f"moorage: {exc}", file=sys.stderr)
         return 2
     if args.action in ("set", "unset") and not args.values:
         print(
             f"moorage: quota {args.action} needs at least one "
-            f"{'KEY=VALUE' if args.action == 'set' else 'KEY'} ({', '.join(quotas.RESOURCES)})",
+            f"{'KEY=VALUE' if args.action == 'set' else 'KEY'} ({', '.join(keys)})",
             file=sys.stderr,
         )
         return 2
@@ -308,7 +316,7 @@ def cmd_quota(args) -> int:
         quotas.unset_limits(args.project, [k.lower() for k in args.values])
     if args.action != "show" and args.format != "json":
         print(f"quotas of project {args.project}:")
-    report = quotas.report(args.project, settings)
+    report = {**quotas.report(args.project, settings), **fairshare.report(args.project, settings)}
     if args.format == "json":
         rows = {
             r: {
@@ -480,8 +488,9 @@ def build_parser() -> argparse.ArgumentParser:
         "quota",
         help="a project's quotas: show, set or unset limits",
         description="Limits per project: containers, memory (bytes, or 512m/8g), cpus (2, 0.5), "
-        "volumes, networks, images. VALUE -1 or 'unlimited' lifts a limit for the "
-        "project; `unset` returns it to the [quotas] default of the settings file.",
+        "volumes, networks, images; and its fair share of the gateway: rate (requests per "
+        "second) and streams (open at once). VALUE -1 or 'unlimited' lifts a limit for the "
+        "project; `unset` returns it to the [quotas] or [rate_limits] default of the settings file.",
     )
     p.add_argument("action", choices=["show", "set", "unset"])
     p.add_argument("project", metavar="PROJECT_ID")
@@ -489,7 +498,7 @@ def build_parser() -> argparse.ArgumentParser:
         "values",
         nargs="*",
         metavar="KEY=VALUE | KEY",
-        help="set: containers=5 memory=8g ...; unset: containers memory ...",
+        help="set: containers=5 memory=8g rate=20 streams=10 ...; unset: containers memory rate ...",
     )
     p.add_argument("--format", choices=["table", "json"], default="table")
     p.set_defaults(func=cmd_quota)

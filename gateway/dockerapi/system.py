@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from gateway.context import Context
+from gateway.dockerapi.common import read_json
+from gateway.errors import DockerError
 from gateway.routing import Route
 from gateway.services import buildkit, system
 
@@ -19,6 +21,16 @@ def ping(ctx: Context) -> None:
         resp.data = b"OK"
 
 
+def auth(ctx: Context) -> None:
+    body, raw = read_json(ctx)
+    if body is None and raw.strip() == b"null":
+        # dockerd drops the connection without an answer on a JSON null here.
+        raise DockerError(
+            400, 'invalid credentials: send them as a JSON object ({"username": ..., "password": ...})'
+        )
+    system.auth(ctx, raw)
+
+
 ROUTES = [
     Route("GET", "/_ping", "SystemPing", ping),
     Route("HEAD", "/_ping", "SystemPingHead", ping),
@@ -26,7 +38,7 @@ ROUTES = [
     Route("GET", "/info", "SystemInfo", system.info),
     Route("GET", "/events", "SystemEvents", system.events, streaming=True),
     Route("GET", "/system/df", "SystemDataUsage", system.data_usage),
-    Route("POST", "/auth", "SystemAuth", system.to_home),
+    Route("POST", "/auth", "SystemAuth", auth),
     Route("POST", "/session", "Session", buildkit.session, streaming=True),
     Route("POST", "/grpc", "BuildKitGRPC", buildkit.grpc, streaming=True),
 ]

@@ -230,7 +230,11 @@ def push(ctx: Context, name: str, tag: str) -> None:
     except imagemap.ReferenceError_:
         return forward_decoy(ctx, name, lambda n: image_path(n, "/push"))
     if tag:
-        wanted = [imagemap.parse(f"{repo.full_name}:{tag}").familiar()]
+        try:
+            wanted = [imagemap.parse(f"{repo.full_name}:{tag}").familiar()]
+        except imagemap.ReferenceError_:
+            # A tag dockerd refuses ("invalid tag format"): its own answer, about a decoy.
+            return forward_decoy(ctx, name, lambda n: image_path(n, "/push"))
     else:
         wanted = sorted(
             {

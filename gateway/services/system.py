@@ -33,8 +33,9 @@ def version(ctx: Context) -> None:
     ctx.answer_json(payload)
 
 
-def to_home(ctx: Context) -> None:
-    forward(ctx, home_instance(ctx))
+def auth(ctx: Context, body: bytes) -> None:
+    """`docker login`: the home daemon checks the credentials with the registry."""
+    forward(ctx, home_instance(ctx), body=body)
 
 
 def _my_containers(ctx: Context) -> list[dict]:

@@ -242,6 +242,23 @@ class PoolLease(BaseModel):
         table_name = "pool_lease"
 
 
+class ShareReport(BaseModel):
+    """What one gateway worker saw of one project in its last fair-share interval
+    (gateway/fairshare.py): the requests it was asked and the streams it holds open. Each
+    worker writes its own rows once per interval, never per request; a row not refreshed
+    within a few intervals (its worker is gone) no longer counts."""
+
+    worker = peewee.CharField(max_length=128)
+    project = peewee.CharField(max_length=64, index=True)
+    demand = peewee.IntegerField(default=0)
+    streams = peewee.IntegerField(default=0)
+    seen_at = peewee.DateTimeField(default=utcnow, index=True)
+
+    class Meta:
+        table_name = "share_report"
+        primary_key = peewee.CompositeKey("worker", "project")
+
+
 class ClientCert(BaseModel):
     """A client certificate the gateway issued (gateway/tenancy/certs.py): who it names, until
     when, and whether it was revoked. A certificate is an identity only while its row says so."""
@@ -291,6 +308,7 @@ MODELS = [
     ImagePresence,
     PoolMember,
     PoolLease,
+    ShareReport,
     ClientCert,
     Trust,
 ]

@@ -35,6 +35,7 @@ from gateway.store.models import (
     Quota,
     QuotaReservation,
     SchemaVersion,
+    ShareReport,
     Trust,
     Volume,
 )
@@ -193,6 +194,11 @@ def _m_buildkit(db: peewee.Database) -> None:
     _add_column(db, "instance", "buildkit_at", "TIMESTAMP")
 
 
+def _m_fair_shares(db: peewee.Database) -> None:
+    """The workers' fair-share reports (gateway/fairshare.py)."""
+    db.create_tables([ShareReport], safe=True)
+
+
 MIGRATIONS: list[Callable[[peewee.Database], None]] = [
     _m0_initial,
     _m1_networks_volumes,
@@ -205,6 +211,7 @@ MIGRATIONS: list[Callable[[peewee.Database], None]] = [
     _m_client_certs,
     _m_trusts,
     _m_buildkit,
+    _m_fair_shares,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -396,3 +396,46 @@ def test_exec_and_network_records_on_postgres(pg_stack):
         assert pg_stack.docker("network", "rm", name).returncode == 0
     finally:
         remove_all(pg_stack, "alpha")
+
+
+def test_fair_share_holds_across_replicas(pg_stack):
+    """A project's rate is its limit across both replicas and their workers (gateway/fairshare.py):
+    what 8 clients split over the two replicas get served stays near the rate, far below what 4
+    workers each admitting the whole rate would serve; the other project is not refused."""
+    project, rate, seconds = pg_stack.env["MOORAGE_PROJECT_alpha"], 5, 6.0
+    urls = gateways(pg_stack)
+    done = pg_stack.admin("quota", "set", project, f"rate={rate}")
+    assert done.returncode == 0, done.stderr
+
+    def hammer(k: int, until: float, counts: dict) -> None:
+        with requests.Session() as s:
+            s.headers.update(pg_stack.headers())
+            while time.monotonic() < until:
+                status = s.get(f"{urls[k % len(urls)]}/version", timeout=30).status_code
+                counts[status] = counts.get(status, 0) + 1
+
+    def run(window: float) -> dict:
+        counts: list[dict] = [{} for _ in range(8)]
+        until = time.monotonic() + window
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(lambda k: hammer(k, until, counts[k]), range(8)))
+        total: dict = {}
+        for c in counts:
+            for status, n in c.items():
+                total[status] = total.get(status, 0) + n
+        return total
+
+    try:
+        time.sleep(3)  # every worker learns the override
+        run(3)  # every worker reports its demand and learns its share
+        total = run(seconds)
+        assert set(total) <= {200, 429}, total
+        served = total.get(200, 0)
+        # The rate over the window, plus a burst and a second's slack while shares move.
+        assert served <= rate * seconds * 1.5 + rate * 2, total
+        assert served >= rate * seconds * 0.5, total
+        assert total.get(429, 0) > 0
+        other = requests.get(f"{urls[1]}/version", headers=pg_stack.headers("beta"), timeout=30)
+        assert other.status_code == 200
+    finally:
+        pg_stack.admin("quota", "unset", project, "rate")

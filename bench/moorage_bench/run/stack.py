@@ -16,13 +16,16 @@ from .common import DEVSTACK, BenchError, read_env, say
 class OwnStack:
     """A devstack under a temporary directory, for the duration of the run."""
 
-    def __init__(self):
+    def __init__(self, up_args: list[str] | None = None):
         self.dir = tempfile.mkdtemp(prefix="moorage-bench-")
+        self.up_args = up_args or []  # more `devstack up` options (bench/fairness: --hosts 2)
         self.up_ok = False
 
     def up(self) -> dict[str, str]:
         say(f"bringing up a stack in {self.dir}")
-        proc = subprocess.run([DEVSTACK, "up", self.dir], capture_output=True, text=True, timeout=180)
+        proc = subprocess.run(
+            [DEVSTACK, "up", self.dir, *self.up_args], capture_output=True, text=True, timeout=180
+        )
         if proc.returncode != 0:
             raise BenchError(
                 f"scripts/devstack up {self.dir} failed ({proc.returncode}): "

@@ -1,0 +1,1 @@
+"""bench/fairness: one project hammers the gateway while another's latency is measured."""

@@ -1,0 +1,1 @@
+"""scripts/api-fuzz: schemathesis against a running gateway (cli.py), with Moorage's check (hooks.py)."""
