@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, parse_qsl
 
 import falcon
 
-from gateway import versions
+from gateway import instances, versions
 from gateway.errors import DockerError
 from gateway.routing import Route
 from gateway.tenancy import Identity, names, resolve
@@ -122,3 +123,15 @@ class Context:
             parse_qs(self.req.query_string or "", keep_blank_values=True),
             reference=self.params.get("name", "") or self.ref,
         )
+
+    def refuse_untranslatable(self, body) -> None:
+        """The version table's refusals of this request's body, before any work is done for it
+        (placement, volumes, image moves): the daemons it may go to are the live ones, and the
+        oldest of them is asked. forward.send translates it again for the one it goes to."""
+        if body is None or self.route is None:
+            return
+        daemons = [i.api_version for i in instances.live_instances(self.settings) if i.api_version]
+        spoken = versions.for_daemon(self.version, versions.lowest(daemons, self.version))
+        if versions.requests_change(self.route.operation, self.version, spoken):
+            query = parse_qsl(self.req.query_string or "", keep_blank_values=True)
+            versions.translate_request(self.route.operation, self.version, spoken, copy.deepcopy(body), query)

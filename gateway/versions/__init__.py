@@ -148,3 +148,12 @@ def answers_change(operation: str, client: str, spoken: list[str]) -> bool:
     return any(r.answer for r in _between(operation, low, client)) or any(
         r.older_answer for r in _between(operation, client, high)
     )
+
+
+def requests_change(operation: str, client: str, daemon: str) -> bool:
+    """Whether ``translate_request`` may touch a request (so its body must be read first)."""
+    if parse(client) > parse(daemon):
+        return any(r.request for r in _between(operation, daemon, client))
+    if parse(client) < parse(daemon):
+        return any(r.older_request for r in _between(operation, client, daemon))
+    return False
