@@ -158,7 +158,10 @@ class Translator:
             whole = op is not None and (
                 op == "SystemVersion" or versions.answers_change(op, client_version, [spoken])
             )
-            if whole and method != "HEAD":
+            if op == "SystemEvents" and whole:
+                _pump_in_background(buf.take(), client, upstream)
+                self._translated_lines(client, upstream, op, client_version, spoken, query)
+            elif whole and method != "HEAD":
                 if body is None:
                     _pump_in_background(buf.take(), client, upstream)
                 self._translated_answer(
@@ -209,6 +212,38 @@ class Translator:
         ]
         headers += [("Content-Length", str(len(data))), ("Connection", "close")]
         client.sendall(_head(status_line, headers) + data)
+
+    def _translated_lines(self, client, upstream, op, client_version, spoken, query):
+        """A JSON-lines stream (events), each line translated as it comes, sent chunked."""
+        reply = _Buffer(upstream)
+        head = reply.until(b"\r\n\r\n") or b""
+        lines = head.decode("latin-1").split("\r\n")
+        headers = [(k.strip(), v.strip()) for k, _, v in (line.partition(":") for line in lines[1:] if line)]
+        chunked = "chunked" in (_header(headers, "Transfer-Encoding") or "").lower()
+        if not lines[0].split(" ")[1].startswith("2") or not chunked:
+            client.sendall(_head(lines[0], _advertised(headers)) + reply.take())
+            _pump(upstream, client)
+            return
+        client.sendall(_head(lines[0], _advertised(headers)))
+        pending = b""
+        queries = parse_qs(query, keep_blank_values=True)
+        while True:
+            size = int((reply.until(b"\r\n") or b"0").split(b";")[0].strip() or b"0", 16)
+            data = reply.exactly(size) if size else b""
+            if size:
+                reply.until(b"\r\n")
+            pending += data
+            *complete, pending = pending.split(b"\n")
+            out = b""
+            for line in complete:
+                if line.strip():
+                    event = versions.translate_answer(op, client_version, [spoken], json.loads(line), queries)
+                    out += json.dumps(event, separators=(",", ":")).encode() + b"\n"
+            if out:
+                client.sendall(f"{len(out):x}\r\n".encode() + out + b"\r\n")
+            if not size:
+                client.sendall(b"0\r\n\r\n")
+                return
 
     def _followups(self, translated, payload) -> tuple[int, object] | None:
         """What gateway/forward.call does for an emulated row: the follow-up calls, or the

@@ -174,6 +174,27 @@ def df_legacy_gone(reply: Reply) -> None:
     pop_keys(reply.payload, ("LayersSize", "Images", "Containers", "Volumes", "BuildCache", "BuilderSize"))
 
 
+# -- /events -------------------------------------------------------------------------------------
+
+
+def events_without_legacy(reply: Reply) -> None:
+    """1.52: no `status`, `id` and `from` (deprecated since 1.22): Action and Actor say it."""
+    pop_keys(reply.payload, ("status", "id", "from"))
+
+
+def events_with_legacy(reply: Reply) -> None:
+    event = reply.payload
+    if not isinstance(event, dict) or "Action" not in event:
+        return
+    actor = obj(event, "Actor") or {}
+    if event.get("Type") in ("container", "image"):
+        event.setdefault("status", event["Action"])
+        event.setdefault("id", actor.get("ID", ""))
+        image = (obj(actor, "Attributes") or {}).get("image")
+        if event.get("Type") == "container" and image:
+            event.setdefault("from", image)
+
+
 # -- networks and volumes --------------------------------------------------------------------------
 
 

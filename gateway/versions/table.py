@@ -254,6 +254,14 @@ ROWS: list[Row] = [
         CONVERTED,
         answer=s.df_usage,
     ),
+    Row(
+        "1.52",
+        ("SystemEvents",),
+        "events without status, id, from",
+        CONVERTED,
+        answer=s.events_without_legacy,
+        older_answer=s.events_with_legacy,
+    ),
     # -- 1.53 --------------------------------------------------------------------------------
     Row(
         "1.53",

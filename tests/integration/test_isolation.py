@@ -274,7 +274,7 @@ def test_lists_show_only_the_callers_objects(stack, alpha):
     assert alpha["nid"] not in nets and alpha["nname"] not in nets and "bridge" in nets
     vols = stack.docker("volume", "ls", tenant="beta").stdout.decode()
     assert alpha["vname"] not in vols
-    df = stack.http("GET", "/system/df", tenant="beta").json()
+    df = stack.http("GET", "/v1.41/system/df", tenant="beta").json()
     assert alpha["cid"] not in json.dumps(df["Containers"]) and alpha["vname"] not in json.dumps(
         df["Volumes"]
     )

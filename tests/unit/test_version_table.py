@@ -521,6 +521,22 @@ def test_df_usage_summaries():
     assert set(verbose) == {"ContainerUsage"} and len(verbose["ContainerUsage"]["Items"]) == 2
 
 
+@row("1.52", "events without status, id, from")
+def test_events_without_legacy_fields():
+    event = {
+        "status": "start",
+        "id": CID,
+        "from": "busybox",
+        "Type": "container",
+        "Action": "start",
+        "Actor": {"ID": CID, "Attributes": {"image": "busybox", "name": "web"}},
+        "time": 1,
+    }
+    newer = ans("SystemEvents", event, client="1.52")
+    assert set(newer) == {"Type", "Action", "Actor", "time"}
+    assert ans("SystemEvents", newer, client="1.51", spoken=("1.52",)) == event
+
+
 @row("1.53", "legacy LayersSize, Images, Containers, Volumes, BuildCache removed")
 def test_df_legacy_gone():
     out = ans("SystemDataUsage", DF, client="1.53")
