@@ -418,8 +418,12 @@ def hijack(ctx: Context, upstream: UpstreamResponse) -> None:
         upstream.close()
         raise DockerError(500, "this server cannot hijack connections (run it with `moorage serve`)")
     lines = [f"HTTP/1.1 {upstream.status} {upstream.reason}"]
+    # The gateway's own API version, as on every answer (app.py), not the daemon's.
+    advertised = ctx.resp.get_header("Api-Version")
     lines += [
-        f"{name}: {value}" for name, value in upstream.headers if name.lower() not in ("server", "date")
+        f"{name}: {advertised if name.lower() == 'api-version' and advertised else value}"
+        for name, value in upstream.headers
+        if name.lower() not in ("server", "date")
     ]
     ctx.req.env["moorage.hijacked"] = True
     try:
