@@ -8,6 +8,7 @@ turns the client's connection into a raw splice through the relay.
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import logging
 from collections.abc import Iterable, Iterator
@@ -190,7 +191,8 @@ def _translated(
     """The client's request as the daemon at ``spoken`` must receive it (gateway/versions)."""
     if spoken == ctx.version or not _carries_the_clients_request(ctx, method, path or _client_path(ctx)):
         return query, body, None
-    parsed = body if isinstance(body, dict | list) else None
+    # A copy: a service may send the same body again (a create retried), translated afresh.
+    parsed = copy.deepcopy(body) if isinstance(body, dict | list) else None
     pairs = parse_qsl(ctx.req.query_string if query is None else query, keep_blank_values=True)
     call = versions.translate_request(ctx.route.operation, ctx.version, spoken, parsed, pairs)
     if call.query_changed:
