@@ -300,8 +300,8 @@ def test_events_carry_only_the_callers(stack, alpha):
     for tenant in ("alpha", "beta"):
         answer = stack.http("GET", f"/events?since={since}&until={until}", tenant=tenant)
         seen[tenant] = [json.loads(line) for line in answer.text.splitlines() if line.strip()]
-    alpha_ids = {e["id"] for e in seen["alpha"] if e.get("Type") == "container"}
-    beta_ids = {e["id"] for e in seen["beta"] if e.get("Type") == "container"}
+    alpha_ids = {e["Actor"]["ID"] for e in seen["alpha"] if e.get("Type") == "container"}
+    beta_ids = {e["Actor"]["ID"] for e in seen["beta"] if e.get("Type") == "container"}
     assert alpha_ids and beta_ids and not alpha_ids & beta_ids
     assert any(
         e["Type"] == "network" and e["Actor"]["Attributes"].get("name") == name + "-n" for e in seen["alpha"]
