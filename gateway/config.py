@@ -11,6 +11,15 @@ workers = 2
 database = "sqlite:////var/lib/moorage/moorage.db"
 registration_secret = "..."      # what agents present to register
 tls_cert = "..."; tls_key = "..."; tls_ca = "..."   # TLS; with tls_ca, client certs are verified
+                                  # (without tls_bind: on every bind)
+tls_bind = ["tcp://0.0.0.0:2376"] # TLS listeners beside `bind` (tls_cert, tls_key): clients may
+                                  # authenticate with a certificate instead of the headers
+tls_client_ca = "..."; tls_client_ca_key = "..."   # the CA that issues and verifies client certs
+tls_server_ca = "..."             # what clients verify the gateway with (their ca.pem);
+                                  # default: tls_client_ca
+cert_days = 30                    # lifetime of the client certificates the gateway issues
+cert_recheck = 300                # seconds a certificate's user and project stay trusted before
+                                  # the identity backend is asked again (role kept, project enabled)
 log_file = "..."; pid_file = "..."
 heartbeat_interval = 10           # seconds between agent heartbeats
 body_idle_timeout = 120           # seconds a request body may stall before the request is
@@ -24,12 +33,18 @@ token_file = "..."                # embedded: the tokens file
 admin_view = false                # let admin-role tokens list every project's objects
                                   # (with the header X-Moorage-All-Projects: 1)
 [placement]
+tenancy = "dedicated"             # or "shared": whether an instance holds one project's
+                                  # containers only (gateway/placement/tenancy.py)
 strategy = "fill"                 # or "spread"
 capacity = 0                      # default containers per instance; 0 = no limit
 provider = "local"                # the instance pool: "local", "static" or "nova"
 pool_id = "moorage"               # nova: the mark on the servers this gateway boots
-reap_interval = 2                 # nova: seconds between passes of the empty-instance reaper
+reap_interval = 2                 # seconds between passes of the empty-instance reaper
+release_grace = 60                # dedicated: seconds a claimed static host stays empty before
+                                  # it is wiped (verified) and free for another project
 [nova]                            # provider = "nova": see gateway/placement/nova.py
+[local]                           # provider = "local": hosts on this machine, booted on demand by
+                                  # commands (gateway/placement/local.py; devstack sets them)
 [policy]
 file = "/etc/moorage/policy.yaml" # oslo.policy rules (docs/policy.md); none or absent: all refused
 reserved_ports = [9100]           # host ports no container publishes (the agents' always are)
@@ -72,6 +87,13 @@ class GatewaySettings:
     tls_cert: str = ""
     tls_key: str = ""
     tls_ca: str = ""
+    # Client certificates as identities (gateway/tenancy/certs.py, docs in README "TLS").
+    tls_bind: list[str] = field(default_factory=list)
+    tls_client_ca: str = ""
+    tls_client_ca_key: str = ""
+    tls_server_ca: str = ""
+    cert_days: float = 30.0
+    cert_recheck: float = 300.0
     log_file: str = ""
     pid_file: str = ""
     heartbeat_interval: float = 10.0
@@ -112,13 +134,20 @@ class IdentitySettings:
         return min(self.cache_ttl, 5.0)
 
 
+TENANCIES = ("dedicated", "shared")
+
+
 @dataclass
 class PlacementSettings:
+    tenancy: str = "dedicated"
     strategy: str = "fill"
     capacity: int = 0
     provider: str = "local"
     pool_id: str = "moorage"
     reap_interval: float = 2.0
+    # dedicated: seconds a claimed host that is not the pool's (static, or pre-booted local)
+    # stays empty before it is wiped and freed for any project (gateway/placement/reaper.py)
+    release_grace: float = 60.0
 
 
 @dataclass
@@ -194,6 +223,25 @@ class NovaSettings:
     agent_port: int = 2376
     docker: str = "unix:///var/run/docker.sock"
     name_prefix: str = "moorage-"
+    # Dedicated tenancy: each project's servers are created in the project itself through a
+    # Keystone trust its first user delegates to the service user (gateway/tenancy/trusts.py).
+    trust_key_file: str = ""  # Fernet key(s) sealing the stored trust IDs, one a line; first seals
+    trust_roles: list[str] = field(default_factory=lambda: ["member"])  # what the trust delegates
+
+
+@dataclass
+class LocalSettings:
+    """[local]: hosts on this machine that commands boot and delete (gateway/placement/local.py).
+    Without boot_command the provider is the hosts whose agents register, and never grows."""
+
+    boot_command: list[str] = field(default_factory=list)
+    delete_command: list[str] = field(default_factory=list)
+    list_command: list[str] = field(default_factory=list)
+    max_hosts: int = 8
+    capacity: int = 0  # 0: [placement] capacity
+    boot_timeout: float = 120.0
+    empty_grace_seconds: float = 60.0
+    timeout: float = 120.0  # seconds any one command may take
 
 
 @dataclass
@@ -205,6 +253,7 @@ class Settings:
     limits: LimitsSettings = field(default_factory=LimitsSettings)
     quotas: QuotaSettings = field(default_factory=QuotaSettings)
     nova: NovaSettings = field(default_factory=NovaSettings)
+    local: LocalSettings = field(default_factory=LocalSettings)
     source: str = ""  # the file read, "" for none
 
 
@@ -241,10 +290,15 @@ def parse(data: dict[str, Any]) -> Settings:
             raise SettingsError(f"unknown {where} [{name}]; known: {', '.join(sections)}")
         if not isinstance(value, dict):
             raise SettingsError(f"[{name}] must be a table (a [{name}] section)")
-        if name == "gateway" and isinstance(value.get("bind"), str):
-            value = {**value, "bind": [value["bind"]]}
+        for key in ("bind", "tls_bind"):
+            if name == "gateway" and isinstance(value.get(key), str):
+                value = {**value, key: [value[key]]}
         values[name] = section(sections[name], value, f"[{name}]")
     settings = Settings(**values)
+    if settings.placement.tenancy not in TENANCIES:
+        raise SettingsError(
+            f"[placement] tenancy = {settings.placement.tenancy!r}: must be one of {', '.join(TENANCIES)}"
+        )
     extra = settings.identity.plugin_options
     if extra and settings.identity.backend != "keystone":
         known = ", ".join(k for k in _hints(IdentitySettings) if k != IdentitySettings.EXTRA)

@@ -29,8 +29,15 @@ def cmd_serve(args) -> int:
     settings = _settings(args)
     if args.bind:
         settings.gateway.bind = args.bind
+        if settings.gateway.tls_bind and not args.tls_bind:
+            # The command line's listeners replace the file's, TLS ones included (--tls-bind);
+            # the file's certificate was for its TLS listeners, not for every --bind.
+            settings.gateway.tls_bind = []
+            settings.gateway.tls_cert = settings.gateway.tls_key = ""
     if args.workers:
         settings.gateway.workers = args.workers
+    if getattr(args, "tls_bind", None):
+        settings.gateway.tls_bind = args.tls_bind
     for key in ("tls_cert", "tls_key", "tls_ca", "log_file", "pid_file", "metrics_bind"):
         if getattr(args, key, None):
             setattr(settings.gateway, key, getattr(args, key))
@@ -68,6 +75,9 @@ def cmd_serve(args) -> int:
             name="moorage-relay" if relay_only else "moorage-gateway",
             metrics_dir=metrics_dir,
         )
+    except (ValueError, OSError) as exc:  # the TLS settings (server.run checks them first)
+        print(f"moorage: {settings.source or 'settings'}: {exc}", file=sys.stderr)
+        return 2
     finally:
         server.cleanup_metrics(metrics_dir)
     return 0
@@ -123,9 +133,10 @@ def cmd_agent(args) -> int:
         if bootstrap:
             proxy.instance_uuid = uuid
         if args.state_dir:
-            record = {"uuid": uuid, "gateway": args.gateway, "agent_url": advertise}
-            if bootstrap:  # the bootstrap secret is spent: a restart resumes with what it bought
-                record["agent_secret"] = value
+            # The bootstrap secret is spent: a restart resumes with what it bought. A static
+            # host's agent presents it when it registers again, which is how the gateway tells
+            # its own restart from another agent claiming a live instance's UUID.
+            record = {"uuid": uuid, "gateway": args.gateway, "agent_url": advertise, "agent_secret": value}
             path = os.path.join(args.state_dir, "registered")
             fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "w") as fh:
@@ -144,18 +155,19 @@ def cmd_agent(args) -> int:
         bootstrap_secret=bootstrap,
         public_address=args.public_address or "",
     )
-    if bootstrap and args.state_dir:
+    saved = {}
+    if args.state_dir:
         try:
             with open(os.path.join(args.state_dir, "registered")) as fh:
                 saved = json.load(fh)
         except (OSError, ValueError):
             saved = {}
-        if saved.get("agent_secret") and saved.get("uuid") and saved.get("gateway") == args.gateway:
-            registrar.uuid = proxy.instance_uuid = saved["uuid"]
-            registrar.secret = proxy.secret = saved["agent_secret"]
-            logging.getLogger("moorage.agent").info(
-                "resuming as instance %s (registered before)", saved["uuid"]
-            )
+    if not bootstrap and saved.get("uuid") == args.uuid and saved.get("gateway") == args.gateway:
+        registrar.previous_secret = str(saved.get("agent_secret") or "")
+    if bootstrap and saved.get("agent_secret") and saved.get("uuid") and saved.get("gateway") == args.gateway:
+        registrar.uuid = proxy.instance_uuid = saved["uuid"]
+        registrar.secret = proxy.secret = saved["agent_secret"]
+        logging.getLogger("moorage.agent").info("resuming as instance %s (registered before)", saved["uuid"])
     gevent.spawn(registrar.run).join()
     return 0
 
@@ -181,6 +193,8 @@ def _instance_row(instance, settings) -> dict:
         "uuid": instance.uuid,
         "state": state,
         "provider": instance.provider,
+        # dedicated tenancy: the project that claimed it ("-": free for any)
+        "project": instance.project or ("-" if settings.placement.tenancy != "shared" else ""),
         "agent": instance.agent_url,
         "containers": count,
         "capacity": instance.capacity or settings.placement.capacity,
@@ -197,7 +211,10 @@ def cmd_instances(args) -> int:
     store.init(settings.gateway.database)
     if args.action == "list":
         rows = [_instance_row(i, settings) for i in store.Instance.select().order_by(store.Instance.position)]
-        _print(rows, ["uuid", "state", "provider", "containers", "capacity", "docker", "agent"], args.format)
+        columns = ["uuid", "state", "provider", "containers", "capacity", "docker", "agent"]
+        if settings.placement.tenancy != "shared":
+            columns.insert(3, "project")
+        _print(rows, columns, args.format)
         return 0
     instance = store.Instance.get_or_none(store.Instance.uuid == args.uuid)
     if instance is None:
@@ -411,6 +428,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--tls-cert")
         p.add_argument("--tls-key")
         p.add_argument("--tls-ca", help="verify client certificates against this CA")
+        p.add_argument(
+            "--tls-bind",
+            action="append",
+            help="a TLS listener beside --bind (repeatable; with --bind, only these)",
+        )
         p.add_argument("--log-file")
         p.add_argument("--pid-file")
         p.add_argument("--metrics-bind", help="serve Prometheus metrics on HOST:PORT")
@@ -483,9 +505,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["table", "json"], default="table")
     p.set_defaults(func=cmd_images)
 
-    from gateway.cli import login
+    from gateway.cli import certs, login
 
     login.add_parser(sub)
+    certs.add_parser(sub, _settings)
 
     p = sub.add_parser("db", help="database schema")
     p.add_argument("action", choices=["upgrade"])

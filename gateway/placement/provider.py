@@ -1,7 +1,8 @@
 """Where instances come from: the Provider interface and the providers that never grow.
 
 The pool's logic (gateway/placement/pool.py, reaper.py) is the same for every provider; a
-provider only talks to its cloud. ``nova`` (gateway/placement/nova.py) is the one that grows.
+provider only talks to its cloud. ``nova`` (gateway/placement/nova.py) and ``local`` with boot commands
+(gateway/placement/local.py) grow.
 """
 
 from __future__ import annotations
@@ -17,8 +18,15 @@ class Provider:
     capacity = 0
     max_instances = 0
 
-    def boot(self, member_id: str, secret: str) -> str:
-        """Start an instance whose agent registers with ``secret``; returns its server UUID."""
+    def authorize(self, project: str | None, delegation=None) -> None:
+        """Before a boot for ``project``: make sure the provider may act there, using
+        ``delegation`` (the caller's credentials, gateway/tenancy/trusts.py Delegation, or None)
+        if it must. Providers that boot in their own space have nothing to do; nova makes or
+        checks the project's Keystone trust (dedicated tenancy)."""
+
+    def boot(self, member_id: str, secret: str, project: str | None = None) -> str:
+        """Start an instance whose agent registers with ``secret``; returns its server UUID.
+        ``project``: the project it is for (dedicated tenancy), None for any (shared)."""
         raise NotImplementedError
 
     def delete(self, server_id: str) -> bool:
@@ -28,12 +36,6 @@ class Provider:
     def owned_servers(self) -> list[dict]:
         """The servers carrying this pool's mark: [{"id", "member", "created"}]."""
         return []
-
-
-class LocalProvider(Provider):
-    """The embedded default: this machine's dockerd with its one agent."""
-
-    name = "local"
 
 
 class StaticProvider(Provider):

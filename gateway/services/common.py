@@ -13,13 +13,26 @@ from gateway import instances, store
 from gateway.context import Context
 from gateway.errors import DockerError
 from gateway.forward import call, forward, raise_for
-from gateway.placement import PlacementRequest, place
+from gateway.placement import PlacementRequest, dedicated, place
 from gateway.tenancy import PROJECT_LABEL, names
+from gateway.tenancy.trusts import Delegation
+from gateway.wire import TOKEN_HEADER
 
 
-def home_instance(ctx: Context) -> store.Instance:
+def home_instance(ctx: Context, *, claim: bool = False) -> store.Instance:
     """Where requests about no particular object go (version, info, a body only dockerd can
-    judge): the first live instance that is up, in fill order."""
+    judge, a build or pull): the first live instance that is up, in fill order. With dedicated
+    tenancy, the project's own first; ``claim`` (the request leaves something on the daemon:
+    a build, pull, load or import) makes one the project's when it has none, as its first
+    container would."""
+    if dedicated(ctx.settings) and not ctx.all_projects:
+        own = [
+            i for i in instances.project_instances(ctx.settings, ctx.project) if i.state == store.INSTANCE_UP
+        ]
+        if own:
+            return own[0]
+        if claim:
+            return new_object_instance(ctx)
     live = [i for i in instances.live_instances(ctx.settings) if i.state == store.INSTANCE_UP]  # not draining
     if not live:
         raise DockerError(
@@ -30,13 +43,24 @@ def home_instance(ctx: Context) -> store.Instance:
     return live[0]
 
 
+def fanout(ctx: Context) -> list[store.Instance]:
+    """The live instances a merged view asks, in fill order: every one; with dedicated tenancy
+    the project's own only (the first live one when it has none yet: what every project sees
+    there, such as the public images, is the same everywhere), so that no other project's
+    instance, nor its agent, has a say in the project's lists and events."""
+    live = instances.live_instances(ctx.settings)
+    if dedicated(ctx.settings) and not ctx.all_projects:
+        return instances.project_instances(ctx.settings, ctx.project) or live[:1]
+    return live
+
+
 def every_instance(ctx: Context, method: str, path: str, query: str = ""):
     """(instance, answer) from each live instance, in fill order: what the merged views
     (lists, prunes, df) are made of. A daemon's error is the client's error (the first one
     in fill order). Reads (GET) ask every instance at once, so a list over N instances takes
     about as long as the slowest one, not the sum; anything else goes one instance after
-    another and stops at the first error."""
-    live = instances.live_instances(ctx.settings)
+    another and stops at the first error. Which instances: ``fanout``."""
+    live = fanout(ctx)
     if method != "GET" or len(live) < 2:
         for instance in live:
             status, payload = call(ctx, instance, method, path, query=query)
@@ -146,7 +170,25 @@ def hide_project_label(labels: dict | None, ctx: Context | None = None) -> None:
 def new_object_instance(ctx: Context) -> store.Instance:
     """Where a new network or volume goes: where the scheduler would put the next container
     (its containers are then placed with it). The slot is only asked about, not kept."""
-    return place(PlacementRequest(ctx.project, "", {}, probe=True), ctx.settings).instance
+    request = PlacementRequest(ctx.project, "", {}, probe=True, delegation=delegation(ctx))
+    return place(request, ctx.settings).instance
+
+
+def delegation(ctx: Context) -> Delegation | None:
+    """The caller's Keystone token and who it is, for placement: a boot in the caller's own
+    project (nova, dedicated tenancy) makes the project's trust from it when none is kept.
+    None without Keystone (the embedded backend's tokens are no Keystone credentials)."""
+    identity = ctx.identity
+    token = (ctx.req.get_header(TOKEN_HEADER) or "").strip()
+    if ctx.settings.identity.backend != "keystone" or identity is None or not token:
+        return None
+    return Delegation(
+        token=token,
+        user_id=identity.user_id,
+        project_id=identity.project_id,
+        user_name=identity.user_name,
+        project_name=identity.project_name,
+    )
 
 
 def names_stripped(chunks, project: str):

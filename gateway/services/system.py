@@ -9,7 +9,14 @@ from gateway import instances, quotas
 from gateway.context import Context
 from gateway.forward import call, check_agent, forward, raise_for, respond, send
 from gateway.services import images
-from gateway.services.common import every_instance, hide_project_label, home_instance, owned, parse_filters
+from gateway.services.common import (
+    every_instance,
+    fanout,
+    hide_project_label,
+    home_instance,
+    owned,
+    parse_filters,
+)
 from gateway.services.events import tenant_events
 from gateway.tenancy import PROJECT_LABEL, scope
 
@@ -95,7 +102,7 @@ def events(ctx: Context) -> None:
     if parse_filters(ctx) is None:
         forward(ctx, home_instance(ctx))  # filters dockerd cannot parse either: its own error
         return
-    live = instances.live_instances(ctx.settings)
+    live = fanout(ctx)
     if not live:
         home_instance(ctx)  # the 503 that says so
     streams = []

@@ -72,6 +72,13 @@ class Instance(BaseModel):
     # inserts, deletes or moves the row. The gateway reads it and never writes it (hence
     # only_save_dirty: saving a loaded instance must not write back a count read earlier).
     container_count = peewee.IntegerField(default=0, constraints=[peewee.SQL("DEFAULT 0")])
+    # Dedicated tenancy ([placement] tenancy, gateway/placement/tenancy.py): the one project
+    # whose objects this instance holds, from the placement that claimed it until the reaper
+    # deletes it (a pool's) or wipes it (a static host's); NULL: no project's, free to claim.
+    project = peewee.CharField(max_length=64, null=True, index=True)
+    # When it was claimed: what a worker learnt about the instance's daemon for its project
+    # (such as the project's bridge there) holds for this claim only; a wipe ends it.
+    claimed_at = peewee.DateTimeField(null=True)
 
     class Meta:
         only_save_dirty = True
@@ -213,6 +220,9 @@ class PoolMember(BaseModel):
     updated_at = peewee.DateTimeField(default=utcnow)
     registered_at = peewee.DateTimeField(null=True)
     empty_since = peewee.DateTimeField(null=True)
+    # Dedicated tenancy: the project this instance is booted for (its server is created in
+    # that project through the project's trust, and only its creates join the boot).
+    project = peewee.CharField(max_length=64, null=True)
 
     class Meta:
         table_name = "pool_member"
@@ -229,6 +239,41 @@ class PoolLease(BaseModel):
         table_name = "pool_lease"
 
 
+class ClientCert(BaseModel):
+    """A client certificate the gateway issued (gateway/tenancy/certs.py): who it names, until
+    when, and whether it was revoked. A certificate is an identity only while its row says so."""
+
+    serial = peewee.CharField(primary_key=True, max_length=40)  # hex, as `openssl x509 -serial`
+    project = peewee.CharField(max_length=64, index=True)
+    project_name = peewee.CharField(max_length=255, default="")
+    user_id = peewee.CharField(max_length=64, default="")
+    user_name = peewee.CharField(max_length=255, default="")
+    not_after = peewee.DateTimeField()
+    created_at = peewee.DateTimeField(default=utcnow)
+    revoked_at = peewee.DateTimeField(null=True)
+
+    class Meta:
+        table_name = "client_cert"
+
+
+class Trust(BaseModel):
+    """A Keystone trust a project's user delegated to the gateway's Nova service user, so that
+    the nova provider creates and deletes that project's dedicated servers in the project itself
+    (gateway/tenancy/trusts.py). The trust's ID is a credential (with the service user's
+    password it acts in the project): it is kept sealed (Fernet, [nova] trust_key_file), never
+    in the clear."""
+
+    project = peewee.CharField(primary_key=True, max_length=64)
+    sealed_id = peewee.TextField()  # the trust ID, Fernet-encrypted
+    trustor_user_id = peewee.CharField(max_length=64)  # the user whose token made it
+    trustee_user_id = peewee.CharField(max_length=64)  # the gateway's service user
+    roles = JSONField(null=True)  # the role names it delegates
+    created_at = peewee.DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "trust"
+
+
 MODELS = [
     SchemaVersion,
     Instance,
@@ -243,4 +288,6 @@ MODELS = [
     ImagePresence,
     PoolMember,
     PoolLease,
+    ClientCert,
+    Trust,
 ]

@@ -22,6 +22,7 @@ from gateway.store.db import (
 )
 from gateway.store.models import (
     INSTANCE_UP,
+    ClientCert,
     Container,
     Exec,
     ImagePresence,
@@ -34,6 +35,7 @@ from gateway.store.models import (
     Quota,
     QuotaReservation,
     SchemaVersion,
+    Trust,
     Volume,
 )
 
@@ -168,6 +170,24 @@ def _m_placement_usage(db: peewee.Database) -> None:
     )
 
 
+def _m_dedicated(db: peewee.Database) -> None:
+    """Dedicated tenancy: which project owns an instance, and which project a boot is for."""
+    _add_column(db, "instance", "project", "VARCHAR(64)")
+    _add_column(db, "instance", "claimed_at", "TIMESTAMP")
+    db.execute_sql('CREATE INDEX IF NOT EXISTS "instance_project" ON "instance" ("project")')
+    _add_column(db, "pool_member", "project", "VARCHAR(64)")
+
+
+def _m_client_certs(db: peewee.Database) -> None:
+    """The client certificates the gateway issued (gateway/tenancy/certs.py)."""
+    db.create_tables([ClientCert], safe=True)
+
+
+def _m_trusts(db: peewee.Database) -> None:
+    """The nova provider's Keystone trusts, one per project, sealed (gateway/tenancy/trusts.py)."""
+    db.create_tables([Trust], safe=True)
+
+
 MIGRATIONS: list[Callable[[peewee.Database], None]] = [
     _m0_initial,
     _m1_networks_volumes,
@@ -176,6 +196,9 @@ MIGRATIONS: list[Callable[[peewee.Database], None]] = [
     _m4_images,
     _m5_pool,
     _m_placement_usage,
+    _m_dedicated,
+    _m_client_certs,
+    _m_trusts,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -1,7 +1,8 @@
 """devstack: a complete Moorage stack on this machine, for development and tests.
 
     scripts/devstack up DIR [--hosts N] [--capacity K] [--docker-host unix:///PATH] [--keystone]
-                            [--postgres] [--replicas R]
+                            [--postgres] [--replicas R] [--tenancy dedicated|shared]
+                            [--max-hosts N] [--release-grace SECONDS]
                             [--nova [--nova-grace SECONDS] [--nova-boot-timeout SECONDS]]
     scripts/devstack down DIR [--purge]     # --purge: also the daemons' data and moorage.db
     scripts/devstack hosts DIR
@@ -28,10 +29,18 @@
     removed by `down --purge`, like DIR/moorage.db), with a role and database `moorage`;
   - the gateway (`moorage serve`): R replicas (--replicas R; R > 1 needs --postgres), each on
     its own port, on one database; one agent per host, inside the host's namespace, registered
-    with the first replica (any would do: they share the database);
+    with the first replica (any would do: they share the database); each replica also listens
+    with TLS on a port of its own (client certificates; the CA and the server certificate in
+    DIR/tls), and each tenant's certificate, issued by the gateway, is in DIR/tenants/T/certs
+    (MOORAGE_TLS_HOST, MOORAGE_CERTS_T in DIR/env);
   - with --nova (implies --keystone): a real Nova (scripts/nova) and no host at the start: the
     gateway's nova provider boots servers, and devstack plays cloud-init for each
     (moorage_scripts/devstack/novawatch.py: a host per ACTIVE server, running its user-data);
+  - tenancy (--tenancy, default dedicated): each host runs one project's containers; a project
+    with no room claims a free host, and beyond the --hosts N hosts the gateway's local provider
+    boots more on demand (`devstack boot-host`, localhosts.py), up to --max-hosts in all, deleting
+    them once empty for --release-grace; a host of the --hosts N is wiped before another
+    project claims it;
   - DIR/env, the shell `export` lines that tests source; `up` also prints them on stdout
     (progress goes to stderr), so `eval "$(scripts/devstack up DIR)"` works.
 Every command is idempotent; every name derives from a hash of DIR's absolute path, so stacks
@@ -43,7 +52,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import novawatch, resolver
+from . import localhosts, novawatch, resolver
 from .common import Fail, Usage
 from .down import cmd_down
 from .hosts import cmd_busybox_tar, cmd_hosts, cmd_seed, cmd_start_host, cmd_stop_host
@@ -101,6 +110,26 @@ def main(argv: list[str] | None = None) -> int:
         metavar="SECONDS",
         help="--nova: how long a create waits for a new instance's agent (default 120)",
     )
+    up.add_argument(
+        "--tenancy",
+        choices=("dedicated", "shared"),
+        help="dedicated (default): each host runs one project's containers, claimed by its first "
+        "and wiped before another project's; shared: projects share hosts",
+    )
+    up.add_argument(
+        "--max-hosts",
+        type=int,
+        metavar="N",
+        help="hosts in all, booted on demand beyond --hosts when every host is full or "
+        "(dedicated) another project's (default 8; --hosts N means no host is booted)",
+    )
+    up.add_argument(
+        "--release-grace",
+        type=float,
+        metavar="SECONDS",
+        help="a host that stays empty this long is deleted (booted on demand) or, dedicated, "
+        "wiped and freed for any project (default 60)",
+    )
     up.add_argument("--no-gateway", action="store_true", help=argparse.SUPPRESS)
     up.set_defaults(func=cmd_up)
 
@@ -126,6 +155,17 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("dir", metavar="DIR")
         p.add_argument("index", metavar="I", help="1-based, fill order")
         p.set_defaults(func=func)
+
+    boot = sub.add_parser("boot-host", help=argparse.SUPPRESS)  # the local provider's (localhosts.py)
+    boot.add_argument("dir", metavar="DIR")
+    boot.set_defaults(func=localhosts.cmd_boot_host)
+    delete = sub.add_parser("delete-host", help=argparse.SUPPRESS)
+    delete.add_argument("dir", metavar="DIR")
+    delete.add_argument("uuid", metavar="UUID")
+    delete.set_defaults(func=localhosts.cmd_delete_host)
+    listed = sub.add_parser("list-hosts", help=argparse.SUPPRESS)
+    listed.add_argument("dir", metavar="DIR")
+    listed.set_defaults(func=localhosts.cmd_list_hosts)
 
     seed = sub.add_parser("seed", help="import the offline busybox:latest into a daemon")
     seed.add_argument("endpoint", metavar="ENDPOINT", help="unix:///PATH or tcp://HOST:PORT")

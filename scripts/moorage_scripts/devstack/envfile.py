@@ -10,13 +10,17 @@ from .common import TENANTS
 from .daemons import moorage_argv
 from .gateways import gateway_ports, metrics_urls
 from .state import Stack
+from .tls import tls_host
 
 
 def current_hosts(st: Stack) -> list[tuple[str, str]]:
     """(UUID, dockerd endpoint) of every instance host now, in fill order."""
     if st.state.get("nova"):
         return [(sid, st.endpoint(i)) for i, sid in novaconf.hosts(st)]
-    return [(st.host_uuid(i), st.endpoint(i)) for i in range(1, st.nhosts + 1)]
+    fixed = [(st.host_uuid(i), st.endpoint(i)) for i in range(1, st.nhosts + 1)]
+    # then the hosts the gateway's local provider booted (localhosts.py), in the order booted
+    booted = sorted(st.state.get("local_hosts", {}).items(), key=lambda kv: kv[1]["index"])
+    return fixed + [(sid, st.endpoint(h["index"])) for sid, h in booted]
 
 
 def write_env(st: Stack) -> str:
@@ -36,6 +40,9 @@ def write_env(st: Stack) -> str:
     ]
     values += [(f"MOORAGE_CONFIG_{t}", st.path("tenants", t)) for t in TENANTS]
     values += [(f"MOORAGE_PROJECT_{t}", ids[t]) for t in TENANTS]
+    # The TLS address and each tenant's client certificate (DOCKER_CERT_PATH; devstack/tls.py).
+    values += [("MOORAGE_TLS_HOST", tls_host(st))]
+    values += [(f"MOORAGE_CERTS_{t}", st.path("tenants", t, "certs")) for t in TENANTS]
     if st.state.get("keystone"):
         values += [(f"MOORAGE_OPENRC_{t}", st.path("tenants", t, "openrc")) for t in TENANTS]
         values += [("MOORAGE_KEYSTONE_OPENRC", st.path("keystone", "openrc"))]

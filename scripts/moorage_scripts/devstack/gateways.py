@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 
+from .. import REPO
 from ..ports import port_free
 from . import novaconf
 from .common import GATEWAY_START_TIMEOUT, Fail, parse_exports, run, say, write_private
@@ -12,6 +15,8 @@ from .endpoints import http_request
 from .identity import KEYSTONE_CACHE_TTL
 from .pg import database_url
 from .state import Stack
+from .tls import gateway_config as tls_gateway_config
+from .tls import tls_binds, tls_ports
 
 
 def write_gateway_config(st: Stack) -> str:
@@ -29,6 +34,8 @@ def write_gateway_config(st: Stack) -> str:
     ]
     if metrics_ports(st):  # replica 1's; the others' on their command lines
         lines.insert(-1, f"metrics_bind = {q(f'127.0.0.1:{metrics_ports(st)[0]}')}")
+    if tls_ports(st):  # replica 1's; the others' on their command lines
+        lines[-1:-1] = tls_gateway_config(st)
     if st.state.get("keystone"):
         try:
             with open(st.path("keystone", "openrc")) as fh:
@@ -55,10 +62,34 @@ def write_gateway_config(st: Stack) -> str:
             'backend = "embedded"',
             f"token_file = {q(st.path('identity.json'))}",
         ]
+    tenancy = st.state.get("tenancy") or "dedicated"
+    grace = float(st.state.get("release_grace", 60.0))
     if st.state.get("nova"):
         lines += novaconf.gateway_config(st)
-    elif st.state.get("capacity") is not None:
-        lines += ["", "[placement]", f"capacity = {int(st.state['capacity'])}"]
+        lines.insert(lines.index("[placement]") + 1, f"tenancy = {q(tenancy)}")
+    else:
+        lines += [
+            "",
+            "[placement]",
+            f"tenancy = {q(tenancy)}",
+            f"release_grace = {grace:g}",
+            "reap_interval = 1",
+        ]
+        if st.state.get("capacity") is not None:
+            lines.append(f"capacity = {int(st.state['capacity'])}")
+        bootable = int(st.state.get("max_hosts", 8)) - st.nhosts
+        if bootable > 0 and not st.external:
+            # Hosts beyond --hosts N, booted on demand by the gateway's local provider.
+            devstack = [sys.executable, os.path.join(REPO, "scripts", "devstack")]
+            lines += [
+                "",
+                "[local]",
+                f"boot_command = {q([*devstack, 'boot-host', st.dir])}",
+                f"delete_command = {q([*devstack, 'delete-host', st.dir])}",
+                f"list_command = {q([*devstack, 'list-hosts', st.dir])}",
+                f"max_hosts = {bootable}",
+                f"empty_grace_seconds = {grace:g}",
+            ]
     # Absent until someone writes it (every policy rule refused); the gateway re-reads it on change.
     lines += ["", "[policy]", f"file = {q(st.path('policy.yaml'))}"]
     path = st.path("moorage.toml")
@@ -127,6 +158,9 @@ def start_gateway(st: Stack, i: int, port: int) -> bool:
         ]
         if len(metrics_ports(st)) >= i:
             argv += ["--metrics-bind", f"127.0.0.1:{metrics_ports(st)[i - 1]}"]
+        if len(tls_ports(st)) >= i:
+            for bind in tls_binds(st, i):
+                argv += ["--tls-bind", bind]
     st.spawn(name, argv, st.path(f"gateway-{i}.log"), env=moorage_env())
     return True
 

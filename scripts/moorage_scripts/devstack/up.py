@@ -21,6 +21,7 @@ from .network import setup_network
 from .pg import start_postgres
 from .resolver import start_resolver
 from .state import Stack, running_with_postgres
+from .tls import ensure_pki, tenant_certs
 
 
 def cmd_up(args) -> int:
@@ -65,7 +66,14 @@ def cmd_up(args) -> int:
         "postgres": bool(args.postgres or old.get("postgres", False)),
         "replicas": args.replicas if args.replicas is not None else old.get("replicas", 1),
         "nova": bool(args.nova or old.get("nova", False)),
+        "tenancy": args.tenancy or old.get("tenancy") or "dedicated",
+        "max_hosts": args.max_hosts if args.max_hosts is not None else old.get("max_hosts", 8),
+        "release_grace": args.release_grace
+        if args.release_grace is not None
+        else old.get("release_grace", 60.0),
     }
+    if want["max_hosts"] < 0:
+        raise Usage("--max-hosts must be 0 or more")
     if want["replicas"] > 1 and not want["postgres"]:
         raise Usage(f"--replicas {want['replicas']} needs --postgres")
     if want["nova"]:
@@ -92,11 +100,13 @@ def cmd_up(args) -> int:
             "postgres": "--postgres",
             "replicas": "--replicas",
             "nova": "--nova",
+            "tenancy": "--tenancy",
         }
         st.state.setdefault("keystone", False)
         st.state.setdefault("postgres", False)
         st.state.setdefault("replicas", 1)
         st.state.setdefault("nova", False)
+        st.state.setdefault("tenancy", "dedicated")
         diff = [
             k for k in flags if st.state.get(k) != want[k] and not (k == "hosts" and want[k] > st.nhosts)
         ]  # growing is fine
@@ -130,6 +140,14 @@ def cmd_up(args) -> int:
         elif not st.alive(f"gateway-{i + 1}") and not port_free(metrics_ports[i]):
             metrics_ports[i] = free_port()
     st.state["metrics_ports"] = metrics_ports[: want["replicas"]]
+    # Each replica's TLS listener (client certificates; devstack/tls.py).
+    tls_ports = list(st.state.get("tls_ports") or [])
+    for i in range(want["replicas"]):
+        if i >= len(tls_ports):
+            tls_ports.append(free_port())
+        elif not st.alive(f"gateway-{i + 1}") and not port_free(tls_ports[i]):
+            tls_ports[i] = free_port()
+    st.state["tls_ports"] = tls_ports[: want["replicas"]]
     if want["postgres"]:
         st.state.setdefault("pg", {})
         st.state["pg"].setdefault("password", secrets.token_hex(16))
@@ -171,9 +189,11 @@ def cmd_up(args) -> int:
         start_postgres(st)
     if st.state.get("nova"):
         novaconf.nova_up(st)
+    ensure_pki(st)
     write_gateway_config(st)
     if not st.state["no_gateway"]:
         start_gateways(st)
+        tenant_certs(st, st.state["port"])
         if st.state.get("nova"):
             novawatch.start_watcher(st)
         for i in range(1, st.nhosts + 1):
