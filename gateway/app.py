@@ -162,17 +162,13 @@ class Gateway:
 
     # -- versions -------------------------------------------------------------------------
     def api_range(self) -> tuple[str, str]:
-        """(maximum, minimum) API version to advertise: never above any live daemon's."""
+        """(maximum, minimum) API version to advertise: the gateway's own range, which
+        gateway/versions translates to every live daemon's (gateway/versions advertised)."""
         now = time.monotonic()
         if self._api_cache and now - self._api_cache[0] < 5:
             return self._api_cache[1], self._api_cache[2]
         live = instances.live_instances(self.settings)
-        maximum = versions.lowest(
-            [i.api_version for i in live] + [versions.MOORAGE_MAX_API], versions.MOORAGE_MAX_API
-        )
-        minimum = versions.highest(
-            [i.min_api_version for i in live] + [versions.MOORAGE_MIN_API], versions.MOORAGE_MIN_API
-        )
+        maximum, minimum = versions.advertised([i.api_version for i in live])
         self._api_cache = (now, maximum, minimum)
         return maximum, minimum
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qs, parse_qsl
 
 import falcon
 
+from gateway import instances, versions
 from gateway.errors import DockerError
 from gateway.routing import Route
 from gateway.tenancy import Identity, names, resolve
@@ -25,6 +28,9 @@ class Context:
     params: dict[str, str]
     version: str  # the API version this request speaks (path's, or the advertised maximum)
     identity: Identity | None = None
+    # The API versions this request's calls spoke to daemons (gateway/forward.py send): the
+    # answer is translated from them to ``version``.
+    spoken: list[str] = field(default_factory=list)
     _target: object = field(default=_UNRESOLVED, repr=False)
     _daemon_ref: str = field(default="", repr=False)
 
@@ -97,7 +103,35 @@ class Context:
         in a string or key): for large answers such as a merged list."""
         self.resp.status = status
         self.resp.content_type = "application/json"
+        if status < 300:
+            payload = self.translated(payload)
         text = json.dumps(payload, separators=(",", ":"))
         if names_of:
             text = names.text_to_tenant(names_of, text)
         self.resp.data = text.encode() + b"\n"
+
+    def translated(self, payload):
+        """A successful answer in the shape of the client's API version: the one place answers
+        are translated (gateway/versions), after tenancy has rewritten them."""
+        if self.route is None:  # a context made outside a request
+            return payload
+        return versions.translate_answer(
+            self.route.operation,
+            self.version,
+            self.spoken,
+            payload,
+            parse_qs(self.req.query_string or "", keep_blank_values=True),
+            reference=self.params.get("name", "") or self.ref,
+        )
+
+    def refuse_untranslatable(self, body) -> None:
+        """The version table's refusals of this request's body, before any work is done for it
+        (placement, volumes, image moves): the daemons it may go to are the live ones, and the
+        oldest of them is asked. forward.send translates it again for the one it goes to."""
+        if body is None or self.route is None:
+            return
+        daemons = [i.api_version for i in instances.live_instances(self.settings) if i.api_version]
+        spoken = versions.for_daemon(self.version, versions.lowest(daemons, self.version))
+        if versions.requests_change(self.route.operation, self.version, spoken):
+            query = parse_qsl(self.req.query_string or "", keep_blank_values=True)
+            versions.translate_request(self.route.operation, self.version, spoken, copy.deepcopy(body), query)

@@ -8,11 +8,12 @@ turns the client's connection into a raw splice through the relay.
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import logging
 from collections.abc import Iterable, Iterator
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import parse_qsl, quote, urlencode
 
 from gunicorn.http.errors import ParseException
 
@@ -158,18 +159,55 @@ def client_body(ctx: Context) -> tuple[Iterable[bytes] | None, int | None]:
     return None, None
 
 
-def target(ctx: Context, path: str | None = None, query: str | None = None) -> str:
-    """The upstream request target, always with an explicit API version."""
+def _client_path(ctx: Context) -> str:
+    """The request's path without its /vX.Y prefix."""
+    path = ctx.req.path
+    if path.startswith("/v") and "/" in path[1:]:
+        head, rest = path[1:].split("/", 1)
+        if head[1:].replace(".", "").isdigit():
+            path = "/" + rest
+    return path
+
+
+def target(ctx: Context, path: str | None = None, query: str | None = None, version: str = "") -> str:
+    """The upstream request target, always with an explicit API version (the daemon's)."""
     if path is None:
-        path = ctx.req.path
-        if path.startswith("/v") and "/" in path[1:]:
-            head, rest = path[1:].split("/", 1)
-            if head[1:].replace(".", "").isdigit():
-                path = "/" + rest
+        path = _client_path(ctx)
     query = ctx.req.query_string if query is None else query
-    return f"/v{versions.for_daemon(ctx.version)}{quote(path, safe='/:@!$&()*+,;=-._~')}" + (
+    return f"/v{version or ctx.version}{quote(path, safe='/:@!$&()*+,;=-._~')}" + (
         f"?{query}" if query else ""
     )
+
+
+def daemon_version(ctx: Context, instance: store.Instance) -> str:
+    """The version this request speaks to ``instance``'s daemon, noted for the answer's
+    translation (Context.translated)."""
+    spoken = versions.for_daemon(ctx.version, instance.api_version or "", instance.min_api_version or "")
+    if spoken not in ctx.spoken:
+        ctx.spoken.append(spoken)
+    return spoken
+
+
+def _carries_the_clients_request(ctx: Context, method: str, path: str) -> bool:
+    """Whether a daemon call is the client's own request (the route's operation, on the
+    daemon's object): only what the client sent is translated, never the gateway's own calls,
+    which it writes in the oldest shape."""
+    return method == ctx.req.method and bool(ctx.route.regex.match(path))
+
+
+def _translated(
+    ctx: Context, spoken: str, method: str, path: str | None, query: str | None, body
+) -> tuple[str | None, Any, versions.Call | None]:
+    """The client's request as the daemon at ``spoken`` must receive it (gateway/versions)."""
+    if spoken == ctx.version or not _carries_the_clients_request(ctx, method, path or _client_path(ctx)):
+        return query, body, None
+    # A copy: a service may send the same body again (a create retried), translated afresh.
+    parsed = copy.deepcopy(body) if isinstance(body, dict | list) else None
+    pairs = parse_qsl(ctx.req.query_string if query is None else query, keep_blank_values=True)
+    call = versions.translate_request(ctx.route.operation, ctx.version, spoken, parsed, pairs)
+    if call.query_changed:
+        query = urlencode(call.query)
+    return query, (call.body if parsed is not None else body), call
 
 
 def send(
@@ -184,6 +222,32 @@ def send(
     timeout: float | None = None,
 ) -> UpstreamResponse:
     """Send the request (or a variant of it) to ``instance`` and return the response head."""
+    return _send(
+        ctx,
+        instance,
+        method=method,
+        path=path,
+        query=query,
+        body=body,
+        content_type=content_type,
+        timeout=timeout,
+    )[0]
+
+
+def _send(
+    ctx: Context,
+    instance: store.Instance,
+    *,
+    method: str | None = None,
+    path: str | None = None,
+    query: str | None = None,
+    body=_KEEP,
+    content_type: str | None = None,
+    timeout: float | None = None,
+) -> tuple[UpstreamResponse, versions.Call | None]:
+    spoken = daemon_version(ctx, instance)
+    method = method or ctx.req.method
+    query, body, translated = _translated(ctx, spoken, method, path, query, body)
     headers = _client_headers(ctx)
     length = None
     if body is _KEEP:
@@ -198,9 +262,9 @@ def send(
     if wants_upgrade(ctx):
         headers += [("Connection", "Upgrade"), ("Upgrade", ctx.req.get_header("Upgrade"))]
     try:
-        return AgentClient(instance).send(
-            method or ctx.req.method,
-            target(ctx, path, query),
+        upstream = AgentClient(instance).send(
+            method,
+            target(ctx, path, query, spoken),
             headers,
             body,
             content_length=length,
@@ -213,6 +277,7 @@ def send(
             f"instance {instance.uuid} is not answering ({exc}); try again shortly, "
             "or ask the operator to check its agent",
         ) from exc
+    return upstream, translated
 
 
 def check_agent(instance: store.Instance, upstream: UpstreamResponse) -> None:
@@ -236,8 +301,11 @@ def call(
     body=None,
     timeout: float | None = 60,
 ) -> tuple[int, Any]:
-    """A gateway-originated call whose (small, JSON) answer the gateway reads itself."""
-    upstream = send(
+    """A gateway-originated call whose (small, JSON) answer the gateway reads itself. When it
+    carries the client's request and the daemon needs several calls to do what the client's
+    version does in one (gateway/versions rows EMULATED), they are made here: all of them, or
+    the first is taken back and the failing one's error answered."""
+    upstream, translated = _send(
         ctx,
         instance,
         method=method,
@@ -246,6 +314,36 @@ def call(
         body=body if body is not None else b"",
         timeout=timeout,
     )
+    status, payload = _read(instance, upstream)
+    if translated is None or not translated.followups or status >= 300 or not isinstance(payload, dict):
+        return status, payload
+    made = str(payload.get("Id", ""))
+    for followup in translated.followups:
+        step_status, step_payload = _followup(ctx, instance, followup, made, timeout)
+        if step_status >= 300:
+            if translated.undo is not None:
+                _followup(ctx, instance, translated.undo, made, timeout, query="force=1&v=1")
+            return step_status, step_payload
+    return status, payload
+
+
+def _followup(ctx: Context, instance, step, made: str, timeout, query: str = "") -> tuple[int, Any]:
+    body = step.body
+    if isinstance(body, dict):
+        body = {key: made if value == "{id}" else value for key, value in body.items()}
+    upstream = send(
+        ctx,
+        instance,
+        method=step.method,
+        path=step.path.replace("{id}", made),
+        query=query,
+        body=body if body is not None else b"",
+        timeout=timeout,
+    )
+    return _read(instance, upstream)
+
+
+def _read(instance: store.Instance, upstream: UpstreamResponse) -> tuple[int, Any]:
     check_agent(instance, upstream)
     raw = upstream.read()
     try:
@@ -293,6 +391,18 @@ def respond(ctx: Context, instance: store.Instance, upstream: UpstreamResponse) 
         )
         resp.data = names.text_to_tenant(ctx.project, text).encode()
         return
+    if (
+        upstream.status < 300
+        and upstream.has_body
+        and upstream.content_length is not None
+        and upstream.content_length <= ERROR_BODY_LIMIT
+        and (upstream.header("Content-Type") or "").startswith("application/json")
+        and versions.answers_change(ctx.route.operation, ctx.version, ctx.spoken)
+    ):
+        # The daemon's answer in the shape of the client's version (gateway/versions).
+        payload = json.loads(upstream.read() or b"null")
+        resp.data = json.dumps(ctx.translated(payload), separators=(",", ":")).encode() + b"\n"
+        return
     if upstream.content_length is not None:
         resp.content_length = upstream.content_length
     if upstream.has_body:
@@ -320,8 +430,12 @@ def hijack(ctx: Context, upstream: UpstreamResponse) -> None:
         upstream.close()
         raise DockerError(500, "this server cannot hijack connections (run it with `moorage serve`)")
     lines = [f"HTTP/1.1 {upstream.status} {upstream.reason}"]
+    # The gateway's own API version, as on every answer (app.py), not the daemon's.
+    advertised = ctx.resp.get_header("Api-Version")
     lines += [
-        f"{name}: {value}" for name, value in upstream.headers if name.lower() not in ("server", "date")
+        f"{name}: {advertised if name.lower() == 'api-version' and advertised else value}"
+        for name, value in upstream.headers
+        if name.lower() not in ("server", "date")
     ]
     if logs.request_id():  # as on every answer (gateway/app.py)
         lines.append(f"{REQUEST_ID_HEADER}: {logs.request_id()}")

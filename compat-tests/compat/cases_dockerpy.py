@@ -11,7 +11,7 @@ import time
 from compat.harness import SUITE_LABEL, Ctx, make_tar, register
 from compat.normalize import shape
 
-VERSIONS = ("auto", "1.41")
+VERSIONS = ("auto", "1.41", "1.44", "1.55")
 
 
 class Steps:

@@ -2223,6 +2223,7 @@ req(
     "/volumes/create",
     json_body={"Name": "{prefix}-v", "Driver": "nosuchdriver"},
     timeout=90,
+    serial=True,  # dockerd looks plugins up one at a time (15 s each): not beside its variants
 )
 req(
     "http.VolumeCreate.bad-name",
@@ -2347,6 +2348,7 @@ req(
     "/networks/create",
     json_body={"Name": "{prefix}-n", "Driver": "nosuchdriver"},
     timeout=90,
+    serial=True,  # dockerd looks plugins up one at a time (15 s each): not beside its variants
     divergence="policy",
 )
 req("http.NetworkInspect.ok", "NetworkInspect", s_net_connected, "GET", "/networks/{net}")

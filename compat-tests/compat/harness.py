@@ -29,6 +29,10 @@ from compat import wire
 from compat.normalize import Normalizer, shape
 
 DEFAULT_VERSION = "1.41"
+# Every raw-HTTP case runs again at these API versions (its requests at DEFAULT_VERSION move to
+# the variant's; its id gets "@VERSION"). The direct side answers them through the documented
+# translation (compat/translator.py).
+VARIANT_VERSIONS = ("1.44", "1.55")
 CLI = os.environ.get("COMPAT_DOCKER_CLI", "/usr/local/bin/docker")
 OLD_CLI = "/usr/bin/docker"
 # Labels every object the suite creates carries, so the final sweep finds leftovers.
@@ -117,6 +121,7 @@ class Case:
     # needs the internet (and so waits on DNS timeouts inside dockerd, which stalls its /info):
     # run after every other case, so that stall cannot spill into them
     isolated: bool = False
+    api_version: str = DEFAULT_VERSION  # what its requests at DEFAULT_VERSION speak
 
 
 CASES: dict[str, Case] = {}
@@ -139,9 +144,22 @@ def case(
     def register(fn):
         if case_id in CASES:
             raise RuntimeError(f"duplicate case id {case_id}")
-        CASES[case_id] = Case(
-            case_id, case_id.split(".", 1)[0], tuple(ops), fn, divergence, timeout, serial, requires, isolated
-        )
+        layer = case_id.split(".", 1)[0]
+        CASES[case_id] = Case(case_id, layer, tuple(ops), fn, divergence, timeout, serial, requires, isolated)
+        if layer == "http":
+            for version in VARIANT_VERSIONS:
+                CASES[f"{case_id}@{version}"] = Case(
+                    f"{case_id}@{version}",
+                    layer,
+                    tuple(ops),
+                    fn,
+                    divergence,
+                    timeout,
+                    serial,
+                    requires,
+                    isolated,
+                    version,
+                )
         return fn
 
     return register
@@ -169,6 +187,7 @@ class Ctx:
     side: Side
     case_id: str
     prefix: str
+    api_version: str = DEFAULT_VERSION
     norm: Normalizer = field(init=False)
     _cleanups: list[Callable] = field(default_factory=list)
     tmp: str = field(init=False)
@@ -207,6 +226,8 @@ class Ctx:
     ) -> str:
         if isinstance(query, dict):
             query = urlencode({k: v for k, v in query.items() if v is not None}, doseq=True)
+        if version == DEFAULT_VERSION:
+            version = self.api_version
         t = (f"/v{version}" if version else "") + path
         return t + (f"?{query}" if query else "")
 

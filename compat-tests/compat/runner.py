@@ -16,7 +16,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 
-from compat import harness, report, wire
+from compat import harness, report, translator, wire
 from compat.divergences import DIVERGENCES, check_documented
 from compat.harness import CASES, Case, Ctx, SetupError, Side, Stack
 from compat.normalize import diff, short
@@ -50,7 +50,7 @@ def canonical(obj):
 def run_side(case: Case, stack: Stack, side: Side, prefix: str):
     """Run one side of a case in its own thread, with the case's deadline."""
     box: dict = {}
-    ctx = Ctx(stack, side, case.id, prefix)
+    ctx = Ctx(stack, side, case.id, prefix, case.api_version)
 
     def target():
         try:
@@ -228,6 +228,11 @@ def main(argv: list[str] | None = None) -> int:
 
     workdir = tempfile.mkdtemp(prefix="compat-run-")
     stack = Stack.from_env(workdir)
+    # The direct daemon, as clients of every API version see it through the documented
+    # translation (compat/translator.py; docs/divergences.md#api-versions).
+    daemon = stack.direct
+    translating = translator.Translator(daemon, os.path.join(workdir, "direct.sock"))
+    stack.direct = translating.endpoint
     sides = {
         "direct": Side.make("direct", stack.direct, None, workdir),
         "moorage": Side.make("moorage", stack.gateway, stack.moorage_config, workdir),
@@ -243,7 +248,8 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.monotonic()
     print(
-        f"compat-tests: {len(cases)} cases, direct {stack.direct} vs moorage {stack.gateway}, "
+        f"compat-tests: {len(cases)} cases, direct {daemon} (through {stack.direct}) "
+        f"vs moorage {stack.gateway}, "
         f"run {stack.run_id}, {args.jobs} jobs",
         flush=True,
     )

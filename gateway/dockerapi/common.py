@@ -37,10 +37,12 @@ def read_json(ctx: Context, limit: int = JSON_BODY_LIMIT) -> tuple[object | None
         # would accept must never slip past the gateway unparsed. dockerd reads one JSON value
         # with json.Decoder and ignores what follows it: so do we (raw_decode).
         text = raw.decode("utf-8", errors="replace")
-        return _JSON.raw_decode(text, len(text) - len(text.lstrip(" \t\r\n")))[0], raw
+        parsed = _JSON.raw_decode(text, len(text) - len(text.lstrip(" \t\r\n")))[0]
     except RecursionError:
         raise DockerError(
             400, "request body nested too deeply to be read as JSON; send a flatter body"
         ) from None
     except ValueError:
         return None, raw
+    ctx.refuse_untranslatable(parsed)  # what the daemons' API version cannot do: 400 before any work
+    return parsed, raw

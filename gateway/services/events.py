@@ -127,10 +127,10 @@ def tenant_events(ctx: Context, streams: list, *, ordered: bool) -> Iterator[byt
             if ordered:
                 held.append(event)
             else:
-                yield _encode(event, judge.project)
+                yield _encode(ctx.translated(event), judge.project)
         held.sort(key=lambda e: e.get("timeNano") or 0)
         for event in held:
-            yield _encode(event, judge.project)
+            yield _encode(ctx.translated(event), judge.project)
     finally:
         gevent.killall(readers, block=False)
         for upstream in streams:

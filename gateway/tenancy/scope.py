@@ -308,14 +308,19 @@ def container_create(project: str, body: dict, tenant_name: str) -> CreateScope:
     # On a user-defined network dockerd makes a container's name resolvable, but that is the
     # daemon's name: the tenant's name is added as an alias, so its containers find each
     # other as they named them.
-    if (
-        tenant_name
-        and isinstance(network_mode, str)
-        and network_mode not in PLAIN_NETWORK_MODES
-        and network_mode != bridge
-        and not network_mode.startswith("container:")
-    ):
-        _add_to_endpoint(body, network_mode, "Aliases", [tenant_name])
+    # So on every user-defined network the container joins (API 1.44 creates on several).
+    renamed = (
+        (body.get("NetworkingConfig") or {}).get("EndpointsConfig") if isinstance(endpoints, dict) else None
+    )
+    joined = [network_mode, *(renamed if isinstance(renamed, dict) else ())]
+    for network in dict.fromkeys(n for n in joined if isinstance(n, str)):
+        if (
+            tenant_name
+            and network not in PLAIN_NETWORK_MODES
+            and network != bridge
+            and not network.startswith("container:")
+        ):
+            _add_to_endpoint(body, network, "Aliases", [tenant_name])
     return scope
 
 

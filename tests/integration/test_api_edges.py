@@ -34,16 +34,16 @@ def test_ping_carries_the_negotiation_headers(stack, method):
     ours = stack.http(method, "/_ping")
     theirs = stack.direct_http(method, "/_ping")
     assert ours.status_code == theirs.status_code == 200
-    for header in ("Api-Version", "Docker-Experimental", "Ostype", "Cache-Control", "Pragma", "Content-Type"):
+    for header in ("Docker-Experimental", "Ostype", "Cache-Control", "Pragma", "Content-Type"):
         assert ours.headers[header] == theirs.headers[header], header
+    # The gateway's own range, translated to the daemon's (docs/divergences.md#api-versions).
+    assert (ours.headers["Api-Version"], theirs.headers["Api-Version"]) == ("1.55", "1.41")
     assert ours.content == theirs.content
 
 
 @pytest.mark.parametrize(
     "path",
     [
-        "/v1.99/version",
-        "/v1.11/version",
         "/v1.41/nope",
         "/nope",
         "/v1.41/swarm",
@@ -91,8 +91,17 @@ def test_version_states_the_gateways_range(stack):
     resp = stack.http("GET", "/v1.24/version")
     assert resp.status_code == 200
     body = resp.json()
-    assert body["ApiVersion"] == resp.headers["Api-Version"] == "1.41"
-    assert body["MinAPIVersion"] == "1.12"
+    assert body["ApiVersion"] == resp.headers["Api-Version"] == "1.55"
+    assert body["MinAPIVersion"] == "1.24"
+
+
+@pytest.mark.parametrize(("path", "message"), [("/v1.99/version", "too new"), ("/v1.11/version", "too old")])
+def test_versions_out_of_range_in_dockerds_words(stack, path, message):
+    ours, theirs = stack.http("GET", path), stack.direct_http("GET", path)
+    assert ours.status_code == theirs.status_code == 400
+    assert ours.headers["Content-Type"] == theirs.headers["Content-Type"]
+    # The words are dockerd's; the range is the gateway's (1.24-1.55), not the daemon's.
+    assert message in ours.text and ("1.55" in ours.text or "1.24" in ours.text)
 
 
 def test_malformed_bodies_get_dockerds_errors_and_create_nothing(stack):

@@ -277,7 +277,7 @@ def test_lists_show_only_the_callers_objects(stack, alpha):
     assert alpha["nid"] not in nets and alpha["nname"] not in nets and "bridge" in nets
     vols = stack.docker("volume", "ls", tenant="beta").stdout.decode()
     assert alpha["vname"] not in vols
-    df = stack.http("GET", "/system/df", tenant="beta").json()
+    df = stack.http("GET", "/v1.41/system/df", tenant="beta").json()
     assert alpha["cid"] not in json.dumps(df["Containers"]) and alpha["vname"] not in json.dumps(
         df["Volumes"]
     )
@@ -303,8 +303,8 @@ def test_events_carry_only_the_callers(stack, alpha):
     for tenant in ("alpha", "beta"):
         answer = stack.http("GET", f"/events?since={since}&until={until}", tenant=tenant)
         seen[tenant] = [json.loads(line) for line in answer.text.splitlines() if line.strip()]
-    alpha_ids = {e["id"] for e in seen["alpha"] if e.get("Type") == "container"}
-    beta_ids = {e["id"] for e in seen["beta"] if e.get("Type") == "container"}
+    alpha_ids = {e["Actor"]["ID"] for e in seen["alpha"] if e.get("Type") == "container"}
+    beta_ids = {e["Actor"]["ID"] for e in seen["beta"] if e.get("Type") == "container"}
     assert alpha_ids and beta_ids and not alpha_ids & beta_ids
     assert any(
         e["Type"] == "network" and e["Actor"]["Attributes"].get("name") == name + "-n" for e in seen["alpha"]

@@ -187,7 +187,7 @@ def test_the_agents_port_is_never_published(stack, policy, unique):
     assert daemon_containers(stack) == before
 
 
-@pytest.mark.parametrize("version", ["v1.23", "v1.41"])
+@pytest.mark.parametrize("version", ["v1.24", "v1.41"])
 def test_port_bindings_in_every_body_shape_are_checked(stack, policy, version):
     bindings = {"80/tcp": [{"HostIp": "", "HostPort": "443"}]}
     for body in (

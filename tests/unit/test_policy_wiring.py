@@ -44,7 +44,7 @@ def post(client, path, body=None, *, raw=None, ctype="application/json", **kw):
             {"Image": "busybox", "HostConfig": {"Binds": ["/:/host"]}},
             "container:create:bind_mount",
         ),
-        ("/v1.23/containers/create", {"Image": "busybox", "Privileged": True}, "container:create:privileged"),
+        ("/v1.24/containers/create", {"Image": "busybox", "Privileged": True}, "container:create:privileged"),
         (
             "/v1.41/containers/abc/update",
             {"Devices": [{"PathOnHost": "/dev/sda"}]},
@@ -67,10 +67,13 @@ def test_refused_in_dockers_shape_before_anything_is_forwarded(client, path, bod
 
 
 def test_a_start_body_is_refused_on_every_version(client):
-    """Before 1.24 a start's HostConfig replaced the container's, unseen by tenancy and policy."""
-    for version in ("v1.23", "v1.41"):
+    """Before 1.24 a start's HostConfig replaced the container's, unseen by tenancy and policy:
+    those versions are refused outright, and a start body on every version the gateway speaks."""
+    for version in ("v1.24", "v1.41", "v1.55"):
         resp = post(client, f"/{version}/containers/abc/start", {"Privileged": True})
         assert resp.status_code == 400 and "non-empty request body" in resp.json["message"]
+    old = post(client, "/v1.23/containers/abc/start", {"Privileged": True})
+    assert old.status_code == 400 and b"too old" in old.content
     assert client.sent == []
 
 
@@ -91,7 +94,7 @@ def test_allowed_requests_get_past_policy(client):
     assert post(client, "/v1.41/containers/abc/exec", {"Cmd": ["sh"]}).status_code == 404
     assert post(client, "/v1.41/volumes/create", {"Name": "v"}).status_code == 503
     assert post(client, "/v1.41/containers/abc/start").status_code == 404
-    assert post(client, "/v1.23/containers/abc/start").status_code == 404
+    assert post(client, "/v1.24/containers/abc/start").status_code == 404
 
 
 def test_a_policy_file_allows_through_the_handlers(client):
