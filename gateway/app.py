@@ -231,6 +231,11 @@ class Gateway:
             error = exc
         elif isinstance(exc, falcon.HTTPError):
             error = DockerError(exc.status_code, exc.description or exc.title or "bad request")
+        elif isinstance(exc, store.UNAVAILABLE):
+            log.warning("the store did not answer on %s %s: %s", req.method, req.path, exc)
+            error = DockerError(
+                503, "the gateway's database is not answering (it may be restarting); try again shortly"
+            )
         else:
             log.exception("internal error on %s %s", req.method, req.path)
             error = DockerError(

@@ -162,3 +162,8 @@ def close() -> None:
         db.close_all()
     elif not db.is_closed():
         db.close()
+
+
+# The database cannot be reached (restarting, its connection lost, locked past the timeout):
+# a request that meets one of these is answered 503, try again, not 500 (gateway/app.py).
+UNAVAILABLE: tuple[type[Exception], ...] = (peewee.OperationalError, peewee.InterfaceError)
