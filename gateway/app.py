@@ -12,11 +12,13 @@ import time
 
 import falcon
 
-from gateway import agentapi, health, instances, metrics, store, versions
+from gateway import agentapi, health, instances, metrics, notifications, store, versions
 from gateway.context import Context
 from gateway.errors import DockerError, page_not_found, scrubbed
+from gateway.notifications import audit, recorder, sender
 from gateway.placement import reaper
 from gateway.routing import Router
+from gateway.services import notices
 from gateway.tenancy import authenticate, make_provider, names
 from gateway.wire import AGENTS_PATH
 
@@ -56,8 +58,11 @@ class Gateway:
         self.identity = make_provider(settings.identity)
         store.init(settings.gateway.database)
         self.agent_router = Router(agentapi.ROUTES)
+        notifications.configure(settings)
         if name == "gateway":
             reaper.start_reaper(settings)  # only acts when the pool can grow (nova)
+            sender.start_sender(settings)  # only with [notifications]; one worker acts, by lease
+            recorder.start_recorder(settings)  # the event journal; one worker acts, by lease
         self._api_cache: tuple[float, str, str] | None = None
         app = falcon.App(media_type=falcon.MEDIA_JSON)
         # No Content-Type unless one is stated: dockerd sends none on empty answers (204, resize,
@@ -97,6 +102,7 @@ class Gateway:
         if operation != "Health":
             metrics.REQUESTS.labels(operation, "101" if hijacked and status[0] == "000" else status[0]).inc()
             metrics.REQUEST_SECONDS.labels(operation).observe(time.monotonic() - started)
+        self._audit(environ, operation, 101 if hijacked and status[0] == "000" else int(status[0]))
         if hijacked:
             # The connection was handed to the relay and is finished. Tell gunicorn to write
             # nothing more and close it: StopIteration is its "close this connection" signal.
@@ -114,6 +120,35 @@ class Gateway:
         if store.is_postgres() and streamed:
             return _ReleasingIterable(result)
         return result
+
+    @staticmethod
+    def _audit(environ, operation: str, status: int) -> None:
+        """The request's CADF event, if it mutates or was refused (gateway/notifications/audit.py)."""
+        method = environ.get("REQUEST_METHOD", "")
+        if not audit.wanted(method, status, operation):
+            return
+        identity = environ.get("moorage.identity")
+        if environ.get("HTTP_X_AUTH_TOKEN"):
+            credential = "token"
+        elif environ.get("wsgi.url_scheme") == "https":
+            credential = "certificate"
+        else:
+            credential = "none"
+        audit.record(
+            audit.Request(
+                method=method,
+                operation=operation,
+                status=status,
+                reference=environ.get("moorage.reference", ""),
+                project=identity.project_id if identity else "",
+                user=identity.user_id if identity else "",
+                user_name=identity.user_name if identity else "",
+                address=environ.get("REMOTE_ADDR", ""),
+                credential=credential,
+                reason=environ.get("moorage.refusal", "") if status >= 400 else "",
+                request_id=environ.get("moorage.request_id", ""),
+            )
+        )
 
     # -- versions -------------------------------------------------------------------------
     def api_range(self) -> tuple[str, str]:
@@ -142,7 +177,10 @@ class Gateway:
         route, params, version = self.router.match(req.method, req.path)
         if route is not None:
             req.env["moorage.operation"] = route.operation
+        if route is not None and route.reference:
+            req.env["moorage.reference"] = params.get(route.reference, "")  # the audit's target
         identity = authenticate(self.identity, req.headers, req.env.get("gunicorn.socket"))
+        req.env["moorage.identity"] = identity
         if route is None:
             raise page_not_found()  # as dockerd: no version headers on an unknown route
         maximum, minimum = self.api_range()
@@ -157,7 +195,7 @@ class Gateway:
             # Open from here until the answer is closed (__call__) or the hijack ends.
             req.env["moorage.stream"] = True
             metrics.STREAMS.inc()
-        route.handler(ctx)
+        notices.around(ctx, route.handler)
 
     def _agents(self, req: falcon.Request, resp: falcon.Response):
         route, params, _ = self.agent_router.match(req.method, req.path[len(AGENTS_PATH) :].rstrip("/"))
@@ -188,6 +226,7 @@ class Gateway:
             error = DockerError(
                 error.status, names.text_to_tenant(project, error.message), content_type=error.content_type
             )
+        req.env["moorage.refusal"] = error.message  # the audit's reason (gateway/notifications/audit.py)
         resp.status = error.status
         resp.content_type = error.content_type
         resp.stream = None

@@ -19,6 +19,8 @@ time. Without metrics_bind (unit tests, ``moorage`` commands) the values live in
                                                     error) and their time
     moorage_quota_refusals_total{resource}          403s for a full quota
     moorage_agent_heartbeats_total{result}          agent heartbeats received (ok, refused)
+    moorage_notifications_dropped_total             notifications dropped: the outbox was full
+    moorage_notifications_sent_total                notifications handed to the broker
 
 Recording is a few in-memory (or mmap-file) writes: nothing on the request path asks the store.
 """
@@ -56,6 +58,10 @@ PLACEMENT_SECONDS = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
 )
 QUOTA_REFUSALS = Counter("moorage_quota_refusals", "Requests refused (403) for a full quota", ["resource"])
+NOTIFICATIONS_DROPPED = Counter(
+    "moorage_notifications_dropped", "Notifications dropped because the outbox was full"
+)
+NOTIFICATIONS_SENT = Counter("moorage_notifications_sent", "Notifications handed to the broker")
 HEARTBEATS = Counter("moorage_agent_heartbeats", "Agent heartbeats received, by result", ["result"])
 
 

@@ -20,6 +20,7 @@ from gateway.store.db import (
     release_connection,
     serialized,
 )
+from gateway.store.journal import create_journal
 from gateway.store.models import (
     INSTANCE_UP,
     Container,
@@ -176,6 +177,7 @@ MIGRATIONS: list[Callable[[peewee.Database], None]] = [
     _m4_images,
     _m5_pool,
     _m_placement_usage,
+    create_journal,  # the notification outbox and the event journal (gateway/store/journal.py)
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
