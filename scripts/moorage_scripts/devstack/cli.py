@@ -3,10 +3,13 @@
     scripts/devstack up DIR [--hosts N] [--capacity K] [--docker-host unix:///PATH] [--keystone]
                             [--postgres] [--replicas R]
                             [--nova [--nova-grace SECONDS] [--nova-boot-timeout SECONDS]]
+                            [--notifications]
     scripts/devstack down DIR [--purge]     # --purge: also the daemons' data and moorage.db
     scripts/devstack hosts DIR
     scripts/devstack stop-host DIR I
     scripts/devstack start-host DIR I
+    scripts/devstack stop-broker DIR         # --notifications: stop / start the stack's RabbitMQ
+    scripts/devstack start-broker DIR
     scripts/devstack seed ENDPOINT          # import the offline busybox:latest into any daemon
     scripts/devstack busybox-tar FILE       # write the busybox rootfs tarball
 
@@ -32,6 +35,8 @@
   - with --nova (implies --keystone): a real Nova (scripts/nova) and no host at the start: the
     gateway's nova provider boots servers, and devstack plays cloud-init for each
     (moorage_scripts/devstack/novawatch.py: a host per ACTIVE server, running its user-data);
+  - with --notifications, a RabbitMQ of the stack's own on loopback (broker.py), the gateway's
+    [notifications] transport_url and MOORAGE_TRANSPORT_URL in DIR/env;
   - DIR/env, the shell `export` lines that tests source; `up` also prints them on stdout
     (progress goes to stderr), so `eval "$(scripts/devstack up DIR)"` works.
 Every command is idempotent; every name derives from a hash of DIR's absolute path, so stacks
@@ -44,6 +49,7 @@ import argparse
 import sys
 
 from . import novawatch, resolver
+from .broker import cmd_start_broker, cmd_stop_broker
 from .common import Fail, Usage
 from .down import cmd_down
 from .hosts import cmd_busybox_tar, cmd_hosts, cmd_seed, cmd_start_host, cmd_stop_host
@@ -101,6 +107,11 @@ def main(argv: list[str] | None = None) -> int:
         metavar="SECONDS",
         help="--nova: how long a create waits for a new instance's agent (default 120)",
     )
+    up.add_argument(
+        "--notifications",
+        action="store_true",
+        help="a RabbitMQ on loopback for the gateway's notifications (MOORAGE_TRANSPORT_URL)",
+    )
     up.add_argument("--no-gateway", action="store_true", help=argparse.SUPPRESS)
     up.set_defaults(func=cmd_up)
 
@@ -125,6 +136,14 @@ def main(argv: list[str] | None = None) -> int:
         p = sub.add_parser(name, help=text)
         p.add_argument("dir", metavar="DIR")
         p.add_argument("index", metavar="I", help="1-based, fill order")
+        p.set_defaults(func=func)
+
+    for name, func, text in (
+        ("stop-broker", cmd_stop_broker, "stop the stack's RabbitMQ (--notifications)"),
+        ("start-broker", cmd_start_broker, "start the stack's RabbitMQ again"),
+    ):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("dir", metavar="DIR")
         p.set_defaults(func=func)
 
     seed = sub.add_parser("seed", help="import the offline busybox:latest into a daemon")

@@ -6,12 +6,15 @@ import json
 
 from ..ports import port_free
 from . import novaconf
+from .broker import transport_url
 from .common import GATEWAY_START_TIMEOUT, Fail, parse_exports, run, say, write_private
 from .daemons import moorage_argv, moorage_env
 from .endpoints import http_request
 from .identity import KEYSTONE_CACHE_TTL
 from .pg import database_url
 from .state import Stack
+
+EXISTS_INTERVAL = 15  # seconds, --notifications
 
 
 def write_gateway_config(st: Stack) -> str:
@@ -59,6 +62,15 @@ def write_gateway_config(st: Stack) -> str:
         lines += novaconf.gateway_config(st)
     elif st.state.get("capacity") is not None:
         lines += ["", "[placement]", f"capacity = {int(st.state['capacity'])}"]
+    if st.state.get("notifications"):
+        lines += [
+            "",
+            "[notifications]",
+            f"transport_url = {q(transport_url(st))}",
+            "# short, so that a test sees compute.container.exists within seconds",
+            f"exists_interval = {EXISTS_INTERVAL}",
+            f"audit_log = {q(st.path('audit.log'))}",
+        ]
     # Absent until someone writes it (every policy rule refused); the gateway re-reads it on change.
     lines += ["", "[policy]", f"file = {q(st.path('policy.yaml'))}"]
     path = st.path("moorage.toml")

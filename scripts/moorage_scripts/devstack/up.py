@@ -10,6 +10,7 @@ import time
 from ..ports import free_port, port_free
 from . import novaconf, novawatch
 from .agents import forget_removed_hosts, start_agent
+from .broker import start_broker
 from .busybox import build_busybox_tar, seed_busybox
 from .common import MAX_HOSTS, MAX_REPLICAS, TENANTS, Fail, Usage, require_root, say
 from .daemons import start_dockerd, start_registry, wait_dockerd
@@ -65,6 +66,7 @@ def cmd_up(args) -> int:
         "postgres": bool(args.postgres or old.get("postgres", False)),
         "replicas": args.replicas if args.replicas is not None else old.get("replicas", 1),
         "nova": bool(args.nova or old.get("nova", False)),
+        "notifications": bool(args.notifications or old.get("notifications", False)),
     }
     if want["replicas"] > 1 and not want["postgres"]:
         raise Usage(f"--replicas {want['replicas']} needs --postgres")
@@ -92,11 +94,13 @@ def cmd_up(args) -> int:
             "postgres": "--postgres",
             "replicas": "--replicas",
             "nova": "--nova",
+            "notifications": "--notifications",
         }
         st.state.setdefault("keystone", False)
         st.state.setdefault("postgres", False)
         st.state.setdefault("replicas", 1)
         st.state.setdefault("nova", False)
+        st.state.setdefault("notifications", False)
         diff = [
             k for k in flags if st.state.get(k) != want[k] and not (k == "hosts" and want[k] > st.nhosts)
         ]  # growing is fine
@@ -171,6 +175,8 @@ def cmd_up(args) -> int:
         start_postgres(st)
     if st.state.get("nova"):
         novaconf.nova_up(st)
+    if st.state.get("notifications"):
+        start_broker(st)
     write_gateway_config(st)
     if not st.state["no_gateway"]:
         start_gateways(st)
