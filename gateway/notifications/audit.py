@@ -54,6 +54,10 @@ _ACTIONS = {
     "VolumeCreate": "create",
     "NetworkCreate": "create",
 }
+# POSTs that change nothing: waiting, attaching, resizing a terminal, checking registry login.
+_READS = frozenset(
+    {"ContainerWait", "ContainerAttach", "ContainerResize", "ExecResize", "SystemAuth", "Session"}
+)
 _BY_METHOD = {"GET": "read", "HEAD": "read", "POST": "update", "PUT": "update", "DELETE": "delete"}
 
 
@@ -78,7 +82,9 @@ def wanted(method: str, status: int, operation: str) -> bool:
     """Every mutating request, every refusal (401, 403: policy or quota)."""
     if operation in ("Health", "Unknown") and status not in (401, 403):
         return False
-    return method not in ("GET", "HEAD") or status in (401, 403)
+    if status in (401, 403):
+        return True
+    return method not in ("GET", "HEAD") and operation not in _READS
 
 
 def event(request: Request) -> dict:

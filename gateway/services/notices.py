@@ -115,9 +115,11 @@ class _Notice:
         self.request_id = ctx.req.env.setdefault("moorage.request_id", "req-" + str(uuid.uuid4()))
         self.container: store.Container | None = None
         self.state_before: str | None = None
+        self.noted: journal.NotifiedContainer | None = None
         if event == CONTAINER_EVENT and action != "create":
             self.container = self._container()
             if self.container is not None:
+                self.noted = journal.noted_container(self.container.id)
                 self.state_before, _ = _inspect(self.container)
 
     def _container(self) -> store.Container | None:
@@ -182,8 +184,7 @@ class _Notice:
         state_after, info = None, {}
         if phase == "end" and container is not None:
             state_after, info = (REMOVED, {}) if self.action == "delete" else _inspect(container)
-        noted = journal.noted_container(container.id) if container is not None else None
-        image = noted.image if noted else ""
+        image = self.noted.image if self.noted else ""
         if info:
             image = tenant_image_name(ctx.project, (info.get("Config") or {}).get("Image", "")) or image
         if container is not None and self.action == "create" and phase == "end":
