@@ -246,7 +246,7 @@ def test_audit_event_of_a_request_carries_no_token(gateway_settings):
     with open(log) as fh:
         text = fh.read()
     events = [json.loads(line) for line in text.splitlines()]
-    assert [e["reason"]["reasonCode"] for e in events][0] == "401"
+    assert events[0]["reason"]["reasonCode"] == "401"
     assert events[0]["action"] == "authenticate"
     assert events[1]["initiator"]["project_id"] == "pa"
     assert "tok-a" not in text and "tok-wrong" not in text
