@@ -177,6 +177,7 @@ def start_recorder(settings) -> None:
     holder = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
     attribution = Attribution()
     followers: dict[str, gevent.Greenlet] = {}
+    lease = journal.Lease("events", holder, LEASE_SECONDS)
 
     def follower(instance: store.Instance) -> None:
         try:
@@ -190,7 +191,7 @@ def start_recorder(settings) -> None:
         last_purge = 0.0
         while True:
             try:
-                if journal.hold_lease("events", holder, LEASE_SECONDS):
+                if lease.held():
                     live = {i.uuid: i for i in instances.live_instances(settings, fresh=True)}
                     for uuid, greenlet in list(followers.items()):
                         if greenlet.dead or uuid not in live:

@@ -189,13 +189,14 @@ def start_sender(settings) -> None:
 
     holder = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
     broker = Broker(settings.notifications)
+    lease = journal.Lease("notifier", holder, LEASE_SECONDS)
 
     def loop() -> None:
         backoff = 0.0
         while True:
             pause = IDLE_SECONDS
             try:
-                if journal.hold_lease("notifier", holder, LEASE_SECONDS):
+                if lease.held():
                     if exists_due(settings):
                         exists_round(settings)
                     sent, failure = send_pending(broker)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
+import time
 
 import peewee
 
@@ -231,6 +232,23 @@ def encode(event: dict) -> str:
 
 def as_datetime(nano: int) -> _dt.datetime:
     return _dt.datetime.fromtimestamp(nano / 1e9, _dt.UTC).replace(tzinfo=None)
+
+
+class Lease:
+    """One worker's claim on a lease, renewed every ``ttl / 3`` seconds rather than on every
+    pass (each renewal is a write), and tried for by the others as often."""
+
+    def __init__(self, name: str, holder: str, ttl: float):
+        self.name, self.holder, self.ttl = name, holder, ttl
+        self._checked = 0.0
+        self._held = False
+
+    def held(self) -> bool:
+        now = time.monotonic()
+        if now - self._checked >= self.ttl / 3:
+            self._checked = now
+            self._held = hold_lease(self.name, self.holder, self.ttl)
+        return self._held
 
 
 def hold_lease(name: str, holder: str, ttl: float) -> bool:

@@ -253,3 +253,15 @@ def test_audit_event_of_a_request_carries_no_token(gateway_settings):
     kinds = {r.event_type for r in journal.pending_notifications(100)}
     assert "audit.http.response" in kinds
     store.close()
+
+
+def test_one_sender_of_two_replicas_holds_the_lease(db):
+    first, second = journal.Lease("notifier", "replica-1", 15), journal.Lease("notifier", "replica-2", 15)
+    assert first.held() and not second.held()
+    assert first.held()  # renewed (or still known) by its holder
+    store.PoolLease.update(expires_at=store.utcnow() - datetime.timedelta(seconds=1)).where(
+        store.PoolLease.name == "notifier"
+    ).execute()  # replica 1 stopped renewing
+    second._checked = 0.0
+    assert second.held()
+    assert not journal.hold_lease("notifier", "replica-1", 15)
