@@ -125,8 +125,10 @@ class Gateway:
     def _audit(environ, operation: str, status: int) -> None:
         """The request's CADF event, if it mutates or was refused (gateway/notifications/audit.py)."""
         method = environ.get("REQUEST_METHOD", "")
-        if not audit.wanted(method, status, operation):
-            return
+        if environ.get("PATH_INFO", "").startswith(AGENTS_PATH) or not audit.wanted(
+            method, status, operation
+        ):
+            return  # the agents' registrations and heartbeats are the gateway's own traffic
         identity = environ.get("moorage.identity")
         if environ.get("HTTP_X_AUTH_TOKEN"):
             credential = "token"
