@@ -16,6 +16,10 @@ from gateway.notifications import audit, payloads, sender
 from gateway.services import event_replay
 from gateway.services.notices import ACTIONS
 from gateway.store import journal
+from tests.unit import test_pool
+
+# The pool's fixtures (its in-process Nova double), for the instance notifications' tests.
+nova, provider, settings = test_pool.nova, test_pool.provider, test_pool.settings
 
 DOCS = os.path.join(os.path.dirname(__file__), "..", "..", "docs", "notifications.md")
 
@@ -33,7 +37,7 @@ def db(db_url):
     store.close()
 
 
-def settings(**notify) -> config.Settings:
+def notify_settings(**notify) -> config.Settings:
     return config.Settings(notifications=config.NotificationsSettings(**notify))
 
 
@@ -64,7 +68,7 @@ def test_docs_list_every_notification_and_payload_version():
 
 
 def test_outbox_is_bounded_and_counts_what_it_drops(db):
-    notifications.configure(settings(driver="log", outbox_limit=3))
+    notifications.configure(notify_settings(driver="log", outbox_limit=3))
     dropped = metrics.NOTIFICATIONS_DROPPED._value.get()
     for i in range(5):
         notifications.emit("compute.container.create.start", {"i": i})
@@ -78,18 +82,18 @@ def test_outbox_is_bounded_and_counts_what_it_drops(db):
 
 
 def test_nothing_is_queued_when_notifications_are_off(db):
-    notifications.configure(settings())  # no transport_url: off
+    notifications.configure(notify_settings())  # no transport_url: off
     notifications.emit("compute.container.create.start", {})
-    notifications.configure(settings(driver="noop", transport_url="rabbit://x/"))
+    notifications.configure(notify_settings(driver="noop", transport_url="rabbit://x/"))
     notifications.emit("compute.container.create.start", {})
     assert journal.outbox_length() == 0
 
 
 def test_the_log_driver_empties_the_outbox_in_order(db, caplog):
-    notifications.configure(settings(driver="log"))
+    notifications.configure(notify_settings(driver="log"))
     for i in range(3):
         notifications.emit(f"compute.container.start.{i}", {"i": i})
-    broker = sender.Broker(settings(driver="log").notifications)
+    broker = sender.Broker(notify_settings(driver="log").notifications)
     with caplog.at_level("INFO", logger="oslo.messaging.notification"):
         assert sender.send_pending(broker) == (3, "")
     assert journal.outbox_length() == 0
@@ -99,7 +103,7 @@ def test_the_log_driver_empties_the_outbox_in_order(db, caplog):
 
 def test_a_broker_that_is_away_keeps_the_rows_and_answers_at_once(db):
     # A real rabbit transport to a port nothing listens on: the send fails, fast, and is told.
-    away = settings(driver="messagingv2", transport_url="rabbit://guest:guest@127.0.0.1:9/")
+    away = notify_settings(driver="messagingv2", transport_url="rabbit://guest:guest@127.0.0.1:9/")
     notifications.configure(away)
     notifications.emit("compute.container.create.start", {"i": 1})
     notifications.emit("compute.container.create.end", {"i": 2})
@@ -111,8 +115,8 @@ def test_a_broker_that_is_away_keeps_the_rows_and_answers_at_once(db):
 
 
 def test_exists_rounds_report_every_container_for_the_period(db):
-    notifications.configure(settings(driver="log", exists_interval=60))
-    cfg = settings(driver="log", exists_interval=60)
+    notifications.configure(notify_settings(driver="log", exists_interval=60))
+    cfg = notify_settings(driver="log", exists_interval=60)
     now = store.utcnow()
     store.Instance.create(uuid="i1", agent_url="http://198.18.0.9:1", agent_secret="s", last_heartbeat=now)
     store.Container.create(
@@ -265,3 +269,62 @@ def test_one_sender_of_two_replicas_holds_the_lease(db):
     second._checked = 0.0
     assert second.held()
     assert not journal.hold_lease("notifier", "replica-1", 15)
+
+
+def instance_events() -> list[tuple[str, dict]]:
+    return [
+        (r.event_type, r.payload["nova_object.data"])
+        for r in journal.pending_notifications(100)
+        if r.event_type.startswith("compute.container_instance.")
+    ]
+
+
+def test_the_pool_tells_its_boots_and_deletions(settings, provider, nova):
+    from gateway.placement import place, reaper
+    from tests.unit.test_pool import register_after, req
+
+    notifications.configure(notify_settings(driver="log"))
+    register_after(nova)
+    server_id = place(req(), settings).instance.uuid
+    assert [e for e, _ in instance_events()] == [
+        "compute.container_instance.create.start",
+        "compute.container_instance.create.end",
+    ]
+    start, end = (d for _, d in instance_events())
+    assert start["instance_uuid"] is None and end["instance_uuid"] == server_id
+    assert (
+        end["provider"] == "nova" and end["pool_member"] == start["pool_member"] and end["action"] == "create"
+    )
+    journal.sent_notifications([r.id for r in journal.pending_notifications(100)])
+    store.Container.delete().execute()
+    t0 = store.utcnow()
+    for seconds in (0, 11):
+        reaper.reap_once(
+            settings,
+            provider,
+            now=t0 + datetime.timedelta(seconds=seconds),
+            check_daemon=lambda i: "",
+        )
+    assert nova.deleted == [server_id]
+    assert [(e, d["instance_uuid"]) for e, d in instance_events()] == [
+        ("compute.container_instance.delete.start", server_id),
+        ("compute.container_instance.delete.end", server_id),
+    ]
+
+
+def test_a_failed_boot_is_told_as_error(settings, provider, nova):
+    from gateway.errors import DockerError
+    from gateway.placement import place
+    from tests.unit.test_pool import req
+
+    notifications.configure(notify_settings(driver="log"))
+    nova.fail = "Quota exceeded for instances"
+    with pytest.raises(DockerError):
+        place(req(), settings)
+    (start, _), (event, error) = instance_events()
+    assert start == "compute.container_instance.create.start"
+    assert event == "compute.container_instance.create.error"
+    assert error["fault"]["nova_object.data"] == {
+        "code": 503,
+        "message": "no instance could be added: Quota exceeded for instances",
+    }
