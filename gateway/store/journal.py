@@ -51,6 +51,7 @@ class EventRecord(BaseModel):
         table_name = "event_record"
         indexes = (
             (("project", "time_nano"), False),
+            (("time_nano",), False),  # the retention's purge
             (("instance", "time_nano", "digest"), True),
         )
 
