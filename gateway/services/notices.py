@@ -199,6 +199,9 @@ class _Notice:
             )
         if container is not None and self.action == "delete" and phase == "start":
             journal.take_noted_container(container.id)  # told here: not again from the daemon's events
+        if container is not None and self.action == "delete" and phase == "error" and self.noted:
+            n = self.noted  # still there (running, without force): its daemon may yet remove it
+            journal.note_container(n.id, n.project, n.user, n.name, n.image, n.instance, n.auto_remove)
         return payloads.versioned(
             "ContainerActionPayload",
             container_id=container.id if container else None,
