@@ -123,8 +123,11 @@ def removed_by_daemon(event: dict) -> None:
         )
 
 
-def record_line(line: bytes, instance: store.Instance, attribution: Attribution) -> int | None:
-    """Record one line of a daemon's events; returns the event's time (None if not an event)."""
+def record_line(
+    line: bytes, instance: store.Instance, attribution: Attribution, *, journal_on: bool = True
+) -> int | None:
+    """Record one line of a daemon's events (``journal_on``: in the journal; always: a --rm
+    container's removal); returns the event's time (None if not an event)."""
     try:
         event = json.loads(line)
     except ValueError:
@@ -132,12 +135,12 @@ def record_line(line: bytes, instance: store.Instance, attribution: Attribution)
     if not isinstance(event, dict):
         return None
     nano = journal.time_nano(event)
-    if event.get("Type") in RECORDED_TYPES:
+    if journal_on and event.get("Type") in RECORDED_TYPES:
         journal.record_events(
             [(attribution.project(event, instance), instance.uuid, nano, journal.encode(event))]
         )
-        if event.get("Type") == "container" and event.get("Action") == "destroy":
-            removed_by_daemon(event)
+    if event.get("Type") == "container" and event.get("Action") == "destroy":
+        removed_by_daemon(event)
     return nano
 
 
@@ -158,7 +161,7 @@ def follow(settings, instance: store.Instance, attribution: Attribution) -> None
             while b"\n" in pending:
                 line, _, pending = pending.partition(b"\n")
                 if line.strip():
-                    record_line(line, instance, attribution)
+                    record_line(line, instance, attribution, journal_on=retention > 0)
                     store.release_connection()
     finally:
         upstream.close()
@@ -170,8 +173,8 @@ _recorder = None
 def start_recorder(settings) -> None:
     """Run the recorder in this worker (every worker does; one at a time acts, by lease)."""
     global _recorder
-    if _recorder is not None or settings.events.retention <= 0:
-        return
+    if _recorder is not None or (settings.events.retention <= 0 and not settings.notifications.enabled):
+        return  # neither a journal to keep nor --rm removals to tell
     import gevent
 
     holder = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
@@ -200,7 +203,7 @@ def start_recorder(settings) -> None:
                     for uuid, instance in live.items():
                         if uuid not in followers:
                             followers[uuid] = gevent.spawn(follower, instance)
-                    if time.monotonic() - last_purge > PURGE_SECONDS:
+                    if settings.events.retention > 0 and time.monotonic() - last_purge > PURGE_SECONDS:
                         last_purge = time.monotonic()
                         journal.purge_events(time.time_ns() - int(settings.events.retention * 1e9))
                 elif followers:
