@@ -114,6 +114,10 @@ class Registrar:
         self.on_secret = on_secret
         self.provider = provider
         self.secret: str | None = None
+        # The secret of this instance's last registration (the state directory keeps it across
+        # restarts): presented when registering again, it shows the gateway this is the same
+        # agent, not another one claiming a live instance's UUID.
+        self.previous_secret = ""
         self.interval = 10.0
 
     def register_once(self) -> bool:
@@ -135,6 +139,8 @@ class Registrar:
             headers = {BOOTSTRAP_SECRET_HEADER: self.bootstrap_secret}
         else:
             headers = {REGISTRATION_SECRET_HEADER: self.registration_secret}
+            if self.secret or self.previous_secret:
+                headers[AGENT_SECRET_HEADER] = self.secret or self.previous_secret
         try:
             status, body = _post(self.gateway_url + AGENTS_PATH, payload, headers)
         except OSError as exc:
@@ -143,7 +149,7 @@ class Registrar:
         if status not in (200, 201):
             log.error("registration refused (%s): %s", status, body.get("message"))
             return False
-        self.secret = body["agent_secret"]
+        self.secret = self.previous_secret = body["agent_secret"]
         if self.bootstrap_secret and body.get("uuid"):
             self.uuid = str(body["uuid"])  # the one-time secret is spent: keep what it bought
         self.interval = float(body.get("heartbeat_interval", self.interval))

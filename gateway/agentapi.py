@@ -47,7 +47,8 @@ def register(req: falcon.Request, resp: falcon.Response, settings, params: dict)
         }
     else:
         presented = req.get_header(REGISTRATION_SECRET_HEADER) or ""
-        created, agent_secret = instances.register(presented, _json_body(req), settings)
+        previous = req.get_header(AGENT_SECRET_HEADER) or ""
+        created, agent_secret = instances.register(presented, _json_body(req), settings, previous)
         resp.status = 201 if created else 200
         answer = {"agent_secret": agent_secret, "heartbeat_interval": settings.gateway.heartbeat_interval}
     resp.content_type = "application/json"
@@ -57,7 +58,7 @@ def register(req: falcon.Request, resp: falcon.Response, settings, params: dict)
 def heartbeat(req: falcon.Request, resp: falcon.Response, settings, params: dict) -> None:
     presented = req.get_header(AGENT_SECRET_HEADER) or ""
     try:
-        instances.heartbeat(params["uuid"], presented, _json_body(req))
+        instances.heartbeat(params["uuid"], presented, _json_body(req), settings)
     except DockerError:
         metrics.HEARTBEATS.labels("refused").inc()
         raise

@@ -59,7 +59,13 @@ class AgentClient:
 
     def get_json(self, target: str, *, connect_timeout: float = 3.0, timeout: float = 15) -> tuple[int, Any]:
         """(status, parsed body) of a GET whose answer is small JSON."""
-        upstream = self.send("GET", target, connect_timeout=connect_timeout, timeout=timeout)
+        return self.call_json("GET", target, connect_timeout=connect_timeout, timeout=timeout)
+
+    def call_json(
+        self, method: str, target: str, *, connect_timeout: float = 3.0, timeout: float = 15
+    ) -> tuple[int, Any]:
+        """(status, parsed body) of a request without a body whose answer is small JSON."""
+        upstream = self.send(method, target, connect_timeout=connect_timeout, timeout=timeout)
         raw = upstream.read()
         try:
             return upstream.status, json.loads(raw) if raw else None

@@ -24,12 +24,18 @@ token_file = "..."                # embedded: the tokens file
 admin_view = false                # let admin-role tokens list every project's objects
                                   # (with the header X-Moorage-All-Projects: 1)
 [placement]
+tenancy = "dedicated"             # or "shared": whether an instance holds one project's
+                                  # containers only (gateway/placement/tenancy.py)
 strategy = "fill"                 # or "spread"
 capacity = 0                      # default containers per instance; 0 = no limit
 provider = "local"                # the instance pool: "local", "static" or "nova"
 pool_id = "moorage"               # nova: the mark on the servers this gateway boots
-reap_interval = 2                 # nova: seconds between passes of the empty-instance reaper
+reap_interval = 2                 # seconds between passes of the empty-instance reaper
+release_grace = 60                # dedicated: seconds a claimed static host stays empty before
+                                  # it is wiped (verified) and free for another project
 [nova]                            # provider = "nova": see gateway/placement/nova.py
+[local]                           # provider = "local": hosts on this machine, booted on demand by
+                                  # commands (gateway/placement/local.py; devstack sets them)
 [policy]
 file = "/etc/moorage/policy.yaml" # oslo.policy rules (docs/policy.md); none or absent: all refused
 reserved_ports = [9100]           # host ports no container publishes (the agents' always are)
@@ -122,13 +128,20 @@ class IdentitySettings:
         return min(self.cache_ttl, 5.0)
 
 
+TENANCIES = ("dedicated", "shared")
+
+
 @dataclass
 class PlacementSettings:
+    tenancy: str = "dedicated"
     strategy: str = "fill"
     capacity: int = 0
     provider: str = "local"
     pool_id: str = "moorage"
     reap_interval: float = 2.0
+    # dedicated: seconds a claimed host that is not the pool's (static, or pre-booted local)
+    # stays empty before it is wiped and freed for any project (gateway/placement/reaper.py)
+    release_grace: float = 60.0
 
 
 @dataclass
@@ -207,6 +220,21 @@ class NovaSettings:
 
 
 @dataclass
+class LocalSettings:
+    """[local]: hosts on this machine that commands boot and delete (gateway/placement/local.py).
+    Without boot_command the provider is the hosts whose agents register, and never grows."""
+
+    boot_command: list[str] = field(default_factory=list)
+    delete_command: list[str] = field(default_factory=list)
+    list_command: list[str] = field(default_factory=list)
+    max_hosts: int = 8
+    capacity: int = 0  # 0: [placement] capacity
+    boot_timeout: float = 120.0
+    empty_grace_seconds: float = 60.0
+    timeout: float = 120.0  # seconds any one command may take
+
+
+@dataclass
 class NotificationsSettings:
     """[notifications]: what the gateway tells OpenStack (gateway/notifications/)."""
 
@@ -242,6 +270,7 @@ class Settings:
     limits: LimitsSettings = field(default_factory=LimitsSettings)
     quotas: QuotaSettings = field(default_factory=QuotaSettings)
     nova: NovaSettings = field(default_factory=NovaSettings)
+    local: LocalSettings = field(default_factory=LocalSettings)
     notifications: NotificationsSettings = field(default_factory=NotificationsSettings)
     events: EventsSettings = field(default_factory=EventsSettings)
     source: str = ""  # the file read, "" for none
@@ -284,6 +313,10 @@ def parse(data: dict[str, Any]) -> Settings:
             value = {**value, "bind": [value["bind"]]}
         values[name] = section(sections[name], value, f"[{name}]")
     settings = Settings(**values)
+    if settings.placement.tenancy not in TENANCIES:
+        raise SettingsError(
+            f"[placement] tenancy = {settings.placement.tenancy!r}: must be one of {', '.join(TENANCIES)}"
+        )
     extra = settings.identity.plugin_options
     if extra and settings.identity.backend != "keystone":
         known = ", ".join(k for k in _hints(IdentitySettings) if k != IdentitySettings.EXTRA)

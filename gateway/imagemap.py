@@ -406,12 +406,13 @@ def holder_instances(image_id: str) -> list[store.Instance]:
     return out
 
 
-def project_daemon_tags(image_id: str) -> list[str]:
-    """The daemon tags projects give ``image_id`` (public names are the daemons' own)."""
+def project_daemon_tags(image_id: str, project: str | None = None) -> list[str]:
+    """The daemon tags projects give ``image_id`` (public names are the daemons' own); with
+    ``project``, that project's only."""
     return [
         r.daemon_ref
         for r in IR.select().where(IR.image_id == image_id)
-        if r.daemon_ref and r.project != PUBLIC
+        if r.daemon_ref and r.project != PUBLIC and (project is None or r.project == project)
     ]
 
 

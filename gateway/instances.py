@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import hmac
+import logging
 import secrets
 import time
 from urllib.parse import urlsplit
@@ -20,6 +21,8 @@ from gateway import store
 from gateway.errors import DockerError
 from gateway.tenancy import names
 from relay.upstream import Endpoint
+
+log = logging.getLogger("moorage.instances")
 
 _live_cache: tuple[float, list] | None = None
 LIVE_CACHE_SECONDS = 1.0
@@ -50,6 +53,23 @@ def live_instances(settings, *, fresh: bool = False) -> list[store.Instance]:
     # agent registers.
     _live_cache = (now, live) if live else None
     return list(live)
+
+
+def project_instances(settings, project: str) -> list[store.Instance]:
+    """The live instances (up or draining) a project owns (dedicated tenancy), in fill order.
+    Read from the store every time, not cached: a create that has just claimed an instance is
+    followed at once by lists that must show its container, in any worker."""
+    horizon = store.utcnow() - _dt.timedelta(seconds=settings.gateway.heartbeat_timeout)
+    Inst = store.Instance
+    return list(
+        Inst.select()
+        .where(
+            (Inst.project == project)
+            & Inst.state.in_([store.INSTANCE_UP, store.INSTANCE_DRAINING])
+            & (Inst.last_heartbeat >= horizon)
+        )
+        .order_by(Inst.position, Inst.uuid)
+    )
 
 
 def count_by_state(settings) -> dict[str, int]:
@@ -95,8 +115,13 @@ def apply_facts(instance: store.Instance, data: dict) -> None:
         instance.capacity = max(0, int(data.get("capacity") or 0))
 
 
-def register(presented: str, data: dict, settings) -> tuple[bool, str]:
-    """A static host's agent registers with the operator's secret; (created, agent secret)."""
+def register(presented: str, data: dict, settings, previous: str = "") -> tuple[bool, str]:
+    """A static host's agent registers with the operator's secret; (created, agent secret).
+
+    An agent is bound to its instance: while an instance's agent is live, registering under
+    its UUID again needs that agent's own secret (``previous``, which a restarted agent keeps
+    in its state directory). The operator's secret alone would otherwise let whoever holds it
+    (any static host's agent configuration) take over another instance's traffic."""
     expected = settings.gateway.registration_secret
     if not expected or not hmac.compare_digest(presented.encode(), expected.encode()):
         raise DockerError(401, "agent registration refused: wrong or missing registration secret")
@@ -113,6 +138,25 @@ def register(presented: str, data: dict, settings) -> tuple[bool, str]:
     with store.write_transaction():
         instance = store.Instance.get_or_none(store.Instance.uuid == uuid)
         created = instance is None
+        if (
+            instance is not None
+            and instance.agent_secret
+            and is_live(instance, settings)
+            and not hmac.compare_digest(previous.encode(), instance.agent_secret.encode())
+        ):
+            log.warning(
+                "refused a registration for live instance %s from an agent at %s without its agent's "
+                "secret (its agent is at %s)",
+                uuid,
+                agent_url,
+                instance.agent_url,
+            )
+            raise DockerError(
+                409,
+                f"instance {uuid} is registered and its agent is answering: registering it again "
+                "needs that agent's secret; if the instance was rebuilt, wait for its old agent's "
+                "heartbeats to lapse, or remove it first (`moorage instances remove`)",
+            )
         if created:
             last = store.Instance.select(peewee.fn.MAX(store.Instance.position)).scalar() or 0
             instance = store.Instance(uuid=uuid, position=last + 1, registered_at=now)
@@ -127,7 +171,7 @@ def register(presented: str, data: dict, settings) -> tuple[bool, str]:
     return created, agent_secret
 
 
-def heartbeat(uuid: str, presented: str, data: dict) -> None:
+def heartbeat(uuid: str, presented: str, data: dict, settings=None) -> None:
     """An agent's heartbeat: its daemon's state and facts, and the containers it holds."""
     instance = store.Instance.get_or_none(store.Instance.uuid == uuid)
     if instance is None:
@@ -152,7 +196,8 @@ def heartbeat(uuid: str, presented: str, data: dict) -> None:
             fields[store.Instance.state] = store.INSTANCE_UP
     store.Instance.update(fields).where(store.Instance.uuid == uuid).execute()
     if isinstance(data.get("containers"), list):
-        reconcile(instance, data["containers"])
+        dedicated = settings is not None and settings.placement.tenancy != "shared"
+        reconcile(instance, data["containers"], dedicated=dedicated)
 
 
 # A row younger than this is left alone: its create may still be in flight (reserved, or
@@ -160,19 +205,37 @@ def heartbeat(uuid: str, presented: str, data: dict) -> None:
 RECONCILE_GRACE = _dt.timedelta(seconds=60)
 
 
-def reconcile(instance: store.Instance, on_daemon: list[dict]) -> dict[str, int]:
+def reconcile(instance: store.Instance, on_daemon: list[dict], *, dedicated: bool = False) -> dict[str, int]:
     """The daemon is the truth about which containers exist; the map follows it.
 
     Rows whose container the daemon no longer has (removed by --rm, or behind the gateway's
     back) are dropped; labelled containers the map lacks (created while the gateway was
     down, or by an earlier database) are adopted with their project. Nothing else is touched.
+
+    ``dedicated``: what an agent reports can only touch its instance's own project's records.
+    A container labelled for another project (or on an instance no project owns) is not
+    adopted, and is logged: an agent is believed about its own instance and project only.
     """
     C = store.Container
     daemon = {c["id"]: c for c in on_daemon if isinstance(c, dict) and c.get("id") and c.get("project")}
+    present = set(daemon)  # (what the daemon holds, adoptable or not)
+    if dedicated:
+        foreign = [c for c in daemon.values() if c["project"] != instance.project]
+        for c in foreign:
+            del daemon[c["id"]]
+        if foreign:
+            log.warning(
+                "the agent of instance %s (project %s) reported %d container(s) of other projects "
+                "(%s): not adopted",
+                instance.uuid,
+                instance.project or "none",
+                len(foreign),
+                ", ".join(sorted({c["project"] for c in foreign}))[:200],
+            )
     horizon = store.utcnow() - RECONCILE_GRACE
     with store.write_transaction():
         known = {row.id: row for row in C.select().where(C.instance == instance.uuid)}
-        gone = [cid for cid, row in known.items() if cid not in daemon and row.created_at < horizon]
+        gone = [cid for cid, row in known.items() if cid not in present and row.created_at < horizon]
         if gone:
             C.delete().where(C.id.in_(gone)).execute()
         adopted = [c for cid, c in daemon.items() if cid not in known]

@@ -123,9 +123,10 @@ def cmd_agent(args) -> int:
         if bootstrap:
             proxy.instance_uuid = uuid
         if args.state_dir:
-            record = {"uuid": uuid, "gateway": args.gateway, "agent_url": advertise}
-            if bootstrap:  # the bootstrap secret is spent: a restart resumes with what it bought
-                record["agent_secret"] = value
+            # The bootstrap secret is spent: a restart resumes with what it bought. A static
+            # host's agent presents it when it registers again, which is how the gateway tells
+            # its own restart from another agent claiming a live instance's UUID.
+            record = {"uuid": uuid, "gateway": args.gateway, "agent_url": advertise, "agent_secret": value}
             path = os.path.join(args.state_dir, "registered")
             fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "w") as fh:
@@ -144,18 +145,19 @@ def cmd_agent(args) -> int:
         bootstrap_secret=bootstrap,
         public_address=args.public_address or "",
     )
-    if bootstrap and args.state_dir:
+    saved = {}
+    if args.state_dir:
         try:
             with open(os.path.join(args.state_dir, "registered")) as fh:
                 saved = json.load(fh)
         except (OSError, ValueError):
             saved = {}
-        if saved.get("agent_secret") and saved.get("uuid") and saved.get("gateway") == args.gateway:
-            registrar.uuid = proxy.instance_uuid = saved["uuid"]
-            registrar.secret = proxy.secret = saved["agent_secret"]
-            logging.getLogger("moorage.agent").info(
-                "resuming as instance %s (registered before)", saved["uuid"]
-            )
+    if not bootstrap and saved.get("uuid") == args.uuid and saved.get("gateway") == args.gateway:
+        registrar.previous_secret = str(saved.get("agent_secret") or "")
+    if bootstrap and saved.get("agent_secret") and saved.get("uuid") and saved.get("gateway") == args.gateway:
+        registrar.uuid = proxy.instance_uuid = saved["uuid"]
+        registrar.secret = proxy.secret = saved["agent_secret"]
+        logging.getLogger("moorage.agent").info("resuming as instance %s (registered before)", saved["uuid"])
     gevent.spawn(registrar.run).join()
     return 0
 
@@ -181,6 +183,8 @@ def _instance_row(instance, settings) -> dict:
         "uuid": instance.uuid,
         "state": state,
         "provider": instance.provider,
+        # dedicated tenancy: the project that claimed it ("-": free for any)
+        "project": instance.project or ("-" if settings.placement.tenancy != "shared" else ""),
         "agent": instance.agent_url,
         "containers": count,
         "capacity": instance.capacity or settings.placement.capacity,
@@ -197,7 +201,10 @@ def cmd_instances(args) -> int:
     store.init(settings.gateway.database)
     if args.action == "list":
         rows = [_instance_row(i, settings) for i in store.Instance.select().order_by(store.Instance.position)]
-        _print(rows, ["uuid", "state", "provider", "containers", "capacity", "docker", "agent"], args.format)
+        columns = ["uuid", "state", "provider", "containers", "capacity", "docker", "agent"]
+        if settings.placement.tenancy != "shared":
+            columns.insert(3, "project")
+        _print(rows, columns, args.format)
         return 0
     instance = store.Instance.get_or_none(store.Instance.uuid == args.uuid)
     if instance is None:

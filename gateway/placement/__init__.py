@@ -13,7 +13,8 @@ from gateway.placement.scheduler import (
     PIN_LABEL,
     Placement,
     PlacementRequest,
+    dedicated,
     release,
 )
 
-__all__ = ["PIN_LABEL", "Placement", "PlacementRequest", "place", "release"]
+__all__ = ["PIN_LABEL", "Placement", "PlacementRequest", "dedicated", "place", "release"]

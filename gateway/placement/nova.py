@@ -149,7 +149,7 @@ nohup "$@" >>/var/log/moorage-agent.log 2>&1 &
 """
 
     # -- Provider ---------------------------------------------------------------------------------
-    def boot(self, member_id: str, secret: str) -> str:
+    def boot(self, member_id: str, secret: str, project: str | None = None) -> str:
         c = self.conf
         kwargs: dict = {
             "meta": {POOL_KEY: self.pool, MEMBER_KEY: member_id},

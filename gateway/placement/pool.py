@@ -41,7 +41,8 @@ from gateway import instances, metrics, notifications, store
 from gateway.config import PlacementSettings, Settings
 from gateway.errors import DockerError
 from gateway.placement import scheduler
-from gateway.placement.provider import LocalProvider, Provider, StaticProvider
+from gateway.placement.local import LocalProvider
+from gateway.placement.provider import Provider, StaticProvider
 from gateway.store import ACTIVE, BUILDING, FAILED, PoolMember
 from relay.upstream import Endpoint
 
@@ -57,7 +58,7 @@ def provider_for(settings: Settings) -> Provider:
     key = (kind, id(settings))
     if key not in _providers:
         if kind == "local":
-            _providers[key] = LocalProvider()
+            _providers[key] = LocalProvider(settings.local, settings)
         elif kind == "static":
             _providers[key] = StaticProvider()
         elif kind == "nova":
@@ -80,17 +81,21 @@ def _sha(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def claim(provider: Provider, settings, now: _dt.datetime | None = None) -> tuple[str, str | None]:
-    """Join a building member with room, or start a new one. Runs inside the placement
+def claim(
+    provider: Provider, settings, project: str | None = None, now: _dt.datetime | None = None
+) -> tuple[str, str | None]:
+    """Join a building member with room, or start a new one. ``project``: dedicated tenancy's
+    owner of the instance (only that project's creates join its boot). Runs inside the placement
     transaction (store.serialized(PLACEMENT_LOCK), through scheduler.place's ``when_full``),
     which is what keeps two creates from both seeing "nothing building" and both booting.
 
     Returns (member id, bootstrap secret): the secret is set only for the caller that must
     boot the instance. Raises DockerError 503 when the pool is at its size limit."""
     now = now or store.utcnow()
+    for_project = PoolMember.project.is_null() if project is None else PoolMember.project == project
     building = (
         PoolMember.select()
-        .where((PoolMember.state == BUILDING) & (PoolMember.provider == provider.name))
+        .where((PoolMember.state == BUILDING) & (PoolMember.provider == provider.name) & for_project)
         .order_by(PoolMember.created_at)
     )
     for member in building:
@@ -104,9 +109,14 @@ def claim(provider: Provider, settings, now: _dt.datetime | None = None) -> tupl
             .count()
         )
         if size >= provider.max_instances:
+            what = (
+                "this project's instances are full, none is free to claim,"
+                if project is not None
+                else "every instance is full"
+            )
             raise DockerError(
                 503,
-                "every instance is full and no more can be added: the pool has "
+                f"{what} and no more can be added: the pool has "
                 f"reached its limit of {provider.max_instances} instances; remove "
                 "containers you no longer need, or ask the operator for more capacity",
             )
@@ -122,6 +132,7 @@ def claim(provider: Provider, settings, now: _dt.datetime | None = None) -> tupl
         secret_sha256=_sha(secret),
         created_at=now,
         updated_at=now,
+        project=project,
     )
     return member_id, secret
 
@@ -158,6 +169,8 @@ def record_server(member_id: str, server_id: str) -> bool:
                 agent_secret="",
                 capacity=member.capacity,
                 state=BUILDING,
+                project=member.project,
+                claimed_at=now if member.project else None,
                 position=last + 1,
                 registered_at=now,
                 last_heartbeat=now,
@@ -193,6 +206,7 @@ def _place(request: scheduler.PlacementRequest, settings) -> scheduler.Placement
     if request.pinned or not provider.can_grow:
         return scheduler.place(request, settings)
     deadline = time.monotonic() + provider.boot_timeout
+    owner = request.project if scheduler.dedicated(settings) else None  # whose instance a boot is
     claimed: list[tuple[str, str | None]] = []  # (member, secret) of this attempt's claim
     first = True
     while True:
@@ -211,22 +225,27 @@ def _place(request: scheduler.PlacementRequest, settings) -> scheduler.Placement
         first = False
         claimed.clear()
         placement = scheduler.place(
-            request, settings, when_full=lambda: claimed.append(claim(provider, settings))
+            request, settings, when_full=lambda: claimed.append(claim(provider, settings, owner))
         )
         if placement is not None:
             return placement
         member_id, secret = claimed[-1]
         store.release_connection()  # none is held across the boot and the wait (network I/O)
         if secret is not None:
-            _boot(provider, member_id, secret)
+            _boot(provider, member_id, secret, owner)
         _wait(member_id, provider)
 
 
 @notifications.instance_hook("create")  # compute.container_instance.create.*
-def _boot(provider: Provider, member_id: str, secret: str) -> None:
-    log.info("no instance has room: booting a %s instance (pool member %s)", provider.name, member_id)
+def _boot(provider: Provider, member_id: str, secret: str, project: str | None) -> None:
+    log.info(
+        "no instance has room: booting a %s instance (pool member %s%s)",
+        provider.name,
+        member_id,
+        f", for project {project}" if project else "",
+    )
     try:
-        server_id = provider.boot(member_id, secret)
+        server_id = provider.boot(member_id, secret, project)
     except Exception as exc:  # any cloud error ends this boot
         message = _one_line(exc)
         fail(member_id, message)
@@ -314,6 +333,8 @@ def bootstrap(presented: str, data: dict) -> tuple[str, str]:
         instance.agent_secret = agent_secret
         instance.state = store.INSTANCE_UP
         instance.last_heartbeat = now
+        if instance.project != member.project:  # booted for it (dedicated tenancy), or None
+            instance.project, instance.claimed_at = member.project, now if member.project else None
         instances.apply_facts(instance, data)
         if not instance.capacity:
             instance.capacity = member.capacity

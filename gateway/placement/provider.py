@@ -1,7 +1,8 @@
 """Where instances come from: the Provider interface and the providers that never grow.
 
 The pool's logic (gateway/placement/pool.py, reaper.py) is the same for every provider; a
-provider only talks to its cloud. ``nova`` (gateway/placement/nova.py) is the one that grows.
+provider only talks to its cloud. ``nova`` (gateway/placement/nova.py) and ``local`` with boot commands
+(gateway/placement/local.py) grow.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ class Provider:
     capacity = 0
     max_instances = 0
 
-    def boot(self, member_id: str, secret: str) -> str:
-        """Start an instance whose agent registers with ``secret``; returns its server UUID."""
+    def boot(self, member_id: str, secret: str, project: str | None = None) -> str:
+        """Start an instance whose agent registers with ``secret``; returns its server UUID.
+        ``project``: the project it is for (dedicated tenancy), None for any (shared)."""
         raise NotImplementedError
 
     def delete(self, server_id: str) -> bool:
@@ -28,12 +30,6 @@ class Provider:
     def owned_servers(self) -> list[dict]:
         """The servers carrying this pool's mark: [{"id", "member", "created"}]."""
         return []
-
-
-class LocalProvider(Provider):
-    """The embedded default: this machine's dockerd with its one agent."""
-
-    name = "local"
 
 
 class StaticProvider(Provider):

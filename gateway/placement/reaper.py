@@ -1,4 +1,5 @@
-"""The reaper: deletes the pool's instances that stay empty, failed boots, and orphans.
+"""The reaper: deletes the pool's instances that stay empty, failed boots, and orphans; with
+dedicated tenancy, wipes and frees the claimed hosts the pool did not boot once they are empty.
 
 Every gateway worker runs it; a PoolLease row lets one act at a time. Before deleting, it takes
 the instance out of placement in the same transaction as the last emptiness check, then asks
@@ -17,8 +18,10 @@ import time
 from gateway import instances, notifications, store
 from gateway.agentclient import AgentClient
 from gateway.config import PlacementSettings
+from gateway.placement import wipe
 from gateway.placement.pool import _one_line, fail, provider_for
 from gateway.placement.provider import Provider
+from gateway.placement.scheduler import dedicated
 from gateway.store import ACTIVE, BUILDING, DELETING, DRAINING, FAILED, PoolLease, PoolMember
 
 log = logging.getLogger("moorage.pool")
@@ -197,6 +200,76 @@ def _delete_server(provider: Provider, member: PoolMember) -> bool:
     return True
 
 
+# uuid -> when the reaper (the lease holder) first saw the host empty. In memory: a new lease
+# holder starts each host's grace over, which only delays a release.
+_empty_since: dict[str, _dt.datetime] = {}
+
+
+def release_empty(settings, now: _dt.datetime | None = None, wipe_host=wipe.wipe) -> int:
+    """Dedicated tenancy: free the claimed hosts the pool did not boot (static hosts, the
+    local provider's pre-booted ones) once they have held nothing of their project for
+    ``[placement] release_grace``: out of placement (atomically with the last emptiness check),
+    wiped and verified through the agent, then free for any project. A host whose wipe fails
+    stays its project's (nothing leaks) and is tried again after another grace. Returns how
+    many were freed."""
+    now = now or store.utcnow()
+    grace = settings.placement.release_grace
+    booted = {m.server_id for m in PoolMember.select(PoolMember.server_id) if m.server_id}
+    Inst = store.Instance
+    freed = 0
+    for instance in list(Inst.select().where(Inst.project.is_null(False))):
+        uuid = instance.uuid
+        if uuid in booted:
+            continue  # the pool's: deleted when empty (reap_once), never handed on
+        if held(uuid):
+            _empty_since.pop(uuid, None)
+            continue
+        since = _empty_since.setdefault(uuid, now)
+        if (now - since).total_seconds() < grace or not instances.is_live(instance, settings):
+            continue
+        with store.serialized(store.PLACEMENT_LOCK):
+            if held(uuid):
+                _empty_since.pop(uuid, None)
+                continue
+            taken = (
+                Inst.update(state=store.INSTANCE_DRAINING)
+                .where(
+                    (Inst.uuid == uuid)
+                    & (Inst.state == store.INSTANCE_UP)
+                    & (Inst.project == instance.project)
+                )
+                .execute()
+            )
+        if not taken:
+            continue
+        store.release_connection()  # none is held across network I/O
+        try:
+            wipe_host(instance)
+        except Exception as exc:  # noqa: BLE001 (kept, and tried again after another grace)
+            log.warning(
+                "host %s held nothing of project %s, but wiping it failed (it stays the project's): %s",
+                uuid,
+                instance.project,
+                _one_line(exc),
+            )
+            Inst.update(state=store.INSTANCE_UP).where(
+                (Inst.uuid == uuid) & (Inst.state == store.INSTANCE_DRAINING)
+            ).execute()
+            _empty_since[uuid] = now
+            continue
+        public = set(wipe.public_images())
+        with store.write_transaction():
+            P = store.ImagePresence
+            P.delete().where((P.instance == uuid) & P.image_id.not_in(list(public) or [""])).execute()
+            Inst.update(state=store.INSTANCE_UP, project=None).where(
+                (Inst.uuid == uuid) & (Inst.state == store.INSTANCE_DRAINING)
+            ).execute()
+        _empty_since.pop(uuid, None)
+        log.info("host %s was wiped (verified) after project %s left it: it is free", uuid, instance.project)
+        freed += 1
+    return freed
+
+
 def sweep_orphans(settings, provider: Provider, now: _dt.datetime | None = None) -> int:
     """Delete servers with this pool's mark that no member knows (a worker died mid-boot)."""
     now = now or store.utcnow()
@@ -266,7 +339,8 @@ def start_reaper(settings) -> None:
     """Run the reaper in this worker (every worker does; one at a time acts, by lease)."""
     global _reaper
     provider = provider_for(settings)
-    if not provider.can_grow or _reaper is not None:
+    frees_hosts = dedicated(settings)
+    if not (provider.can_grow or frees_hosts) or _reaper is not None:
         return
     import gevent
 
@@ -287,10 +361,13 @@ def start_reaper(settings) -> None:
         while True:
             try:
                 if take_lease("reaper", holder, ttl=max(10.0, interval * 5)):
-                    reap_once(settings, provider)
-                    if time.monotonic() - last_sweep > ORPHAN_SWEEP_SECONDS:
-                        last_sweep = time.monotonic()
-                        sweep_orphans(settings, provider)
+                    if provider.can_grow:
+                        reap_once(settings, provider)
+                        if time.monotonic() - last_sweep > ORPHAN_SWEEP_SECONDS:
+                            last_sweep = time.monotonic()
+                            sweep_orphans(settings, provider)
+                    if frees_hosts:
+                        release_empty(settings)
             except Exception:  # the reaper must outlive any one failure
                 log.exception("instance pool reaper pass failed")
             finally:

@@ -75,15 +75,56 @@ STRATEGIES: dict[str, str] = {
 }
 
 
-def choose(order: str, settings, default_capacity: int, *, with_room: bool = True) -> store.Instance | None:
-    """The first live instance with room (or any live one) in ``order``, or None."""
+def dedicated(settings) -> bool:
+    """Whether an instance holds one project's objects only ([placement] tenancy)."""
+    return settings.placement.tenancy != "shared"
+
+
+def choose(
+    order: str,
+    settings,
+    default_capacity: int,
+    *,
+    with_room: bool = True,
+    owner: str | None = None,
+    free: bool = False,
+) -> store.Instance | None:
+    """The first live instance with room (or any live one) in ``order``, or None. ``owner``:
+    only that project's instances; ``free``: only instances no project owns and nothing runs
+    on (dedicated tenancy: what a project may claim)."""
     param = store.database.obj.param
     where, params = live(settings, param)
     if with_room:
         room_sql, room_params = room(default_capacity, param)
         where, params = f"{where} AND {room_sql}", params + room_params
+    if owner is not None:
+        where, params = f"{where} AND project = {param}", [*params, owner]
+    elif free:
+        where = f"{where} AND project IS NULL AND container_count = 0"
     sql = f'SELECT * FROM "instance" WHERE {where} ORDER BY {order} LIMIT 1'
     return next(iter(store.Instance.raw(sql, *params)), None)
+
+
+def claim_free(project: str, settings, default_capacity: int) -> store.Instance | None:
+    """Dedicated tenancy: make the first free instance (fill order) the project's. Runs in the
+    placement transaction, so two projects never claim one instance."""
+    chosen = choose(STRATEGIES["fill"], settings, default_capacity, free=True)
+    if chosen is None:
+        return None
+    claim(chosen, project)
+    return chosen
+
+
+def claim(instance: store.Instance, project: str) -> None:
+    now = store.utcnow()
+    taken = (
+        store.Instance.update(project=project, claimed_at=now)
+        .where((store.Instance.uuid == instance.uuid) & store.Instance.project.is_null())
+        .execute()
+    )
+    if not taken:  # (inside the placement lock nobody else claims: this is a broken invariant)
+        raise DockerError(503, f"instance {instance.uuid} was claimed meanwhile; try again")
+    instance.project, instance.claimed_at = project, now
 
 
 @overload
@@ -115,8 +156,18 @@ def place(
                 raise name_conflict(request.name, holder)
         if not request.probe:
             quotas.check_container(request.project, request.memory, request.nano_cpus, settings)
+        own = dedicated(settings)
         if request.pinned:
             chosen = store.Instance.get_or_none(store.Instance.uuid == request.pinned)
+            # Another project's instance is as unknown as another project's container; a free
+            # one is claimed below, once it is known to be live and empty.
+            if (
+                chosen is not None
+                and own
+                and chosen.project != request.project
+                and (chosen.project is not None or chosen.container_count)
+            ):
+                chosen = None
             if chosen is None:
                 raise DockerError(404, f"no such instance: {request.pinned} (label {PIN_LABEL})")
             if not is_live(chosen, settings) or chosen.state == store.INSTANCE_DRAINING:
@@ -131,8 +182,15 @@ def place(
                     f"instance {chosen.uuid} is full ({_capacity(chosen, default_capacity)} "
                     f"containers); pin another instance or drop the {PIN_LABEL} label",
                 )
+            if own and chosen.project is None:
+                claim(chosen, request.project)
         else:
-            chosen = choose(order, settings, default_capacity)
+            if own:
+                chosen = choose(order, settings, default_capacity, owner=request.project) or claim_free(
+                    request.project, settings, default_capacity
+                )
+            else:
+                chosen = choose(order, settings, default_capacity)
             if chosen is None:
                 if when_full is not None:
                     when_full()
@@ -142,6 +200,13 @@ def place(
                         503,
                         "no instance is available to run containers: no agent is registered "
                         "and answering; ask the operator to check `moorage instances list`",
+                    )
+                if own:
+                    raise DockerError(
+                        503,
+                        "every instance of this project is full and no free instance is left "
+                        "to add: remove containers you no longer need, or ask the operator "
+                        "for more instances",
                     )
                 raise DockerError(
                     503,

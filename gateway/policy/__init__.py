@@ -44,12 +44,15 @@ __all__ = [
 class Checker:
     """The policy file and limits of one settings, checking one identity's requests."""
 
-    def __init__(self, policy: PolicySettings, limits: LimitsSettings):
+    def __init__(self, policy: PolicySettings, limits: LimitsSettings, dedicated: bool = False):
         self.policy = PolicyFile(policy.file or None)
         self.limits = Limits(limits)
+        self.dedicated = dedicated
 
     def _req(self, identity: Asker | None, reserved: frozenset[int] | None = None) -> Request:
-        return Request(self.policy, self.limits, identity, reserved or frozenset({AGENT_PORT}))
+        return Request(
+            self.policy, self.limits, identity, reserved or frozenset({AGENT_PORT}), self.dedicated
+        )
 
     def container_create(
         self,
@@ -95,7 +98,8 @@ def checker(settings: Settings) -> Checker:
     """The one Checker for these settings (a process usually has one)."""
     entry = _checkers.get(id(settings))
     if entry is None or entry[0] is not settings:
-        entry = (settings, Checker(settings.policy, settings.limits))
+        dedicated = settings.placement.tenancy != "shared"
+        entry = (settings, Checker(settings.policy, settings.limits, dedicated))
         _checkers[id(settings)] = entry
     return entry[1]
 

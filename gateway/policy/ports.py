@@ -17,6 +17,10 @@ log = logging.getLogger("moorage.policy")
 PRIVILEGED_PORTS_BELOW = 1024
 # A HostIp that means what no HostIp means: every address of the instance.
 WILDCARD_HOST_IPS = frozenset({"", "0.0.0.0", "::"})
+# The instance's loopback: reached from the instance itself only. On a shared instance that is
+# every other project's containers in host mode and the agent's neighbours; on a dedicated one,
+# the project's own (dedicated tenancy accepts it without the host_ip rule).
+LOOPBACK_HOST_IPS = frozenset({"127.0.0.1", "::1", "localhost"})
 # The agent's port (`moorage agent --listen`'s default): never published, whatever the policy
 # (the daemon's port forwarding would take the gateway's traffic to the agent).
 AGENT_PORT = 2376
@@ -94,7 +98,7 @@ def check_ports(req: Request, bindings) -> None:
                         f"{PRIVILEGED_PORTS_BELOW} belong to the instance's own services)",
                         "publish a port of 1024 or above (-p 8080:80), or let Docker choose one (-p 80, -P)",
                     )
-            if host_ip not in WILDCARD_HOST_IPS:
+            if host_ip not in WILDCARD_HOST_IPS and not (req.dedicated and host_ip in LOOPBACK_HOST_IPS):
                 req.require(
                     "container:create:host_ip",
                     f"publishing on the instance's address {short(host_ip, 40)} ({shown})",

@@ -224,6 +224,9 @@ class Request:
     limits: Limits
     identity: Asker | None
     reserved_ports: frozenset[int]
+    # Dedicated tenancy: the instance is the project's alone (what only other projects on it
+    # would be exposed to is the project's own business there).
+    dedicated: bool = False
 
     @property
     def project(self) -> str:

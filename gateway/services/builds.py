@@ -257,7 +257,7 @@ def build(ctx: Context, dockerfile: str, remote: str) -> None:
     # The query's settings (the context streams through unread), its resource limits given
     # the project's defaults.
     out, tags = _daemon_settings(ctx, policy.build(ctx))
-    instance = home_instance(ctx)
+    instance = home_instance(ctx, claim=True)
     slot = ImageSlot(ctx)
     try:
         body, _ = client_body(ctx)

@@ -13,13 +13,24 @@ from gateway import instances, store
 from gateway.context import Context
 from gateway.errors import DockerError
 from gateway.forward import call, forward, raise_for
-from gateway.placement import PlacementRequest, place
+from gateway.placement import PlacementRequest, dedicated, place
 from gateway.tenancy import PROJECT_LABEL, names
 
 
-def home_instance(ctx: Context) -> store.Instance:
+def home_instance(ctx: Context, *, claim: bool = False) -> store.Instance:
     """Where requests about no particular object go (version, info, a body only dockerd can
-    judge): the first live instance that is up, in fill order."""
+    judge, a build or pull): the first live instance that is up, in fill order. With dedicated
+    tenancy, the project's own first; ``claim`` (the request leaves something on the daemon:
+    a build, pull, load or import) makes one the project's when it has none, as its first
+    container would."""
+    if dedicated(ctx.settings) and not ctx.all_projects:
+        own = [
+            i for i in instances.project_instances(ctx.settings, ctx.project) if i.state == store.INSTANCE_UP
+        ]
+        if own:
+            return own[0]
+        if claim:
+            return new_object_instance(ctx)
     live = [i for i in instances.live_instances(ctx.settings) if i.state == store.INSTANCE_UP]  # not draining
     if not live:
         raise DockerError(
@@ -30,13 +41,24 @@ def home_instance(ctx: Context) -> store.Instance:
     return live[0]
 
 
+def fanout(ctx: Context) -> list[store.Instance]:
+    """The live instances a merged view asks, in fill order: every one; with dedicated tenancy
+    the project's own only (the first live one when it has none yet: what every project sees
+    there, such as the public images, is the same everywhere), so that no other project's
+    instance, nor its agent, has a say in the project's lists and events."""
+    live = instances.live_instances(ctx.settings)
+    if dedicated(ctx.settings) and not ctx.all_projects:
+        return instances.project_instances(ctx.settings, ctx.project) or live[:1]
+    return live
+
+
 def every_instance(ctx: Context, method: str, path: str, query: str = ""):
     """(instance, answer) from each live instance, in fill order: what the merged views
     (lists, prunes, df) are made of. A daemon's error is the client's error (the first one
     in fill order). Reads (GET) ask every instance at once, so a list over N instances takes
     about as long as the slowest one, not the sum; anything else goes one instance after
-    another and stops at the first error."""
-    live = instances.live_instances(ctx.settings)
+    another and stops at the first error. Which instances: ``fanout``."""
+    live = fanout(ctx)
     if method != "GET" or len(live) < 2:
         for instance in live:
             status, payload = call(ctx, instance, method, path, query=query)

@@ -42,10 +42,19 @@ def has(ctx: Context, instance: store.Instance, image_id: str) -> bool:
 
 
 def holder(ctx: Context, image_id: str, prefer: store.Instance | None = None) -> store.Instance | None:
-    """A live instance that holds ``image_id`` (the store's presence first, then a probe)."""
+    """A live instance that holds ``image_id`` (the store's presence first, then a probe; the
+    caller's own instances before others', under dedicated tenancy)."""
     live = instances.live_instances(ctx.settings)
     known = set(imagemap.holders(image_id))
-    ordered = sorted(live, key=lambda i: (prefer is None or i.uuid != prefer.uuid, i.uuid not in known))
+    project = getattr(ctx, "project", None)
+    ordered = sorted(
+        live,
+        key=lambda i: (
+            prefer is None or i.uuid != prefer.uuid,
+            i.project is not None and i.project != project,
+            i.uuid not in known,
+        ),
+    )
     for instance in ordered:
         if has(ctx, instance, image_id):
             imagemap.present(image_id, instance)
@@ -125,5 +134,6 @@ def ensure_on(ctx: Context, instance: store.Instance, image_id: str) -> None:
             )
         copy_image(ctx, source, instance, image_id)
     imagemap.present(image_id, instance)
-    for daemon_name in imagemap.project_daemon_tags(image_id):
+    # An instance of one project's (dedicated tenancy) gets that project's names only.
+    for daemon_name in imagemap.project_daemon_tags(image_id, instance.project):
         tag_on(ctx, instance, image_id, daemon_name)

@@ -123,7 +123,7 @@ def pull(ctx: Context, from_image: str, tag: str) -> None:
     real = ref.full_name + ref.suffix()
     if imagemap.is_public_name(ref.familiar()):
         return _public_up_to_date(ctx, ref)
-    instance = home_instance(ctx)
+    instance = home_instance(ctx, claim=True)
     # A pull of a name the project holds replaces an image it counts already (or adds the
     # one the tag moved to: settled after the pull); any other pull may add one.
     slot = ImageSlot(ctx, needed=not imagemap.holds_reference(ctx.project, ref.familiar()))
@@ -194,7 +194,7 @@ def import_(ctx: Context, sources: list[str], repo: str, tag: str) -> None:
         daemon = imagemap.daemon_ref(ctx.project, ref)
         drepo, dtag = split(daemon)
         query = with_query(ctx, repo=drepo, tag=dtag)
-    instance = home_instance(ctx)
+    instance = home_instance(ctx, claim=True)
     slot = ImageSlot(ctx)
     try:
         upstream = send(ctx, instance, query=query)
@@ -337,7 +337,7 @@ def _load_edits(project: str):
 
 def load(ctx: Context) -> None:
     """docker load: the tar's names become the project's daemon names as it streams through."""
-    instance = home_instance(ctx)
+    instance = home_instance(ctx, claim=True)
     slot = ImageSlot(ctx)
     try:
         body, _ = client_body(ctx)

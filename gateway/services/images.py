@@ -21,6 +21,7 @@ from gateway import imagemap, instances, store
 from gateway.context import Context
 from gateway.errors import DockerError
 from gateway.forward import call, forward, raise_for
+from gateway.placement import dedicated
 from gateway.services.common import every_instance, hide_project_label, home_instance, with_query
 from gateway.services.image_answers import no_such_image, resolve_or_decoy
 from gateway.services.image_moves import ensure_on, image_path, need_holder, split, tag_on
@@ -222,7 +223,13 @@ def tag(ctx: Context, typed: str, repo: str, tag_: str) -> bool:
     imagemap.refuse_reserved(target)
     reference = target.familiar()
     daemon = imagemap.daemon_ref(ctx.project, target)
+    own = dedicated(ctx.settings) and not ctx.all_projects
     instance = need_holder(ctx, found, typed)
+    if own and instance.project != ctx.project:
+        # The project's new name goes on its own instance (claimed now if it has none), with
+        # the image copied there from wherever it is.
+        instance = home_instance(ctx, claim=True)
+        ensure_on(ctx, instance, found.image_id)
     # A new name for an image the project holds adds none; for one it does not (a public
     # image's) it adds one.
     slot = ImageSlot(ctx, needed=not imagemap.holds(ctx.project, found.image_id))
@@ -241,7 +248,12 @@ def tag(ctx: Context, typed: str, repo: str, tag_: str) -> bool:
                 message = payload.get("message", "") if isinstance(payload, dict) else str(payload)
                 raise DockerError(status, imagemap.rewrite_text(ctx.project, message) or "tagging failed")
             tagged.append(instance)
-        for other in instances.live_instances(ctx.settings):
+        others = (
+            instances.project_instances(ctx.settings, ctx.project)
+            if own
+            else instances.live_instances(ctx.settings)
+        )
+        for other in others:
             if other.uuid != instance.uuid and other.uuid in imagemap.holders(found.image_id):
                 tag_on(ctx, other, found.image_id, daemon)
                 tagged.append(other)

@@ -36,7 +36,7 @@ from gateway.wire import DEFAULT_BRIDGE_LABEL
 
 # (instance uuid, project) pairs whose default bridge this worker has made or seen: one
 # call per pair and worker, not per container create.
-_default_bridges: set[tuple[str, str]] = set()
+_default_bridges: set[tuple[str, str, str]] = set()
 
 
 def ensure_default_bridge(
@@ -45,7 +45,8 @@ def ensure_default_bridge(
     """Make sure ``project``'s default bridge exists on ``instance``; return its daemon name.
     ``again``: the daemon said it is missing (an instance rebuilt under the same UUID)."""
     name = scope.default_bridge(project)
-    key = (instance.uuid, project)
+    # Per claim of the instance (dedicated tenancy): a wipe removes the bridge with the rest.
+    key = (instance.uuid, project, str(instance.claimed_at or ""))
     if key in _default_bridges and not again:
         return name
     # CheckDuplicate: a concurrent create (another worker or replica) gets 409, which is fine.

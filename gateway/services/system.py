@@ -13,6 +13,7 @@ from gateway.notifications import recorder
 from gateway.services import event_replay, images
 from gateway.services.common import (
     every_instance,
+    fanout,
     hide_project_label,
     home_instance,
     owned,
@@ -104,7 +105,7 @@ def events(ctx: Context) -> None:
     if parse_filters(ctx) is None:
         forward(ctx, home_instance(ctx))  # filters dockerd cannot parse either: its own error
         return
-    live = instances.live_instances(ctx.settings)
+    live = fanout(ctx)
     now = time.time_ns()
     since = event_replay.parse_time(ctx.query("since"), now)
     until = event_replay.parse_time(ctx.query("until"), now)

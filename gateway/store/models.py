@@ -72,6 +72,13 @@ class Instance(BaseModel):
     # inserts, deletes or moves the row. The gateway reads it and never writes it (hence
     # only_save_dirty: saving a loaded instance must not write back a count read earlier).
     container_count = peewee.IntegerField(default=0, constraints=[peewee.SQL("DEFAULT 0")])
+    # Dedicated tenancy ([placement] tenancy, gateway/placement/tenancy.py): the one project
+    # whose objects this instance holds, from the placement that claimed it until the reaper
+    # deletes it (a pool's) or wipes it (a static host's); NULL: no project's, free to claim.
+    project = peewee.CharField(max_length=64, null=True, index=True)
+    # When it was claimed: what a worker learnt about the instance's daemon for its project
+    # (such as the project's bridge there) holds for this claim only; a wipe ends it.
+    claimed_at = peewee.DateTimeField(null=True)
 
     class Meta:
         only_save_dirty = True
@@ -213,6 +220,9 @@ class PoolMember(BaseModel):
     updated_at = peewee.DateTimeField(default=utcnow)
     registered_at = peewee.DateTimeField(null=True)
     empty_since = peewee.DateTimeField(null=True)
+    # Dedicated tenancy: the project this instance is booted for (its server is created in
+    # that project through the project's trust, and only its creates join the boot).
+    project = peewee.CharField(max_length=64, null=True)
 
     class Meta:
         table_name = "pool_member"

@@ -169,6 +169,14 @@ def _m_placement_usage(db: peewee.Database) -> None:
     )
 
 
+def _m_dedicated(db: peewee.Database) -> None:
+    """Dedicated tenancy: which project owns an instance, and which project a boot is for."""
+    _add_column(db, "instance", "project", "VARCHAR(64)")
+    _add_column(db, "instance", "claimed_at", "TIMESTAMP")
+    db.execute_sql('CREATE INDEX IF NOT EXISTS "instance_project" ON "instance" ("project")')
+    _add_column(db, "pool_member", "project", "VARCHAR(64)")
+
+
 MIGRATIONS: list[Callable[[peewee.Database], None]] = [
     _m0_initial,
     _m1_networks_volumes,
@@ -177,6 +185,7 @@ MIGRATIONS: list[Callable[[peewee.Database], None]] = [
     _m4_images,
     _m5_pool,
     _m_placement_usage,
+    _m_dedicated,
     create_journal,  # the notification outbox and the event journal (gateway/store/journal.py)
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

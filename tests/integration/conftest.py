@@ -147,3 +147,36 @@ def pytest_configure(config):
         "postgres: brings up its own `scripts/devstack up DIR --postgres --replicas 2` "
         "stack (scripts/test --lane postgres)",
     )
+    config.addinivalue_line(
+        "markers",
+        "shared: needs projects to share instances (a `--tenancy shared` stack: scripts/test "
+        "--lane shared); skipped on a dedicated stack",
+    )
+    config.addinivalue_line(
+        "markers",
+        "isolation: one project tries to reach another's objects; runs on both tenancies "
+        "(scripts/test --lane integration and --lane shared)",
+    )
+
+
+def stack_tenancy(directory: str) -> str:
+    """The stack's [placement] tenancy, as its gateway reads it (the default: dedicated)."""
+    import tomllib
+
+    try:
+        with open(os.path.join(directory, "moorage.toml"), "rb") as fh:
+            return tomllib.load(fh).get("placement", {}).get("tenancy", "dedicated")
+    except OSError:
+        return "dedicated"
+
+
+@pytest.fixture(autouse=True)
+def _tenancy_matches(request):
+    """A test whose premise is a shared instance says so (marker "shared"); on a dedicated
+    stack it cannot hold, and is skipped saying which stack it needs."""
+    if request.node.get_closest_marker("shared") and "stack" in request.fixturenames:
+        stack = request.getfixturevalue("stack")
+        if stack_tenancy(stack.dir) != "shared":
+            pytest.skip(
+                "needs a `scripts/devstack up DIR --tenancy shared` stack (scripts/test --lane shared)"
+            )

@@ -14,6 +14,8 @@ import pytest
 
 from gateway import imagemap
 
+pytestmark = pytest.mark.isolation
+
 BUILD = {"DOCKER_BUILDKIT": "0"}
 
 

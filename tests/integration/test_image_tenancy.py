@@ -14,6 +14,8 @@ import tempfile
 
 import pytest
 
+pytestmark = pytest.mark.isolation
+
 BUILD = {"DOCKER_BUILDKIT": "0"}
 
 
@@ -148,6 +150,7 @@ def test_save_and_load_carry_the_tenants_names(stack, unique, alpha_app):
         stack.docker("rmi", tag, tenant="beta")
 
 
+@pytest.mark.shared  # its premise: a project uses an instance another project already has
 def test_build_from_own_image_then_run_on_another_instance(stack, unique, alpha_app):
     instances = stack.env["MOORAGE_INSTANCES"].split()
     if len(instances) < 2:

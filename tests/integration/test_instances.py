@@ -3,6 +3,7 @@
 import json
 import time
 
+import pytest
 import requests
 
 
@@ -126,6 +127,7 @@ def test_labelled_containers_the_map_lacks_are_adopted_at_the_next_heartbeat(sta
         stack.docker("rm", "-f", unique, direct=True)
 
 
+@pytest.mark.shared  # its premise: a project uses an instance another project already has
 def test_published_ports_show_the_instance_address_they_are_reached_on(stack, policy, unique):
     """As Swarm classic did: `docker port`, `ps` and inspect give the instance's address for
     ports published on every address, and that address really serves the port."""
@@ -172,6 +174,7 @@ def test_published_ports_show_the_instance_address_they_are_reached_on(stack, po
         stack.docker("rm", "-f", unique)
 
 
+@pytest.mark.shared  # its premise: a project uses an instance another project already has
 def test_a_draining_instance_takes_nothing_new_and_its_containers_stay_listed(stack, unique):
     first, second = stack.env["MOORAGE_INSTANCES"].split()[:2]
     assert (

@@ -10,6 +10,8 @@ import time
 
 import pytest
 
+pytestmark = pytest.mark.isolation
+
 # (method, path template, body) for every route that names a container.
 CONTAINER_ROUTES = [
     ("GET", "/containers/{}/json", None),
@@ -226,6 +228,7 @@ def test_names_resolve_on_a_tenants_network(stack, alpha):
             stack.docker("network", "rm", net, tenant=tenant)
 
 
+@pytest.mark.shared  # its premise: a project uses an instance another project already has
 def test_default_bridge_is_per_project(stack, alpha):
     """Containers that ask for no network share an instance but not a segment: alpha's own
     containers reach each other by address, beta's cannot reach alpha's; both see "bridge"

@@ -17,6 +17,8 @@ import pytest
 
 from tests.integration.conftest import DEVSTACK, Stack, read_env
 
+pytestmark = pytest.mark.shared
+
 HOSTS, CAPACITY = 3, 2
 PIN = "org.openstack.nova.instance"
 
@@ -25,7 +27,21 @@ PIN = "org.openstack.nova.instance"
 def full_stack():
     directory = tempfile.mkdtemp(prefix="moorage-place-it-")
     up = subprocess.run(
-        [sys.executable, DEVSTACK, "up", directory, "--hosts", str(HOSTS), "--capacity", str(CAPACITY)],
+        [
+            sys.executable,
+            DEVSTACK,
+            "up",
+            directory,
+            "--hosts",
+            str(HOSTS),
+            "--capacity",
+            str(CAPACITY),
+            "--tenancy",
+            # fill order over every instance, whoever asks (dedicated: test_dedicated.py)
+            "shared",
+            "--max-hosts",
+            str(HOSTS),  # no host booted on demand: the seventh container is refused
+        ],
         capture_output=True,
         text=True,
         timeout=600,

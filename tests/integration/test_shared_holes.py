@@ -13,6 +13,8 @@ import pytest
 
 from gateway import imagemap
 
+pytestmark = pytest.mark.isolation
+
 
 def ok(result):
     assert result.returncode == 0, (result.stdout + result.stderr).decode(errors="replace")

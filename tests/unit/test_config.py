@@ -68,6 +68,7 @@ username = "moorage"
 password = "secret"
 cache_ttl = 10
 [placement]
+tenancy = "shared"
 strategy = "spread"
 capacity = 3
 provider = "nova"
@@ -95,7 +96,7 @@ cpus = 2.5
     assert isinstance(s.gateway.heartbeat_interval, float)  # an integer where a number goes
     assert s.identity.plugin_options == {"username": "moorage", "password": "secret"}
     assert s.identity.cache_ttl == 10.0 and s.identity.negative_ttl == 5.0
-    assert s.placement == config.PlacementSettings("spread", 3, "nova", "moorage", 0.5)
+    assert s.placement == config.PlacementSettings("shared", "spread", 3, "nova", "moorage", 0.5)
     assert (s.nova.flavor, s.nova.security_groups, s.nova.empty_grace_seconds) == (
         "m1.moorage",
         ["default"],
@@ -111,7 +112,7 @@ cpus = 2.5
 def test_unknown_section(tmp_path):
     assert error(tmp_path, "[placment]\nstrategy = 'fill'\n") == (
         "unknown section [placment]; known: gateway, identity, placement, policy, limits, quotas, nova, "
-        "notifications, events"
+        "local, notifications, events"
     )
     assert error(tmp_path, "bind = 'tcp://0.0.0.0:2375'\n").startswith(
         "unknown key (outside any section) [bind]; known: gateway"
@@ -120,7 +121,8 @@ def test_unknown_section(tmp_path):
 
 def test_unknown_key(tmp_path):
     assert error(tmp_path, "[placement]\nstratgy = 'spread'\n") == (
-        "unknown key [placement] stratgy; known: strategy, capacity, provider, pool_id, reap_interval"
+        "unknown key [placement] stratgy; known: tenancy, strategy, capacity, provider, pool_id, "
+        "reap_interval, release_grace"
     )
     assert error(tmp_path, "[gateway]\ndatabse = 'sqlite://'\n").startswith(
         "unknown key [gateway] databse; known: bind,"
@@ -206,6 +208,8 @@ class _Stack:
         self.gw_ip = "198.18.0.1"
         self.hash = "0123abcd"
         self.state = {"port": 2375, "secret": "s", **state}
+        self.nhosts = int(self.state.get("hosts", 1))
+        self.external = None
 
     def path(self, *parts: str) -> str:
         return os.path.join(self.dir, *parts)
@@ -225,6 +229,24 @@ def test_devstack_writes_a_file_the_loader_takes(tmp_path, monkeypatch, capacity
     assert s.identity.backend == "embedded" and s.identity.token_file == st.path("identity.json")
     assert s.placement.capacity == (capacity or 0) and s.policy.file == st.path("policy.yaml")
     assert s.gateway.bind == ["tcp://127.0.0.1:2375", "tcp://198.18.0.1:2375"]
+    # dedicated by default; hosts beyond --hosts booted by devstack's own commands
+    assert s.placement.tenancy == "dedicated" and s.placement.release_grace == 60
+    assert s.local.max_hosts == 7 and s.local.boot_command[-2:] == ["boot-host", st.dir]
+    assert s.local.delete_command[-2:] == ["delete-host", st.dir]
+
+
+def test_devstack_shared_tenancy_and_no_booting(tmp_path, monkeypatch):
+    sys.path.insert(0, os.path.join(REPO, "scripts"))
+    try:
+        from moorage_scripts.devstack import gateways
+    finally:
+        sys.path.remove(os.path.join(REPO, "scripts"))
+    monkeypatch.setattr(gateways, "database_url", lambda st: "sqlite:///" + st.path("moorage.db"))
+    st = _Stack(tmp_path, tenancy="shared", hosts=2, max_hosts=2, release_grace=3)
+    (tmp_path / "identity.json").write_text("{}")
+    s = config.load(gateways.write_gateway_config(st))  # type: ignore[arg-type]
+    assert (s.placement.tenancy, s.placement.release_grace) == ("shared", 3)
+    assert s.local.boot_command == [] and s.placement.provider == "local"
 
 
 def test_devstack_keystone_and_nova_settings_load(tmp_path, monkeypatch):
@@ -291,3 +313,13 @@ def test_notifications_and_events_sections(tmp_path):
     assert defaults.notifications.topics == ["notifications"] and not defaults.notifications.enabled
     assert defaults.events.retention == 7 * 86400
     assert error(tmp_path, "[notifications]\ndrivr = 'log'\n").startswith("unknown key [notifications] drivr")
+
+
+def test_tenancy_is_dedicated_unless_the_operator_shares(tmp_path):
+    assert config.Settings().placement.tenancy == "dedicated"
+    path = tmp_path / "m.toml"
+    path.write_text('[placement]\ntenancy = "shared"\n')
+    assert config.load(str(path)).placement.tenancy == "shared"
+    path.write_text('[placement]\ntenancy = "private"\n')
+    with pytest.raises(config.SettingsError, match="tenancy = 'private': must be one of dedicated, shared"):
+        config.load(str(path))

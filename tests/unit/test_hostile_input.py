@@ -35,6 +35,7 @@ def answer(method: str, status: int, payload) -> UpstreamResponse:
 @pytest.fixture
 def client(tmp_path, monkeypatch, gateway_settings):
     settings = gateway_settings
+    settings.placement.tenancy = "shared"  # one fake instance, not in the store, serves every call
     sent = []
     daemon = {"answer": (400, {"message": "Invalid container name (!)"})}
 

@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import gevent
 import pytest
 
+from gateway import config
 from gateway.errors import DockerError
 from gateway.services import common
 
@@ -30,7 +31,11 @@ def fleet(monkeypatch):
 
     monkeypatch.setattr(common.instances, "live_instances", lambda settings: list(live))
     monkeypatch.setattr(common, "call", fake_call)
-    yield SimpleNamespace(ctx=SimpleNamespace(settings=None), answers=answers, calls=calls)
+    yield SimpleNamespace(
+        ctx=SimpleNamespace(settings=config.Settings(placement=config.PlacementSettings(tenancy="shared"))),
+        answers=answers,
+        calls=calls,
+    )
     # Leave no hub behind in the main thread: later tests (the relay's) make their own.
     gevent.get_hub().destroy(destroy_loop=True)
 

@@ -873,3 +873,20 @@ def test_input_bounds_are_configurable():
     checker = Checker(config.PolicySettings(), config.LimitsSettings(max_labels=2, max_name_length=10))
     assert refused(checker.container_create, ALPHA, {"Labels": {"a": "", "b": "", "c": ""}}).status == 400
     assert refused(checker.container_create, ALPHA, {}, name="x" * 11).status == 400
+
+
+def test_loopback_publishing_is_the_projects_own_business_on_a_dedicated_instance():
+    """-p 127.0.0.1:8080:80: refused by default on a shared instance, accepted on a dedicated
+    one (no other project is there); any other single address still needs the rule."""
+    loopback = {"PortBindings": {"80/tcp": [{"HostIp": "127.0.0.1", "HostPort": "8080"}]}}
+    v6 = {"PortBindings": {"80/tcp": [{"HostIp": "::1", "HostPort": "8080"}]}}
+    other = {"PortBindings": {"80/tcp": [{"HostIp": "198.18.0.5", "HostPort": "8080"}]}}
+    shared = Checker(config.PolicySettings(), config.LimitsSettings())
+    dedicated = Checker(config.PolicySettings(), config.LimitsSettings(), dedicated=True)
+    for body in (loopback, v6):
+        with pytest.raises(DockerError) as exc:
+            shared.container_create(None, body)
+        assert 'policy rule "container:create:host_ip"' in exc.value.message
+        dedicated.container_create(None, body)
+    with pytest.raises(DockerError):
+        dedicated.container_create(None, other)

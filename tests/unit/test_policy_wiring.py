@@ -196,7 +196,10 @@ def test_network_create_refused_before_anything_is_forwarded(client, body, rule)
     "bindings,text",
     [
         ({"80/tcp": [{"HostIp": "", "HostPort": "80"}]}, 'policy rule "container:create:privileged_ports"'),
-        ({"80/tcp": [{"HostIp": "127.0.0.1", "HostPort": "8080"}]}, 'policy rule "container:create:host_ip"'),
+        (
+            {"80/tcp": [{"HostIp": "198.18.0.5", "HostPort": "8080"}]},
+            'policy rule "container:create:host_ip"',
+        ),
         ({"80/tcp": [{"HostPort": "2376"}]}, "reserved for Moorage"),
         ({"80/tcp": [{"HostPort": "7001"}]}, "reserved for Moorage"),  # a registered agent's port
     ],

@@ -21,7 +21,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 @pytest.fixture
 def settings(db_url):
-    s = config.Settings(gateway=config.GatewaySettings(database=db_url))
+    # shared tenancy: these tests put several projects on one instance
+    s = config.Settings(
+        gateway=config.GatewaySettings(database=db_url), placement=config.PlacementSettings(tenancy="shared")
+    )
     store.init(db_url)
     store.Instance.create(uuid="a", agent_url="tcp://127.0.0.1:2001", agent_secret="s", position=1)
     yield s
@@ -397,7 +400,9 @@ store.init(url)
 db = store.database.obj
 store.Instance.create(uuid="a", agent_url="tcp://127.0.0.1:1", agent_secret="s", position=1, capacity=12)
 quotas.set_limits("p", {"containers": 5})
-settings = config.Settings(gateway=config.GatewaySettings(database=url))
+settings = config.Settings(
+    gateway=config.GatewaySettings(database=url), placement=config.PlacementSettings(tenancy="shared")
+)
 store.release_connection()
 conns, ok, refused = set(), [], []
 

@@ -14,7 +14,9 @@ from gateway.placement.scheduler import confirm
 
 @pytest.fixture
 def settings(db_url):
-    s = config.Settings(gateway=config.GatewaySettings(database=db_url))
+    s = config.Settings(
+        gateway=config.GatewaySettings(database=db_url), placement=config.PlacementSettings(tenancy="shared")
+    )
     store.init(s.gateway.database)
     yield s
     store.close()

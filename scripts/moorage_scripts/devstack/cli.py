@@ -1,7 +1,8 @@
 """devstack: a complete Moorage stack on this machine, for development and tests.
 
     scripts/devstack up DIR [--hosts N] [--capacity K] [--docker-host unix:///PATH] [--keystone]
-                            [--postgres] [--replicas R]
+                            [--postgres] [--replicas R] [--tenancy dedicated|shared]
+                            [--max-hosts N] [--release-grace SECONDS]
                             [--nova [--nova-grace SECONDS] [--nova-boot-timeout SECONDS]]
                             [--notifications]
     scripts/devstack down DIR [--purge]     # --purge: also the daemons' data and moorage.db
@@ -35,6 +36,11 @@
   - with --nova (implies --keystone): a real Nova (scripts/nova) and no host at the start: the
     gateway's nova provider boots servers, and devstack plays cloud-init for each
     (moorage_scripts/devstack/novawatch.py: a host per ACTIVE server, running its user-data);
+  - tenancy (--tenancy, default dedicated): each host runs one project's containers; a project
+    with no room claims a free host, and beyond the --hosts N hosts the gateway's local provider
+    boots more on demand (`devstack boot-host`, localhosts.py), up to --max-hosts in all, deleting
+    them once empty for --release-grace; a host of the --hosts N is wiped before another
+    project claims it;
   - with --notifications, a RabbitMQ of the stack's own on loopback (broker.py), the gateway's
     [notifications] transport_url and MOORAGE_TRANSPORT_URL in DIR/env;
   - DIR/env, the shell `export` lines that tests source; `up` also prints them on stdout
@@ -48,7 +54,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import novawatch, resolver
+from . import localhosts, novawatch, resolver
 from .broker import cmd_start_broker, cmd_stop_broker
 from .common import Fail, Usage
 from .down import cmd_down
@@ -108,6 +114,26 @@ def main(argv: list[str] | None = None) -> int:
         help="--nova: how long a create waits for a new instance's agent (default 120)",
     )
     up.add_argument(
+        "--tenancy",
+        choices=("dedicated", "shared"),
+        help="dedicated (default): each host runs one project's containers, claimed by its first "
+        "and wiped before another project's; shared: projects share hosts",
+    )
+    up.add_argument(
+        "--max-hosts",
+        type=int,
+        metavar="N",
+        help="hosts in all, booted on demand beyond --hosts when every host is full or "
+        "(dedicated) another project's (default 8; --hosts N means no host is booted)",
+    )
+    up.add_argument(
+        "--release-grace",
+        type=float,
+        metavar="SECONDS",
+        help="a host that stays empty this long is deleted (booted on demand) or, dedicated, "
+        "wiped and freed for any project (default 60)",
+    )
+    up.add_argument(
         "--notifications",
         action="store_true",
         help="a RabbitMQ on loopback for the gateway's notifications (MOORAGE_TRANSPORT_URL)",
@@ -138,6 +164,16 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("index", metavar="I", help="1-based, fill order")
         p.set_defaults(func=func)
 
+    boot = sub.add_parser("boot-host", help=argparse.SUPPRESS)  # the local provider's (localhosts.py)
+    boot.add_argument("dir", metavar="DIR")
+    boot.set_defaults(func=localhosts.cmd_boot_host)
+    delete = sub.add_parser("delete-host", help=argparse.SUPPRESS)
+    delete.add_argument("dir", metavar="DIR")
+    delete.add_argument("uuid", metavar="UUID")
+    delete.set_defaults(func=localhosts.cmd_delete_host)
+    listed = sub.add_parser("list-hosts", help=argparse.SUPPRESS)
+    listed.add_argument("dir", metavar="DIR")
+    listed.set_defaults(func=localhosts.cmd_list_hosts)
     for name, func, text in (
         ("stop-broker", cmd_stop_broker, "stop the stack's RabbitMQ (--notifications)"),
         ("start-broker", cmd_start_broker, "start the stack's RabbitMQ again"),

@@ -176,6 +176,9 @@ def cmd_down(args) -> int:
     if existed:
         st.state["up"] = False
         st.state.pop("nova_hosts", None)
+        # Booted hosts are gone with their namespaces; their files only with --purge (their
+        # rows in moorage.db name them until the reaper finds them missing).
+        st.state.pop("local_hosts", None)
         if args.purge:
             st.state.pop("busybox_public", None)  # the database went with it
         st.save()

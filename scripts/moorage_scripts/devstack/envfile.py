@@ -17,7 +17,10 @@ def current_hosts(st: Stack) -> list[tuple[str, str]]:
     """(UUID, dockerd endpoint) of every instance host now, in fill order."""
     if st.state.get("nova"):
         return [(sid, st.endpoint(i)) for i, sid in novaconf.hosts(st)]
-    return [(st.host_uuid(i), st.endpoint(i)) for i in range(1, st.nhosts + 1)]
+    fixed = [(st.host_uuid(i), st.endpoint(i)) for i in range(1, st.nhosts + 1)]
+    # then the hosts the gateway's local provider booted (localhosts.py), in the order booted
+    booted = sorted(st.state.get("local_hosts", {}).items(), key=lambda kv: kv[1]["index"])
+    return fixed + [(sid, st.endpoint(h["index"])) for sid, h in booted]
 
 
 def write_env(st: Stack) -> str:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 
+from .. import REPO
 from ..ports import port_free
 from . import novaconf
 from .broker import transport_url
@@ -58,10 +61,34 @@ def write_gateway_config(st: Stack) -> str:
             'backend = "embedded"',
             f"token_file = {q(st.path('identity.json'))}",
         ]
+    tenancy = st.state.get("tenancy") or "dedicated"
+    grace = float(st.state.get("release_grace", 60.0))
     if st.state.get("nova"):
         lines += novaconf.gateway_config(st)
-    elif st.state.get("capacity") is not None:
-        lines += ["", "[placement]", f"capacity = {int(st.state['capacity'])}"]
+        lines.insert(lines.index("[placement]") + 1, f"tenancy = {q(tenancy)}")
+    else:
+        lines += [
+            "",
+            "[placement]",
+            f"tenancy = {q(tenancy)}",
+            f"release_grace = {grace:g}",
+            "reap_interval = 1",
+        ]
+        if st.state.get("capacity") is not None:
+            lines.append(f"capacity = {int(st.state['capacity'])}")
+        bootable = int(st.state.get("max_hosts", 8)) - st.nhosts
+        if bootable > 0 and not st.external:
+            # Hosts beyond --hosts N, booted on demand by the gateway's local provider.
+            devstack = [sys.executable, os.path.join(REPO, "scripts", "devstack")]
+            lines += [
+                "",
+                "[local]",
+                f"boot_command = {q([*devstack, 'boot-host', st.dir])}",
+                f"delete_command = {q([*devstack, 'delete-host', st.dir])}",
+                f"list_command = {q([*devstack, 'list-hosts', st.dir])}",
+                f"max_hosts = {bootable}",
+                f"empty_grace_seconds = {grace:g}",
+            ]
     if st.state.get("notifications"):
         lines += [
             "",

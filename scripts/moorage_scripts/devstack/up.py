@@ -66,8 +66,15 @@ def cmd_up(args) -> int:
         "postgres": bool(args.postgres or old.get("postgres", False)),
         "replicas": args.replicas if args.replicas is not None else old.get("replicas", 1),
         "nova": bool(args.nova or old.get("nova", False)),
+        "tenancy": args.tenancy or old.get("tenancy") or "dedicated",
+        "max_hosts": args.max_hosts if args.max_hosts is not None else old.get("max_hosts", 8),
+        "release_grace": args.release_grace
+        if args.release_grace is not None
+        else old.get("release_grace", 60.0),
         "notifications": bool(args.notifications or old.get("notifications", False)),
     }
+    if want["max_hosts"] < 0:
+        raise Usage("--max-hosts must be 0 or more")
     if want["replicas"] > 1 and not want["postgres"]:
         raise Usage(f"--replicas {want['replicas']} needs --postgres")
     if want["nova"]:
@@ -94,12 +101,14 @@ def cmd_up(args) -> int:
             "postgres": "--postgres",
             "replicas": "--replicas",
             "nova": "--nova",
+            "tenancy": "--tenancy",
             "notifications": "--notifications",
         }
         st.state.setdefault("keystone", False)
         st.state.setdefault("postgres", False)
         st.state.setdefault("replicas", 1)
         st.state.setdefault("nova", False)
+        st.state.setdefault("tenancy", "dedicated")
         st.state.setdefault("notifications", False)
         diff = [
             k for k in flags if st.state.get(k) != want[k] and not (k == "hosts" and want[k] > st.nhosts)
