@@ -250,26 +250,43 @@ def _wait_inspect(stack, name: str, timeout: float = 60) -> None:
     pytest.fail(f"container {name} did not come back with its instance")
 
 
+def _host_of(stack, name: str) -> tuple[str, str]:
+    """(1-based fill-order index, dockerd endpoint) of the instance host that runs ``name``."""
+    listed = stack.admin("containers", "--project", stack.env["MOORAGE_PROJECT_alpha"], "--format", "json")
+    assert listed.returncode == 0, listed.stderr
+    (instance,) = [c["instance"] for c in json.loads(listed.stdout) if c["name"] == name]
+    hosts = stack.devstack("hosts").stdout.split("\n")
+    for index, line in enumerate(h for h in hosts if h.strip()):
+        uuid, endpoint = line.split()
+        if uuid == instance:
+            return str(index + 1), endpoint
+    pytest.fail(f"instance {instance} is not among the stack's hosts")
+
+
 def test_events_replay_after_gateway_and_dockerd_restarts(stack, unique):
-    first = stack.env["MOORAGE_INSTANCES"].split()[0]
     since = time.time() - 1
-    run = stack.docker(
-        "run", "--name", unique, "--label", f"org.openstack.nova.instance={first}", "busybox", "true"
-    )
+    run = stack.docker("run", "--name", unique, "busybox", "true")
     assert run.returncode == 0, run.stderr
     try:
+        index, endpoint = _host_of(stack, unique)
         time.sleep(3)  # the recorder's follower writes as the daemon reports
         before = _events(stack, since, unique)
         assert before[:1] == ["create"] and "start" in before and "die" in before, before
         _restart_gateway(stack)
         assert _events(stack, since, unique) == before
-        assert stack.devstack("stop-host", "1").returncode == 0
-        assert stack.devstack("start-host", "1").returncode == 0
+        assert stack.devstack("stop-host", index).returncode == 0
+        assert stack.devstack("start-host", index).returncode == 0
         _wait_inspect(stack, unique)
         direct = stack.docker(
-            "events", "--since", f"{since:.9f}", "--until", f"{time.time():.9f}", direct=True
+            "events",
+            "--since",
+            f"{since:.9f}",
+            "--until",
+            f"{time.time():.9f}",
+            direct=True,
+            env={"DOCKER_HOST": endpoint},
         )
-        assert unique not in direct.stdout.decode()  # the daemon itself has forgotten
+        assert direct.returncode == 0 and unique not in direct.stdout.decode()  # the daemon forgot
         after = _events(stack, since, unique)
         assert after[: len(before)] == before, after
     finally:
