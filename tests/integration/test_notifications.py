@@ -252,7 +252,9 @@ def _wait_inspect(stack, name: str, timeout: float = 60) -> None:
 
 def _host_of(stack, name: str) -> tuple[str, str]:
     """(1-based fill-order index, dockerd endpoint) of the instance host that runs ``name``."""
-    listed = stack.admin("containers", "--project", stack.env["MOORAGE_PROJECT_alpha"], "--format", "json")
+    listed = stack.admin(
+        "containers", "list", "--project", stack.env["MOORAGE_PROJECT_alpha"], "--format", "json"
+    )
     assert listed.returncode == 0, listed.stderr
     (instance,) = [c["instance"] for c in json.loads(listed.stdout) if c["name"] == name]
     hosts = stack.devstack("hosts").stdout.split("\n")
