@@ -90,8 +90,11 @@ class AgentProxy:
                 client,
                 503,
                 "Service Unavailable",
-                f"instance {self.instance_uuid}: dockerd at {self.docker} is not answering "
-                f"({exc.strerror or exc}); the operator should check the daemon on that instance",
+                # The daemon's address stays out of the answer (it is the instance's, not the
+                # tenant's business); the agent's log has it.
+                f"instance {self.instance_uuid}: its dockerd is not answering "
+                f"({exc.strerror or exc}); try again shortly, or ask the operator to check the "
+                "daemon on that instance",
             )
             return
         daemon.sendall(("\r\n".join([request_line, *kept]) + "\r\n\r\n").encode("latin-1"))

@@ -12,15 +12,15 @@ import time
 
 import falcon
 
-from gateway import agentapi, health, instances, metrics, notifications, store, versions
+from gateway import agentapi, certapi, health, instances, metrics, notifications, store, versions
 from gateway.context import Context
 from gateway.errors import DockerError, page_not_found, scrubbed
 from gateway.notifications import audit, recorder, sender
 from gateway.placement import reaper
 from gateway.routing import Router
 from gateway.services import notices
-from gateway.tenancy import authenticate, make_provider, names
-from gateway.wire import AGENTS_PATH
+from gateway.tenancy import ClientCertificates, authenticate_request, make_provider, names
+from gateway.wire import AGENTS_PATH, CERTS_PATH
 
 log = logging.getLogger("moorage.gateway")
 
@@ -56,6 +56,9 @@ class Gateway:
         self.name = name
         self.router = Router(routes)
         self.identity = make_provider(settings.identity)
+        # Client certificates as identities, with [gateway] tls_client_ca (gateway/tenancy/certs.py).
+        self.certs = ClientCertificates.from_settings(settings, self.identity)
+        self.cert_router = Router(certapi.ROUTES)
         store.init(settings.gateway.database)
         self.agent_router = Router(agentapi.ROUTES)
         notifications.configure(settings)
@@ -179,9 +182,11 @@ class Gateway:
         route, params, version = self.router.match(req.method, req.path)
         if route is not None:
             req.env["moorage.operation"] = route.operation
+        if req.path.startswith(CERTS_PATH):
+            return self._certs(req, resp)
         if route is not None and route.reference:
             req.env["moorage.reference"] = params.get(route.reference, "")  # the audit's target
-        identity = authenticate(self.identity, req.headers, req.env.get("gunicorn.socket"))
+        identity = self._authenticate(req)
         req.env["moorage.identity"] = identity
         if route is None:
             raise page_not_found()  # as dockerd: no version headers on an unknown route
@@ -198,6 +203,18 @@ class Gateway:
             req.env["moorage.stream"] = True
             metrics.STREAMS.inc()
         notices.around(ctx, route.handler)
+
+    def _authenticate(self, req: falcon.Request):
+        return authenticate_request(self.identity, self.certs, req.headers, req.env.get("gunicorn.socket"))
+
+    def _certs(self, req: falcon.Request, resp: falcon.Response):
+        route, params, _ = self.cert_router.match(req.method, req.path[len(CERTS_PATH) :].rstrip("/"))
+        if route is None:
+            raise page_not_found()
+        req.env["moorage.operation"] = route.operation
+        identity = self._authenticate(req)
+        req.context.project = identity.project_id
+        route.handler(req, resp, self, identity, params)
 
     def _agents(self, req: falcon.Request, resp: falcon.Response):
         route, params, _ = self.agent_router.match(req.method, req.path[len(AGENTS_PATH) :].rstrip("/"))

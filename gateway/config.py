@@ -11,6 +11,15 @@ workers = 2
 database = "sqlite:////var/lib/moorage/moorage.db"
 registration_secret = "..."      # what agents present to register
 tls_cert = "..."; tls_key = "..."; tls_ca = "..."   # TLS; with tls_ca, client certs are verified
+                                  # (without tls_bind: on every bind)
+tls_bind = ["tcp://0.0.0.0:2376"] # TLS listeners beside `bind` (tls_cert, tls_key): clients may
+                                  # authenticate with a certificate instead of the headers
+tls_client_ca = "..."; tls_client_ca_key = "..."   # the CA that issues and verifies client certs
+tls_server_ca = "..."             # what clients verify the gateway with (their ca.pem);
+                                  # default: tls_client_ca
+cert_days = 30                    # lifetime of the client certificates the gateway issues
+cert_recheck = 300                # seconds a certificate's user and project stay trusted before
+                                  # the identity backend is asked again (role kept, project enabled)
 log_file = "..."; pid_file = "..."
 heartbeat_interval = 10           # seconds between agent heartbeats
 body_idle_timeout = 120           # seconds a request body may stall before the request is
@@ -88,6 +97,13 @@ class GatewaySettings:
     tls_cert: str = ""
     tls_key: str = ""
     tls_ca: str = ""
+    # Client certificates as identities (gateway/tenancy/certs.py, docs in README "TLS").
+    tls_bind: list[str] = field(default_factory=list)
+    tls_client_ca: str = ""
+    tls_client_ca_key: str = ""
+    tls_server_ca: str = ""
+    cert_days: float = 30.0
+    cert_recheck: float = 300.0
     log_file: str = ""
     pid_file: str = ""
     heartbeat_interval: float = 10.0
@@ -309,8 +325,9 @@ def parse(data: dict[str, Any]) -> Settings:
             raise SettingsError(f"unknown {where} [{name}]; known: {', '.join(sections)}")
         if not isinstance(value, dict):
             raise SettingsError(f"[{name}] must be a table (a [{name}] section)")
-        if name == "gateway" and isinstance(value.get("bind"), str):
-            value = {**value, "bind": [value["bind"]]}
+        for key in ("bind", "tls_bind"):
+            if name == "gateway" and isinstance(value.get(key), str):
+                value = {**value, key: [value[key]]}
         values[name] = section(sections[name], value, f"[{name}]")
     settings = Settings(**values)
     if settings.placement.tenancy not in TENANCIES:

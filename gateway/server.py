@@ -1,7 +1,11 @@
 """Serving the gateway (and the relay tier) with gunicorn's gevent workers.
 
 Binds: ``tcp://HOST:PORT``, ``unix:///PATH``; with a certificate, TLS, and with a CA the
-client certificate is verified as DOCKER_TLS_VERIFY clients expect.
+client certificate is verified as DOCKER_TLS_VERIFY clients expect. With ``[gateway] tls_bind``
+only those listeners speak TLS (the others stay plain, for the headers): the worker class below
+wraps their connections itself, and asks for a client certificate (optional: a client may still
+send the headers) verified against ``tls_client_ca``; gateway/tenancy/certs.py makes it the
+request's identity.
 """
 
 from __future__ import annotations
@@ -39,6 +43,63 @@ def gunicorn_bind(address: str) -> str:
     if address.startswith("tcp://"):
         return address[len("tcp://") :]
     return address
+
+
+# Set by run() in the master before the workers fork: the TLS listeners' ports and what their
+# SSL context is made of (certificate, key, client CA). A listener is known by its port: a plain
+# bind may not share one (run() refuses it), and a host name resolves to whatever address.
+_TLS_PORTS: set[int] = set()
+_TLS_FILES: dict[str, str] = {}
+HANDSHAKE_TIMEOUT = 15.0  # seconds a client may take to finish its TLS handshake
+
+
+def _tcp_port(address: str, key: str) -> int:
+    """The port of a tcp://HOST:PORT bind; ValueError naming the setting otherwise."""
+    _host, sep, port = gunicorn_bind(address).rpartition(":")
+    if address.startswith("unix:") or not sep or not port.isdigit():
+        raise ValueError(f"[gateway] {key}: expected tcp://HOST:PORT, not {address!r}")
+    return int(port)
+
+
+def tls_context(cert: str, key: str, client_ca: str) -> ssl.SSLContext:
+    """The TLS listeners' context (made in the worker, after gevent patched ssl)."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=client_ca or None)
+    context.load_cert_chain(certfile=cert, keyfile=key)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    # Optional: a client without a certificate may still authenticate with the headers; one
+    # that presents a certificate not of this CA (or expired) fails the handshake.
+    context.verify_mode = ssl.CERT_OPTIONAL if client_ca else ssl.CERT_NONE
+    return context
+
+
+def _gevent_worker():
+    """gunicorn's gevent worker, wrapping the connections of the TLS listeners (only)."""
+    from gunicorn.workers.ggevent import GeventWorker
+
+    class TLSListenerWorker(GeventWorker):
+        _context = None
+
+        def handle(self, listener, client, addr):
+            try:
+                here = listener.getsockname()
+            except OSError:
+                here = None
+            if isinstance(here, tuple) and here[1] in _TLS_PORTS:
+                if self._context is None:
+                    self._context = tls_context(
+                        _TLS_FILES["cert"], _TLS_FILES["key"], _TLS_FILES.get("client_ca", "")
+                    )
+                try:
+                    client.settimeout(HANDSHAKE_TIMEOUT)
+                    client = self._context.wrap_socket(client, server_side=True)
+                    client.settimeout(None)
+                except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+                    self.log.info("TLS handshake with %s failed: %s", addr, exc)
+                    client.close()
+                    return
+            super().handle(listener, client, addr)
+
+    return TLSListenerWorker
 
 
 class _Server(BaseApplication):
@@ -138,8 +199,22 @@ def run(settings, factory, *, name: str = "moorage-gateway", metrics_dir: str = 
         "limit_request_line": 16384,
         **_metrics_hooks(settings, metrics_dir),
     }
-    if settings.gateway.tls_cert:
-        options.update(certfile=settings.gateway.tls_cert, keyfile=settings.gateway.tls_key)
-        if settings.gateway.tls_ca:
-            options.update(ca_certs=settings.gateway.tls_ca, cert_reqs=ssl.CERT_REQUIRED)
+    gw = settings.gateway
+    if gw.tls_bind:
+        if not (gw.tls_cert and gw.tls_key):
+            raise ValueError("[gateway] tls_bind needs tls_cert and tls_key (the gateway's certificate)")
+        ports = {_tcp_port(b, "tls_bind") for b in gw.tls_bind}
+        shared = [b for b in gw.bind if not b.startswith("unix:") and _tcp_port(b, "bind") in ports]
+        if shared:
+            raise ValueError(f"[gateway] bind {shared[0]!r} shares its port with a tls_bind listener")
+        options["bind"] += [gunicorn_bind(b) for b in gw.tls_bind]
+        _TLS_PORTS.clear()
+        _TLS_PORTS.update(ports)
+        _TLS_FILES.update(cert=gw.tls_cert, key=gw.tls_key, client_ca=gw.tls_client_ca)
+        tls_context(gw.tls_cert, gw.tls_key, gw.tls_client_ca)  # refused now, not in every worker
+        options["worker_class"] = _gevent_worker()
+    elif gw.tls_cert:
+        options.update(certfile=gw.tls_cert, keyfile=gw.tls_key)
+        if gw.tls_ca:
+            options.update(ca_certs=gw.tls_ca, cert_reqs=ssl.CERT_REQUIRED)
     _Server(factory, options).run()

@@ -9,6 +9,8 @@ TOKEN_HEADER = "X-Auth-Token"
 PROJECT_HEADER = "X-Auth-Project-Id"
 # The operators' admin view of every project's objects (`moorage login --all-projects`).
 ALL_PROJECTS_HEADER = "X-Moorage-All-Projects"
+# Client certificates: issued, listed and revoked here (gateway/certapi.py), on every listener.
+CERTS_PATH = "/moorage/v1/certs"
 
 # -- agents <-> gateway ------------------------------------------------------------------------
 AGENTS_PATH = "/moorage/v1/agents"  # the agent API's prefix on the gateway's own listeners

@@ -29,8 +29,15 @@ def cmd_serve(args) -> int:
     settings = _settings(args)
     if args.bind:
         settings.gateway.bind = args.bind
+        if settings.gateway.tls_bind and not args.tls_bind:
+            # The command line's listeners replace the file's, TLS ones included (--tls-bind);
+            # the file's certificate was for its TLS listeners, not for every --bind.
+            settings.gateway.tls_bind = []
+            settings.gateway.tls_cert = settings.gateway.tls_key = ""
     if args.workers:
         settings.gateway.workers = args.workers
+    if getattr(args, "tls_bind", None):
+        settings.gateway.tls_bind = args.tls_bind
     for key in ("tls_cert", "tls_key", "tls_ca", "log_file", "pid_file", "metrics_bind"):
         if getattr(args, key, None):
             setattr(settings.gateway, key, getattr(args, key))
@@ -68,6 +75,9 @@ def cmd_serve(args) -> int:
             name="moorage-relay" if relay_only else "moorage-gateway",
             metrics_dir=metrics_dir,
         )
+    except (ValueError, OSError) as exc:  # the TLS settings (server.run checks them first)
+        print(f"moorage: {settings.source or 'settings'}: {exc}", file=sys.stderr)
+        return 2
     finally:
         server.cleanup_metrics(metrics_dir)
     return 0
@@ -418,6 +428,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--tls-cert")
         p.add_argument("--tls-key")
         p.add_argument("--tls-ca", help="verify client certificates against this CA")
+        p.add_argument(
+            "--tls-bind",
+            action="append",
+            help="a TLS listener beside --bind (repeatable; with --bind, only these)",
+        )
         p.add_argument("--log-file")
         p.add_argument("--pid-file")
         p.add_argument("--metrics-bind", help="serve Prometheus metrics on HOST:PORT")
@@ -490,9 +505,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["table", "json"], default="table")
     p.set_defaults(func=cmd_images)
 
-    from gateway.cli import login
+    from gateway.cli import certs, login
 
     login.add_parser(sub)
+    certs.add_parser(sub, _settings)
 
     p = sub.add_parser("db", help="database schema")
     p.add_argument("action", choices=["upgrade"])

@@ -436,6 +436,10 @@ def login(args, env: dict | None = None) -> tuple[str, str | None]:
 def cmd_login(args) -> int:
     # keystoneauth warns on stderr when version discovery fails; our own message says it better
     logging.getLogger("keystoneauth").setLevel(logging.ERROR)
+    if getattr(args, "tls", False):
+        from gateway.cli import certs
+
+        return certs.login_tls(args, login, LoginError)
     try:
         config_dir, host = login(args)
     except LoginError as exc:
@@ -488,6 +492,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         metavar="SECONDS",
         help=f"keep a held token only if it lives this much longer (default {DEFAULT_MIN_LIFETIME})",
     )
+    from gateway.cli import certs
+
+    certs.add_login_arguments(p)
     p.set_defaults(func=cmd_login)
     return p
 

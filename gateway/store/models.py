@@ -239,6 +239,23 @@ class PoolLease(BaseModel):
         table_name = "pool_lease"
 
 
+class ClientCert(BaseModel):
+    """A client certificate the gateway issued (gateway/tenancy/certs.py): who it names, until
+    when, and whether it was revoked. A certificate is an identity only while its row says so."""
+
+    serial = peewee.CharField(primary_key=True, max_length=40)  # hex, as `openssl x509 -serial`
+    project = peewee.CharField(max_length=64, index=True)
+    project_name = peewee.CharField(max_length=255, default="")
+    user_id = peewee.CharField(max_length=64, default="")
+    user_name = peewee.CharField(max_length=255, default="")
+    not_after = peewee.DateTimeField()
+    created_at = peewee.DateTimeField(default=utcnow)
+    revoked_at = peewee.DateTimeField(null=True)
+
+    class Meta:
+        table_name = "client_cert"
+
+
 MODELS = [
     SchemaVersion,
     Instance,
@@ -253,4 +270,5 @@ MODELS = [
     ImagePresence,
     PoolMember,
     PoolLease,
+    ClientCert,
 ]

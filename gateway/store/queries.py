@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as _dt
 
 from gateway.store.db import database, is_postgres
-from gateway.store.models import Container, Exec, Instance, Network, ProjectLock, Volume
+from gateway.store.models import ClientCert, Container, Exec, Instance, Network, ProjectLock, Volume, utcnow
 
 
 def lock_project(project: str) -> None:
@@ -113,3 +113,41 @@ def record_volume(daemon_name: str, project: str, name: str, instance_uuid: str)
 
 def forget_volumes(daemon_names: list[str]) -> None:
     Volume.delete().where(Volume.daemon_name.in_(daemon_names)).execute()
+
+
+# -- client certificates ------------------------------------------------------------------------
+
+
+def record_cert(
+    serial: str, project: str, project_name: str, user_id: str, user_name: str, not_after: _dt.datetime
+) -> None:
+    ClientCert.create(
+        serial=serial,
+        project=project,
+        project_name=project_name,
+        user_id=user_id,
+        user_name=user_name,
+        not_after=not_after,
+    )
+
+
+def cert(serial: str) -> ClientCert | None:
+    return ClientCert.get_or_none(ClientCert.serial == serial)
+
+
+def certs(project: str | None = None) -> list[ClientCert]:
+    """The certificates issued for ``project`` (None: every project's), oldest first."""
+    query = ClientCert.select()
+    if project is not None:
+        query = query.where(ClientCert.project == project)
+    return list(query.order_by(ClientCert.created_at, ClientCert.serial))
+
+
+def revoke_cert(serial: str, project: str | None = None) -> ClientCert | None:
+    """Mark the certificate revoked (kept: a revoked serial is refused, not forgotten); None if
+    there is no such certificate (of ``project``, when given). Revoking twice keeps the first time."""
+    where = ClientCert.serial == serial
+    if project is not None:
+        where &= ClientCert.project == project
+    ClientCert.update(revoked_at=utcnow()).where(where & ClientCert.revoked_at.is_null()).execute()
+    return ClientCert.get_or_none(where)

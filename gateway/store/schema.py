@@ -23,6 +23,7 @@ from gateway.store.db import (
 from gateway.store.journal import create_journal
 from gateway.store.models import (
     INSTANCE_UP,
+    ClientCert,
     Container,
     Exec,
     ImagePresence,
@@ -177,6 +178,11 @@ def _m_dedicated(db: peewee.Database) -> None:
     _add_column(db, "pool_member", "project", "VARCHAR(64)")
 
 
+def _m_client_certs(db: peewee.Database) -> None:
+    """The client certificates the gateway issued (gateway/tenancy/certs.py)."""
+    db.create_tables([ClientCert], safe=True)
+
+
 MIGRATIONS: list[Callable[[peewee.Database], None]] = [
     _m0_initial,
     _m1_networks_volumes,
@@ -186,6 +192,7 @@ MIGRATIONS: list[Callable[[peewee.Database], None]] = [
     _m5_pool,
     _m_placement_usage,
     _m_dedicated,
+    _m_client_certs,
     create_journal,  # the notification outbox and the event journal (gateway/store/journal.py)
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -1,12 +1,14 @@
 """Tenancy: who is asking (identity) and what they may see (scope).
 
-Every Docker API request carries ``X-Auth-Token`` and ``X-Auth-Project-Id``; an identity
+Every Docker API request carries ``X-Auth-Token`` and ``X-Auth-Project-Id``, or comes on a TLS
+connection with a client certificate the gateway issued (gateway/tenancy/certs.py); an identity
 provider turns them into an :class:`Identity` or refuses. The embedded provider reads a
 token file (development only); the Keystone provider (gateway/tenancy/keystone.py) validates against
 Keystone behind the same interface.
 """
 
 from gateway.config import IdentitySettings
+from gateway.tenancy.certs import ClientCertificates, authenticate_request
 from gateway.tenancy.identity import (
     EmbeddedIdentity,
     Identity,
@@ -17,10 +19,12 @@ from gateway.wire import PROJECT_LABEL
 
 __all__ = [
     "PROJECT_LABEL",
+    "ClientCertificates",
     "EmbeddedIdentity",
     "Identity",
     "IdentityProvider",
     "authenticate",
+    "authenticate_request",
     "make_provider",
 ]
 

@@ -36,6 +36,12 @@ class IdentityProvider:
         """Return the identity for ``token`` scoped to ``project_id`` or raise DockerError 401/503."""
         raise NotImplementedError
 
+    def membership(self, user_id: str, project_id: str) -> Identity:
+        """The user's identity in the project now (its roles there), for a client certificate
+        (gateway/tenancy/certs.py); DockerError 401 saying why not (no role left, project or
+        user disabled or gone), 503 when the backend cannot say."""
+        raise NotImplementedError
+
     def unreachable(self) -> str:
         """Why the backend cannot be reached now, in a few words ("": it can; /readyz).
         The embedded backend is this process: always reachable."""
@@ -91,6 +97,23 @@ class EmbeddedIdentity(IdentityProvider):
             user_name=entry.get("user_name", ""),
             roles=tuple(entry.get("roles", ())),
         )
+
+    def membership(self, user_id: str, project_id: str) -> Identity:
+        """A user keeps a project while the token file has an entry for both."""
+        try:
+            self._load()
+        except (OSError, ValueError) as exc:
+            raise DockerError(503, f"identity service unavailable: cannot read token file ({exc})") from exc
+        for entry in list(self._tokens.values()):
+            if entry.get("project_id") == project_id and entry.get("user_id", "") == user_id:
+                return Identity(
+                    project_id=project_id,
+                    project_name=entry.get("project_name", ""),
+                    user_id=user_id,
+                    user_name=entry.get("user_name", ""),
+                    roles=tuple(entry.get("roles", ())),
+                )
+        raise DockerError(401, "its user has no role in its project any more")
 
 
 # Credentials last presented on each client connection (keyed weakly by its socket).

@@ -177,14 +177,14 @@ class KeystoneIdentity(IdentityProvider):
             "right now, try again shortly (operators: see the gateway log)",
         )
 
-    def _ask(self, token: str) -> _Entry:
+    def _get(self, url: str, headers: dict | None = None):
+        """GET ``url`` under the service's own token; every failure to get an answer is 503."""
         from keystoneauth1 import exceptions as ksa_exc
 
-        started = time.monotonic()
         try:
-            resp = self.session.get(
-                self.validate_url,
-                headers={"X-Subject-Token": token},
+            return self.session.get(
+                url,
+                headers=headers or {},
                 authenticated=True,
                 raise_exc=False,
                 log=False,
@@ -207,6 +207,10 @@ class KeystoneIdentity(IdentityProvider):
         except ksa_exc.ClientException as exc:
             log.warning("Keystone at %s: %s", self.auth_url, type(exc).__name__)
             raise self._unavailable(f"Keystone at {self.auth_url} failed ({type(exc).__name__})") from exc
+
+    def _ask(self, token: str) -> _Entry:
+        started = time.monotonic()
+        resp = self._get(self.validate_url, {"X-Subject-Token": token})
         elapsed = time.monotonic() - started
         status = resp.status_code
         if status == 404:
@@ -254,6 +258,58 @@ class KeystoneIdentity(IdentityProvider):
             until=time.monotonic() + min(self.cache_ttl, max(lifetime, 0)),
             identity=identity,
             expires_at=expires_at,
+        )
+
+    # -- client certificates (gateway/tenancy/certs.py) -------------------------------------
+    def _json(self, path: str, what: str) -> dict | None:
+        """GET a v3 resource as the service: its JSON, None for 404; 503 for anything else."""
+        resp = self._get(self.auth_url + path)
+        if resp.status_code == 404:
+            return None
+        if resp.status_code == 403:
+            log.error("Keystone at %s: the gateway's service user may not read %s (403)", self.auth_url, what)
+            raise self._unavailable(f"the gateway's service user may not read {what}")
+        if resp.status_code != 200:
+            raise self._unavailable(f"Keystone answered {resp.status_code} reading {what}")
+        try:
+            return resp.json()
+        except ValueError as exc:
+            raise self._unavailable("Keystone's answer could not be read") from exc
+
+    def membership(self, user_id: str, project_id: str) -> Identity:
+        """The project exists and is enabled, the user exists and is enabled, and has at least
+        one (effective: through groups and inherited too) role on the project."""
+        from urllib.parse import quote, urlencode
+
+        project = (self._json(f"/projects/{quote(project_id, safe='')}", "projects") or {}).get("project")
+        if not project:
+            raise DockerError(401, "its project no longer exists")
+        if not project.get("enabled", True):
+            raise DockerError(401, f"its project {project.get('name', project_id)} is disabled")
+        user = (self._json(f"/users/{quote(user_id, safe='')}", "users") or {}).get("user")
+        if not user:
+            raise DockerError(401, "its user no longer exists")
+        if not user.get("enabled", True):
+            raise DockerError(401, f"its user {user.get('name', user_id)} is disabled")
+        query = urlencode(
+            {"user.id": user_id, "scope.project.id": project_id, "effective": "", "include_names": "1"}
+        )
+        found = self._json(f"/role_assignments?{query}", "role assignments") or {}
+        roles = tuple(
+            sorted(
+                {(a.get("role") or {}).get("name", "") for a in found.get("role_assignments") or ()} - {""}
+            )
+        )
+        if not roles:
+            raise DockerError(
+                401, f"its user {user.get('name', user_id)} has no role in the project any more"
+            )
+        return Identity(
+            project_id=project_id,
+            project_name=project.get("name", ""),
+            user_id=user_id,
+            user_name=user.get("name", ""),
+            roles=roles,
         )
 
     # -- readiness ----------------------------------------------------------------------------

@@ -120,6 +120,9 @@ def test_projects_never_share_and_the_stack_grows_to_its_size(dstack):
     assert rows[fixed[0]]["project"] == stack.env["MOORAGE_PROJECT_alpha"]
     assert rows[fixed[1]]["project"] == stack.env["MOORAGE_PROJECT_beta"]
 
+    # no other project is on alpha's instance: its loopback is alpha's to publish on
+    ok(stack.docker("run", "--rm", "-p", "127.0.0.1:18080:80", "busybox", "true"))
+
     # beta's instance is as unknown to alpha as beta's containers are
     pinned = stack.docker("create", "--label", f"{PIN}={fixed[1]}", "busybox", "true")
     assert pinned.returncode != 0 and f"no such instance: {fixed[1]}".encode() in pinned.stderr

@@ -30,7 +30,7 @@ RUN_REFUSED = [
     (["--sysctl", "kernel.msgmax=1"], "container:create:sysctls"),
     (["-p", "80:80"], "container:create:privileged_ports"),
     (["-p", "1000-1030:80"], "container:create:privileged_ports"),
-    (["-p", "127.0.0.1:8080:80"], "container:create:host_ip"),
+    (["-p", "198.18.0.5:8080:80"], "container:create:host_ip"),  # (loopback: accepted when dedicated)
 ]
 
 

@@ -32,7 +32,10 @@
     removed by `down --purge`, like DIR/moorage.db), with a role and database `moorage`;
   - the gateway (`moorage serve`): R replicas (--replicas R; R > 1 needs --postgres), each on
     its own port, on one database; one agent per host, inside the host's namespace, registered
-    with the first replica (any would do: they share the database);
+    with the first replica (any would do: they share the database); each replica also listens
+    with TLS on a port of its own (client certificates; the CA and the server certificate in
+    DIR/tls), and each tenant's certificate, issued by the gateway, is in DIR/tenants/T/certs
+    (MOORAGE_TLS_HOST, MOORAGE_CERTS_T in DIR/env);
   - with --nova (implies --keystone): a real Nova (scripts/nova) and no host at the start: the
     gateway's nova provider boots servers, and devstack plays cloud-init for each
     (moorage_scripts/devstack/novawatch.py: a host per ACTIVE server, running its user-data);

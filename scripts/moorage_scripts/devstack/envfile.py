@@ -11,6 +11,7 @@ from .common import TENANTS
 from .daemons import moorage_argv
 from .gateways import gateway_ports, metrics_urls
 from .state import Stack
+from .tls import tls_host
 
 
 def current_hosts(st: Stack) -> list[tuple[str, str]]:
@@ -40,6 +41,9 @@ def write_env(st: Stack) -> str:
     ]
     values += [(f"MOORAGE_CONFIG_{t}", st.path("tenants", t)) for t in TENANTS]
     values += [(f"MOORAGE_PROJECT_{t}", ids[t]) for t in TENANTS]
+    # The TLS address and each tenant's client certificate (DOCKER_CERT_PATH; devstack/tls.py).
+    values += [("MOORAGE_TLS_HOST", tls_host(st))]
+    values += [(f"MOORAGE_CERTS_{t}", st.path("tenants", t, "certs")) for t in TENANTS]
     if st.state.get("keystone"):
         values += [(f"MOORAGE_OPENRC_{t}", st.path("tenants", t, "openrc")) for t in TENANTS]
         values += [("MOORAGE_KEYSTONE_OPENRC", st.path("keystone", "openrc"))]

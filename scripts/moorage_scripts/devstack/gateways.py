@@ -16,6 +16,8 @@ from .endpoints import http_request
 from .identity import KEYSTONE_CACHE_TTL
 from .pg import database_url
 from .state import Stack
+from .tls import gateway_config as tls_gateway_config
+from .tls import tls_binds, tls_ports
 
 EXISTS_INTERVAL = 15  # seconds, --notifications
 
@@ -35,6 +37,8 @@ def write_gateway_config(st: Stack) -> str:
     ]
     if metrics_ports(st):  # replica 1's; the others' on their command lines
         lines.insert(-1, f"metrics_bind = {q(f'127.0.0.1:{metrics_ports(st)[0]}')}")
+    if tls_ports(st):  # replica 1's; the others' on their command lines
+        lines[-1:-1] = tls_gateway_config(st)
     if st.state.get("keystone"):
         try:
             with open(st.path("keystone", "openrc")) as fh:
@@ -166,6 +170,9 @@ def start_gateway(st: Stack, i: int, port: int) -> bool:
         ]
         if len(metrics_ports(st)) >= i:
             argv += ["--metrics-bind", f"127.0.0.1:{metrics_ports(st)[i - 1]}"]
+        if len(tls_ports(st)) >= i:
+            for bind in tls_binds(st, i):
+                argv += ["--tls-bind", bind]
     st.spawn(name, argv, st.path(f"gateway-{i}.log"), env=moorage_env())
     return True
 

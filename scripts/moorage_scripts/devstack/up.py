@@ -22,6 +22,7 @@ from .network import setup_network
 from .pg import start_postgres
 from .resolver import start_resolver
 from .state import Stack, running_with_postgres
+from .tls import ensure_pki, tenant_certs
 
 
 def cmd_up(args) -> int:
@@ -143,6 +144,14 @@ def cmd_up(args) -> int:
         elif not st.alive(f"gateway-{i + 1}") and not port_free(metrics_ports[i]):
             metrics_ports[i] = free_port()
     st.state["metrics_ports"] = metrics_ports[: want["replicas"]]
+    # Each replica's TLS listener (client certificates; devstack/tls.py).
+    tls_ports = list(st.state.get("tls_ports") or [])
+    for i in range(want["replicas"]):
+        if i >= len(tls_ports):
+            tls_ports.append(free_port())
+        elif not st.alive(f"gateway-{i + 1}") and not port_free(tls_ports[i]):
+            tls_ports[i] = free_port()
+    st.state["tls_ports"] = tls_ports[: want["replicas"]]
     if want["postgres"]:
         st.state.setdefault("pg", {})
         st.state["pg"].setdefault("password", secrets.token_hex(16))
@@ -184,11 +193,13 @@ def cmd_up(args) -> int:
         start_postgres(st)
     if st.state.get("nova"):
         novaconf.nova_up(st)
+    ensure_pki(st)
     if st.state.get("notifications"):
         start_broker(st)
     write_gateway_config(st)
     if not st.state["no_gateway"]:
         start_gateways(st)
+        tenant_certs(st, st.state["port"])
         if st.state.get("nova"):
             novawatch.start_watcher(st)
         for i in range(1, st.nhosts + 1):
