@@ -233,6 +233,10 @@ class NovaSettings:
     agent_port: int = 2376
     docker: str = "unix:///var/run/docker.sock"
     name_prefix: str = "moorage-"
+    # Dedicated tenancy: each project's servers are created in the project itself through a
+    # Keystone trust its first user delegates to the service user (gateway/tenancy/trusts.py).
+    trust_key_file: str = ""  # Fernet key(s) sealing the stored trust IDs, one a line; first seals
+    trust_roles: list[str] = field(default_factory=lambda: ["member"])  # what the trust delegates
 
 
 @dataclass

@@ -73,11 +73,23 @@ def tls_context(cert: str, key: str, client_ca: str) -> ssl.SSLContext:
 
 
 def _gevent_worker():
-    """gunicorn's gevent worker, wrapping the connections of the TLS listeners (only)."""
+    """gunicorn's gevent worker, wrapping the connections of the TLS listeners (only), and
+    ending the relayed streams when it stops gracefully."""
     from gunicorn.workers.ggevent import GeventWorker
 
     class TLSListenerWorker(GeventWorker):
         _context = None
+
+        def handle_exit(self, sig, frame):
+            """SIGTERM: a graceful stop. No new connection is taken, calls in flight finish,
+            and the streams that never end by themselves (logs -f, events, stats) are ended
+            as dockerd would end them, so that clients see their end, not a broken body."""
+            super().handle_exit(sig, frame)
+            from relay.upstream import end_streams
+
+            ended = end_streams()
+            if ended:
+                self.log.info("graceful stop: ended %d stream(s) being relayed", ended)
 
         def handle(self, listener, client, addr):
             try:
@@ -182,7 +194,9 @@ def run(settings, factory, *, name: str = "moorage-gateway", metrics_dir: str = 
     options = {
         "bind": [gunicorn_bind(b) for b in settings.gateway.bind],
         "workers": int(settings.gateway.workers),
-        "worker_class": "gevent",
+        # gunicorn's gevent worker, with the TLS listeners' handshake and a graceful stop
+        # that ends the streams being relayed (_gevent_worker)
+        "worker_class": _gevent_worker(),
         "worker_connections": 2000,
         # Streams and hijacked sessions live as long as the client wants; the gevent
         # worker's liveness is checked by its own heartbeat, not by request duration.
@@ -212,7 +226,6 @@ def run(settings, factory, *, name: str = "moorage-gateway", metrics_dir: str = 
         _TLS_PORTS.update(ports)
         _TLS_FILES.update(cert=gw.tls_cert, key=gw.tls_key, client_ca=gw.tls_client_ca)
         tls_context(gw.tls_cert, gw.tls_key, gw.tls_client_ca)  # refused now, not in every worker
-        options["worker_class"] = _gevent_worker()
     elif gw.tls_cert:
         options.update(certfile=gw.tls_cert, keyfile=gw.tls_key)
         if gw.tls_ca:

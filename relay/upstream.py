@@ -9,11 +9,31 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import weakref
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from urllib.parse import urlparse
 
 BUFFER = 256 * 1024
+
+# The bodies being relayed now (iter_body), so that a server shutting down gracefully can end
+# them (end_streams): a `logs -f` or `events` never ends by itself, and a stream cut when the
+# worker finally exits reaches the client as a broken chunked body rather than its end.
+_relaying: weakref.WeakSet = weakref.WeakSet()
+
+
+def end_streams() -> int:
+    """End every body being relayed, as if the daemon had ended it: what was received is
+    passed on, then the stream's proper end. Returns how many were ended."""
+    ended = 0
+    for upstream in list(_relaying):
+        upstream.ending = True
+        with contextlib.suppress(OSError):
+            upstream.sock.shutdown(socket.SHUT_RDWR)
+        ended += 1
+    return ended
+
+
 MAX_HEAD = 64 * 1024
 
 
@@ -154,6 +174,7 @@ class UpstreamResponse:
         self.headers = headers
         self.method = method
         self.closed = False
+        self.ending = False  # end_streams asked this body to end
 
     def header(self, name: str, default: str | None = None) -> str | None:
         lname = name.lower()
@@ -190,8 +211,11 @@ class UpstreamResponse:
 
     def iter_body(self, size: int = BUFFER) -> Iterator[bytes]:
         """Yield the body as it arrives, framing removed. Closes the socket at the end."""
+        _relaying.add(self)
         try:
             if not self.has_body:
+                return
+            if self.ending:
                 return
             if self.chunked:
                 yield from self._iter_chunked(size)
@@ -209,7 +233,12 @@ class UpstreamResponse:
                     if not data:
                         break
                     yield data
+        except (UpstreamError, OSError, ValueError):
+            if not self.ending:
+                raise
+            # ended by end_streams: the end of the body, not an error
         finally:
+            _relaying.discard(self)
             self.close()
 
     def _iter_chunked(self, size: int) -> Iterator[bytes]:

@@ -1,7 +1,15 @@
-"""The nova provider: instances the gateway boots through Nova, for every tenant.
+"""The nova provider: instances the gateway boots through Nova.
 
-python-novaclient on a keystoneauth1 session with the service credentials of ``[nova]``.
-Servers belong to the service project the operator configured; each carries the metadata
+python-novaclient on keystoneauth1 sessions of the service user of ``[nova]``. Where a server is
+created depends on ``[placement] tenancy``:
+
+- ``dedicated`` (the default): in the project it is for, through that project's Keystone trust
+  (gateway/tenancy/trusts.py: made from the caller's token at the project's first boot, kept
+  sealed, reused for every later boot, listing and delete), so it counts against the project's
+  Nova quota and shows in its ``openstack server list``, owned by the user who made the trust;
+- ``shared``: in the service project the operator configured.
+
+Each server carries the metadata
 ``moorage:pool=<[placement] pool_id>`` (and ``moorage:member=<pool member id>``), and the pool
 never deletes a server without that mark. Each server's user-data is a shell script that
 installs (if needed) and starts ``moorage agent`` with a one-time bootstrap secret.
@@ -31,6 +39,11 @@ installs (if needed) and starts ``moorage agent`` with a one-time bootstrap secr
     docker = "unix:///var/run/docker.sock"
     name_prefix = "moorage-"
     microversion = "2.90"
+    trust_key_file = "/etc/moorage/trust.key"   # dedicated: Fernet key(s) sealing the trust IDs
+    trust_roles = ["member"]          # dedicated: the roles each project's trust delegates
+
+Nova's refusals reach the client in Docker's shape, naming the project and the cause: a quota
+(403 "Nova quota exceeded for project ..."), the flavor or anything else (503).
 """
 
 from __future__ import annotations
@@ -40,9 +53,14 @@ import datetime as _dt
 import logging
 import shlex
 import threading
+from typing import Any
 
+from gateway import store
 from gateway.config import NovaSettings, PlacementSettings, Settings
+from gateway.errors import DockerError
 from gateway.placement.provider import Provider
+from gateway.placement.scheduler import dedicated
+from gateway.tenancy.trusts import Delegation, Sealer, StoredTrust, TrustStore, create_trust, delete_trust
 
 log = logging.getLogger("moorage.pool.nova")
 
@@ -56,6 +74,8 @@ class NovaProvider(Provider):
     can_grow = True
 
     def __init__(self, conf: NovaSettings, settings: Settings, client_factory=None):
+        """``client_factory(trust_id)``: a novaclient Client, with the service user's own
+        project scope (trust_id None) or scoped to a trust."""
         missing = [k for k in REQUIRED if not getattr(conf, k)]
         if missing and client_factory is None:
             raise ValueError(f'[placement] provider = "nova" needs [nova] {", ".join(missing)}')
@@ -65,20 +85,43 @@ class NovaProvider(Provider):
         self.boot_timeout = conf.boot_timeout
         self.empty_grace = conf.empty_grace_seconds
         self.max_instances = conf.max_instances
+        self.roles = list(conf.trust_roles) or list(NovaSettings().trust_roles)
+        self.trusts: TrustStore | None = None
+        if dedicated(settings):
+            if settings.identity.backend != "keystone":
+                raise ValueError(
+                    '[placement] provider = "nova" with tenancy "dedicated" creates each project\'s '
+                    "servers in the project itself, through a Keystone trust made from its users' "
+                    'tokens: it needs [identity] backend = "keystone" (or set [placement] tenancy = '
+                    '"shared" to boot every server in the service project)'
+                )
+            self.trusts = TrustStore(Sealer.from_file(conf.trust_key_file))  # ValueError if unusable
         self._factory = client_factory or self._client
         self._nova = None
+        self._session = None
+        self._trustee: str | None = None
         self._flavor_id: str | None = None
         self._image_id: str | None = None
         self._lock = threading.Lock()
+        self._clients: dict[str, tuple[str, Any]] = {}  # project -> (trust ID, its client)
+        self._seen: dict[str, str | None] = {}  # server ID -> its project, from the last listing
+        self._names: dict[str, str] = {}  # project ID -> name, as callers' tokens said
 
-    # -- the client -----------------------------------------------------------------------------
-    def _client(self):
-        from keystoneauth1 import session as ks_session
+    # -- the clients ----------------------------------------------------------------------------
+    def _auth(self, trust_id: str | None = None):
         from keystoneauth1.identity import v3
-        from novaclient import client as nova_client
 
         c = self.conf
-        auth = v3.Password(
+        if trust_id:
+            # The trust sets the project (and, impersonating, the user the token speaks for).
+            return v3.Password(
+                auth_url=c.auth_url,
+                username=c.username,
+                password=c.password,
+                user_domain_name=c.user_domain_name,
+                trust_id=trust_id,
+            )
+        return v3.Password(
             auth_url=c.auth_url,
             username=c.username,
             password=c.password,
@@ -86,15 +129,107 @@ class NovaProvider(Provider):
             user_domain_name=c.user_domain_name,
             project_domain_name=c.project_domain_name,
         )
-        sess = ks_session.Session(auth=auth, timeout=c.timeout)
+
+    def _client(self, trust_id: str | None = None):
+        from keystoneauth1 import session as ks_session
+        from novaclient import client as nova_client
+
+        c = self.conf
+        sess = ks_session.Session(auth=self._auth(trust_id), timeout=c.timeout)
         return nova_client.Client(c.microversion, session=sess, region_name=c.region_name or None)
 
     @property
     def nova(self):
+        """The service project's client (shared tenancy; flavors and images)."""
         with self._lock:
             if self._nova is None:
-                self._nova = self._factory()
+                self._nova = self._factory(None)
             return self._nova
+
+    @property
+    def session(self):
+        """The service user's keystoneauth1 session (its user ID; the trust calls)."""
+        from keystoneauth1 import session as ks_session
+
+        with self._lock:
+            if self._session is None:
+                self._session = ks_session.Session(auth=self._auth(), timeout=self.conf.timeout)
+            return self._session
+
+    def trustee_id(self) -> str:
+        if self._trustee is None:
+            self._trustee = self.session.get_user_id()
+        return str(self._trustee)
+
+    def _where(self, project: str | None) -> str:
+        if project is None or self.trusts is None:
+            return f"Moorage's service project {self.conf.project_name}"
+        name = self._names.get(project)
+        return f"project {name} ({project})" if name else f"project {project}"
+
+    def _nova_for(self, project: str | None):
+        """The client that acts in ``project``: through its stored trust (dedicated), or the
+        service project's (shared, or a server booted before the project had its own)."""
+        if project is None or self.trusts is None:
+            return self.nova
+        trust = self.trusts.get(project)  # the store's, which another worker may have replaced
+        if trust is None:
+            raise RuntimeError(
+                f"no Keystone trust is stored for {self._where(project)}: Moorage cannot act there "
+                "until a create of one of its users needs a new instance and makes one"
+            )
+        with self._lock:
+            entry = self._clients.get(project)
+        if entry is not None and entry[0] == trust.trust_id:
+            return entry[1]
+        return self._keep(trust)
+
+    def _keep(self, trust: StoredTrust):
+        client = self._factory(trust.trust_id)
+        with self._lock:
+            self._clients[trust.project] = (trust.trust_id, client)
+        return client
+
+    # -- trusts (dedicated tenancy) -------------------------------------------------------------
+    def authorize(self, project: str | None, delegation: Delegation | None = None) -> None:
+        """Before a boot for ``project``: a trust Keystone honours now, the stored one or a new
+        one made from the caller's token (``delegation``)."""
+        if project is None or self.trusts is None:
+            return
+        from keystoneauth1 import exceptions as ksa_exc
+
+        if delegation is not None and delegation.project_name:
+            self._names[project] = delegation.project_name
+        old = self.trusts.get(project)
+        if old is not None:
+            try:
+                # A new session's first token: Keystone says now whether the trust still holds.
+                self._keep(old).client.get_token()
+                return
+            except (ksa_exc.Unauthorized, ksa_exc.Forbidden, ksa_exc.NotFound) as exc:
+                log.warning(
+                    "Keystone no longer honours the trust of %s (%s): it is replaced on this boot",
+                    self._where(project),
+                    type(exc).__name__,
+                )
+                with self._lock:
+                    self._clients.pop(project, None)
+        if delegation is None or delegation.project_id != project:
+            why = "the stored one is no longer honoured" if old is not None else "none is stored"
+            raise DockerError(
+                503,
+                f"Moorage creates {self._where(project)}'s instances in the project through a "
+                f"Keystone trust, {why}, and this request carries no Keystone token of the project "
+                "to make one: run the create again with your own token (`moorage login`)",
+            )
+        trustee = self.trustee_id()
+        trust_id = create_trust(self.session, self.conf.auth_url, delegation, trustee, self.roles)
+        if old is not None:
+            self.trusts.forget(old)
+        kept = self.trusts.put(project, trust_id, delegation.user_id, trustee, self.roles)
+        if kept.trust_id != trust_id:  # another worker's trust was kept first: use it
+            delete_trust(self.session, self.conf.auth_url, delegation, trust_id)
+        self._keep(kept)
 
     def _flavor(self) -> str:
         if self._flavor_id is None:
@@ -150,6 +285,9 @@ nohup "$@" >>/var/log/moorage-agent.log 2>&1 &
 
     # -- Provider ---------------------------------------------------------------------------------
     def boot(self, member_id: str, secret: str, project: str | None = None) -> str:
+        from keystoneauth1 import exceptions as ksa_exc
+        from novaclient import exceptions as nova_exc
+
         c = self.conf
         kwargs: dict = {
             "meta": {POOL_KEY: self.pool, MEMBER_KEY: member_id},
@@ -176,27 +314,94 @@ nohup "$@" >>/var/log/moorage-agent.log 2>&1 &
                 }
             ]
         name = f"{c.name_prefix}{member_id[:12]}"
-        server = self.nova.servers.create(name, image, self._flavor(), **kwargs)
-        log.info("booted Nova server %s (%s) for pool member %s", server.id, name, member_id)
+        flavor = self._flavor()
+        nova = self._nova_for(project)
+        try:
+            server = nova.servers.create(name, image, flavor, **kwargs)
+        except nova_exc.ClientException as exc:
+            raise self._refusal(exc, project) from exc
+        except (ksa_exc.Unauthorized, ksa_exc.Forbidden, ksa_exc.NotFound) as exc:
+            with self._lock:
+                self._clients.pop(project or "", None)
+            raise DockerError(
+                503,
+                f"Keystone refused Moorage's token for {self._where(project)} ({type(exc).__name__}): "
+                "was the project's trust deleted? The next create makes a new one; try again",
+            ) from exc
+        log.info(
+            "booted Nova server %s (%s) for pool member %s in %s",
+            server.id,
+            name,
+            member_id,
+            self._where(project),
+        )
         return server.id
+
+    def _refusal(self, exc, project: str | None) -> DockerError:
+        """Nova's refusal of a boot in Docker's shape, naming the project and the cause."""
+        code = getattr(exc, "code", 0) or 0
+        why = " ".join(str(getattr(exc, "message", "") or exc).split())[:400]
+        where = self._where(project)
+        if code in (403, 413) and "quota" in why.lower():
+            return DockerError(
+                403,
+                f"Nova quota exceeded for {where}: {why}; remove containers (or instances) you no "
+                "longer need, or ask the cloud's operators to raise the project's quota "
+                "(`openstack quota show`)",
+            )
+        if "flavor" in why.lower():
+            return DockerError(
+                503,
+                f"Nova refused the flavor {self.conf.flavor!r} in {where}: {why}; operators: "
+                "[nova] flavor must exist and be usable by the project (public, or given access)",
+            )
+        return DockerError(503, f"Nova refused the boot in {where} (HTTP {code}): {why}")
+
+    def _project_of(self, server_id: str) -> str | None:
+        member = store.PoolMember.get_or_none(store.PoolMember.server_id == server_id)
+        if member is not None and member.project is not None:
+            return member.project
+        return self._seen.get(server_id)
 
     def delete(self, server_id: str) -> bool:
         from novaclient import exceptions as nova_exc
 
+        project = self._project_of(server_id)
+        nova = self._nova_for(project)
         try:
-            server = self.nova.servers.get(server_id)
+            server = nova.servers.get(server_id)
         except nova_exc.NotFound:
             return True
         if (getattr(server, "metadata", None) or {}).get(POOL_KEY) != self.pool:
             return False
         with contextlib.suppress(nova_exc.NotFound):
             server.delete()
-        log.info("deleted Nova server %s", server_id)
+        log.info("deleted Nova server %s in %s", server_id, self._where(project))
         return True
 
     def owned_servers(self) -> list[dict]:
+        """The service project's servers with this pool's mark, and (dedicated) each trusted
+        project's. A project whose listing fails counts its known servers as present, so that
+        nothing is taken for an orphan or for vanished on one failed listing."""
+        seen: dict[str, str | None] = {}
+        out = self._listing(self.nova, None, seen)
+        for project in self.trusts.projects() if self.trusts is not None else []:
+            try:
+                out += self._listing(self._nova_for(project), project, seen)
+            except Exception as exc:  # noqa: BLE001 (one project's broken trust stops no other)
+                log.warning("listing the servers of %s failed: %s", self._where(project), exc)
+                out += [
+                    {"id": m.server_id, "member": m.id, "created": None}
+                    for m in store.PoolMember.select().where(
+                        (store.PoolMember.project == project) & store.PoolMember.server_id.is_null(False)
+                    )
+                ]
+        self._seen = seen
+        return out
+
+    def _listing(self, nova, project: str | None, seen: dict) -> list[dict]:
         out = []
-        for server in self.nova.servers.list(detailed=True):
+        for server in nova.servers.list(detailed=True):
             meta = getattr(server, "metadata", None) or {}
             if meta.get(POOL_KEY) != self.pool:
                 continue
@@ -205,5 +410,6 @@ nohup "$@" >>/var/log/moorage-agent.log 2>&1 &
                 created = _dt.datetime.fromisoformat(server.created.replace("Z", "+00:00")).replace(
                     tzinfo=None
                 )
+            seen[server.id] = project
             out.append({"id": server.id, "member": meta.get(MEMBER_KEY), "created": created})
         return out

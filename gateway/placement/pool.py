@@ -232,12 +232,12 @@ def _place(request: scheduler.PlacementRequest, settings) -> scheduler.Placement
         member_id, secret = claimed[-1]
         store.release_connection()  # none is held across the boot and the wait (network I/O)
         if secret is not None:
-            _boot(provider, member_id, secret, owner)
+            _boot(provider, member_id, secret, owner, request.delegation)
         _wait(member_id, provider)
 
 
 @notifications.instance_hook("create")  # compute.container_instance.create.*
-def _boot(provider: Provider, member_id: str, secret: str, project: str | None) -> None:
+def _boot(provider: Provider, member_id: str, secret: str, project: str | None, delegation=None) -> None:
     log.info(
         "no instance has room: booting a %s instance (pool member %s%s)",
         provider.name,
@@ -245,12 +245,14 @@ def _boot(provider: Provider, member_id: str, secret: str, project: str | None) 
         f", for project {project}" if project else "",
     )
     try:
+        provider.authorize(project, delegation)  # nova, dedicated: the project's Keystone trust
         server_id = provider.boot(member_id, secret, project)
     except Exception as exc:  # any cloud error ends this boot
-        message = _one_line(exc)
+        # A refusal the provider put in Docker's shape keeps its status (a Nova quota: 403).
+        status, message = (exc.status, exc.message) if isinstance(exc, DockerError) else (503, _one_line(exc))
         fail(member_id, message)
         log.warning("booting an instance failed: %s", message)
-        raise DockerError(503, f"no instance could be added: {message}") from exc
+        raise DockerError(status, f"no instance could be added: {message}") from exc
     if not record_server(member_id, server_id):
         log.warning("pool member %s was abandoned while server %s booted", member_id, server_id)
 

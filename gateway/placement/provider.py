@@ -18,6 +18,12 @@ class Provider:
     capacity = 0
     max_instances = 0
 
+    def authorize(self, project: str | None, delegation=None) -> None:
+        """Before a boot for ``project``: make sure the provider may act there, using
+        ``delegation`` (the caller's credentials, gateway/tenancy/trusts.py Delegation, or None)
+        if it must. Providers that boot in their own space have nothing to do; nova makes or
+        checks the project's Keystone trust (dedicated tenancy)."""
+
     def boot(self, member_id: str, secret: str, project: str | None = None) -> str:
         """Start an instance whose agent registers with ``secret``; returns its server UUID.
         ``project``: the project it is for (dedicated tenancy), None for any (shared)."""

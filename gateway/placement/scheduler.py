@@ -5,13 +5,14 @@ from __future__ import annotations
 import datetime as _dt
 import uuid as _uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import overload
 
 from gateway import quotas, store
 from gateway.errors import DockerError
 from gateway.instances import is_live
 from gateway.store import RESERVATION_PREFIX
+from gateway.tenancy.trusts import Delegation
 from gateway.wire import PIN_LABEL  # `docker run --label org.openstack.nova.instance=<uuid>`
 
 
@@ -26,6 +27,9 @@ class PlacementRequest:
     # Only where a container would go (a new network or volume's instance): no container
     # quota is checked and no slot is reserved.
     probe: bool = False
+    # The caller's Keystone credentials: used only if this request must boot an instance in its
+    # project and the provider holds no trust for it yet (nova, dedicated tenancy).
+    delegation: Delegation | None = field(default=None, repr=False)
 
 
 @dataclass

@@ -15,6 +15,8 @@ from gateway.errors import DockerError
 from gateway.forward import call, forward, raise_for
 from gateway.placement import PlacementRequest, dedicated, place
 from gateway.tenancy import PROJECT_LABEL, names
+from gateway.tenancy.trusts import Delegation
+from gateway.wire import TOKEN_HEADER
 
 
 def home_instance(ctx: Context, *, claim: bool = False) -> store.Instance:
@@ -168,7 +170,25 @@ def hide_project_label(labels: dict | None, ctx: Context | None = None) -> None:
 def new_object_instance(ctx: Context) -> store.Instance:
     """Where a new network or volume goes: where the scheduler would put the next container
     (its containers are then placed with it). The slot is only asked about, not kept."""
-    return place(PlacementRequest(ctx.project, "", {}, probe=True), ctx.settings).instance
+    request = PlacementRequest(ctx.project, "", {}, probe=True, delegation=delegation(ctx))
+    return place(request, ctx.settings).instance
+
+
+def delegation(ctx: Context) -> Delegation | None:
+    """The caller's Keystone token and who it is, for placement: a boot in the caller's own
+    project (nova, dedicated tenancy) makes the project's trust from it when none is kept.
+    None without Keystone (the embedded backend's tokens are no Keystone credentials)."""
+    identity = ctx.identity
+    token = (ctx.req.get_header(TOKEN_HEADER) or "").strip()
+    if ctx.settings.identity.backend != "keystone" or identity is None or not token:
+        return None
+    return Delegation(
+        token=token,
+        user_id=identity.user_id,
+        project_id=identity.project_id,
+        user_name=identity.user_name,
+        project_name=identity.project_name,
+    )
 
 
 def names_stripped(chunks, project: str):

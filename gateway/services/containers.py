@@ -20,6 +20,7 @@ from gateway.services import images as images_
 from gateway.services import networks, volumes
 from gateway.services.common import (
     daemon_judges,
+    delegation,
     every_instance,
     hide_project_label,
     home_instance,
@@ -147,7 +148,13 @@ def create(ctx: Context, body, raw: bytes) -> None:
     placement = _place(
         ctx,
         PlacementRequest(
-            ctx.project, name, labels, pinned or needs.instance, memory=memory, nano_cpus=nano_cpus
+            ctx.project,
+            name,
+            labels,
+            pinned or needs.instance,
+            memory=memory,
+            nano_cpus=nano_cpus,
+            delegation=delegation(ctx),
         ),
     )
     try:

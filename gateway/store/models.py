@@ -256,6 +256,24 @@ class ClientCert(BaseModel):
         table_name = "client_cert"
 
 
+class Trust(BaseModel):
+    """A Keystone trust a project's user delegated to the gateway's Nova service user, so that
+    the nova provider creates and deletes that project's dedicated servers in the project itself
+    (gateway/tenancy/trusts.py). The trust's ID is a credential (with the service user's
+    password it acts in the project): it is kept sealed (Fernet, [nova] trust_key_file), never
+    in the clear."""
+
+    project = peewee.CharField(primary_key=True, max_length=64)
+    sealed_id = peewee.TextField()  # the trust ID, Fernet-encrypted
+    trustor_user_id = peewee.CharField(max_length=64)  # the user whose token made it
+    trustee_user_id = peewee.CharField(max_length=64)  # the gateway's service user
+    roles = JSONField(null=True)  # the role names it delegates
+    created_at = peewee.DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "trust"
+
+
 MODELS = [
     SchemaVersion,
     Instance,
@@ -271,4 +289,5 @@ MODELS = [
     PoolMember,
     PoolLease,
     ClientCert,
+    Trust,
 ]

@@ -6,7 +6,17 @@ from __future__ import annotations
 import datetime as _dt
 
 from gateway.store.db import database, is_postgres
-from gateway.store.models import ClientCert, Container, Exec, Instance, Network, ProjectLock, Volume, utcnow
+from gateway.store.models import (
+    ClientCert,
+    Container,
+    Exec,
+    Instance,
+    Network,
+    ProjectLock,
+    Trust,
+    Volume,
+    utcnow,
+)
 
 
 def lock_project(project: str) -> None:
@@ -151,3 +161,38 @@ def revoke_cert(serial: str, project: str | None = None) -> ClientCert | None:
         where &= ClientCert.project == project
     ClientCert.update(revoked_at=utcnow()).where(where & ClientCert.revoked_at.is_null()).execute()
     return ClientCert.get_or_none(where)
+
+
+# -- Keystone trusts (gateway/tenancy/trusts.py) -----------------------------------------------
+
+
+def trust_of(project: str) -> Trust | None:
+    return Trust.get_or_none(Trust.project == project)
+
+
+def record_trust(
+    project: str, sealed_id: str, trustor_user_id: str, trustee_user_id: str, roles: list
+) -> bool:
+    """Keep the project's trust unless one is recorded already (another worker or replica made
+    one at the same moment); True if this one was recorded."""
+    return bool(
+        Trust.insert(
+            project=project,
+            sealed_id=sealed_id,
+            trustor_user_id=trustor_user_id,
+            trustee_user_id=trustee_user_id,
+            roles=roles,
+        )
+        .on_conflict_ignore()
+        .execute()
+        and trust_of(project).sealed_id == sealed_id  # type: ignore[union-attr]
+    )
+
+
+def forget_trust(project: str, sealed_id: str) -> None:
+    """Drop the project's trust if it is still this one (Keystone no longer honours it)."""
+    Trust.delete().where((Trust.project == project) & (Trust.sealed_id == sealed_id)).execute()
+
+
+def trusted_projects() -> list[str]:
+    return [row.project for row in Trust.select(Trust.project).order_by(Trust.project)]

@@ -36,6 +36,7 @@ from gateway.store.models import (
     Quota,
     QuotaReservation,
     SchemaVersion,
+    Trust,
     Volume,
 )
 
@@ -183,6 +184,11 @@ def _m_client_certs(db: peewee.Database) -> None:
     db.create_tables([ClientCert], safe=True)
 
 
+def _m_trusts(db: peewee.Database) -> None:
+    """The nova provider's Keystone trusts, one per project, sealed (gateway/tenancy/trusts.py)."""
+    db.create_tables([Trust], safe=True)
+
+
 MIGRATIONS: list[Callable[[peewee.Database], None]] = [
     _m0_initial,
     _m1_networks_volumes,
@@ -193,6 +199,7 @@ MIGRATIONS: list[Callable[[peewee.Database], None]] = [
     _m_placement_usage,
     _m_dedicated,
     _m_client_certs,
+    _m_trusts,
     create_journal,  # the notification outbox and the event journal (gateway/store/journal.py)
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -166,7 +166,11 @@ def stack(tmp_path_factory, short_keystone_dir):
     _background["short"] = short
     try:
         t0 = time.monotonic()
-        proc = _run([sys.executable, DEVSTACK, "up", directory, "--keystone"], timeout=900)
+        # Shared tenancy: tests/keystone/test_side_by_side.py runs both tenants on one instance
+        # (dedicated tenancy with Keystone: the nova lane, whose tenants' servers are their own).
+        proc = _run(
+            [sys.executable, DEVSTACK, "up", directory, "--keystone", "--tenancy", "shared"], timeout=900
+        )
         if proc.returncode != 0:
             pytest.fail(f"scripts/devstack up --keystone failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
         sys.stderr.write(f"\n[keystone lane] devstack up --keystone in {time.monotonic() - t0:.1f} s\n")

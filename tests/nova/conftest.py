@@ -54,6 +54,7 @@ class Stack:
         self.pool = env["MOORAGE_NOVA_POOL"]
         self._admin = None
         self._service = None
+        self._tenants: dict = {}
 
     def docker(self, *args: str, tenant: str = "alpha", timeout: int = 120) -> subprocess.CompletedProcess:
         """The docker CLI as a tenant, always under `timeout -s KILL`."""
@@ -95,6 +96,28 @@ class Stack:
         )
         return client.Client("2.90", session=session.Session(auth=auth, timeout=30))
 
+    def tenant(self, name: str):
+        """novaclient as the tenant's own user (its openrc), in its own project."""
+        if name not in self._tenants:
+            rc = read_exports(self.env[f"MOORAGE_OPENRC_{name}"])
+            self._tenants[name] = self._client(rc["OS_USERNAME"], rc["OS_PASSWORD"], rc["OS_PROJECT_NAME"])
+        return self._tenants[name]
+
+    def ids(self, name: str) -> tuple[str, str]:
+        """(project ID, user ID) of the tenant."""
+        sess = self.tenant(name).client.session
+        return sess.get_project_id(), sess.get_user_id()
+
+    def trusts(self, name: str) -> list[dict]:
+        """The Keystone trusts the tenant's user is trustor of, as that user lists them."""
+        sess = self.tenant(name).client.session
+        _, user_id = self.ids(name)
+        url = (
+            self.nova_rc["MOORAGE_NOVA_AUTH_URL"].rstrip("/") + f"/OS-TRUST/trusts?trustor_user_id={user_id}"
+        )
+        listed = sess.get(url).json()["trusts"]
+        return [sess.get(f"{url.split('?')[0]}/{t['id']}").json()["trust"] for t in listed]
+
     @property
     def nova_admin(self):
         if self._admin is None:
@@ -124,14 +147,18 @@ class Stack:
             if (s.metadata or {}).get("moorage:pool") == self.pool
         ]
 
+    def trust_ids(self) -> dict:
+        return {t: [x["id"] for x in self.trusts(t)] for t in ("alpha", "beta")}
+
     def boots_since(self, since: str) -> list:
         """Every server the pool booted since `since` (an ISO time), deleted ones included: a
-        deleted server loses its metadata, so these are the service project's `moorage-*` servers."""
-        project = self.nova_rc["MOORAGE_NOVA_PROJECT_ID"]
+        deleted server loses its metadata, so these are the `moorage-*` servers of the service
+        project and of the tenants' projects (dedicated tenancy boots there)."""
+        projects = {self.nova_rc["MOORAGE_NOVA_PROJECT_ID"], self.ids("alpha")[0], self.ids("beta")[0]}
         return [
             s
             for s in self.nova_admin.servers.list(search_opts={"all_tenants": 1, "changes-since": since})
-            if s.tenant_id == project and s.name.startswith("moorage-") and s.created >= since
+            if s.tenant_id in projects and s.name.startswith("moorage-") and s.created >= since
         ]
 
     def user_data(self, server_id: str) -> str:

@@ -2,7 +2,9 @@
 
 A 3rd container in a --nova --capacity 2 stack with no instance yet
 boots two instances through Nova, the agents register from user-data, and removing the containers
-deletes both instances after the grace period.
+deletes both instances after the grace period. With dedicated tenancy (devstack's default) each
+server is created in its tenant's own project, as that tenant's user, through a Keystone trust
+the tenant's token delegated to the gateway's service user, and deleted through it.
 """
 
 from __future__ import annotations
@@ -86,6 +88,31 @@ def test_third_container_boots_a_second_instance_and_empty_ones_go(stack):
         assert all(s.status == "ACTIVE" for s in servers.values())
         rows = {r["uuid"]: r for r in stack.instances()}
         assert set(rows) == set(servers)
+        # dedicated: each server is in its tenant's own project and is that user's (the trust
+        # impersonates), made through one Keystone trust per tenant to the service user
+        (alpha_project, alpha_user), (beta_project, beta_user) = stack.ids("alpha"), stack.ids("beta")
+        by_project = {s.tenant_id: s for s in servers.values()}
+        assert set(by_project) == {alpha_project, beta_project}
+        assert by_project[alpha_project].user_id == alpha_user
+        assert by_project[beta_project].user_id == beta_user
+        assert {r["uuid"]: r["project"] for r in rows.values()} == {
+            s.id: s.tenant_id for s in servers.values()
+        }
+        # ... so they show in the tenants' own `openstack server list` (and count in their quota)
+        assert [s.id for s in stack.tenant("alpha").servers.list()] == [by_project[alpha_project].id]
+        assert [s.id for s in stack.tenant("beta").servers.list()] == [by_project[beta_project].id]
+        service_user = stack.nova_service.client.session.get_user_id()
+        for tenant, project in (("alpha", alpha_project), ("beta", beta_project)):
+            trusts = stack.trusts(tenant)
+            assert len(trusts) == 1, trusts
+            trust = trusts[0]
+            assert (trust["project_id"], trust["trustee_user_id"], trust["impersonation"]) == (
+                project,
+                service_user,
+                True,
+            )
+            assert sorted(r["name"] for r in trust["roles"]) == ["member"]
+        print(f"[nova lane] servers in alpha's and beta's projects through trusts {stack.trust_ids()}")
         assert all(
             r["provider"] == "nova" and r["state"] == "up" and r["capacity"] == CAPACITY
             for r in rows.values()
@@ -140,8 +167,49 @@ def test_concurrent_creates_wait_for_the_booting_instance(stack):
     assert len(stack.boots_since(since)) == 2
     rows = stack.instances()
     assert sorted(r["containers"] for r in rows) == [2, 2]
+    # both in alpha's project, through alpha's one trust, made at its first boot and reused
+    alpha_project, _ = stack.ids("alpha")
+    assert {s.tenant_id for s in stack.pool_servers()} == {alpha_project}
+    assert len(stack.trusts("alpha")) == 1
     ok(stack.docker("rm", "-f", *names))
     wait_until("both instances deleted", lambda: not stack.hosts() and not stack.pool_servers(), GONE_WITHIN)
+
+
+def test_a_nova_quota_refusal_reaches_the_tenant_naming_its_project(stack):
+    wait_until("an empty pool", lambda: not stack.hosts(), GONE_WITHIN)
+    beta_project, _ = stack.ids("beta")
+    stack.nova_admin.quotas.update(beta_project, instances=0)
+    try:
+        proc = stack.docker("run", "-d", "--name", "over", "busybox", "sleep", "600", tenant="beta")
+        assert proc.returncode != 0
+        assert f"Nova quota exceeded for project beta ({beta_project}): Quota exceeded for instances" in (
+            proc.stderr
+        ), proc.stderr
+        print(f"[nova lane] over quota: {proc.stderr.strip()}")
+        assert stack.tenant("beta").servers.list() == []
+    finally:
+        stack.nova_admin.quotas.delete(beta_project)  # back to the defaults
+    ok(stack.docker("run", "-d", "--name", "fits", "busybox", "sleep", "600", tenant="beta"))
+    assert len(stack.trusts("beta")) == 1, "the project's trust is reused"
+    ok(stack.docker("rm", "-f", "fits", tenant="beta"))
+    wait_until("the instance deleted", lambda: not stack.hosts() and not stack.pool_servers(), GONE_WITHIN)
+
+
+def test_a_revoked_trust_is_replaced_by_the_next_create_that_boots(stack):
+    """Deleting the trust in Keystone stops Moorage's use of it; the next create that needs an
+    instance makes a new one from its caller's token, as the project's first did."""
+    wait_until("an empty pool", lambda: not stack.hosts(), GONE_WITHIN)
+    (old,) = stack.trusts("alpha")
+    sess = stack.tenant("alpha").client.session
+    url = stack.nova_rc["MOORAGE_NOVA_AUTH_URL"].rstrip("/") + f"/OS-TRUST/trusts/{old['id']}"
+    assert sess.delete(url).status_code == 204
+    ok(stack.docker("run", "-d", "--name", "again", "busybox", "sleep", "600"))
+    (new,) = stack.trusts("alpha")
+    assert new["id"] != old["id"]
+    alpha_project, _ = stack.ids("alpha")
+    assert [s.tenant_id for s in stack.pool_servers()] == [alpha_project]
+    ok(stack.docker("rm", "-f", "again"))
+    wait_until("the instance deleted", lambda: not stack.hosts() and not stack.pool_servers(), GONE_WITHIN)
 
 
 def register(stack, secret: str) -> int:

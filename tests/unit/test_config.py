@@ -279,6 +279,13 @@ def test_devstack_keystone_and_nova_settings_load(tmp_path, monkeypatch):
         5.0,
         "http://198.18.0.1:2375",
     )
+    # dedicated tenancy: the tenants' trusts are sealed with a key devstack made
+    from gateway.tenancy.trusts import Sealer
+
+    assert s.nova.trust_key_file == st.path("trust.key") and s.nova.trust_roles == ["member"]
+    assert (
+        Sealer.from_file(s.nova.trust_key_file).open(Sealer.from_file(st.path("trust.key")).seal("t")) == "t"
+    )
     from gateway.tenancy import keystone
 
     pytest.importorskip("keystoneauth1")

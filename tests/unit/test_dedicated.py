@@ -10,6 +10,7 @@ import threading
 import time
 
 import pytest
+from cryptography.fernet import Fernet
 
 from gateway import config, instances, store
 from gateway.errors import DockerError
@@ -103,15 +104,23 @@ def test_a_probe_claims_too(settings):
     assert place(req("q", probe=True), settings).instance.uuid == "b"
 
 
-def test_the_pool_boots_an_instance_per_project(settings, monkeypatch):
+def test_the_pool_boots_an_instance_per_project(settings, monkeypatch, tmp_path):
     settings.placement.provider = "nova"
     settings.placement.capacity = 4
+    settings.identity = config.IdentitySettings(backend="keystone", auth_url="http://198.18.1.5:5000/v3")
     nova = FakeNova()
+    key = tmp_path / "trust.key"
+    key.write_bytes(Fernet.generate_key())
     prov = NovaProvider(
-        config.NovaSettings(flavor="m1.moorage", gateway_url="http://198.18.1.1:2375", boot_timeout=5),
+        config.NovaSettings(
+            flavor="m1.moorage", gateway_url="http://198.18.1.1:2375", boot_timeout=5, trust_key_file=str(key)
+        ),
         settings,
-        client_factory=lambda: nova,
+        client_factory=nova.open,
     )
+    assert prov.trusts is not None
+    for project in ("p", "q"):  # each project's server is created through its own trust
+        prov.trusts.put(project, f"trust-of-{project}", f"user-of-{project}", "moorage-user", ["member"])
     monkeypatch.setitem(pool._providers, ("nova", id(settings)), prov)
     monkeypatch.setattr(pool, "POLL_INTERVAL", 0.02)
 
@@ -137,6 +146,8 @@ def test_the_pool_boots_an_instance_per_project(settings, monkeypatch):
     assert len(nova.servers.creates) == 2
     members = {m.server_id: m.project for m in store.PoolMember.select()}
     assert members == {first_p.uuid: "p", first_q.uuid: "q"}
+    assert nova.servers.by_id[first_p.uuid].scope == "trust-of-p"
+    assert nova.servers.by_id[first_q.uuid].scope == "trust-of-q"
 
 
 def test_an_agent_is_believed_about_its_own_project_only(settings):

@@ -7,6 +7,9 @@ import time
 import uuid
 
 import pytest
+from cryptography.fernet import Fernet
+from keystoneauth1 import exceptions as ksa_exc
+from keystoneauth1.identity import v3
 from novaclient import exceptions as nova_exc
 
 from gateway import config, quotas, store
@@ -14,6 +17,7 @@ from gateway.errors import DockerError
 from gateway.placement import PlacementRequest, place, pool, reaper, scheduler
 from gateway.placement.nova import NovaProvider
 from gateway.store import schema
+from gateway.tenancy.trusts import Delegation
 
 
 class FakeServer:
@@ -24,6 +28,7 @@ class FakeServer:
         self.metadata = dict(meta)
         self.userdata = userdata
         self.created = store.utcnow().isoformat() + "Z"
+        self.scope = None  # the trust it was created through (its project); None: the service's
 
     def delete(self):
         self.nova.deleted.append(self.id)
@@ -36,11 +41,12 @@ class FakeServers:
         self.by_id = {}
         self.creates = []
 
-    def create(self, name, image, flavor, **kw):
+    def create(self, name, image, flavor, scope=None, **kw):
         if self.nova.fail:
-            raise RuntimeError(self.nova.fail)
+            raise self.nova.fail if isinstance(self.nova.fail, Exception) else RuntimeError(self.nova.fail)
         self.creates.append((name, image, flavor, kw))
         server = FakeServer(self.nova, name, kw.get("meta") or {}, kw.get("userdata") or "")
+        server.scope = scope
         self.by_id[server.id] = server
         if self.nova.on_create:
             self.nova.on_create(server)
@@ -55,6 +61,25 @@ class FakeServers:
         return list(self.by_id.values())
 
 
+class ScopedServers:
+    """One project's view, as a client scoped to it sees Nova: its own servers only."""
+
+    def __init__(self, servers, scope):
+        self.all, self.scope = servers, scope
+
+    def create(self, name, image, flavor, **kw):
+        return self.all.create(name, image, flavor, scope=self.scope, **kw)
+
+    def get(self, server_id):
+        server = self.all.get(server_id)
+        if server.scope != self.scope:
+            raise nova_exc.NotFound(404)
+        return server
+
+    def list(self, detailed=True):
+        return [s for s in self.all.list() if s.scope == self.scope]
+
+
 class FakeFlavor:
     id = "f1"
     name = "m1.moorage"
@@ -67,6 +92,22 @@ class FakeNova:
         self.deleted = []
         self.fail = ""
         self.on_create = None
+        self.opened = []  # the trust ID of each client the provider opened (None: the service's)
+        self.client = self  # novaclient's keystoneauth adapter: the provider asks it for a token
+        self.refuse_token = None  # a keystoneauth exception its token request raises
+
+    def get_token(self):
+        if self.refuse_token is not None:
+            raise self.refuse_token
+        return "a-trust-scoped-token"
+
+    def open(self, trust_id):
+        """The client the provider asks for: scoped to the trust's project, or the service's."""
+        self.opened.append(trust_id)
+        view = type("ScopedNova", (), {})()
+        view.servers = ScopedServers(self.servers, trust_id)
+        view.flavors, view.client = self.flavors, self
+        return view
 
 
 def secret_of(server) -> str:
@@ -78,6 +119,7 @@ def settings(db_url):
     """Every pool test on SQLite and on PostgreSQL (claims and drains share the placement lock)."""
     s = config.Settings(gateway=config.GatewaySettings(database=db_url))
     s.placement = config.PlacementSettings(provider="nova", capacity=2, pool_id="test-pool")
+    s.identity = config.IdentitySettings(backend="keystone", auth_url="http://198.18.1.5:5000/v3")
     store.init(s.gateway.database)
     yield s
     store.close()
@@ -89,17 +131,24 @@ def nova():
 
 
 @pytest.fixture
-def provider(settings, nova, monkeypatch):
+def provider(settings, nova, monkeypatch, tmp_path):
+    """Dedicated tenancy (the default): projects p and q each hold a trust already."""
+    key = tmp_path / "trust.key"
+    key.write_bytes(Fernet.generate_key() + b"\n")
     prov = NovaProvider(
         config.NovaSettings(
             flavor="m1.moorage",
             gateway_url="http://198.18.1.1:2375",
             boot_timeout=5,
             empty_grace_seconds=10,
+            trust_key_file=str(key),
         ),
         settings,
-        client_factory=lambda: nova,
+        client_factory=nova.open,
     )
+    assert prov.trusts is not None
+    for project in ("p", "q"):
+        prov.trusts.put(project, f"trust-of-{project}", f"user-of-{project}", "moorage-user", ["member"])
     monkeypatch.setitem(pool._providers, ("nova", id(settings)), prov)
     monkeypatch.setattr(pool, "POLL_INTERVAL", 0.02)
     return prov
@@ -125,8 +174,8 @@ def register_after(nova, delay=0.05):
     nova.on_create = on_create
 
 
-def req(name="", project="p"):
-    return PlacementRequest(project=project, name=name, labels={})
+def req(name="", project="p", delegation=None):
+    return PlacementRequest(project=project, name=name, labels={}, delegation=delegation)
 
 
 def used(instance_uuid):
@@ -402,3 +451,111 @@ def test_a_server_deleted_behind_moorages_back_is_forgotten_once_its_agent_is_si
     assert store.Container.select().count() == 0 and store.Volume.select().count() == 0
     assert store.PoolMember.select().count() == 0
     assert not nova.deleted  # nothing left to delete
+
+
+# -- the provider acts in each project through its own trust --------------------------------------
+
+
+def test_each_projects_server_is_created_and_deleted_through_its_own_trust(settings, provider, nova):
+    register_after(nova)
+    on_p = place(req(project="p"), settings).instance.uuid
+    on_q = place(req(project="q"), settings).instance.uuid
+    servers = nova.servers.by_id
+    assert servers[on_p].scope == "trust-of-p" and servers[on_q].scope == "trust-of-q"
+    # each project lists its own; a server of the service project is listed once, as the service's
+    listed = {s["id"] for s in provider.owned_servers()}
+    assert listed == {on_p, on_q}
+    # the reaper deletes q's empty instance through q's trust (p's cannot even see it)
+    store.Container.delete().execute()
+    t0 = store.utcnow()
+    idle = lambda inst: ""  # noqa: E731 (the daemon holds nothing)
+    reaper.reap_once(settings, provider, now=t0, check_daemon=idle)
+    reaper.reap_once(settings, provider, now=t0 + dt.timedelta(seconds=11), check_daemon=idle)
+    assert sorted(nova.deleted) == sorted([on_p, on_q])
+    assert store.PoolMember.select().count() == 0
+
+
+def test_a_boot_for_a_project_without_a_trust_and_without_a_token_is_refused(settings, provider, nova):
+    with pytest.raises(DockerError) as exc:
+        place(req(project="r"), settings)
+    assert exc.value.status == 503
+    assert "through a Keystone trust, none is stored" in exc.value.message
+    assert "`moorage login`" in exc.value.message
+    assert nova.servers.creates == []
+    assert store.PoolMember.get().state == store.FAILED
+
+
+def test_a_token_of_another_project_makes_no_trust(settings, provider, nova):
+    other = Delegation(token="t", user_id="u", project_id="q")
+    with pytest.raises(DockerError) as exc:
+        place(req(project="r", delegation=other), settings)
+    assert exc.value.status == 503 and nova.servers.creates == []
+
+
+def test_a_trust_keystone_no_longer_honours_is_replaced_from_the_callers_token(settings, provider, nova):
+    """Revoked: Keystone refuses its token. The caller's own token makes the new one (here
+    Keystone is unreachable, through keystoneauth's real session: a 503 naming Keystone)."""
+    provider.conf.auth_url = "http://127.0.0.1:9/v3"  # nothing listens on the discard port
+    provider._session = None
+    provider._trustee = "moorage-user-id"
+    nova.refuse_token = ksa_exc.NotFound("Could not find trust")
+    caller = Delegation(token="tok", user_id="alice", project_id="p", project_name="alpha")
+    with pytest.raises(DockerError) as exc:
+        place(req(project="p", delegation=caller), settings)
+    assert exc.value.status == 503
+    assert "cannot reach Keystone to delegate project alpha (p) to Moorage" in exc.value.message
+    assert nova.servers.creates == []
+    assert provider.trusts.get("p").trust_id == "trust-of-p"  # type: ignore[union-attr]  # kept until replaced
+
+
+def test_a_nova_quota_refusal_is_a_403_naming_the_project(settings, provider, nova):
+    nova.fail = nova_exc.Forbidden(
+        403, "Quota exceeded for instances: Requested 1, but already used 1 of 1 instances"
+    )
+    with pytest.raises(DockerError) as exc:
+        place(req(project="p"), settings)
+    assert exc.value.status == 403
+    assert exc.value.message.startswith(
+        "no instance could be added: Nova quota exceeded for project p: Quota exceeded for instances"
+    )
+    assert "raise the project's quota" in exc.value.message
+    nova.fail = nova_exc.BadRequest(400, "Flavor's disk is too small for requested image.")
+    with pytest.raises(DockerError) as exc:
+        place(req(project="p"), settings)
+    assert (
+        exc.value.status == 503 and "Nova refused the flavor 'm1.moorage' in project p" in exc.value.message
+    )
+
+
+def test_dedicated_nova_needs_keystone_and_a_trust_key(settings, tmp_path):
+    conf = config.NovaSettings(flavor="m1.moorage", gateway_url="http://198.18.1.1:2375")
+    with pytest.raises(ValueError, match="trust_key_file is not set"):
+        NovaProvider(conf, settings, client_factory=lambda trust_id: None)
+    settings.identity = config.IdentitySettings(backend="embedded", token_file="x")
+    with pytest.raises(ValueError, match='needs \\[identity\\] backend = "keystone"'):
+        NovaProvider(conf, settings, client_factory=lambda trust_id: None)
+    # shared tenancy: every server in the service project, no trust, no key
+    settings.placement.tenancy = "shared"
+    assert NovaProvider(conf, settings, client_factory=lambda trust_id: None).trusts is None
+
+
+def test_shared_tenancy_boots_in_the_service_project(settings, nova, monkeypatch):
+    settings.placement.tenancy = "shared"
+    prov = NovaProvider(
+        config.NovaSettings(flavor="m1.moorage", gateway_url="http://198.18.1.1:2375", boot_timeout=5),
+        settings,
+        client_factory=nova.open,
+    )
+    monkeypatch.setitem(pool._providers, ("nova", id(settings)), prov)
+    monkeypatch.setattr(pool, "POLL_INTERVAL", 0.02)
+    register_after(nova)
+    server = place(req(project="p"), settings).instance.uuid
+    assert nova.servers.by_id[server].scope is None and nova.opened == [None]
+
+
+def test_the_trust_scoped_auth_is_keystoneauths_own_trust_scope(settings, provider):
+    auth = provider._auth("a-trust-id")
+    assert isinstance(auth, v3.Password)
+    assert auth.trust_id == "a-trust-id" and auth.project_name is None and auth.project_id is None
+    service = provider._auth()
+    assert service.trust_id is None

@@ -2,11 +2,13 @@
 
 `up --nova` implies --keystone, starts Nova (scripts/nova up DIR/nova), configures the gateway with
 `[placement] provider = "nova"` and starts no instance host: novawatch.py makes hosts for the
-servers the gateway boots.
+servers the gateway boots. With dedicated tenancy (the default) those servers are created in the
+tenants' own projects through Keystone trusts (gateway/tenancy/trusts.py), sealed with DIR/trust.key.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -73,6 +75,17 @@ def novarc(st) -> dict:
     return from_file
 
 
+def trust_key(st) -> str:
+    """DIR/trust.key: the Fernet key sealing the Keystone trusts the gateway keeps (dedicated
+    tenancy: each project's servers are created in the project through its trust), made once."""
+    path = st.path("trust.key")
+    if not os.path.exists(path):
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(base64.urlsafe_b64encode(os.urandom(32)) + b"\n")  # what Fernet.generate_key() makes
+    return path
+
+
 def gateway_config(st) -> list[str]:
     """The [placement] and [nova] lines of the gateway's moorage.toml."""
     q = json.dumps
@@ -102,6 +115,8 @@ def gateway_config(st) -> list[str]:
         f"empty_grace_seconds = {float(st.state.get('nova_grace', DEFAULT_GRACE)):g}",
         f"agent_command = {q(moorage_argv()[0])}",
         'agent_install = "echo moorage is missing >&2; exit 1"',
+        f"trust_key_file = {q(trust_key(st))}",
+        'trust_roles = ["member"]  # what the tenants\' trusts delegate to the service user',
     ]
     return lines
 
