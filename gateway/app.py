@@ -139,21 +139,25 @@ class Gateway:
             credential = "certificate"
         else:
             credential = "none"
-        audit.record(
-            audit.Request(
-                method=method,
-                operation=operation,
-                status=status,
-                reference=environ.get("moorage.reference", ""),
-                project=identity.project_id if identity else "",
-                user=identity.user_id if identity else "",
-                user_name=identity.user_name if identity else "",
-                address=environ.get("REMOTE_ADDR", ""),
-                credential=credential,
-                reason=environ.get("moorage.refusal", "") if status >= 400 else "",
-                request_id=environ.get("moorage.request_id", ""),
+        try:
+            audit.record(
+                audit.Request(
+                    method=method,
+                    operation=operation,
+                    status=status,
+                    reference=environ.get("moorage.reference", ""),
+                    project=identity.project_id if identity else "",
+                    user=identity.user_id if identity else "",
+                    user_name=identity.user_name if identity else "",
+                    address=environ.get("REMOTE_ADDR", ""),
+                    credential=credential,
+                    reason=environ.get("moorage.refusal", "") if status >= 400 else "",
+                    request_id=environ.get("moorage.request_id", ""),
+                )
             )
-        )
+        finally:
+            # Answered, and its connection already returned (__call__): the audit's own goes back too.
+            store.release_connection()
 
     # -- versions -------------------------------------------------------------------------
     def api_range(self) -> tuple[str, str]:

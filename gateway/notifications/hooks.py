@@ -47,6 +47,7 @@ def _tell(action: str, phase: str, facts: tuple[str, str, str, str], fault: dict
         ),
         "ERROR" if phase == "error" else "INFO",
     )
+    store.release_connection()  # the pool holds none across a boot's or deletion's network I/O
 
 
 def instance_hook(action: str) -> Callable:
