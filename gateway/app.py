@@ -12,11 +12,25 @@ import time
 
 import falcon
 
-from gateway import agentapi, certapi, fairshare, health, instances, logs, metrics, store, upkeep, versions
+from gateway import (
+    agentapi,
+    certapi,
+    fairshare,
+    health,
+    instances,
+    logs,
+    metrics,
+    notifications,
+    store,
+    upkeep,
+    versions,
+)
 from gateway.context import Context
 from gateway.errors import DockerError, page_not_found, scrubbed
+from gateway.notifications import audit, recorder, sender
 from gateway.placement import reaper
 from gateway.routing import Router
+from gateway.services import notices
 from gateway.tenancy import ClientCertificates, authenticate_request, make_provider, names
 from gateway.wire import AGENTS_PATH, CERTS_PATH, REQUEST_ID_HEADER
 
@@ -61,9 +75,12 @@ class Gateway:
         store.init(settings.gateway.database)
         self.agent_router = Router(agentapi.ROUTES)
         self.fairshare = fairshare.FairShare(settings)
+        notifications.configure(settings)
         if name == "gateway":
             reaper.start_reaper(settings)  # only acts when the pool can grow (nova)
             upkeep.start(settings, self.fairshare)
+            sender.start_sender(settings)  # only with [notifications]; one worker acts, by lease
+            recorder.start_recorder(settings)  # the event journal; one worker acts, by lease
         self._api_cache: tuple[float, str, str] | None = None
         app = falcon.App(media_type=falcon.MEDIA_JSON)
         # No Content-Type unless one is stated: dockerd sends none on empty answers (204, resize,
@@ -106,6 +123,8 @@ class Gateway:
         # the client's. Labels are the route's operation ID, so their number stays bounded.
         hijacked = bool(environ.get("moorage.hijacked"))
         self._record(environ, "101" if hijacked and status[0] == "000" else status[0], started)
+        operation = environ.get("moorage.operation", "Unknown")
+        self._audit(environ, operation, 101 if hijacked and status[0] == "000" else int(status[0]))
         if hijacked:
             # The connection was handed to the relay and is finished. Tell gunicorn to write
             # nothing more and close it: StopIteration is its "close this connection" signal.
@@ -160,6 +179,41 @@ class Gateway:
                 },
             )
 
+    @staticmethod
+    def _audit(environ, operation: str, status: int) -> None:
+        """The request's CADF event, if it mutates or was refused (gateway/notifications/audit.py)."""
+        method = environ.get("REQUEST_METHOD", "")
+        if environ.get("PATH_INFO", "").startswith(AGENTS_PATH) or not audit.wanted(
+            method, status, operation
+        ):
+            return  # the agents' registrations and heartbeats are the gateway's own traffic
+        identity = environ.get("moorage.identity")
+        if environ.get("HTTP_X_AUTH_TOKEN"):
+            credential = "token"
+        elif environ.get("wsgi.url_scheme") == "https":
+            credential = "certificate"
+        else:
+            credential = "none"
+        try:
+            audit.record(
+                audit.Request(
+                    method=method,
+                    operation=operation,
+                    status=status,
+                    reference=environ.get("moorage.reference", ""),
+                    project=identity.project_id if identity else "",
+                    user=identity.user_id if identity else "",
+                    user_name=identity.user_name if identity else "",
+                    address=environ.get("REMOTE_ADDR", ""),
+                    credential=credential,
+                    reason=environ.get("moorage.refusal", "") if status >= 400 else "",
+                    request_id=environ.get("moorage.request_id", ""),
+                )
+            )
+        finally:
+            # Answered, and its connection already returned (__call__): the audit's own goes back too.
+            store.release_connection()
+
     # -- versions -------------------------------------------------------------------------
     def api_range(self) -> tuple[str, str]:
         """(maximum, minimum) API version to advertise: the gateway's own range, which
@@ -185,7 +239,10 @@ class Gateway:
             req.env["moorage.operation"] = route.operation
         if req.path.startswith(CERTS_PATH):
             return self._certs(req, resp)
+        if route is not None and route.reference:
+            req.env["moorage.reference"] = params.get(route.reference, "")  # the audit's target
         identity = self._authenticate(req)
+        req.env["moorage.identity"] = identity
         if route is None:
             raise page_not_found()  # as dockerd: no version headers on an unknown route
         maximum, minimum = self.api_range()
@@ -203,7 +260,7 @@ class Gateway:
             # Open from here until the answer is closed (__call__) or the hijack ends.
             req.env["moorage.stream"] = True
             metrics.STREAMS.inc()
-        route.handler(ctx)
+        notices.around(ctx, route.handler)
 
     def _authenticate(self, req: falcon.Request):
         return authenticate_request(self.identity, self.certs, req.headers, req.env.get("gunicorn.socket"))
@@ -254,6 +311,7 @@ class Gateway:
         if isinstance(exc, DockerError):
             for name, value in getattr(exc, "headers", ()):  # Retry-After (gateway/fairshare.py)
                 resp.set_header(name, value)
+        req.env["moorage.refusal"] = error.message  # the audit's reason (gateway/notifications/audit.py)
         resp.status = error.status
         resp.content_type = error.content_type
         resp.stream = None

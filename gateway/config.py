@@ -67,6 +67,16 @@ burst = 100                       # requests at once above the rate (0: one seco
 streams = 20                      # streamed or hijacked answers open at once (logs -f, attach...)
 sync_interval = 1                 # seconds between each worker's exchange with the store
 refusal_delay = 1                 # seconds a refused request waits before its 429
+[notifications]                   # gateway/notifications/: docs/notifications.md
+transport_url = "rabbit://..."    # oslo.messaging transport; "" with driver messagingv2: off
+topics = ["notifications"]
+driver = "messagingv2"            # or "log" (to the gateway's log), "noop" (off)
+exists_interval = 3600            # seconds between compute.container.exists rounds; 0: none
+outbox_limit = 100000             # notifications queued in the store while the broker is away
+audit = true                      # CADF audit events (audit.http.response) for mutating requests
+audit_log = ""                    # also append each CADF event, one JSON line, to this file
+[events]
+retention = 604800                # seconds the store keeps daemon and gateway events (7 days)
 """
 
 from __future__ import annotations
@@ -267,6 +277,33 @@ class LocalSettings:
 
 
 @dataclass
+class NotificationsSettings:
+    """[notifications]: what the gateway tells OpenStack (gateway/notifications/)."""
+
+    transport_url: str = ""
+    topics: list[str] = field(default_factory=lambda: ["notifications"])
+    driver: str = "messagingv2"
+    exists_interval: float = 3600.0
+    outbox_limit: int = 100000
+    audit: bool = True
+    audit_log: str = ""
+
+    @property
+    def enabled(self) -> bool:
+        """Whether anything is queued: a driver that sends somewhere."""
+        if self.driver == "noop":
+            return False
+        return self.driver == "log" or bool(self.transport_url)
+
+
+@dataclass
+class EventsSettings:
+    """[events]: the durable per-project event journal (gateway/notifications/recorder.py)."""
+
+    retention: float = 7 * 86400.0  # seconds; 0: no journal (docker events is the daemons' only)
+
+
+@dataclass
 class Settings:
     gateway: GatewaySettings = field(default_factory=GatewaySettings)
     identity: IdentitySettings = field(default_factory=IdentitySettings)
@@ -277,6 +314,8 @@ class Settings:
     rate_limits: RateLimitSettings = field(default_factory=RateLimitSettings)
     nova: NovaSettings = field(default_factory=NovaSettings)
     local: LocalSettings = field(default_factory=LocalSettings)
+    notifications: NotificationsSettings = field(default_factory=NotificationsSettings)
+    events: EventsSettings = field(default_factory=EventsSettings)
     source: str = ""  # the file read, "" for none
 
 

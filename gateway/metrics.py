@@ -25,6 +25,8 @@ time. Without metrics_bind (unit tests, ``moorage`` commands) the values live in
                                                     counted at every agent heartbeat and by each
                                                     worker every heartbeat interval
     moorage_rate_refusals_total{kind}               429s of the fair shares (requests, streams)
+    moorage_notifications_dropped_total             notifications dropped: the outbox was full
+    moorage_notifications_sent_total                notifications handed to the broker
 
 Recording is a few in-memory (or mmap-file) writes: nothing on the request path asks the store.
 """
@@ -71,6 +73,10 @@ HEARTBEATS_MISSED = Gauge(
 RATE_REFUSALS = Counter(
     "moorage_rate_refusals", "Requests refused (429) for a project's fair share", ["kind"]
 )
+NOTIFICATIONS_DROPPED = Counter(
+    "moorage_notifications_dropped", "Notifications dropped because the outbox was full"
+)
+NOTIFICATIONS_SENT = Counter("moorage_notifications_sent", "Notifications handed to the broker")
 HEARTBEATS = Counter("moorage_agent_heartbeats", "Agent heartbeats received, by result", ["result"])
 
 

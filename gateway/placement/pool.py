@@ -37,7 +37,7 @@ import uuid as _uuid
 
 import peewee
 
-from gateway import instances, metrics, store
+from gateway import instances, metrics, notifications, store
 from gateway.config import PlacementSettings, Settings
 from gateway.errors import DockerError
 from gateway.placement import scheduler
@@ -236,6 +236,7 @@ def _place(request: scheduler.PlacementRequest, settings) -> scheduler.Placement
         _wait(member_id, provider)
 
 
+@notifications.instance_hook("create")  # compute.container_instance.create.*
 def _boot(provider: Provider, member_id: str, secret: str, project: str | None, delegation=None) -> None:
     log.info(
         "no instance has room: booting a %s instance (pool member %s%s)",

@@ -15,7 +15,7 @@ import secrets
 import socket
 import time
 
-from gateway import instances, store
+from gateway import instances, notifications, store
 from gateway.agentclient import AgentClient
 from gateway.config import PlacementSettings
 from gateway.placement import wipe
@@ -176,6 +176,7 @@ def _undrain(member: PoolMember) -> None:
         ).execute()
 
 
+@notifications.instance_hook("delete")  # compute.container_instance.delete.*
 def _delete_server(provider: Provider, member: PoolMember) -> bool:
     """Delete the member's server, then its rows. True when it is gone."""
     if member.server_id:

@@ -19,6 +19,7 @@ import gevent.queue
 
 from gateway import imagemap, store
 from gateway.context import Context
+from gateway.services import event_replay
 from gateway.tenancy import PROJECT_LABEL, names, scope
 
 # What each merged stream's reader puts in the queue when its stream ends.
@@ -96,11 +97,31 @@ def _encode(event: dict, project: str) -> bytes:
     return imagemap.rewrite_bytes(project, json.dumps(event, separators=(",", ":")).encode()) + b"\n"
 
 
-def tenant_events(ctx: Context, streams: list, *, ordered: bool) -> Iterator[bytes]:
+def tenant_events(
+    ctx: Context,
+    streams: list,
+    *,
+    ordered: bool,
+    replayed: list[dict] | None = None,
+    filters: dict | None = None,
+) -> Iterator[bytes]:
     """The merged stream. With ``until``, every stream ends: the events are then sent in time
-    order, as one daemon would; a live stream is sent as events arrive."""
+    order, as one daemon would; a live stream is sent as events arrive. ``replayed``: events
+    from the journal (gateway/services/event_replay.py), sent first, filtered by ``filters``
+    as the daemons filter their own."""
     judge = EventJudge(ctx.project, ctx.all_projects)
     yield b""  # the response head at once: `docker events` waits for it before any event
+    held = []
+    for event in replayed or ():
+        if not judge.keep(event):
+            continue
+        event = judge.rewrite(event)
+        if filters and not event_replay.matches(filters, event):
+            continue
+        if ordered:
+            held.append(event)
+        else:
+            yield _encode(event, judge.project)
     queue: gevent.queue.Queue = gevent.queue.Queue()
 
     def read(upstream) -> None:
@@ -115,7 +136,6 @@ def tenant_events(ctx: Context, streams: list, *, ordered: bool) -> Iterator[byt
     readers = [gevent.spawn(read, upstream) for upstream in streams]
     try:
         remaining = len(readers)
-        held = []
         while remaining:
             item = queue.get()
             if item is _END:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import time
 from urllib.parse import urlencode
 
 from gateway import instances, quotas
 from gateway.context import Context
 from gateway.forward import call, check_agent, forward, raise_for, respond, send
-from gateway.services import images
+from gateway.notifications import recorder
+from gateway.services import event_replay, images
 from gateway.services.common import (
     every_instance,
     fanout,
@@ -16,6 +18,7 @@ from gateway.services.common import (
     home_instance,
     owned,
     parse_filters,
+    with_query,
 )
 from gateway.services.events import tenant_events
 from gateway.tenancy import PROJECT_LABEL, scope
@@ -104,12 +107,25 @@ def events(ctx: Context) -> None:
         forward(ctx, home_instance(ctx))  # filters dockerd cannot parse either: its own error
         return
     live = fanout(ctx)
-    if not live:
+    now = time.time_ns()
+    since = event_replay.parse_time(ctx.query("since"), now)
+    until = event_replay.parse_time(ctx.query("until"), now)
+    replayed, newest = [], {}
+    if since is not None and ctx.settings.events.retention > 0:
+        # What no daemon may hold any more, from the journal; each daemon then from just after.
+        replayed, newest = event_replay.replay(ctx.project, ctx.all_projects, since, until)
+    if not live and not replayed:
         home_instance(ctx)  # the 503 that says so
+    if until is not None and until < now:
+        # A window wholly in the past: each daemon is asked only for what follows its replay.
+        live = [i for i in live if newest.get(i.uuid, -1) < until]
     streams = []
     try:
         for instance in live:
-            upstream = send(ctx, instance, path="/events")
+            query = None
+            if instance.uuid in newest:
+                query = with_query(ctx, since=recorder.since_query(newest[instance.uuid] + 1))
+            upstream = send(ctx, instance, path="/events", query=query)
             check_agent(instance, upstream)
             if upstream.status != 200:
                 respond(ctx, instance, upstream)  # dockerd's own error (bad since/until, ...)
@@ -122,4 +138,6 @@ def events(ctx: Context) -> None:
     ctx.resp.status = 200
     ctx.resp.content_type = "application/json"
     bounded = bool(ctx.query("until"))
-    ctx.resp.stream = tenant_events(ctx, streams, ordered=bounded)
+    ctx.resp.stream = tenant_events(
+        ctx, streams, ordered=bounded, replayed=replayed, filters=parse_filters(ctx) or {}
+    )

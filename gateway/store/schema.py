@@ -20,6 +20,7 @@ from gateway.store.db import (
     release_connection,
     serialized,
 )
+from gateway.store.journal import create_journal
 from gateway.store.models import (
     INSTANCE_UP,
     ClientCert,
@@ -212,6 +213,7 @@ MIGRATIONS: list[Callable[[peewee.Database], None]] = [
     _m_trusts,
     _m_buildkit,
     _m_fair_shares,
+    create_journal,  # the notification outbox and the event journal (gateway/store/journal.py)
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

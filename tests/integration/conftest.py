@@ -98,7 +98,7 @@ def stack():
         return
     directory = tempfile.mkdtemp(prefix="moorage-it-")
     up = subprocess.run(
-        [sys.executable, DEVSTACK, "up", directory, "--hosts", "2"],
+        [sys.executable, DEVSTACK, "up", directory, "--hosts", "2", "--notifications"],
         capture_output=True,
         text=True,
         timeout=300,

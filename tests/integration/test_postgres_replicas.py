@@ -1,6 +1,7 @@
 """Two gateway replicas on one PostgreSQL (`scripts/devstack up DIR --postgres --replicas 2
---hosts 2 --capacity 8`): quotas and placement hold under concurrent creates split across the
-replicas; the operator's `moorage quota`; the project's usage in `docker info`.
+--hosts 2 --capacity 8 --notifications`): quotas and placement hold under concurrent creates
+split across the replicas; the operator's `moorage quota`; the project's usage in `docker info`;
+each notification is sent once, whichever replica queued it.
 
 The stack is this module's own (scripts/test runs it in the `postgres` lane, after the shared
 stack of the integration lane is down). Set MOORAGE_TEST_PG_ENV=/path/to/DIR/env to reuse a
@@ -51,6 +52,7 @@ def pg_stack():
             str(CAPACITY),
             "--max-hosts",
             str(HOSTS),  # no host booted on demand: the races meet a fixed capacity
+            "--notifications",
         ],
         capture_output=True,
         text=True,
@@ -439,3 +441,29 @@ def test_fair_share_holds_across_replicas(pg_stack):
         assert other.status_code == 200
     finally:
         pg_stack.admin("quota", "unset", project, "rate")
+
+
+def test_replicas_send_each_notification_once(pg_stack):
+    from tests.integration.test_notifications import Listener, data
+
+    remove_all(pg_stack, "alpha")
+    listener = Listener(pg_stack.env["MOORAGE_TRANSPORT_URL"])
+    try:
+        answers = race(pg_stack, "alpha", 8)
+        created = [a.json()["Id"] for a in answers if a.status_code == 201]
+        assert created
+
+        def ends(got):
+            return [
+                data(p)["container_id"]
+                for _, _, e, p in got
+                if e == "compute.container.create.end" and data(p)["container_id"] in created
+            ]
+
+        listener.wait_for(lambda got: set(ends(got)) == set(created), 60)
+        time.sleep(3)  # what a second sender would have sent twice would be here by now
+        got = ends(listener.got)
+        assert sorted(got) == sorted(created), "a create.end was sent twice"
+    finally:
+        listener.stop()
+        remove_all(pg_stack, "alpha")

@@ -112,7 +112,7 @@ cpus = 2.5
 def test_unknown_section(tmp_path):
     assert error(tmp_path, "[placment]\nstrategy = 'fill'\n") == (
         "unknown section [placment]; known: gateway, identity, placement, policy, limits, quotas, "
-        "rate_limits, nova, local"
+        "rate_limits, nova, local, notifications, events"
     )
     assert error(tmp_path, "bind = 'tcp://0.0.0.0:2375'\n").startswith(
         "unknown key (outside any section) [bind]; known: gateway"
@@ -303,6 +303,23 @@ def test_keystone_refuses_a_key_its_plugin_does_not_know():
         keystone.plugin(identity)
     with pytest.raises(ValueError, match="unknown key"):
         keystone.KeystoneIdentity(identity)
+
+
+def test_notifications_and_events_sections(tmp_path):
+    path = tmp_path / "moorage.toml"
+    path.write_text(
+        '[notifications]\ntransport_url = "rabbit://u:p@127.0.0.1:5672/"\ndriver = "messagingv2"\n'
+        'topics = ["notifications", "moorage"]\nexists_interval = 60\n[events]\nretention = 3600\n'
+    )
+    s = config.load(str(path))
+    assert s.notifications.transport_url == "rabbit://u:p@127.0.0.1:5672/"
+    assert s.notifications.topics == ["notifications", "moorage"]
+    assert s.notifications.exists_interval == 60.0 and s.notifications.enabled
+    assert s.events.retention == 3600.0
+    defaults = config.Settings()
+    assert defaults.notifications.topics == ["notifications"] and not defaults.notifications.enabled
+    assert defaults.events.retention == 7 * 86400
+    assert error(tmp_path, "[notifications]\ndrivr = 'log'\n").startswith("unknown key [notifications] drivr")
 
 
 def test_tenancy_is_dedicated_unless_the_operator_shares(tmp_path):

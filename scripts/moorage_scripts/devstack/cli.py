@@ -4,10 +4,13 @@
                             [--postgres] [--replicas R] [--tenancy dedicated|shared]
                             [--max-hosts N] [--release-grace SECONDS]
                             [--nova [--nova-grace SECONDS] [--nova-boot-timeout SECONDS]]
+                            [--notifications]
     scripts/devstack down DIR [--purge]     # --purge: also the daemons' data and moorage.db
     scripts/devstack hosts DIR
     scripts/devstack stop-host DIR I
     scripts/devstack start-host DIR I
+    scripts/devstack stop-broker DIR         # --notifications: stop / start the stack's RabbitMQ
+    scripts/devstack start-broker DIR
     scripts/devstack seed ENDPOINT          # import the offline busybox:latest into any daemon
     scripts/devstack busybox-tar FILE       # write the busybox rootfs tarball
 
@@ -41,6 +44,8 @@
     boots more on demand (`devstack boot-host`, localhosts.py), up to --max-hosts in all, deleting
     them once empty for --release-grace; a host of the --hosts N is wiped before another
     project claims it;
+  - with --notifications, a RabbitMQ of the stack's own on loopback (broker.py), the gateway's
+    [notifications] transport_url and MOORAGE_TRANSPORT_URL in DIR/env;
   - DIR/env, the shell `export` lines that tests source; `up` also prints them on stdout
     (progress goes to stderr), so `eval "$(scripts/devstack up DIR)"` works.
 Every command is idempotent; every name derives from a hash of DIR's absolute path, so stacks
@@ -53,6 +58,7 @@ import argparse
 import sys
 
 from . import localhosts, novawatch, resolver
+from .broker import cmd_start_broker, cmd_stop_broker
 from .common import Fail, Usage
 from .down import cmd_down
 from .hosts import cmd_busybox_tar, cmd_hosts, cmd_seed, cmd_start_host, cmd_stop_host
@@ -130,6 +136,11 @@ def main(argv: list[str] | None = None) -> int:
         help="a host that stays empty this long is deleted (booted on demand) or, dedicated, "
         "wiped and freed for any project (default 60)",
     )
+    up.add_argument(
+        "--notifications",
+        action="store_true",
+        help="a RabbitMQ on loopback for the gateway's notifications (MOORAGE_TRANSPORT_URL)",
+    )
     up.add_argument("--no-gateway", action="store_true", help=argparse.SUPPRESS)
     up.set_defaults(func=cmd_up)
 
@@ -166,6 +177,13 @@ def main(argv: list[str] | None = None) -> int:
     listed = sub.add_parser("list-hosts", help=argparse.SUPPRESS)
     listed.add_argument("dir", metavar="DIR")
     listed.set_defaults(func=localhosts.cmd_list_hosts)
+    for name, func, text in (
+        ("stop-broker", cmd_stop_broker, "stop the stack's RabbitMQ (--notifications)"),
+        ("start-broker", cmd_start_broker, "start the stack's RabbitMQ again"),
+    ):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("dir", metavar="DIR")
+        p.set_defaults(func=func)
 
     seed = sub.add_parser("seed", help="import the offline busybox:latest into a daemon")
     seed.add_argument("endpoint", metavar="ENDPOINT", help="unix:///PATH or tcp://HOST:PORT")

@@ -10,6 +10,7 @@ import signal
 import time
 
 from . import novaconf
+from .broker import forget_epmd, stop_broker
 from .common import DAEMON_COMMS, DOCKERD_STOP_TIMEOUT, STOP_TIMEOUT, require_root, run, say
 from .identity import keystone_down
 from .network import link_exists, teardown_network
@@ -144,6 +145,8 @@ def cmd_down(args) -> int:
         novaconf.nova_down(st, purge=args.purge)
     stop_postgres(st)
     keystone_down(st)
+    stop_broker(st)  # --notifications: after the gateways, which were its clients
+    forget_epmd(st)
     daemons = [n for n in procs if n.startswith("dockerd-")]
     for name in daemons:  # all at once: each stops its containers
         if st.alive(name):
@@ -163,6 +166,7 @@ def cmd_down(args) -> int:
         for data in sorted(glob.glob(os.path.join(glob.escape(st.dir), "hosts", "*", "docker"))):
             say(f"removing {data}")
             shutil.rmtree(data, ignore_errors=True)
+        shutil.rmtree(st.path("rabbitmq"), ignore_errors=True)  # the broker's queues went with the map
         for suffix in ("", "-wal", "-shm", "-journal"):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(st.path("moorage.db" + suffix))

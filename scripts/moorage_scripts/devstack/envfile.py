@@ -6,6 +6,7 @@ import os
 import shlex
 
 from . import novaconf
+from .broker import transport_url
 from .common import TENANTS
 from .daemons import moorage_argv
 from .gateways import gateway_ports, metrics_urls
@@ -51,6 +52,8 @@ def write_env(st: Stack) -> str:
             ("MOORAGE_NOVA_RC", st.path("nova", "novarc")),
             ("MOORAGE_NOVA_POOL", novaconf.pool_id(st)),
         ]
+    if st.state.get("notifications"):
+        values += [("MOORAGE_TRANSPORT_URL", transport_url(st))]
     values += [
         ("DOCKER_CONFIG", st.path("tenants", "alpha")),
         ("MOORAGE_ADMIN", admin),

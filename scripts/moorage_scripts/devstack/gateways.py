@@ -9,6 +9,7 @@ import sys
 from .. import REPO
 from ..ports import port_free
 from . import novaconf
+from .broker import transport_url
 from .common import GATEWAY_START_TIMEOUT, Fail, parse_exports, run, say, write_private
 from .daemons import moorage_argv, moorage_env
 from .endpoints import http_request
@@ -17,6 +18,8 @@ from .pg import database_url
 from .state import Stack
 from .tls import gateway_config as tls_gateway_config
 from .tls import tls_binds, tls_ports
+
+EXISTS_INTERVAL = 15  # seconds, --notifications
 
 
 def write_gateway_config(st: Stack) -> str:
@@ -90,6 +93,15 @@ def write_gateway_config(st: Stack) -> str:
                 f"max_hosts = {bootable}",
                 f"empty_grace_seconds = {grace:g}",
             ]
+    if st.state.get("notifications"):
+        lines += [
+            "",
+            "[notifications]",
+            f"transport_url = {q(transport_url(st))}",
+            "# short, so that a test sees compute.container.exists within seconds",
+            f"exists_interval = {EXISTS_INTERVAL}",
+            f"audit_log = {q(st.path('audit.log'))}",
+        ]
     # Absent until someone writes it (every policy rule refused); the gateway re-reads it on change.
     lines += ["", "[policy]", f"file = {q(st.path('policy.yaml'))}"]
     path = st.path("moorage.toml")

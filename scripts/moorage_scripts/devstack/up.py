@@ -10,6 +10,7 @@ import time
 from ..ports import free_port, port_free
 from . import novaconf, novawatch
 from .agents import forget_removed_hosts, start_agent
+from .broker import start_broker
 from .busybox import build_busybox_tar, seed_busybox
 from .common import MAX_HOSTS, MAX_REPLICAS, TENANTS, Fail, Usage, require_root, say
 from .daemons import start_dockerd, start_registry, wait_dockerd
@@ -71,6 +72,7 @@ def cmd_up(args) -> int:
         "release_grace": args.release_grace
         if args.release_grace is not None
         else old.get("release_grace", 60.0),
+        "notifications": bool(args.notifications or old.get("notifications", False)),
     }
     if want["max_hosts"] < 0:
         raise Usage("--max-hosts must be 0 or more")
@@ -101,12 +103,14 @@ def cmd_up(args) -> int:
             "replicas": "--replicas",
             "nova": "--nova",
             "tenancy": "--tenancy",
+            "notifications": "--notifications",
         }
         st.state.setdefault("keystone", False)
         st.state.setdefault("postgres", False)
         st.state.setdefault("replicas", 1)
         st.state.setdefault("nova", False)
         st.state.setdefault("tenancy", "dedicated")
+        st.state.setdefault("notifications", False)
         diff = [
             k for k in flags if st.state.get(k) != want[k] and not (k == "hosts" and want[k] > st.nhosts)
         ]  # growing is fine
@@ -190,6 +194,8 @@ def cmd_up(args) -> int:
     if st.state.get("nova"):
         novaconf.nova_up(st)
     ensure_pki(st)
+    if st.state.get("notifications"):
+        start_broker(st)
     write_gateway_config(st)
     if not st.state["no_gateway"]:
         start_gateways(st)
