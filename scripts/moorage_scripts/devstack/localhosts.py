@@ -24,9 +24,7 @@ import uuid
 from .busybox import seed_busybox
 from .common import AGENT_PORT, DOCKERD_STOP_TIMEOUT, MAX_HOSTS, Fail, run, say
 from .daemons import moorage_argv, moorage_env, start_dockerd, wait_dockerd
-from .endpoints import http_request
 from .envfile import write_env
-from .gateways import publish_busybox
 from .hosts import open_stack
 from .network import link_exists, setup_host_net
 from .state import Stack
@@ -80,11 +78,6 @@ def cmd_boot_host(args) -> int:
     st.save()
     try:
         make_host(st, i)
-        # The seeded busybox:latest has an ID of this daemon's: public like every host's.
-        status, body = http_request(st.endpoint(i), "GET", "/images/busybox:latest/json", timeout=10)
-        if status != 200:
-            raise Fail(f"host {i}: busybox:latest is missing after seeding ({status})")
-        publish_busybox(st, json.loads(body)["Id"])
         state = os.path.join(st.host_dir(i), "agent")
         os.makedirs(state, exist_ok=True)
         secret_file = os.path.join(state, "bootstrap-secret")
