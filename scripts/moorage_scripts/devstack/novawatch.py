@@ -19,14 +19,13 @@ import time
 import urllib.parse
 
 from .. import REPO
-from .busybox import seed_busybox
-from .common import DOCKERD_STOP_TIMEOUT, MAX_HOSTS, Fail, parse_exports, run, say
-from .daemons import moorage_argv, moorage_env, start_dockerd, wait_dockerd
+from .common import MAX_HOSTS, Fail, parse_exports, say
+from .daemons import moorage_argv, moorage_env
 from .endpoints import http_request
 from .envfile import write_env
 from .gateways import publish_busybox
 from .identity import Keystone
-from .network import link_exists, setup_host_net
+from .localhosts import make_host, unmake_host
 from .novaconf import novarc, pool_id
 from .state import Stack
 
@@ -126,10 +125,7 @@ def add_host(st, server: dict) -> None:
         st.state["nova_hosts"][sid] = i
         st.save()
         try:
-            setup_host_net(st, i)
-            start_dockerd(st, i)
-            wait_dockerd(st, i)
-            seed_busybox(st.endpoint(i), st.path("busybox.tar"), verify=True)
+            make_host(st, i)
             if not st.state.get("busybox_public"):
                 # Public before any agent registers: the create waiting for this host runs busybox.
                 status, body = http_request(st.endpoint(i), "GET", "/images/busybox:latest/json", timeout=10)
@@ -175,14 +171,7 @@ def remove_host(st, sid: str) -> None:
         i = st.state.setdefault("nova_hosts", {}).get(sid)
         if i is None:
             return
-        st.stop(f"agent-{i}", f"agent of host {i}")
-        st.stop(f"dockerd-{i}", f"dockerd of host {i}", DOCKERD_STOP_TIMEOUT, group=False)
-        if link_exists(st.veth(i)):
-            run(["ip", "link", "del", st.veth(i)], check=False, timeout=10)
-        if os.path.exists(st.netns_path(i)):
-            run(["ip", "netns", "del", st.netns(i)], check=False, timeout=10)
-        shutil.rmtree(st.host_dir(i), ignore_errors=True)
-        shutil.rmtree(st.host_run(i), ignore_errors=True)
+        unmake_host(st, i)
         del st.state["nova_hosts"][sid]
         st.state.setdefault("nova_index", {}).pop(sid, None)
         st.save()
