@@ -431,6 +431,25 @@ def public_names() -> set[str]:
     return {r.daemon_ref for r in IR.select().where(IR.project == PUBLIC)}
 
 
+def public_images() -> dict[str, set[str]]:
+    """image ID -> its public references (operator-published images; a public image seeded on
+    each daemon has an ID per daemon)."""
+    found: dict[str, set[str]] = {}
+    rows = IR.select(IR.image_id, IR.reference).where(IR.project == PUBLIC).tuples()
+    for image_id, reference in rows:  # type: ignore[misc]  (peewee's tuples() rows)
+        found.setdefault(image_id, set()).add(reference)
+    return found
+
+
+def familiar_tag(tag: str) -> str:
+    """A daemon's RepoTag as a public ImageRef spells it ("busybox:latest" for
+    "docker.io/library/busybox:latest")."""
+    for prefix in ("docker.io/library/", "docker.io/"):
+        if tag.startswith(prefix):
+            return tag[len(prefix) :]
+    return tag
+
+
 def holds_reference(project: str, reference: str) -> bool:
     """Whether ``project``'s tag ``reference`` (familiar, tagged) names an image."""
     return IR.select().where((IR.project == project) & (IR.reference == reference)).exists()

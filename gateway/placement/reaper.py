@@ -15,7 +15,7 @@ import secrets
 import socket
 import time
 
-from gateway import instances, notifications, store
+from gateway import imagemap, instances, notifications, store
 from gateway.agentclient import AgentClient
 from gateway.config import PlacementSettings
 from gateway.placement import wipe
@@ -257,7 +257,7 @@ def release_empty(settings, now: _dt.datetime | None = None, wipe_host=wipe.wipe
             ).execute()
             _empty_since[uuid] = now
             continue
-        public = set(wipe.public_images())
+        public = set(imagemap.public_images())
         with store.write_transaction():
             P = store.ImagePresence
             P.delete().where((P.instance == uuid) & P.image_id.not_in(list(public) or [""])).execute()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
-from gateway import store
+from gateway import imagemap, store
 from gateway.agentclient import AgentClient
 
 PREDEFINED_NETWORKS = frozenset({"bridge", "host", "none"})
@@ -20,25 +20,6 @@ WIPE_TIMEOUT = 120.0  # seconds for any one daemon call (a container's forced re
 
 class WipeFailed(RuntimeError):
     """The daemon still holds something after the wipe (or did not answer): the host stays out."""
-
-
-def public_images() -> dict[str, set[str]]:
-    """image ID -> its public references (operator-published images, project "")."""
-    found: dict[str, set[str]] = {}
-    R = store.ImageRef
-    rows = R.select(R.image_id, R.reference).where(R.project == "").tuples()
-    for image_id, reference in rows:  # type: ignore[misc]  (peewee's tuples() rows)
-        found.setdefault(image_id, set()).add(reference)
-    return found
-
-
-def _daemon_tag(tag: str) -> str:
-    """A daemon RepoTag as the public ImageRef spells it ("busybox:latest" for
-    "docker.io/library/busybox:latest")."""
-    for prefix in ("docker.io/library/", "docker.io/"):
-        if tag.startswith(prefix):
-            return tag[len(prefix) :]
-    return tag
 
 
 def leftovers(agent: AgentClient, public: dict[str, set[str]]) -> list[str]:
@@ -64,7 +45,7 @@ def leftovers(agent: AgentClient, public: dict[str, set[str]]) -> list[str]:
         if image_id not in public:
             found.append(f"image {image_id[:19]}")
             continue
-        extra = [t for t in image.get("RepoTags") or [] if _daemon_tag(t) not in public[image_id]]
+        extra = [t for t in image.get("RepoTags") or [] if imagemap.familiar_tag(t) not in public[image_id]]
         found += [f"tag {t}" for t in extra if t != "<none>:<none>"]
     status, df = agent.get_json("/system/df", timeout=WIPE_TIMEOUT)
     if status == 200 and isinstance(df, dict):
@@ -76,7 +57,7 @@ def wipe(instance: store.Instance) -> None:
     """Remove every project object from the instance's daemon, then verify; WipeFailed if
     anything is left (or a call fails). The store's rows are the caller's."""
     agent = AgentClient(instance)
-    public = public_images()
+    public = imagemap.public_images()
 
     def must(method: str, target: str, *ok: int) -> None:
         status, payload = agent.call_json(method, target, timeout=WIPE_TIMEOUT)
@@ -100,7 +81,7 @@ def wipe(instance: store.Instance) -> None:
         if image_id in public:
             # A public image stays, without the tags a project gave it.
             for tag in image.get("RepoTags") or []:
-                if tag != "<none>:<none>" and _daemon_tag(tag) not in public[image_id]:
+                if tag != "<none>:<none>" and imagemap.familiar_tag(tag) not in public[image_id]:
                     must("DELETE", f"/images/{quote(tag, safe='')}?noprune=1")
         else:
             must("DELETE", f"/images/{image_id}?force=1", 409)

@@ -94,7 +94,7 @@ def resolve(ctx: Context, typed: str) -> imagemap.Found | None:
 def adopt_listed(ctx: Context, instance: store.Instance, images: list) -> bool:
     """A list of the instance's images that shows names BuildKit exported: adopt them; True
     if any was."""
-    if available(ctx) and instance.project == ctx.project and foreign_names(images, public_names()):
+    if available(ctx) and instance.project == ctx.project and foreign_names(images, imagemap.public_images()):
         return adopt_exports(ctx, instance) > 0
     return False
 
@@ -112,19 +112,9 @@ def foreign_names(images: list, public: dict[str, set[str]]) -> list[tuple[str, 
         for tag in image.get("RepoTags") or []:
             if tag == "<none>:<none>" or tag.startswith(imagemap.DAEMON_PREFIX):
                 continue
-            familiar = tag.removeprefix("docker.io/library/").removeprefix("docker.io/")
-            if familiar in public_refs:
+            if imagemap.familiar_tag(tag) in public_refs:
                 continue
             found.append((tag, image_id))
-    return found
-
-
-def public_names() -> dict[str, set[str]]:
-    R = store.ImageRef
-    found: dict[str, set[str]] = {}
-    rows = R.select(R.image_id, R.reference).where(R.project == imagemap.PUBLIC).tuples()
-    for image_id, reference in rows:  # type: ignore[misc]  (peewee's tuples() rows)
-        found.setdefault(image_id, set()).add(reference)
     return found
 
 
@@ -140,7 +130,7 @@ def adopt_exports(ctx: Context, instance: store.Instance) -> int:
     if status != 200 or not isinstance(images, list):
         return 0
     adopted = 0
-    for raw, image_id in foreign_names(images, public_names()):
+    for raw, image_id in foreign_names(images, imagemap.public_images()):
         try:
             ref = imagemap.parse(raw)
         except imagemap.ReferenceError_:
