@@ -3,14 +3,9 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import tempfile
-
 import pytest
 
-from tests.integration.conftest import DEVSTACK, Stack, read_env
+from tests.integration.conftest import own_stack
 
 
 def pytest_configure(config):
@@ -19,17 +14,5 @@ def pytest_configure(config):
 
 @pytest.fixture(scope="session")
 def fstack():
-    directory = tempfile.mkdtemp(prefix="moorage-faults-")
-    argv = [sys.executable, DEVSTACK, "up", directory, "--hosts", "3", "--postgres", "--replicas", "2"]
-    up = subprocess.run(argv, capture_output=True, text=True, timeout=900)
-    if up.returncode != 0:
-        subprocess.run(
-            [sys.executable, DEVSTACK, "down", directory, "--purge"], capture_output=True, timeout=300
-        )
-        pytest.fail(f"devstack up failed:\n{up.stderr}")
-    try:
-        yield Stack(read_env(os.path.join(directory, "env")), directory)
-    finally:
-        subprocess.run(
-            [sys.executable, DEVSTACK, "down", directory, "--purge"], capture_output=True, timeout=300
-        )
+    with own_stack("moorage-faults-", "--hosts", "3", "--postgres", "--replicas", "2", timeout=900) as stack:
+        yield stack

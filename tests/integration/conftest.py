@@ -5,6 +5,7 @@ Set MOORAGE_TEST_ENV=/path/to/DIR/env to reuse a running stack instead.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
@@ -87,6 +88,24 @@ class Stack:
             capture_output=True,
             text=True,
             timeout=180,
+        )
+
+
+@contextlib.contextmanager
+def own_stack(prefix: str, *flags: str, timeout: float = 600):
+    """A stack of a test module's own (`scripts/devstack up DIR FLAGS...`), down and purged
+    after; the test fails with devstack's words when it does not come up."""
+    directory = tempfile.mkdtemp(prefix=prefix)
+    up = subprocess.run(
+        [sys.executable, DEVSTACK, "up", directory, *flags], capture_output=True, text=True, timeout=timeout
+    )
+    try:
+        if up.returncode != 0:
+            pytest.fail(f"devstack up {' '.join(flags)} failed:\n{up.stderr}")
+        yield Stack(read_env(os.path.join(directory, "env")), directory)
+    finally:
+        subprocess.run(
+            [sys.executable, DEVSTACK, "down", directory, "--purge"], capture_output=True, timeout=300
         )
 
 

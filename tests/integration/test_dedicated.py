@@ -10,14 +10,12 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
-import tempfile
 import time
 
 import pytest
 import requests
 
-from tests.integration.conftest import DEVSTACK, Stack, read_env
+from tests.integration.conftest import Stack, own_stack
 
 PIN = "org.openstack.nova.instance"
 EXTRA = ("gamma", "delta")  # projects beyond devstack's two, given embedded tokens here
@@ -25,33 +23,11 @@ EXTRA = ("gamma", "delta")  # projects beyond devstack's two, given embedded tok
 
 @pytest.fixture(scope="module")
 def dstack():
-    directory = tempfile.mkdtemp(prefix="moorage-dedicated-it-")
-    argv = [
-        sys.executable,
-        DEVSTACK,
-        "up",
-        directory,
-        "--hosts",
-        "2",
-        "--max-hosts",
-        "3",
-        "--release-grace",
-        "3",
-    ]
-    up = subprocess.run(argv, capture_output=True, text=True, timeout=600)
-    if up.returncode != 0:
-        subprocess.run(
-            [sys.executable, DEVSTACK, "down", directory, "--purge"], capture_output=True, timeout=300
-        )
-        pytest.fail(f"devstack up failed:\n{up.stderr}")
-    try:
-        stack = Stack(read_env(os.path.join(directory, "env")), directory)
+    with own_stack(
+        "moorage-dedicated-it-", "--hosts", "2", "--max-hosts", "3", "--release-grace", "3"
+    ) as stack:
         add_tenants(stack)
         yield stack
-    finally:
-        subprocess.run(
-            [sys.executable, DEVSTACK, "down", directory, "--purge"], capture_output=True, timeout=300
-        )
 
 
 def add_tenants(stack: Stack) -> None:

@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import tempfile
 import time
 
 import pytest
 
-from tests.integration.conftest import DEVSTACK, Stack, read_env
+from tests.integration.conftest import Stack, own_stack
 
 pytestmark = pytest.mark.shared
 
@@ -25,38 +23,19 @@ PIN = "org.openstack.nova.instance"
 
 @pytest.fixture(scope="module")
 def full_stack():
-    directory = tempfile.mkdtemp(prefix="moorage-place-it-")
-    up = subprocess.run(
-        [
-            sys.executable,
-            DEVSTACK,
-            "up",
-            directory,
-            "--hosts",
-            str(HOSTS),
-            "--capacity",
-            str(CAPACITY),
-            "--tenancy",
-            # fill order over every instance, whoever asks (dedicated: test_dedicated.py)
-            "shared",
-            "--max-hosts",
-            str(HOSTS),  # no host booted on demand: the seventh container is refused
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    if up.returncode != 0:
-        subprocess.run(
-            [sys.executable, DEVSTACK, "down", directory, "--purge"], capture_output=True, timeout=300
-        )
-        pytest.fail(f"devstack up --hosts {HOSTS} --capacity {CAPACITY} failed:\n{up.stderr}")
-    try:
-        yield Stack(read_env(os.path.join(directory, "env")), directory)
-    finally:
-        subprocess.run(
-            [sys.executable, DEVSTACK, "down", directory, "--purge"], capture_output=True, timeout=300
-        )
+    with own_stack(
+        "moorage-place-it-",
+        "--hosts",
+        str(HOSTS),
+        "--capacity",
+        str(CAPACITY),
+        "--tenancy",
+        # fill order over every instance, whoever asks (dedicated: test_dedicated.py)
+        "shared",
+        "--max-hosts",
+        str(HOSTS),  # no host booted on demand: the seventh container is refused
+    ) as stack:
+        yield stack
 
 
 def ok(result) -> str:
