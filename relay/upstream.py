@@ -409,7 +409,7 @@ def _exchange(
     reader = SocketReader(sock)
     replayable = body is None or isinstance(body, bytes | bytearray)
     try:
-        if replayable and body and len(body) <= 64 * 1024:
+        if isinstance(body, bytes | bytearray) and body and len(body) <= 64 * 1024:
             sock.sendall(head + bytes(body))  # one write for a small request
         else:
             sock.sendall(head)

@@ -63,7 +63,8 @@ class Prepared:
         query, sql, places = compiled
         params = [args[value] if is_arg else value for is_arg, value in places]
         cursor = db.execute_sql(sql, params)
-        return list(query._get_cursor_wrapper(cursor))
+        # The query's own row wrapper: a private peewee method, but the one its execute uses.
+        return list(query._get_cursor_wrapper(cursor))  # pyright: ignore[reportAttributeAccessIssue]
 
     def _compile(self, args: tuple) -> tuple[peewee.SelectBase, str, list[tuple[bool, Any]]] | None:
         probes = [_probe(i, arg) for i, arg in enumerate(args)]
