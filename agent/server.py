@@ -17,7 +17,8 @@ import socket
 
 from gevent.server import StreamServer
 
-from gateway.wire import AGENT_SECRET_HEADER, REQUEST_ID_HEADER
+from agent.sockets import TenantSockets
+from gateway.wire import AGENT_SECRET_HEADER, AGENT_SOCKETS_PATH, REQUEST_ID_HEADER
 from relay.pump import splice
 from relay.upstream import Endpoint, SocketReader, UpstreamError
 
@@ -43,6 +44,7 @@ class AgentProxy:
         self.docker = docker
         self.instance_uuid = instance_uuid
         self.secret: str | None = None  # set once registered
+        self.sockets: TenantSockets | None = None  # the containers' tenant sockets (agent/sockets.py)
 
     def handle(self, client: socket.socket, address) -> None:
         try:
@@ -66,6 +68,7 @@ class AgentProxy:
         request_id = "-"  # the gateway's ID of the client's request (gateway/logs.py)
         upgrade = False
         kept = []
+        seen: dict[str, str] = {}
         for line in header_lines:
             name, _, value = line.partition(":")
             lname = name.strip().lower()
@@ -77,6 +80,7 @@ class AgentProxy:
                 upgrade = True
             if lname not in _HOP_BY_HOP:
                 kept.append(line)
+            seen[lname] = value.strip()
         if not self.secret or not hmac.compare_digest(presented.encode(), self.secret.encode()):
             log.warning("request %s refused: wrong or missing agent secret", request_id)
             _answer(
@@ -86,6 +90,14 @@ class AgentProxy:
                 "this agent serves its registered Moorage gateway only: "
                 "send Docker API requests to the gateway",
             )
+            return
+        method, _, target = request_line.partition(" ")
+        if target.startswith(AGENT_SOCKETS_PATH + "/"):
+            # The gateway opens or closes a container's tenant socket: the agent's own business.
+            if self.sockets is None:
+                _answer(client, 503, "Service Unavailable", "this agent serves no tenant sockets")
+            else:
+                self.sockets.control(client, method, target.partition(" ")[0], seen)
             return
         kept.append("Connection: Upgrade" if upgrade else "Connection: close")
         try:
