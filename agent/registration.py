@@ -119,8 +119,9 @@ class Registrar:
         # agent, not another one claiming a live instance's UUID.
         self.previous_secret = ""
         self.interval = 10.0
-        # Facts of the agent's own, in every registration and heartbeat (TenantSocketDir).
-        self.agent_facts: dict[str, str] = {}
+        # Facts of the agent's own, in every registration and heartbeat (TenantSocketDir; and
+        # PublicAddress, which a heartbeat's facts would otherwise replace with the daemon's alone).
+        self.agent_facts: dict[str, str] = {"PublicAddress": public_address} if public_address else {}
 
     def register_once(self) -> bool:
         try:

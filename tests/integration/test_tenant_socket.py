@@ -211,6 +211,7 @@ def daemon_inspect(stack, container_id: str) -> dict:
     raise AssertionError(f"no daemon holds {container_id}")
 
 
+@pytest.mark.isolation
 def test_a_socket_sees_and_touches_nothing_of_another_project(stack, cli_image, unique):
     name = f"{unique}-alphas"
     assert stack.docker("run", "-d", "--name", name, "busybox", "sleep", "300").returncode == 0
