@@ -173,8 +173,15 @@ def cmd_agent(args) -> int:
         logging.getLogger("moorage.agent").info("resuming as instance %s (registered before)", saved["uuid"])
     socket_dir = args.tenant_socket_dir or os.path.join(args.state_dir or "/run/moorage-agent", "sockets")
     sockets = TenantSockets(socket_dir, args.gateway)
+    try:
+        if sockets.available:
+            sockets.prepare()
+    except OSError as exc:
+        # Without its directory the agent serves no tenant socket: the gateway then refuses a
+        # create that binds the Docker socket on this instance, saying so.
+        logging.getLogger("moorage.agent").warning("no tenant sockets: %s: %s", socket_dir, exc)
+        sockets.gateway = None
     if sockets.available:
-        sockets.prepare()
         proxy.sockets = sockets
         registrar.agent_facts[TENANT_SOCKET_DIR_FACT] = sockets.directory
 
