@@ -17,12 +17,13 @@ import hmac
 import json
 import logging
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import gevent
 from gevent.server import StreamServer
 
-from gateway.wire import AGENT_SECRET_HEADER, REQUEST_ID_HEADER
+from agent.sockets import TenantSockets
+from gateway.wire import AGENT_SECRET_HEADER, AGENT_SOCKETS_PATH, REQUEST_ID_HEADER
 from relay.framing import BodyEnd
 from relay.pool import Pool
 from relay.pump import splice
@@ -59,6 +60,7 @@ class _Request:
     line: str
     method: str
     kept: list[str]
+    headers: dict[str, str] = field(default_factory=dict)  # by lower-case name
     presented: str = ""
     request_id: str = "-"
     upgrade: bool = False
@@ -75,6 +77,7 @@ class _Request:
                 continue
             name, _, value = line.partition(":")
             lname, value = name.strip().lower(), value.strip()
+            request.headers[lname] = value
             if lname == SECRET_HEADER:
                 request.presented = value
             elif lname == REQUEST_ID:
@@ -108,6 +111,7 @@ class AgentProxy:
         self.secret: str | None = None  # set once registered
         # Connections to dockerd kept between requests (relay/pool.py says why).
         self.daemon_connections = Pool()
+        self.sockets: TenantSockets | None = None  # the containers' tenant sockets (agent/sockets.py)
 
     def handle(self, client: socket.socket, address) -> None:
         try:
@@ -144,6 +148,15 @@ class AgentProxy:
                 )
                 return
             log.debug("request %s: %s", request.request_id, request.line)
+            target = request.line.split(" ")[1] if request.line.count(" ") >= 2 else ""
+            if target.startswith(AGENT_SOCKETS_PATH + "/"):
+                # The gateway opens or closes a container's tenant socket: the agent's own
+                # business, answered here, and the connection ends with it.
+                if self.sockets is None:
+                    _answer(client, 503, "Service Unavailable", "this agent serves no tenant sockets")
+                else:
+                    self.sockets.control(client, request.method, target, request.headers)
+                return
             if not self._exchange(client, reader, request):
                 return
 
