@@ -92,3 +92,17 @@ def test_requests_counted_by_operation_and_status(gateway):
     testing.TestClient(gateway).simulate_get("/v1.41/containers/json")
     testing.TestClient(gateway).simulate_get("/healthz")  # probes are not counted
     assert count() == before + 1
+
+
+def test_greenlets_counted():
+    """The soak's leak detector (moorage_greenlets): a greenlet spawned is counted until it ends."""
+    import gevent
+
+    from gateway import upkeep
+
+    before = upkeep.count_greenlets()
+    waiting = gevent.spawn(gevent.sleep, 30)
+    gevent.sleep(0)
+    assert upkeep.count_greenlets() == before + 1
+    waiting.kill()
+    assert upkeep.count_greenlets() == before
