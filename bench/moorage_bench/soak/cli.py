@@ -40,6 +40,7 @@ import random
 import subprocess
 import threading
 import time
+import urllib.parse
 
 import requests
 
@@ -49,6 +50,7 @@ from ..run.stack import OwnStack, gateway_config_path, gateway_pids, rss_of
 
 OPS = (("ps", 30), ("inspect", 25), ("logs", 20), ("exec", 15), ("run", 10))
 TENANTS = ("alpha", "beta")
+AGENT_PORT = 2376  # where the gateway reaches each agent (devstack's, and the default)
 TIMEOUT = 120  # seconds a call may take before it counts as an error (a hang)
 SETTLE = 20  # seconds after the clients stop before the last sample
 
@@ -123,13 +125,63 @@ class Client:
         s.close()
 
 
-def gauges(env: dict[str, str], config: str) -> dict:
-    """The gateway's RSS (MB), open fds and greenlets now, and the load average."""
-    pids = gateway_pids(config)
-    fds = 0
+def tcp_sockets(pid: int) -> dict[int, tuple[int, int, str]]:
+    """inode -> (local port, remote port, state) of the TCP sockets in pid's network namespace."""
+    table = {}
+    for name in ("tcp", "tcp6"):
+        with contextlib.suppress(OSError), open(f"/proc/{pid}/net/{name}") as fh:
+            next(fh)
+            for line in fh:
+                f = line.split()
+                local, remote = int(f[1].rsplit(":", 1)[1], 16), int(f[2].rsplit(":", 1)[1], 16)
+                table[int(f[9])] = (local, remote, f[3])
+    return table
+
+
+def open_fds(pids: list[int], database_port: int) -> collections.Counter:
+    """The gateway's open file descriptors by kind: a leak shows in "clients" (connections
+    the clients closed, still held) or "files"; "database" and "agents" are the connection
+    pools (up to a pool's size per worker), "listening" and the rest are fixed."""
+    kinds: collections.Counter = collections.Counter()
+    table = tcp_sockets(pids[0]) if pids else {}
+    listening = {local for local, _, state in table.values() if state == "0A"}
     for pid in pids:
         with contextlib.suppress(OSError):  # a worker that just exited
-            fds += len(os.listdir(f"/proc/{pid}/fd"))
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                with contextlib.suppress(OSError):
+                    target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                    if not target.startswith("socket:["):
+                        kinds["files"] += 1
+                        continue
+                    local, remote, state = table.get(int(target[8:-1]), (0, 0, ""))
+                    if not state:
+                        kinds["unix"] += 1
+                    elif state == "0A":
+                        kinds["listening"] += 1
+                    elif local in listening:
+                        kinds["clients"] += 1
+                    elif remote == database_port:
+                        kinds["database"] += 1
+                    elif remote == AGENT_PORT:
+                        kinds["agents"] += 1
+                    else:
+                        kinds["other"] += 1
+    return kinds
+
+
+def database_port(config: str) -> int:
+    import tomllib
+
+    with open(config, "rb") as fh:
+        url = tomllib.load(fh).get("gateway", {}).get("database", "")
+    return urllib.parse.urlsplit(url).port or 0 if url.startswith("postgres") else 0
+
+
+def gauges(env: dict[str, str], config: str) -> dict:
+    """The gateway's RSS (MB), open fds (and by kind) and greenlets now, and the load average."""
+    pids = gateway_pids(config)
+    kinds = open_fds(pids, database_port(config))
+    fds = sum(kinds.values())
     greenlets = 0.0
     for url in env.get("MOORAGE_METRICS_URLS", "").split():
         text = requests.get(url, timeout=10).text
@@ -140,6 +192,7 @@ def gauges(env: dict[str, str], config: str) -> dict:
         "processes": len(pids),
         "rss_mb": round(sum(rss_of(pids).values()) / 1024, 1),
         "fds": fds,
+        "fds_by_kind": dict(kinds),
         "greenlets": int(greenlets),
         "load1": round(os.getloadavg()[0], 2),
     }
@@ -316,6 +369,11 @@ def report(result: dict, args, load: tuple[float, float]) -> dict:
         f"after vs baseline: fds {after['fds'] - base['fds']:+d}, "
         f"greenlets {after['greenlets'] - base['greenlets']:+d}, "
         f"RSS {after['rss_mb'] - base['rss_mb']:+.1f} MB"
+    )
+    kinds = sorted(set(base["fds_by_kind"]) | set(after["fds_by_kind"]))
+    print(
+        "fds by kind, baseline -> after: "
+        + ", ".join(f"{k} {base['fds_by_kind'].get(k, 0)} -> {after['fds_by_kind'].get(k, 0)}" for k in kinds)
     )
     return {"rows": rows, "per_op": per_op, "errors": dict(errors), "baseline": base, "after": after}
 
