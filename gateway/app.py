@@ -288,6 +288,14 @@ class Gateway:
             error = exc
         elif isinstance(exc, falcon.HTTPError):
             error = DockerError(exc.status_code, exc.description or exc.title or "bad request")
+        elif isinstance(exc, store.BUSY):
+            log.warning("no free database connection for %s %s: %s", req.method, req.path, exc)
+            error = DockerError(
+                503,
+                "the gateway is overloaded: every connection to its database stayed busy; try again "
+                "shortly (operators: more replicas, or a larger MOORAGE_PG_POOL within PostgreSQL's "
+                "max_connections)",
+            )
         elif isinstance(exc, store.UNAVAILABLE):
             log.warning("the store did not answer on %s %s: %s", req.method, req.path, exc)
             error = DockerError(

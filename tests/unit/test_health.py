@@ -106,3 +106,39 @@ def test_greenlets_counted():
     assert upkeep.count_greenlets() == before + 1
     waiting.kill()
     assert upkeep.count_greenlets() == before
+
+
+def test_database_pool_exhausted_is_503_not_500(gateway_settings, postgres_url, monkeypatch):
+    """Found by bench/soak: with every pooled PostgreSQL connection held past the pool's wait,
+    a request got the gateway's own 500 (MaxConnectionsExceeded); it is a 503 saying why."""
+    import threading
+
+    from gateway.store import db as store_db
+
+    monkeypatch.setattr(store_db, "PG_POOL_SIZE", 1)
+    monkeypatch.setattr(store_db, "PG_POOL_WAIT", 0.2)
+    gateway_settings.gateway.database = postgres_url
+    gw = Gateway(gateway_settings, ROUTES)
+    store.release_connection()
+    held, done = threading.Event(), threading.Event()
+
+    def hold() -> None:  # another request's greenlet (here a thread) keeps the one connection
+        store.database.execute_sql("SELECT 1")
+        held.set()
+        done.wait(30)
+        store.release_connection()
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert held.wait(30)
+        resp = testing.TestClient(gw).simulate_get(
+            "/v1.41/containers/json", headers={"X-Auth-Token": "tok-a", "X-Auth-Project-Id": "pa"}
+        )
+    finally:
+        done.set()
+        holder.join()
+        store.close()
+    assert resp.status_code == 503, resp.text
+    assert set(resp.json) == {"message"}
+    assert "every connection to its database stayed busy" in resp.json["message"]
