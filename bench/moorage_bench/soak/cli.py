@@ -219,9 +219,16 @@ def containers(env: dict[str, str], by_tenant: dict[str, list[Side]], k: int) ->
 
 
 def remove(by_tenant: dict[str, list[Side]], made: dict[str, list[str]]) -> None:
+    """The long-running containers, and whatever a failed `run` left (the bench's label)."""
+    flt = json.dumps({"label": [BENCH_LABEL]})
     for tenant, ids in made.items():
         side = by_tenant[tenant][0]
         with side.session() as s:
+            with contextlib.suppress(requests.RequestException, ValueError):
+                left = s.get(
+                    side.url("/containers/json"), params={"all": "1", "filters": flt}, timeout=TIMEOUT
+                )
+                ids = list(dict.fromkeys([*ids, *(c["Id"] for c in left.json())]))
             for cid in ids:
                 try:
                     s.delete(side.url(f"/containers/{cid}"), params={"force": "1"}, timeout=TIMEOUT)
