@@ -308,8 +308,11 @@ class Gateway:
                 f"internal error in the Moorage gateway ({type(exc).__name__}); "
                 "the operator can find the details in the gateway log",
             )
-        # A daemon's message may quote its own paths (data root, temporary directories).
-        error = scrubbed(error, instances.daemon_roots())
+        # A daemon's message may quote its own paths (data root, temporary directories). The
+        # store's own failures name none, and asking the store for the roots then would fail
+        # again (or wait for a pooled connection again).
+        if not isinstance(exc, store.BUSY + store.UNAVAILABLE):
+            error = scrubbed(error, instances.daemon_roots())
         project = getattr(req.context, "project", "")
         if project:
             # A daemon's message may quote the project's daemon names: the tenant's own, please.
