@@ -298,6 +298,14 @@ class Gateway:
             error = exc
         elif isinstance(exc, falcon.HTTPError):
             error = DockerError(exc.status_code, exc.description or exc.title or "bad request")
+        elif isinstance(exc, store.BUSY):
+            log.warning("no free database connection for %s %s: %s", req.method, req.path, exc)
+            error = DockerError(
+                503,
+                "the gateway is overloaded: every connection to its database stayed busy; try again "
+                "shortly (operators: more replicas, or a larger MOORAGE_PG_POOL within PostgreSQL's "
+                "max_connections)",
+            )
         elif isinstance(exc, store.UNAVAILABLE):
             log.warning("the store did not answer on %s %s: %s", req.method, req.path, exc)
             error = DockerError(
@@ -310,8 +318,11 @@ class Gateway:
                 f"internal error in the Moorage gateway ({type(exc).__name__}); "
                 "the operator can find the details in the gateway log",
             )
-        # A daemon's message may quote its own paths (data root, temporary directories).
-        error = scrubbed(error, instances.daemon_roots())
+        # A daemon's message may quote its own paths (data root, temporary directories). The
+        # store's own failures name none, and asking the store for the roots then would fail
+        # again (or wait for a pooled connection again).
+        if not isinstance(exc, store.BUSY + store.UNAVAILABLE):
+            error = scrubbed(error, instances.daemon_roots())
         project = getattr(req.context, "project", "")
         if project:
             # A daemon's message may quote the project's daemon names: the tenant's own, please.
