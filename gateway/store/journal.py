@@ -155,6 +155,17 @@ def recorded_events(projects: list[str] | None, since_nano: int, until_nano: int
     return list(query.order_by(EventRecord.time_nano, EventRecord.id))
 
 
+def recorded_source_events(instance: str, projects: list[str] | None, after_nano: int) -> list[EventRecord]:
+    """Events recorded under ``instance`` (the gateway's own: its name for them) after
+    ``after_nano``, in order."""
+    query = EventRecord.select().where(
+        (EventRecord.instance == instance) & (EventRecord.time_nano > after_nano)
+    )
+    if projects is not None:
+        query = query.where(EventRecord.project.in_(projects))
+    return list(query.order_by(EventRecord.time_nano, EventRecord.id))
+
+
 def purge_events(before_nano: int) -> int:
     return EventRecord.delete().where(EventRecord.time_nano < before_nano).execute()
 

@@ -40,6 +40,7 @@ from gateway.store.models import (
     Trust,
     Volume,
 )
+from gateway.store.notices import create_notices
 
 _init_lock = threading.Lock()
 
@@ -214,6 +215,7 @@ MIGRATIONS: list[Callable[[peewee.Database], None]] = [
     _m_buildkit,
     _m_fair_shares,
     create_journal,  # the notification outbox and the event journal (gateway/store/journal.py)
+    create_notices,  # projects' webhooks and their deliveries (gateway/store/notices.py)
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
