@@ -25,7 +25,7 @@ import pytest
 
 from tests.integration.conftest import DOCKER, stack_tenancy
 from tests.integration.test_dedicated import add_tenants
-from tests.integration.test_notifications import Listener, data
+from tests.integration.test_notifications import Listener, _restart_gateway, data
 
 pytestmark = pytest.mark.timeout(420)
 
@@ -220,6 +220,11 @@ def test_an_instance_booted_and_deleted_for_a_project_is_told(tenants, unique):
             f"place {booted}",
             f"destroy {booted}",
         ], live
+
+        # the journal outlives the gateway: the same replay after a restart
+        replayed = daemon_events(stack, "gamma", since)
+        _restart_gateway(stack)
+        assert daemon_events(stack, "gamma", since)[: len(replayed)] == replayed
 
         # beta's webhook heard of beta's own containers, never of gamma's or alpha's
         ok(stack.docker("run", "--rm", "--name", f"{unique}-a", "busybox", "true"))
