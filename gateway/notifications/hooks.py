@@ -1,6 +1,8 @@
 """compute.container_instance.{create,delete}.{start,end,error}: the instance pool's boots and
 deletions, told from one decorator on each (gateway/placement/pool.py ``_boot``,
-gateway/placement/reaper.py ``_delete_server``), so the pool's code stays the pool's."""
+gateway/placement/reaper.py ``_delete_server``), so the pool's code stays the pool's. A boot or
+deletion for a project is also the gateway's own event in that project's journal and a notice
+to its webhooks (gateway/notifications/own_events.py), with or without [notifications]."""
 
 from __future__ import annotations
 

@@ -157,8 +157,8 @@ def record_line(
     nano = journal.time_nano(event)
     if journal_on and event.get("Type") in RECORDED_TYPES:
         project = attribution.project(event, instance)
-        journal.record_events([(project, instance.uuid, nano, journal.encode(event))])
-        notice_container(project, instance, event, nano)
+        if journal.record_event(project, instance.uuid, nano, journal.encode(event)):
+            notice_container(project, instance, event, nano)
     if event.get("Type") == "container" and event.get("Action") == "destroy":
         removed_by_daemon(event)
     return nano

@@ -135,6 +135,19 @@ def record_events(rows: list[tuple[str, str, int, str]]) -> None:
     ).on_conflict_ignore().execute()
 
 
+def record_event(project: str, instance: str, nano: int, raw: str) -> bool:
+    """Record one event; False when it was recorded already (a follower that reconnected reads
+    its newest event again: what is told of it is told once)."""
+    digest = event_digest(raw)
+    recorded = EventRecord.select().where(
+        (EventRecord.instance == instance) & (EventRecord.time_nano == nano) & (EventRecord.digest == digest)
+    )
+    if recorded.exists():
+        return False
+    record_events([(project, instance, nano, raw)])
+    return True
+
+
 def last_event_time(instance: str) -> int | None:
     """The newest recorded event's time on ``instance`` (nanoseconds), or None."""
     return (

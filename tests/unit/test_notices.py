@@ -171,3 +171,38 @@ def test_the_gateways_own_events_are_daemon_events_of_the_project(db):
     assert not EventJudge("alpha").keep(daemons_own)
     assert [r.id for r in own_events.recorded_since(["alpha"], row.time_nano - 1)] == [row.id]
     assert own_events.recorded_since(["alpha"], row.time_nano) == []
+
+
+def test_a_container_event_read_twice_is_noticed_once(db, receiver):
+    from gateway.notifications import recorder
+
+    sub = webhooks.subscribe("alpha", "u1", receiver.url, ["container.die"])
+    nano = 1_700_000_000_123_456_789
+    line = json.dumps(
+        {
+            "Type": "container",
+            "Action": "die",
+            "Actor": {
+                "ID": "c" * 64,
+                "Attributes": {"name": "web", "image": "busybox", "exitCode": "3", PROJECT_LABEL: "alpha"},
+            },
+            "time": nano // 1_000_000_000,
+            "timeNano": nano,
+        }
+    ).encode()
+    instance = store.Instance(uuid="i1")
+    attribution = recorder.Attribution()
+    assert recorder.record_line(line, instance, attribution) == nano
+    assert recorder.record_line(line, instance, attribution) == nano  # a follower that reconnected
+    assert queue.waiting_count(sub["id"]) == 1
+    assert webhooks.deliver_due() == 1
+    (notice,) = [json.loads(body) for _, body in receiver.got]
+    assert notice["event"] == "container.die" and notice["project_id"] == "alpha"
+    assert notice["data"] == {
+        "action": "die",
+        "container_id": "c" * 64,
+        "exit_code": "3",
+        "image": "busybox",
+        "instance_uuid": "i1",
+        "name": "web",
+    }
