@@ -82,12 +82,13 @@ class OwnEventsTail:
     as a daemon filters its own stream. Read like a daemon's answer (``iter_body``, ``close``)."""
 
     POLL_SECONDS = 1.0
+    WINDOW_NANO = 5_000_000_000
 
     def __init__(
         self, project: str, all_projects: bool, after_nano: int, until_nano: int | None, filters: dict
     ):
         self.projects = None if all_projects else [project]
-        self.after = after_nano
+        self.start = self.after = after_nano  # what is not after start was replayed, or is past
         self.until = until_nano
         self.filters = filters
         self.closed = False
@@ -100,14 +101,23 @@ class OwnEventsTail:
         return event_replay.matches(self.filters, event)
 
     def iter_body(self) -> Iterator[bytes]:
+        sent: dict[int, int] = {}  # row id -> its time: rows re-read in the window, sent once
         while not self.closed:
             ending = self.until is not None and time.time_ns() > self.until
-            rows = own_events.recorded_since(self.projects, self.after)
+            # Two workers' events may commit out of their times' order: each read looks a
+            # window back past the newest sent.
+            floor = max(self.start, self.after - self.WINDOW_NANO)
+            rows = own_events.recorded_since(self.projects, floor)
             store.release_connection()
             for row in rows:
+                if row.id in sent:
+                    continue
+                sent[row.id] = row.time_nano
                 self.after = max(self.after, row.time_nano)
                 if (self.until is None or row.time_nano <= self.until) and self._passes(row.event):
                     yield row.event.encode() + b"\n"
+            for row_id in [i for i, t in sent.items() if t < self.after - self.WINDOW_NANO]:
+                del sent[row_id]
             if ending:
                 return
             gevent.sleep(self.POLL_SECONDS)

@@ -10,6 +10,7 @@ import hmac
 import http.server
 import json
 import threading
+import time
 
 import pytest
 
@@ -206,3 +207,31 @@ def test_a_container_event_read_twice_is_noticed_once(db, receiver):
         "instance_uuid": "i1",
         "name": "web",
     }
+
+
+def test_a_live_stream_gets_the_gateways_events_once_even_when_they_commit_late(db):
+    from gateway.services.events import OwnEventsTail
+
+    now = time.time_ns() - 10_000_000_000  # the window ends before the test does
+
+    def put(nano: int, action: str) -> None:
+        raw = journal.encode(own_events.event("alpha", "i1", action, {}, nano))
+        journal.record_events([("alpha", own_events.SOURCE, nano, raw)])
+
+    put(now - 10_000_000_000, "claim")  # before the stream's start: the replay's, not the tail's
+    tail = OwnEventsTail("alpha", False, now - 5_000_000_000, None, {})
+    body = tail.iter_body()
+    put(now, "create")
+    assert json.loads(next(body))["Action"] == "create"
+    put(now - 1_000_000_000, "place")  # another worker's, older, committed later
+    put(now - 1_000_000_000, "release")
+    assert [json.loads(next(body))["Action"] for _ in range(2)] == ["place", "release"]
+    put(now + 1, "destroy")
+    assert json.loads(next(body))["Action"] == "destroy"  # each once: no create, place again
+    tail.close()
+    assert list(body) == []
+    beta = OwnEventsTail("beta", False, 0, now + 2, {})
+    assert list(beta.iter_body()) == []
+    filtered = OwnEventsTail("alpha", False, 0, 1, {"event": ["destroy"]})
+    filtered.until = now + 2  # a window wholly in the past: one read, then the end
+    assert [json.loads(line)["Action"] for line in filtered.iter_body()] == ["destroy"]
