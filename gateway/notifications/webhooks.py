@@ -53,10 +53,8 @@ DEFAULT_NOTICES = ("instance.create", "instance.delete")
 LEASE_SECONDS = 15.0
 PASS_SECONDS = 1.0
 MAX_BACKOFF = 300.0
-SUBSCRIBED_SECONDS = 5.0
 
 _settings = NoticesSettings()
-_subscribed: tuple[float, set[str]] = (0.0, set())
 
 
 def configure(settings) -> None:
@@ -135,7 +133,6 @@ def subscribe(project: str, user: str, url: str, events: list[str] | None) -> di
         )
     secret = secrets.token_urlsafe(32)
     sub = queue.add_subscription(uuid.uuid4().hex, project, url, secret, wanted, user)
-    _forget_subscribed()
     return {**_row(sub), "secret": secret}
 
 
@@ -149,24 +146,17 @@ def unsubscribe(subscription_id: str, project: str | None) -> dict:
         raise DockerError(404, f"no such webhook: {subscription_id} (`moorage notices list` shows yours)")
     row = _row(sub)
     queue.remove_subscription(subscription_id, project)
-    _forget_subscribed()
     return row
 
 
 # -- queueing --------------------------------------------------------------------------------------
 
 
-def _forget_subscribed() -> None:
-    global _subscribed
-    _subscribed = (0.0, set())
-
-
 def subscribed(project: str) -> bool:
-    """Whether ``project`` has any webhook (cached for a few seconds: asked on every event)."""
-    global _subscribed
-    if time.monotonic() - _subscribed[0] > SUBSCRIBED_SECONDS:
-        _subscribed = (time.monotonic(), queue.subscribed_projects())
-    return project in _subscribed[1]
+    """Whether ``project`` has any webhook: asked of the store on every event (an indexed
+    read), so that a webhook hears what happens from the moment it is subscribed, whichever
+    worker or replica records it."""
+    return queue.has_subscription(project)
 
 
 def notify(project: str, event: str, data: dict, when_nano: int | None = None) -> int:

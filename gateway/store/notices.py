@@ -68,8 +68,8 @@ def subscriptions(project: str | None) -> list[NoticeSubscription]:
     return list(query)
 
 
-def subscribed_projects() -> set[str]:
-    return {row.project for row in NoticeSubscription.select(NoticeSubscription.project).distinct()}
+def has_subscription(project: str) -> bool:
+    return NoticeSubscription.select().where(NoticeSubscription.project == project).exists()
 
 
 def remove_subscription(subscription_id: str, project: str | None) -> bool:

@@ -29,7 +29,6 @@ LOOPBACK = config.NoticesSettings(allowed_networks=["127.0.0.0/8"], per_project=
 def db(db_url):
     store.init(db_url)
     notifications.configure(config.Settings(notices=LOOPBACK))
-    webhooks._forget_subscribed()
     yield
     notifications.configure(config.Settings())
     store.close()
