@@ -138,8 +138,8 @@ def _tls_env(ctx: Ctx) -> dict:
     return {"DOCKER_HOST": host, "DOCKER_TLS_VERIFY": "1", "DOCKER_CERT_PATH": certs, "DOCKER_CONFIG": empty}
 
 
-def compose_env(ctx: Ctx, lane: str) -> dict:
-    env = ctx.cli_env({"COMPOSE_PROJECT_NAME": ctx.prefix, "BUILDKIT_PROGRESS": "plain"})
+def compose_env(ctx: Ctx, lane: str, extra: dict | None = None) -> dict:
+    env = ctx.cli_env({"COMPOSE_PROJECT_NAME": ctx.prefix, "BUILDKIT_PROGRESS": "plain", **(extra or {})})
     # neither lane is told which builder to use: v5 falls back to the classic one (no buildx
     # plugin), v2 uses BuildKit
     env.pop("DOCKER_BUILDKIT", None)
@@ -174,13 +174,14 @@ def compose(
     timeout: float = 90,
     numbers: bool = False,
     raw: bool = False,
+    env: dict | None = None,
 ) -> dict:
     argv = [tools.PATHS[f"compose-{lane}"], "--ansi", "never", *args]
     try:
         proc = subprocess.run(
             argv,
             cwd=project,
-            env=compose_env(ctx, lane),
+            env=compose_env(ctx, lane, env),
             capture_output=True,
             timeout=timeout,
             stdin=subprocess.DEVNULL,

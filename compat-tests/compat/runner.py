@@ -126,6 +126,7 @@ def _run_case_once(case: Case, stack: Stack, sides: dict[str, Side]) -> Result:
 
 def load_modules() -> None:
     from compat import (  # noqa: F401
+        cases_buildkit,
         cases_cli,
         cases_compose,
         cases_compose_go,
