@@ -15,7 +15,7 @@ import struct
 import uuid
 
 from compat import wire
-from compat.cases_compose_go import compose
+from compat.cases_compose_go import compose, prune_build_cache
 from compat.harness import CASES, Case, Ctx, register
 
 H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -64,6 +64,7 @@ services:
 def _project(ctx: Ctx) -> str:
     project = os.path.join(ctx.tmp, "bk")
     os.makedirs(os.path.join(project, "ctx"))
+    prune_build_cache(ctx)
     with open(os.path.join(project, "ctx", "Dockerfile"), "w") as fh:
         fh.write(DOCKERFILE.format(prefix=ctx.prefix))
     with open(os.path.join(project, "compose.yaml"), "w") as fh:
@@ -182,6 +183,7 @@ register(
     ("Session", "ImageInspect", "ImageList", "ContainerCreate", "ContainerStart", "ContainerDelete"),
     timeout=400,
     requires="compose-v2",
+    serial=True,  # BuildKit's cache is the daemon's: see prune_build_cache
 )
 register("buildkit.session.dockerpy", session_dockerpy, ("Session",))
 register("buildkit.grpc.no-upgrade", grpc_no_upgrade, ())

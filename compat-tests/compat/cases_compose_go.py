@@ -206,6 +206,8 @@ def compose(
 def _project(ctx: Ctx, lane: str) -> str:
     project = os.path.join(ctx.tmp, "proj")
     os.makedirs(os.path.join(project, "web"))
+    if lane == "v2":
+        prune_build_cache(ctx)
     with open(os.path.join(project, "compose.yaml"), "w") as fh:
         fh.write(COMPOSE_FILE.format(label=SUITE_LABEL, prefix=ctx.prefix))
     dockerfile = DOCKERFILE_V2 if lane == "v2" else DOCKERFILE_V5
@@ -216,6 +218,13 @@ def _project(ctx: Ctx, lane: str) -> str:
     ctx.on_cleanup(lambda: compose(ctx, lane, project, "down", "-v", "--remove-orphans", timeout=60))
     ctx.track_image(f"{ctx.prefix}-web:1")
     return project
+
+
+def prune_build_cache(ctx: Ctx) -> None:
+    """After the case (the first cleanup runs last), the BuildKit cache its builds left: the
+    direct daemon's cache is also alpha's instance's, and `system df` and `builder prune`
+    cases compare it (these cases are serial, as those are, so none sees another's cache)."""
+    ctx.on_cleanup(lambda: ctx.http("POST", "/build/prune", {"all": "1"}, timeout=120))
 
 
 def _ps_json(ctx: Ctx, step: dict) -> dict:
@@ -403,6 +412,7 @@ for _lane in ("v5", "v2"):
         PROJECT_OPS + _build_ops,
         timeout=400,
         requires=f"compose-{_lane}",
+        serial=_lane == "v2",  # BuildKit's cache is the daemon's: see prune_build_cache
     )
     register(
         f"compose.{_lane}.run",
@@ -410,5 +420,6 @@ for _lane in ("v5", "v2"):
         RUN_OPS + _build_ops,
         timeout=400,
         requires=f"compose-{_lane}",
+        serial=_lane == "v2",
     )
     register(f"compose.{_lane}.version", version_case(_lane), ("SystemVersion",), requires=f"compose-{_lane}")
