@@ -133,9 +133,9 @@ def session_raw(ctx: Ctx):
         "status": resp.status,
         "headers": ctx.obs_headers(resp),
         "preface": data.startswith(H2_PREFACE),
-        "frames": _frames(data[len(H2_PREFACE) :])
-        if data.startswith(H2_PREFACE)
-        else ctx.obs_body(resp, "raw"),
+        # a refusal (shared instances: docs/divergences.md#buildkit-session) as an error body
+        "frames": _frames(data[len(H2_PREFACE) :]) if resp.status == 101 else None,
+        "body": None if resp.status == 101 else ctx.obs_body(resp, "json"),
     }
 
 
@@ -148,7 +148,8 @@ def grpc_raw(ctx: Ctx):
     return {
         "status": resp.status,
         "headers": ctx.obs_headers(resp),
-        "frames": _frames(resp.body) if resp.status == 101 else ctx.obs_body(resp, "raw"),
+        "frames": _frames(resp.body) if resp.status == 101 else None,
+        "body": None if resp.status == 101 else ctx.obs_body(resp, "json"),
     }
 
 
@@ -173,7 +174,10 @@ def session_dockerpy(ctx: Ctx):
         out["preface"] = data.startswith(H2_PREFACE)
         out["frames"] = _frames(data[len(H2_PREFACE) :])
     else:
-        out["body"] = ctx.norm.text(resp.text)
+        try:
+            out["body"] = ctx.norm.json(resp.json())
+        except ValueError:
+            out["body"] = ctx.norm.text(resp.text)
     return out
 
 
@@ -184,14 +188,17 @@ register(
     timeout=400,
     requires="compose-v2",
     serial=True,  # BuildKit's cache is the daemon's: see prune_build_cache
+    divergence="buildkit-session",
 )
-register("buildkit.session.dockerpy", session_dockerpy, ("Session",))
-register("buildkit.grpc.no-upgrade", grpc_no_upgrade, ())
+register("buildkit.session.dockerpy", session_dockerpy, ("Session",), divergence="buildkit-session")
+register("buildkit.grpc.no-upgrade", grpc_no_upgrade, (), divergence="buildkit-session")
 for _id, _fn, _ops in (
     ("buildkit.session.raw", session_raw, ("Session",)),
     ("buildkit.grpc.raw", grpc_raw, ()),
 ):
-    register(_id, _fn, _ops)
+    register(_id, _fn, _ops, divergence="buildkit-session")
     # raw requests at the newer versions too, as the http layer's variants
     for _version in ("1.44", "1.55"):
-        CASES[f"{_id}@{_version}"] = Case(f"{_id}@{_version}", "buildkit", _ops, _fn, api_version=_version)
+        CASES[f"{_id}@{_version}"] = Case(
+            f"{_id}@{_version}", "buildkit", _ops, _fn, "buildkit-session", api_version=_version
+        )
