@@ -123,8 +123,9 @@ _BK_VOLATILE = re.compile(
     r"^#N (?:DONE|CACHED|ERROR$|sha256:|transferring|resolve |extracting |writing image|\.\.\.)"
     r"|^#N \[internal\]|^#N exporting|^#N $"
 )
-# "naming to ... 0.0s done" or "... done", as the step happens to take
-_BK_TIMED_DONE = re.compile(r" N(?:\.N)?s done$")
+# "naming to X 0.0s done", "naming to X done", or "naming to X" and the "done" on a line of its
+# own, as the step happens to take
+_BK_TIMED_DONE = re.compile(r"(?: N(?:\.N)?s)? done$")
 
 
 def _tls_env(ctx: Ctx) -> dict:
@@ -161,7 +162,9 @@ def _lines(ctx: Ctx, text: str, numbers: bool) -> list[str]:
             continue
         if ln.startswith("Removing intermediate container") or _BK_VOLATILE.search(ln):
             continue
-        ln = _BK_TIMED_DONE.sub(" done", ln)
+        ln = _BK_TIMED_DONE.sub("", ln) if numbers and ln.startswith("#N ") else ln
+        if ln == "#N":
+            continue
         out.add(ln)
     return sorted(out)
 
