@@ -16,6 +16,7 @@ import time
 
 from .. import REPO
 from .common import CONCURRENCY_RATIO, MB, P99_ADDED_MS, SIDES, BenchError, say
+from .profiles import summarize
 from .report import median, row
 from .stack import agent_pids, gateway_pids
 
@@ -216,6 +217,7 @@ class LoadSections:
                 "GET", f"/containers/{logs}/logs?stdout=1&stderr=1", sink=lambda b: None
             ),
         }
+        summary: list[str] = []
         for name, one in loads.items():
             stop = threading.Event()
             count = [0]
@@ -230,8 +232,9 @@ class LoadSections:
             t = threading.Thread(target=drive, daemon=True)
             t.start()
             procs = [
-                self._spy(["--pid", str(master), "--subprocesses"], f"{name}-gateway", seconds),
-                self._spy(["--pid", str(agents[0])], f"{name}-agent", seconds),
+                self._spy(["--pid", str(pid), *more], f"{name}-{who}", fmt, seconds)
+                for who, pid, more in (("gateway", master, ["--subprocesses"]), ("agent", agents[0], []))
+                for fmt in ("flamegraph", "raw")
             ]
             for p in procs:
                 _, err = p.communicate(timeout=seconds + 60)
@@ -239,18 +242,26 @@ class LoadSections:
                     raise BenchError(f"py-spy failed: {err.strip()[-300:]}")
             stop.set()
             t.join(timeout=120)
-            say(
-                f"profiled {name}: {count[0]} requests in {seconds} s "
-                f"-> bench/profiles/{name}-gateway.svg, {name}-agent.svg"
+            done = f"{count[0]} {name} requests through the gateway in {seconds} s"
+            say(f"profiled {done}")
+            for who in ("gateway", "agent"):
+                text = summarize(os.path.join(PROFILES_DIR, f"{name}-{who}.folded"))
+                summary.append(f"== {name}, {who} ({done})\n{text}")
+        with open(os.path.join(PROFILES_DIR, "summary.txt"), "w") as fh:
+            fh.write(
+                "bench/run --profile: py-spy on the gateway (gunicorn master + workers) and the agent\n"
+                f"while one client loops each request through the gateway; load average {os.getloadavg()}\n\n"
             )
+            fh.write("\n".join(summary))
+        say("bench/profiles/: flame graphs (NAME-gateway.svg, NAME-agent.svg), stacks, summary.txt")
         self.drop(logs)
         self.drop(target)
 
     @staticmethod
-    def _spy(who: list[str], name: str, seconds: int) -> subprocess.Popen:
-        out = os.path.join(PROFILES_DIR, f"{name}.svg")
-        cmd = ["py-spy", "record", *who, "--duration", str(seconds), "--rate", "250", "--nonblocking"]
-        cmd += ["--format", "flamegraph", "--output", out]
+    def _spy(who: list[str], name: str, fmt: str, seconds: int) -> subprocess.Popen:
+        out = os.path.join(PROFILES_DIR, f"{name}.{'svg' if fmt == 'flamegraph' else 'folded'}")
+        cmd = ["py-spy", "record", *who, "--duration", str(seconds), "--rate", "200", "--nonblocking"]
+        cmd += ["--format", fmt, "--output", out]
         return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
