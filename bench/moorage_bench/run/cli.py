@@ -29,7 +29,7 @@ import traceback
 
 from .bench import Bench
 from .common import PROFILES, SECTIONS, BenchError, read_env, say
-from .report import table
+from .report import markdown, table
 from .stack import OwnStack
 
 
@@ -64,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         "--repeat", type=int, metavar="N", help="repetitions per figure, median reported (default 5)"
     )
     ap.add_argument("--json", metavar="FILE", help="also write every figure (and every repetition) to FILE")
+    ap.add_argument("--markdown", metavar="FILE", help="also write Markdown tables (README)")
     choices = (*SECTIONS, "profile")
     ap.add_argument("--only", metavar="SECTIONS", help=f"comma-separated subset of {','.join(choices)}")
     ap.add_argument(
@@ -165,6 +166,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     for msg in bench.errors:
         print(f"ERROR {msg}")
+    if args.markdown:
+        with open(args.markdown, "w") as fh:
+            fh.write(
+                markdown(
+                    bench.rows,
+                    f"{mode} run, {when}, {profile['repeat']} repetitions per figure (medians), "
+                    f"{elapsed:.0f} s; "
+                    f"{machine()}; load average {load_at_start[0]:.2f} at start, {load[0]:.2f} at end",
+                )
+            )
     if args.json:
         doc = {
             "mode": mode,

@@ -118,3 +118,53 @@ def table(rows: list[dict]) -> str:
         if k == 0:
             out.append("  ".join("-" * w for w in widths) + "  ----")
     return "\n".join(out)
+
+
+SECTION_TITLES = {
+    "latency": "Latency of simple requests (one client, keep-alive)",
+    "lifecycle": "Container lifecycle: create, start, wait, rm of `busybox true`",
+    "cpu": "CPU per proxied `ps` (from /proc utime + stime)",
+    "concurrency": "200 concurrent clients (`ps` and `inspect` alternating)",
+    "streams": "Streams (MB/s; MB = 10^6 bytes)",
+}
+RERUN = {
+    "latency": "latency",
+    "lifecycle": "lifecycle",
+    "cpu": "cpu",
+    "concurrency": "concurrency",
+}
+
+
+def markdown(rows: list[dict], header: str) -> str:
+    """The rows as one Markdown table per section, for bench/README.md (--markdown FILE)."""
+    out = [header, ""]
+    for section, title in SECTION_TITLES.items():
+        mine = [r for r in rows if r["section"] == section]
+        if not mine:
+            continue
+        out += [f"**{title}**", ""]
+        out += [
+            "| figure | dockerd | Moorage | ratio | target | result | rerun |",
+            "|---|--:|--:|--:|---|---|---|",
+        ]
+        for r in mine:
+            unit = "" if r["unit"] in ("count", "errors") else f" {r['unit']}"
+            d = fmt(r["dockerd"], r["unit"]) + (unit if r["dockerd"] is not None else "")
+            m = fmt(r["moorage"], r["unit"]) + (unit if r["moorage"] is not None else "")
+            ratio = f"{r['ratio']:.2f}x" if r["ratio"] is not None else ""
+            only = RERUN.get(section) or _stream_section(r["name"])
+            out.append(
+                f"| {r['name'].strip()} | {d} | {m} | {ratio} | {r['target']} | {r['result']} "
+                f"| `bench/run --env DIR/env --only {only}` |"
+            )
+        out.append("")
+    return "\n".join(out)
+
+
+def _stream_section(name: str) -> str:
+    for word, section in (("logs", "logs"), ("attach", "attach"), ("cp ", "cp"), ("save", "saveload")):
+        if name.startswith(word):
+            return section
+    if name.startswith("load"):
+        return "saveload"
+    return "logs,attach,cp,saveload"
