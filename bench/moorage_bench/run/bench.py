@@ -126,6 +126,21 @@ class Bench(RequestSections, StreamSections, LoadSections):
         self.images.clear()
         conn.close()
 
+    def gateway_trouble(self) -> str:
+        """After a section failed: "" if the gateway still answers /_ping on a new connection,
+        else why the rest of the run would measure nothing."""
+        self.conns["moorage"].close()
+        try:
+            r = self.conn("moorage", timeout=10).request("GET", "/_ping")
+        except OSError as exc:
+            return f"the gateway no longer answers ({type(exc).__name__}: {exc}); see its log"
+        if r.status == 200:
+            return ""
+        return (
+            f"the gateway's /_ping now answers {r.status} ({r.text()[:120]}); see its log "
+            "(a worker killed by gunicorn's timeout in the middle of a stream shows as WORKER TIMEOUT)"
+        )
+
     @staticmethod
     def order(i: int) -> tuple[str, ...]:
         """Which side goes first in round i: alternately, so that drift hits both alike."""

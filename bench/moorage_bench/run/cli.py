@@ -120,6 +120,11 @@ def main(argv: list[str] | None = None) -> int:
                 say(f"section failed: {msg}")
                 if os.environ.get("BENCH_DEBUG"):
                     traceback.print_exc()
+                sick = bench.gateway_trouble()
+                if sick:
+                    bench.errors.append(sick)
+                    say(f"stopping: {sick}")
+                    break
             say(f"{section} took {time.monotonic() - t0:.0f} s")
         bench.rss_rows()
     except KeyboardInterrupt:
