@@ -13,8 +13,9 @@ IMAGE = "busybox:latest"
 BENCH_LABEL = "org.openstack.moorage.bench"
 MB = 1_000_000
 SIDES = ("direct", "moorage")
-# In the order they run; --only takes a subset. "profile" runs only with --profile.
-SECTIONS = ("latency", "lifecycle", "cpu", "concurrency", "logs", "attach", "cp", "saveload")
+# In the order they run; --only takes a subset. "profile" runs only with --profile. logs goes
+# last: a long log stream is what has made gunicorn kill a gateway worker (WORKER TIMEOUT).
+SECTIONS = ("latency", "lifecycle", "cpu", "concurrency", "attach", "cp", "saveload", "logs")
 
 # Sizes and counts per mode. Every figure is taken `repeat` times (--repeat) and the median of
 # the repetitions is reported; the per-repetition sizes below are for one repetition.
