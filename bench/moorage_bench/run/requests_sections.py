@@ -59,7 +59,7 @@ class RequestSections:
                     d50,
                     m50,
                     ("added", P50_ADDED_MS),
-                    f"+{m50 - d50:.2f} ms; {runs}",
+                    f"{m50 - d50:+.2f} ms; {runs}",
                     p50s,
                 )
             )
@@ -71,7 +71,7 @@ class RequestSections:
                     d99,
                     m99,
                     ("added", P99_ADDED_MS),
-                    f"+{m99 - d99:.2f} ms",
+                    f"{m99 - d99:+.2f} ms",
                     p99s,
                 )
             )
@@ -129,7 +129,7 @@ class RequestSections:
             )
         for st in LIFECYCLE_STEPS:
             d, m = median(stats["direct"][st]), median(stats["moorage"][st])
-            self.rows.append(row("lifecycle", f"  step {st} p50", "ms", d, m, note=f"+{m - d:.1f} ms"))
+            self.rows.append(row("lifecycle", f"  step {st} p50", "ms", d, m, note=f"{m - d:+.1f} ms"))
         say(
             f"lifecycle p50: dockerd {median(stats['direct']['p50']):.0f} ms, "
             f"moorage {median(stats['moorage']['p50']):.0f} ms"
