@@ -52,7 +52,24 @@ class StreamSections:
             for i in range(reps):
                 for name in self.order(i):
                     c0 = time.thread_time()
-                    total, seconds = once(name)
+                    try:
+                        total, seconds = once(name)
+                    except (OSError, BenchError) as exc:
+                        # The figure's row still shows what was measured, and why it stopped.
+                        failed = f"failed via {name} in repetition {i + 1}: {type(exc).__name__}: {exc}"
+                        self.rows.append(
+                            row(
+                                "streams",
+                                label,
+                                "MB/s",
+                                median(mbps["direct"]),
+                                float("nan"),
+                                ("min_ratio", STREAM_RATIO),
+                                failed,
+                                mbps,
+                            )
+                        )
+                        raise
                     cpu[name].append((time.thread_time() - c0) / max(total / MB, 1e-9) * 1000)
                     if total < size:
                         raise BenchError(f"{label} via {name}: {total} bytes, expected at least {size}")
@@ -89,8 +106,8 @@ class StreamSections:
     # -- logs -------------------------------------------------------------------------------------
     def logs(self) -> None:
         for mb_key, shape, cmd in (
-            ("logs_mb", "100-byte lines", f"yes {LINE} | head -c {{size}}"),
             ("long_logs_mb", "long lines", "head -c {size} /dev/zero | tr '\\0' a"),
+            ("logs_mb", "100-byte lines", f"yes {LINE} | head -c {{size}}"),
         ):
             size = self.p[mb_key] * MB
             say(f"writing {size // MB} MB of logs in {shape}")
