@@ -64,7 +64,7 @@ def row(
 ) -> dict:
     ratio = None
     if isinstance(dockerd, int | float) and isinstance(moorage, int | float) and dockerd:
-        ratio = moorage / dockerd
+        ratio = None if math.isnan(moorage) or math.isnan(dockerd) else moorage / dockerd
     described, result = judge(target, dockerd, moorage)
     return dict(
         section=section,
