@@ -149,8 +149,10 @@ def markdown(rows: list[dict], header: str) -> str:
         ]
         for r in mine:
             unit = "" if r["unit"] in ("count", "errors") else f" {r['unit']}"
-            d = fmt(r["dockerd"], r["unit"]) + (unit if r["dockerd"] is not None else "")
-            m = fmt(r["moorage"], r["unit"]) + (unit if r["moorage"] is not None else "")
+            d, m = (
+                fmt(v, r["unit"]) + (unit if isinstance(v, int | float) and not math.isnan(v) else "")
+                for v in (r["dockerd"], r["moorage"])
+            )
             ratio = f"{r['ratio']:.2f}x" if r["ratio"] is not None else ""
             only = RERUN.get(section) or _stream_section(r["name"])
             out.append(
