@@ -3,6 +3,7 @@ server on a unix socket: the framings Docker's API answers with, keep-alive reus
 chunked, and the retry when the server closed an idle connection.
 """
 
+import itertools
 import os
 import socket
 import socketserver
@@ -65,8 +66,13 @@ class Handler(BaseHTTPRequestHandler):
         body = self._body()
         self._send(200, {"Content-Length": str(len(body))}, body)
 
+    def setup(self):
+        super().setup()
+        # One handler per connection: number them (ids of dead sockets get reused).
+        self.conn_no = next(self.server.connections)
+
     def client_address_id(self):
-        return id(self.connection)
+        return self.conn_no
 
     def _send(self, status, headers, body):
         self.send_response(status)
@@ -85,6 +91,7 @@ def server(tmp_path):
     path = str(tmp_path / "http.sock")
     srv = Server(path, Handler)
     srv.seen = []
+    srv.connections = itertools.count()
     t = threading.Thread(target=srv.serve_forever, daemon=True)
     t.start()
     yield srv, f"unix://{path}"
