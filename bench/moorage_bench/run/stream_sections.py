@@ -231,8 +231,10 @@ class StreamSections:
                 "MB",
                 None,
                 growth / gb,
-                ("max", RSS_MB_PER_GB),
-                f"peak {state['peak_mb']:.0f} MB - before {state['before_mb']:.0f} MB = {growth:.1f} MB "
+                # Under 1 GB a few MB of buffers extrapolate to a large figure: not judged.
+                ("max", RSS_MB_PER_GB) if gb >= 1 else None,
+                ("" if gb >= 1 else "not judged under 1 GB; ")
+                + f"peak {state['peak_mb']:.0f} MB - before {state['before_mb']:.0f} MB = {growth:.1f} MB "
                 f"over {gb:.2f} GB; after {state['after_mb']:.0f} MB",
             )
         )
