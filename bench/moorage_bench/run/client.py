@@ -1,4 +1,5 @@
-"""The `requests`-based side, rows and table that bench/fairness and bench/placement use.
+"""The `requests`-based side, calls, rows, streamed tar and table that bench/fairness,
+bench/placement, bench/streams and bench/soak use.
 
 bench/run itself no longer uses them: it measures with raw.py's keep-alive client and reports
 through report.py (requests cost about 0.6 ms a request, more than the figures it timed).
@@ -7,11 +8,13 @@ through report.py (requests cost about 0.6 ms a request, more than the figures i
 from __future__ import annotations
 
 import math
+import tarfile
+import time
 
 import requests
 from docker.transport import UnixHTTPAdapter
 
-from .common import REQUEST_TIMEOUT, BenchError
+from .common import BENCH_LABEL, IMAGE, REQUEST_TIMEOUT, BenchError
 
 
 class Side:
@@ -53,6 +56,35 @@ def expect(resp: requests.Response, *codes: int) -> requests.Response:
     return resp
 
 
+def create(side: Side, s: requests.Session, cmd: list[str], **extra) -> str:
+    body = {"Image": IMAGE, "Cmd": cmd, "Labels": {BENCH_LABEL: "1"}, **extra}
+    r = expect(s.post(side.url("/containers/create"), json=body, timeout=REQUEST_TIMEOUT), 201)
+    return r.json()["Id"]
+
+
+def start(side: Side, s: requests.Session, cid: str) -> None:
+    expect(s.post(side.url(f"/containers/{cid}/start"), timeout=REQUEST_TIMEOUT), 204, 304)
+
+
+def wait(side: Side, s: requests.Session, cid: str, timeout: float = REQUEST_TIMEOUT) -> int:
+    r = expect(s.post(side.url(f"/containers/{cid}/wait"), timeout=timeout), 200)
+    return r.json().get("StatusCode", -1)
+
+
+def remove(side: Side, s: requests.Session, cid: str, force: bool = False) -> None:
+    params = {"force": "1", "v": "1"} if force else None
+    expect(s.delete(side.url(f"/containers/{cid}"), params=params, timeout=REQUEST_TIMEOUT), 204)
+
+
+def run_to_end(side: Side, s: requests.Session, cmd: list[str], timeout: float = 600) -> str:
+    cid = create(side, s, cmd)
+    start(side, s, cid)
+    code = wait(side, s, cid, timeout=timeout)
+    if code != 0:
+        raise BenchError(f"container {cid[:12]} ({' '.join(cmd)}) exited {code}")
+    return cid
+
+
 # --- statistics and rows ---------------------------------------------------------------------------
 
 
@@ -88,6 +120,25 @@ def row(
         note=note,
         better=better,
     )
+
+
+# --- sections ------------------------------------------------------------------------------------
+
+
+def tar_stream(size: int, name: str = "moorage-bench.bin"):
+    """A tar archive of one ``size``-byte file, produced as it is sent (never held whole)."""
+    info = tarfile.TarInfo(name)
+    info.size = size
+    info.mode = 0o644
+    info.mtime = int(time.time())
+    yield info.tobuf(format=tarfile.USTAR_FORMAT)
+    block = b"a" * (1 << 20)
+    left = size
+    while left > 0:
+        n = min(left, len(block))
+        yield block if n == len(block) else block[:n]
+        left -= n
+    yield b"\0" * ((-size) % 512 + 1024)
 
 
 # --- output ------------------------------------------------------------------------------------------
