@@ -27,7 +27,15 @@ from gateway.wire import AGENT_SECRET_HEADER, AGENT_SOCKETS_PATH, REQUEST_ID_HEA
 from relay.framing import BodyEnd
 from relay.pool import Pool
 from relay.pump import splice
-from relay.upstream import BUFFER, Endpoint, SocketReader, UpstreamError, UpstreamResponse, parse_head
+from relay.upstream import (
+    BUFFER,
+    YIELD_EVERY,
+    Endpoint,
+    SocketReader,
+    UpstreamError,
+    UpstreamResponse,
+    parse_head,
+)
 
 log = logging.getLogger("moorage.agent")
 
@@ -349,6 +357,7 @@ def _pump_body(reader: SocketReader, daemon: socket.socket, end: BodyEnd) -> Non
     A gateway that goes away inside the body (its client's upload broke) leaves the daemon a
     body that ends early, as it would see from a client of its own, so it fails the request
     and lets go of what it holds (a container's archive lock) instead of waiting."""
+    since = 0
     try:
         while not end.done:
             data = reader.read_some(BUFFER)
@@ -357,6 +366,10 @@ def _pump_body(reader: SocketReader, daemon: socket.socket, end: BodyEnd) -> Non
             used = end.feed(data)
             daemon.sendall(data[:used] if used < len(data) else data)
             reader.unread(data[used:])
+            since += used
+            if since >= YIELD_EVERY:  # see relay/upstream.py YIELD_EVERY
+                since = 0
+                gevent.sleep(0)
     except BaseException:
         with contextlib.suppress(OSError):
             daemon.shutdown(socket.SHUT_WR)
@@ -368,6 +381,7 @@ def _pump_response(
 ) -> None:
     """The daemon's answer to the gateway, as it comes, until the body's end; with a
     ``watch``, the gateway is watched once the daemon has been silent for a while."""
+    since = 0
     patient = watch is not None
     if patient:
         upstream.sock.settimeout(HEAD_PATIENCE)
@@ -386,6 +400,10 @@ def _pump_response(
             used = end.feed(data)
             client.sendall(data[:used] if used < len(data) else data)
             upstream.unread(data[used:])
+            since += used
+            if since >= YIELD_EVERY:  # see relay/upstream.py YIELD_EVERY
+                since = 0
+                gevent.sleep(0)
     finally:
         if patient:
             upstream.sock.settimeout(None)

@@ -14,6 +14,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from urllib.parse import urlparse
 
+import gevent
+
 from relay.pool import Pool
 
 BUFFER = 256 * 1024
@@ -37,6 +39,24 @@ def end_streams() -> int:
 
 
 MAX_HEAD = 64 * 1024
+
+# A stream whose bytes keep coming never makes a read wait, and a greenlet that never waits
+# never lets the others run (a gunicorn worker's heartbeat to its master among them: starved,
+# the master kills the worker mid-stream). Every this many bytes, a stream lets them.
+YIELD_EVERY = 1024 * 1024
+
+
+def cooperating(pieces: Iterable[bytes]) -> Iterator[bytes]:
+    """``pieces``, letting the other greenlets run every YIELD_EVERY bytes."""
+    since = 0
+    for piece in pieces:
+        yield piece
+        since += len(piece)
+        if since >= YIELD_EVERY:
+            since = 0
+            gevent.sleep(0)
+
+
 # See Endpoint.connect: how long a peer may leave what we sent unacknowledged.
 UNACKNOWLEDGED_MS = 5000
 
@@ -243,32 +263,21 @@ class UpstreamResponse:
         )
 
     def iter_body(self, size: int = BUFFER) -> Iterator[bytes]:
-        """Yield the body as it arrives, framing removed. Closes the socket at the end."""
+        """Yield the body as it arrives, framing removed, in pieces of up to ``size`` bytes:
+        what has arrived is passed on together (a log stream's many small chunks make one
+        piece, not one write each), and nothing waits for more while something is in hand.
+        Closes the socket, or keeps it (``close``), at the end."""
         _relaying.add(self)
         try:
-            if not self.has_body:
-                return
-            if self.ending:
+            if not self.has_body or self.ending:
                 return
             if self.chunked:
-                yield from self._iter_chunked(size)
+                pieces = self._iter_chunked(size)
             elif self.content_length is not None:
-                remaining = self.content_length
-                self.complete = remaining == 0
-                while remaining > 0:
-                    data = self.reader.read_some(min(size, remaining))
-                    if not data:
-                        raise UpstreamError("connection closed before the end of the body")
-                    remaining -= len(data)
-                    if remaining == 0:
-                        self.complete = True
-                    yield data
+                pieces = self._iter_length(size)
             else:
-                while True:
-                    data = self.reader.read_some(size)
-                    if not data:
-                        break
-                    yield data
+                pieces = self._iter_to_close(size)
+            yield from cooperating(pieces)
         except (UpstreamError, OSError, ValueError):
             if not self.ending:
                 raise
@@ -277,24 +286,57 @@ class UpstreamResponse:
             _relaying.discard(self)
             self.close()
 
-    def _iter_chunked(self, size: int) -> Iterator[bytes]:
+    def _iter_length(self, size: int) -> Iterator[bytes]:
+        remaining = self.content_length or 0
+        self.complete = remaining == 0
+        while remaining > 0:
+            data = self.reader.read_some(min(size, remaining))
+            if not data:
+                raise UpstreamError("connection closed before the end of the body")
+            remaining -= len(data)
+            if remaining == 0:
+                self.complete = True
+            yield data
+
+    def _iter_to_close(self, size: int) -> Iterator[bytes]:
         while True:
-            line = self.reader.readline()
+            data = self.reader.read_some(size)
+            if not data:
+                return
+            yield data
+
+    def _iter_chunked(self, size: int) -> Iterator[bytes]:
+        reader = self.reader
+        out = bytearray()
+        while True:
+            if out and (len(out) >= size or b"\n" not in reader.buf):
+                yield bytes(out)  # the next line is not here yet: pass on what is
+                out.clear()
+            line = reader.readline()
             chunk_len = int(line.split(b";", 1)[0].strip() or b"0", 16)
             if chunk_len == 0:
+                if out:
+                    yield bytes(out)
+                    out.clear()
                 # Trailers, then the final blank line.
-                while self.reader.readline() not in (b"\r\n", b"\n"):
+                while reader.readline() not in (b"\r\n", b"\n"):
                     pass
                 self.complete = True
                 return
             remaining = chunk_len
             while remaining > 0:
-                data = self.reader.read_some(min(size, remaining))
+                if out and (len(out) >= size or not reader.buf):
+                    yield bytes(out)
+                    out.clear()
+                data = reader.read_some(min(size, remaining))
                 if not data:
                     raise UpstreamError("connection closed inside a chunk")
                 remaining -= len(data)
-                yield data
-            self.reader.readline()  # the CRLF after the chunk
+                out += data
+            if out and b"\n" not in reader.buf:
+                yield bytes(out)
+                out.clear()
+            reader.readline()  # the CRLF after the chunk
 
     def read(self, limit: int = 16 * 1024 * 1024) -> bytes:
         """The whole body, for small JSON answers; refuses more than ``limit`` bytes."""

@@ -275,3 +275,19 @@ def test_a_gateway_gone_during_a_long_wait_ends_the_request_at_the_daemon(cooper
     assert ended.is_set(), "the daemon's side of the wait was never ended"
     server.stop()
     listener.close()
+
+
+def test_many_small_chunks_arrive_as_few_pieces_and_a_lone_one_at_once():
+    lines = [b"%03d " % i + b"x" * 95 + b"\n" for i in range(2000)]  # 100-byte log lines
+
+    def answer(head, body):
+        chunks = b"".join(b"%x\r\n%s\r\n" % (len(line), line) for line in lines)
+        return b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + chunks + b"0\r\n\r\n"
+
+    upstream = Upstream(answer)
+    try:
+        pieces = list(request(upstream.endpoint, "GET", "/logs", [], pool=Pool()).iter_body())
+        assert b"".join(pieces) == b"".join(lines)
+        assert len(pieces) < len(lines) / 10, f"{len(pieces)} pieces for {len(lines)} chunks"
+    finally:
+        upstream.close()
