@@ -77,6 +77,13 @@ audit = true                      # CADF audit events (audit.http.response) for 
 audit_log = ""                    # also append each CADF event, one JSON line, to this file
 [events]
 retention = 604800                # seconds the store keeps daemon and gateway events (7 days)
+[mesh]                            # published ports at the gateway's address (gateway/mesh.py)
+enabled = false                   # true: `moorage mesh` forwards them; false: instance addresses
+address = "203.0.113.5"           # the host clients reach published ports at (DOCKER_HOST's)
+bind = ""                         # what `moorage mesh` listens on; "" = address
+port_min = 32768; port_max = 60999   # where Moorage chooses ports for -P and -p PORT
+udp_idle = 60                     # seconds a UDP client's session lives without a datagram
+poll_interval = 0.5               # seconds between `moorage mesh`'s readings of the store
 """
 
 from __future__ import annotations
@@ -304,6 +311,19 @@ class EventsSettings:
 
 
 @dataclass
+class MeshSettings:
+    """[mesh]: the routing mesh (gateway/mesh.py, `moorage mesh`, docs/operations.md)."""
+
+    enabled: bool = False
+    address: str = ""
+    bind: str = ""
+    port_min: int = 32768
+    port_max: int = 60999
+    udp_idle: float = 60.0
+    poll_interval: float = 0.5
+
+
+@dataclass
 class Settings:
     gateway: GatewaySettings = field(default_factory=GatewaySettings)
     identity: IdentitySettings = field(default_factory=IdentitySettings)
@@ -316,6 +336,7 @@ class Settings:
     local: LocalSettings = field(default_factory=LocalSettings)
     notifications: NotificationsSettings = field(default_factory=NotificationsSettings)
     events: EventsSettings = field(default_factory=EventsSettings)
+    mesh: MeshSettings = field(default_factory=MeshSettings)
     source: str = ""  # the file read, "" for none
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as _dt
 
 from gateway.store.db import database, is_postgres
+from gateway.store.mesh import MeshPort
 from gateway.store.models import (
     ClientCert,
     Container,
@@ -33,8 +34,10 @@ def lock_project(project: str) -> None:
 
 
 def forget_container(container_id: str) -> None:
-    """The daemon says it is gone: drop it from the map (its execs go with it)."""
+    """The daemon says it is gone: drop it from the map (its execs go with it, and the mesh's
+    ports it held: gateway/store/mesh.py)."""
     Container.delete().where(Container.id == container_id).execute()
+    MeshPort.delete().where(MeshPort.container_id == container_id).execute()
 
 
 def container_named(project: str, name: str) -> Container | None:

@@ -21,6 +21,7 @@ from gateway.store.db import (
     serialized,
 )
 from gateway.store.journal import create_journal
+from gateway.store.mesh import create_mesh
 from gateway.store.models import (
     INSTANCE_UP,
     ClientCert,
@@ -214,6 +215,7 @@ MIGRATIONS: list[Callable[[peewee.Database], None]] = [
     _m_buildkit,
     _m_fair_shares,
     create_journal,  # the notification outbox and the event journal (gateway/store/journal.py)
+    create_mesh,  # the routing mesh's ports (gateway/store/mesh.py)
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
