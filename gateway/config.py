@@ -81,7 +81,8 @@ retention = 604800                # seconds the store keeps daemon and gateway e
 enabled = false                   # true: `moorage mesh` forwards them; false: instance addresses
 address = "203.0.113.5"           # the host clients reach published ports at (DOCKER_HOST's)
 bind = ""                         # what `moorage mesh` listens on; "" = address
-port_min = 32768; port_max = 60999   # where Moorage chooses ports for -P and -p PORT
+port_min = 20000; port_max = 32767   # where Moorage chooses ports for -P and -p PORT (below
+                                  # the kernel's ephemeral range on the mesh's host)
 udp_idle = 60                     # seconds a UDP client's session lives without a datagram
 poll_interval = 0.5               # seconds between `moorage mesh`'s readings of the store
 """
@@ -317,8 +318,8 @@ class MeshSettings:
     enabled: bool = False
     address: str = ""
     bind: str = ""
-    port_min: int = 32768
-    port_max: int = 60999
+    port_min: int = 20000
+    port_max: int = 32767
     udp_idle: float = 60.0
     poll_interval: float = 0.5
 
