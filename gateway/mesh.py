@@ -14,12 +14,16 @@ are what placement's port filter reads (an explicit port is not placed where it 
 from __future__ import annotations
 
 import json
+import logging
 from urllib.parse import urlencode
 
 from gateway import instances, store
 from gateway.agentclient import AgentClient, UpstreamError
 from gateway.errors import DockerError
 from gateway.store import mesh as table
+from gateway.wire import PROJECT_LABEL
+
+log = logging.getLogger("moorage.mesh")
 
 MESHED = ("tcp", "udp")  # what the mesh forwards; sctp stays at the instance's address
 WILDCARDS = ("", "0.0.0.0")  # an IPv4 binding on every address: the one the mesh forwards to
@@ -180,7 +184,8 @@ def wanted(settings) -> tuple[list[table.MeshPort], dict[tuple[str, int], tuple[
 
 def drop_stopped(rows: list[table.MeshPort]) -> int:
     """Drop the rows of containers that stopped or died without the gateway seeing it (their
-    process exited, the daemon restarted): each instance says which of them still run. The
+    process exited, the daemon restarted), or whose instance ports changed (their daemon
+    restarted them): each instance says which of them still run, on which ports. The
     rows were read before the instances were asked, so a container started meanwhile keeps its
     new rows. An instance that does not answer keeps its rows."""
     by_instance: dict[str, list[table.MeshPort]] = {}
@@ -193,13 +198,62 @@ def drop_stopped(rows: list[table.MeshPort]) -> int:
             stale += [r.id for r in held]
             continue
         ids = sorted({r.container_id for r in held})
-        query = urlencode({"filters": json.dumps({"id": ids, "status": ["running", "paused", "restarting"]})})
-        try:
-            status, running = AgentClient(instance).get_json(f"/containers/json?{query}", timeout=10)
-        except UpstreamError:
+        running = _running(instance, {"id": ids, "status": ["running", "paused", "restarting"]})
+        if running is None:
             continue
-        if status != 200 or not isinstance(running, list):
-            continue
-        alive = {c.get("Id") for c in running if isinstance(c, dict)}
-        stale += [r.id for r in held if r.container_id not in alive]
+        # Each running container's instance ports now: a container its daemon restarted between
+        # two passes may have others, and its old rows lead nowhere (adopt_running adds anew).
+        alive = {
+            c.get("Id"): {
+                (p.get("PublicPort"), p.get("Type")) for p in c.get("Ports") or [] if isinstance(p, dict)
+            }
+            for c in running
+            if isinstance(c, dict)
+        }
+        stale += [r.id for r in held if (r.target_port, r.protocol) not in alive.get(r.container_id, ())]
     return table.release_rows(stale)
+
+
+def _running(instance: store.Instance, filters: dict) -> list[dict] | None:
+    """The instance's running containers that pass ``filters``; None if it does not answer."""
+    query = urlencode({"filters": json.dumps(filters)})
+    try:
+        status, running = AgentClient(instance).get_json(f"/containers/json?{query}", timeout=10)
+    except UpstreamError:
+        return None
+    return running if status == 200 and isinstance(running, list) else None
+
+
+def adopt_running(settings) -> int:
+    """Rows for the projects' running containers that publish ports and have none: restarted
+    by their daemon (a restart policy) after the mesh dropped their rows, or started before the
+    mesh was turned on. Each is inspected first (it may have stopped meanwhile)."""
+    adopted = 0
+    for instance in instances.live_instances(settings, fresh=True):
+        running = _running(instance, {"label": [PROJECT_LABEL], "status": ["running"]}) or []
+        published = [
+            c
+            for c in running
+            if isinstance(c, dict)
+            and any(
+                isinstance(p, dict) and p.get("PublicPort") and p.get("IP") in WILDCARDS
+                for p in c.get("Ports") or []
+            )
+        ]
+        held = table.of_containers([c.get("Id", "") for c in published]) if published else {}
+        for container in published:
+            if container.get("Id") in held:
+                continue
+            try:
+                status, info = AgentClient(instance).get_json(f"/containers/{container['Id']}/json")
+            except UpstreamError:
+                break
+            if status != 200 or not isinstance(info, dict) or not (info.get("State") or {}).get("Running"):
+                continue
+            project = (container.get("Labels") or {}).get(PROJECT_LABEL, "")
+            try:
+                publish(settings, instance, project, info)
+                adopted += 1
+            except DockerError as exc:
+                log.warning("mesh: container %s on %s: %s", container["Id"][:12], instance.uuid, exc.message)
+    return adopted

@@ -3,8 +3,9 @@
 One process per address clients reach the gateway at ([mesh] address; it listens on [mesh]
 bind, default the address). It reads the store's rows for that address every
 [mesh] poll_interval seconds, opens and closes listeners to match (relay/mesh.py), and every
-few seconds drops the rows of containers that stopped on their own. Gateway replicas write the
-rows; this process needs only the store and the agents, like the gateway.
+few seconds drops the rows of containers that stopped on their own and adds those of
+containers their daemon restarted. Gateway replicas write the rows; this process needs only the
+store and the agents, like the gateway.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ def cmd_mesh(args, settings_of) -> int:
             listeners.apply(wanted)
             if time.monotonic() - last_check >= RECONCILE_EVERY:
                 last_check = time.monotonic()
-                if mesh.drop_stopped(rows):
+                if mesh.drop_stopped(rows) + mesh.adopt_running(settings):
                     listeners.apply(mesh.wanted(settings)[1])
         except Exception:  # the store or an agent away: keep the listeners, try again
             logging.getLogger("moorage.mesh").exception("mesh: this pass failed")

@@ -72,7 +72,16 @@ def allocate(container_id: str, wanted: list[dict], span: tuple[int, int]) -> li
     explicit port is another container's."""
     rows = []
     with serialized(MESH_LOCK):
+        # Already there (the gateway's start and the mesh's adoption of a container may both
+        # publish it): each of the container's ports once.
+        M = MeshPort
+        have = {
+            (r.protocol, r.container_port, r.target_port)
+            for r in M.select().where(M.container_id == container_id)
+        }
         for entry in wanted:
+            if (entry["protocol"], entry["container_port"], entry["target_port"]) in have:
+                continue
             port = entry["port"]
             if port:
                 held = holder(entry["address"], entry["protocol"], port)

@@ -262,6 +262,35 @@ def test_listener_closed_after_stop_die_and_rm(mesh_stack, names):
     assert refused(MESH_HOST, port, timeout=20)
 
 
+def test_a_container_its_daemon_restarts_gets_ports_again(mesh_stack, names):
+    """--restart always: the daemon restarts it without the gateway; the mesh adopts it."""
+    name = names()
+    script = f"mkdir -p /www && echo {name} > /www/index.html && httpd -p 80 -h /www && sleep 4"
+    ok(
+        mesh_stack.docker(
+            "run", "-d", "--name", name, "--restart", "always", "-p", "80", "busybox", "sh", "-c", script
+        )
+    )
+    _, port = port_of(mesh_stack, name)
+    assert get(MESH_HOST, port) == name
+    restarts = lambda: int(ok(mesh_stack.docker("inspect", "-f", "{{.RestartCount}}", name)))  # noqa: E731
+    deadline = time.monotonic() + 30
+    while restarts() < 1 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert restarts() >= 1
+    deadline = time.monotonic() + 15
+    while True:  # the mesh adopts it within a few seconds (it may be between two runs: retry)
+        shown = mesh_stack.docker("port", name, "80/tcp").stdout.decode().split()
+        if shown:
+            try:
+                assert get(MESH_HOST, int(shown[0].rpartition(":")[2]), timeout=3) == name
+                break
+            except requests.RequestException:
+                pass
+        assert time.monotonic() < deadline, "no port after the daemon's restart"
+        time.sleep(0.5)
+
+
 def test_two_projects_never_share_a_port(mesh_stack, names):
     mine, theirs = names("alpha"), names("beta")
     web(mesh_stack, mine, "-p", "80", tenant="alpha")
