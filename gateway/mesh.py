@@ -37,13 +37,16 @@ def address_for(settings, instance: store.Instance) -> str:
     return settings.mesh.address if on(settings) else instances.published_address(instance)
 
 
-def _explicit(host_config) -> dict[str, set[int]]:
-    """The host ports the tenant named, by container port ("80/tcp": {8080})."""
+def _explicit(host_config, *, every_address: bool = False) -> dict[str, set[int]]:
+    """The host ports the tenant named, by container port ("80/tcp": {8080}); with
+    ``every_address``, only those on every address (what the mesh forwards)."""
     explicit: dict[str, set[int]] = {}
     bindings = (host_config or {}).get("PortBindings") if isinstance(host_config, dict) else None
     for key, entries in (bindings or {}).items() if isinstance(bindings, dict) else ():
         for entry in entries or []:
             text = str((entry or {}).get("HostPort") or "") if isinstance(entry, dict) else ""
+            if every_address and isinstance(entry, dict) and (entry.get("HostIp") or "") not in WILDCARDS:
+                continue
             if text.isdigit() and int(text) > 0:
                 explicit.setdefault(_key(key), set()).add(int(text))
     return explicit
@@ -63,7 +66,7 @@ def check_start(settings, container_id: str, info: dict) -> None:
     dockerd's own bind failure does."""
     if not on(settings):
         return  # the instance's dockerd judges its own ports
-    for key, ports in _explicit(info.get("HostConfig")).items():
+    for key, ports in _explicit(info.get("HostConfig"), every_address=True).items():
         protocol = key.split("/")[1]
         for port in ports:
             held = table.holder(settings.mesh.address, protocol, port)

@@ -258,10 +258,13 @@ def start(ctx: Context, raw: bytes) -> None:
 
 
 def stop(ctx: Context) -> None:
-    """stop, kill: the container's ports leave the mesh once the daemon has stopped it."""
+    """stop, kill: the container's ports leave the mesh once the daemon has stopped it. A kill
+    with another signal than SIGKILL may leave it running: if it dies, `moorage mesh` sees it."""
     container = ctx.target
     upstream = send(ctx, container.instance, path=ctx.daemon_path)
-    if upstream.status in (204, 304):
+    signal = (ctx.query("signal") or "KILL").upper().removeprefix("SIG")
+    stopped = ctx.route.operation == "ContainerStop" or signal in ("KILL", "9")
+    if upstream.status in (204, 304) and stopped:
         ports.after_stop(container)
     respond(ctx, container.instance, upstream)
 
