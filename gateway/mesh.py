@@ -121,6 +121,8 @@ def publish(settings, instance: store.Instance, project: str, info: dict) -> Non
     if not wanted:
         return
     span = (settings.mesh.port_min, settings.mesh.port_max)
+    if not on(settings):
+        table.take_over(container_id, wanted)
     try:
         table.allocate(container_id, wanted, span)
     except table.PortTaken as exc:

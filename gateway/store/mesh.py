@@ -107,6 +107,25 @@ def _lowest_free(address: str, protocol: str, span: tuple[int, int]) -> int:
     raise PortTaken(0, protocol)
 
 
+def take_over(container_id: str, wanted: list[dict]) -> int:
+    """Drop other containers' rows for these exact ports (the mesh off: the instance's daemon
+    has just bound them, so whoever held them there has stopped without the gateway seeing)."""
+    M = MeshPort
+    dropped = 0
+    for entry in wanted:
+        dropped += (
+            M.delete()
+            .where(
+                (M.address == entry["address"])
+                & (M.protocol == entry["protocol"])
+                & (M.port == entry["port"])
+                & (M.container_id != container_id)
+            )
+            .execute()
+        )
+    return dropped
+
+
 def of_containers(container_ids: list[str]) -> dict[str, list[MeshPort]]:
     """The rows of these containers, by container ID."""
     found: dict[str, list[MeshPort]] = {}

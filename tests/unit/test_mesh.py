@@ -155,3 +155,14 @@ def test_mesh_off_records_the_instance_address_and_placement_avoids_a_taken_port
     request = PlacementRequest(project="p", name="", labels={}, ports=(("tcp", 8080),))
     assert place(request, settings).instance.uuid == "i2"  # fill order would say i1
     assert place(PlacementRequest(project="p", name="", labels={}), settings).instance.uuid == "i1"
+
+
+def test_mesh_off_a_port_the_daemon_bound_again_is_the_new_containers(settings):
+    """The first holder died without the gateway seeing (no `moorage mesh` runs with the mesh
+    off): its daemon gave the port to another container, whose start must not fail."""
+    settings.mesh.enabled = False
+    one = instance("i1", 1)
+    asked = {"80/tcp": [{"HostIp": "", "HostPort": "8080"}]}
+    mesh.publish(settings, one, "p", started("a" * 64, {"80/tcp": 8080}, asked))
+    mesh.publish(settings, one, "p", started("b" * 64, {"80/tcp": 8080}, asked))
+    assert list(mesh.rows_of(["a" * 64, "b" * 64])) == ["b" * 64]
