@@ -32,7 +32,7 @@ from gateway.placement import reaper
 from gateway.routing import Router
 from gateway.services import notices
 from gateway.tenancy import ClientCertificates, authenticate_request, make_provider, names
-from gateway.wire import AGENTS_PATH, CERTS_PATH, REQUEST_ID_HEADER
+from gateway.wire import AGENTS_PATH, CERTS_PATH, REQUEST_ID_HEADER, SOCKET_CREDENTIAL_HEADER
 
 log = logging.getLogger("moorage.gateway")
 access_log = logging.getLogger("moorage.access")
@@ -188,7 +188,9 @@ class Gateway:
         ):
             return  # the agents' registrations and heartbeats are the gateway's own traffic
         identity = environ.get("moorage.identity")
-        if environ.get("HTTP_X_AUTH_TOKEN"):
+        if environ.get("HTTP_" + SOCKET_CREDENTIAL_HEADER.upper().replace("-", "_")):
+            credential = "socket"  # a container's tenant socket (gateway/tenancy/sockets.py)
+        elif environ.get("HTTP_X_AUTH_TOKEN"):
             credential = "token"
         elif environ.get("wsgi.url_scheme") == "https":
             credential = "certificate"
@@ -270,6 +272,14 @@ class Gateway:
         if route is None:
             raise page_not_found()
         req.env["moorage.operation"] = route.operation
+        if req.get_header(SOCKET_CREDENTIAL_HEADER):
+            # A container's tenant socket lasts as long as its container: no certificate of the
+            # project (which would outlive it) is issued or shown through one.
+            raise DockerError(
+                403,
+                "client certificates are not managed through a container's Docker socket: "
+                "use `moorage certs` with your own credentials",
+            )
         identity = self._authenticate(req)
         req.context.project = identity.project_id
         route.handler(req, resp, self, identity, params)

@@ -182,6 +182,11 @@ class PolicySettings:
     file: str = ""
     # Strings are accepted and converted (one that is no port number is logged and skipped).
     reserved_ports: list[int | str] = field(default_factory=list)
+    # A container's bind of /var/run/docker.sock or /run/docker.sock gets its own tenant socket
+    # (gateway/services/tenantsocket.py): the Docker API as its project, through its agent.
+    # false: such a bind is the real socket, refused unless container:create:docker_socket allows it.
+    tenant_socket: bool = True
+    tenant_socket_ttl: float = 7 * 86400.0  # seconds a socket's credential lasts at most
 
 
 @dataclass

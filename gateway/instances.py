@@ -60,16 +60,7 @@ def project_instances(settings, project: str) -> list[store.Instance]:
     Read from the store every time, not cached: a create that has just claimed an instance is
     followed at once by lists that must show its container, in any worker."""
     horizon = store.utcnow() - _dt.timedelta(seconds=settings.gateway.heartbeat_timeout)
-    Inst = store.Instance
-    return list(
-        Inst.select()
-        .where(
-            (Inst.project == project)
-            & Inst.state.in_([store.INSTANCE_UP, store.INSTANCE_DRAINING])
-            & (Inst.last_heartbeat >= horizon)
-        )
-        .order_by(Inst.position, Inst.uuid)
-    )
+    return store.project_live_instances(project, horizon)
 
 
 def count_by_state(settings) -> dict[str, int]:

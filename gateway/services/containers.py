@@ -17,7 +17,7 @@ from gateway.forward import call, forward, raise_for, respond, send
 from gateway.placement import PIN_LABEL, PlacementRequest, place, release
 from gateway.placement.scheduler import confirm, name_conflict
 from gateway.services import images as images_
-from gateway.services import networks, ports, volumes
+from gateway.services import networks, ports, tenantsocket, volumes
 from gateway.services.common import (
     daemon_judges,
     delegation,
@@ -157,12 +157,15 @@ def create(ctx: Context, body, raw: bytes) -> None:
             ports=tuple(mesh.explicit_ports(body.get("HostConfig"))),
         ),
     )
+    opened = None
     try:
         for tenant_volume, daemon_volume in needs.volumes.items():
             _make_volume(ctx, placement.instance, tenant_volume, daemon_volume)
         if needs.default_bridge:
             bridge = networks.ensure_default_bridge(ctx, placement.instance, ctx.project)
         body["Image"] = images_.container_image(ctx, placement.instance, body.get("Image"))
+        # A bind of the Docker socket: the container's own tenant socket instead.
+        opened = tenantsocket.provide(ctx, placement.instance, body)
         query = with_query(ctx, name=names.to_daemon(ctx.project, name) or None)
         status, payload = call(ctx, placement.instance, "POST", "/containers/create", query=query, body=body)
         if status >= 400 and needs.default_bridge and bridge in str(payload.get("message", "")):
@@ -188,8 +191,10 @@ def create(ctx: Context, body, raw: bytes) -> None:
                 )
     except BaseException:
         release(placement)
+        tenantsocket.withdraw(opened)
         raise
     confirm(placement, container_id, name, ctx.project, labels)
+    tenantsocket.created(opened, container_id)
     ctx.answer_json(scope.strip_names(ctx.project, payload), 201)
 
 
@@ -289,6 +294,7 @@ def inspect(ctx: Context) -> None:
     hide_project_label((payload.get("Config") or {}).get("Labels"))
     ports.inspect_view(ctx, container, payload)
     scope.show_default_bridge(ctx.project, payload)
+    tenantsocket.show_requested(payload, container.instance)
     payload = scope.strip_names(ctx.project, payload)
     scope.hide_added_aliases(payload)
     images_.container_view(ctx.project, payload)
@@ -300,6 +306,7 @@ def delete(ctx: Context) -> None:
     upstream = send(ctx, container.instance, path=ctx.daemon_path)
     if upstream.status in (204, 404):
         store.forget_container(container.id)
+        tenantsocket.removed(container)
     respond(ctx, container.instance, upstream)
 
 
