@@ -85,6 +85,7 @@ port_min = 20000; port_max = 32767   # where Moorage chooses ports for -P and -p
                                   # the kernel's ephemeral range on the mesh's host)
 udp_idle = 60                     # seconds a UDP client's session lives without a datagram
 poll_interval = 0.5               # seconds between `moorage mesh`'s readings of the store
+start_wait = 5                    # seconds a start waits for `moorage mesh` to listen
 """
 
 from __future__ import annotations
@@ -327,6 +328,7 @@ class MeshSettings:
     port_max: int = 32767
     udp_idle: float = 60.0
     poll_interval: float = 0.5
+    start_wait: float = 5.0
 
 
 @dataclass

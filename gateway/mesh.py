@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from urllib.parse import urlencode
 
 from gateway import instances, store
@@ -133,6 +134,27 @@ def publish(settings, instance: store.Instance, project: str, info: dict) -> Non
                 f"({span[0]}-{span[1]}): stop containers that publish ports, or ask the operator",
             ) from None
         raise _already_allocated(info, exc.port) from None
+
+
+def wait_listening(settings, container_id: str) -> bool:
+    """Until `moorage mesh` listens on the container's ports (as dockerd's are bound when its
+    start answers), at most ``[mesh] start_wait`` seconds; False if it did not."""
+    if not on(settings):
+        return True
+    deadline = time.monotonic() + settings.mesh.start_wait
+    while table.waiting(container_id, settings.mesh.address):
+        if time.monotonic() >= deadline:
+            log.warning(
+                "mesh: no listener for %s's ports after %ss", container_id[:12], settings.mesh.start_wait
+            )
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def listening(rows: list[table.MeshPort], open_keys) -> None:
+    """Mark the rows whose listener is open (``open_keys``: (protocol, port))."""
+    table.mark_listening([r.id for r in rows if not r.listening and (r.protocol, r.port) in open_keys])
 
 
 def release(container_id: str) -> None:

@@ -51,6 +51,7 @@ def cmd_mesh(args, settings_of) -> int:
         try:
             rows, wanted = mesh.wanted(settings)
             listeners.apply(wanted)
+            mesh.listening(rows, listeners.listeners.keys())
             if time.monotonic() - last_check >= RECONCILE_EVERY:
                 last_check = time.monotonic()
                 if mesh.drop_stopped(rows) + mesh.adopt_running(settings):

@@ -36,6 +36,7 @@ def after_start(ctx: Context, container) -> None:
     except DockerError:
         call(ctx, container.instance, "POST", f"/containers/{container.id}/kill")
         raise
+    mesh.wait_listening(ctx.settings, container.id)
 
 
 def after_stop(container) -> None:

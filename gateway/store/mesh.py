@@ -32,6 +32,7 @@ class MeshPort(BaseModel):
     target_host = peewee.CharField(max_length=255)  # the instance's address
     target_port = peewee.IntegerField()  # the instance's port dockerd published
     explicit = peewee.BooleanField(default=False)  # the tenant asked for this port
+    listening = peewee.BooleanField(default=False)  # `moorage mesh` has opened its listener
     created_at = peewee.DateTimeField(default=utcnow)
 
     class Meta:
@@ -139,6 +140,21 @@ def of_containers(container_ids: list[str]) -> dict[str, list[MeshPort]]:
 def release(container_id: str) -> int:
     """Drop a container's ports (it stopped, died or was removed)."""
     return MeshPort.delete().where(MeshPort.container_id == container_id).execute()
+
+
+def mark_listening(ids: list[int]) -> int:
+    """`moorage mesh` listens for these rows now (a start waits for it: gateway/mesh.py)."""
+    return MeshPort.update(listening=True).where(MeshPort.id.in_(ids)).execute() if ids else 0
+
+
+def waiting(container_id: str, address: str) -> int:
+    """How many of the container's ports at ``address`` have no listener yet."""
+    M = MeshPort
+    return (
+        M.select()
+        .where((M.container_id == container_id) & (M.address == address) & (M.listening == False))  # noqa: E712
+        .count()
+    )
 
 
 def release_rows(ids: list[int]) -> int:

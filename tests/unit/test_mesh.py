@@ -166,3 +166,16 @@ def test_mesh_off_a_port_the_daemon_bound_again_is_the_new_containers(settings):
     mesh.publish(settings, one, "p", started("a" * 64, {"80/tcp": 8080}, asked))
     mesh.publish(settings, one, "p", started("b" * 64, {"80/tcp": 8080}, asked))
     assert list(mesh.rows_of(["a" * 64, "b" * 64])) == ["b" * 64]
+
+
+def test_a_start_waits_for_the_listeners(settings):
+    settings.mesh.start_wait = 0.2
+    one = instance("i1", 1)
+    mesh.publish(settings, one, "p", started("a" * 64, {"80/tcp": 32768, "53/udp": 32769}))
+    assert mesh.wait_listening(settings, "a" * 64) is False  # no `moorage mesh` marked them
+    rows, wanted = mesh.wanted(settings)
+    assert set(wanted) == {("tcp", 20000), ("udp", 20000)}
+    mesh.listening(rows, {("tcp", 20000)})
+    assert mesh.wait_listening(settings, "a" * 64) is False  # the UDP one still waits
+    mesh.listening(rows, set(wanted))
+    assert mesh.wait_listening(settings, "a" * 64) is True
