@@ -318,6 +318,20 @@ class EventsSettings:
 
 
 @dataclass
+class NoticesSettings:
+    """[notices]: projects' webhooks for notices (gateway/notifications/webhooks.py)."""
+
+    # Destinations a webhook may name besides public addresses (CIDRs): private, loopback and
+    # link-local ones are refused unless listed, so a tenant cannot make the gateway post into
+    # the operator's networks.
+    allowed_networks: list[str] = field(default_factory=list)
+    per_project: int = 5  # subscriptions a project may hold
+    queue_limit: int = 1000  # notices waiting for one webhook; more are dropped (and logged)
+    max_attempts: int = 12  # tries of one notice (back-off 2, 4, ... 300 s) before it is dropped
+    timeout: float = 10.0  # seconds a webhook has to answer one delivery
+
+
+@dataclass
 class MeshSettings:
     """[mesh]: the routing mesh (gateway/mesh.py, `moorage mesh`, docs/operations.md)."""
 
@@ -344,6 +358,7 @@ class Settings:
     local: LocalSettings = field(default_factory=LocalSettings)
     notifications: NotificationsSettings = field(default_factory=NotificationsSettings)
     events: EventsSettings = field(default_factory=EventsSettings)
+    notices: NoticesSettings = field(default_factory=NoticesSettings)
     mesh: MeshSettings = field(default_factory=MeshSettings)
     source: str = ""  # the file read, "" for none
 

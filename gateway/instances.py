@@ -301,7 +301,7 @@ def daemon_roots() -> tuple[str, ...]:
     found = set()
     try:
         rows = list(store.Instance.select(store.Instance.facts).tuples())
-    except peewee.PeeweeException:
+    except (peewee.PeeweeException, *store.BUSY):
         return _roots[1]  # (an error answer while the store is away: the last roots known)
     for (facts,) in rows:
         root = facts.get("DockerRootDir") if isinstance(facts, dict) else None

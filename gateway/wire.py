@@ -11,6 +11,11 @@ PROJECT_HEADER = "X-Auth-Project-Id"
 ALL_PROJECTS_HEADER = "X-Moorage-All-Projects"
 # Client certificates: issued, listed and revoked here (gateway/certapi.py), on every listener.
 CERTS_PATH = "/moorage/v1/certs"
+# Projects' webhooks for notices (gateway/noticeapi.py), and the headers of each delivery.
+NOTICES_PATH = "/moorage/v1/notices"
+NOTICE_SIGNATURE_HEADER = "X-Moorage-Signature"  # sha256=HEX: HMAC-SHA256 of the body, the secret
+NOTICE_EVENT_HEADER = "X-Moorage-Event"  # the notice's name (instance.create, ...)
+NOTICE_DELIVERY_HEADER = "X-Moorage-Delivery"  # the notice's ID: the same on every retry
 
 # -- clients <-> gateway -> agents: one request's ID (gateway/logs.py) ----------------------------
 REQUEST_ID_HEADER = "X-Request-Id"

@@ -11,6 +11,7 @@ place that speaks SQL or builds model queries for the layers above it:
 """
 
 from gateway.store.db import (
+    BUSY,
     MIGRATION_LOCK,
     PG_POOL_SIZE,
     PLACEMENT_LOCK,
@@ -93,6 +94,7 @@ from gateway.store.schema import (
 __all__ = [
     "ACTIVE",
     "BUILDING",
+    "BUSY",
     "DELETING",
     "DRAINING",
     "FAILED",

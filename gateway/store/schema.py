@@ -41,6 +41,7 @@ from gateway.store.models import (
     Trust,
     Volume,
 )
+from gateway.store.notices import create_notices
 from gateway.store.sockets import create_socket_credentials
 
 _init_lock = threading.Lock()
@@ -217,6 +218,7 @@ MIGRATIONS: list[Callable[[peewee.Database], None]] = [
     _m_fair_shares,
     create_journal,  # the notification outbox and the event journal (gateway/store/journal.py)
     create_socket_credentials,  # the tenant sockets' credentials (gateway/store/sockets.py)
+    create_notices,  # projects' webhooks and their deliveries (gateway/store/notices.py)
     create_mesh,  # the routing mesh's ports (gateway/store/mesh.py)
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
