@@ -77,6 +77,15 @@ audit = true                      # CADF audit events (audit.http.response) for 
 audit_log = ""                    # also append each CADF event, one JSON line, to this file
 [events]
 retention = 604800                # seconds the store keeps daemon and gateway events (7 days)
+[mesh]                            # published ports at the gateway's address (gateway/mesh.py)
+enabled = false                   # true: `moorage mesh` forwards them; false: instance addresses
+address = "203.0.113.5"           # the host clients reach published ports at (DOCKER_HOST's)
+bind = ""                         # what `moorage mesh` listens on; "" = address
+port_min = 20000; port_max = 32767   # where Moorage chooses ports for -P and -p PORT (below
+                                  # the kernel's ephemeral range on the mesh's host)
+udp_idle = 60                     # seconds a UDP client's session lives without a datagram
+poll_interval = 0.5               # seconds between `moorage mesh`'s readings of the store
+start_wait = 5                    # seconds a start waits for `moorage mesh` to listen
 """
 
 from __future__ import annotations
@@ -323,6 +332,20 @@ class NoticesSettings:
 
 
 @dataclass
+class MeshSettings:
+    """[mesh]: the routing mesh (gateway/mesh.py, `moorage mesh`, docs/operations.md)."""
+
+    enabled: bool = False
+    address: str = ""
+    bind: str = ""
+    port_min: int = 20000
+    port_max: int = 32767
+    udp_idle: float = 60.0
+    poll_interval: float = 0.5
+    start_wait: float = 5.0
+
+
+@dataclass
 class Settings:
     gateway: GatewaySettings = field(default_factory=GatewaySettings)
     identity: IdentitySettings = field(default_factory=IdentitySettings)
@@ -336,6 +359,7 @@ class Settings:
     notifications: NotificationsSettings = field(default_factory=NotificationsSettings)
     events: EventsSettings = field(default_factory=EventsSettings)
     notices: NoticesSettings = field(default_factory=NoticesSettings)
+    mesh: MeshSettings = field(default_factory=MeshSettings)
     source: str = ""  # the file read, "" for none
 
 

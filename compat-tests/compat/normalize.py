@@ -1,7 +1,10 @@
 """Normalization: what may differ between two runs of one scenario without being a divergence.
 
 IDs, digests, timestamps, relative ages, published host ports, IP and MAC addresses, the
-scenario's own per-side name prefix and the two endpoints are replaced by placeholders.
+scenario's own per-side name prefix and the two endpoints are replaced by placeholders. The
+IPv6 twin dockerd prints beside each binding on every address (`80/tcp -> [::]:PORT`) is
+dropped: behind Moorage's routing mesh a port is published once, at the gateway's address
+(docs/divergences.md#port-mesh).
 Everything else (status codes, messages, structure, values, stream bytes) is compared as is.
 """
 
@@ -53,6 +56,9 @@ _IPV4 = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.])")
 _CIDR = re.compile(r"<IP>/\d{1,2}\b")
 _MAC = re.compile(r"(?i)(?<![0-9a-f:])(?:[0-9a-f]{2}:){5}[0-9a-f]{2}(?![0-9a-f:])")
 _PORTMAP = re.compile(r"(<IP>|\[?::\]?):\d{4,5}\b")
+# After _PORTMAP: the IPv6 twins of `docker port` (a line), `docker ps` (", [::]:<PORT>->80/tcp")
+# and compose v1's ps (",:::<PORT>->80/tcp").
+_V6_TWIN = re.compile(r"^[0-9]+/[a-z]+ -> \[::\]:<PORT>\n?|,\s?(?:\[::\]|::):<PORT>->[0-9]+/[a-z]+", re.M)
 _AGO = re.compile(
     r"(?:About (?:a|an) \w+|Less than a second|\d+ (?:second|minute|hour|day|week|month|year)s?) ago"
 )
@@ -98,6 +104,7 @@ class Normalizer:
         s = _IPV4.sub("<IP>", s)
         s = _CIDR.sub("<IP>/<MASK>", s)
         s = _PORTMAP.sub(r"\1:<PORT>", s)
+        s = _V6_TWIN.sub("", s)
         s = _AGO.sub("<AGO>", s)
         s = _UP.sub("Up <DUR>", s)
         s = _UNIX_SEC.sub("<EPOCH>", s)

@@ -541,11 +541,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["table", "json"], default="table")
     p.set_defaults(func=cmd_images)
 
-    from gateway.cli import certs, login, notices
+    from gateway.cli import certs, login, mesh, notices
 
     login.add_parser(sub)
     certs.add_parser(sub, _settings)
     notices.add_parser(sub, _settings)
+    mesh.add_parser(sub, _settings)
 
     p = sub.add_parser("db", help="database schema")
     p.add_argument("action", choices=["upgrade"])

@@ -11,7 +11,7 @@ from typing import overload
 from gateway import quotas, store
 from gateway.errors import DockerError
 from gateway.instances import is_live
-from gateway.store import RESERVATION_PREFIX
+from gateway.store import RESERVATION_PREFIX, mesh
 from gateway.tenancy.trusts import Delegation
 from gateway.wire import PIN_LABEL  # `docker run --label org.openstack.nova.instance=<uuid>`
 
@@ -30,6 +30,9 @@ class PlacementRequest:
     # The caller's Keystone credentials: used only if this request must boot an instance in its
     # project and the provider holds no trust for it yet (nova, dedicated tenancy).
     delegation: Delegation | None = field(default=None, repr=False)
+    # (protocol, port) the container publishes on a port it names (-p 8080:80): not placed
+    # where a running container publishes that port already (Swarm classic's port filter).
+    ports: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass
@@ -92,6 +95,7 @@ def choose(
     with_room: bool = True,
     owner: str | None = None,
     free: bool = False,
+    exclude: frozenset[str] = frozenset(),
 ) -> store.Instance | None:
     """The first live instance with room (or any live one) in ``order``, or None. ``owner``:
     only that project's instances; ``free``: only instances no project owns and nothing runs
@@ -105,14 +109,19 @@ def choose(
         where, params = f"{where} AND project = {param}", [*params, owner]
     elif free:
         where = f"{where} AND project IS NULL AND container_count = 0"
+    if exclude:
+        where = f"{where} AND uuid NOT IN ({', '.join([param] * len(exclude))})"
+        params = [*params, *sorted(exclude)]
     sql = f'SELECT * FROM "instance" WHERE {where} ORDER BY {order} LIMIT 1'
     return next(iter(store.Instance.raw(sql, *params)), None)
 
 
-def claim_free(project: str, settings, default_capacity: int) -> store.Instance | None:
+def claim_free(
+    project: str, settings, default_capacity: int, exclude: frozenset[str] = frozenset()
+) -> store.Instance | None:
     """Dedicated tenancy: make the first free instance (fill order) the project's. Runs in the
     placement transaction, so two projects never claim one instance."""
-    chosen = choose(STRATEGIES["fill"], settings, default_capacity, free=True)
+    chosen = choose(STRATEGIES["fill"], settings, default_capacity, free=True, exclude=exclude)
     if chosen is None:
         return None
     claim(chosen, project)
@@ -189,12 +198,15 @@ def place(
             if own and chosen.project is None:
                 claim(chosen, request.project)
         else:
+            busy = frozenset(i for protocol, port in request.ports for i in mesh.taken_on(protocol, port))
             if own:
-                chosen = choose(order, settings, default_capacity, owner=request.project) or claim_free(
-                    request.project, settings, default_capacity
-                )
+                chosen = choose(
+                    order, settings, default_capacity, owner=request.project, exclude=busy
+                ) or claim_free(request.project, settings, default_capacity, busy)
             else:
-                chosen = choose(order, settings, default_capacity)
+                chosen = choose(order, settings, default_capacity, exclude=busy)
+            if chosen is None and busy and when_full is None:
+                raise _ports_taken(request)
             if chosen is None:
                 if when_full is not None:
                     when_full()
@@ -228,6 +240,17 @@ def place(
                 nano_cpus=request.nano_cpus,
             ).execute()
     return Placement(chosen, reservation_id, request.memory, request.nano_cpus)
+
+
+def _ports_taken(request: PlacementRequest) -> DockerError:
+    """No instance with room has the ports free: dockerd's words, and what to do."""
+    port = request.ports[0][1]
+    return DockerError(
+        500,
+        f"Bind for 0.0.0.0:{port} failed: port is already allocated (on every instance with "
+        f"room: {', '.join(f'{p}/{t}' for t, p in request.ports)}): publish another port, or "
+        "let Docker choose one (-p PORT, -P)",
+    )
 
 
 def name_conflict(name: str, holder_id: str) -> DockerError:

@@ -10,14 +10,14 @@ import json
 from collections.abc import Callable
 from urllib.parse import urlencode
 
-from gateway import instances, policy, quotas, store
+from gateway import instances, mesh, policy, quotas, store
 from gateway.context import Context
 from gateway.errors import DockerError
 from gateway.forward import call, forward, raise_for, respond, send
 from gateway.placement import PIN_LABEL, PlacementRequest, place, release
 from gateway.placement.scheduler import confirm, name_conflict
 from gateway.services import images as images_
-from gateway.services import networks, tenantsocket, volumes
+from gateway.services import networks, ports, tenantsocket, volumes
 from gateway.services.common import (
     daemon_judges,
     delegation,
@@ -63,10 +63,9 @@ def list_(ctx: Context) -> None:
     merged = []
     origin: dict[str, str] = {}  # container ID -> instance, for ordering within a second
     for instance, payload in every_instance(ctx, "GET", "/containers/json", query):
-        address = instances.published_address(instance)
+        ports.list_view(ctx, payload, instance)
         for container in payload:
             origin[container.get("Id")] = instance.uuid
-            container["Ports"] = instances.publish_bindings(container.get("Ports"), address, "IP")
             hide_project_label(container.get("Labels"), ctx)
             scope.show_default_bridge(ctx.project, container)
             container["Image"] = images_.tenant_image_name(ctx.project, container.get("Image"))
@@ -155,6 +154,7 @@ def create(ctx: Context, body, raw: bytes) -> None:
             memory=memory,
             nano_cpus=nano_cpus,
             delegation=delegation(ctx),
+            ports=tuple(mesh.explicit_ports(body.get("HostConfig"))),
         ),
     )
     opened = None
@@ -242,6 +242,7 @@ def start(ctx: Context, raw: bytes) -> None:
             "removed in v1.24",
         )  # dockerd's words, on every version
     container = ctx.target
+    ports.before_start(ctx, container)
     upstream = send(ctx, container.instance, path=ctx.daemon_path, body=b"")
     if upstream.status == 400 and (upstream.header("Content-Type") or "").startswith("application/json"):
         message = upstream.read()
@@ -255,6 +256,32 @@ def start(ctx: Context, raw: bytes) -> None:
         # The project's bridge was made twice by racing creates: keep one, start again.
         networks.keep_one(ctx, container.instance, bridge.decode())
         upstream = send(ctx, container.instance, path=ctx.daemon_path, body=b"")
+    if upstream.status in (204, 304):
+        upstream.read()  # (an empty body) before the calls below use the agent again
+        ports.after_start(ctx, container)
+    respond(ctx, container.instance, upstream)
+
+
+def stop(ctx: Context) -> None:
+    """stop, kill: the container's ports leave the mesh once the daemon has stopped it. A kill
+    with another signal than SIGKILL may leave it running: if it dies, `moorage mesh` sees it."""
+    container = ctx.target
+    upstream = send(ctx, container.instance, path=ctx.daemon_path)
+    signal = (ctx.query("signal") or "KILL").upper().removeprefix("SIG")
+    stopped = ctx.route.operation == "ContainerStop" or signal in ("KILL", "9")
+    if upstream.status in (204, 304) and stopped:
+        ports.after_stop(container)
+    respond(ctx, container.instance, upstream)
+
+
+def restart(ctx: Context) -> None:
+    """A restart may give the container other ports on its instance: the mesh's follow."""
+    container = ctx.target
+    upstream = send(ctx, container.instance, path=ctx.daemon_path)
+    if upstream.status == 204:
+        upstream.read()
+        ports.after_stop(container)
+        ports.after_start(ctx, container)
     respond(ctx, container.instance, upstream)
 
 
@@ -265,11 +292,7 @@ def inspect(ctx: Context) -> None:
         store.forget_container(container.id)
     raise_for(status, payload)
     hide_project_label((payload.get("Config") or {}).get("Labels"))
-    ports = (payload.get("NetworkSettings") or {}).get("Ports")
-    if isinstance(ports, dict):
-        address = instances.published_address(container.instance)
-        for port, bindings in ports.items():
-            ports[port] = instances.publish_bindings(bindings, address, "HostIp")
+    ports.inspect_view(ctx, container, payload)
     scope.show_default_bridge(ctx.project, payload)
     tenantsocket.show_requested(payload, container.instance)
     payload = scope.strip_names(ctx.project, payload)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as _dt
 
 from gateway.store.db import database, is_postgres
+from gateway.store.mesh import MeshPort
 from gateway.store.models import (
     INSTANCE_DRAINING,
     INSTANCE_UP,
@@ -89,8 +90,10 @@ def project_live_instances(project: str, horizon: _dt.datetime) -> list[Instance
 
 
 def forget_container(container_id: str) -> None:
-    """The daemon says it is gone: drop it from the map (its execs go with it)."""
+    """The daemon says it is gone: drop it from the map (its execs go with it, and the mesh's
+    ports it held: gateway/store/mesh.py)."""
     Container.delete().where(Container.id == container_id).execute()
+    MeshPort.delete().where(MeshPort.container_id == container_id).execute()
 
 
 def container_named(project: str, name: str) -> Container | None:

@@ -21,6 +21,7 @@ from gateway.store.db import (
     serialized,
 )
 from gateway.store.journal import create_journal
+from gateway.store.mesh import create_mesh
 from gateway.store.models import (
     INSTANCE_UP,
     ClientCert,
@@ -218,6 +219,7 @@ MIGRATIONS: list[Callable[[peewee.Database], None]] = [
     create_journal,  # the notification outbox and the event journal (gateway/store/journal.py)
     create_socket_credentials,  # the tenant sockets' credentials (gateway/store/sockets.py)
     create_notices,  # projects' webhooks and their deliveries (gateway/store/notices.py)
+    create_mesh,  # the routing mesh's ports (gateway/store/mesh.py)
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -317,20 +317,6 @@ def testcontainers_path():
     shutil.rmtree(target, ignore_errors=True)
 
 
-def alpha_address(stack) -> str:
-    """Where alpha's published ports are reached: its instance's address, as `docker port`
-    says. (Until the gateway publishes them itself, issue 15 item 3, testcontainers is told this
-    with TC_HOST; then TC_HOST goes.)"""
-    done = stack.docker("run", "-d", "-p", "8080", "busybox", "sleep", "60")
-    assert done.returncode == 0, out(done)
-    probe = done.stdout.decode().strip()
-    try:
-        port = stack.docker("port", probe, "8080").stdout.decode().split()[0]
-    finally:
-        stack.docker("rm", "-f", probe)
-    return port.rpartition(":")[0]
-
-
 def test_testcontainers_with_ryuk_removes_a_killed_sessions_containers(stack, cli_image, testcontainers_path):
     build(
         stack,
@@ -354,7 +340,9 @@ def test_testcontainers_with_ryuk_removes_a_killed_sessions_containers(stack, cl
         DOCKER_CONFIG=stack.env["MOORAGE_CONFIG_alpha"],
         PYTHONPATH=testcontainers_path,
         RYUK_CONTAINER_IMAGE=REAPER_IMAGE,
-        TC_HOST=alpha_address(stack),
+        # Ryuk's port is reached at DOCKER_HOST's host (the routing mesh, test_port_mesh.py);
+        # /.dockerenv here would make testcontainers guess a container network's gateway.
+        TESTCONTAINERS_CONNECTION_MODE="docker_host",
     )
     session = subprocess.Popen(
         [sys.executable, "-c", SESSION], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True

@@ -151,6 +151,11 @@ def main(argv: list[str] | None = None) -> int:
         "DIR/hosts/I/disk.img), to fill in disk-full tests (default: the machine's disk)",
     )
     up.add_argument("--no-gateway", action="store_true", help=argparse.SUPPRESS)
+    up.add_argument(
+        "--no-mesh",
+        action="store_true",
+        help="published ports at the instances' addresses, not at 127.0.0.1 (the mesh off)",
+    )
     up.set_defaults(func=cmd_up)
 
     down = sub.add_parser("down", help="stop everything of the stack under DIR (keeps logs)")

@@ -14,6 +14,7 @@ from .common import GATEWAY_START_TIMEOUT, Fail, parse_exports, run, say, write_
 from .daemons import moorage_argv, moorage_env
 from .endpoints import http_request
 from .identity import KEYSTONE_CACHE_TTL
+from .mesh import mesh_config
 from .pg import database_url
 from .state import Stack
 from .tls import gateway_config as tls_gateway_config
@@ -106,6 +107,7 @@ def write_gateway_config(st: Stack) -> str:
     lines += ["", "[notices]", 'allowed_networks = ["127.0.0.0/8"]']
     # Absent until someone writes it (every policy rule refused); the gateway re-reads it on change.
     lines += ["", "[policy]", f"file = {q(st.path('policy.yaml'))}"]
+    lines += mesh_config(st)
     path = st.path("moorage.toml")
     write_private(path, "\n".join(lines) + "\n")
     return path

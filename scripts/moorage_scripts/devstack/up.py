@@ -18,6 +18,7 @@ from .endpoints import answers
 from .envfile import write_env
 from .gateways import gateway_ports, publish_busybox, start_gateways, write_gateway_config
 from .identity import ensure_identity, ensure_keystone_identity
+from .mesh import start_mesh
 from .network import setup_network
 from .pg import start_postgres
 from .resolver import start_resolver
@@ -63,6 +64,7 @@ def cmd_up(args) -> int:
         if args.docker_host is not None
         else (old.get("docker_host") if args.hosts in (None, 1) else None),
         "no_gateway": bool(args.no_gateway),
+        "mesh": not getattr(args, "no_mesh", False),
         "keystone": bool(args.keystone or args.nova or old.get("keystone", False)),
         "postgres": bool(args.postgres or old.get("postgres", False)),
         "replicas": args.replicas if args.replicas is not None else old.get("replicas", 1),
@@ -111,6 +113,7 @@ def cmd_up(args) -> int:
             "tenancy": "--tenancy",
             "notifications": "--notifications",
             "host_disk_mb": "--host-disk-mb",
+            "mesh": "--no-mesh (mesh)",
         }
         st.state.setdefault("keystone", False)
         st.state.setdefault("postgres", False)
@@ -119,6 +122,7 @@ def cmd_up(args) -> int:
         st.state.setdefault("tenancy", "dedicated")
         st.state.setdefault("notifications", False)
         st.state.setdefault("host_disk_mb", 0)
+        st.state.setdefault("mesh", want["mesh"])  # (a stack from before the mesh: as asked)
         diff = [
             k for k in flags if st.state.get(k) != want[k] and not (k == "hosts" and want[k] > st.nhosts)
         ]  # growing is fine
@@ -207,6 +211,7 @@ def cmd_up(args) -> int:
     write_gateway_config(st)
     if not st.state["no_gateway"]:
         start_gateways(st)
+        start_mesh(st)
         tenant_certs(st, st.state["port"])
         if st.state.get("nova"):
             novawatch.start_watcher(st)
