@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import errno
 import json
 import logging
 from collections.abc import Iterable, Iterator
@@ -416,7 +417,15 @@ def _head_first(chunks: Iterator[bytes]) -> Iterator[bytes]:
     waiting on a long poll (`wait?condition=next-exit`, events) needs the head at once, as
     dockerd sends it, before the body's first byte exists."""
     yield b""
-    yield from chunks
+    try:
+        yield from chunks
+    except UpstreamError as exc:
+        # The daemon's answer broke off (its agent or daemon stopped) after the head was sent:
+        # nothing can be said to the client but a cut connection, which it sees as a broken
+        # body (never as a whole one). A socket error is what gunicorn cuts quietly; anything
+        # else it would log as a traceback of the gateway's own.
+        log.warning("the answer broke off after its head: %s", exc)
+        raise ConnectionResetError(errno.ECONNRESET, f"upstream: {exc}") from exc
 
 
 def forward(ctx: Context, instance: store.Instance, **kwargs) -> None:
