@@ -17,7 +17,8 @@ import socket
 
 from gevent.server import StreamServer
 
-from gateway.wire import AGENT_SECRET_HEADER, REQUEST_ID_HEADER
+from agent.segments import SegmentError, Segments
+from gateway.wire import AGENT_SECRET_HEADER, AGENT_SEGMENTS_PATH, REQUEST_ID_HEADER
 from relay.pump import splice
 from relay.upstream import Endpoint, SocketReader, UpstreamError
 
@@ -43,6 +44,7 @@ class AgentProxy:
         self.docker = docker
         self.instance_uuid = instance_uuid
         self.secret: str | None = None  # set once registered
+        self.segments = Segments()  # spanning networks on this instance (agent/segments.py)
 
     def handle(self, client: socket.socket, address) -> None:
         try:
@@ -87,6 +89,11 @@ class AgentProxy:
                 "send Docker API requests to the gateway",
             )
             return
+        method, _, rest = request_line.partition(" ")
+        target = rest.rpartition(" ")[0]
+        if target == AGENT_SEGMENTS_PATH or target.startswith(AGENT_SEGMENTS_PATH + "/"):
+            self._segment_request(client, reader, method, target, header_lines)
+            return
         kept.append("Connection: Upgrade" if upgrade else "Connection: close")
         try:
             daemon = self.docker.connect(timeout=3)
@@ -106,6 +113,47 @@ class AgentProxy:
         log.debug("request %s: %s", request_id, request_line)
         daemon.sendall(("\r\n".join([request_line, *kept]) + "\r\n\r\n").encode("latin-1"))
         splice(client, daemon, from_client=reader.take_buffer())
+
+    def _segment_request(self, client, reader: SocketReader, method: str, target: str, headers) -> None:
+        """The gateway's segment requests: PUT {path}/{vni} with the segment's desired state,
+        DELETE {path}/{vni}."""
+        length = 0
+        for line in headers:
+            name, _, value = line.partition(":")
+            if name.strip().lower() == "content-length" and value.strip().isdigit():
+                length = int(value.strip())
+        if length > 1 << 22:
+            _answer(client, 413, "Payload Too Large", "segment too large")
+            return
+        body = bytearray(reader.take_buffer())
+        while len(body) < length:
+            chunk = client.recv(65536)
+            if not chunk:
+                return
+            body += chunk
+        vni = target[len(AGENT_SEGMENTS_PATH) + 1 :]
+        try:
+            if method == "PUT" and vni.isdigit():
+                result = self.segments.put(json.loads(bytes(body[:length]) or b"null"))
+            elif method == "DELETE" and vni.isdigit():
+                self.segments.delete(int(vni))
+                result = {}
+            else:
+                raise SegmentError(404, f"no such segment route: {method} {target}")
+        except ValueError as exc:
+            _answer(client, 400, "Bad Request", f"segment is not JSON: {exc}")
+            return
+        except SegmentError as exc:
+            log.warning("segment request %s %s refused: %s", method, target, exc)
+            _answer(client, exc.status, "Segment Refused", str(exc))
+            return
+        payload = json.dumps(result).encode() + b"\n"
+        with contextlib.suppress(OSError):
+            client.sendall(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n"
+                + f"Content-Length: {len(payload)}\r\n\r\n".encode()
+                + payload
+            )
 
 
 def serve(listen: tuple[str, int], proxy: AgentProxy) -> StreamServer:

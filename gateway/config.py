@@ -304,6 +304,17 @@ class EventsSettings:
 
 
 @dataclass
+class NetworkSettings:
+    """[networks]: user-defined networks that span a project's instances (gateway/services/spans.py)."""
+
+    pool: str = "198.19.0.0/16"  # the subnets the gateway gives networks made without --subnet
+    prefix: int = 24  # each network's subnet size within the pool
+    # The MTU of a spanning network: the underlay's minus VXLAN's 50 bytes of headers.
+    mtu: int = 1450
+    vxlan_port: int = 4789  # udp; the instances must admit it from each other (README "Networks")
+
+
+@dataclass
 class Settings:
     gateway: GatewaySettings = field(default_factory=GatewaySettings)
     identity: IdentitySettings = field(default_factory=IdentitySettings)
@@ -316,6 +327,7 @@ class Settings:
     local: LocalSettings = field(default_factory=LocalSettings)
     notifications: NotificationsSettings = field(default_factory=NotificationsSettings)
     events: EventsSettings = field(default_factory=EventsSettings)
+    networks: NetworkSettings = field(default_factory=NetworkSettings)
     source: str = ""  # the file read, "" for none
 
 

@@ -17,7 +17,7 @@ from gateway.forward import call, forward, raise_for, respond, send
 from gateway.placement import PIN_LABEL, PlacementRequest, place, release
 from gateway.placement.scheduler import confirm, name_conflict
 from gateway.services import images as images_
-from gateway.services import networks, volumes
+from gateway.services import networks, spans, volumes
 from gateway.services.common import (
     daemon_judges,
     delegation,
@@ -157,11 +157,13 @@ def create(ctx: Context, body, raw: bytes) -> None:
             delegation=delegation(ctx),
         ),
     )
+    token = ""  # the create's hold on addresses of spanning networks (services/spans.py)
     try:
         for tenant_volume, daemon_volume in needs.volumes.items():
             _make_volume(ctx, placement.instance, tenant_volume, daemon_volume)
         if needs.default_bridge:
             bridge = networks.ensure_default_bridge(ctx, placement.instance, ctx.project)
+        token = spans.join_create(ctx, placement.instance, body, needs.networks, name)
         body["Image"] = images_.container_image(ctx, placement.instance, body.get("Image"))
         query = with_query(ctx, name=names.to_daemon(ctx.project, name) or None)
         status, payload = call(ctx, placement.instance, "POST", "/containers/create", query=query, body=body)
@@ -188,8 +190,10 @@ def create(ctx: Context, body, raw: bytes) -> None:
                 )
     except BaseException:
         release(placement)
+        spans.release(token)
         raise
     confirm(placement, container_id, name, ctx.project, labels)
+    spans.bind(ctx, token, container_id, name)
     ctx.answer_json(scope.strip_names(ctx.project, payload), 201)
 
 

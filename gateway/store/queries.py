@@ -12,6 +12,7 @@ from gateway.store.models import (
     Exec,
     Instance,
     Network,
+    NetworkAddress,
     ProjectLock,
     Trust,
     Volume,
@@ -33,8 +34,10 @@ def lock_project(project: str) -> None:
 
 
 def forget_container(container_id: str) -> None:
-    """The daemon says it is gone: drop it from the map (its execs go with it)."""
+    """The daemon says it is gone: drop it from the map (its execs go with it), and free the
+    addresses it held on spanning networks."""
     Container.delete().where(Container.id == container_id).execute()
+    NetworkAddress.delete().where(NetworkAddress.container == container_id).execute()
 
 
 def container_named(project: str, name: str) -> Container | None:

@@ -30,6 +30,8 @@ from gateway.store.models import (
     ImageRef,
     Instance,
     Network,
+    NetworkAddress,
+    NetworkMember,
     PoolLease,
     PoolMember,
     ProjectLock,
@@ -200,6 +202,26 @@ def _m_fair_shares(db: peewee.Database) -> None:
     db.create_tables([ShareReport], safe=True)
 
 
+def _m_spanning_networks(db: peewee.Database) -> None:
+    """Networks that span instances (gateway/services/spans.py): a network's subnet, VNI, MTU
+    and spec; no instance for a spanning one; its members and address table."""
+    from playhouse.migrate import SchemaMigrator, migrate
+
+    table = Network._meta.table_name
+    columns = {c.name: c for c in db.get_columns(table)}
+    migrator = SchemaMigrator.from_database(db)
+    steps = [
+        migrator.add_column(table, name, getattr(Network, name))
+        for name in ("subnet", "vni", "mtu", "spec")
+        if name not in columns
+    ]
+    if columns["instance_id"].null is False:
+        steps.append(migrator.drop_not_null(table, "instance_id"))
+    if steps:
+        migrate(*steps)
+    db.create_tables([NetworkMember, NetworkAddress], safe=True)
+
+
 MIGRATIONS: list[Callable[[peewee.Database], None]] = [
     _m0_initial,
     _m1_networks_volumes,
@@ -214,6 +236,7 @@ MIGRATIONS: list[Callable[[peewee.Database], None]] = [
     _m_buildkit,
     _m_fair_shares,
     create_journal,  # the notification outbox and the event journal (gateway/store/journal.py)
+    _m_spanning_networks,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
