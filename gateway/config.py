@@ -307,7 +307,9 @@ class EventsSettings:
 class NetworkSettings:
     """[networks]: user-defined networks that span a project's instances (gateway/services/spans.py)."""
 
-    pool: str = "198.19.0.0/16"  # the subnets the gateway gives networks made without --subnet
+    # The subnets the gateway gives networks made without --subnet: a range that neither the
+    # instances' own networks (dockerd's default-address-pools) nor the underlay use.
+    pool: str = "198.19.128.0/17"
     prefix: int = 24  # each network's subnet size within the pool
     # The MTU of a spanning network: the underlay's minus VXLAN's 50 bytes of headers.
     mtu: int = 1450

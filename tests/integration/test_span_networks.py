@@ -1,0 +1,247 @@
+"""Networks that span a project's instances, end to end on a stack of their own
+(`scripts/devstack up DIR --hosts N --capacity 1`, N from MOORAGE_SPAN_HOSTS, 2 by default;
+3 adds the other project's checks): with one container per instance, every pair of
+containers on a network is a pair across instances.
+
+MOORAGE_SPAN_ENV=/path/to/DIR/env reuses a running stack of that shape instead."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+
+import pytest
+
+from tests.integration.conftest import Stack, own_stack, read_env
+
+HOSTS = int(os.environ.get("MOORAGE_SPAN_HOSTS", "2"))
+COMPOSE = shutil.which("docker-compose")
+
+
+@pytest.fixture(scope="module")
+def span():
+    reuse = os.environ.get("MOORAGE_SPAN_ENV")
+    if reuse:
+        stack = Stack(read_env(reuse), os.path.dirname(reuse))
+        yield stack
+        return
+    with own_stack("moorage-span-it-", "--hosts", str(HOSTS), "--capacity", "1") as stack:
+        yield stack
+
+
+@pytest.fixture
+def clean(span):
+    yield span
+    for tenant in ("alpha", "beta"):
+        ids = span.docker("ps", "-aq", tenant=tenant).stdout.decode().split()
+        if ids:
+            span.docker("rm", "-f", *ids, tenant=tenant, timeout=120)
+        for name in (
+            span.docker("network", "ls", "-q", "--filter", "type=custom", tenant=tenant)
+            .stdout.decode()
+            .split()
+        ):
+            span.docker("network", "rm", name, tenant=tenant)
+
+
+def ok(result) -> str:
+    assert result.returncode == 0, (result.stdout + result.stderr).decode(errors="replace")
+    return result.stdout.decode().strip()
+
+
+def where(stack: Stack) -> dict[str, str]:
+    """container name -> instance UUID, from the operator's map."""
+    rows = json.loads(stack.admin("containers", "list", "--format", "json").stdout)
+    return {row["name"]: row["instance"] for row in rows}
+
+
+def host_namespaces(stack: Stack) -> list[str]:
+    """The network namespaces of the stack's hosts (devstack's naming), booted ones included."""
+    with open(os.path.join(stack.dir, "state.json")) as fh:
+        prefix = f"mrg-{json.load(fh)['hash']}-h"
+    return sorted(n for n in os.listdir("/var/run/netns") if n.startswith(prefix))
+
+
+def in_host(namespace: str, *argv: str) -> str:
+    proc = subprocess.run(
+        ["nsenter", f"--net=/var/run/netns/{namespace}", *argv], capture_output=True, timeout=30
+    )
+    return proc.stdout.decode()
+
+
+def no_segments_left(stack: Stack) -> None:
+    for namespace in host_namespaces(stack):
+        links = in_host(namespace, "ip", "-o", "link", "show")
+        assert "msp" not in links and "mvx" not in links, (namespace, links)
+
+
+def test_one_network_across_instances(clean):
+    stack = clean
+    ok(stack.docker("network", "create", "mynet"))
+    ok(
+        stack.docker(
+            "run",
+            "-d",
+            "--name",
+            "db",
+            "--network",
+            "mynet",
+            "--network-alias",
+            "store",
+            "busybox",
+            "httpd",
+            "-f",
+            "-p",
+            "80",
+            "-h",
+            "/etc",
+        )
+    )
+    db_host = ok(stack.docker("exec", "db", "hostname"))
+    # the issue's own words: a client on the other instance reaches db by name
+    assert (
+        ok(
+            stack.docker(
+                "run",
+                "--rm",
+                "--network",
+                "mynet",
+                "busybox",
+                "wget",
+                "-qO-",
+                "http://db/hostname",
+                timeout=90,
+            )
+        )
+        == db_host
+    )
+    ok(
+        stack.docker(
+            "run",
+            "-d",
+            "--name",
+            "app",
+            "--network",
+            "mynet",
+            "busybox",
+            "httpd",
+            "-f",
+            "-p",
+            "80",
+            "-h",
+            "/etc",
+        )
+    )
+    placed = where(stack)
+    assert placed["db"] != placed["app"], placed
+    app_host = ok(stack.docker("exec", "app", "hostname"))
+    # by name and by alias, both ways
+    assert ok(stack.docker("exec", "app", "wget", "-qO-", "http://db/hostname")) == db_host
+    assert ok(stack.docker("exec", "app", "wget", "-qO-", "http://store/hostname")) == db_host
+    assert ok(stack.docker("exec", "db", "wget", "-qO-", "http://app/hostname")) == app_host
+    # an unknown single-label name fails at once (NXDOMAIN), not after resolver timeouts
+    started = time.monotonic()
+    assert stack.docker("exec", "app", "nslookup", "nosuchname").returncode != 0
+    assert time.monotonic() - started < 4
+    # MTU: the underlay's minus VXLAN's 50; a full-size packet crosses unfragmented
+    assert ok(stack.docker("exec", "app", "cat", "/sys/class/net/eth0/mtu")) == "1450"
+    db_ip = ok(
+        stack.docker("inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", "db")
+    )
+    ok(stack.docker("exec", "app", "ping", "-c", "2", "-W", "3", "-s", "1422", db_ip))
+    # Docker's views: one row, one ID, the containers of every instance
+    rows = ok(
+        stack.docker("network", "ls", "--filter", "name=mynet", "--format", "{{.ID}} {{.Name}}")
+    ).splitlines()
+    assert len(rows) == 1, rows
+    shown = json.loads(ok(stack.docker("network", "inspect", "mynet")))[0]
+    assert shown["Id"].startswith(rows[0].split()[0])
+    assert sorted(c["Name"] for c in shown["Containers"].values()) == ["app", "db"]
+    assert shown["IPAM"]["Config"][0]["Subnet"].startswith("198.19.")
+    # rm: refused while used, then gone everywhere
+    assert stack.docker("network", "rm", "mynet").returncode != 0
+    ok(stack.docker("rm", "-f", "db", "app"))
+    ok(stack.docker("network", "rm", "mynet"))
+    assert ok(stack.docker("network", "ls", "--filter", "name=mynet", "-q")) == ""
+    no_segments_left(stack)
+
+
+def test_connect_disconnect_and_addresses(clean):
+    stack = clean
+    ok(stack.docker("network", "create", "links"))
+    ok(
+        stack.docker(
+            "run",
+            "-d",
+            "--name",
+            "db",
+            "--network",
+            "links",
+            "busybox",
+            "httpd",
+            "-f",
+            "-p",
+            "80",
+            "-h",
+            "/etc",
+        )
+    )
+    db_ip = ok(
+        stack.docker("inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", "db")
+    )
+    # an address in use is refused before anything runs
+    taken = stack.docker("run", "--rm", "--network", "links", "--ip", db_ip, "busybox", "true")
+    assert taken.returncode != 0 and b"Address already in use" in taken.stderr, taken.stderr
+    # a container made elsewhere (on its default bridge), then connected
+    ok(stack.docker("run", "-d", "--name", "late", "busybox", "sleep", "300"))
+    assert where(stack)["late"] != where(stack)["db"]
+    ok(stack.docker("network", "connect", "--alias", "newcomer", "links", "late"))
+    db_host = ok(stack.docker("exec", "db", "hostname"))
+    assert ok(stack.docker("exec", "late", "wget", "-qO-", f"http://{db_ip}/hostname")) == db_host
+    assert ok(stack.docker("exec", "db", "ping", "-c", "1", "-W", "3", "newcomer"))
+    shown = json.loads(ok(stack.docker("network", "inspect", "links")))[0]
+    assert sorted(c["Name"] for c in shown["Containers"].values()) == ["db", "late"]
+    ok(stack.docker("network", "disconnect", "links", "late"))
+    shown = json.loads(ok(stack.docker("network", "inspect", "links")))[0]
+    assert [c["Name"] for c in shown["Containers"].values()] == ["db"]
+    assert stack.docker("exec", "db", "ping", "-c", "1", "-W", "2", "newcomer").returncode != 0
+
+
+@pytest.mark.skipif(COMPOSE is None, reason="docker-compose v1 is not installed")
+def test_compose_project_across_instances(clean):
+    stack = clean
+    project = tempfile.mkdtemp(prefix="span-compose-")
+    with open(os.path.join(project, "docker-compose.yml"), "w") as fh:
+        fh.write(
+            "version: '2.4'\nservices:\n"
+            "  db:\n    image: busybox\n    command: httpd -f -p 80 -h /etc\n"
+            "  app:\n    image: busybox\n    command: sleep 300\n"
+        )
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")},
+        "DOCKER_HOST": stack.env["DOCKER_HOST"],
+        "DOCKER_CONFIG": stack.env["MOORAGE_CONFIG_alpha"],
+        "COMPOSE_PROJECT_NAME": "spanproj",
+    }
+
+    def compose(*args: str) -> str:
+        proc = subprocess.run([COMPOSE, *args], cwd=project, env=env, capture_output=True, timeout=180)
+        assert proc.returncode == 0, (proc.stdout + proc.stderr).decode(errors="replace")
+        return proc.stdout.decode()
+
+    compose("up", "-d")
+    placed = where(stack)
+    db = next(n for n in placed if n.startswith("spanproj_db"))
+    app = next(n for n in placed if n.startswith("spanproj_app"))
+    assert placed[db] != placed[app], placed
+    compose("exec", "-T", "app", "ping", "-c", "1", "-W", "3", "db")
+    db_host = compose("exec", "-T", "db", "hostname").strip()
+    assert compose("exec", "-T", "app", "wget", "-qO-", "http://db/hostname").strip() == db_host
+    compose("down")
+    assert ok(stack.docker("ps", "-aq")) == ""
+    assert ok(stack.docker("network", "ls", "-q", "--filter", "type=custom")) == ""
+    no_segments_left(stack)
