@@ -245,3 +245,145 @@ def test_compose_project_across_instances(clean):
     assert ok(stack.docker("ps", "-aq")) == ""
     assert ok(stack.docker("network", "ls", "-q", "--filter", "type=custom")) == ""
     no_segments_left(stack)
+
+
+def namespace_of(stack: Stack, uuid: str) -> str:
+    """The host namespace of instance ``uuid``: devstack's host I listens on 198.18.X.(10+I)."""
+    rows = json.loads(stack.admin("instances", "list", "--format", "json").stdout)
+    url = next(r["agent"] for r in rows if r["uuid"] == uuid)
+    octet = int(url.split("//")[1].split(":")[0].rsplit(".", 1)[1])
+    return next(n for n in host_namespaces(stack) if n.endswith(f"-h{octet - 10}"))
+
+
+def underlay_of(stack: Stack, uuid: str) -> str:
+    rows = json.loads(stack.admin("instances", "list", "--format", "json").stdout)
+    return next(r["agent"] for r in rows if r["uuid"] == uuid).split("//")[1].split(":")[0]
+
+
+# A VXLAN datagram (flags, VNI) carrying an Ethernet broadcast from MAC, sent to HOST:4789.
+FORGE = (
+    "import socket,sys;vni=int(sys.argv[3]);mac=bytes.fromhex(sys.argv[2].replace(':',''));"
+    "frame=b'\\xff'*6+mac+b'\\x08\\x06'+bytes(28);"
+    "s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);"
+    "[s.sendto(b'\\x08\\0\\0\\0'+vni.to_bytes(3,'big')+b'\\0'+frame,(sys.argv[1],4789)) for _ in range(3)]"
+)
+
+
+def forge(netns_path: str, host: str, mac: str, vni: int) -> None:
+    subprocess.run(
+        ["nsenter", f"--net={netns_path}", "python3", "-c", FORGE, host, mac, str(vni)],
+        check=True,
+        timeout=30,
+    )
+
+
+def test_other_project_is_kept_out(clean):
+    stack = clean
+    ok(stack.docker("network", "create", "mynet"))
+    ok(
+        stack.docker(
+            "run",
+            "-d",
+            "--name",
+            "db",
+            "--network",
+            "mynet",
+            "busybox",
+            "httpd",
+            "-f",
+            "-p",
+            "80",
+            "-h",
+            "/etc",
+        )
+    )
+    ok(stack.docker("run", "-d", "--name", "app", "--network", "mynet", "busybox", "sleep", "300"))
+    placed = where(stack)
+    db_ns, app_ns = namespace_of(stack, placed["db"]), namespace_of(stack, placed["app"])
+    db_host = ok(stack.docker("exec", "db", "hostname"))
+    db_ip = ok(
+        stack.docker("inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", "db")
+    )
+    vni = int(
+        next(w for w in in_host(db_ns, "ip", "-o", "link", "show").split() if w.startswith("mvx"))[3:]
+        .rstrip(":@")
+        .split("@")[0]
+    )
+    underlay = underlay_of(stack, placed["db"])
+
+    # beta's network of the same name is its own, and its containers cannot reach alpha's
+    ok(stack.docker("network", "create", "mynet", tenant="beta"))
+    ok(
+        stack.docker(
+            "run", "-d", "--name", "intruder", "--network", "mynet", "busybox", "sleep", "3007", tenant="beta"
+        )
+    )
+    beta_id = json.loads(ok(stack.docker("network", "inspect", "mynet", tenant="beta")))[0]["Id"]
+    alpha_id = json.loads(ok(stack.docker("network", "inspect", "mynet")))[0]["Id"]
+    assert beta_id != alpha_id
+    reached = stack.docker(
+        "exec", "intruder", "wget", "-qO-", "-T", "3", f"http://{db_ip}/hostname", tenant="beta"
+    )
+    assert reached.stdout.decode().strip() != db_host
+    assert stack.docker("exec", "intruder", "nslookup", "db", tenant="beta").returncode != 0
+
+    # a forged VXLAN datagram: learned when a peer instance sends it (the control), not when
+    # beta's container does
+    def learned(mac: str) -> bool:
+        return mac in in_host(db_ns, "bridge", "fdb", "show", "dev", f"mvx{vni}")
+
+    forge(f"/var/run/netns/{app_ns}", underlay, "02:5a:00:00:00:01", vni)
+    time.sleep(0.5)
+    assert learned("02:5a:00:00:00:01")
+    pid = subprocess.run(["pgrep", "-f", "sleep 3007"], capture_output=True, text=True).stdout.split()[0]
+    forge(f"/proc/{pid}/ns/net", underlay, "02:5a:00:00:00:02", vni)
+    time.sleep(0.5)
+    assert not learned("02:5a:00:00:00:02")
+
+
+def test_segment_comes_back_after_a_host_restarts(clean):
+    stack = clean
+    ok(stack.docker("network", "create", "mynet"))
+    ok(
+        stack.docker(
+            "run",
+            "-d",
+            "--name",
+            "db",
+            "--network",
+            "mynet",
+            "busybox",
+            "httpd",
+            "-f",
+            "-p",
+            "80",
+            "-h",
+            "/etc",
+        )
+    )
+    db_host = ok(stack.docker("exec", "db", "hostname"))
+    ok(stack.docker("run", "-d", "--name", "app", "--network", "mynet", "busybox", "sleep", "300"))
+    app_uuid = where(stack)["app"]
+    index = stack.env["MOORAGE_INSTANCES"].split().index(app_uuid) + 1
+    ok(stack.docker("rm", "-f", "app"))
+    # dockerd keeps its copy of the network and makes its bridge again, without the VXLAN
+    # port: the agent puts it back from the gateway's registration answer
+    for step in ("stop-host", "start-host"):
+        done = stack.devstack(step, str(index))
+        assert done.returncode == 0, done.stderr
+    out = ok(
+        stack.docker(
+            "run",
+            "--rm",
+            "--label",
+            f"org.openstack.nova.instance={app_uuid}",
+            "--network",
+            "mynet",
+            "busybox",
+            "wget",
+            "-qO-",
+            "http://db/hostname",
+            timeout=120,
+        )
+    )
+    assert out == db_host
