@@ -22,7 +22,7 @@ from gateway import instances, policy, quotas, store
 from gateway.context import Context
 from gateway.errors import DockerError
 from gateway.forward import call, forward, raise_for, respond, send
-from gateway.services import spans
+from gateway.services import span_views, spans
 from gateway.services.common import (
     add_filter,
     daemon_judges,
@@ -130,14 +130,14 @@ def list_(ctx: Context) -> None:
         merged += [n for n in payload if SPAN_LABEL not in (n.get("Labels") or {})]
     wanted = parse_filters(ctx) or {}
     project = None if ctx.all_projects else ctx.project
-    merged += [spans.view(n) for n in store.spans.networks_of(project) if spans.matches(n, wanted)]
+    merged += [span_views.view(n) for n in store.spans.networks_of(project) if span_views.matches(n, wanted)]
     ctx.answer_json([_for_tenant(ctx, n) for n in merged])
 
 
 def inspect(ctx: Context) -> None:
     network, ref = ctx.target, ctx.ref
     if network is not None and network.subnet:
-        ctx.answer_json(_for_tenant(ctx, spans.view(network, spans.members_view(ctx, network))))
+        ctx.answer_json(_for_tenant(ctx, span_views.view(network, span_views.members_view(ctx, network))))
         return
     instance = network.instance if network is not None else home_instance(ctx)
     status, payload = call(ctx, instance, "GET", ctx.daemon_path, query=ctx.req.query_string)
@@ -219,7 +219,7 @@ def prune(ctx: Context) -> None:
         deleted += gone
     wanted = {k: v for k, v in (parse_filters(ctx) or {}).items() if k == "label"}
     for network in store.spans.networks_of(None if ctx.all_projects else ctx.project):
-        if spans.matches(network, wanted) and not spans.members_view(ctx, network):
+        if span_views.matches(network, wanted) and not span_views.members_view(ctx, network):
             try:
                 spans.remove(ctx, network)
             except DockerError:
