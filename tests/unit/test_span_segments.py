@@ -125,7 +125,7 @@ def test_address_plan():
         "198.19.128.253",
         "198.19.128.252",
     ]
-    subnet, free = spans._container_addresses(network)
+    _, free = spans._container_addresses(network)
     assert free[0] == "198.19.128.1" and free[-1] == "198.19.128.190"
     assert not {spans.gateway_address(network, s) for s in range(64)} & set(free)
     with pytest.raises(Exception) as caught:
