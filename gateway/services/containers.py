@@ -280,7 +280,10 @@ def delete(ctx: Context) -> None:
     container = ctx.target
     upstream = send(ctx, container.instance, path=ctx.daemon_path)
     if upstream.status in (204, 404):
+        held = store.spans.networks_of_holder(container.id)
         store.forget_container(container.id)
+        for network in held:  # its names answer nowhere now, its address is free
+            spans.push(ctx, network)
     respond(ctx, container.instance, upstream)
 
 

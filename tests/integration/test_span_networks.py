@@ -209,6 +209,11 @@ def test_connect_disconnect_and_addresses(clean):
     shown = json.loads(ok(stack.docker("network", "inspect", "links")))[0]
     assert [c["Name"] for c in shown["Containers"].values()] == ["db"]
     assert stack.docker("exec", "db", "ping", "-c", "1", "-W", "2", "newcomer").returncode != 0
+    # a removed container's name answers nowhere (every instance was told)
+    ok(stack.docker("rm", "-f", "db", "late"))
+    ok(stack.docker("run", "-d", "--name", "keeper", "--network", "links", "busybox", "sleep", "300"))
+    gone = stack.docker("run", "--rm", "--network", "links", "busybox", "nslookup", "db", timeout=90)
+    assert gone.returncode != 0, gone.stdout
 
 
 @pytest.mark.skipif(COMPOSE is None, reason="docker-compose v1 is not installed")
