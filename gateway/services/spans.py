@@ -25,6 +25,7 @@ import ipaddress
 import json
 import logging
 import secrets
+import time
 from typing import cast
 
 from gateway import quotas, store
@@ -33,6 +34,7 @@ from gateway.context import Context
 from gateway.errors import DockerError
 from gateway.forward import call, raise_for
 from gateway.placement.scheduler import dedicated
+from gateway.store import journal
 from gateway.tenancy import PROJECT_LABEL, scope
 from gateway.wire import AGENT_SEGMENTS_PATH, SPAN_LABEL
 
@@ -145,7 +147,26 @@ def create(ctx: Context, body: dict, name: str) -> dict:
             )
         except ValueError as exc:
             raise DockerError(403, f"{exc}: choose another --subnet, or remove an unused network") from None
+    network = store.Network.get_by_id(network_id)
+    _journal(ctx, network, "create")
     return {"Id": network_id, "Warning": ""}
+
+
+def _journal(ctx: Context, network: store.Network, action: str) -> None:
+    """The network's own event (no daemon sees the gateway's network be made or removed), in
+    the journal that `docker events --since` replays (gateway/services/event_replay.py)."""
+    if not ctx.settings.events.retention:
+        return  # no journal
+    now = time.time_ns()
+    event = {
+        "Type": "network",
+        "Action": action,
+        "Actor": {"ID": network.id, "Attributes": {"name": network.daemon_name, "type": "bridge"}},
+        "scope": "local",
+        "time": now // 1_000_000_000,
+        "timeNano": now,
+    }
+    journal.record_events([(network.project, "", now, journal.encode(event))])
 
 
 # -- on an instance -----------------------------------------------------------------------------
@@ -370,6 +391,7 @@ def remove(ctx: Context, network: store.Network) -> None:
         _made.discard((network.id, instance.uuid, str(instance.claimed_at or "")))
     with store.write_transaction():
         store.spans.forget(network)
+    _journal(ctx, network, "destroy")
 
 
 def connect(
