@@ -272,6 +272,7 @@ def inspect(ctx: Context) -> None:
     scope.show_default_bridge(ctx.project, payload)
     payload = scope.strip_names(ctx.project, payload)
     scope.hide_added_aliases(payload)
+    spans.as_asked(payload, container.id)
     images_.container_view(ctx.project, payload)
     ctx.answer_json(payload)
 

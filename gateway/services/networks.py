@@ -21,7 +21,7 @@ from urllib.parse import urlencode
 from gateway import instances, policy, quotas, store
 from gateway.context import Context
 from gateway.errors import DockerError
-from gateway.forward import call, forward, raise_for, respond, send
+from gateway.forward import call, daemon_version, forward, raise_for, respond, send
 from gateway.services import span_views, spans
 from gateway.services.common import (
     add_filter,
@@ -137,7 +137,10 @@ def list_(ctx: Context) -> None:
 def inspect(ctx: Context) -> None:
     network, ref = ctx.target, ctx.ref
     if network is not None and network.subnet:
-        ctx.answer_json(_for_tenant(ctx, span_views.view(network, span_views.members_view(ctx, network))))
+        members = span_views.members_view(ctx, network)
+        if not ctx.spoken:  # no daemon asked: answer in the shape of the home instance's API
+            daemon_version(ctx, home_instance(ctx))
+        ctx.answer_json(_for_tenant(ctx, span_views.view(network, members)))
         return
     instance = network.instance if network is not None else home_instance(ctx)
     status, payload = call(ctx, instance, "GET", ctx.daemon_path, query=ctx.req.query_string)

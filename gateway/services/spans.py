@@ -211,7 +211,12 @@ def segment(network: store.Network, instance: store.Instance, slot: int, members
         "gateway": gateway_address(network, slot),
         "peers": [underlay(other) for other, _ in members if other.uuid != instance.uuid],
         "endpoints": [
-            {"container": a.container, "address": a.address, "names": a.names or [], "dns": a.dns or []}
+            {
+                "container": a.container,
+                "address": a.address,
+                "names": a.names or [],
+                "dns": [d for d in cast(list, a.dns or []) if isinstance(d, str)],
+            }
             for a in addresses
         ],
     }
@@ -287,7 +292,7 @@ def take_address(
     holder: str,
     instance: store.Instance,
     names: list[str],
-    dns: list[str],
+    dns,
     wanted=None,
 ) -> str:
     """An address of the network for ``holder`` (a container ID or a create's token): the
@@ -310,7 +315,7 @@ def take_address(
             )
         free = [str(address)]
     with store.write_transaction():
-        got = store.spans.take_address(network, free, holder, instance.uuid, names, dns)
+        got = store.spans.take_address(network, free, holder, instance.uuid, names, dns, bool(wanted))
     if got is None:
         if wanted:
             raise DockerError(
@@ -335,7 +340,7 @@ def join_create(ctx: Context, instance: store.Instance, body: dict, joined: dict
     host = body.get("HostConfig")
     if not isinstance(host, dict):
         host = body["HostConfig"] = {}
-    user_dns = [d for d in host.get("Dns") or [] if isinstance(d, str)]
+    user_dns = host.get("Dns")  # kept as sent: inspect shows it, the responder forwards to it
     hostname = body.get("Hostname") if isinstance(body.get("Hostname"), str) else ""
     first = ""
     try:
@@ -375,6 +380,24 @@ def release(token: str) -> None:
             store.spans.release(token)
 
 
+def as_asked(payload: dict, container_id: str) -> None:
+    """A container's inspect as the tenant made it: the DNS servers and addresses it asked for,
+    not the ones the gateway gave it on its spanning networks."""
+    held = store.spans.held_by(container_id)
+    if not held:
+        return
+    host = payload.get("HostConfig")
+    if isinstance(host, dict):
+        host["Dns"] = held[0][0].dns
+    networks = _obj(payload.get("NetworkSettings")).get("Networks")
+    for address, network in held:
+        endpoint = _obj(networks).get(network.name) if isinstance(networks, dict) else None
+        if isinstance(endpoint, dict) and not address.asked and isinstance(endpoint.get("IPAMConfig"), dict):
+            endpoint["IPAMConfig"].pop("IPv4Address", None)
+            if not endpoint["IPAMConfig"]:
+                endpoint["IPAMConfig"] = None
+
+
 # -- removal ----------------------------------------------------------------------------------
 def remove(ctx: Context, network: store.Network) -> None:
     """Every copy of the network, then its rows; a daemon's refusal (containers still on it) is
@@ -401,6 +424,8 @@ def connect(
     instance = container.instance
     path = f"/networks/{network.daemon_name}/{'connect' if joining else 'disconnect'}"
     if not joining:
+        if store.spans.address_of(network, container.id) is None:
+            raise DockerError(500, f"container {container.id} is not connected to network {network.name}")
         status, payload = call(ctx, instance, "POST", path, body=body)
         raise_for(status, payload)
         with store.write_transaction():

@@ -162,7 +162,8 @@ class NetworkAddress(BaseModel):
     container = peewee.CharField(max_length=80, index=True)  # a container ID, or a create's token
     instance = peewee.CharField(max_length=64)
     names = JSONField(null=True)  # the tenant's names and aliases the responder answers for
-    dns = JSONField(null=True)  # the container's own --dns: where its qualified names go
+    dns = JSONField(null=True)  # the container's own HostConfig.Dns, as sent: where its qualified names go
+    asked = peewee.BooleanField(default=False)  # the tenant chose the address (--ip)
 
     class Meta:
         indexes = ((("network", "address"), True),)

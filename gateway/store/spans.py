@@ -128,7 +128,13 @@ def address_of(network: Network, container: str) -> NetworkAddress | None:
 
 
 def take_address(
-    network: Network, candidates, container: str, instance_uuid: str, names: list[str], dns: list[str]
+    network: Network,
+    candidates,
+    container: str,
+    instance_uuid: str,
+    names: list[str],
+    dns,
+    asked: bool = False,
 ) -> str | None:
     """Inside a write transaction: the first of ``candidates`` (addresses as strings) that no
     container holds, now held by ``container``; None when every one is taken."""
@@ -145,6 +151,7 @@ def take_address(
                 instance=instance_uuid,
                 names=names,
                 dns=dns,
+                asked=asked,
             )
             return address
     return None
@@ -158,6 +165,16 @@ def rename_holder(token: str, container_id: str, names: list[str]) -> None:
         held = cast(list, row.names or [])
         row.names = cast(str, list(dict.fromkeys([*held, *(n for n in names if n)])))  # a JSONField
         row.save()
+
+
+def held_by(container: str) -> list[tuple[NetworkAddress, Network]]:
+    """(address, network) of every spanning network on which ``container`` holds an address."""
+    rows = (
+        NetworkAddress.select(NetworkAddress, Network)
+        .join(Network)
+        .where(NetworkAddress.container == container)
+    )
+    return [(row, row.network) for row in rows]
 
 
 def networks_of_holder(container: str) -> list[Network]:
