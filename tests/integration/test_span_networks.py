@@ -239,6 +239,17 @@ def test_compose_project_across_instances(clean):
         return proc.stdout.decode()
 
     compose("up", "-d")
+    try:
+        _compose_checks(stack, compose)
+    finally:
+        compose("down")
+        shutil.rmtree(project, ignore_errors=True)
+    assert ok(stack.docker("ps", "-aq")) == ""
+    assert ok(stack.docker("network", "ls", "-q", "--filter", "type=custom")) == ""
+    no_segments_left(stack)
+
+
+def _compose_checks(stack: Stack, compose) -> None:
     placed = where(stack)
     db = next(n for n in placed if n.startswith("spanproj_db"))
     app = next(n for n in placed if n.startswith("spanproj_app"))
@@ -246,10 +257,6 @@ def test_compose_project_across_instances(clean):
     compose("exec", "-T", "app", "ping", "-c", "1", "-W", "3", "db")
     db_host = compose("exec", "-T", "db", "hostname").strip()
     assert compose("exec", "-T", "app", "wget", "-qO-", "http://db/hostname").strip() == db_host
-    compose("down")
-    assert ok(stack.docker("ps", "-aq")) == ""
-    assert ok(stack.docker("network", "ls", "-q", "--filter", "type=custom")) == ""
-    no_segments_left(stack)
 
 
 def namespace_of(stack: Stack, uuid: str) -> str:
