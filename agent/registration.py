@@ -123,6 +123,9 @@ class Registrar:
         # agent, not another one claiming a live instance's UUID.
         self.previous_secret = ""
         self.interval = 10.0
+        # Facts of the agent's own, in every registration and heartbeat (TenantSocketDir; and
+        # PublicAddress, which a heartbeat's facts would otherwise replace with the daemon's alone).
+        self.agent_facts: dict[str, str] = {"PublicAddress": public_address} if public_address else {}
 
     def register_once(self) -> bool:
         try:
@@ -132,6 +135,7 @@ class Registrar:
             return False
         if self.public_address:  # where clients reach published ports (gateway.instances.published_address)
             facts["facts"]["PublicAddress"] = self.public_address
+        facts["facts"].update(self.agent_facts)
         payload = {
             "uuid": self.uuid,
             "agent_url": self.agent_url,
@@ -169,6 +173,7 @@ class Registrar:
         payload = {"capacity": self.capacity, "daemon": "up"}
         try:
             payload.update(daemon_facts(self.docker))
+            payload["facts"].update(self.agent_facts)
             payload["containers"] = moorage_containers(self.docker)
         except (ConnectionRefusedError, FileNotFoundError) as exc:
             payload = {"capacity": self.capacity, "daemon": "down", "error": str(exc)}

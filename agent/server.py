@@ -1,10 +1,13 @@
 """The agent: runs beside dockerd on an instance and fronts its API for the gateway only.
 
 Every request must carry the per-agent secret the gateway issued at registration
-(``X-Moorage-Agent-Secret``); anything else gets 401 and never reaches dockerd. An accepted
-request is passed to the daemon's socket with the secret removed and ``Connection: close``
-(one request per connection, so no later request can ride on an authenticated one), then
-the two sockets are spliced by the relay, which also carries hijacked attach/exec sessions.
+(``X-Moorage-Agent-Secret``), each request on a kept connection too; anything else gets 401,
+never reaches dockerd, and ends the connection. An accepted request is passed to the daemon
+with the secret removed, on a connection to dockerd kept between requests, and its answer is
+passed back as it comes, framing and all (relay/framing.py finds where each body ends, so both
+connections can carry the next request). A hijacked answer (attach, exec, BuildKit's session)
+or one that ends only when the daemon closes is spliced both ways by the relay, and ends the
+connection.
 """
 
 from __future__ import annotations
@@ -14,13 +17,26 @@ import hmac
 import json
 import logging
 import socket
+from dataclasses import dataclass, field
 
+import gevent
 from gevent.server import StreamServer
 
 from agent.segments import SegmentError, Segments
-from gateway.wire import AGENT_SECRET_HEADER, AGENT_SEGMENTS_PATH, REQUEST_ID_HEADER
+from agent.sockets import TenantSockets
+from gateway.wire import AGENT_SECRET_HEADER, AGENT_SEGMENTS_PATH, AGENT_SOCKETS_PATH, REQUEST_ID_HEADER
+from relay.framing import BodyEnd
+from relay.pool import Pool
 from relay.pump import splice
-from relay.upstream import Endpoint, SocketReader, UpstreamError
+from relay.upstream import (
+    BUFFER,
+    YIELD_EVERY,
+    Endpoint,
+    SocketReader,
+    UpstreamError,
+    UpstreamResponse,
+    parse_head,
+)
 
 log = logging.getLogger("moorage.agent")
 
@@ -39,11 +55,72 @@ def _answer(sock: socket.socket, status: int, reason: str, message: str) -> None
         sock.sendall(head + body)
 
 
+# A kept connection from the gateway is closed after this long without a request: longer than
+# the gateway keeps one idle (relay/pool.py, 20 s), so the gateway drops it first.
+IDLE_SECONDS = 60.0
+# How long the first request of a connection may take to arrive.
+FIRST_REQUEST_SECONDS = 30.0
+
+
+@dataclass
+class _Request:
+    """One request's head as the agent reads it, ready to be sent on to the daemon."""
+
+    line: str
+    method: str
+    kept: list[str]
+    headers: dict[str, str] = field(default_factory=dict)  # by lower-case name
+    presented: str = ""
+    request_id: str = "-"
+    upgrade: bool = False
+    length: int | None = None
+    chunked: bool = False
+    close: bool = False
+
+    @classmethod
+    def parse(cls, head: bytes) -> _Request:
+        lines = head.decode("latin-1").split("\r\n")
+        request = cls(line=lines[0], method=lines[0].split(" ", 1)[0], kept=[])
+        for line in lines[1:]:
+            if not line:
+                continue
+            name, _, value = line.partition(":")
+            lname, value = name.strip().lower(), value.strip()
+            request.headers[lname] = value
+            if lname == SECRET_HEADER:
+                request.presented = value
+            elif lname == REQUEST_ID:
+                request.request_id = value[:128]
+            elif lname == "upgrade":
+                request.upgrade = True
+            elif lname == "content-length" and value.isdigit():
+                request.length = int(value)
+            elif lname == "transfer-encoding" and "chunked" in value.lower():
+                request.chunked = True
+            elif lname == "connection" and "close" in value.lower():
+                request.close = True
+            if lname not in _HOP_BY_HOP:
+                request.kept.append(line)
+        return request
+
+    @property
+    def has_body(self) -> bool:
+        return self.chunked or bool(self.length)
+
+    def head(self) -> bytes:
+        # Keep-alive to the daemon unless the connection is to be hijacked.
+        lines = [self.line, *self.kept, *(["Connection: Upgrade"] if self.upgrade else [])]
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
 class AgentProxy:
     def __init__(self, docker: Endpoint, instance_uuid: str):
         self.docker = docker
         self.instance_uuid = instance_uuid
         self.secret: str | None = None  # set once registered
+        # Connections to dockerd kept between requests (relay/pool.py says why).
+        self.daemon_connections = Pool()
+        self.sockets: TenantSockets | None = None  # the containers' tenant sockets (agent/sockets.py)
         self.segments = Segments()  # spanning networks on this instance (agent/segments.py)
 
     def handle(self, client: socket.socket, address) -> None:
@@ -54,76 +131,59 @@ class AgentProxy:
                 client.close()
 
     def _handle(self, client: socket.socket) -> None:
+        """Serve the gateway's requests on one connection, one after another (keep-alive),
+        until it closes the connection, a request hijacks it, or a body has no known end."""
         client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         reader = SocketReader(client)
-        client.settimeout(30)
-        try:
-            head = reader.read_head()
-        except (UpstreamError, OSError):
-            return
-        client.settimeout(None)
-        lines = head.decode("latin-1").split("\r\n")
-        request_line, header_lines = lines[0], [line for line in lines[1:] if line]
-        presented = ""
-        request_id = "-"  # the gateway's ID of the client's request (gateway/logs.py)
-        upgrade = False
-        kept = []
-        for line in header_lines:
-            name, _, value = line.partition(":")
-            lname = name.strip().lower()
-            if lname == SECRET_HEADER:
-                presented = value.strip()
-            if lname == REQUEST_ID:
-                request_id = value.strip()[:128]
-            if lname == "upgrade":
-                upgrade = True
-            if lname not in _HOP_BY_HOP:
-                kept.append(line)
-        if not self.secret or not hmac.compare_digest(presented.encode(), self.secret.encode()):
-            log.warning("request %s refused: wrong or missing agent secret", request_id)
-            _answer(
-                client,
-                401,
-                "Unauthorized",
-                "this agent serves its registered Moorage gateway only: "
-                "send Docker API requests to the gateway",
-            )
-            return
-        method, _, rest = request_line.partition(" ")
-        target = rest.rpartition(" ")[0]
-        if target == AGENT_SEGMENTS_PATH or target.startswith(AGENT_SEGMENTS_PATH + "/"):
-            self._segment_request(client, reader, method, target, header_lines)
-            return
-        kept.append("Connection: Upgrade" if upgrade else "Connection: close")
-        try:
-            daemon = self.docker.connect(timeout=3)
-        except OSError as exc:
-            log.warning("request %s: dockerd at %s is not answering: %s", request_id, self.docker, exc)
-            _answer(
-                client,
-                503,
-                "Service Unavailable",
-                # The daemon's address stays out of the answer (it is the instance's, not the
-                # tenant's business); the agent's log has it.
-                f"instance {self.instance_uuid}: its dockerd is not answering "
-                f"({exc.strerror or exc}); try again shortly, or ask the operator to check the "
-                "daemon on that instance",
-            )
-            return
-        log.debug("request %s: %s", request_id, request_line)
-        daemon.sendall(("\r\n".join([request_line, *kept]) + "\r\n\r\n").encode("latin-1"))
-        splice(client, daemon, from_client=reader.take_buffer())
+        wait = FIRST_REQUEST_SECONDS
+        while True:
+            client.settimeout(wait)
+            try:
+                head = reader.read_head()
+            except (UpstreamError, OSError):
+                return
+            client.settimeout(None)
+            wait = IDLE_SECONDS
+            request = _Request.parse(head)
+            # Every request carries the secret, kept connection or not: a connection is never
+            # trusted for what an earlier request on it presented.
+            if not self.secret or not hmac.compare_digest(request.presented.encode(), self.secret.encode()):
+                log.warning("request %s refused: wrong or missing agent secret", request.request_id)
+                _answer(
+                    client,
+                    401,
+                    "Unauthorized",
+                    "this agent serves its registered Moorage gateway only: "
+                    "send Docker API requests to the gateway",
+                )
+                return
+            log.debug("request %s: %s", request.request_id, request.line)
+            target = request.line.split(" ")[1] if request.line.count(" ") >= 2 else ""
+            if target.startswith(AGENT_SOCKETS_PATH + "/"):
+                # The gateway opens or closes a container's tenant socket: the agent's own
+                # business, answered here, and the connection ends with it.
+                if self.sockets is None:
+                    _answer(client, 503, "Service Unavailable", "this agent serves no tenant sockets")
+                else:
+                    self.sockets.control(client, request.method, target, request.headers)
+                return
+            if target == AGENT_SEGMENTS_PATH or target.startswith(AGENT_SEGMENTS_PATH + "/"):
+                # A spanning network's segment (agent/segments.py): answered here, and the
+                # connection ends with it.
+                self._segment_request(client, reader, request, target)
+                return
+            if not self._exchange(client, reader, request):
+                return
 
-    def _segment_request(self, client, reader: SocketReader, method: str, target: str, headers) -> None:
-        """The gateway's segment requests: PUT {path}/{vni} with the segment's desired state,
-        DELETE {path}/{vni}."""
-        length = 0
-        for line in headers:
-            name, _, value = line.partition(":")
-            if name.strip().lower() == "content-length" and value.strip().isdigit():
-                length = int(value.strip())
-        if length > 1 << 22:
-            _answer(client, 413, "Payload Too Large", "segment too large")
+    def _segment_request(
+        self, client: socket.socket, reader: SocketReader, request: _Request, target: str
+    ) -> None:
+        """PUT {AGENT_SEGMENTS_PATH}/{vni} with the segment's desired state, or DELETE it."""
+        length = request.length or 0
+        if length > 1 << 22 or request.chunked:
+            _answer(
+                client, 413, "Payload Too Large", "a segment is one JSON body with its length, under 4 MiB"
+            )
             return
         body = bytearray(reader.take_buffer())
         while len(body) < length:
@@ -133,18 +193,18 @@ class AgentProxy:
             body += chunk
         vni = target[len(AGENT_SEGMENTS_PATH) + 1 :]
         try:
-            if method == "PUT" and vni.isdigit():
+            if request.method == "PUT" and vni.isdigit():
                 result = self.segments.put(json.loads(bytes(body[:length]) or b"null"))
-            elif method == "DELETE" and vni.isdigit():
+            elif request.method == "DELETE" and vni.isdigit():
                 self.segments.delete(int(vni))
                 result = {}
             else:
-                raise SegmentError(404, f"no such segment route: {method} {target}")
+                raise SegmentError(404, f"no such segment route: {request.method} {target}")
         except ValueError as exc:
             _answer(client, 400, "Bad Request", f"segment is not JSON: {exc}")
             return
         except SegmentError as exc:
-            log.warning("segment request %s %s refused: %s", method, target, exc)
+            log.warning("segment request %s %s refused: %s", request.method, target, exc)
             _answer(client, exc.status, "Segment Refused", str(exc))
             return
         payload = json.dumps(result).encode() + b"\n"
@@ -154,6 +214,246 @@ class AgentProxy:
                 + f"Content-Length: {len(payload)}\r\n\r\n".encode()
                 + payload
             )
+
+    def _daemon(self) -> tuple[socket.socket, bool]:
+        """A connection to dockerd: a kept one if there is one, and whether it was kept."""
+        kept = self.daemon_connections.take(self.docker)
+        if kept is not None:
+            return kept, True
+        return self.docker.connect(timeout=3), False
+
+    def _unavailable(self, client: socket.socket, request: _Request, exc: Exception) -> None:
+        log.warning("request %s: dockerd at %s is not answering: %s", request.request_id, self.docker, exc)
+        _answer(
+            client,
+            503,
+            "Service Unavailable",
+            # The daemon's address stays out of the answer (it is the instance's, not the
+            # tenant's business); the agent's log has it.
+            f"instance {self.instance_uuid}: its dockerd is not answering "
+            f"({getattr(exc, 'strerror', None) or exc}); try again shortly, or ask the operator to "
+            "check the daemon on that instance",
+        )
+
+    def _exchange(self, client: socket.socket, reader: SocketReader, request: _Request) -> bool:
+        """Relay one request and its answer; True when the connection can carry the next."""
+        for attempt in range(2):
+            try:
+                daemon, kept = self._daemon()
+            except OSError as exc:
+                self._unavailable(client, request, exc)
+                return False
+            upstream = SocketReader(daemon)
+            try:
+                return self._relay(client, reader, request, daemon, upstream)
+            except _DaemonGone as exc:
+                with contextlib.suppress(OSError):
+                    daemon.close()
+                # A kept connection the daemon had closed: the request was not answered, nor
+                # any of its body read from the gateway; send it again on a fresh one.
+                if kept and attempt == 0 and upstream.received == 0 and not exc.body_started:
+                    continue
+                self._unavailable(client, request, exc)
+                return False
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    daemon.close()
+                raise
+        return False
+
+    def _relay(
+        self,
+        client: socket.socket,
+        reader: SocketReader,
+        request: _Request,
+        daemon: socket.socket,
+        upstream: SocketReader,
+    ) -> bool:
+        body_job = None
+        watch = _GatewayWatch(reader, daemon)
+        try:
+            try:
+                daemon.sendall(request.head())
+                if request.has_body:
+                    body_job = _send_body(reader, daemon, BodyEnd(request.length, request.chunked))
+                head = _response_head(upstream, daemon, watch, body_job)
+                status, _, headers = parse_head(head)
+                while status == 100:  # "100 Continue" goes to the gateway; the answer follows
+                    client.sendall(head)
+                    head = _response_head(upstream, daemon, watch, body_job)
+                    status, _, headers = parse_head(head)
+            except (OSError, UpstreamError, ValueError) as exc:
+                started = body_job is not None or (request.has_body and not reader.buf)
+                if body_job is not None:
+                    body_job.kill(block=False)
+                raise _DaemonGone(str(exc), body_started=started) from exc
+            response = UpstreamResponse(daemon, upstream, status, "", headers, request.method)
+            client.sendall(head)
+            unframed = response.has_body and response.content_length is None and not response.chunked
+            if response.status == 101 or unframed:
+                # Hijacked (attach, exec, BuildKit's session), or a body that ends when the
+                # daemon closes: both ways at once, and this connection ends with it.
+                watch.stop()
+                if body_job is not None:
+                    body_job.kill(block=True, timeout=1)
+                splice(client, daemon, from_upstream=upstream.take_buffer(), from_client=reader.take_buffer())
+                return False
+            if response.has_body:
+                # A chunked answer may be a stream that never ends by itself (logs -f, events,
+                # stats): while the agent waits for the daemon, the gateway's side is watched.
+                _pump_response(
+                    upstream,
+                    client,
+                    BodyEnd(response.content_length, response.chunked),
+                    watch if response.chunked and body_job is None else None,
+                )
+        finally:
+            watch.stop()
+        if body_job is not None and not body_job.ready():
+            # The daemon answered before reading the whole body (an early error): what is
+            # left of the body is not a next request; neither connection can go on.
+            body_job.kill(block=True, timeout=1)
+            daemon.close()
+            return False
+        if body_job is not None and not body_job.successful():
+            daemon.close()
+            return False
+        if "close" in (response.header("Connection") or "").lower() or upstream.buf or watch.gone:
+            daemon.close()
+            return False
+        self.daemon_connections.give(self.docker, daemon)
+        return not request.close and not reader.eof
+
+
+class _DaemonGone(UpstreamError):
+    def __init__(self, message: str, body_started: bool):
+        super().__init__(message)
+        self.body_started = body_started
+
+
+class _GatewayWatch:
+    """While the agent waits on the daemon (a long poll, a stream), the gateway may go away:
+    its client left. Nothing else would tell the daemon, which would go on waiting or
+    streaming for no one; the watch reads the gateway's side and, at its end, shuts the
+    daemon's connection, which ends the request there. Started only once a wait proves long,
+    so a quick answer costs no greenlet."""
+
+    def __init__(self, reader: SocketReader, daemon: socket.socket):
+        self.reader = reader
+        self.daemon = daemon
+        self.job: gevent.Greenlet | None = None
+        self.gone = False
+
+    def start(self) -> None:
+        if self.job is None:
+            self.job = gevent.spawn(self._watch)
+
+    def stop(self) -> None:
+        if self.job is not None:
+            self.job.kill(block=False)
+
+    def _watch(self) -> None:
+        try:
+            data = self.reader.sock.recv(BUFFER)
+        except OSError:
+            data = b""
+        if data:  # the gateway's next request, early: it waits in the buffer
+            self.reader.buf += data
+            return
+        self.gone = True
+        self.reader.eof = True
+        with contextlib.suppress(OSError):
+            self.daemon.shutdown(socket.SHUT_RDWR)
+
+
+# How long the daemon may take to answer before the gateway's side is watched (see above).
+HEAD_PATIENCE = 1.0
+
+
+def _response_head(upstream: SocketReader, daemon: socket.socket, watch: _GatewayWatch, body_job) -> bytes:
+    """The daemon's response head; if it is slow to come and no body is being read from the
+    gateway (which would notice the gateway going away itself), watch the gateway meanwhile."""
+    if body_job is not None and not body_job.ready():
+        return upstream.read_head()
+    daemon.settimeout(HEAD_PATIENCE)
+    try:
+        return upstream.read_head()
+    except TimeoutError:
+        watch.start()
+        daemon.settimeout(None)
+        return upstream.read_head()
+    finally:
+        daemon.settimeout(None)
+
+
+def _send_body(reader: SocketReader, daemon: socket.socket, end: BodyEnd):
+    """Send the request's body to the daemon: what is already read at once; the rest, if
+    any, in a greenlet of its own (the daemon may answer before it has it all)."""
+    data = reader.take_buffer()
+    used = end.feed(data)
+    if used:
+        daemon.sendall(data[:used])
+    reader.unread(data[used:])
+    if end.done:
+        return None
+    return gevent.spawn(_pump_body, reader, daemon, end)
+
+
+def _pump_body(reader: SocketReader, daemon: socket.socket, end: BodyEnd) -> None:
+    """Copy one body, framing and all, until its end; the bytes after it stay in ``reader``.
+    A gateway that goes away inside the body (its client's upload broke) leaves the daemon a
+    body that ends early, as it would see from a client of its own, so it fails the request
+    and lets go of what it holds (a container's archive lock) instead of waiting."""
+    since = 0
+    try:
+        while not end.done:
+            data = reader.read_some(BUFFER)
+            if not data:
+                raise UpstreamError("the gateway closed the connection inside a request body")
+            used = end.feed(data)
+            daemon.sendall(data[:used] if used < len(data) else data)
+            reader.unread(data[used:])
+            since += used
+            if since >= YIELD_EVERY:  # see relay/upstream.py YIELD_EVERY
+                since = 0
+                gevent.sleep(0)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            daemon.shutdown(socket.SHUT_WR)
+        raise
+
+
+def _pump_response(
+    upstream: SocketReader, client: socket.socket, end: BodyEnd, watch: _GatewayWatch | None
+) -> None:
+    """The daemon's answer to the gateway, as it comes, until the body's end; with a
+    ``watch``, the gateway is watched once the daemon has been silent for a while."""
+    since = 0
+    patient = watch is not None
+    if patient:
+        upstream.sock.settimeout(HEAD_PATIENCE)
+    try:
+        while not end.done:
+            try:
+                data = upstream.read_some(BUFFER)
+            except TimeoutError:
+                if watch is None:
+                    raise
+                watch.start()
+                upstream.sock.settimeout(None)
+                continue
+            if not data:
+                raise UpstreamError("dockerd closed the connection inside its answer")
+            used = end.feed(data)
+            client.sendall(data[:used] if used < len(data) else data)
+            upstream.unread(data[used:])
+            since += used
+            if since >= YIELD_EVERY:  # see relay/upstream.py YIELD_EVERY
+                since = 0
+                gevent.sleep(0)
+    finally:
+        if patient:
+            upstream.sock.settimeout(None)
 
 
 def serve(listen: tuple[str, int], proxy: AgentProxy) -> StreamServer:

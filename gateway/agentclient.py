@@ -8,6 +8,7 @@ behalf of a client's request (streamed bodies, hijacks) build on ``send`` in gat
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterable
 from typing import Any
@@ -15,9 +16,18 @@ from typing import Any
 from gateway import logs, store
 from gateway.wire import AGENT_SECRET_HEADER, REQUEST_ID_HEADER
 from relay import UpstreamError, UpstreamResponse, request
+from relay.pool import Pool
 from relay.upstream import Endpoint
 
-__all__ = ["AgentClient", "UpstreamError"]
+__all__ = ["AGENT_CONNECTIONS", "AgentClient", "UpstreamError"]
+
+# The connections this process keeps to the agents between requests (relay/pool.py says why).
+AGENT_CONNECTIONS = Pool()
+
+
+@functools.lru_cache(maxsize=4096)
+def _endpoint(url: str) -> Endpoint:
+    return Endpoint.parse(url)
 
 
 class AgentClient:
@@ -28,7 +38,7 @@ class AgentClient:
 
     @property
     def endpoint(self) -> Endpoint:
-        return Endpoint.parse(self.instance.agent_url)
+        return _endpoint(self.instance.agent_url)
 
     def credentials(self) -> list[tuple[str, str]]:
         return [(AGENT_SECRET_HEADER, self.instance.agent_secret)]
@@ -62,6 +72,7 @@ class AgentClient:
             content_length=content_length,
             connect_timeout=connect_timeout,
             timeout=timeout,
+            pool=AGENT_CONNECTIONS,
         )
 
     def get_json(self, target: str, *, connect_timeout: float = 3.0, timeout: float = 15) -> tuple[int, Any]:

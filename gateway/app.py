@@ -20,6 +20,7 @@ from gateway import (
     instances,
     logs,
     metrics,
+    noticeapi,
     notifications,
     store,
     upkeep,
@@ -27,12 +28,12 @@ from gateway import (
 )
 from gateway.context import Context
 from gateway.errors import DockerError, page_not_found, scrubbed
-from gateway.notifications import audit, recorder, sender
+from gateway.notifications import audit, recorder, sender, webhooks
 from gateway.placement import reaper
 from gateway.routing import Router
 from gateway.services import notices
 from gateway.tenancy import ClientCertificates, authenticate_request, make_provider, names
-from gateway.wire import AGENTS_PATH, CERTS_PATH, REQUEST_ID_HEADER
+from gateway.wire import AGENTS_PATH, CERTS_PATH, NOTICES_PATH, REQUEST_ID_HEADER, SOCKET_CREDENTIAL_HEADER
 
 log = logging.getLogger("moorage.gateway")
 access_log = logging.getLogger("moorage.access")
@@ -72,6 +73,7 @@ class Gateway:
         # Client certificates as identities, with [gateway] tls_client_ca (gateway/tenancy/certs.py).
         self.certs = ClientCertificates.from_settings(settings, self.identity)
         self.cert_router = Router(certapi.ROUTES)
+        self.notice_router = Router(noticeapi.ROUTES)
         store.init(settings.gateway.database)
         self.agent_router = Router(agentapi.ROUTES)
         self.fairshare = fairshare.FairShare(settings)
@@ -81,6 +83,7 @@ class Gateway:
             upkeep.start(settings, self.fairshare)
             sender.start_sender(settings)  # only with [notifications]; one worker acts, by lease
             recorder.start_recorder(settings)  # the event journal; one worker acts, by lease
+            webhooks.start_deliverer(settings)  # projects' webhooks; one worker acts, by lease
         self._api_cache: tuple[float, str, str] | None = None
         app = falcon.App(media_type=falcon.MEDIA_JSON)
         # No Content-Type unless one is stated: dockerd sends none on empty answers (204, resize,
@@ -188,7 +191,9 @@ class Gateway:
         ):
             return  # the agents' registrations and heartbeats are the gateway's own traffic
         identity = environ.get("moorage.identity")
-        if environ.get("HTTP_X_AUTH_TOKEN"):
+        if environ.get("HTTP_" + SOCKET_CREDENTIAL_HEADER.upper().replace("-", "_")):
+            credential = "socket"  # a container's tenant socket (gateway/tenancy/sockets.py)
+        elif environ.get("HTTP_X_AUTH_TOKEN"):
             credential = "token"
         elif environ.get("wsgi.url_scheme") == "https":
             credential = "certificate"
@@ -238,7 +243,9 @@ class Gateway:
         if route is not None:
             req.env["moorage.operation"] = route.operation
         if req.path.startswith(CERTS_PATH):
-            return self._certs(req, resp)
+            return self._certs(req, resp, self.cert_router, CERTS_PATH)
+        if req.path.startswith(NOTICES_PATH):
+            return self._certs(req, resp, self.notice_router, NOTICES_PATH)
         if route is not None and route.reference:
             req.env["moorage.reference"] = params.get(route.reference, "")  # the audit's target
         identity = self._authenticate(req)
@@ -265,11 +272,20 @@ class Gateway:
     def _authenticate(self, req: falcon.Request):
         return authenticate_request(self.identity, self.certs, req.headers, req.env.get("gunicorn.socket"))
 
-    def _certs(self, req: falcon.Request, resp: falcon.Response):
-        route, params, _ = self.cert_router.match(req.method, req.path[len(CERTS_PATH) :].rstrip("/"))
+    def _certs(self, req: falcon.Request, resp: falcon.Response, router: Router, prefix: str):
+        """The gateway's own APIs for a user (certapi, noticeapi): authenticated as Docker's."""
+        route, params, _ = router.match(req.method, req.path[len(prefix) :].rstrip("/"))
         if route is None:
             raise page_not_found()
         req.env["moorage.operation"] = route.operation
+        if req.get_header(SOCKET_CREDENTIAL_HEADER):
+            # A container's tenant socket lasts as long as its container: no certificate of the
+            # project (which would outlive it) is issued or shown through one.
+            raise DockerError(
+                403,
+                "client certificates are not managed through a container's Docker socket: "
+                "use `moorage certs` with your own credentials",
+            )
         identity = self._authenticate(req)
         req.context.project = identity.project_id
         route.handler(req, resp, self, identity, params)
@@ -288,6 +304,14 @@ class Gateway:
             error = exc
         elif isinstance(exc, falcon.HTTPError):
             error = DockerError(exc.status_code, exc.description or exc.title or "bad request")
+        elif isinstance(exc, store.BUSY):
+            log.warning("no free database connection for %s %s: %s", req.method, req.path, exc)
+            error = DockerError(
+                503,
+                "the gateway is overloaded: every connection to its database stayed busy; try again "
+                "shortly (operators: more replicas, or a larger MOORAGE_PG_POOL within PostgreSQL's "
+                "max_connections)",
+            )
         elif isinstance(exc, store.UNAVAILABLE):
             log.warning("the store did not answer on %s %s: %s", req.method, req.path, exc)
             error = DockerError(
@@ -300,8 +324,11 @@ class Gateway:
                 f"internal error in the Moorage gateway ({type(exc).__name__}); "
                 "the operator can find the details in the gateway log",
             )
-        # A daemon's message may quote its own paths (data root, temporary directories).
-        error = scrubbed(error, instances.daemon_roots())
+        # A daemon's message may quote its own paths (data root, temporary directories). The
+        # store's own failures name none, and asking the store for the roots then would fail
+        # again (or wait for a pooled connection again).
+        if not isinstance(exc, store.BUSY + store.UNAVAILABLE):
+            error = scrubbed(error, instances.daemon_roots())
         project = getattr(req.context, "project", "")
         if project:
             # A daemon's message may quote the project's daemon names: the tenant's own, please.

@@ -174,6 +174,11 @@ class PolicySettings:
     file: str = ""
     # Strings are accepted and converted (one that is no port number is logged and skipped).
     reserved_ports: list[int | str] = field(default_factory=list)
+    # A container's bind of /var/run/docker.sock or /run/docker.sock gets its own tenant socket
+    # (gateway/services/tenantsocket.py): the Docker API as its project, through its agent.
+    # false: such a bind is the real socket, refused unless container:create:docker_socket allows it.
+    tenant_socket: bool = True
+    tenant_socket_ttl: float = 7 * 86400.0  # seconds a socket's credential lasts at most
 
 
 @dataclass
@@ -304,6 +309,20 @@ class EventsSettings:
 
 
 @dataclass
+class NoticesSettings:
+    """[notices]: projects' webhooks for notices (gateway/notifications/webhooks.py)."""
+
+    # Destinations a webhook may name besides public addresses (CIDRs): private, loopback and
+    # link-local ones are refused unless listed, so a tenant cannot make the gateway post into
+    # the operator's networks.
+    allowed_networks: list[str] = field(default_factory=list)
+    per_project: int = 5  # subscriptions a project may hold
+    queue_limit: int = 1000  # notices waiting for one webhook; more are dropped (and logged)
+    max_attempts: int = 12  # tries of one notice (back-off 2, 4, ... 300 s) before it is dropped
+    timeout: float = 10.0  # seconds a webhook has to answer one delivery
+
+
+@dataclass
 class NetworkSettings:
     """[networks]: user-defined networks that span a project's instances (gateway/services/spans.py)."""
 
@@ -329,6 +348,7 @@ class Settings:
     local: LocalSettings = field(default_factory=LocalSettings)
     notifications: NotificationsSettings = field(default_factory=NotificationsSettings)
     events: EventsSettings = field(default_factory=EventsSettings)
+    notices: NoticesSettings = field(default_factory=NoticesSettings)
     networks: NetworkSettings = field(default_factory=NetworkSettings)
     source: str = ""  # the file read, "" for none
 

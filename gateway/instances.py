@@ -60,16 +60,7 @@ def project_instances(settings, project: str) -> list[store.Instance]:
     Read from the store every time, not cached: a create that has just claimed an instance is
     followed at once by lists that must show its container, in any worker."""
     horizon = store.utcnow() - _dt.timedelta(seconds=settings.gateway.heartbeat_timeout)
-    Inst = store.Instance
-    return list(
-        Inst.select()
-        .where(
-            (Inst.project == project)
-            & Inst.state.in_([store.INSTANCE_UP, store.INSTANCE_DRAINING])
-            & (Inst.last_heartbeat >= horizon)
-        )
-        .order_by(Inst.position, Inst.uuid)
-    )
+    return store.project_live_instances(project, horizon)
 
 
 def count_by_state(settings) -> dict[str, int]:
@@ -310,7 +301,7 @@ def daemon_roots() -> tuple[str, ...]:
     found = set()
     try:
         rows = list(store.Instance.select(store.Instance.facts).tuples())
-    except peewee.PeeweeException:
+    except (peewee.PeeweeException, *store.BUSY):
         return _roots[1]  # (an error answer while the store is away: the last roots known)
     for (facts,) in rows:
         root = facts.get("DockerRootDir") if isinstance(facts, dict) else None

@@ -27,6 +27,11 @@ time. Without metrics_bind (unit tests, ``moorage`` commands) the values live in
     moorage_rate_refusals_total{kind}               429s of the fair shares (requests, streams)
     moorage_notifications_dropped_total             notifications dropped: the outbox was full
     moorage_notifications_sent_total                notifications handed to the broker
+    moorage_greenlets                               greenlets alive in the replica's workers,
+                                                    counted by each worker every heartbeat
+                                                    interval (gateway/upkeep.py): flat under a
+                                                    steady load, back to its baseline after
+                                                    (bench/soak); a climb is a leak
 
 Recording is a few in-memory (or mmap-file) writes: nothing on the request path asks the store.
 """
@@ -78,6 +83,12 @@ NOTIFICATIONS_DROPPED = Counter(
 )
 NOTIFICATIONS_SENT = Counter("moorage_notifications_sent", "Notifications handed to the broker")
 HEARTBEATS = Counter("moorage_agent_heartbeats", "Agent heartbeats received, by result", ["result"])
+# livesum: the live workers' counts added up; a dead worker's greenlets are gone with it.
+GREENLETS = Gauge(
+    "moorage_greenlets",
+    "Greenlets alive in the workers, counted every heartbeat interval",
+    multiprocess_mode="livesum",
+)
 
 
 def serve(host: str, port: int, path: str):

@@ -142,7 +142,9 @@ def prepare_metrics(settings) -> str:
     if not settings.gateway.metrics_bind:
         return ""
     parse_metrics_bind(settings.gateway.metrics_bind)  # refused before anything starts
+    global _metrics_owner
     path = tempfile.mkdtemp(prefix="moorage-metrics-")
+    _metrics_owner = os.getpid()
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
     values = sys.modules.get("prometheus_client.values")
     if values is not None:  # imported already: metrics made from now on write to the files
@@ -158,8 +160,16 @@ def parse_metrics_bind(bind: str) -> tuple[str, int]:
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
+# The process that made the metrics directory (the master): only it removes it.
+_metrics_owner: int | None = None
+
+
 def cleanup_metrics(path: str) -> None:
-    if path:
+    """Remove the metrics directory, in the process that made it only. gunicorn ends a worker
+    with sys.exit(), which unwinds through the frames the worker inherited from the master at
+    the fork, ``moorage serve``'s cleanup among them: a worker that exits (recycled, timed out)
+    must not take the directory every other worker still writes to."""
+    if path and os.getpid() == _metrics_owner:
         shutil.rmtree(path, ignore_errors=True)
 
 

@@ -5,19 +5,29 @@ gateway/app.py when the worker runs under gevent, as `moorage serve` does):
   (gateway/fairshare.py), two statements whatever the request rate;
 - every ``[gateway] heartbeat_interval``: the instance gauges (instances by state, heartbeats
   missed per instance; gateway/instances.py publish_census), which agent heartbeats also
-  count, so that they still move when every agent has gone silent.
+  count, so that they still move when every agent has gone silent; and the worker's greenlets
+  (gateway/metrics.py GREENLETS: a leak shows as a climb).
 """
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 
-from gateway import instances, store
+from gateway import instances, metrics, store
 
 log = logging.getLogger("moorage.upkeep")
 
 _running = None
+
+
+def count_greenlets() -> int:
+    """Greenlets alive in this process. gevent keeps no registry of them, so this walks the
+    collector's objects: a few milliseconds for a worker's heap, once a census interval."""
+    from greenlet import greenlet
+
+    return sum(1 for obj in gc.get_objects() if isinstance(obj, greenlet) and not obj.dead)
 
 
 def start(settings, fairshare) -> None:
@@ -44,6 +54,7 @@ def start(settings, fairshare) -> None:
                 if time.monotonic() - last_census >= census_every:
                     last_census = time.monotonic()
                     instances.publish_census(settings)
+                    metrics.GREENLETS.set(count_greenlets())
             except Exception:  # the upkeep outlives a store that is away for a while
                 log.exception("upkeep pass failed (the store may be away); retrying")
             finally:

@@ -11,6 +11,11 @@ PROJECT_HEADER = "X-Auth-Project-Id"
 ALL_PROJECTS_HEADER = "X-Moorage-All-Projects"
 # Client certificates: issued, listed and revoked here (gateway/certapi.py), on every listener.
 CERTS_PATH = "/moorage/v1/certs"
+# Projects' webhooks for notices (gateway/noticeapi.py), and the headers of each delivery.
+NOTICES_PATH = "/moorage/v1/notices"
+NOTICE_SIGNATURE_HEADER = "X-Moorage-Signature"  # sha256=HEX: HMAC-SHA256 of the body, the secret
+NOTICE_EVENT_HEADER = "X-Moorage-Event"  # the notice's name (instance.create, ...)
+NOTICE_DELIVERY_HEADER = "X-Moorage-Delivery"  # the notice's ID: the same on every retry
 
 # -- clients <-> gateway -> agents: one request's ID (gateway/logs.py) ----------------------------
 REQUEST_ID_HEADER = "X-Request-Id"
@@ -22,6 +27,12 @@ AGENTS_PATH = "/moorage/v1/agents"  # the agent API's prefix on the gateway's ow
 REGISTRATION_SECRET_HEADER = "X-Moorage-Registration-Secret"  # static hosts: the operator's secret
 BOOTSTRAP_SECRET_HEADER = "X-Moorage-Bootstrap-Secret"  # pool-booted hosts: a one-time secret
 AGENT_SECRET_HEADER = "X-Moorage-Agent-Secret"  # what the gateway presents to an agent
+# The tenant socket (gateway/services/tenantsocket.py, agent/sockets.py): the gateway opens and
+# closes a container's socket on its agent under this path (agent secret), and the agent sends
+# the socket's requests to the gateway with the container's credential in this header.
+AGENT_SOCKETS_PATH = "/moorage/v1/agent/sockets"
+SOCKET_CREDENTIAL_HEADER = "X-Moorage-Socket-Credential"
+TENANT_SOCKET_DIR_FACT = "TenantSocketDir"  # where an agent keeps its sockets (its facts)
 
 # -- labels on daemon objects ------------------------------------------------------------------
 PROJECT_LABEL = "org.openstack.moorage.project"  # the project that owns a container, network, ...

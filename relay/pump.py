@@ -14,6 +14,8 @@ import socket
 
 import gevent
 
+from relay.upstream import YIELD_EVERY
+
 BUFFER = 256 * 1024
 
 
@@ -26,11 +28,16 @@ def _copy(src: socket.socket, dst: socket.socket, first: bytes = b"") -> None:
     try:
         if first:
             dst.sendall(first)
+        since = 0
         while True:
             data = src.recv(BUFFER)
             if not data:
                 break
             dst.sendall(data)
+            since += len(data)
+            if since >= YIELD_EVERY:  # a stream that never waits lets the others run (see there)
+                since = 0
+                gevent.sleep(0)
     except OSError:
         pass
     finally:

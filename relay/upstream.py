@@ -14,6 +14,10 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from urllib.parse import urlparse
 
+import gevent
+
+from relay.pool import Pool
+
 BUFFER = 256 * 1024
 
 # The bodies being relayed now (iter_body), so that a server shutting down gracefully can end
@@ -35,6 +39,26 @@ def end_streams() -> int:
 
 
 MAX_HEAD = 64 * 1024
+
+# A stream whose bytes keep coming never makes a read wait, and a greenlet that never waits
+# never lets the others run (a gunicorn worker's heartbeat to its master among them: starved,
+# the master kills the worker mid-stream). Every this many bytes, a stream lets them.
+YIELD_EVERY = 1024 * 1024
+
+
+def cooperating(pieces: Iterable[bytes]) -> Iterator[bytes]:
+    """``pieces``, letting the other greenlets run every YIELD_EVERY bytes."""
+    since = 0
+    for piece in pieces:
+        yield piece
+        since += len(piece)
+        if since >= YIELD_EVERY:
+            since = 0
+            gevent.sleep(0)
+
+
+# See Endpoint.connect: how long a peer may leave what we sent unacknowledged.
+UNACKNOWLEDGED_MS = 5000
 
 
 class UpstreamError(Exception):
@@ -67,6 +91,12 @@ class Endpoint:
                 socket.AF_INET6 if ":" in self.address[0] else socket.AF_INET, socket.SOCK_STREAM
             )
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            # Sent bytes unacknowledged this long end the connection with an error. A kept
+            # connection over a link that went down meanwhile would otherwise take a request
+            # and wait for its answer for as long as the request may take (a stop, a stream:
+            # no bound), where a fresh one fails its connect in seconds (relay/pool.py).
+            with contextlib.suppress(AttributeError, OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, UNACKNOWLEDGED_MS)
         sock.settimeout(timeout)
         try:
             sock.connect(self.address)
@@ -89,6 +119,7 @@ class SocketReader:
         self.sock = sock
         self.buf = bytearray(initial)
         self.eof = False
+        self.received = 0  # bytes read from the socket so far
 
     def _fill(self) -> bool:
         if self.eof:
@@ -97,6 +128,7 @@ class SocketReader:
         if not data:
             self.eof = True
             return False
+        self.received += len(data)
         self.buf += data
         return True
 
@@ -138,6 +170,11 @@ class SocketReader:
         self.buf.clear()
         return data
 
+    def unread(self, data: bytes) -> None:
+        """Put bytes read too far (the next message's) back in front of the buffer."""
+        if data:
+            self.buf[0:0] = data
+
 
 def parse_head(head: bytes) -> tuple[int, str, list[tuple[str, str]]]:
     lines = head.decode("latin-1").split("\r\n")
@@ -166,6 +203,8 @@ class UpstreamResponse:
         reason: str,
         headers: list[tuple[str, str]],
         method: str,
+        pool: Pool | None = None,
+        key: object = None,
     ):
         self.sock = sock
         self.reader = reader
@@ -175,6 +214,20 @@ class UpstreamResponse:
         self.method = method
         self.closed = False
         self.ending = False  # end_streams asked this body to end
+        # Where the connection goes back once the whole body is read (keep-alive), if anywhere.
+        self.pool = pool
+        self.key = key
+        self.complete = not self.has_body  # the whole body has been read
+
+    @property
+    def reusable(self) -> bool:
+        """Whether the connection can carry another request once this body is read: the body
+        has a known end, the connection was not hijacked, and the upstream did not close it."""
+        if self.pool is None or self.status == 101 or self.is_raw_stream:
+            return False
+        if "close" in (self.header("Connection") or "").lower():
+            return False
+        return not self.has_body or self.chunked or self.content_length is not None
 
     def header(self, name: str, default: str | None = None) -> str | None:
         lname = name.lower()
@@ -210,29 +263,21 @@ class UpstreamResponse:
         )
 
     def iter_body(self, size: int = BUFFER) -> Iterator[bytes]:
-        """Yield the body as it arrives, framing removed. Closes the socket at the end."""
+        """Yield the body as it arrives, framing removed, in pieces of up to ``size`` bytes:
+        what has arrived is passed on together (a log stream's many small chunks make one
+        piece, not one write each), and nothing waits for more while something is in hand.
+        Closes the socket, or keeps it (``close``), at the end."""
         _relaying.add(self)
         try:
-            if not self.has_body:
-                return
-            if self.ending:
+            if not self.has_body or self.ending:
                 return
             if self.chunked:
-                yield from self._iter_chunked(size)
+                pieces = self._iter_chunked(size)
             elif self.content_length is not None:
-                remaining = self.content_length
-                while remaining > 0:
-                    data = self.reader.read_some(min(size, remaining))
-                    if not data:
-                        raise UpstreamError("connection closed before the end of the body")
-                    remaining -= len(data)
-                    yield data
+                pieces = self._iter_length(size)
             else:
-                while True:
-                    data = self.reader.read_some(size)
-                    if not data:
-                        break
-                    yield data
+                pieces = self._iter_to_close(size)
+            yield from cooperating(pieces)
         except (UpstreamError, OSError, ValueError):
             if not self.ending:
                 raise
@@ -241,23 +286,57 @@ class UpstreamResponse:
             _relaying.discard(self)
             self.close()
 
-    def _iter_chunked(self, size: int) -> Iterator[bytes]:
+    def _iter_length(self, size: int) -> Iterator[bytes]:
+        remaining = self.content_length or 0
+        self.complete = remaining == 0
+        while remaining > 0:
+            data = self.reader.read_some(min(size, remaining))
+            if not data:
+                raise UpstreamError("connection closed before the end of the body")
+            remaining -= len(data)
+            if remaining == 0:
+                self.complete = True
+            yield data
+
+    def _iter_to_close(self, size: int) -> Iterator[bytes]:
         while True:
-            line = self.reader.readline()
+            data = self.reader.read_some(size)
+            if not data:
+                return
+            yield data
+
+    def _iter_chunked(self, size: int) -> Iterator[bytes]:
+        reader = self.reader
+        out = bytearray()
+        while True:
+            if out and (len(out) >= size or b"\n" not in reader.buf):
+                yield bytes(out)  # the next line is not here yet: pass on what is
+                out.clear()
+            line = reader.readline()
             chunk_len = int(line.split(b";", 1)[0].strip() or b"0", 16)
             if chunk_len == 0:
+                if out:
+                    yield bytes(out)
+                    out.clear()
                 # Trailers, then the final blank line.
-                while self.reader.readline() not in (b"\r\n", b"\n"):
+                while reader.readline() not in (b"\r\n", b"\n"):
                     pass
+                self.complete = True
                 return
             remaining = chunk_len
             while remaining > 0:
-                data = self.reader.read_some(min(size, remaining))
+                if out and (len(out) >= size or not reader.buf):
+                    yield bytes(out)
+                    out.clear()
+                data = reader.read_some(min(size, remaining))
                 if not data:
                     raise UpstreamError("connection closed inside a chunk")
                 remaining -= len(data)
-                yield data
-            self.reader.readline()  # the CRLF after the chunk
+                out += data
+            if out and b"\n" not in reader.buf:
+                yield bytes(out)
+                out.clear()
+            reader.readline()  # the CRLF after the chunk
 
     def read(self, limit: int = 16 * 1024 * 1024) -> bytes:
         """The whole body, for small JSON answers; refuses more than ``limit`` bytes."""
@@ -270,10 +349,16 @@ class UpstreamResponse:
         return bytes(out)
 
     def close(self) -> None:
-        if not self.closed:
-            self.closed = True
-            with contextlib.suppress(OSError):
-                self.sock.close()
+        """Done with the response: its connection goes back to the pool when the whole body
+        was read and the connection can carry another request, else it is closed."""
+        if self.closed:
+            return
+        self.closed = True
+        if self.complete and not self.ending and not self.reader.buf and self.reusable and self.pool:
+            self.pool.give(self.key, self.sock)
+            return
+        with contextlib.suppress(OSError):
+            self.sock.close()
 
 
 def _send_body(sock: socket.socket, body: bytes | Iterable[bytes] | None, chunked: bool) -> None:
@@ -306,17 +391,47 @@ def request(
     content_length: int | None = None,
     connect_timeout: float = 3.0,
     timeout: float | None = None,
+    pool: Pool | None = None,
 ) -> UpstreamResponse:
     """Send one request and read the response head.
 
     ``body`` is bytes, or an iterable of buffers sent as they come: with ``content_length``
     as is, without it chunked. The response body is left on the socket for the caller.
-    ``timeout`` bounds each socket operation (None: block, for waits and streams).
+    ``timeout`` bounds each socket operation (None: block, for waits and streams). With a
+    ``pool``, a kept connection to ``endpoint`` is used if there is one, and the connection is
+    kept again once the response's body has been read (UpstreamResponse.close).
     """
+    sock = pool.take(endpoint) if pool is not None else None
+    if sock is not None:
+        try:
+            return _exchange(sock, endpoint, method, target, headers, body, content_length, timeout, pool)
+        except _StaleConnection:
+            # The kept connection was dead (its peer closed it as we sent): nothing of the
+            # request was answered, and a body of bytes can be sent again, on a fresh one.
+            pass
     try:
         sock = endpoint.connect(connect_timeout)
     except OSError as exc:
         raise UpstreamError(f"cannot connect to {endpoint}: {exc.strerror or exc}") from exc
+    return _exchange(sock, endpoint, method, target, headers, body, content_length, timeout, pool, fresh=True)
+
+
+class _StaleConnection(UpstreamError):
+    """A kept connection failed before any byte of an answer came, with a body to send again."""
+
+
+def _exchange(
+    sock: socket.socket,
+    endpoint: Endpoint,
+    method: str,
+    target: str,
+    headers: list[tuple[str, str]],
+    body: bytes | Iterable[bytes] | None,
+    content_length: int | None,
+    timeout: float | None,
+    pool: Pool | None,
+    fresh: bool = False,
+) -> UpstreamResponse:
     sock.settimeout(timeout)
     chunked = False
     lines = [f"{method} {target} HTTP/1.1"]
@@ -334,17 +449,23 @@ def request(
             lines.append("Transfer-Encoding: chunked")
     head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
     reader = SocketReader(sock)
+    replayable = body is None or isinstance(body, bytes | bytearray)
     try:
-        sock.sendall(head)
-        # The daemon may answer (an error, usually) before reading the whole body; what it
-        # said is more useful than our broken pipe.
-        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-            _send_body(sock, body, chunked)
+        if isinstance(body, bytes | bytearray) and body and len(body) <= 64 * 1024:
+            sock.sendall(head + bytes(body))  # one write for a small request
+        else:
+            sock.sendall(head)
+            # The daemon may answer (an error, usually) before reading the whole body; what it
+            # said is more useful than our broken pipe.
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                _send_body(sock, body, chunked)
         status, reason, resp_headers = parse_head(reader.read_head())
         while status == 100:  # "100 Continue": the real answer follows
             status, reason, resp_headers = parse_head(reader.read_head())
     except (OSError, UpstreamError, ValueError) as exc:
         sock.close()
+        if not fresh and replayable and reader.received == 0:
+            raise _StaleConnection(str(exc)) from exc
         if isinstance(exc, UpstreamError):
             raise
         raise UpstreamError(f"{endpoint}: {exc}") from exc
@@ -355,4 +476,4 @@ def request(
         # request and releases what it holds instead of waiting for the rest.
         sock.close()
         raise
-    return UpstreamResponse(sock, reader, status, reason, resp_headers, method)
+    return UpstreamResponse(sock, reader, status, reason, resp_headers, method, pool=pool, key=endpoint)

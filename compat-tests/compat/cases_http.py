@@ -1916,6 +1916,7 @@ req(
     "/build/prune",
     obs="json",
     obs_kw={"volatile": {"SpaceReclaimed"}},
+    serial=True,  # not while a BuildKit case's cache mount waits for its second build
 )
 
 

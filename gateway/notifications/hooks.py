@@ -1,6 +1,8 @@
 """compute.container_instance.{create,delete}.{start,end,error}: the instance pool's boots and
 deletions, told from one decorator on each (gateway/placement/pool.py ``_boot``,
-gateway/placement/reaper.py ``_delete_server``), so the pool's code stays the pool's."""
+gateway/placement/reaper.py ``_delete_server``), so the pool's code stays the pool's. A boot or
+deletion for a project is also the gateway's own event in that project's journal and a notice
+to its webhooks (gateway/notifications/own_events.py), with or without [notifications]."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from gateway import store
-from gateway.notifications import payloads
+from gateway.notifications import own_events, payloads
 from gateway.notifications.outbox import emit, enabled
 
 log = logging.getLogger("moorage.notifications")
@@ -57,7 +59,10 @@ def instance_hook(action: str) -> Callable:
         @functools.wraps(function)
         def wrapped(*args, **kwargs):
             if not enabled():
-                return function(*args, **kwargs)
+                result = function(*args, **kwargs)
+                if result is not False:
+                    _journal(action, _facts(args))
+                return result
             facts = _facts(args)
             if action == "create":
                 _tell(action, "start", facts)
@@ -77,11 +82,25 @@ def instance_hook(action: str) -> Callable:
                 _told_errors.discard(after[1])
                 _tell(action, "start", facts)
             _tell(action, "end", after)
+            _journal(action, after)
             return result
 
         return wrapped
 
     return decorate
+
+
+def _journal(action: str, facts: tuple[str, str, str, str]) -> None:
+    """The gateway's own event of the boot or deletion, for the project it serves."""
+    provider, member, server, project = facts
+    if project and server:
+        own_events.record(
+            project,
+            server,
+            "create" if action == "create" else "destroy",
+            provider=provider,
+            pool_member=member,
+        )
 
 
 def _facts(args: tuple) -> tuple[str, str, str, str]:

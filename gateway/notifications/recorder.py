@@ -28,12 +28,12 @@ import secrets
 import socket
 import time
 
-from gateway import instances, store
+from gateway import imagemap, instances, store
 from gateway.agentclient import AgentClient
-from gateway.notifications import payloads
+from gateway.notifications import payloads, webhooks
 from gateway.notifications.outbox import emit, enabled
 from gateway.store import journal
-from gateway.tenancy import PROJECT_LABEL, names
+from gateway.tenancy import PROJECT_LABEL, names, scope
 
 log = logging.getLogger("moorage.events")
 
@@ -123,6 +123,26 @@ def removed_by_daemon(event: dict) -> None:
         )
 
 
+def notice_container(project: str, instance: store.Instance, event: dict, nano: int) -> None:
+    """A container's lifecycle, told to the project's webhooks that asked for it."""
+    action = str(event.get("Action", ""))
+    if event.get("Type") != "container" or f"container.{action}" not in webhooks.NOTICES:
+        return
+    if not project or not webhooks.subscribed(project):
+        return
+    attributes = (event.get("Actor") or {}).get("Attributes") or {}
+    data = {
+        "container_id": str((event.get("Actor") or {}).get("ID", "")),
+        "name": scope.strip_names(project, str(attributes.get("name", ""))),
+        "image": imagemap.rewrite_text(project, str(attributes.get("image", ""))),
+        "instance_uuid": instance.uuid,
+        "action": action,
+    }
+    if action == "die":
+        data["exit_code"] = attributes.get("exitCode", "")
+    webhooks.notify(project, f"container.{action}", data, nano)
+
+
 def record_line(
     line: bytes, instance: store.Instance, attribution: Attribution, *, journal_on: bool = True
 ) -> int | None:
@@ -136,9 +156,9 @@ def record_line(
         return None
     nano = journal.time_nano(event)
     if journal_on and event.get("Type") in RECORDED_TYPES:
-        journal.record_events(
-            [(attribution.project(event, instance), instance.uuid, nano, journal.encode(event))]
-        )
+        project = attribution.project(event, instance)
+        if journal.record_event(project, instance.uuid, nano, journal.encode(event)):
+            notice_container(project, instance, event, nano)
     if event.get("Type") == "container" and event.get("Action") == "destroy":
         removed_by_daemon(event)
     return nano

@@ -185,16 +185,30 @@ def place(request: scheduler.PlacementRequest, settings) -> scheduler.Placement:
     """``_place``, timed: every decision is observed by its outcome ("placed"; "refused": an
     answer in Docker's shape, such as a full quota or no room; "error": anything else)."""
     started = time.monotonic()
+    began = store.utcnow()
     outcome = "error"
     try:
         placement = _place(request, settings)
         outcome = "placed"
+        _tell_placed(request, placement, began)
         return placement
     except DockerError:
         outcome = "refused"
         raise
     finally:
         metrics.PLACEMENT_SECONDS.labels(outcome).observe(time.monotonic() - started)
+
+
+def _tell_placed(request: scheduler.PlacementRequest, placement: scheduler.Placement, began) -> None:
+    """The gateway's own events of a placement (gateway/notifications/own_events.py): the
+    instance claimed for the project by it, if it was; the container's placement."""
+    instance = placement.instance
+    if instance.project == request.project and instance.claimed_at and instance.claimed_at >= began:
+        notifications.own_event(request.project, instance.uuid, "claim", provider=instance.provider)
+    if not request.probe:
+        notifications.own_event(
+            request.project, instance.uuid, "place", container=request.name, provider=instance.provider
+        )
 
 
 def _place(request: scheduler.PlacementRequest, settings) -> scheduler.Placement:

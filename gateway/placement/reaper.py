@@ -269,6 +269,7 @@ def release_empty(settings, now: _dt.datetime | None = None, wipe_host=wipe.wipe
             ).execute()
         _empty_since.pop(uuid, None)
         log.info("host %s was wiped (verified) after project %s left it: it is free", uuid, instance.project)
+        notifications.own_event(instance.project or "", uuid, "release", provider=instance.provider)
         freed += 1
     return freed
 

@@ -48,10 +48,16 @@ class Checker:
         self.policy = PolicyFile(policy.file or None)
         self.limits = Limits(limits)
         self.dedicated = dedicated
+        self.tenant_socket = policy.tenant_socket
 
     def _req(self, identity: Asker | None, reserved: frozenset[int] | None = None) -> Request:
         return Request(
-            self.policy, self.limits, identity, reserved or frozenset({AGENT_PORT}), self.dedicated
+            self.policy,
+            self.limits,
+            identity,
+            reserved or frozenset({AGENT_PORT}),
+            self.dedicated,
+            self.tenant_socket,
         )
 
     def container_create(

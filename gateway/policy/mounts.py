@@ -19,6 +19,11 @@ SOCKET_PATHS = (
     "/var/run/docker/",
 )
 
+# The Docker socket's usual paths: with [policy] tenant_socket a bind of one of these, as a
+# bind's source, is given the container's own tenant socket instead (its agent serves the
+# Docker API as the container's project; gateway/services/tenantsocket.py rewrites the source).
+TENANT_SOCKET_PATHS = ("/var/run/docker.sock", "/run/docker.sock")
+
 
 def _host_path(path: str) -> str:
     return "/" + posixpath.normpath("/" + path).lstrip("/")
@@ -34,15 +39,22 @@ def exposes_socket(path: str) -> bool:
     return any(sock.startswith(directory) or sock.rstrip("/") == path for sock in SOCKET_PATHS)
 
 
+def is_tenant_socket(path: str) -> bool:
+    """True for a bind source that names the Docker socket's usual path."""
+    return _host_path(path) in TENANT_SOCKET_PATHS
+
+
 def check_host_path(req: Request, prefix: str, path: str, how: str) -> None:
     """One instance path a request would bind into a container (or mount as a volume)."""
     path = _host_path(path)
+    if req.tenant_socket and how.startswith(("-v ", "--mount type=bind")) and is_tenant_socket(path):
+        return  # the container's own socket, not the instance's (see TENANT_SOCKET_PATHS)
     socket = exposes_socket(path)
     socket_args = (
         f"{prefix}:docker_socket",
         f"mounting the instance's Docker socket ({path}, {how})",
-        "reach Moorage through DOCKER_HOST instead of a mounted socket (testcontainers: set "
-        "TESTCONTAINERS_RYUK_DISABLED=true)",
+        "bind /var/run/docker.sock (or /run/docker.sock) itself, which gives the container a socket "
+        'of its own project\'s (README "The tenant socket"), or reach Moorage through DOCKER_HOST',
     )
     bind_args = (
         f"{prefix}:bind_mount",

@@ -227,6 +227,9 @@ class Request:
     # Dedicated tenancy: the instance is the project's alone (what only other projects on it
     # would be exposed to is the project's own business there).
     dedicated: bool = False
+    # [policy] tenant_socket: a bind of the Docker socket's usual paths is given the container's
+    # own tenant socket (gateway/services/tenantsocket.py) instead of the instance's.
+    tenant_socket: bool = False
 
     @property
     def project(self) -> str:

@@ -48,10 +48,10 @@ def fanout(ctx: Context) -> list[store.Instance]:
     the project's own only (the first live one when it has none yet: what every project sees
     there, such as the public images, is the same everywhere), so that no other project's
     instance, nor its agent, has a say in the project's lists and events."""
-    live = instances.live_instances(ctx.settings)
     if dedicated(ctx.settings) and not ctx.all_projects:
-        return instances.project_instances(ctx.settings, ctx.project) or live[:1]
-    return live
+        own = instances.project_instances(ctx.settings, ctx.project)
+        return own or instances.live_instances(ctx.settings)[:1]
+    return instances.live_instances(ctx.settings)
 
 
 def every_instance(ctx: Context, method: str, path: str, query: str = ""):

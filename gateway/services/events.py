@@ -12,6 +12,7 @@ and sent on as one compact line, as dockerd writes them.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 
 import gevent
@@ -19,6 +20,7 @@ import gevent.queue
 
 from gateway import imagemap, store
 from gateway.context import Context
+from gateway.notifications import own_events
 from gateway.services import event_replay
 from gateway.tenancy import PROJECT_LABEL, names, scope
 
@@ -61,13 +63,67 @@ class EventJudge:
             return str(actor.get("ID", "")).endswith(self.suffix)
         if kind == "image":
             return imagemap.image_visible(self.project, str(actor.get("ID", ""))) is not None
-        return False  # daemon, plugin, ...
+        if kind == "daemon":
+            # the gateway's own events (gateway/notifications/own_events.py), the project's
+            # label theirs; a daemon's own (reload) are the operator's
+            return attributes.get(PROJECT_LABEL) == self.project
+        return False  # plugin, ...
 
     def rewrite(self, event: dict) -> dict:
         attributes = (event.get("Actor") or {}).get("Attributes")
         if isinstance(attributes, dict) and not self.all_projects:
             attributes.pop(PROJECT_LABEL, None)
         return scope.strip_names(self.project, event)
+
+
+class OwnEventsTail:
+    """The gateway's own events (gateway/notifications/own_events.py) as they are recorded, for
+    a live stream: the journal, read every second after the newest already sent, filtered here
+    as a daemon filters its own stream. Read like a daemon's answer (``iter_body``, ``close``)."""
+
+    POLL_SECONDS = 1.0
+    WINDOW_NANO = 5_000_000_000
+
+    def __init__(
+        self, project: str, all_projects: bool, after_nano: int, until_nano: int | None, filters: dict
+    ):
+        self.projects = None if all_projects else [project]
+        self.start = self.after = after_nano  # what is not after start was replayed, or is past
+        self.until = until_nano
+        self.filters = filters
+        self.closed = False
+
+    def _passes(self, raw: str) -> bool:
+        if not self.filters:
+            return True
+        event = json.loads(raw)
+        ((event.get("Actor") or {}).get("Attributes") or {}).pop(PROJECT_LABEL, None)
+        return event_replay.matches(self.filters, event)
+
+    def iter_body(self) -> Iterator[bytes]:
+        sent: dict[int, int] = {}  # row id -> its time: rows re-read in the window, sent once
+        while not self.closed:
+            ending = self.until is not None and time.time_ns() > self.until
+            # Two workers' events may commit out of their times' order: each read looks a
+            # window back past the newest sent.
+            floor = max(self.start, self.after - self.WINDOW_NANO)
+            rows = own_events.recorded_since(self.projects, floor)
+            store.release_connection()
+            for row in rows:
+                if row.id in sent:
+                    continue
+                sent[row.id] = row.time_nano
+                self.after = max(self.after, row.time_nano)
+                if (self.until is None or row.time_nano <= self.until) and self._passes(row.event):
+                    yield row.event.encode() + b"\n"
+            for row_id in [i for i, t in sent.items() if t < self.after - self.WINDOW_NANO]:
+                del sent[row_id]
+            if ending:
+                return
+            gevent.sleep(self.POLL_SECONDS)
+
+    def close(self) -> None:
+        self.closed = True
 
 
 def _lines(upstream) -> Iterator[bytes]:

@@ -9,7 +9,7 @@ from urllib.parse import urlencode
 from gateway import instances, quotas
 from gateway.context import Context
 from gateway.forward import call, check_agent, forward, raise_for, respond, send
-from gateway.notifications import recorder
+from gateway.notifications import own_events, recorder
 from gateway.services import event_replay, images
 from gateway.services.common import (
     every_instance,
@@ -20,7 +20,7 @@ from gateway.services.common import (
     parse_filters,
     with_query,
 )
-from gateway.services.events import tenant_events
+from gateway.services.events import OwnEventsTail, tenant_events
 from gateway.tenancy import PROJECT_LABEL, scope
 
 
@@ -135,6 +135,10 @@ def events(ctx: Context) -> None:
         for upstream in streams:
             upstream.close()
         raise
+    if ctx.settings.events.retention > 0 and (until is None or until >= now):
+        # The gateway's own events to come (and any recorded since the replay was read).
+        after = newest.get(own_events.SOURCE, since - 1) if since is not None else now
+        streams.append(OwnEventsTail(ctx.project, ctx.all_projects, after, until, parse_filters(ctx) or {}))
     ctx.resp.status = 200
     ctx.resp.content_type = "application/json"
     bounded = bool(ctx.query("until"))

@@ -12,6 +12,7 @@ place that speaks SQL or builds model queries for the layers above it:
 
 from gateway.store import spans
 from gateway.store.db import (
+    BUSY,
     MIGRATION_LOCK,
     PG_POOL_SIZE,
     PLACEMENT_LOCK,
@@ -71,6 +72,9 @@ from gateway.store.queries import (
     lock_project,
     mine_among,
     network_named,
+    placed_container,
+    placed_containers_by_prefix,
+    project_live_instances,
     record_cert,
     record_exec,
     record_network,
@@ -93,6 +97,7 @@ from gateway.store.schema import (
 __all__ = [
     "ACTIVE",
     "BUILDING",
+    "BUSY",
     "DELETING",
     "DRAINING",
     "FAILED",
@@ -146,6 +151,9 @@ __all__ = [
     "mine_among",
     "network_named",
     "open_database",
+    "placed_container",
+    "placed_containers_by_prefix",
+    "project_live_instances",
     "record_cert",
     "record_exec",
     "record_network",

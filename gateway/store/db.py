@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from urllib.parse import unquote, urlparse
 
 import peewee
-from playhouse.pool import PooledPostgresqlDatabase
+from playhouse.pool import MaxConnectionsExceeded, PooledPostgresqlDatabase
 
 # Every model binds to this proxy; init() (gateway/store/schema.py) points it at a database.
 database = peewee.DatabaseProxy()
@@ -25,6 +25,7 @@ PLACEMENT_LOCK = 0x4D6F6F7200000002
 
 # Connections per gateway worker to PostgreSQL (a pool; each request checks one out).
 PG_POOL_SIZE = int(os.environ.get("MOORAGE_PG_POOL", "20"))
+PG_POOL_WAIT = 30.0  # seconds a request waits for a free pooled connection (then BUSY: 503)
 
 
 def cooperative() -> bool:
@@ -106,7 +107,7 @@ def open_database(url: str) -> peewee.Database:
         # stale_timeout: a pooled connection is recycled after 5 minutes; timeout: a request
         # waits up to 30 s for a free connection rather than failing at once.
         db = PooledPostgresqlDatabase(
-            name, max_connections=PG_POOL_SIZE, stale_timeout=300, timeout=30, **params
+            name, max_connections=PG_POOL_SIZE, stale_timeout=300, timeout=PG_POOL_WAIT, **params
         )
         state = _greenlet_local_state()
         if state is not None:
@@ -167,3 +168,6 @@ def close() -> None:
 # The database cannot be reached (restarting, its connection lost, locked past the timeout):
 # a request that meets one of these is answered 503, try again, not 500 (gateway/app.py).
 UNAVAILABLE: tuple[type[Exception], ...] = (peewee.OperationalError, peewee.InterfaceError)
+# Every pooled connection stayed in use past PG_POOL_WAIT (a replica with more requests in
+# flight than MOORAGE_PG_POOL can serve): 503 too, saying so (gateway/app.py), never a 500.
+BUSY: tuple[type[Exception], ...] = (MaxConnectionsExceeded,)

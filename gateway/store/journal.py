@@ -135,6 +135,19 @@ def record_events(rows: list[tuple[str, str, int, str]]) -> None:
     ).on_conflict_ignore().execute()
 
 
+def record_event(project: str, instance: str, nano: int, raw: str) -> bool:
+    """Record one event; False when it was recorded already (a follower that reconnected reads
+    its newest event again: what is told of it is told once)."""
+    digest = event_digest(raw)
+    recorded = EventRecord.select().where(
+        (EventRecord.instance == instance) & (EventRecord.time_nano == nano) & (EventRecord.digest == digest)
+    )
+    if recorded.exists():
+        return False
+    record_events([(project, instance, nano, raw)])
+    return True
+
+
 def last_event_time(instance: str) -> int | None:
     """The newest recorded event's time on ``instance`` (nanoseconds), or None."""
     return (
@@ -150,6 +163,17 @@ def recorded_events(projects: list[str] | None, since_nano: int, until_nano: int
     query = EventRecord.select().where(EventRecord.time_nano >= since_nano)
     if until_nano is not None:
         query = query.where(EventRecord.time_nano <= until_nano)
+    if projects is not None:
+        query = query.where(EventRecord.project.in_(projects))
+    return list(query.order_by(EventRecord.time_nano, EventRecord.id))
+
+
+def recorded_source_events(instance: str, projects: list[str] | None, after_nano: int) -> list[EventRecord]:
+    """Events recorded under ``instance`` (the gateway's own: its name for them) after
+    ``after_nano``, in order."""
+    query = EventRecord.select().where(
+        (EventRecord.instance == instance) & (EventRecord.time_nano > after_nano)
+    )
     if projects is not None:
         query = query.where(EventRecord.project.in_(projects))
     return list(query.order_by(EventRecord.time_nano, EventRecord.id))

@@ -7,6 +7,9 @@ import datetime as _dt
 
 from gateway.store.db import database, is_postgres
 from gateway.store.models import (
+    INSTANCE_DRAINING,
+    INSTANCE_UP,
+    RESERVATION_PREFIX,
     ClientCert,
     Container,
     Exec,
@@ -18,6 +21,7 @@ from gateway.store.models import (
     Volume,
     utcnow,
 )
+from gateway.store.prepared import Prepared
 
 
 def lock_project(project: str) -> None:
@@ -31,6 +35,58 @@ def lock_project(project: str) -> None:
 
 
 # -- containers ---------------------------------------------------------------------------------
+
+
+def _placed(project: str):
+    """The project's containers (reservations not included), each with its instance: every
+    caller of a resolved container forwards to its instance next, so it comes in the same query."""
+    C = Container
+    return (
+        C.select(C, Instance)
+        .join(Instance)
+        .where((C.project == project) & ~(C.id.startswith(RESERVATION_PREFIX)))
+    )
+
+
+# The two reads behind nearly every container request (resolve.container), prepared: see
+# gateway/store/prepared.py for why.
+_container_by_id = Prepared(lambda project, cid: _placed(project).where(Container.id == cid).limit(1))
+_container_by_name = Prepared(
+    lambda project, name: (
+        _placed(project).where(Container.name == name).order_by(Container.created_at.desc()).limit(1)
+    )
+)
+
+
+def placed_container(project: str, ref: str) -> Container | None:
+    """The project's placed container whose full ID, else whose name, is ``ref``."""
+    found = _container_by_id(project, ref) or _container_by_name(project, ref)
+    return found[0] if found else None
+
+
+def placed_containers_by_prefix(project: str, prefix: str, limit: int = 2) -> list[Container]:
+    """Up to ``limit`` of the project's placed containers whose ID starts with ``prefix``."""
+    return list(_placed(project).where(Container.id.startswith(prefix)).limit(limit))
+
+
+# A project's instances, read on every list, prune and events request with dedicated tenancy.
+_project_instances = Prepared(
+    lambda project, horizon: (
+        Instance.select()
+        .where(
+            (Instance.project == project)
+            & Instance.state.in_([INSTANCE_UP, INSTANCE_DRAINING])
+            & (Instance.last_heartbeat >= horizon)
+        )
+        .order_by(Instance.position, Instance.uuid)
+    )
+)
+
+
+def project_live_instances(project: str, horizon: _dt.datetime) -> list[Instance]:
+    """The project's instances that are up or draining and heard from since ``horizon``, in
+    fill order."""
+    return _project_instances(project, horizon)
 
 
 def forget_container(container_id: str) -> None:

@@ -42,6 +42,8 @@ from gateway.store.models import (
     Trust,
     Volume,
 )
+from gateway.store.notices import create_notices
+from gateway.store.sockets import create_socket_credentials
 
 _init_lock = threading.Lock()
 
@@ -236,6 +238,8 @@ MIGRATIONS: list[Callable[[peewee.Database], None]] = [
     _m_buildkit,
     _m_fair_shares,
     create_journal,  # the notification outbox and the event journal (gateway/store/journal.py)
+    create_socket_credentials,  # the tenant sockets' credentials (gateway/store/sockets.py)
+    create_notices,  # projects' webhooks and their deliveries (gateway/store/notices.py)
     _m_spanning_networks,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -31,8 +31,9 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from gateway import store
 from gateway.errors import DockerError
+from gateway.tenancy import sockets
 from gateway.tenancy.identity import Identity, IdentityProvider, authenticate
-from gateway.wire import PROJECT_HEADER, TOKEN_HEADER
+from gateway.wire import PROJECT_HEADER, SOCKET_CREDENTIAL_HEADER, TOKEN_HEADER
 
 URN_PROJECT = "urn:moorage:project:"
 URN_USER = "urn:moorage:user:"
@@ -336,7 +337,12 @@ def authenticate_request(
 ) -> Identity:
     """Who sends this request: the client certificate of its TLS connection (one this gateway
     issued), else the headers (gateway/tenancy/identity.py authenticate). A request that
-    carries both must name the same project in both, or it is refused (401)."""
+    carries both must name the same project in both, or it is refused (401). A request from a
+    container's tenant socket carries its agent's credential for it (gateway/tenancy/sockets.py),
+    which alone decides: the agent drops any other the container sent."""
+    socket_credential = headers.get(SOCKET_CREDENTIAL_HEADER.upper(), "")
+    if socket_credential:
+        return sockets.identify(socket_credential)
     der = peer_certificate(connection) if certificates is not None else None
     identity = certificates.identify(der) if der and certificates is not None else None
     if identity is None:

@@ -14,25 +14,16 @@ from gateway.tenancy import names
 
 
 def container(project: str, ref: str) -> store.Container:
-    C = store.Container
     ref = ref.strip()
     name = ref[1:] if ref.startswith("/") else ref
     if not name or name.startswith(RESERVATION_PREFIX):
         raise no_such_container(ref)
-    # The instance comes in the same query: every caller forwards to it next.
-    mine = (
-        C.select(C, store.Instance)
-        .join(store.Instance)
-        .where((C.project == project) & ~(C.id.startswith(RESERVATION_PREFIX)))
-    )
-    found = mine.where(C.id == name).first()
-    if found:
-        return found
-    found = mine.where(C.name == name).order_by(C.created_at.desc()).first()
+    # By full ID, then by name, with its instance (every caller forwards to it next).
+    found = store.placed_container(project, name)
     if found:
         return found
     if all(ch in "0123456789abcdef" for ch in name):
-        matches = list(mine.where(C.id.startswith(name)).limit(2))
+        matches = store.placed_containers_by_prefix(project, name)
         if len(matches) == 1:
             return matches[0]
         if len(matches) > 1:

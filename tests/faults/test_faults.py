@@ -1,8 +1,8 @@
 """The fault lane: faults injected into a running stack during a steady workload.
 
-One stack (`scripts/devstack up DIR --hosts 3 --postgres --replicas 2`, dedicated tenancy):
-alpha's containers are on host 1, beta's on host 2. Each fault hits host 1 (or a replica, or
-the database) while beta's workload (create, start, exec, logs, remove, in a loop) runs on
+One stack (`scripts/devstack up DIR --hosts 3 --postgres --replicas 2 --host-disk-mb 300`,
+dedicated tenancy): alpha's containers are on host 1, beta's on host 2. Each fault hits host 1
+(or a replica, or the database) while beta's workload (create, start, exec, logs, remove, in a loop) runs on
 host 2, and checks:
 - beta's calls keep succeeding (a healthy instance is untouched by another's fault);
 - alpha's calls about its container answer within 10 s, in Docker's shape, naming the
@@ -14,6 +14,8 @@ docs/operations.md has the table of faults and outcomes.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import signal
@@ -224,6 +226,94 @@ def test_link_cut_then_restored(fstack, alpha_container):
         lambda: subprocess.run(["ip", "link", "set", veth, "up"], check=True),
         ("not answering",),
     )
+
+
+def fill(path: str) -> int:
+    """Write zeros to ``path`` until its filesystem is full (1 MiB blocks, then 4 KiB ones for
+    the last room); the bytes written."""
+    written = 0
+    with open(path, "wb", buffering=0) as fh:
+        for block in (b"\0" * (1 << 20), b"\0" * 4096):
+            while True:
+                try:
+                    written += fh.write(block)
+                except OSError as exc:
+                    if exc.errno != errno.ENOSPC:
+                        raise
+                    break
+        with contextlib.suppress(OSError):
+            os.fsync(fh.fileno())
+    return written
+
+
+def containers_in_use(stack: Stack, tenant: str = "alpha") -> int:
+    """The store's count of the project's containers, reservations included (its quota usage)."""
+    project = stack.env[f"MOORAGE_PROJECT_{tenant}"]
+    shown = stack.admin("quota", "show", project, "--format", "json")
+    assert shown.returncode == 0, shown.stderr
+    return json.loads(shown.stdout)["quotas"]["containers"]["in_use"]
+
+
+def test_disk_full_then_freed(fstack, alpha_container):
+    """Host 1's dockerd data-root (a 300 MB filesystem of its own: devstack --host-disk-mb) is
+    filled: alpha's creates on host 1 get dockerd's own error naming the cause within 10 s, its
+    reads still answer, beta on host 2 loses no call; once the space is freed alpha runs
+    containers on host 1 again, and ps, images, events, the map and the quota usage are whole."""
+    data_root = os.path.join(fstack.dir, "hosts", "1", "docker")
+    assert os.path.ismount(data_root), "the fault stack needs `devstack up --host-disk-mb`"
+    filler = os.path.join(data_root, "moorage-fault-fill")
+    in_use = containers_in_use(fstack)
+    since = int(time.time())
+    with Workload(fstack) as work:
+        time.sleep(2)
+        t0 = time.monotonic()
+        try:
+            assert fill(filler) > 0
+            assert os.statvfs(data_root).f_bavail * os.statvfs(data_root).f_frsize < (1 << 20)
+            # a create placed on host 1: an answer within 10 s, in Docker's shape, naming the cause
+            for _ in range(3):
+                started = time.monotonic()
+                resp = fstack.http(
+                    "POST",
+                    "/v1.41/containers/create",
+                    json={"Image": "busybox", "Cmd": ["true"]},
+                    timeout=ANSWER_WITHIN + 20,
+                )
+                took = time.monotonic() - started
+                assert took < ANSWER_WITHIN, f"create took {took:.1f} s"
+                assert resp.status_code >= 400, resp.text
+                assert set(resp.json()) == {"message"}, resp.text
+                assert "no space left on device" in resp.json()["message"], resp.text
+            # the docker CLI prints it
+            ran = fstack.docker("run", "--rm", "busybox", "true", timeout=ANSWER_WITHIN + 20)
+            assert ran.returncode != 0 and b"no space left on device" in ran.stderr, ran
+            # what only reads the daemon still answers
+            status, message, took = probe(fstack, alpha_container)
+            assert status == 200 and took < ANSWER_WITHIN, (status, message, took)
+            listed = fstack.http("GET", "/v1.41/containers/json?all=1")
+            assert listed.status_code == 200 and alpha_container in {c["Id"] for c in listed.json()}
+        finally:
+            os.unlink(filler)
+        ran = fstack.docker("run", "--name", "fault-disk-back", "busybox", "echo", "back", timeout=60)
+        assert ran.returncode == 0 and ran.stdout == b"back\n", ran
+        rounds = work.rounds
+        time.sleep(3)
+        assert work.rounds > rounds, "beta's workload stalled"
+    assert work.failures_since(t0) == [], work.failures_since(t0)[:5]
+    # whole again: ps, images, events, the map, the quota usage
+    names = fstack.docker("ps", "-a", "--format", "{{.Names}}").stdout.decode().split()
+    assert "fault-alpha" in names and "fault-disk-back" in names, names
+    images = fstack.docker("images", "--format", "{{.Repository}}:{{.Tag}}")
+    assert "busybox:latest" in images.stdout.decode().split(), images
+    events = fstack.http("GET", f"/v1.41/events?since={since}&until={int(time.time()) + 1}", timeout=30)
+    assert events.status_code == 200, events.text
+    seen = [json.loads(line) for line in events.text.splitlines() if line.strip()]
+    back = [e for e in seen if e.get("Actor", {}).get("Attributes", {}).get("name") == "fault-disk-back"]
+    assert {"create", "start", "die"} <= {e.get("Action") for e in back}, seen[-10:]
+    map_matches_daemon(fstack, fstack.env["MOORAGE_DIRECT_HOSTS"].split()[0])
+    assert containers_in_use(fstack) == in_use + 1  # fault-disk-back; no failed create left a slot
+    assert fstack.docker("rm", "fault-disk-back").returncode == 0
+    assert containers_in_use(fstack) == in_use
 
 
 def test_replica_killed_and_replica_drained(fstack, alpha_container):

@@ -21,7 +21,8 @@ def daemon_volumes(stack) -> set[str]:
 RUN_REFUSED = [
     (["--privileged"], "container:create:privileged"),
     (["-v", "/:/host"], "container:create:bind_mount"),
-    (["-v", "/var/run/docker.sock:/var/run/docker.sock"], "container:create:docker_socket"),
+    # (/var/run/docker.sock itself is the tenant socket: tests/integration/test_tenant_socket.py)
+    (["-v", "/run/containerd/containerd.sock:/c.sock"], "container:create:docker_socket"),
     (["--network", "host"], "container:create:host_network"),
     (["--pid", "host"], "container:create:host_pid"),
     (["--cap-add", "SYS_ADMIN"], "container:create:cap_add"),

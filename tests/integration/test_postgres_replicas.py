@@ -467,3 +467,30 @@ def test_replicas_send_each_notification_once(pg_stack):
     finally:
         listener.stop()
         remove_all(pg_stack, "alpha")
+
+
+def test_replicas_deliver_each_webhook_notice_once(pg_stack):
+    from tests.integration.test_notices import Receiver
+
+    remove_all(pg_stack, "alpha")
+    receiver = Receiver()
+    receiver.start()
+    subscribed = pg_stack.http(
+        "POST", "/moorage/v1/notices", json={"url": receiver.url, "events": ["container.create"]}
+    )
+    assert subscribed.status_code == 201, subscribed.text
+    try:
+        answers = race(pg_stack, "alpha", 8)
+        created = {a.json()["Id"] for a in answers if a.status_code == 201}
+        assert created
+
+        def heard(notices):
+            return [n["data"]["container_id"] for n in notices if n["data"]["container_id"] in created]
+
+        receiver.wait_for("every create", lambda n: set(heard(n)) == created, 60)
+        time.sleep(3)  # what a second deliverer would have posted twice would be here by now
+        assert sorted(heard(receiver.notices())) == sorted(created), "a notice was delivered twice"
+    finally:
+        pg_stack.http("DELETE", f"/moorage/v1/notices/{subscribed.json()['id']}")
+        receiver.stop()
+        remove_all(pg_stack, "alpha")

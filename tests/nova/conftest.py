@@ -1,4 +1,5 @@
-"""The nova lane: a `scripts/devstack up DIR --nova --capacity 2 --nova-grace 5` stack for the session.
+"""The nova lane: a `scripts/devstack up DIR --nova --capacity 2 --nova-grace 5 --notifications`
+stack for the session.
 
 Select it with `pytest -m nova` (every test here carries the mark). Needs root (devstack makes
 network namespaces and runs dockerd, MariaDB and RabbitMQ) and, once per machine, apt and PyPI
@@ -186,6 +187,7 @@ def stack(tmp_path_factory):
                 str(CAPACITY),
                 "--nova-grace",
                 str(GRACE),
+                "--notifications",  # tests/nova/test_pool_notifications.py listens on its RabbitMQ
             ],
             timeout=1800,
         )

@@ -92,3 +92,56 @@ def test_requests_counted_by_operation_and_status(gateway):
     testing.TestClient(gateway).simulate_get("/v1.41/containers/json")
     testing.TestClient(gateway).simulate_get("/healthz")  # probes are not counted
     assert count() == before + 1
+
+
+def test_greenlets_counted():
+    """The soak's leak detector (moorage_greenlets): a greenlet spawned is counted until it ends."""
+    import gevent
+
+    from gateway import upkeep
+
+    before = upkeep.count_greenlets()
+    waiting = gevent.spawn(gevent.sleep, 30)
+    gevent.sleep(0)
+    assert upkeep.count_greenlets() == before + 1
+    waiting.kill()
+    assert upkeep.count_greenlets() == before
+
+
+def test_database_pool_exhausted_is_503_not_500(gateway_settings, postgres_url, monkeypatch):
+    """Found by bench/soak: with every pooled PostgreSQL connection held past the pool's wait,
+    a request got the gateway's own 500 (MaxConnectionsExceeded), and so did its error answer
+    when it asked the store again; it is a 503 saying why."""
+    import threading
+
+    from gateway.store import db as store_db
+
+    monkeypatch.setattr(store_db, "PG_POOL_SIZE", 1)
+    monkeypatch.setattr(store_db, "PG_POOL_WAIT", 0.2)
+    gateway_settings.gateway.database = postgres_url
+    gw = Gateway(gateway_settings, ROUTES)
+    store.release_connection()
+    held, done = threading.Event(), threading.Event()
+
+    def hold() -> None:  # another request's greenlet (here a thread) keeps the one connection
+        store.database.execute_sql("SELECT 1")
+        held.set()
+        done.wait(30)
+        store.release_connection()
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    # the error answer's path too: it must not ask the store again (for the daemons' roots)
+    monkeypatch.setattr(instances, "_roots", (0.0, ()))
+    try:
+        assert held.wait(30)
+        resp = testing.TestClient(gw).simulate_get(
+            "/v1.41/containers/json", headers={"X-Auth-Token": "tok-a", "X-Auth-Project-Id": "pa"}
+        )
+    finally:
+        done.set()
+        holder.join()
+        store.close()
+    assert resp.status_code == 503, resp.text
+    assert set(resp.json) == {"message"}
+    assert "every connection to its database stayed busy" in resp.json["message"]

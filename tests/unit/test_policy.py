@@ -24,7 +24,9 @@ def policy_path(tmp_path):
 
 @pytest.fixture
 def checker(policy_path):
-    return Checker(config.PolicySettings(file=str(policy_path)), config.LimitsSettings())
+    # The real socket's rule: with [policy] tenant_socket off (on, a bind of it is the tenant
+    # socket: test_tenant_socket_policy.py).
+    return Checker(config.PolicySettings(file=str(policy_path), tenant_socket=False), config.LimitsSettings())
 
 
 def write_policy(path, rules: dict) -> None:

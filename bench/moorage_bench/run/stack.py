@@ -103,3 +103,27 @@ def vm_rss_kb(pid: int) -> int | None:
 
 
 # --- clients -------------------------------------------------------------------------------------
+
+
+def dockerd_pid(docker_endpoint: str) -> int | None:
+    """The dockerd serving that endpoint (`dockerd --host ENDPOINT ...`)."""
+    for pid, args in _cmdlines():
+        if args and os.path.basename(args[0]) == "dockerd" and docker_endpoint in args:
+            return pid
+    return None
+
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """utime + stime of these processes (not their children), in seconds, from /proc/PID/stat."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                fields = fh.read().rpartition(")")[2].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # fields 14 and 15 of proc(5), after pid and comm
+    return total / CLK_TCK

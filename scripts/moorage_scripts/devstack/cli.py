@@ -4,7 +4,7 @@
                             [--postgres] [--replicas R] [--tenancy dedicated|shared]
                             [--max-hosts N] [--release-grace SECONDS]
                             [--nova [--nova-grace SECONDS] [--nova-boot-timeout SECONDS]]
-                            [--notifications]
+                            [--notifications] [--host-disk-mb N]
     scripts/devstack down DIR [--purge]     # --purge: also the daemons' data and moorage.db
     scripts/devstack hosts DIR
     scripts/devstack stop-host DIR I
@@ -47,6 +47,8 @@
     project claims it;
   - with --notifications, a RabbitMQ of the stack's own on loopback (broker.py), the gateway's
     [notifications] transport_url and MOORAGE_TRANSPORT_URL in DIR/env;
+  - with --host-disk-mb N, each host's dockerd data-root on an ext4 filesystem of N MB of its
+    own (a loop-mounted DIR/hosts/I/disk.img, disk.py), which a test can fill (disk-full faults);
   - DIR/env, the shell `export` lines that tests source; `up` also prints them on stdout
     (progress goes to stderr), so `eval "$(scripts/devstack up DIR)"` works.
 Every command is idempotent; every name derives from a hash of DIR's absolute path, so stacks
@@ -141,6 +143,13 @@ def main(argv: list[str] | None = None) -> int:
         "--notifications",
         action="store_true",
         help="a RabbitMQ on loopback for the gateway's notifications (MOORAGE_TRANSPORT_URL)",
+    )
+    up.add_argument(
+        "--host-disk-mb",
+        type=int,
+        metavar="N",
+        help="each host's dockerd data-root on a filesystem of N MB of its own (loop-mounted "
+        "DIR/hosts/I/disk.img), to fill in disk-full tests (default: the machine's disk)",
     )
     up.add_argument("--no-gateway", action="store_true", help=argparse.SUPPRESS)
     up.set_defaults(func=cmd_up)

@@ -166,6 +166,8 @@ def cmd_down(args) -> int:
         for data in sorted(glob.glob(os.path.join(glob.escape(st.dir), "hosts", "*", "docker"))):
             say(f"removing {data}")
             shutil.rmtree(data, ignore_errors=True)
+        for image in glob.glob(os.path.join(glob.escape(st.dir), "hosts", "*", "disk.img")):
+            os.unlink(image)  # --host-disk-mb's filesystems (disk.py), unmounted above
         shutil.rmtree(st.path("rabbitmq"), ignore_errors=True)  # the broker's queues went with the map
         for suffix in ("", "-wal", "-shm", "-journal"):
             with contextlib.suppress(FileNotFoundError):
@@ -181,6 +183,7 @@ def cmd_down(args) -> int:
         st.state.pop("local_hosts", None)
         if args.purge:
             st.state.pop("busybox_public", None)  # the database went with it
+            st.state.pop("host_disk_mb", None)  # its filesystems too
         st.save()
     say(
         f"stack at {st.dir} down in {time.monotonic() - t0:.1f} s"

@@ -102,6 +102,8 @@ def write_gateway_config(st: Stack) -> str:
             f"exists_interval = {EXISTS_INTERVAL}",
             f"audit_log = {q(st.path('audit.log'))}",
         ]
+    # Tests' webhook receivers listen on loopback, which a real deployment would not allow.
+    lines += ["", "[notices]", 'allowed_networks = ["127.0.0.0/8"]']
     # Absent until someone writes it (every policy rule refused); the gateway re-reads it on change.
     lines += ["", "[policy]", f"file = {q(st.path('policy.yaml'))}"]
     path = st.path("moorage.toml")

@@ -73,7 +73,13 @@ def cmd_up(args) -> int:
         if args.release_grace is not None
         else old.get("release_grace", 60.0),
         "notifications": bool(args.notifications or old.get("notifications", False)),
+        # kept while the stack's disks are (down keeps them, down --purge removes them)
+        "host_disk_mb": args.host_disk_mb
+        if args.host_disk_mb is not None
+        else st.state.get("host_disk_mb", 0),
     }
+    if want["host_disk_mb"] and want["host_disk_mb"] < 64:
+        raise Usage("--host-disk-mb must be at least 64 (dockerd and busybox need room)")
     if want["max_hosts"] < 0:
         raise Usage("--max-hosts must be 0 or more")
     if want["replicas"] > 1 and not want["postgres"]:
@@ -104,6 +110,7 @@ def cmd_up(args) -> int:
             "nova": "--nova",
             "tenancy": "--tenancy",
             "notifications": "--notifications",
+            "host_disk_mb": "--host-disk-mb",
         }
         st.state.setdefault("keystone", False)
         st.state.setdefault("postgres", False)
@@ -111,6 +118,7 @@ def cmd_up(args) -> int:
         st.state.setdefault("nova", False)
         st.state.setdefault("tenancy", "dedicated")
         st.state.setdefault("notifications", False)
+        st.state.setdefault("host_disk_mb", 0)
         diff = [
             k for k in flags if st.state.get(k) != want[k] and not (k == "hosts" and want[k] > st.nhosts)
         ]  # growing is fine

@@ -1,0 +1,1 @@
+"""bench/soak: many clients for minutes; latency, RSS, fds and greenlets per minute."""

@@ -1,0 +1,293 @@
+"""Kept connections: where a body ends (relay/framing.py), the pool of idle connections
+(relay/pool.py), the gateway's client reusing them (relay/upstream.py) and the agent serving
+several requests on one connection (agent/server.py), against real sockets."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import pytest
+
+from agent.server import AgentProxy, serve
+from relay import Endpoint, UpstreamError, request
+from relay.framing import BodyEnd, FramingError
+from relay.pool import Pool, is_stale
+
+CHUNKED = b"5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nTrailer: x\r\n\r\n"
+
+
+@pytest.mark.parametrize("split", range(len(CHUNKED) + 1))
+def test_a_chunked_body_ends_where_it_ends_however_it_is_split(split):
+    end = BodyEnd(chunked=True)
+    after = b"GET /next HTTP/1.1\r\n"
+    first, second = CHUNKED[:split], CHUNKED[split:] + after
+    used = end.feed(first)
+    assert (used == len(first) and not end.done) or split == len(CHUNKED)
+    used2 = end.feed(second)
+    assert end.done
+    assert first[:used] + second[:used2] == CHUNKED
+    assert second[used2:] == after
+
+
+def test_a_body_of_known_length_and_broken_chunks():
+    end = BodyEnd(length=5)
+    assert end.feed(b"hel") == 3 and not end.done
+    assert end.feed(b"loGET") == 2 and end.done
+    assert BodyEnd(length=0).done
+    with pytest.raises(FramingError):
+        BodyEnd(chunked=True).feed(b"zz\r\n")
+    with pytest.raises(FramingError):
+        BodyEnd(chunked=True).feed(b"1" * 10_000)
+    # Many small chunks in one read (a log stream): one pass, and the end found.
+    lines = b"".join(b"6c\r\n" + b"x" * 108 + b"\r\n" for _ in range(5000)) + b"0\r\n\r\n"
+    end = BodyEnd(chunked=True)
+    assert end.feed(lines) == len(lines) and end.done
+
+
+def test_the_pool_drops_connections_their_peer_closed():
+    pool = Pool(idle_seconds=60)
+    a, b = socket.socketpair()
+    pool.give("k", a)
+    assert not is_stale(a)
+    assert pool.take("k") is a
+    pool.give("k", a)
+    b.close()
+    assert pool.take("k") is None  # closed by its peer while kept
+    c, d = socket.socketpair()
+    old = Pool(idle_seconds=0.01)
+    old.give("k", c)
+    time.sleep(0.05)
+    assert old.take("k") is None  # kept too long
+    d.close()
+
+
+class Upstream:
+    """A small HTTP/1.1 server on loopback that keeps its connections alive, counting them."""
+
+    def __init__(self, answer=None):
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(16)
+        self.connections = 0
+        self.requests: list[bytes] = []
+        self.answer = answer or (lambda head, body: b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def endpoint(self) -> Endpoint:
+        return Endpoint.parse(f"tcp://127.0.0.1:{self.listener.getsockname()[1]}")
+
+    def _accept(self):
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn):
+        buf = b""
+        try:
+            while True:
+                while b"\r\n\r\n" not in buf:
+                    data = conn.recv(65536)
+                    if not data:
+                        return
+                    buf += data
+                head, _, buf = buf.partition(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n")[1:]:
+                    name, _, value = line.partition(b":")
+                    if name.strip().lower() == b"content-length":
+                        length = int(value)
+                while len(buf) < length:
+                    buf += conn.recv(65536)
+                body, buf = buf[:length], buf[length:]
+                self.requests.append(head + b"\r\n\r\n" + body)
+                conn.sendall(self.answer(head, body))
+        finally:
+            conn.close()
+
+    def close(self):
+        self.listener.close()
+
+
+def test_the_client_reuses_a_kept_connection_and_replaces_a_dead_one():
+    upstream = Upstream()
+    pool = Pool()
+    try:
+        for _ in range(3):
+            resp = request(upstream.endpoint, "GET", "/x", [], pool=pool)
+            assert resp.read() == b"ok"
+        assert upstream.connections == 1
+        # A response closed before its body was read is never kept.
+        resp = request(upstream.endpoint, "POST", "/y", [], b"{}", pool=pool)
+        assert resp.status == 200
+        resp.close()
+        assert request(upstream.endpoint, "GET", "/x", [], pool=pool).read() == b"ok"
+        assert upstream.connections == 2
+    finally:
+        upstream.close()
+
+
+def test_a_kept_connection_dead_before_any_answer_is_replaced_for_a_replayable_request():
+    answers = iter([b"", b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"])
+
+    def handler(conn):
+        # First connection: answer one request, then take the next and close without a word.
+        conn.recv(65536)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        conn.recv(65536)
+        conn.close()
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+    endpoint = Endpoint.parse(f"tcp://127.0.0.1:{listener.getsockname()[1]}")
+
+    def run():
+        first, _ = listener.accept()
+        handler(first)
+        second, _ = listener.accept()
+        second.recv(65536)
+        second.sendall(next(answers) or next(answers))
+        second.close()
+
+    threading.Thread(target=run, daemon=True).start()
+    pool = Pool()
+    assert request(endpoint, "GET", "/a", [], pool=pool).read() == b"ok"
+    # The kept connection dies as the next request is sent: sent again on a fresh one.
+    assert request(endpoint, "GET", "/b", [], pool=pool, timeout=5).read() == b"ok"
+    listener.close()
+
+
+def test_a_body_that_cannot_be_sent_again_is_not_replayed():
+    def handler(conn):
+        conn.recv(65536)
+        conn.close()
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    endpoint = Endpoint.parse(f"tcp://127.0.0.1:{listener.getsockname()[1]}")
+    threading.Thread(target=lambda: handler(listener.accept()[0]), daemon=True).start()
+    with pytest.raises(UpstreamError):
+        request(endpoint, "POST", "/build", [], iter([b"part"]), pool=Pool(), timeout=5)
+    listener.close()
+
+
+@pytest.fixture
+def cooperative(monkeypatch):
+    """The agent runs monkey-patched by gevent (gateway/cli/commands.py): its connections to
+    the daemon are gevent sockets here too, so a wait on the daemon lets the test's greenlets
+    run."""
+    from gevent import socket as gsocket
+
+    monkeypatch.setattr("relay.upstream.socket", gsocket)
+
+
+def agent_for(upstream: Upstream) -> tuple[Endpoint, AgentProxy]:
+    proxy = AgentProxy(upstream.endpoint, "uuid-test")
+    proxy.secret = "s3cret"
+    server = serve(("127.0.0.1", 0), proxy)
+    return Endpoint.parse(f"tcp://127.0.0.1:{server.server_port}"), proxy
+
+
+def test_the_agent_serves_many_requests_on_one_connection_and_keeps_the_daemons(cooperative):
+    # The agent is a gevent server: its client runs as a greenlet of the same hub.
+    import gevent
+    from gevent import socket as gsocket
+
+    def answer(head, body):
+        if b" /chunked " in head.split(b"\r\n", 1)[0]:
+            return b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+        return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body) + 2, b"ok" + body)
+
+    upstream = Upstream(answer)
+    agent, _ = agent_for(upstream)
+
+    def client():
+        sock = gsocket.create_connection(agent.address)
+        out = []
+        for target, body in (("/a", b""), ("/chunked", b""), ("/b", b"xyz"), ("/c", b"")):
+            sock.sendall(
+                f"POST {target} HTTP/1.1\r\nHost: d\r\nX-Moorage-Agent-Secret: s3cret\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n".encode()
+                + body
+            )
+            data = b""
+            while not (data.endswith(b"ok") or data.endswith(b"okxyz") or data.endswith(b"0\r\n\r\n")):
+                data += sock.recv(65536)
+            out.append(data)
+        # A wrong secret on the same connection: refused, and the connection ends.
+        sock.sendall(b"GET /d HTTP/1.1\r\nHost: d\r\nX-Moorage-Agent-Secret: nope\r\n\r\n")
+        refused = b""
+        while True:
+            data = sock.recv(65536)
+            if not data:
+                break
+            refused += data
+        return out, refused
+
+    out, refused = gevent.spawn(client).get(timeout=10)
+    assert [o.split(b"\r\n", 1)[0] for o in out] == [b"HTTP/1.1 200 OK"] * 4
+    assert out[1].endswith(b"3\r\nabc\r\n0\r\n\r\n") and out[2].endswith(b"okxyz")
+    assert refused.startswith(b"HTTP/1.1 401")
+    assert len(upstream.requests) == 4 and upstream.connections == 1
+    assert all(b"s3cret" not in r for r in upstream.requests)  # the secret stays with the agent
+    upstream.close()
+
+
+def test_a_gateway_gone_during_a_long_wait_ends_the_request_at_the_daemon(cooperative):
+    import gevent
+    from gevent import socket as gsocket
+
+    ended = threading.Event()
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+
+    def daemon():
+        conn, _ = listener.accept()
+        conn.recv(65536)  # a long poll: no answer until the container exits, or the caller leaves
+        if conn.recv(65536) == b"":
+            ended.set()
+        conn.close()
+
+    threading.Thread(target=daemon, daemon=True).start()
+    proxy = AgentProxy(Endpoint.parse(f"tcp://127.0.0.1:{listener.getsockname()[1]}"), "uuid-test")
+    proxy.secret = "s3cret"
+    server = serve(("127.0.0.1", 0), proxy)
+
+    def gateway():
+        sock = gsocket.create_connection(("127.0.0.1", server.server_port))
+        sock.sendall(b"POST /containers/x/wait HTTP/1.1\r\nHost: d\r\nX-Moorage-Agent-Secret: s3cret\r\n\r\n")
+        gevent.sleep(0.3)
+        sock.close()  # the gateway's client left
+
+    gevent.spawn(gateway).get(timeout=5)
+    deadline = time.monotonic() + 10
+    while not ended.is_set() and time.monotonic() < deadline:
+        gevent.sleep(0.1)
+    assert ended.is_set(), "the daemon's side of the wait was never ended"
+    server.stop()
+    listener.close()
+
+
+def test_many_small_chunks_arrive_as_few_pieces_and_a_lone_one_at_once():
+    lines = [b"%03d " % i + b"x" * 95 + b"\n" for i in range(2000)]  # 100-byte log lines
+
+    def answer(head, body):
+        chunks = b"".join(b"%x\r\n%s\r\n" % (len(line), line) for line in lines)
+        return b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + chunks + b"0\r\n\r\n"
+
+    upstream = Upstream(answer)
+    try:
+        pieces = list(request(upstream.endpoint, "GET", "/logs", [], pool=Pool()).iter_body())
+        assert b"".join(pieces) == b"".join(lines)
+        assert len(pieces) < len(lines) / 10, f"{len(pieces)} pieces for {len(lines)} chunks"
+    finally:
+        upstream.close()

@@ -1,0 +1,96 @@
+"""Prepared selects (gateway/store/prepared.py): the SQL compiled once answers as the query built
+each time would, on SQLite and PostgreSQL, and a query whose SQL depends on its values is
+never trusted to a compiled copy."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from gateway import config, store
+from gateway.store.prepared import Prepared
+from gateway.tenancy import resolve
+
+
+@pytest.fixture
+def settings(db_url):
+    s = config.Settings(gateway=config.GatewaySettings(database=db_url))
+    store.init(s.gateway.database)
+    yield s
+    store.close()
+
+
+def add_instance(uuid, position, project=None, state=store.INSTANCE_UP, age=0):
+    return store.Instance.create(
+        uuid=uuid,
+        agent_url=f"tcp://198.18.0.{position}:2376",
+        agent_secret="s-" + uuid,
+        position=position,
+        project=project,
+        state=state,
+        last_heartbeat=store.utcnow() - dt.timedelta(seconds=age),
+    )
+
+
+def test_a_project_s_live_instances_as_the_built_query_finds_them(settings):
+    add_instance("b", 2, project="p")
+    add_instance("a", 1, project="p")
+    add_instance("c", 3, project="q")
+    add_instance("d", 4, project="p", state=store.INSTANCE_DOWN)
+    add_instance("e", 5, project="p", age=3600)
+    horizon = store.utcnow() - dt.timedelta(seconds=60)
+    for _ in range(3):  # the first call compiles, the later ones reuse
+        assert [i.uuid for i in store.project_live_instances("p", horizon)] == ["a", "b"]
+        assert [i.uuid for i in store.project_live_instances("q", horizon)] == ["c"]
+        assert store.project_live_instances("nobody", horizon) == []
+    # An older horizon takes the silent one in too: the datetime argument reaches the SQL.
+    old = store.utcnow() - dt.timedelta(hours=2)
+    assert [i.uuid for i in store.project_live_instances("p", old)] == ["a", "b", "e"]
+
+
+def test_resolve_finds_by_id_then_name_with_the_instance_joined(settings):
+    add_instance("a", 1, project="p")
+    store.Container.create(id="f00d" + "0" * 60, project="p", name="web", instance="a")
+    store.Container.create(id="beef" + "0" * 60, project="q", name="web", instance="a")
+    for _ in range(2):
+        found = resolve.container("p", "web")
+        assert found.id.startswith("f00d") and found.instance.uuid == "a"
+        assert resolve.container("q", "/web").id.startswith("beef")
+        assert resolve.container("p", "f00d" + "0" * 60).name == "web"
+        assert resolve.container("p", "f00d").name == "web"  # an ID prefix
+    with pytest.raises(Exception, match="No such container"):
+        resolve.container("p", "beef")  # another project's ID prefix
+
+
+def test_a_query_whose_sql_depends_on_its_values_is_built_each_time(settings):
+    add_instance("a", 1)
+    add_instance("b", 2)
+    # An IN list of a fixed number of arguments keeps its shape: prepared, and right.
+    by_uuids = Prepared(
+        lambda *uuids: (
+            store.Instance.select().where(store.Instance.uuid.in_(list(uuids))).order_by(store.Instance.uuid)
+        )
+    )
+    assert [i.uuid for i in by_uuids("a", "b")] == ["a", "b"]
+    assert [i.uuid for i in by_uuids("b", "zz")] == ["b"]
+    assert by_uuids._compiled[type(store.database.obj)] is not None
+    # A LIKE pattern made from the argument is a parameter no probe fills: built each time.
+    starts = Prepared(lambda prefix: store.Instance.select().where(store.Instance.uuid.startswith(prefix)))
+    assert [i.uuid for i in starts("a")] == ["a"]
+    assert [i.uuid for i in starts("b")] == ["b"]
+    assert starts._compiled[type(store.database.obj)] is None
+
+
+def test_prepared_compiles_once(settings):
+    add_instance("a", 1)
+    builds = []
+
+    def build(uuid):
+        builds.append(uuid)
+        return store.Instance.select().where(store.Instance.uuid == uuid)
+
+    one = Prepared(build)
+    for _ in range(5):
+        assert [i.uuid for i in one("a")] == ["a"]
+    assert len(builds) == 2  # the probes' and the first real arguments' (the check)
