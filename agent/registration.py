@@ -102,6 +102,7 @@ class Registrar:
         provider: str = "static",
         bootstrap_secret: str = "",
         public_address: str = "",
+        on_segments=None,
     ):
         self.gateway_url = gateway_url.rstrip("/")
         self.registration_secret = registration_secret
@@ -112,6 +113,9 @@ class Registrar:
         self.capacity = capacity
         self.docker = docker
         self.on_secret = on_secret
+        # The spanning networks' segments this instance carries, as the gateway's registration
+        # answer lists them (agent/segments.py Segments.replace_all).
+        self.on_segments = on_segments
         self.provider = provider
         self.secret: str | None = None
         # The secret of this instance's last registration (the state directory keeps it across
@@ -158,6 +162,8 @@ class Registrar:
             self.uuid = str(body["uuid"])  # the one-time secret is spent: keep what it bought
         self.interval = float(body.get("heartbeat_interval", self.interval))
         self.on_secret(self.secret)
+        if self.on_segments is not None and isinstance(body.get("segments"), list):
+            self.on_segments(body["segments"])
         log.info("registered instance %s with %s", self.uuid, self.gateway_url)
         return True
 

@@ -22,8 +22,9 @@ from dataclasses import dataclass, field
 import gevent
 from gevent.server import StreamServer
 
+from agent.segments import SegmentError, Segments
 from agent.sockets import TenantSockets
-from gateway.wire import AGENT_SECRET_HEADER, AGENT_SOCKETS_PATH, REQUEST_ID_HEADER
+from gateway.wire import AGENT_SECRET_HEADER, AGENT_SEGMENTS_PATH, AGENT_SOCKETS_PATH, REQUEST_ID_HEADER
 from relay.framing import BodyEnd
 from relay.pool import Pool
 from relay.pump import splice
@@ -120,6 +121,7 @@ class AgentProxy:
         # Connections to dockerd kept between requests (relay/pool.py says why).
         self.daemon_connections = Pool()
         self.sockets: TenantSockets | None = None  # the containers' tenant sockets (agent/sockets.py)
+        self.segments = Segments()  # spanning networks on this instance (agent/segments.py)
 
     def handle(self, client: socket.socket, address) -> None:
         try:
@@ -165,8 +167,53 @@ class AgentProxy:
                 else:
                     self.sockets.control(client, request.method, target, request.headers)
                 return
+            if target == AGENT_SEGMENTS_PATH or target.startswith(AGENT_SEGMENTS_PATH + "/"):
+                # A spanning network's segment (agent/segments.py): answered here, and the
+                # connection ends with it.
+                self._segment_request(client, reader, request, target)
+                return
             if not self._exchange(client, reader, request):
                 return
+
+    def _segment_request(
+        self, client: socket.socket, reader: SocketReader, request: _Request, target: str
+    ) -> None:
+        """PUT {AGENT_SEGMENTS_PATH}/{vni} with the segment's desired state, or DELETE it."""
+        length = request.length or 0
+        if length > 1 << 22 or request.chunked:
+            _answer(
+                client, 413, "Payload Too Large", "a segment is one JSON body with its length, under 4 MiB"
+            )
+            return
+        body = bytearray(reader.take_buffer())
+        while len(body) < length:
+            chunk = client.recv(65536)
+            if not chunk:
+                return
+            body += chunk
+        vni = target[len(AGENT_SEGMENTS_PATH) + 1 :]
+        try:
+            if request.method == "PUT" and vni.isdigit():
+                result = self.segments.put(json.loads(bytes(body[:length]) or b"null"))
+            elif request.method == "DELETE" and vni.isdigit():
+                self.segments.delete(int(vni))
+                result = {}
+            else:
+                raise SegmentError(404, f"no such segment route: {request.method} {target}")
+        except ValueError as exc:
+            _answer(client, 400, "Bad Request", f"segment is not JSON: {exc}")
+            return
+        except SegmentError as exc:
+            log.warning("segment request %s %s refused: %s", request.method, target, exc)
+            _answer(client, exc.status, "Segment Refused", str(exc))
+            return
+        payload = json.dumps(result).encode() + b"\n"
+        with contextlib.suppress(OSError):
+            client.sendall(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n"
+                + f"Content-Length: {len(payload)}\r\n\r\n".encode()
+                + payload
+            )
 
     def _daemon(self) -> tuple[socket.socket, bool]:
         """A connection to dockerd: a kept one if there is one, and whether it was kept."""

@@ -16,6 +16,7 @@ from gateway import instances, metrics
 from gateway.errors import DockerError
 from gateway.placement import pool
 from gateway.routing import Route
+from gateway.services import spans
 from gateway.wire import AGENT_SECRET_HEADER, BOOTSTRAP_SECRET_HEADER, REGISTRATION_SECRET_HEADER
 
 BODY_LIMIT = 1 << 20
@@ -48,9 +49,14 @@ def register(req: falcon.Request, resp: falcon.Response, settings, params: dict)
     else:
         presented = req.get_header(REGISTRATION_SECRET_HEADER) or ""
         previous = req.get_header(AGENT_SECRET_HEADER) or ""
-        created, agent_secret = instances.register(presented, _json_body(req), settings, previous)
+        data = _json_body(req)
+        created, agent_secret = instances.register(presented, data, settings, previous)
+        uuid = str(data.get("uuid", "")).strip()
         resp.status = 201 if created else 200
         answer = {"agent_secret": agent_secret, "heartbeat_interval": settings.gateway.heartbeat_interval}
+    # The segments of the spanning networks the instance carries, which the agent (re)applies:
+    # after a restart of the agent, dockerd or the whole instance.
+    answer["segments"] = spans.desired(str(uuid), settings) if uuid else []
     resp.content_type = "application/json"
     resp.media = answer
 

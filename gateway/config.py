@@ -346,6 +346,19 @@ class MeshSettings:
 
 
 @dataclass
+class NetworkSettings:
+    """[networks]: user-defined networks that span a project's instances (gateway/services/spans.py)."""
+
+    # The subnets the gateway gives networks made without --subnet: a range that neither the
+    # instances' own networks (dockerd's default-address-pools) nor the underlay use.
+    pool: str = "198.19.128.0/17"
+    prefix: int = 24  # each network's subnet size within the pool
+    # The MTU of a spanning network: the underlay's minus VXLAN's 50 bytes of headers.
+    mtu: int = 1450
+    vxlan_port: int = 4789  # udp; the instances must admit it from each other (README "Networks")
+
+
+@dataclass
 class Settings:
     gateway: GatewaySettings = field(default_factory=GatewaySettings)
     identity: IdentitySettings = field(default_factory=IdentitySettings)
@@ -360,6 +373,7 @@ class Settings:
     events: EventsSettings = field(default_factory=EventsSettings)
     notices: NoticesSettings = field(default_factory=NoticesSettings)
     mesh: MeshSettings = field(default_factory=MeshSettings)
+    networks: NetworkSettings = field(default_factory=NetworkSettings)
     source: str = ""  # the file read, "" for none
 
 

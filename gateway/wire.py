@@ -21,6 +21,8 @@ NOTICE_DELIVERY_HEADER = "X-Moorage-Delivery"  # the notice's ID: the same on ev
 REQUEST_ID_HEADER = "X-Request-Id"
 
 # -- agents <-> gateway ------------------------------------------------------------------------
+# The agent's own routes for the gateway (agent/segments.py), answered by the agent, never dockerd.
+AGENT_SEGMENTS_PATH = "/_moorage/v1/segments"
 AGENTS_PATH = "/moorage/v1/agents"  # the agent API's prefix on the gateway's own listeners
 REGISTRATION_SECRET_HEADER = "X-Moorage-Registration-Secret"  # static hosts: the operator's secret
 BOOTSTRAP_SECRET_HEADER = "X-Moorage-Bootstrap-Secret"  # pool-booted hosts: a one-time secret
@@ -35,4 +37,6 @@ TENANT_SOCKET_DIR_FACT = "TenantSocketDir"  # where an agent keeps its sockets (
 # -- labels on daemon objects ------------------------------------------------------------------
 PROJECT_LABEL = "org.openstack.moorage.project"  # the project that owns a container, network, ...
 PIN_LABEL = "org.openstack.nova.instance"  # a user's pin of a container to one instance
+# Marks a daemon's copy of a spanning network with the network's gateway-made ID.
+SPAN_LABEL = "org.openstack.moorage.span"
 DEFAULT_BRIDGE_LABEL = "org.openstack.moorage.default-bridge"  # a project's own default bridge

@@ -157,7 +157,9 @@ def cmd_agent(args) -> int:
         provider=args.provider,
         bootstrap_secret=bootstrap,
         public_address=args.public_address or "",
+        on_segments=proxy.segments.replace_all,
     )
+    gevent.spawn(proxy.segments.reconcile_forever)
     saved = {}
     if args.state_dir:
         try:

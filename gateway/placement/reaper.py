@@ -16,13 +16,14 @@ import socket
 import time
 
 from gateway import imagemap, instances, notifications, store
-from gateway.agentclient import AgentClient
+from gateway.agentclient import AgentClient, UpstreamError
 from gateway.config import PlacementSettings
 from gateway.placement import wipe
 from gateway.placement.pool import _one_line, fail, provider_for
 from gateway.placement.provider import Provider
 from gateway.placement.scheduler import dedicated
 from gateway.store import ACTIVE, BUILDING, DELETING, DRAINING, FAILED, PoolLease, PoolMember
+from gateway.wire import AGENT_SEGMENTS_PATH
 
 log = logging.getLogger("moorage.pool")
 
@@ -257,10 +258,12 @@ def release_empty(settings, now: _dt.datetime | None = None, wipe_host=wipe.wipe
             ).execute()
             _empty_since[uuid] = now
             continue
+        _drop_segments(instance)
         public = set(imagemap.public_images())
         with store.write_transaction():
             P = store.ImagePresence
             P.delete().where((P.instance == uuid) & P.image_id.not_in(list(public) or [""])).execute()
+            store.NetworkMember.delete().where(store.NetworkMember.instance == uuid).execute()
             Inst.update(state=store.INSTANCE_UP, project=None).where(
                 (Inst.uuid == uuid) & (Inst.state == store.INSTANCE_DRAINING)
             ).execute()
@@ -269,6 +272,16 @@ def release_empty(settings, now: _dt.datetime | None = None, wipe_host=wipe.wipe
         notifications.own_event(instance.project or "", uuid, "release", provider=instance.provider)
         freed += 1
     return freed
+
+
+def _drop_segments(instance: store.Instance) -> None:
+    """A freed host carries none of its last project's spanning networks (agent/segments.py):
+    the wipe removed the daemon's copies, this the VXLAN ports, peers and names."""
+    for network, _ in store.spans.networks_on(instance.uuid):
+        try:
+            AgentClient(instance).call_json("DELETE", f"{AGENT_SEGMENTS_PATH}/{network.vni}")
+        except (UpstreamError, OSError) as exc:
+            log.warning("host %s: segment %s not removed: %s", instance.uuid, network.vni, _one_line(exc))
 
 
 def sweep_orphans(settings, provider: Provider, now: _dt.datetime | None = None) -> int:

@@ -17,7 +17,7 @@ from gateway.forward import call, forward, raise_for, respond, send
 from gateway.placement import PIN_LABEL, PlacementRequest, place, release
 from gateway.placement.scheduler import confirm, name_conflict
 from gateway.services import images as images_
-from gateway.services import networks, ports, tenantsocket, volumes
+from gateway.services import networks, ports, spans, tenantsocket, volumes
 from gateway.services.common import (
     daemon_judges,
     delegation,
@@ -158,11 +158,13 @@ def create(ctx: Context, body, raw: bytes) -> None:
         ),
     )
     opened = None
+    token = ""  # the create's hold on addresses of spanning networks (services/spans.py)
     try:
         for tenant_volume, daemon_volume in needs.volumes.items():
             _make_volume(ctx, placement.instance, tenant_volume, daemon_volume)
         if needs.default_bridge:
             bridge = networks.ensure_default_bridge(ctx, placement.instance, ctx.project)
+        token = spans.join_create(ctx, placement.instance, body, needs.networks, name)
         body["Image"] = images_.container_image(ctx, placement.instance, body.get("Image"))
         # A bind of the Docker socket: the container's own tenant socket instead.
         opened = tenantsocket.provide(ctx, placement.instance, body)
@@ -192,9 +194,11 @@ def create(ctx: Context, body, raw: bytes) -> None:
     except BaseException:
         release(placement)
         tenantsocket.withdraw(opened)
+        spans.release(token)
         raise
     confirm(placement, container_id, name, ctx.project, labels)
     tenantsocket.created(opened, container_id)
+    spans.bind(ctx, token, container_id, name)
     ctx.answer_json(scope.strip_names(ctx.project, payload), 201)
 
 
@@ -297,6 +301,7 @@ def inspect(ctx: Context) -> None:
     tenantsocket.show_requested(payload, container.instance)
     payload = scope.strip_names(ctx.project, payload)
     scope.hide_added_aliases(payload)
+    spans.as_asked(payload, container.id)
     images_.container_view(ctx.project, payload)
     ctx.answer_json(payload)
 
@@ -305,8 +310,11 @@ def delete(ctx: Context) -> None:
     container = ctx.target
     upstream = send(ctx, container.instance, path=ctx.daemon_path)
     if upstream.status in (204, 404):
+        held = store.spans.networks_of_holder(container.id)
         store.forget_container(container.id)
         tenantsocket.removed(container)
+        for network in held:  # its names answer nowhere now, its address is free
+            spans.push(ctx, network)
     respond(ctx, container.instance, upstream)
 
 

@@ -1,9 +1,11 @@
 """Networks: the merged list, create within the quota, inspect/rm/connect on the network's
 instance, and the project's own default bridge (docker network ...).
 
-A user-defined network belongs to the project that made it (label and store row), lives on
-one instance (until networks span instances, its containers are placed with it), and carries
-a per-project daemon name (tenancy.names). The daemon's predefined networks (bridge, host,
+A user-defined network belongs to the project that made it (label and store row) and carries
+a per-project daemon name (tenancy.names). A bridge network spans the project's instances
+(services/spans.py): one row, a copy on each instance its containers run on. A network of
+another driver (where the policy allows one), or one made before networks spanned instances,
+lives on one instance, and its containers are placed with it. The daemon's predefined networks (bridge, host,
 none) are shown to every project, with only the caller's containers in them.
 
 A project's containers that ask for no network, or for "bridge", join the project's own
@@ -19,8 +21,10 @@ from urllib.parse import urlencode
 from gateway import instances, policy, quotas, store
 from gateway.context import Context
 from gateway.errors import DockerError
-from gateway.forward import call, forward, raise_for, respond, send
+from gateway.forward import call, daemon_version, forward, raise_for, respond, send
+from gateway.services import span_views, spans
 from gateway.services.common import (
+    add_filter,
     daemon_judges,
     every_instance,
     hide_project_label,
@@ -28,11 +32,12 @@ from gateway.services.common import (
     new_object_instance,
     not_objects,
     odd_numbers,
+    parse_filters,
     project_label_filter,
     with_query,
 )
 from gateway.tenancy import PROJECT_LABEL, names, resolve, scope
-from gateway.wire import DEFAULT_BRIDGE_LABEL
+from gateway.wire import DEFAULT_BRIDGE_LABEL, SPAN_LABEL
 
 # (instance uuid, project) pairs whose default bridge this worker has made or seen: one
 # call per pair and worker, not per container create.
@@ -121,12 +126,22 @@ def list_(ctx: Context) -> None:
     raise_for(status, builtin)
     merged += [n for n in builtin if n.get("Name") in resolve.BUILTIN_NETWORKS]
     for _, payload in every_instance(ctx, "GET", "/networks", with_query(ctx, filters=filters)):
-        merged += payload
+        # A spanning network's copies are shown once, as the gateway's own row below.
+        merged += [n for n in payload if SPAN_LABEL not in (n.get("Labels") or {})]
+    wanted = parse_filters(ctx) or {}
+    project = None if ctx.all_projects else ctx.project
+    merged += [span_views.view(n) for n in store.spans.networks_of(project) if span_views.matches(n, wanted)]
     ctx.answer_json([_for_tenant(ctx, n) for n in merged])
 
 
 def inspect(ctx: Context) -> None:
     network, ref = ctx.target, ctx.ref
+    if network is not None and network.subnet:
+        members = span_views.members_view(ctx, network)
+        if not ctx.spoken:  # no daemon asked: answer in the shape of the home instance's API
+            daemon_version(ctx, home_instance(ctx))
+        ctx.answer_json(_for_tenant(ctx, span_views.view(network, members)))
+        return
     instance = network.instance if network is not None else home_instance(ctx)
     status, payload = call(ctx, instance, "GET", ctx.daemon_path, query=ctx.req.query_string)
     if status == 404 and network is not None:
@@ -160,6 +175,9 @@ def create(ctx: Context, body, raw: bytes) -> None:
     labels = body.get("Labels")
     body["Labels"] = {**(labels if isinstance(labels, dict) else {}), PROJECT_LABEL: ctx.project}
     body["Name"] = names.to_daemon(ctx.project, name)
+    if spans.spans(body):
+        ctx.answer_json(spans.create(ctx, body, name), 201)
+        return
     instance = new_object_instance(ctx)
     with quotas.reserving(ctx.project, "networks", ctx.settings) as reservation:
         status, payload = call(ctx, instance, "POST", "/networks/create", body=body)
@@ -176,6 +194,10 @@ def delete(ctx: Context) -> None:
     if network is None:
         forward(ctx, home_instance(ctx))  # dockerd: a pre-defined network cannot be removed
         return
+    if network.subnet:
+        spans.remove(ctx, network)
+        ctx.resp.status = 204
+        return
     upstream = send(ctx, network.instance, path=ctx.daemon_path)
     if upstream.status in (204, 404):
         store.forget_network(network.id)
@@ -188,11 +210,24 @@ def prune(ctx: Context) -> None:
         forward(ctx, home_instance(ctx))
         return
     deleted = []
-    for instance, payload in every_instance(ctx, "POST", "/networks/prune", with_query(ctx, filters=filters)):
+    # A spanning network's copies are pruned below, with the network (an unused copy of a used
+    # network is not dockerd's to remove).
+    daemon_filters = json.dumps(add_filter(json.loads(filters), "label!", SPAN_LABEL))
+    for instance, payload in every_instance(
+        ctx, "POST", "/networks/prune", with_query(ctx, filters=daemon_filters)
+    ):
         gone = payload.get("NetworksDeleted") or []
         if gone:
             store.forget_networks(instance.uuid, gone)
         deleted += gone
+    wanted = {k: v for k, v in (parse_filters(ctx) or {}).items() if k == "label"}
+    for network in store.spans.networks_of(None if ctx.all_projects else ctx.project):
+        if span_views.matches(network, wanted) and not span_views.members_view(ctx, network):
+            try:
+                spans.remove(ctx, network)
+            except DockerError:
+                continue  # a container joined it meanwhile
+            deleted.append(network.daemon_name)
     ctx.answer_json({"NetworksDeleted": scope.strip_names(ctx.project, deleted) or None})
 
 
@@ -202,15 +237,20 @@ def connect(ctx: Context, body, raw: bytes, *, joining: bool) -> None:
     scope.canonical(body, ("Container", "EndpointConfig"))
     network, ref = ctx.target, ctx.ref
     if not (isinstance(body, dict) and isinstance(body.get("Container"), str) and body["Container"]):
-        target = network.instance if network else home_instance(ctx)
+        target = network.instance if network is not None and network.instance else home_instance(ctx)
         forward(ctx, target, body=raw, content_type=ctx.req.content_type)
         return
     container = resolve.container(ctx.project, body["Container"])
+    if network is not None and network.subnet:
+        body["Container"] = container.id
+        spans.connect(ctx, network, container, body, joining=joining)
+        return
     if network is not None and network.instance.uuid != container.instance.uuid:
         raise DockerError(
             409,
-            f"container {body['Container']} runs on another instance than network {ref}, and "
-            "networks do not span instances yet: create the container on that network instead",
+            f"container {body['Container']} runs on another instance than network {ref}, which "
+            "was made before networks spanned instances: create the container on that network "
+            "instead, or recreate the network",
         )
     body["Container"] = container.id
     if joining and network is not None:

@@ -10,6 +10,7 @@ place that speaks SQL or builds model queries for the layers above it:
 - ``queries``: named queries the services and the domain use.
 """
 
+from gateway.store import spans
 from gateway.store.db import (
     BUSY,
     MIGRATION_LOCK,
@@ -45,6 +46,8 @@ from gateway.store.models import (
     Instance,
     JSONField,
     Network,
+    NetworkAddress,
+    NetworkMember,
     PoolLease,
     PoolMember,
     ProjectLock,
@@ -118,6 +121,8 @@ __all__ = [
     "Instance",
     "JSONField",
     "Network",
+    "NetworkAddress",
+    "NetworkMember",
     "PoolLease",
     "PoolMember",
     "ProjectLock",
@@ -158,6 +163,7 @@ __all__ = [
     "release_connection",
     "revoke_cert",
     "serialized",
+    "spans",
     "trust_of",
     "trusted_projects",
     "upgrade",

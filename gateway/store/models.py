@@ -117,19 +117,56 @@ class Exec(BaseModel):
 
 
 class Network(BaseModel):
-    """A user-defined network: the daemon's own ID, the project that made it, the name it sees.
+    """A user-defined network: its ID, the project that made it, the name it sees.
 
-    The daemon's name is rewritten (tenancy.names) so that two projects can each have ``app``."""
+    The daemon's name is rewritten (tenancy.names) so that two projects can each have ``app``.
+    A spanning network (``subnet`` set, gateway/services/spans.py) has a gateway-made ID and
+    no instance: it reaches an instance when a container there joins it (NetworkMember). A
+    network made before networks spanned instances keeps the daemon's ID and its one instance."""
 
     id = peewee.CharField(primary_key=True, max_length=64)
     project = peewee.CharField(max_length=64, index=True)
     name = peewee.CharField(max_length=255)  # as the tenant sees it
     daemon_name = peewee.CharField(max_length=255)
-    instance = peewee.ForeignKeyField(Instance, backref="networks", on_delete="RESTRICT")
+    instance = peewee.ForeignKeyField(Instance, backref="networks", on_delete="RESTRICT", null=True)
     created_at = peewee.DateTimeField(default=utcnow)
+    subnet = peewee.CharField(max_length=64, null=True)  # e.g. 198.19.3.0/24
+    vni = peewee.IntegerField(null=True, unique=True)  # the VXLAN segment's ID
+    mtu = peewee.IntegerField(null=True)
+    spec = JSONField(
+        null=True
+    )  # what the tenant asked for (Labels, Options, Internal, ...): inspect shows it
 
     class Meta:
         indexes = ((("project", "name"), False),)
+
+
+class NetworkMember(BaseModel):
+    """A spanning network on one instance: its slot there gives the instance's gateway address
+    on the segment (gateway/services/spans.py gateway_address)."""
+
+    network = peewee.ForeignKeyField(Network, backref="members", on_delete="CASCADE")
+    instance = peewee.ForeignKeyField(Instance, backref="network_members", on_delete="CASCADE")
+    slot = peewee.IntegerField()
+
+    class Meta:
+        indexes = ((("network", "instance"), True), (("network", "slot"), True))
+
+
+class NetworkAddress(BaseModel):
+    """The gateway's one address table of a spanning network: which container holds which
+    address, on which instance, under which names (its DNS records)."""
+
+    network = peewee.ForeignKeyField(Network, backref="addresses", on_delete="CASCADE")
+    address = peewee.CharField(max_length=64)
+    container = peewee.CharField(max_length=80, index=True)  # a container ID, or a create's token
+    instance = peewee.CharField(max_length=64)
+    names = JSONField(null=True)  # the tenant's names and aliases the responder answers for
+    dns = JSONField(null=True)  # the container's own HostConfig.Dns, as sent: where its qualified names go
+    asked = peewee.BooleanField(default=False)  # the tenant chose the address (--ip)
+
+    class Meta:
+        indexes = ((("network", "address"), True),)
 
 
 class Volume(BaseModel):
@@ -300,6 +337,8 @@ MODELS = [
     Container,
     Exec,
     Network,
+    NetworkMember,
+    NetworkAddress,
     Volume,
     Quota,
     QuotaReservation,

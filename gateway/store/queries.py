@@ -16,6 +16,7 @@ from gateway.store.models import (
     Exec,
     Instance,
     Network,
+    NetworkAddress,
     ProjectLock,
     Trust,
     Volume,
@@ -91,9 +92,10 @@ def project_live_instances(project: str, horizon: _dt.datetime) -> list[Instance
 
 def forget_container(container_id: str) -> None:
     """The daemon says it is gone: drop it from the map (its execs go with it, and the mesh's
-    ports it held: gateway/store/mesh.py)."""
+    ports it held: gateway/store/mesh.py), and free the addresses it held on spanning networks."""
     Container.delete().where(Container.id == container_id).execute()
     MeshPort.delete().where(MeshPort.container_id == container_id).execute()
+    NetworkAddress.delete().where(NetworkAddress.container == container_id).execute()
 
 
 def container_named(project: str, name: str) -> Container | None:

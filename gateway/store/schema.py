@@ -31,6 +31,8 @@ from gateway.store.models import (
     ImageRef,
     Instance,
     Network,
+    NetworkAddress,
+    NetworkMember,
     PoolLease,
     PoolMember,
     ProjectLock,
@@ -203,6 +205,26 @@ def _m_fair_shares(db: peewee.Database) -> None:
     db.create_tables([ShareReport], safe=True)
 
 
+def _m_spanning_networks(db: peewee.Database) -> None:
+    """Networks that span instances (gateway/services/spans.py): a network's subnet, VNI, MTU
+    and spec; no instance for a spanning one; its members and address table."""
+    from playhouse.migrate import SchemaMigrator, migrate
+
+    table = Network._meta.table_name
+    columns = {c.name: c for c in db.get_columns(table)}
+    migrator = SchemaMigrator.from_database(db)
+    steps = [
+        migrator.add_column(table, name, getattr(Network, name))
+        for name in ("subnet", "vni", "mtu", "spec")
+        if name not in columns
+    ]
+    if columns["instance_id"].null is False:
+        steps.append(migrator.drop_not_null(table, "instance_id"))
+    if steps:
+        migrate(*steps)
+    db.create_tables([NetworkMember, NetworkAddress], safe=True)
+
+
 MIGRATIONS: list[Callable[[peewee.Database], None]] = [
     _m0_initial,
     _m1_networks_volumes,
@@ -220,6 +242,7 @@ MIGRATIONS: list[Callable[[peewee.Database], None]] = [
     create_socket_credentials,  # the tenant sockets' credentials (gateway/store/sockets.py)
     create_notices,  # projects' webhooks and their deliveries (gateway/store/notices.py)
     create_mesh,  # the routing mesh's ports (gateway/store/mesh.py)
+    _m_spanning_networks,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -55,7 +55,8 @@ def no_such_network(ref: str) -> DockerError:
 def network(project: str, ref: str) -> store.Network:
     """The project's user-defined network by full ID, name, or ID prefix (dockerd's order)."""
     N = store.Network
-    mine = N.select(N, store.Instance).join(store.Instance).where(N.project == project)
+    # An outer join: a spanning network has no instance (services/spans.py).
+    mine = N.select(N, store.Instance).join(store.Instance, "LEFT OUTER JOIN").where(N.project == project)
     found = mine.where(N.id == ref).first() or mine.where(N.name == ref).order_by(N.created_at.desc()).first()
     if found:
         return found

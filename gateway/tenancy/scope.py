@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TypeVar, cast
 
+from gateway import store
 from gateway.errors import DockerError
 from gateway.policy import bodies
 from gateway.tenancy import names, resolve
@@ -96,6 +97,9 @@ class CreateScope:
     volumes: dict[str, str] = field(default_factory=dict)  # tenant name -> daemon name, to make sure of
     default_bridge: bool = False  # the project's default bridge must exist on the instance
     missing_links: list[str] = field(default_factory=list)  # --link targets the project lacks
+    # Spanning networks the container joins (daemon name -> row): made on whichever instance
+    # placement chooses (services/spans.py join_create), so they tie it to none.
+    networks: dict[str, store.Network] = field(default_factory=dict)
 
     def need(self, instance_uuid: str, reason: str) -> None:
         if self.instance and self.instance != instance_uuid:
@@ -154,7 +158,10 @@ def _network_name(project: str, ref: str, scope: CreateScope) -> str:
     found = _mine(resolve.network, project, ref)
     if found is None:
         return _unknown(project, ref)
-    scope.need(found.instance_id, f"network {ref}")
+    if found.subnet:
+        scope.networks[found.daemon_name] = found
+    else:  # a network of another driver, or made before networks spanned instances
+        scope.need(found.instance_id, f"network {ref}")
     return found.daemon_name
 
 

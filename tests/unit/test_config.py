@@ -112,7 +112,7 @@ cpus = 2.5
 def test_unknown_section(tmp_path):
     assert error(tmp_path, "[placment]\nstrategy = 'fill'\n") == (
         "unknown section [placment]; known: gateway, identity, placement, policy, limits, quotas, "
-        "rate_limits, nova, local, notifications, events, notices, mesh"
+        "rate_limits, nova, local, notifications, events, notices, mesh, networks"
     )
     assert error(tmp_path, "bind = 'tcp://0.0.0.0:2375'\n").startswith(
         "unknown key (outside any section) [bind]; known: gateway"

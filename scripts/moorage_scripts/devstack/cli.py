@@ -18,7 +18,8 @@
   - a Linux bridge mrgHASH with 198.18.X.1/24 (X derived from HASH; 198.18.0.0/15 only);
   - per instance host I: a network namespace mrg-HASH-hI on a veth (198.18.X.(10+I)) with its
     own dockerd (vfs) entered with nsenter, seeded with an offline busybox:latest; its container
-    networks come from 198.19.0.0/16 (docker0 198.19.0.1/24), the same ranges in every host;
+    networks come from 198.19.0.0/17 (docker0 198.19.0.1/24; the gateway's networks that span
+    instances from 198.19.128.0/17), the same ranges in every host;
   - a registry v2 (Debian's docker-registry) on 198.18.X.1:5000;
   - the hosts' resolver on 198.18.X.1:53/udp, which refuses every name: each dockerd, in a mount
     namespace of its own, sees DIR/hosts/I/resolv.conf naming it and passes it to containers,

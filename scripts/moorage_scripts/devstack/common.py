@@ -14,12 +14,13 @@ NETNS_DIR = "/var/run/netns"
 NET_PREFIX = "198.18"  # 198.18.0.0/15 (RFC 2544 benchmarking); never 10/8, 172.16/12, 192.168/16
 REGISTRY_PORT = 5000
 DNS_PORT = 53
-# Container networks inside each host (198.19.0.0/16, the other half of the benchmarking range):
-# docker0 takes the first /24, user-defined networks (each project's default bridge among them,
-# tenancy.scope) the others, 255 per daemon; dockerd skips the pool's /24 that docker0 holds.
-# Hosts are separate network namespaces, so every host reuses the same ranges.
+# Container networks inside each host (198.19.0.0/17, half of the other half of the benchmarking
+# range): docker0 takes the first /24, each project's default bridge (tenancy.scope) the others,
+# 127 per daemon; dockerd skips the pool's /24 that docker0 holds. Hosts are separate network
+# namespaces, so every host reuses the same ranges. Networks that span instances take their
+# subnets from the gateway's pool, 198.19.128.0/17 ([networks] pool), which no daemon's overlaps.
 DOCKER0_BIP = "198.19.0.1/24"
-CONTAINER_POOL = "base=198.19.0.0/16,size=24"
+CONTAINER_POOL = "base=198.19.0.0/17,size=24"
 AGENT_PORT = 2376
 TENANTS = ("alpha", "beta")
 MAX_HOSTS = 200

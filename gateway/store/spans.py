@@ -1,0 +1,209 @@
+"""Named queries of spanning networks (gateway/services/spans.py): their subnets and VNIs, the
+instances they reach (members) and the gateway's one address table per network."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import cast
+
+import peewee
+
+from gateway.store.models import Container, Instance, Network, NetworkAddress, NetworkMember
+
+# VNIs start here, so that a segment's ID never looks like a small, hand-made one.
+FIRST_VNI = 4096
+
+
+def record(
+    network_id: str,
+    project: str,
+    name: str,
+    daemon_name: str,
+    *,
+    subnet: str | None,
+    pool: str,
+    prefix: int,
+    mtu: int,
+    spec: dict,
+    per_project: bool,
+) -> Network:
+    """Inside a write transaction: a new spanning network with a free subnet (``subnet`` when
+    the tenant gave one) and the next VNI. Subnets are unique where two networks can meet a
+    daemon: within the project (``per_project``, dedicated tenancy) or across every project.
+    ValueError when the pool is full or the tenant's subnet is taken."""
+    rows = Network.select(Network.subnet).where(Network.subnet.is_null(False))
+    if per_project:
+        rows = rows.where(Network.project == project)
+    taken = [ipaddress.ip_network(str(r.subnet)) for r in rows]
+    if subnet is not None:
+        wanted = ipaddress.ip_network(subnet, strict=False)
+        if any(wanted.overlaps(t) for t in taken):
+            raise ValueError(f"Pool overlaps with other one on this address space ({wanted})")
+        chosen = wanted
+    else:
+        chosen = next(
+            (
+                n
+                for n in ipaddress.ip_network(pool).subnets(new_prefix=prefix)
+                if not any(n.overlaps(t) for t in taken)
+            ),
+            None,
+        )
+        if chosen is None:
+            raise ValueError(f"every subnet of the network pool {pool} is in use")
+    top = Network.select(peewee.fn.MAX(Network.vni)).scalar()
+    return Network.create(
+        id=network_id,
+        project=project,
+        name=name,
+        daemon_name=daemon_name,
+        instance=None,
+        subnet=str(chosen),
+        vni=max(int(top or 0) + 1, FIRST_VNI),
+        mtu=mtu,
+        spec=spec,
+    )
+
+
+def networks_of(project: str | None) -> list[Network]:
+    """The spanning networks of ``project`` (None: every project's), oldest first."""
+    query = Network.select().where(Network.subnet.is_null(False))
+    if project is not None:
+        query = query.where(Network.project == project)
+    return list(query.order_by(Network.created_at, Network.id))
+
+
+def member_slot(network: Network, instance_uuid: str) -> int:
+    """The network's slot on the instance, made on first use (the lowest free one)."""
+    found = NetworkMember.get_or_none(
+        (NetworkMember.network == network.id) & (NetworkMember.instance == instance_uuid)
+    )
+    if found is not None:
+        return found.slot
+    used = {
+        m.slot for m in NetworkMember.select(NetworkMember.slot).where(NetworkMember.network == network.id)
+    }
+    slot = next(i for i in range(len(used) + 1) if i not in used)
+    NetworkMember.create(network=network.id, instance=instance_uuid, slot=slot)
+    return slot
+
+
+def members(network: Network) -> list[tuple[Instance, int]]:
+    """(instance, slot) of every instance the network reaches."""
+    rows = (
+        NetworkMember.select(NetworkMember, Instance)
+        .join(Instance)
+        .where(NetworkMember.network == network.id)
+        .order_by(NetworkMember.slot)
+    )
+    return [(m.instance, m.slot) for m in rows]
+
+
+def networks_on(instance_uuid: str) -> list[tuple[Network, int]]:
+    """(network, slot) of every spanning network that reaches the instance."""
+    rows = (
+        NetworkMember.select(NetworkMember, Network)
+        .join(Network)
+        .where(NetworkMember.instance == instance_uuid)
+    )
+    return [(m.network, m.slot) for m in rows]
+
+
+def forget_member(network: Network, instance_uuid: str) -> None:
+    NetworkMember.delete().where(
+        (NetworkMember.network == network.id) & (NetworkMember.instance == instance_uuid)
+    ).execute()
+
+
+def addresses(network: Network) -> list[NetworkAddress]:
+    return list(
+        NetworkAddress.select().where(NetworkAddress.network == network.id).order_by(NetworkAddress.address)
+    )
+
+
+def address_of(network: Network, container: str) -> NetworkAddress | None:
+    return NetworkAddress.get_or_none(
+        (NetworkAddress.network == network.id) & (NetworkAddress.container == container)
+    )
+
+
+def take_address(
+    network: Network,
+    candidates,
+    container: str,
+    instance_uuid: str,
+    names: list[str],
+    dns,
+    asked: bool = False,
+) -> str | None:
+    """Inside a write transaction: the first of ``candidates`` (addresses as strings) that no
+    container holds, now held by ``container``; None when every one is taken."""
+    held = {
+        a.address
+        for a in NetworkAddress.select(NetworkAddress.address).where(NetworkAddress.network == network.id)
+    }
+    for address in candidates:
+        if address not in held:
+            NetworkAddress.create(
+                network=network.id,
+                address=address,
+                container=container,
+                instance=instance_uuid,
+                names=names,
+                dns=dns,
+                asked=asked,
+            )
+            return address
+    return None
+
+
+def rename_holder(token: str, container_id: str, names: list[str]) -> None:
+    """A create's addresses, held under its token until the daemon named the container, now
+    the container's, with its name and short ID among its names."""
+    for row in NetworkAddress.select().where(NetworkAddress.container == token):
+        row.container = container_id
+        held = cast(list, row.names or [])
+        row.names = cast(str, list(dict.fromkeys([*held, *(n for n in names if n)])))  # a JSONField
+        row.save()
+
+
+def held_by(container: str) -> list[tuple[NetworkAddress, Network]]:
+    """(address, network) of every spanning network on which ``container`` holds an address."""
+    rows = (
+        NetworkAddress.select(NetworkAddress, Network)
+        .join(Network)
+        .where(NetworkAddress.container == container)
+    )
+    return [(row, row.network) for row in rows]
+
+
+def networks_of_holder(container: str) -> list[Network]:
+    """The spanning networks on which ``container`` holds an address."""
+    held = NetworkAddress.select(NetworkAddress.network).where(NetworkAddress.container == container)
+    return list(Network.select().where(Network.id.in_(held)))
+
+
+def release(container: str, network: Network | None = None) -> None:
+    """The addresses ``container`` (an ID or a create's token) holds, on ``network`` or every one."""
+    query = NetworkAddress.delete().where(NetworkAddress.container == container)
+    if network is not None:
+        query = query.where(NetworkAddress.network == network.id)
+    query.execute()
+
+
+def release_gone() -> int:
+    """Addresses of containers the map no longer has (removed, or a create that failed long
+    ago): the address table follows the container map."""
+    live = Container.select(Container.id)
+    return (
+        NetworkAddress.delete()
+        .where(~NetworkAddress.container.startswith("create-") & NetworkAddress.container.not_in(live))
+        .execute()
+    )
+
+
+def forget(network: Network) -> None:
+    """The network, its members and its addresses."""
+    NetworkAddress.delete().where(NetworkAddress.network == network.id).execute()
+    NetworkMember.delete().where(NetworkMember.network == network.id).execute()
+    Network.delete().where(Network.id == network.id).execute()
