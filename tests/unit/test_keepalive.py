@@ -189,11 +189,11 @@ def cooperative(monkeypatch):
     monkeypatch.setattr("relay.upstream.socket", gsocket)
 
 
-def agent_for(upstream: Upstream) -> tuple[Endpoint, AgentProxy]:
+def agent_for(upstream: Upstream):
     proxy = AgentProxy(upstream.endpoint, "uuid-test")
     proxy.secret = "s3cret"
     server = serve(("127.0.0.1", 0), proxy)
-    return Endpoint.parse(f"tcp://127.0.0.1:{server.server_port}"), proxy
+    return Endpoint.parse(f"tcp://127.0.0.1:{server.server_port}"), server
 
 
 def test_the_agent_serves_many_requests_on_one_connection_and_keeps_the_daemons(cooperative):
@@ -207,7 +207,7 @@ def test_the_agent_serves_many_requests_on_one_connection_and_keeps_the_daemons(
         return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body) + 2, b"ok" + body)
 
     upstream = Upstream(answer)
-    agent, _ = agent_for(upstream)
+    agent, server = agent_for(upstream)
 
     def client():
         sock = gsocket.create_connection(agent.address)
@@ -238,6 +238,7 @@ def test_the_agent_serves_many_requests_on_one_connection_and_keeps_the_daemons(
     assert refused.startswith(b"HTTP/1.1 401")
     assert len(upstream.requests) == 4 and upstream.connections == 1
     assert all(b"s3cret" not in r for r in upstream.requests)  # the secret stays with the agent
+    server.stop()  # nothing of this test outlives it
     upstream.close()
 
 
