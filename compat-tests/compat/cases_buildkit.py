@@ -106,6 +106,12 @@ def _frames(data: bytes) -> list[str]:
     return sorted(out)
 
 
+def _length(data: bytes) -> int:
+    """The payload length of the first frame after the preface (0 until its header is here)."""
+    head = data[len(H2_PREFACE) : len(H2_PREFACE) + 9]
+    return struct.unpack(">I", b"\0" + head[:3])[0] if len(head) == 9 else 0
+
+
 def _session_headers() -> dict:
     # what the docker CLI sends: a session of its own, whose files the daemon may ask for
     return {
@@ -170,9 +176,18 @@ def session_dockerpy(ctx: Ctx):
         "headers": {k.lower(): v for k, v in resp.headers.items() if k.lower() in ("connection", "upgrade")},
     }
     if resp.status_code == 101:
-        data = resp.raw._fp.fp.read1(64)  # what the daemon sent first, buffered with the head
+        # The daemon's preface, then its first frame (its SETTINGS): read until both are here,
+        # however the bytes were cut into reads on the way (a relay may pass them in one piece
+        # or two), and compare that first frame only.
+        stream = resp.raw._fp.fp
+        data = stream.read1(64)
+        while len(data) < len(H2_PREFACE) + 9 or len(data) < len(H2_PREFACE) + 9 + _length(data):
+            more = stream.read1(64)
+            if not more:
+                break
+            data += more
         out["preface"] = data.startswith(H2_PREFACE)
-        out["frames"] = _frames(data[len(H2_PREFACE) :])
+        out["frames"] = _frames(data[len(H2_PREFACE) : len(H2_PREFACE) + 9 + _length(data)])
     else:
         try:
             out["body"] = ctx.norm.json(resp.json())

@@ -246,9 +246,13 @@ def _ps_json(ctx: Ctx, step: dict) -> dict:
         }
         row["keys"] = sorted(item)
         row["Networks"] = sorted(str(item.get("Networks", "")).split(","))
+        # dockerd's IPv6 twin of each binding on every address ("::") is left out, as
+        # compat/normalize.py leaves it out of the CLI's outputs: the port mesh publishes
+        # one address (docs/divergences.md#port-mesh).
         row["Publishers"] = sorted(
             [p.get("URL"), p.get("TargetPort"), p.get("Protocol"), bool(p.get("PublishedPort"))]
             for p in item.get("Publishers") or []
+            if p.get("URL") not in ("::", "[::]")
         )
         rows.append(ctx.norm.json(row))
     return {
