@@ -133,6 +133,11 @@ class Normalizer:
             if isinstance(value, dict):
                 return {self.text(k): walk(v, k) for k, v in value.items()}
             if isinstance(value, list):
+                if key in ("RepoTags", "RepoDigests"):
+                    # The direct side shares its daemon with the tenant's instance: an image
+                    # Moorage holds there also carries Moorage's own name for it
+                    # (moorage/p-PROJECT/..., gateway/imagemap.py), which no tenant sees.
+                    value = [v for v in value if not (isinstance(v, str) and v.startswith("moorage/"))]
                 items = [walk(v) for v in value]
                 if sort_lists:
                     items.sort(key=repr)

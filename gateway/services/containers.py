@@ -75,6 +75,7 @@ def list_(ctx: Context) -> None:
     # As dockerd lists them: newest first. "Created" is in whole seconds: within one second
     # each daemon's own order stands (a stable sort), and containers of different instances
     # created in the same second are ordered by the map's finer creation time.
+    spans.show_network_ids(ctx, merged)
     merged.sort(key=lambda c: c.get("Created", 0), reverse=True)
     _order_same_second(merged, origin)
     if limit and limit.lstrip("-").isdigit() and int(limit) > 0:

@@ -380,9 +380,32 @@ def release(token: str) -> None:
             store.spans.release(token)
 
 
+def show_network_ids(ctx: Context, containers: list[dict]) -> None:
+    """A list's containers (keyed by the daemons' network names) with each spanning network's
+    one ID, not its daemon copy's: compose compares a container's NetworkID with the ID
+    `network inspect` gives, and recreates the container when they differ."""
+    joined = {
+        name
+        for container in containers
+        for name in _obj(_obj(container.get("NetworkSettings")).get("Networks"))
+        if name not in ("bridge", "host", "none")
+    }
+    if not joined:
+        return
+    ids = {
+        network.daemon_name: network.id
+        for network in store.spans.networks_of(None if ctx.all_projects else ctx.project)
+        if network.daemon_name in joined
+    }
+    for container in containers:
+        for name, endpoint in _obj(_obj(container.get("NetworkSettings")).get("Networks")).items():
+            if name in ids and isinstance(endpoint, dict):
+                endpoint["NetworkID"] = ids[name]
+
+
 def as_asked(payload: dict, container_id: str) -> None:
     """A container's inspect as the tenant made it: the DNS servers and addresses it asked for,
-    not the ones the gateway gave it on its spanning networks."""
+    not the ones the gateway gave it on its spanning networks, and each network's one ID."""
     held = store.spans.held_by(container_id)
     if not held:
         return
@@ -392,6 +415,8 @@ def as_asked(payload: dict, container_id: str) -> None:
     networks = _obj(payload.get("NetworkSettings")).get("Networks")
     for address, network in held:
         endpoint = _obj(networks).get(network.name) if isinstance(networks, dict) else None
+        if isinstance(endpoint, dict):
+            endpoint["NetworkID"] = network.id  # the network's one ID, not its daemon copy's
         if isinstance(endpoint, dict) and not address.asked and isinstance(endpoint.get("IPAMConfig"), dict):
             endpoint["IPAMConfig"].pop("IPv4Address", None)
             if not endpoint["IPAMConfig"]:
