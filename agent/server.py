@@ -399,6 +399,20 @@ def _send_body(reader: SocketReader, daemon: socket.socket, end: BodyEnd):
     return gevent.spawn(_pump_body, reader, daemon, end)
 
 
+def _pass_on(data: bytes, end: BodyEnd, source: SocketReader, dst: socket.socket, since: int) -> int:
+    """Send ``dst`` the part of ``data`` that belongs to the body and keep the rest (the next
+    message's) in ``source``. Returns the bytes passed on since the greenlet last let the others
+    run, which it does every YIELD_EVERY bytes (relay/upstream.py says why)."""
+    used = end.feed(data)
+    dst.sendall(data[:used] if used < len(data) else data)
+    source.unread(data[used:])
+    since += used
+    if since < YIELD_EVERY:
+        return since
+    gevent.sleep(0)
+    return 0
+
+
 def _pump_body(reader: SocketReader, daemon: socket.socket, end: BodyEnd) -> None:
     """Copy one body, framing and all, until its end; the bytes after it stay in ``reader``.
     A gateway that goes away inside the body (its client's upload broke) leaves the daemon a
@@ -410,13 +424,7 @@ def _pump_body(reader: SocketReader, daemon: socket.socket, end: BodyEnd) -> Non
             data = reader.read_some(BUFFER)
             if not data:
                 raise UpstreamError("the gateway closed the connection inside a request body")
-            used = end.feed(data)
-            daemon.sendall(data[:used] if used < len(data) else data)
-            reader.unread(data[used:])
-            since += used
-            if since >= YIELD_EVERY:  # see relay/upstream.py YIELD_EVERY
-                since = 0
-                gevent.sleep(0)
+            since = _pass_on(data, end, reader, daemon, since)
     except BaseException:
         with contextlib.suppress(OSError):
             daemon.shutdown(socket.SHUT_WR)
@@ -444,13 +452,7 @@ def _pump_response(
                 continue
             if not data:
                 raise UpstreamError("dockerd closed the connection inside its answer")
-            used = end.feed(data)
-            client.sendall(data[:used] if used < len(data) else data)
-            upstream.unread(data[used:])
-            since += used
-            if since >= YIELD_EVERY:  # see relay/upstream.py YIELD_EVERY
-                since = 0
-                gevent.sleep(0)
+            since = _pass_on(data, end, upstream, client, since)
     finally:
         if patient:
             upstream.sock.settimeout(None)
