@@ -7,6 +7,7 @@ tenant's object or places a new one and forwards through the agent (gateway.forw
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 
@@ -267,6 +268,8 @@ class Gateway:
             # Open from here until the answer is closed (__call__) or the hijack ends.
             req.env["moorage.stream"] = True
             metrics.STREAMS.inc()
+        if route.raw_errors:
+            req.env["moorage.raw_errors"] = True  # from here on, as dockerd's handler (_on_exception)
         notices.around(ctx, route.handler)
 
     def _authenticate(self, req: falcon.Request):
@@ -339,6 +342,15 @@ class Gateway:
             for name, value in getattr(exc, "headers", ()):  # Retry-After (gateway/fairshare.py)
                 resp.set_header(name, value)
         req.env["moorage.refusal"] = error.message  # the audit's reason (gateway/notifications/audit.py)
+        client = req.env.get("gunicorn.socket")
+        if req.env.get("moorage.raw_errors") and client is not None and not req.env.get("moorage.hijacked"):
+            # dockerd had taken the connection over already (routing.Route.raw_errors).
+            req.env["moorage.hijacked"] = True
+            with contextlib.suppress(OSError):  # a client gone already needs no answer
+                client.sendall(error.raw_answer([(REQUEST_ID_HEADER, logs.request_id())]))
+            resp.status = error.status  # what the metrics and the audit record (__call__)
+            resp.data = b""
+            return
         resp.status = error.status
         resp.content_type = error.content_type
         resp.stream = None

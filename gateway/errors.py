@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import json
 import re
+from http import HTTPStatus
+
+
+RAW_STREAM = "application/vnd.docker.raw-stream"
 
 
 class DockerError(Exception):
@@ -19,6 +23,18 @@ class DockerError(Exception):
         self.message = message
         # dockerd answers a few errors (API version too old) as text/plain; keep that shape.
         self.content_type = content_type
+
+    def raw_answer(self, extra_headers=()) -> bytes:
+        """The whole answer as dockerd writes an error on a connection it has taken over
+        (POST attach): a status line, the raw-stream type, the plain message; no version
+        headers, no length (the connection's end ends it)."""
+        try:
+            reason = HTTPStatus(self.status).phrase
+        except ValueError:
+            reason = ""
+        head = [f"HTTP/1.1 {self.status} {reason}", f"Content-Type: {RAW_STREAM}"]
+        head += [f"{name}: {value}" for name, value in extra_headers]
+        return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + self.message.encode() + b"\r\n"
 
     def body(self) -> bytes:
         if self.content_type.startswith("text/plain"):

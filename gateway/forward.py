@@ -366,6 +366,10 @@ def respond(ctx: Context, instance: store.Instance, upstream: UpstreamResponse) 
     if upstream.is_raw_stream and ctx.route.streaming:
         hijack(ctx, upstream)
         return
+    if ctx.route.raw_errors and upstream.status >= 400:
+        # dockerd refused on the connection it had taken over (bad detach keys): the same raw
+        # answer goes to the client (gateway/app.py), with the tenant's names and no daemon path.
+        raise DockerError(upstream.status, _bounded_text(upstream).strip() or upstream.reason)
     resp = ctx.resp
     resp.status = upstream.status
     for name, value in upstream.headers:
@@ -410,6 +414,17 @@ def respond(ctx: Context, instance: store.Instance, upstream: UpstreamResponse) 
         resp.stream = _head_first(upstream.iter_body())
     else:
         upstream.close()
+
+
+def _bounded_text(upstream: UpstreamResponse) -> str:
+    """An error's body, up to ERROR_BODY_LIMIT (dockerd's is one line, then it closes)."""
+    kept = bytearray()
+    for chunk in upstream.iter_body():
+        kept += chunk[: ERROR_BODY_LIMIT - len(kept)]
+        if len(kept) >= ERROR_BODY_LIMIT:
+            break
+    upstream.close()
+    return kept.decode("utf-8", "replace")
 
 
 def _head_first(chunks: Iterator[bytes]) -> Iterator[bytes]:

@@ -38,6 +38,10 @@ class Route:
     # The 404 message when that object is not the tenant's, if dockerd words it its own way
     # for this route ({ref}: what the client typed; {message}: the plain "No such ..." text).
     not_found: str = ""
+    # dockerd's handler takes the connection over before it knows the outcome (POST attach):
+    # its errors go out as a raw head and the plain message, with no version headers, and the
+    # connection closes (the docker CLI reads them so); the gateway answers its own the same way.
+    raw_errors: bool = False
     regex: re.Pattern = field(init=False, compare=False, repr=False)
 
     def __post_init__(self):

@@ -71,7 +71,7 @@ ROUTES = [
     _on("POST", "/rename", "ContainerRename", containers.rename),
     _on("POST", "/pause", "ContainerPause", containers.to_container),
     _on("POST", "/unpause", "ContainerUnpause", containers.to_container),
-    _on("POST", "/attach", "ContainerAttach", containers.to_container, streaming=True),
+    _on("POST", "/attach", "ContainerAttach", containers.to_container, streaming=True, raw_errors=True),
     _on("GET", "/attach/ws", "ContainerAttachWebsocket", containers.to_container, streaming=True),
     _on("POST", "/wait", "ContainerWait", containers.wait, streaming=True),
     _on("DELETE", "", "ContainerDelete", containers.delete),

@@ -34,3 +34,27 @@ def test_auth_with_a_json_null(stack):
         timeout=60,
     )
     assert wrong.status_code == 500 and "connection refused" in wrong.json()["message"]  # as dockerd
+
+
+def test_attach_refusals_in_dockerds_raw_form(stack):
+    """dockerd answers POST attach's errors on the connection it has taken over: a raw head with
+    the raw-stream type and no version headers, then the plain message. The docker CLI and
+    docker-py read that form; the gateway gave JSON (its own 404) or added Api-Version."""
+    name = "raw-attach-refusal"
+    for direct in (False, True):
+        made = stack.docker("run", "-d", "--name", name, "busybox", "sleep", "60", direct=direct)
+        assert made.returncode == 0, made.stderr
+    try:
+        for ref, query in (
+            (name, {"stream": "1", "stdout": "1", "detachKeys": "notakey"}),
+            ("nothing-here", {}),
+        ):
+            via, direct = _both(stack, "POST", f"/containers/{ref}/attach", params=query)
+            assert via.status_code == direct.status_code == (400 if query else 404)
+            for resp in (via, direct):
+                assert resp.headers["Content-Type"] == "application/vnd.docker.raw-stream"
+                assert "Api-Version" not in resp.headers
+            assert via.text == direct.text and via.text.endswith("\r\n")
+    finally:
+        for direct in (False, True):
+            stack.docker("rm", "-f", name, direct=direct)

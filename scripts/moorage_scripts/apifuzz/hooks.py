@@ -45,6 +45,10 @@ def moorage_answer(ctx, response, case):
         message = doc["message"]
     elif ctype.startswith("text/plain"):
         message = text
+    elif ctype.startswith("application/vnd.docker.raw-stream") and case.path.endswith("/attach"):
+        # POST attach: dockerd answers its errors on the connection it took over, as a raw
+        # head and the plain message, and so does the gateway (gateway/routing.py raw_errors).
+        message = text
     elif not ctype and status < 500 and text.strip() in DAEMON_UNTYPED:
         message = text  # the daemon's own answer, passed on as it came (see DAEMON_UNTYPED)
     else:
