@@ -10,7 +10,6 @@ import json
 import re
 from http import HTTPStatus
 
-
 RAW_STREAM = "application/vnd.docker.raw-stream"
 
 
