@@ -54,7 +54,9 @@ def inspect_view(ctx: Context, container, payload: dict) -> None:
     ports = settings.get("Ports")
     if not isinstance(ports, dict):
         return
-    shown = mesh.inspect_ports(ctx.settings, ports, mesh.rows_of([container.id]).get(container.id, []))
+    published = any(isinstance(bindings, list) and bindings for bindings in ports.values())
+    rows = mesh.rows_of([container.id]).get(container.id, []) if published and mesh.on(ctx.settings) else []
+    shown = mesh.inspect_ports(ctx.settings, ports, rows)
     if shown is not None:
         settings["Ports"] = shown
         return
@@ -65,7 +67,10 @@ def inspect_view(ctx: Context, container, payload: dict) -> None:
 
 def list_view(ctx: Context, containers: list[dict], instance) -> None:
     """ps's Ports, likewise, for one instance's part of the list."""
-    rows = mesh.rows_of([c.get("Id", "") for c in containers]) if mesh.on(ctx.settings) else {}
+    # Only a published port is meshed: a list of containers that publish none (most of them)
+    # asks the store nothing.
+    published = [c.get("Id", "") for c in containers if _publishes(c.get("Ports"))]
+    rows = mesh.rows_of(published) if published and mesh.on(ctx.settings) else {}
     address = instances.published_address(instance)
     for container in containers:
         shown = mesh.ps_ports(ctx.settings, container.get("Ports"), rows.get(container.get("Id", ""), []))
@@ -73,3 +78,7 @@ def list_view(ctx: Context, containers: list[dict], instance) -> None:
             container["Ports"] = shown
         else:
             container["Ports"] = instances.publish_bindings(container.get("Ports"), address, "IP")
+
+
+def _publishes(ports) -> bool:
+    return isinstance(ports, list) and any(isinstance(p, dict) and p.get("PublicPort") for p in ports)

@@ -9,6 +9,7 @@ from typing import cast
 import peewee
 
 from gateway.store.models import Container, Instance, Network, NetworkAddress, NetworkMember
+from gateway.store.prepared import Prepared
 
 # VNIs start here, so that a segment's ID never looks like a small, hand-made one.
 FIRST_VNI = 4096
@@ -67,10 +68,19 @@ def record(
 
 def networks_of(project: str | None) -> list[Network]:
     """The spanning networks of ``project`` (None: every project's), oldest first."""
-    query = Network.select().where(Network.subnet.is_null(False))
     if project is not None:
-        query = query.where(Network.project == project)
+        return _project_networks(project)  # every ps of a container on a network asks
+    query = Network.select().where(Network.subnet.is_null(False))
     return list(query.order_by(Network.created_at, Network.id))
+
+
+_project_networks = Prepared(
+    lambda project: (
+        Network.select()
+        .where(Network.subnet.is_null(False) & (Network.project == project))
+        .order_by(Network.created_at, Network.id)
+    )
+)
 
 
 def member_slot(network: Network, instance_uuid: str) -> int:
@@ -169,12 +179,16 @@ def rename_holder(token: str, container_id: str, names: list[str]) -> None:
 
 def held_by(container: str) -> list[tuple[NetworkAddress, Network]]:
     """(address, network) of every spanning network on which ``container`` holds an address."""
-    rows = (
+    return [(row, row.network) for row in _held_by(container)]  # every inspect asks
+
+
+_held_by = Prepared(
+    lambda container: (
         NetworkAddress.select(NetworkAddress, Network)
         .join(Network)
         .where(NetworkAddress.container == container)
     )
-    return [(row, row.network) for row in rows]
+)
 
 
 def networks_of_holder(container: str) -> list[Network]:

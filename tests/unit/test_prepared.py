@@ -94,3 +94,32 @@ def test_prepared_compiles_once(settings):
     for _ in range(5):
         assert [i.uuid for i in one("a")] == ["a"]
     assert len(builds) == 2  # the probes' and the first real arguments' (the check)
+
+
+def test_a_project_s_spanning_networks_and_a_container_s_addresses(settings):
+    """ps and inspect read these on every call (gateway/services/spans.py): compiled once,
+    answering as the built queries do."""
+    from gateway.store import spans
+
+    for i, (project, name) in enumerate((("p", "b"), ("p", "a"), ("q", "a"))):
+        store.Network.create(
+            id=f"n{i}",
+            project=project,
+            name=name,
+            daemon_name=f"{name}.{project}",
+            subnet=f"198.19.{i}.0/24",
+            created_at=store.utcnow() + dt.timedelta(seconds=i),
+        )
+    store.Network.create(id="old", project="p", name="pinned", daemon_name="pinned.p")  # no subnet
+    store.NetworkAddress.create(network="n0", address="198.19.0.2", container="c1", instance="i1")
+    store.NetworkAddress.create(network="n1", address="198.19.1.2", container="c1", instance="i1")
+    store.NetworkAddress.create(network="n2", address="198.19.2.2", container="c2", instance="i2")
+    for _ in range(2):  # the first call compiles, the second runs the kept SQL
+        assert [n.id for n in spans.networks_of("p")] == ["n0", "n1"]
+        assert [n.id for n in spans.networks_of(None)] == ["n0", "n1", "n2"]
+        held = spans.held_by("c1")
+        assert sorted((a.address, n.name) for a, n in held) == [("198.19.0.2", "b"), ("198.19.1.2", "a")]
+        assert spans.held_by("nobody") == []
+    kind = type(store.database.obj)
+    assert spans._project_networks._compiled[kind] is not None
+    assert spans._held_by._compiled[kind] is not None
