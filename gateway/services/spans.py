@@ -384,11 +384,14 @@ def show_network_ids(ctx: Context, containers: list[dict]) -> None:
     """A list's containers (keyed by the daemons' network names) with each spanning network's
     one ID, not its daemon copy's: compose compares a container's NetworkID with the ID
     `network inspect` gives, and recreates the container when they differ."""
+    # Not the daemon's own networks, nor the project's default bridge (which every container
+    # not on another network is on): a list of those asks the store nothing.
+    plain = {"bridge", "host", "none", scope.default_bridge(ctx.project)}
     joined = {
         name
         for container in containers
         for name in _obj(_obj(container.get("NetworkSettings")).get("Networks"))
-        if name not in ("bridge", "host", "none")
+        if name not in plain
     }
     if not joined:
         return
