@@ -347,7 +347,20 @@ def wait(ctx: Context) -> None:
     respond(ctx, container.instance, upstream)
     if upstream.status == 200 and ctx.query("condition") == "removed" and ctx.resp.stream is not None:
         # `docker run --rm`: once the daemon reports the container removed, so does the map.
-        ctx.resp.stream = on_finish(ctx.resp.stream, lambda: store.forget_container(container.id))
+        ctx.resp.stream = on_finish(ctx.resp.stream, lambda: _forget_if_gone(ctx, container))
+
+
+def _forget_if_gone(ctx: Context, container) -> None:
+    """The map forgets the container when its daemon no longer has it. A wait that ended some
+    other way (the client left, the connection to the instance broke) ends the stream just as
+    quietly, and forgetting then made the container's next call a 404 (seen in the compat
+    lane: `docker run --rm`'s start got "No such container"); reconcile clears what is left."""
+    try:
+        status, _ = call(ctx, container.instance, "GET", f"/containers/{container.id}/json")
+    except DockerError:
+        return  # the instance does not answer: reconcile decides later
+    if status == 404:
+        store.forget_container(container.id)
 
 
 def prune(ctx: Context) -> None:
