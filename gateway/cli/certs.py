@@ -222,9 +222,10 @@ def add_login_arguments(p) -> None:
 # --- moorage certs -----------------------------------------------------------------------------
 
 
-def _client_session(host: str):
+def client_session(host: str, path: str = CERTS_PATH):
     """A requests session to the gateway as the user of this shell: DOCKER_CERT_PATH's
-    certificate when DOCKER_TLS_VERIFY is set (or the URL is https), DOCKER_CONFIG's headers."""
+    certificate when DOCKER_TLS_VERIFY is set (or the URL is https), DOCKER_CONFIG's headers.
+    Returns (session, the URL of ``path``, what to verify the server with)."""
     import requests
 
     session = requests.Session()
@@ -235,7 +236,24 @@ def _client_session(host: str):
         session.cert = (os.path.join(cert_path, "cert.pem"), os.path.join(cert_path, "key.pem"))
         session.verify = os.path.join(cert_path, "ca.pem")
     session.headers.update(_headers_from(os.environ.get("DOCKER_CONFIG") or os.path.expanduser("~/.docker")))
-    return session, url + CERTS_PATH, session.verify
+    return session, url + path, session.verify
+
+
+def through_gateway(host: str, path: str, calls) -> tuple[int, object]:
+    """``calls(session, url, verify)`` against the gateway at ``host``: (0, its result), or
+    (the exit status, None) with what went wrong said. ``verify`` goes on each call: requests
+    prefers $REQUESTS_CA_BUNDLE to a session's own."""
+    import requests
+
+    session, url, verify = client_session(host, path)
+    try:
+        return 0, calls(session, url, verify)
+    except requests.RequestException as exc:
+        _say(f"cannot reach the gateway at {host}: {exc}")
+        return 1, None
+    except CertError as exc:
+        _say(str(exc))
+        return exc.code, None
 
 
 def _print(rows: list[dict], fmt: str) -> None:
@@ -257,23 +275,16 @@ def cmd_certs(args, settings_of) -> int:
         _say("certs revoke needs a SERIAL (`moorage certs list` shows them)")
         return 2
     if args.host:  # the user's: through the gateway
-        import requests
 
-        session, url, verify = _client_session(args.host)
-        # verify on each call: requests prefers $REQUESTS_CA_BUNDLE to a session's own
-        try:
+        def calls(session, url, verify):
             if args.action == "list":
-                rows = _answer(session.get(url, timeout=TIMEOUT, verify=verify))
-            else:
-                rows = [_answer(session.delete(f"{url}/{args.serial}", timeout=TIMEOUT, verify=verify))]
-        except requests.RequestException as exc:
-            _say(f"cannot reach the gateway at {args.host}: {exc}")
-            return 1
-        except CertError as exc:
-            _say(str(exc))
-            return exc.code
-        _print(rows if isinstance(rows, list) else [], args.format)
-        return 0
+                return _answer(session.get(url, timeout=TIMEOUT, verify=verify))
+            return [_answer(session.delete(f"{url}/{args.serial}", timeout=TIMEOUT, verify=verify))]
+
+        code, rows = through_gateway(args.host, CERTS_PATH, calls)
+        if code == 0:
+            _print(rows if isinstance(rows, list) else [], args.format)
+        return code
     from gateway import store
     from gateway.errors import DockerError
     from gateway.tenancy import certs

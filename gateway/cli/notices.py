@@ -20,10 +20,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 
-from gateway.cli.certs import CertError, _answer, _headers_from, _http_url
+from gateway.cli.certs import _answer, through_gateway
 from gateway.wire import NOTICES_PATH
 
 TIMEOUT = 30
@@ -31,21 +30,6 @@ TIMEOUT = 30
 
 def _say(msg: str) -> None:
     print(f"moorage: {msg}", file=sys.stderr, flush=True)
-
-
-def _session(host: str):
-    """A requests session to the gateway as the user of this shell (as `moorage certs --host`)."""
-    import requests
-
-    session = requests.Session()
-    url = _http_url(host)
-    cert_path = os.environ.get("DOCKER_CERT_PATH", "")
-    if cert_path and (os.environ.get("DOCKER_TLS_VERIFY") or url.startswith("https://")):
-        url = "https://" + url.split("://", 1)[1]
-        session.cert = (os.path.join(cert_path, "cert.pem"), os.path.join(cert_path, "key.pem"))
-        session.verify = os.path.join(cert_path, "ca.pem")
-    session.headers.update(_headers_from(os.environ.get("DOCKER_CONFIG") or os.path.expanduser("~/.docker")))
-    return session, url + NOTICES_PATH, session.verify
 
 
 def _print(rows: list[dict], fmt: str) -> None:
@@ -64,33 +48,26 @@ def _print(rows: list[dict], fmt: str) -> None:
 
 
 def _through_gateway(args) -> int:
-    import requests
-
-    session, url, verify = _session(args.host)
-    try:
+    def calls(session, url, verify):
         if args.action == "subscribe":
             body = {"url": args.target, "events": args.event or None}
-            row = _answer(session.post(url, json=body, timeout=TIMEOUT, verify=verify))
-            assert isinstance(row, dict)
-            if args.format == "json":
-                print(json.dumps(row, indent=2))
-            else:
-                print(f"id:     {row['id']}\nevents: {','.join(row['events'])}\nsecret: {row['secret']}")
-                _say(
-                    "keep the secret: it is not shown again; each delivery's X-Moorage-Signature is its HMAC"
-                )
-            return 0
+            return _answer(session.post(url, json=body, timeout=TIMEOUT, verify=verify))
         if args.action == "list":
-            rows = _answer(session.get(url, timeout=TIMEOUT, verify=verify))
+            return _answer(session.get(url, timeout=TIMEOUT, verify=verify))
+        return [_answer(session.delete(f"{url}/{args.target}", timeout=TIMEOUT, verify=verify))]
+
+    code, answer = through_gateway(args.host, NOTICES_PATH, calls)
+    if code != 0:
+        return code
+    if args.action == "subscribe":
+        assert isinstance(answer, dict)
+        if args.format == "json":
+            print(json.dumps(answer, indent=2))
         else:
-            rows = [_answer(session.delete(f"{url}/{args.target}", timeout=TIMEOUT, verify=verify))]
-    except requests.RequestException as exc:
-        _say(f"cannot reach the gateway at {args.host}: {exc}")
-        return 1
-    except CertError as exc:
-        _say(str(exc))
-        return exc.code
-    _print(rows if isinstance(rows, list) else [], args.format)
+            print(f"id:     {answer['id']}\nevents: {','.join(answer['events'])}\nsecret: {answer['secret']}")
+            _say("keep the secret: it is not shown again; each delivery's X-Moorage-Signature is its HMAC")
+        return 0
+    _print(answer if isinstance(answer, list) else [], args.format)
     return 0
 
 
