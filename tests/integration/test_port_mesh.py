@@ -279,8 +279,10 @@ def test_a_container_its_daemon_restarts_gets_ports_again(mesh_stack, names):
     while restarts() < 1 and time.monotonic() < deadline:
         time.sleep(0.5)
     assert restarts() >= 1
-    deadline = time.monotonic() + 15
-    while True:  # the mesh adopts it within a few seconds (it may be between two runs: retry)
+    # The mesh adopts it within a few seconds on a quiet machine (it may be between two runs:
+    # retry); the bound is generous because CI's machine is not quiet.
+    deadline = time.monotonic() + 45
+    while True:
         shown = mesh_stack.docker("port", name, "80/tcp").stdout.decode().split()
         if shown:
             try:

@@ -46,7 +46,11 @@ def test_exec_stdin_eof_and_exit_codes(stack, unique):
         stack.docker("rm", "-f", unique)
 
 
-def drive_pty(argv, env, keys, settle=1.0, limit=30):
+def drive_pty(argv, env, keys, settle=1.0, limit=30, prompt=b"# "):
+    """Run ``argv`` on a terminal, type ``keys`` once the shell's ``prompt`` has shown (and
+    ``settle`` seconds have passed), and return (exit status, everything it printed). Typing
+    on the prompt, not on a clock: on a loaded machine keys typed before the shell is up are
+    echoed by the terminal ahead of its banner, and the two sides' bytes then differ."""
     pid, fd = pty.fork()
     if pid == 0:
         os.execve(argv[0], argv, env)
@@ -59,7 +63,7 @@ def drive_pty(argv, env, keys, settle=1.0, limit=30):
             except OSError:
                 data = b""
             out += data
-        if not sent and time.time() - start > settle:
+        if not sent and time.time() - start > settle and prompt in out:
             for key in keys:
                 os.write(fd, key)
                 time.sleep(0.3)
