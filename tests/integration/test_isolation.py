@@ -101,9 +101,14 @@ def test_beta_gets_404_on_alphas_container(stack, alpha, method, template, body)
         answer = stack.http(method, template.format(ref), tenant="beta", **_body(body))
         missing = stack.http(method, template.format("nosuch" + ref[:3]), tenant="beta", **_body(body))
         assert answer.status_code == 404 == missing.status_code, (kind, answer.status_code, answer.text)
-        if method != "HEAD":
+        if method == "HEAD":
+            continue
+        if answer.headers.get("Content-Type") == "application/vnd.docker.raw-stream":
+            # POST attach: dockerd's raw form of an error (gateway/routing.py raw_errors)
+            assert answer.text.startswith("No such container"), (kind, answer.text)
+        else:
             assert "No such container" in answer.json()["message"], (kind, answer.text)
-            assert alpha["cid"] not in answer.text or kind == "full ID"
+        assert alpha["cid"] not in answer.text or kind == "full ID"
 
 
 def test_alphas_container_is_untouched(stack, alpha):
