@@ -4,7 +4,7 @@ default bridge, as on a plain dockerd (tenancy.scope.default_bridge): the mode a
 gave it, legacy links with their environment and /etc/hosts line, no name resolution;
 `network inspect bridge` shows the project's containers across its instances and no other
 project sees them there, nor their connect events; no network of Moorage's is made on the
-daemons."""
+daemons. A container left on its project's own bridge (made by Moorage before) keeps working."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ import time
 
 import pytest
 
+from gateway.tenancy import scope
+from gateway.wire import DEFAULT_BRIDGE_LABEL
 from tests.integration.conftest import own_stack
 
 PIN = "org.openstack.nova.instance"
@@ -28,12 +30,23 @@ def ok(result) -> str:
     return result.stdout.decode().strip()
 
 
-def direct(endpoint: str, path: str):
+def direct(endpoint: str, path: str, method: str = "GET", body: dict | None = None):
+    """The daemon's answer, asked straight (not through Moorage)."""
     import requests_unixsocket
 
     sock = endpoint[len("unix://") :].replace("/", "%2F")
     with requests_unixsocket.Session() as session:
-        return session.get(f"http+unix://{sock}{path}", timeout=30).json()
+        answer = session.request(method, f"http+unix://{sock}{path}", json=body, timeout=30)
+        assert answer.status_code < 300, answer.text
+        return answer.json() if answer.content else None
+
+
+def start(stack, name: str, instance: str, *flags: str) -> str:
+    return ok(
+        stack.docker(
+            "run", "-d", "--name", name, "--label", f"{PIN}={instance}", *flags, "busybox", "sleep", "300"
+        )
+    )
 
 
 def test_a_projects_containers_use_each_instances_own_bridge(nstack):
@@ -41,18 +54,10 @@ def test_a_projects_containers_use_each_instances_own_bridge(nstack):
     fixed = stack.env["MOORAGE_INSTANCES"].split()
     daemons = stack.env["MOORAGE_DIRECT_HOSTS"].split()[:2]
     since = str(int(time.time()) - 1)
-
-    def start(name: str, instance: str, *flags: str) -> str:
-        return ok(
-            stack.docker(
-                "run", "-d", "--name", name, "--label", f"{PIN}={instance}", *flags, "busybox", "sleep", "300"
-            )
-        )
-
     ids = {
-        "a1": start("a1", fixed[0]),
-        "a2": start("a2", fixed[1], "--network", "bridge"),  # alpha claims the second instance
-        "a3": start("a3", fixed[0], "--network", "default", "--link", "a1:db"),
+        "a1": start(stack, "a1", fixed[0]),
+        "a2": start(stack, "a2", fixed[1], "--network", "bridge"),  # alpha claims the second instance
+        "a3": start(stack, "a3", fixed[0], "--network", "default", "--link", "a1:db"),
     }
     try:
         # the mode as the client gave it, dockerd's bridge, its address at the top level too
@@ -120,3 +125,49 @@ def test_a_projects_containers_use_each_instances_own_bridge(nstack):
         assert ok(stack.docker(*query, tenant="beta")) == ""
     finally:
         stack.docker("rm", "-f", *ids)
+
+
+def test_a_container_left_on_its_projects_bridge_keeps_working(nstack):
+    """An instance alpha held before its containers used the daemon's bridge keeps alpha's own
+    bridge (made here on the daemon as Moorage made it) with a container on it: the container
+    is shown as on the default bridge, `network inspect bridge` lists it, and `disconnect
+    bridge` takes it off the bridge it is on."""
+    stack = nstack
+    instance = stack.env["MOORAGE_INSTANCES"].split()[0]
+    daemon = stack.env["MOORAGE_DIRECT_HOSTS"].split()[0]
+    project = stack.env["MOORAGE_PROJECT_alpha"]
+    bridge = scope.project_bridge(project)
+    body = {
+        "Name": bridge,
+        "Driver": "bridge",
+        "CheckDuplicate": True,
+        "Labels": {DEFAULT_BRIDGE_LABEL: project},
+    }
+    network = direct(daemon, "/networks/create", "POST", body)["Id"]
+    cid = start(stack, "old", instance)
+    try:
+        direct(daemon, "/networks/bridge/disconnect", "POST", {"Container": cid})
+        direct(daemon, f"/networks/{network}/connect", "POST", {"Container": cid})
+        shown = ok(
+            stack.docker(
+                "inspect",
+                "-f",
+                "{{.NetworkSettings.IPAddress}} "
+                "{{range $k, $v := .NetworkSettings.Networks}}{{$k}}={{$v.IPAddress}}{{end}}",
+                "old",
+            )
+        )
+        address, networks = shown.split()
+        assert address and networks == f"bridge={address}", shown
+        assert ok(stack.docker("ps", "--filter", "name=old", "--format", "{{.Networks}}")) == "bridge"
+        members = stack.http("GET", "/networks/bridge").json()["Containers"]
+        assert cid in members and members[cid]["Name"] == "old"
+        ok(stack.docker("network", "disconnect", "bridge", "old"))
+        assert ok(stack.docker("inspect", "-f", "{{len .NetworkSettings.Networks}}", "old")) == "0"
+        # connected again, it joins the daemon's bridge, as a new container would
+        ok(stack.docker("network", "connect", "bridge", "old"))
+        joined = direct(daemon, f"/containers/{cid}/json")["NetworkSettings"]["Networks"]
+        assert list(joined) == ["bridge"]
+    finally:
+        stack.docker("rm", "-f", "old")
+        direct(daemon, f"/networks/{network}", "DELETE")
