@@ -136,7 +136,7 @@ def create(ctx: Context, body, raw: bytes) -> None:
         raise DockerError(400, f"Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
     labels = {**labels, PROJECT_LABEL: ctx.project}
     body["Labels"] = labels
-    needs = scope.container_create(ctx.project, body, name)
+    needs = scope.container_create(ctx.project, body, name, ctx.settings)
     pinned = labels.get(PIN_LABEL) or None
     if pinned and needs.instance and pinned != needs.instance:
         raise DockerError(
@@ -163,7 +163,7 @@ def create(ctx: Context, body, raw: bytes) -> None:
     try:
         for tenant_volume, daemon_volume in needs.volumes.items():
             _make_volume(ctx, placement.instance, tenant_volume, daemon_volume)
-        if needs.default_bridge:
+        if needs.default_bridge:  # shared tenancy: the project's own bridge (tenancy.scope)
             bridge = networks.ensure_default_bridge(ctx, placement.instance, ctx.project)
         token = spans.join_create(ctx, placement.instance, body, needs.networks, name)
         body["Image"] = images_.container_image(ctx, placement.instance, body.get("Image"))
@@ -251,7 +251,8 @@ def start(ctx: Context, raw: bytes) -> None:
     upstream = send(ctx, container.instance, path=ctx.daemon_path, body=b"")
     if upstream.status == 400 and (upstream.header("Content-Type") or "").startswith("application/json"):
         message = upstream.read()
-        bridge = scope.default_bridge(ctx.project).encode()
+        # Only the project's own bridge is made on demand, so only it can be made twice.
+        bridge = scope.project_bridge(ctx.project).encode()
         if not (bridge in message and b"ambiguous" in message):
             try:
                 payload = json.loads(message or b"{}")

@@ -35,7 +35,11 @@ class EventJudge:
         self.project = project
         self.all_projects = all_projects
         self.suffix = names.suffix(project)
-        self.default_bridge = scope.default_bridge(project)
+        # The project's own bridge (made on demand with shared tenancy; with dedicated, one an
+        # instance may keep from before, removed by its wipe): not the tenant's doing. The
+        # daemon's own bridge has no create or destroy; its connects and disconnects name the
+        # container, judged below as on any predefined network.
+        self.project_bridge = scope.project_bridge(project)
         self._containers: dict[str, bool] = {}
 
     def _mine_container(self, container_id: str) -> bool:
@@ -53,8 +57,8 @@ class EventJudge:
             return attributes.get(PROJECT_LABEL) == self.project
         if kind == "network":
             name = str(attributes.get("name", ""))
-            if name == self.default_bridge and event.get("Action") in ("create", "destroy"):
-                return False  # made on demand by Moorage (tenancy.scope.default_bridge), not by the tenant
+            if name == self.project_bridge and event.get("Action") in ("create", "destroy"):
+                return False  # made on demand by Moorage (tenancy.scope.project_bridge), not by the tenant
             if name.endswith(self.suffix):
                 return True
             container = attributes.get("container")

@@ -8,9 +8,12 @@ another driver (where the policy allows one), or one made before networks spanne
 lives on one instance, and its containers are placed with it. The daemon's predefined networks (bridge, host,
 none) are shown to every project, with only the caller's containers in them.
 
-A project's containers that ask for no network, or for "bridge", join the project's own
-default bridge on their instance (tenancy.scope.default_bridge), never the daemon's: the
-tenant sees it as "bridge", and other projects' containers cannot reach them by address.
+A project's containers that ask for no network, or for "bridge", join the default bridge
+tenancy.scope.default_bridge chooses: with dedicated tenancy the daemon's own (the instance is
+the project's alone); with shared tenancy the project's own bridge network on their instance,
+which the tenant sees as "bridge" and other projects' containers cannot reach by address.
+Either way `network inspect bridge` shows the caller's containers on it across its instances,
+and `network connect/disconnect bridge` use it.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from __future__ import annotations
 import json
 from urllib.parse import urlencode
 
-from gateway import instances, policy, quotas, store
+from gateway import policy, quotas, store
 from gateway.context import Context
 from gateway.errors import DockerError
 from gateway.forward import call, daemon_version, forward, raise_for, respond, send
@@ -27,6 +30,7 @@ from gateway.services.common import (
     add_filter,
     daemon_judges,
     every_instance,
+    fanout,
     hide_project_label,
     home_instance,
     new_object_instance,
@@ -47,9 +51,10 @@ _default_bridges: set[tuple[str, str, str]] = set()
 def ensure_default_bridge(
     ctx: Context, instance: store.Instance, project: str, *, again: bool = False
 ) -> str:
-    """Make sure ``project``'s default bridge exists on ``instance``; return its daemon name.
-    ``again``: the daemon said it is missing (an instance rebuilt under the same UUID)."""
-    name = scope.default_bridge(project)
+    """Make sure ``project``'s own bridge (shared tenancy's default bridge) exists on
+    ``instance``; return its daemon name. ``again``: the daemon said it is missing (an
+    instance rebuilt under the same UUID)."""
+    name = scope.project_bridge(project)
     # Per claim of the instance (dedicated tenancy): a wipe removes the bridge with the rest.
     key = (instance.uuid, project, str(instance.claimed_at or ""))
     if key in _default_bridges and not again:
@@ -96,14 +101,37 @@ def keep_one(ctx: Context, instance: store.Instance, name: str) -> None:
         call(ctx, instance, "DELETE", f"/networks/{extra}")  # one still in use stays: dockerd refuses
 
 
-def _default_bridge_members(ctx: Context) -> dict:
-    """The caller's containers on its default bridges, every instance's."""
+def _default_bridge_members(ctx: Context, home: store.Instance) -> dict:
+    """The containers on the default bridges of the instances a merged view asks (fanout),
+    but for the daemon's own bridge on ``home``, whose answer the caller has: each one's
+    project bridge (shared tenancy's default; with dedicated, one an instance may keep from
+    before, with the containers created on it then), and with dedicated tenancy each one's
+    daemon bridge. (_for_tenant then keeps the caller's.)"""
+    native = scope.default_bridge(ctx.project, ctx.settings) == scope.DAEMON_BRIDGE
     members: dict = {}
-    for instance in instances.live_instances(ctx.settings):
-        status, payload = call(ctx, instance, "GET", f"/networks/{scope.default_bridge(ctx.project)}")
-        if status == 200 and isinstance(payload.get("Containers"), dict):
-            members.update(payload["Containers"])
+    for instance in fanout(ctx):
+        bridges = [scope.project_bridge(ctx.project)]
+        if native and instance.uuid != home.uuid:
+            bridges.append(scope.DAEMON_BRIDGE)
+        for bridge in bridges:
+            status, payload = call(ctx, instance, "GET", f"/networks/{bridge}")
+            if status == 200 and isinstance(payload.get("Containers"), dict):
+                members.update(payload["Containers"])
     return members
+
+
+def _bridge_of(ctx: Context, container: store.Container) -> str:
+    """The daemon name of the default bridge ``container`` is (or would be) on: with shared
+    tenancy its project's bridge, made if missing; with dedicated tenancy the daemon's, unless
+    the container was created on its project's bridge before (tenancy.scope.project_bridge)."""
+    bridge = scope.default_bridge(ctx.project, ctx.settings)
+    if bridge != scope.DAEMON_BRIDGE:
+        return ensure_default_bridge(ctx, container.instance, ctx.project)
+    status, info = call(ctx, container.instance, "GET", f"/containers/{container.id}/json")
+    joined = (info.get("NetworkSettings") or {}).get("Networks") if status == 200 else None
+    if isinstance(joined, dict) and scope.project_bridge(ctx.project) in joined:
+        return scope.project_bridge(ctx.project)
+    return bridge
 
 
 def _for_tenant(ctx: Context, network: dict) -> dict:
@@ -150,7 +178,7 @@ def inspect(ctx: Context) -> None:
     raise_for(status, payload)
     if ref == "bridge" and not ctx.all_projects:
         members = payload.get("Containers") if isinstance(payload.get("Containers"), dict) else {}
-        payload["Containers"] = {**members, **_default_bridge_members(ctx)}
+        payload["Containers"] = {**members, **_default_bridge_members(ctx, instance)}
     ctx.answer_json(_for_tenant(ctx, payload))
 
 
@@ -257,5 +285,5 @@ def connect(ctx: Context, body, raw: bytes, *, joining: bool) -> None:
         body["EndpointConfig"] = scope.network_alias(body.get("EndpointConfig"), container.name)
     path = ctx.daemon_path
     if ref == "bridge":  # the project's default bridge, as at create
-        path = ctx.daemon_path_for(ensure_default_bridge(ctx, container.instance, ctx.project))
+        path = ctx.daemon_path_for(_bridge_of(ctx, container))
     forward(ctx, container.instance, path=path, body=body)

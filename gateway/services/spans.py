@@ -386,7 +386,7 @@ def show_network_ids(ctx: Context, containers: list[dict]) -> None:
     `network inspect` gives, and recreates the container when they differ."""
     # Not the daemon's own networks, nor the project's default bridge (which every container
     # not on another network is on): a list of those asks the store nothing.
-    plain = {"bridge", "host", "none", scope.default_bridge(ctx.project)}
+    plain = {"bridge", "host", "none", scope.project_bridge(ctx.project)}
     joined = {
         name
         for container in containers

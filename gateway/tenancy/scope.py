@@ -17,19 +17,17 @@ from dataclasses import dataclass, field
 from typing import TypeVar, cast
 
 from gateway import store
+from gateway.config import Settings
 from gateway.errors import DockerError
 from gateway.policy import bodies
 from gateway.tenancy import names, resolve
 
 # Network modes that name no tenant object.
 PLAIN_NETWORK_MODES = ("", "default", "bridge", "host", "none")
-# What a container gets when it asks for no network, or for the default bridge: dockerd's own
-# default bridge would put every project's containers on an instance on one segment (able to
-# reach each other by IP), so each project has its own bridge network on each instance, made
-# on demand (dockerapi.networks.ensure_default_bridge) and shown to the tenant as "bridge".
+# What a container asks for when it asks for no network, or for the default bridge.
 DEFAULT_BRIDGE_MODES = ("", "default", "bridge")
-# Marks a project's default bridge on its daemon: it carries no project label, so no tenant
-# list, prune or quota counts it as a user-defined network.
+# The daemon's own default bridge (docker0).
+DAEMON_BRIDGE = "bridge"
 # What dockerd fills in the top level of NetworkSettings for the default bridge only (and
 # clients read, e.g. .NetworkSettings.IPAddress): copied from the project's bridge endpoint.
 _LEGACY_ENDPOINT_FIELDS = (
@@ -83,8 +81,29 @@ _CONFIG_FIELDS = frozenset(
 T = TypeVar("T")
 
 
-def default_bridge(project: str) -> str:
-    """The daemon name of the project's default bridge network."""
+def default_bridge(project: str, settings: Settings) -> str:
+    """The daemon network a project's containers join when they ask for no network, or for
+    "bridge" or "default": the one place that decides it.
+
+    With dedicated tenancy an instance is one project's from its claim until it is empty and
+    wiped, so the daemon's own default bridge is the project's already: containers use it as
+    dockerd would (its names, its legacy links, no embedded DNS, the fastest start). With
+    shared tenancy the daemon's bridge would put every project's containers on an instance
+    on one segment (able to reach each other by address), so each project has its own bridge
+    network on each instance (project_bridge), made on demand
+    (services/networks.py ensure_default_bridge) and shown to the tenant as "bridge"."""
+    if settings.placement.tenancy != "shared":
+        return DAEMON_BRIDGE
+    return project_bridge(project)
+
+
+def project_bridge(project: str) -> str:
+    """The daemon name of the project's own bridge network: its default bridge with shared
+    tenancy. With dedicated tenancy no new container joins it, but an instance claimed before
+    dedicated projects used the daemon's bridge may still hold one with the project's
+    containers on it: those stay there, and every view of a container or of the "bridge"
+    network still shows it as the default bridge (show_default_bridge, services/networks.py),
+    whichever tenancy the gateway runs with."""
     return names.to_daemon(project, "bridge")
 
 
@@ -95,7 +114,9 @@ class CreateScope:
     instance: str | None = None  # the instance the container must run on, if any
     reason: str = ""  # which reference ties it there (for errors)
     volumes: dict[str, str] = field(default_factory=dict)  # tenant name -> daemon name, to make sure of
-    default_bridge: bool = False  # the project's default bridge must exist on the instance
+    # The daemon network the project's containers join for the default bridge (default_bridge)
+    bridge: str = DAEMON_BRIDGE
+    default_bridge: bool = False  # the project's own bridge must exist on the instance
     missing_links: list[str] = field(default_factory=list)  # --link targets the project lacks
     # Spanning networks the container joins (daemon name -> row): made on whichever instance
     # placement chooses (services/spans.py join_create), so they tie it to none.
@@ -151,8 +172,10 @@ def _container_mode(project: str, mode, scope: CreateScope, what: str):
 
 def _network_name(project: str, ref: str, scope: CreateScope) -> str:
     if ref in ("default", "bridge"):
+        if scope.bridge == DAEMON_BRIDGE:
+            return ref  # the daemon's own, as the client named it (dockerd's inspect shows that)
         scope.default_bridge = True
-        return default_bridge(project)
+        return scope.bridge
     if ref in PLAIN_NETWORK_MODES or ref in resolve.BUILTIN_NETWORKS:
         return ref
     found = _mine(resolve.network, project, ref)
@@ -269,19 +292,22 @@ def canonical_create(body: dict) -> None:
             canonical(endpoint, ("Aliases",), "an endpoint")
 
 
-def container_create(project: str, body: dict, tenant_name: str) -> CreateScope:
+def container_create(project: str, body: dict, tenant_name: str, settings: Settings) -> CreateScope:
     """Rewrite ``body`` in place for the daemon; return what placement must honour.
     (``body`` has been through canonical_create.)"""
-    scope = CreateScope()
+    scope = CreateScope(bridge=default_bridge(project, settings))
+    native = scope.bridge == DAEMON_BRIDGE
     hc = body.get("HostConfig")
     if isinstance(hc, dict):
         _host_config(project, hc, scope)
     _host_config(project, body, scope)  # the top-level (pre-1.24) shape
     # dockerd reads the top-level shape only when there is no HostConfig: the mode goes where
-    # it will be read. No mode at all is dockerd's "default", the default bridge.
+    # it will be read. No mode at all is dockerd's "default", the default bridge: on the
+    # daemon's own (native) the body goes down as the client sent it, and dockerd's inspect
+    # shows the mode the client gave ("default" for none).
     holder = hc if isinstance(hc, dict) else body
     without_host_config = hc is None and all(key.lower() in _CONFIG_FIELDS for key in body)
-    if without_host_config:
+    if not native and without_host_config:
         # No host settings at all: dockerd then applies defaults of its own that any host
         # field would change (IpcMode for old API versions, Runtime), so the project's bridge
         # goes in as the endpoint of the default mode, which dockerd connects instead.
@@ -292,13 +318,15 @@ def container_create(project: str, body: dict, tenant_name: str) -> CreateScope:
                 **(networking if isinstance(networking, dict) else {}),
                 "EndpointsConfig": {"default": {}},
             }
-    elif holder.get("NetworkMode") is None or holder.get("NetworkMode") == "":
+    elif not native and holder.get("NetworkMode") in (None, ""):
         holder["NetworkMode"] = _network_name(project, "default", scope)
     network_mode = holder.get("NetworkMode") or ""
-    bridge = default_bridge(project)
-    if network_mode == bridge and scope.missing_links:
+    bridge = scope.bridge
+    on_default = network_mode == bridge or (native and network_mode in DEFAULT_BRIDGE_MODES)
+    if on_default and scope.missing_links:
         # dockerd checks links at create only on its own default bridge (on any other network
-        # a link to nothing is accepted and resolves nothing): as on that bridge, refused.
+        # a link to nothing is accepted and resolves nothing): as on that bridge, refused, in
+        # the tenant's words (the daemon's would name the target with the project's suffix).
         target = scope.missing_links[0]
         raise DockerError(400, f"could not get container for {target}: No such container: {target}")
     links = holder.get("Links")
@@ -308,9 +336,10 @@ def container_create(project: str, body: dict, tenant_name: str) -> CreateScope:
         networking["EndpointsConfig"] = {
             _network_name(project, ref, scope): endpoint for ref, endpoint in endpoints.items()
         }
-    if network_mode == bridge and isinstance(links, list) and links:
+    if not native and network_mode == bridge and isinstance(links, list) and links:
         # On any network but its own default bridge dockerd reads links from the endpoint
-        # (as the docker CLI sends them for user-defined networks), not from HostConfig.
+        # (as the docker CLI sends them for user-defined networks), not from HostConfig;
+        # on the daemon's own bridge it reads HostConfig.Links, as they are.
         _add_to_endpoint(body, network_mode, "Links", links)
     # On a user-defined network dockerd makes a container's name resolvable, but that is the
     # daemon's name: the tenant's name is added as an alias, so its containers find each
@@ -368,10 +397,13 @@ def hide_added_aliases(container: dict) -> None:
 
 
 def show_default_bridge(project: str, container: dict) -> None:
-    """A container on its project's default bridge, as dockerd shows one on its own: mode
-    "default", no aliases, and the endpoint's addresses at the top of NetworkSettings.
-    (Before strip_names, which then names the network "bridge".)"""
-    bridge = default_bridge(project)
+    """A container on its project's own bridge (project_bridge), as dockerd shows one on its
+    default bridge: mode "default", no aliases, and the endpoint's addresses at the top of
+    NetworkSettings. (Before strip_names, which then names the network "bridge".) A container
+    on the daemon's own bridge is left as dockerd shows it. Keyed on the project's bridge in
+    either tenancy: with dedicated tenancy that is a container created before its project's
+    containers used the daemon's bridge, still on the bridge it was created on."""
+    bridge = project_bridge(project)
     hc = container.get("HostConfig")
     if isinstance(hc, dict) and hc.get("NetworkMode") == bridge:
         hc["NetworkMode"] = "default"
