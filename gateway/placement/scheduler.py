@@ -269,7 +269,15 @@ def release(placement: Placement) -> None:
     store.Container.delete().where(store.Container.id == placement.reservation_id).execute()
 
 
-def confirm(placement: Placement, container_id: str, name: str, project: str, labels: dict) -> None:
+def confirm(
+    placement: Placement,
+    container_id: str,
+    name: str,
+    project: str,
+    labels: dict,
+    *,
+    publishes: bool | None = None,
+) -> None:
     """Turn the reservation into the container's row."""
     with store.write_transaction():
         store.Container.delete().where(store.Container.id == placement.reservation_id).execute()
@@ -288,5 +296,6 @@ def confirm(placement: Placement, container_id: str, name: str, project: str, la
             C.labels: labels or None,
             C.memory: placement.memory,
             C.nano_cpus: placement.nano_cpus,
+            C.publishes: publishes,
         }
         C.insert({C.id: container_id, **row}).on_conflict(conflict_target=[C.id], update=row).execute()

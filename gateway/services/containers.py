@@ -197,7 +197,7 @@ def create(ctx: Context, body, raw: bytes) -> None:
         tenantsocket.withdraw(opened)
         spans.release(token)
         raise
-    confirm(placement, container_id, name, ctx.project, labels)
+    confirm(placement, container_id, name, ctx.project, labels, publishes=ports.published_by(body))
     tenantsocket.created(opened, container_id)
     spans.bind(ctx, token, container_id, name)
     ctx.answer_json(scope.strip_names(ctx.project, payload), 201)

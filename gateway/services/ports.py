@@ -16,7 +16,7 @@ log = logging.getLogger("moorage.mesh")
 def before_start(ctx: Context, container) -> None:
     """An explicit port another container holds at the mesh's address: dockerd's 500, and the
     container is not started (as dockerd leaves it: created)."""
-    if not mesh.on(ctx.settings):
+    if not mesh.on(ctx.settings) or container.publishes is False:
         return
     status, info = call(ctx, container.instance, "GET", f"/containers/{container.id}/json")
     if status == 200 and isinstance(info, dict):
@@ -26,6 +26,8 @@ def before_start(ctx: Context, container) -> None:
 def after_start(ctx: Context, container) -> None:
     """The started container's ports, in the mesh's rows; a port taken meanwhile (a race with
     another start) stops the container again and answers dockerd's 500."""
+    if container.publishes is False:
+        return  # no port to put in the mesh's rows: no inspect either
     status, info = call(ctx, container.instance, "GET", f"/containers/{container.id}/json")
     if status != 200 or not isinstance(info, dict):
         return
@@ -82,3 +84,11 @@ def list_view(ctx: Context, containers: list[dict], instance) -> None:
 
 def _publishes(ports) -> bool:
     return isinstance(ports, list) and any(isinstance(p, dict) and p.get("PublicPort") for p in ports)
+
+
+def published_by(body: dict) -> bool:
+    """Whether a create body publishes ports (``-p``, ``-P``), in either shape."""
+    for holder in (body.get("HostConfig"), body):
+        if isinstance(holder, dict) and (holder.get("PortBindings") or holder.get("PublishAllPorts")):
+            return True
+    return False

@@ -102,6 +102,10 @@ class Container(BaseModel):
     # What the container asked for (HostConfig), counted against the project's quotas (migration 2).
     memory = peewee.BigIntegerField(default=0)  # bytes; 0 = no limit
     nano_cpus = peewee.BigIntegerField(default=0)  # 1e9 = one CPU; 0 = no limit
+    # Whether its create published ports (PortBindings or PublishAllPorts; a create's ports do
+    # not change later): a start of one that publishes none has nothing for the port mesh to
+    # do, and skips the inspect that finds its ports. None: not known (adopted, or older).
+    publishes = peewee.BooleanField(null=True)
 
     class Meta:
         indexes = ((("project", "name"), False),)

@@ -225,6 +225,11 @@ def _m_spanning_networks(db: peewee.Database) -> None:
     db.create_tables([NetworkMember, NetworkAddress], safe=True)
 
 
+def _m_container_publishes(db: peewee.Database) -> None:
+    """Whether a container's create published ports (gateway/services/ports.py)."""
+    _add_column(db, "container", "publishes", "BOOLEAN")
+
+
 MIGRATIONS: list[Callable[[peewee.Database], None]] = [
     _m0_initial,
     _m1_networks_volumes,
@@ -243,6 +248,7 @@ MIGRATIONS: list[Callable[[peewee.Database], None]] = [
     create_notices,  # projects' webhooks and their deliveries (gateway/store/notices.py)
     create_mesh,  # the routing mesh's ports (gateway/store/mesh.py)
     _m_spanning_networks,
+    _m_container_publishes,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -179,3 +179,21 @@ def test_a_start_waits_for_the_listeners(settings):
     assert mesh.wait_listening(settings, "a" * 64) is False  # the UDP one still waits
     mesh.listening(rows, set(wanted))
     assert mesh.wait_listening(settings, "a" * 64) is True
+
+
+@pytest.mark.parametrize(
+    "body,publishes",
+    [
+        ({"HostConfig": {"PortBindings": {"80/tcp": [{"HostIp": "", "HostPort": ""}]}}}, True),  # -p 80
+        ({"HostConfig": {"PublishAllPorts": True}, "ExposedPorts": {"80/tcp": {}}}, True),  # -P
+        ({"PortBindings": {"80/tcp": [{"HostPort": "8080"}]}}, True),  # the pre-1.24 top-level shape
+        ({"HostConfig": {"PortBindings": {}}, "ExposedPorts": {"80/tcp": {}}}, False),  # exposed only
+        ({"HostConfig": {"NetworkMode": "host"}}, False),
+        ({}, False),
+    ],
+)
+def test_a_create_that_publishes_no_port_is_known_as_such(body, publishes):
+    """A start of a container whose create published nothing skips the mesh's inspect."""
+    from gateway.services.ports import published_by
+
+    assert published_by(body) is publishes
