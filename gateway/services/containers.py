@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from urllib.parse import urlencode
 
 from gateway import instances, mesh, policy, quotas, store
 from gateway.context import Context
@@ -34,7 +33,7 @@ from gateway.services.common import (
     with_query,
 )
 from gateway.store import RESERVATION_PREFIX
-from gateway.tenancy import PROJECT_LABEL, names, scope
+from gateway.tenancy import PROJECT_LABEL, names, randomnames, scope
 from gateway.tenancy import resolve as resolve_
 
 
@@ -136,6 +135,8 @@ def create(ctx: Context, body, raw: bytes) -> None:
         raise DockerError(400, f"Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
     labels = {**labels, PROJECT_LABEL: ctx.project}
     body["Labels"] = labels
+    if not name:
+        name = _free_random_name(ctx.project)
     needs = scope.container_create(ctx.project, body, name, ctx.settings)
     pinned = labels.get(PIN_LABEL) or None
     if pinned and needs.instance and pinned != needs.instance:
@@ -179,19 +180,6 @@ def create(ctx: Context, body, raw: bytes) -> None:
             )
         raise_for(status, payload)
         container_id = payload["Id"]
-        if not name:
-            # dockerd chose a name: the tenant uses it as is, and the daemon's copy takes the
-            # project's suffix like every other (so no later name of another project meets it).
-            inspect_status, info = call(ctx, placement.instance, "GET", f"/containers/{container_id}/json")
-            name = info.get("Name", "").lstrip("/") if inspect_status == 200 else ""
-            if name:
-                call(
-                    ctx,
-                    placement.instance,
-                    "POST",
-                    f"/containers/{container_id}/rename",
-                    query=urlencode({"name": names.to_daemon(ctx.project, name)}),
-                )
     except BaseException:
         release(placement)
         tenantsocket.withdraw(opened)
@@ -201,6 +189,16 @@ def create(ctx: Context, body, raw: bytes) -> None:
     tenantsocket.created(opened, container_id)
     spans.bind(ctx, token, container_id, name)
     ctx.answer_json(scope.strip_names(ctx.project, payload), 201)
+
+
+def _free_random_name(project: str) -> str:
+    """A name for a container created without one (gateway/tenancy/randomnames.py), free in
+    the project: tried up to randomnames.ATTEMPTS times, as dockerd tries its own."""
+    for attempt in range(randomnames.ATTEMPTS):
+        name = randomnames.random_name(attempt)
+        if store.container_named(project, name) is None:
+            return name
+    raise DockerError(500, "could not find a free random name for the container; give it one with --name")
 
 
 def _place(ctx: Context, request: PlacementRequest):
