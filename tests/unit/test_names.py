@@ -127,3 +127,16 @@ def test_fields_under_any_spelling_are_seen():
 def test_name_filter_is_dockerds(patterns, name, expected):
     """dockerd's `name` filter: regular expressions over the name, with or without its slash."""
     assert names.matches(patterns, name) is expected
+
+
+def test_random_names_have_dockerd_s_shape_and_are_valid_names():
+    """Containers created without a name get one from the gateway (gateway/tenancy/randomnames.py)."""
+    import re
+
+    from gateway.tenancy import names, randomnames
+
+    first = {randomnames.random_name() for _ in range(200)}
+    assert all(re.fullmatch(r"[a-z]+_[a-z_]+", n) and names.VALID_NAME.match(n) for n in first)
+    assert len(first) > 150  # random, not one name
+    later = randomnames.random_name(1)
+    assert re.fullmatch(r"[a-z]+_[a-z_]+[0-9]", later)  # a retry appends a digit, as dockerd does
