@@ -26,6 +26,7 @@ import json
 import math
 import os
 import platform
+import resource
 import signal
 import sys
 import time
@@ -87,6 +88,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--sims", type=int, metavar="K", help="simulator processes (default 1 per 2,500 instances)"
     )
+    ap.add_argument(
+        "--seed",
+        choices=("store", "heartbeats"),
+        default="store",
+        help="the containers: written to the store as the simulated daemons hold them (default), "
+        "or adopted by the gateway from the agents' first heartbeats",
+    )
     ap.add_argument("--down", metavar="DIR", help="take down a stack a --keep run left in DIR")
     ap.add_argument(
         "--plot",
@@ -117,10 +125,14 @@ def main(argv: list[str] | None = None) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_term)
+    # Every process started from here inherits it: a gateway worker follows every instance's
+    # events on a connection each, the simulators listen on a socket per instance.
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     started = time.monotonic()
     load0 = os.getloadavg()
     stack = ScaleStack(layout, args.heartbeat_interval, sims)
-    phases = Phases(stack, layout, profile)
+    phases = Phases(stack, layout, profile, args.seed)
     failed, kept = False, False
     try:
         stack.up()

@@ -30,6 +30,10 @@ def container_id(instance: str, k: int) -> str:
     return hashlib.sha256(f"{instance}/{k}".encode()).hexdigest()
 
 
+def container_name(instance: str, k: int) -> str:
+    return f"c{k}-{instance[:8]}"
+
+
 def _iso(ts: float) -> str:
     return _dt.datetime.fromtimestamp(ts, _dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f000Z")
 
@@ -143,7 +147,9 @@ class Daemon:
             cid = container_id(uuid, k)
             labels = {PROJECT_LABEL: project} if project else {}
             self._add(
-                Container(cid, f"c{k}-{uuid[:8]}", started - 3600 + k, labels, ["sleep", "1d"], "running")
+                Container(
+                    cid, container_name(uuid, k), started - 3600 + k, labels, ["sleep", "1d"], "running"
+                )
             )
 
     def _add(self, c: Container) -> None:

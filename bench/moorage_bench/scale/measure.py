@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import random
 import statistics
-import threading
 import time
 
 from ..run.common import BenchError, say
@@ -21,11 +20,11 @@ from .common import (
     INFO_P99_MS,
     MERGED_PS_RATIO,
     PLACEMENT_P99_MS,
-    SCHEDULING_P99_MS,
     WIDE_HOSTS,
     Layout,
 )
-from .daemon import IMAGE, SEQ_LABEL
+from .creates import Creates
+from .daemon import PROJECT_LABEL, container_id, container_name
 from .stack import ScaleStack
 
 API = "/v1.41"
@@ -71,8 +70,9 @@ def write_stats(stack: ScaleStack) -> dict:
     }
 
 
-class Phases:
-    def __init__(self, stack: ScaleStack, layout: Layout, profile: dict):
+class Phases(Creates):
+    def __init__(self, stack: ScaleStack, layout: Layout, profile: dict, seed_mode: str = "store"):
+        self.seed_mode = seed_mode
         self.stack = stack
         self.layout = layout
         self.p = profile
@@ -115,16 +115,19 @@ class Phases:
         say(f"scale: {n} instances registered in {registered:.1f} s ({n / registered:.0f}/s)")
         self.extra["seconds"]["register"] = round(registered, 1)
         # Dedicated tenancy: each instance is its project's, as placement's claim would have made
-        # it; set in the store (one statement per project), then the agents' next heartbeats
-        # report their containers, which the gateway's reconcile adopts into its map.
+        # it; set in the store (one statement per project). The containers: written to the map
+        # as the simulated daemons hold them (seed "store"), or left for the agents' next
+        # heartbeats to report and the gateway's reconcile to adopt (seed "heartbeats").
         store = _store(self.stack)
         now = store.utcnow()
+        t1 = time.monotonic()
         with store.database.obj.atomic():
             for project, uuids in self.layout.by_project().items():
                 store.Instance.update(project=project, claimed_at=now).where(
                     store.Instance.uuid.in_(uuids)
                 ).execute()
-        t1 = time.monotonic()
+            if self.seed_mode == "store":
+                self._seed_containers(store, now)
         want = self.layout.containers
         deadline = t1 + 4 * self.stack.interval + 120 + want / 200
         while (have := store.Container.select().count()) < want:
@@ -132,8 +135,29 @@ class Phases:
                 raise BenchError(f"the heartbeats adopted {have} of {want} containers in time")
             time.sleep(1)
         adopted = time.monotonic() - t1
-        say(f"scale: {want} containers adopted from the heartbeats in {adopted:.1f} s")
-        self.extra["seconds"]["adopt"] = round(adopted, 1)
+        how = "written to the store" if self.seed_mode == "store" else "adopted from the heartbeats"
+        say(f"scale: {want} containers {how} in {adopted:.1f} s")
+        self.extra["seconds"]["seed" if self.seed_mode == "store" else "adopt"] = round(adopted, 1)
+
+    def _seed_containers(self, store, now) -> None:
+        """The rows reconcile would adopt from each simulated daemon (daemon.py: the same IDs,
+        names and labels), written in batches."""
+        rows = []
+        for uuid, project, count, _ in self.layout.instances:
+            for k in range(count):
+                rows.append(
+                    dict(
+                        id=container_id(uuid, k),
+                        project=project,
+                        name=container_name(uuid, k),
+                        daemon_name=None,
+                        instance=uuid,
+                        labels={PROJECT_LABEL: project},
+                        created_at=now,
+                    )
+                )
+        for i in range(0, len(rows), 2000):
+            store.Container.insert_many(rows[i : i + 2000]).execute()
         self.sample_rss()
 
     # -- reads -------------------------------------------------------------------------------------
@@ -153,6 +177,7 @@ class Phases:
             for r in range(2)
         }
         samples: dict[str, list[float]] = {k: [] for k in kinds}
+        errors: list[str] = []
         order = list(kinds)
         cpu0 = self.gateway_cpu()
         t0 = time.monotonic()
@@ -167,8 +192,10 @@ class Phases:
                 start = time.perf_counter()
                 resp = conn.request("GET", API + path)
                 ms = (time.perf_counter() - start) * 1000
+                # A refusal is counted (an overloaded gateway answers 503) and left out of the times.
                 if resp.status != 200:
-                    raise BenchError(f"{k} via replica {i % 2 + 1} answered {resp.status}: {resp.text()}")
+                    errors.append(f"{k}: {resp.status} {resp.text()[:100]}")
+                    continue
                 if expect is not None and len(json.loads(resp.body)) != expect:
                     raise BenchError(f"{k} listed {len(json.loads(resp.body))} containers, expected {expect}")
                 if i >= warm:
@@ -176,11 +203,16 @@ class Phases:
         cpu = self.gateway_cpu() - cpu0
         for c in conns.values():
             c.close()
+        if any(not v for v in samples.values()):
+            raise BenchError(f"no read answered 200: {errors[:3]}")
         self.extra["seconds"]["reads"] = round(time.monotonic() - t0, 1)
         self.extra["reads_ms"] = samples
         self.sample_rss()
         s = samples
         note = f"{n} each, replicas alternating"
+        self.add(
+            "reads", "read errors", "errors", len(errors), ("zero", 0), "; ".join(sorted(set(errors)))[:200]
+        )
         self.add(
             "reads",
             "docker info p50 (project over 20 instances)",
@@ -279,201 +311,6 @@ class Phases:
             (cpu_seconds(self.stack.postgres_pids()) - pg_cpu0) * 1000 / max(1, len(beats))
         )
         self.extra["db_bytes"] = w1["bytes"]
-
-    # -- creates -----------------------------------------------------------------------------------
-
-    def _batch(self, ks: list[int], threads: int, base: str) -> tuple[list, float, float]:
-        """`docker run -d` (create, then start) of container k for each k in ks, `threads` at a
-        time (all of them: every thread's create leaves together); (results, seconds, gateway CPU)."""
-        creators = self.slots
-        results: dict[int, tuple] = {}
-        todo = list(reversed(ks))
-        lock = threading.Lock()
-        barrier = threading.Barrier(threads)
-
-        def one(k: int, conn: Conn) -> None:
-            body = json.dumps({"Image": IMAGE, "Cmd": ["sleep", "1d"], "Labels": {SEQ_LABEL: f"{base}-{k}"}})
-            sent = time.time()
-            created = conn.request(
-                "POST",
-                f"{API}/containers/create?name=scale-{base}-{k}",
-                body.encode(),
-                {"Content-Type": "application/json"},
-            )
-            done = time.time()
-            started = (
-                conn.request("POST", f"{API}/containers/scale-{base}-{k}/start")
-                if created.status == 201
-                else None
-            )
-            results[k] = (creators[k], sent, done, created.status, started and started.status, created.text())
-
-        def worker(w: int) -> None:
-            first = True
-            while True:
-                with lock:
-                    if not todo:
-                        return
-                    k = todo.pop()
-                conn = Conn(f"tcp://127.0.0.1:{self.stack.ports[k % 2]}", self.headers(creators[k]))
-                try:
-                    conn.connect()
-                    if first:
-                        barrier.wait(120)
-                        first = False
-                    one(k, conn)
-                except Exception as exc:  # noqa: BLE001 - counted as an error
-                    results[k] = (creators[k], 0.0, 0.0, 0, None, str(exc))
-                finally:
-                    conn.close()
-
-        cpu0 = self.gateway_cpu()
-        pool = [threading.Thread(target=worker, args=(w,)) for w in range(threads)]
-        t0 = time.monotonic()
-        for t in pool:
-            t.start()
-        for t in pool:
-            t.join()
-        return [results.get(k) for k in ks], time.monotonic() - t0, self.gateway_cpu() - cpu0
-
-    def creates(self) -> None:
-        creators = self.layout.creators()
-        if not creators:
-            raise BenchError("no project to create in")
-        # Create k goes to project slots[k]: the creators in turn, each as often as its
-        # instances have room (each keeps 10 free: common.CAPACITY).
-        room = {c: 0 for c in creators}
-        for owner, inst in zip(self.layout.owners, self.layout.instances, strict=True):
-            if owner in room:
-                room[owner] += inst[3] - inst[2]
-        self.slots = [c for turn in range(max(room.values())) for c in creators if turn < room[c]]
-        count = min(self.p["creates"], len(self.slots) - self.p["one_by_one"])
-        base = str(int(time.time()))
-        say(f"scale: {self.p['one_by_one']} creates (and starts) one at a time")
-        alone, _, _ = self._batch(list(range(self.p["one_by_one"])), 1, base)
-        hist0 = self.placement_histogram()
-        say(f"scale: {count} concurrent creates (and starts) over {min(count, len(creators))} projects")
-        ks = list(range(self.p["one_by_one"], self.p["one_by_one"] + count))
-        results, wall, cpu = self._batch(ks, count, base)
-        self.sample_rss()
-        sim = self.stack.sim_stats(since=time.time())
-        arrived = sim["creates"]
-        self.extra["sim_stats"] = sim["stats"]
-        missing = {k: v for k, v in sim["stats"].items() if k.startswith("404 ")}
-        if missing:
-            say(f"scale: the simulated daemons answered 404 to {missing}")
-
-        def scheduling(batch, first_k):
-            return [
-                (arrived[f"{base}-{first_k + i}"] - r[1]) * 1000
-                for i, r in enumerate(batch)
-                if r and f"{base}-{first_k + i}" in arrived
-            ] or [float("nan")]
-
-        sched, sched1 = scheduling(results, ks[0]), scheduling(alone, 0)
-        done = [r for r in results if r and r[3] == 201]
-        errors = [r for r in [*alone, *results] if not r or r[3] != 201 or r[4] != 204]
-        latency = [(r[2] - r[1]) * 1000 for r in done] or [float("nan")]
-        self.extra.update(create_ms=latency, scheduling_ms=sched, scheduling_alone_ms=sched1)
-        self.extra["seconds"]["creates"] = round(wall, 1)
-        note = "the client's send to the create's arrival at the simulated daemon"
-        self.add(
-            "creates",
-            f"run scheduling p50, one at a time ({len(alone)})",
-            "ms",
-            statistics.median(sched1),
-            note=note,
-        )
-        self.add(
-            "creates", "run scheduling p99, one at a time", "ms", pct(sched1, 99), ("max", SCHEDULING_P99_MS)
-        )
-        self.add(
-            "creates",
-            f"run scheduling p50, {count} concurrent creates",
-            "ms",
-            statistics.median(sched),
-            note=note,
-        )
-        self.add(
-            "creates",
-            f"run scheduling p99, {count} concurrent creates",
-            "ms",
-            pct(sched, 99),
-            ("max", SCHEDULING_P99_MS),
-        )
-        self.add("creates", "create latency p50, concurrent", "ms", statistics.median(latency))
-        self.add("creates", "create latency p99, concurrent", "ms", pct(latency, 99))
-        self.add(
-            "creates",
-            "create + start errors",
-            "errors",
-            len(errors),
-            ("zero", 0),
-            "; ".join(sorted({f"{r[3]} {r[5][:120]}" for r in errors if r}))[:300],
-        )
-        self.add(
-            "creates",
-            "gateway CPU per create + start",
-            "ms CPU",
-            cpu * 1000 / max(1, len(done)),
-            note=f"{count} in {wall:.1f} s: {len(done) / wall:.0f} runs/s",
-        )
-        hist1 = self.placement_histogram()
-        placed = {le: hist1.get(le, 0) - hist0.get(le, 0) for le in hist1}
-        total = placed.get("+Inf", 0)
-        if total:
-            slower = 1 - placed.get("0.005", 0) / total
-            bound = next(
-                (
-                    le
-                    for le in sorted((k for k in placed if k != "+Inf"), key=float)
-                    if placed[le] >= 0.99 * total
-                ),
-                "+Inf",
-            )
-            self.add(
-                "creates",
-                "placement decisions over 5 ms (replicas' histogram)",
-                "%",
-                slower * 100,
-                ("max", 1.0),
-                f"{total:.0f} decisions under the creates; their p99 <= {bound} s (histogram bucket)",
-            )
-        self.cleanup = [
-            (r[0], f"scale-{base}-{k}")
-            for k, r in zip([*range(len(alone)), *ks], [*alone, *results], strict=True)
-            if r and r[3] == 201
-        ]
-
-    def remove_created(self) -> None:
-        conns = {}
-        try:
-            for k, (tenant, name) in enumerate(self.cleanup):
-                key = (tenant, k % 2)
-                if key not in conns:
-                    conns[key] = Conn(f"tcp://127.0.0.1:{self.stack.ports[k % 2]}", self.headers(tenant))
-                conns[key].request("DELETE", f"{API}/containers/{name}?force=1")
-        finally:
-            for c in conns.values():
-                c.close()
-
-    def placement_histogram(self) -> dict[str, float]:
-        """moorage_placement_duration_seconds_bucket{outcome="placed"} by `le`, both replicas summed."""
-        out: dict[str, float] = {}
-        for port in self.stack.metrics_ports:
-            conn = Conn(f"tcp://127.0.0.1:{port}")
-            try:
-                text = conn.request("GET", "/metrics").body.decode()
-            finally:
-                conn.close()
-            for line in text.splitlines():
-                if (
-                    line.startswith("moorage_placement_duration_seconds_bucket")
-                    and 'outcome="placed"' in line
-                ):
-                    le = line.split('le="', 1)[1].split('"', 1)[0]
-                    out[le] = out.get(le, 0) + float(line.rsplit(" ", 1)[1])
-        return out
 
     # -- placement, timed in process ---------------------------------------------------------------
 

@@ -1,0 +1,104 @@
+"""bench/scale --plot: the cost curve (bench/scale.png) from the runs' --json files.
+
+    bench/scale --plot                         # bench/scale-data/*.json -> bench/scale.png
+    bench/scale --plot a.json b.json --png out.png
+
+Three panels over the number of instances (log scale): the latencies (info, merged ps,
+placement, run scheduling alone and under 200 concurrent creates), memory (each replica, the
+simulators, PostgreSQL, the database) and the heartbeats' load (received and store writes per
+second, the gateway's CPU on them).
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+
+from .. import REPO
+from ..run.common import say
+
+DATA = os.path.join(REPO, "bench", "scale-data")
+PNG = os.path.join(REPO, "bench", "scale.png")
+
+
+def figure(doc: dict, prefix: str) -> float | None:
+    """The value of the first row whose name starts with ``prefix``."""
+    for r in doc["rows"]:
+        if r["name"].startswith(prefix) and isinstance(r["moorage"], int | float):
+            return float(r["moorage"])
+    return None
+
+
+LATENCY = [
+    ("docker info p99", "docker info p99"),
+    ("docker ps p99, 600 containers, over", "docker ps p99, 600 containers over 20 instances"),
+    ("docker ps p99, 600 containers, one", "docker ps p99, 600 containers on one instance"),
+    ("placement decision p99", "placement decision p99 (in process)"),
+    ("run scheduling p99, one at a time", "run scheduling p99, one at a time"),
+    ("run scheduling p99, ", "run scheduling p99, 200 concurrent"),
+]
+LOAD = [
+    ("heartbeats received", "heartbeats received /s"),
+    ("store row writes", "store row writes /s"),
+    ("store commits", "store transactions /s"),
+]
+
+
+def plot(paths: list[str], png: str | None) -> int:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = paths or sorted(glob.glob(os.path.join(DATA, "*.json")))
+    docs = []
+    for path in paths:
+        with open(path) as fh:
+            doc = json.load(fh)
+        if not doc.get("failed") and doc.get("rows"):
+            docs.append(doc)
+    if not docs:
+        say(f"scale: no completed run among {paths or DATA}")
+        return 1
+    docs.sort(key=lambda d: d["instances"])
+    xs = [d["instances"] for d in docs]
+    fig, axes = plt.subplots(1, 3, figsize=(17, 5.2))
+    ax = axes[0]
+    for prefix, label in LATENCY:
+        points = [(x, v) for x, d in zip(xs, docs, strict=True) if (v := figure(d, prefix)) is not None]
+        if points:
+            ax.plot(*zip(*points, strict=True), marker="o", label=label)
+    for y, label in ((5, "5 ms"), (50, "50 ms"), (100, "100 ms")):
+        ax.axhline(y, color="grey", linestyle=":", linewidth=0.8)
+        ax.annotate(label, (xs[0], y), fontsize=7, color="grey")
+    ax.set(xscale="log", yscale="log", xlabel="instances", ylabel="ms", title="Latency (p99)")
+    ax.legend(fontsize=7)
+    ax = axes[1]
+    for key, label in (("replica1", "gateway replica 1 RSS"), ("replica2", "gateway replica 2 RSS"),
+                       ("sim", "simulators RSS"), ("postgres", "PostgreSQL PSS")):  # fmt: skip
+        ax.plot(xs, [d["rss_mb"].get(key, 0) for d in docs], marker="o", label=label)
+    ax.plot(xs, [d.get("db_bytes", 0) / 1e6 for d in docs], marker="s", label="database size")
+    ax.set(xscale="log", yscale="log", xlabel="instances", ylabel="MB", title="Memory")
+    ax.legend(fontsize=7)
+    ax = axes[2]
+    for prefix, label in LOAD:
+        ax.plot(xs, [figure(d, prefix) or 0 for d in docs], marker="o", label=label)
+    cpu = [
+        (figure(d, "gateway CPU per heartbeat") or 0) * (figure(d, "heartbeats received") or 0) / 10
+        for d in docs
+    ]
+    ax.plot(xs, cpu, marker="^", label="gateway CPU on heartbeats, % of one CPU")
+    ax.set(xscale="log", yscale="log", xlabel="instances", title="Heartbeats' load")
+    ax.legend(fontsize=7)
+    heads = ", ".join(
+        f"{d['instances']}: {d['containers']} containers, {d['projects']} projects, interval "
+        f"{d['heartbeat_interval']:g} s, {d['seconds']:.0f} s"
+        for d in docs
+    )
+    fig.suptitle(f"bench/scale on {docs[-1]['machine']}\n{heads}", fontsize=8)
+    fig.tight_layout()
+    out = png or PNG
+    fig.savefig(out, dpi=90)
+    say(f"scale: wrote {out} from {len(docs)} run(s)")
+    return 0
