@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
             "heartbeat_interval": stack.interval,
             "sims": sims,
             "quick": args.quick,
-            "seconds": round(seconds, 1),
+            "wall_seconds": round(seconds, 1),
             "when": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
             "machine": machine(),
             "python": platform.python_version(),

@@ -101,7 +101,7 @@ class Phases(Creates):
     def seed(self) -> None:
         n = self.layout.n
         t0 = time.monotonic()
-        deadline = t0 + 120 + n / 5
+        deadline = t0 + 300 + n / 4
         while True:
             sim = self.stack.sim_stats(since=time.time())
             stats = sim["stats"]

@@ -3,8 +3,9 @@
     bench/scale --plot                         # bench/scale-data/*.json -> bench/scale.png
     bench/scale --plot a.json b.json --png out.png
 
-Three panels over the number of instances (log scale): the latencies (info, merged ps,
-placement, run scheduling alone and under 200 concurrent creates), memory (each replica, the
+Four panels over the number of instances (log scale): the latencies (info, merged ps,
+placement, run scheduling alone and under 200 concurrent creates), the gateway's CPU per read,
+heartbeat and run, memory (each replica, the
 simulators, PostgreSQL, the database) and the heartbeats' load (received and store writes per
 second, the gateway's CPU on them).
 """
@@ -22,21 +23,26 @@ DATA = os.path.join(REPO, "bench", "scale-data")
 PNG = os.path.join(REPO, "bench", "scale.png")
 
 
-def figure(doc: dict, prefix: str) -> float | None:
-    """The value of the first row whose name starts with ``prefix``."""
+def figure(doc: dict, prefix: str, having: str = "") -> float | None:
+    """The value of the first row whose name starts with ``prefix`` (and holds ``having``)."""
     for r in doc["rows"]:
-        if r["name"].startswith(prefix) and isinstance(r["moorage"], int | float):
+        if r["name"].startswith(prefix) and having in r["name"] and isinstance(r["moorage"], int | float):
             return float(r["moorage"])
     return None
 
 
 LATENCY = [
-    ("docker info p99", "docker info p99"),
-    ("docker ps p99, 600 containers, over", "docker ps p99, 600 containers over 20 instances"),
-    ("docker ps p99, 600 containers, one", "docker ps p99, 600 containers on one instance"),
-    ("placement decision p99", "placement decision p99 (in process)"),
-    ("run scheduling p99, one at a time", "run scheduling p99, one at a time"),
-    ("run scheduling p99, ", "run scheduling p99, 200 concurrent"),
+    ("docker info p99", "", "docker info p99"),
+    ("docker ps p99, 600 containers, over", "", "docker ps p99, 600 containers over 20 instances"),
+    ("docker ps p99, 600 containers, one", "", "docker ps p99, 600 containers on one instance"),
+    ("placement decision p99", "", "placement decision p99 (in process)"),
+    ("run scheduling p99, one at a time", "", "run scheduling p99, one at a time"),
+    ("run scheduling p99, ", "concurrent", "run scheduling p99, 200 concurrent"),
+]
+CPU = [
+    ("gateway CPU per read", "gateway CPU per read (info, ps x3)"),
+    ("gateway CPU per heartbeat", "gateway CPU per heartbeat"),
+    ("gateway CPU per create + start", "gateway CPU per run (create + start), concurrent"),
 ]
 LOAD = [
     ("heartbeats received", "heartbeats received /s"),
@@ -63,10 +69,12 @@ def plot(paths: list[str], png: str | None) -> int:
         return 1
     docs.sort(key=lambda d: d["instances"])
     xs = [d["instances"] for d in docs]
-    fig, axes = plt.subplots(1, 3, figsize=(17, 5.2))
+    fig, axes = plt.subplots(1, 4, figsize=(22, 5.4))
     ax = axes[0]
-    for prefix, label in LATENCY:
-        points = [(x, v) for x, d in zip(xs, docs, strict=True) if (v := figure(d, prefix)) is not None]
+    for prefix, having, label in LATENCY:
+        points = [
+            (x, v) for x, d in zip(xs, docs, strict=True) if (v := figure(d, prefix, having)) is not None
+        ]
         if points:
             ax.plot(*zip(*points, strict=True), marker="o", label=label)
     for y, label in ((5, "5 ms"), (50, "50 ms"), (100, "100 ms")):
@@ -75,13 +83,26 @@ def plot(paths: list[str], png: str | None) -> int:
     ax.set(xscale="log", yscale="log", xlabel="instances", ylabel="ms", title="Latency (p99)")
     ax.legend(fontsize=7)
     ax = axes[1]
+    for prefix, label in CPU:
+        points = [(x, v) for x, d in zip(xs, docs, strict=True) if (v := figure(d, prefix)) is not None]
+        if points:
+            ax.plot(*zip(*points, strict=True), marker="o", label=label)
+    ax.set(
+        xscale="log",
+        yscale="log",
+        xlabel="instances",
+        ylabel="ms of CPU (both replicas)",
+        title="Gateway CPU per operation",
+    )
+    ax.legend(fontsize=7)
+    ax = axes[2]
     for key, label in (("replica1", "gateway replica 1 RSS"), ("replica2", "gateway replica 2 RSS"),
                        ("sim", "simulators RSS"), ("postgres", "PostgreSQL PSS")):  # fmt: skip
         ax.plot(xs, [d["rss_mb"].get(key, 0) for d in docs], marker="o", label=label)
     ax.plot(xs, [d.get("db_bytes", 0) / 1e6 for d in docs], marker="s", label="database size")
     ax.set(xscale="log", yscale="log", xlabel="instances", ylabel="MB", title="Memory")
     ax.legend(fontsize=7)
-    ax = axes[2]
+    ax = axes[3]
     for prefix, label in LOAD:
         ax.plot(xs, [figure(d, prefix) or 0 for d in docs], marker="o", label=label)
     cpu = [
@@ -93,7 +114,7 @@ def plot(paths: list[str], png: str | None) -> int:
     ax.legend(fontsize=7)
     heads = ", ".join(
         f"{d['instances']}: {d['containers']} containers, {d['projects']} projects, interval "
-        f"{d['heartbeat_interval']:g} s, {d['seconds']:.0f} s"
+        f"{d['heartbeat_interval']:g} s, {figure(d, 'bench wall time') or 0:.0f} s"
         for d in docs
     )
     fig.suptitle(f"bench/scale on {docs[-1]['machine']}\n{heads}", fontsize=8)
