@@ -122,4 +122,35 @@ def plot(paths: list[str], png: str | None) -> int:
     out = png or PNG
     fig.savefig(out, dpi=90)
     say(f"scale: wrote {out} from {len(docs)} run(s)")
+    print(markdown(docs))
     return 0
+
+
+def markdown(docs: list[dict]) -> str:
+    """One row per figure, one column per run (bench/README.md's table), with the target and
+    its result in each run."""
+    from ..run.report import fmt
+
+    names = []
+    for d in docs:
+        for r in d["rows"]:
+            if r["name"] not in names:
+                names.append(r["name"])
+    heads = [f"{d['instances']:,} (interval {d['heartbeat_interval']:g} s)" for d in docs]
+    out = ["| figure | " + " | ".join(heads) + " | target |", "|---|" + "--:|" * len(docs) + "---|"]
+    for name in names:
+        cells, target = [], ""
+        for d in docs:
+            r = next((r for r in d["rows"] if r["name"] == name), None)
+            if r is None:
+                cells.append("")
+                continue
+            value = fmt(r["moorage"], r["unit"]) if r["moorage"] is not None else "-"
+            unit = "" if r["unit"] in ("x", "errors", "rows") else f" {r['unit']}"
+            cells.append(f"{value}{unit}" + (f" **{r['result']}**" if r["result"] == "short" else ""))
+            target = target or r["target"]
+        out.append(f"| {name} | " + " | ".join(cells) + f" | {target} |")
+    heads = "; ".join(
+        f"{d['instances']:,}: load average {d['load'][0]:.1f} -> {d['load'][1]:.1f}" for d in docs
+    )
+    return "\n".join([*out, "", f"({heads}; **short**: the target is missed)"])
