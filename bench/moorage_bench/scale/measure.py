@@ -81,6 +81,7 @@ class Phases(Creates):
         self.peak = [0.0, 0.0]
         self.baseline: dict[str, int] = {}
         self.slots: list[str] = []
+        self.read_cpu: tuple[float, float, int] | None = None
 
     def add(self, section: str, name: str, unit: str, value, target=None, note: str = "") -> None:
         self.rows.append(row(section, name, unit, None, value, target=target, note=note))
@@ -250,6 +251,7 @@ class Phases(Creates):
             cpu * 1000 / (4 * (n + warm)),
             note="both replicas, heartbeats included",
         )
+        self.read_cpu = (cpu, time.monotonic() - t0, 4 * (n + warm))
 
     # -- heartbeats --------------------------------------------------------------------------------
 
@@ -296,6 +298,16 @@ class Phases(Creates):
             (cpu1 - cpu0) * 1000 / max(1, len(beats)),
             note=f"{(cpu1 - cpu0) / window * 100:.0f} % of one CPU, both replicas",
         )
+        if self.read_cpu:
+            # What the reads cost beyond the heartbeats' background, at the rate just measured.
+            cpu, seconds, count = self.read_cpu
+            self.add(
+                "reads",
+                "gateway CPU per read, heartbeats' share taken out",
+                "ms CPU",
+                (cpu - (cpu1 - cpu0) / window * seconds) * 1000 / count,
+                note="the row above less the heartbeat window's CPU a second over the reads' time",
+            )
         self.add(
             "heartbeats",
             "rows added by reads and heartbeats",
