@@ -73,6 +73,13 @@ def raise_fd_limit() -> None:
 # -- the gateway's side: registration and heartbeats ------------------------------------------------
 
 
+# How long a call waits for the gateway's answer. Longer than the agent's (urllib, 10 s): a
+# registration the gateway makes but answers after the client gave up leaves the agent without
+# its secret, and registering again without it is refused (409) while the instance counts as
+# live, for the heartbeat timeout (three intervals); the bench would wait that long.
+ANSWER_SECONDS = 600
+
+
 def call_gateway(address: tuple[str, int], method: str, path: str, payload: dict, headers: dict):
     """One call on a fresh connection; (status, parsed JSON body or {})."""
     data = json.dumps(payload).encode()
@@ -81,7 +88,7 @@ def call_gateway(address: tuple[str, int], method: str, path: str, payload: dict
         f"{method} {path} HTTP/1.1\r\nHost: {address[0]}:{address[1]}\r\nContent-Type: application/json\r\n"
         f"Content-Length: {len(data)}\r\nUser-Agent: moorage-bench-scale\r\n{extra}Connection: close\r\n\r\n"
     )
-    with socket.create_connection(address, timeout=30) as s:
+    with socket.create_connection(address, timeout=ANSWER_SECONDS) as s:
         s.sendall(head.encode() + data)
         chunks = []
         while piece := s.recv(65536):
