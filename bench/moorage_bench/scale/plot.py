@@ -137,6 +137,7 @@ def plot(paths: list[str], png: str | None) -> int:
     heads = ", ".join(
         f"{d['instances']}: {d['containers']} containers, {d['projects']} projects, interval "
         f"{d['heartbeat_interval']:g} s, {figure(d, 'bench wall time') or 0:.0f} s"
+        + (f" ({d['note']})" if d.get("note") else "")
         for d in docs
     )
     fig.suptitle(f"bench/scale on {docs[-1]['machine']}\n{heads}", fontsize=8)
@@ -158,7 +159,11 @@ def markdown(docs: list[dict]) -> str:
         for r in d["rows"]:
             if r["name"] not in names:
                 names.append(r["name"])
-    heads = [f"{d['instances']:,} (interval {d['heartbeat_interval']:g} s)" for d in docs]
+    heads = [
+        f"{d['instances']:,} (interval {d['heartbeat_interval']:g} s"
+        + (f", {d['note']})" if d.get("note") else ")")
+        for d in docs
+    ]
     out = ["| figure | " + " | ".join(heads) + " | target |", "|---|" + "--:|" * len(docs) + "---|"]
     for name in names:
         cells, target = [], ""
