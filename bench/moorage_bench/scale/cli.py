@@ -46,12 +46,16 @@ BOUNDED = ("event_record", "imagepresence")
 WALL_TARGET_S = 15 * 60  # --instances 1000 on this kind of machine
 
 
+def value(r: dict) -> str:
+    """A row's value as printed: ratios with two decimals, the rest as bench/run prints them."""
+    if r["unit"] == "x" and isinstance(r["moorage"], int | float):
+        return f"{r['moorage']:.2f}"
+    return fmt(r["moorage"], r["unit"])
+
+
 def table(rows: list[dict]) -> str:
     head = ("figure", "value", "unit", "target", "result", "note")
-    lines = [
-        (r["name"], fmt(r["moorage"], r["unit"]), r["unit"], r["target"], r["result"], r["note"])
-        for r in rows
-    ]
+    lines = [(r["name"], value(r), r["unit"], r["target"], r["result"], r["note"]) for r in rows]
     widths = [max(len(str(x[i])) for x in [head, *lines]) for i in range(len(head) - 1)]
     out = []
     for k, line in enumerate([head, *lines]):

@@ -122,7 +122,7 @@ class Creates:
         note = "the client's send to the create's arrival at the simulated daemon"
         self.add(
             "creates",
-            f"run scheduling p50, one at a time ({len(alone)})",
+            "run scheduling p50, one at a time",
             "ms",
             statistics.median(sched1),
             note=note,

@@ -152,7 +152,7 @@ def plot(paths: list[str], png: str | None) -> int:
 def markdown(docs: list[dict]) -> str:
     """One row per figure, one column per run (bench/README.md's table), with the target and
     its result in each run."""
-    from ..run.report import fmt
+    from . import cli
 
     names = []
     for d in docs:
@@ -172,7 +172,7 @@ def markdown(docs: list[dict]) -> str:
             if r is None:
                 cells.append("")
                 continue
-            value = fmt(r["moorage"], r["unit"]) if r["moorage"] is not None else "-"
+            value = cli.value(r) if r["moorage"] is not None else "-"
             unit = "" if r["unit"] in ("x", "errors", "rows") else f" {r['unit']}"
             cells.append(f"{value}{unit}" + (f" **{r['result']}**" if r["result"] == "short" else ""))
             target = target or r["target"]
