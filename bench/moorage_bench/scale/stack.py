@@ -294,7 +294,8 @@ class ScaleStack:
             ("MOORAGE_METRICS_URLS", " ".join(f"http://127.0.0.1:{p}/metrics" for p in self.metrics_ports)),
             ("DOCKER_CONFIG", self.path("tenants", "wide")),
             ("MOORAGE_CONFIG_single", self.path("tenants", "single")),
-            ("MOORAGE_ADMIN", shlex.join(self.admin_argv())),
+            # The admin commands of this checkout's gateway, whatever is installed.
+            ("MOORAGE_ADMIN", shlex.join(["env", f"PYTHONPATH={REPO}", *self.admin_argv()])),
             ("MOORAGE_DATABASE", self.db_url),
             ("MOORAGE_STACK_DIR", self.dir),
         ]
