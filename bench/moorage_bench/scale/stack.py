@@ -8,6 +8,7 @@ kept stack (--keep) is taken down later by `bench/scale --down DIR`.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import os
 import secrets
@@ -30,12 +31,15 @@ from .daemon import IMAGE, IMAGE_ID
 BENCH_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+def _scripts(name: str):
+    """A module of scripts/moorage_scripts (tests/pgserver.py puts scripts/ on the path)."""
+    from tests import pgserver  # noqa: F401
+
+    return importlib.import_module(f"moorage_scripts.{name}")
+
+
 def _free_port() -> int:
-    from moorage_scripts.ports import free_port
-
-    from tests import pgserver  # noqa: F401 - puts scripts/ on the path
-
-    return free_port()
+    return _scripts("ports").free_port()
 
 
 def gateway_env() -> dict:
@@ -308,8 +312,8 @@ class ScaleStack:
 
     def _record(self) -> None:
         doc = {
-            "gateways": [p.pid for p in self.gateways],
-            "sims": [p.pid for p in self.sims],
+            "gateways": [record(p.pid) for p in self.gateways],
+            "sims": [record(p.pid) for p in self.sims],
             "postgres": {"pid": self.pg.proc.pid, "dir": self.pg.dir} if self.pg and self.pg.proc else None,
         }
         with open(self.path("pids.json"), "w") as fh:
@@ -317,7 +321,7 @@ class ScaleStack:
 
     def down(self, keep_logs: bool = False) -> None:
         for proc in [*self.sims, *self.gateways]:
-            stop(proc.pid)
+            stop(record(proc.pid))
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(20)
         if self.pg is not None:
@@ -342,37 +346,27 @@ def children(pid: int) -> list[int]:
     return out
 
 
-def stop(pid: int) -> None:
-    """SIGTERM to the process (gunicorn's master stops its workers), SIGKILL after 15 s."""
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-            if _zombie(pid):
-                return
-        except ProcessLookupError:
-            return
-        time.sleep(0.2)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
-
-
-def _zombie(pid: int) -> bool:
+def stop(rec: dict) -> None:
+    """SIGTERM to a process the stack started in a session of its own and to its group (a
+    gunicorn master and its workers), SIGKILL to what is left after 15 s (scripts/devstack's
+    way: moorage_scripts/procs.py)."""
     try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rpartition(")")[2].split()[0] == "Z"
-    except OSError:
-        return True
+        _scripts("procs").stop_process(rec, f"process {rec['pid']}", timeout=15, say=say)
+    except Exception as exc:  # noqa: BLE001 - the rest is still taken down
+        say(f"scale: {exc}")
+
+
+def record(pid: int) -> dict:
+    """A process as moorage_scripts/procs.py knows it: its pid and start time."""
+    return {"pid": pid, "start": _scripts("procs").proc_start(pid)}
 
 
 def down_kept(directory: str) -> None:
     """`bench/scale --down DIR`: stop what a --keep run left, from DIR/pids.json."""
     with open(os.path.join(directory, "pids.json")) as fh:
         doc = json.load(fh)
-    for pid in [*doc.get("sims", []), *doc.get("gateways", [])]:
-        stop(pid)
+    for rec in [*doc.get("sims", []), *doc.get("gateways", [])]:
+        stop(rec)
     pg = doc.get("postgres")
     if pg:
         with contextlib.suppress(ProcessLookupError):
