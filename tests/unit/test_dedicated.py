@@ -204,6 +204,42 @@ def test_an_empty_static_host_is_wiped_then_freed(settings):
     assert place(req("r"), settings).instance.uuid == "a"
 
 
+def test_the_empty_host_pass_asks_the_store_a_few_questions_not_one_per_instance(settings, monkeypatch):
+    settings.placement.release_grace = 30
+    for i in range(60):
+        add_instance(f"h{i}", i, project=f"p{i}")
+        store.Container.create(id=f"c{i}", project=f"p{i}", name="x", instance=f"h{i}")
+    add_instance("empty", 60, project="q")
+    db = store.database.obj
+    statements = []
+    run = db.execute_sql
+
+    def counted(sql, params=None, *args, **kwargs):
+        statements.append(sql)
+        return run(sql, params, *args, **kwargs)
+
+    monkeypatch.setattr(db, "execute_sql", counted)
+    t0 = store.utcnow()
+    wiped = []
+    assert reaper.release_empty(settings, now=t0, wipe_host=lambda i: wiped.append(i.uuid)) == 0
+    assert len(statements) < 10, statements  # not one (or three) per claimed instance
+    # A host emptied later is freed after its grace; one that fills again starts over.
+    store.Container.delete().where(store.Container.id == "c7").execute()
+    assert reaper.release_empty(settings, now=t0 + dt.timedelta(seconds=1), wipe_host=wiped.append) == 0
+    store.Container.create(id="c7b", project="p7", name="y", instance="h7")
+    assert reaper.release_empty(settings, now=t0 + dt.timedelta(seconds=2), wipe_host=wiped.append) == 0
+    store.Container.delete().where(store.Container.id == "c7b").execute()
+    assert reaper.release_empty(settings, now=t0 + dt.timedelta(seconds=20), wipe_host=wiped.append) == 0
+    freed = reaper.release_empty(
+        settings, now=t0 + dt.timedelta(seconds=31), wipe_host=lambda i: wiped.append(i.uuid)
+    )
+    assert freed == 1 and wiped == ["empty"]  # h7's grace began again at 20 s
+    freed = reaper.release_empty(
+        settings, now=t0 + dt.timedelta(seconds=51), wipe_host=lambda i: wiped.append(i.uuid)
+    )
+    assert freed == 1 and wiped == ["empty", "h7"] and owner("h7") is None
+
+
 def test_a_host_whose_wipe_fails_stays_its_projects(settings):
     settings.placement.release_grace = 0
     add_instance("a", 0, project="p")
