@@ -225,6 +225,16 @@ def _m_spanning_networks(db: peewee.Database) -> None:
     db.create_tables([NetworkMember, NetworkAddress], safe=True)
 
 
+def _m_span_underlay(db: peewee.Database) -> None:
+    """Each instance's underlay address and MTU (agent/registration.py), the DNS a container
+    asked for when the gateway pointed it at its instance's responder, and each network
+    member's joining (gateway/services/spans.py)."""
+    _add_column(db, "instance", "underlay_address", "VARCHAR(64)")
+    _add_column(db, "instance", "underlay_mtu", "INTEGER")
+    _add_column(db, "container", "dns", "TEXT")
+    _add_column(db, "networkmember", "joined", "VARCHAR(32)")
+
+
 MIGRATIONS: list[Callable[[peewee.Database], None]] = [
     _m0_initial,
     _m1_networks_volumes,
@@ -243,6 +253,7 @@ MIGRATIONS: list[Callable[[peewee.Database], None]] = [
     create_notices,  # projects' webhooks and their deliveries (gateway/store/notices.py)
     create_mesh,  # the routing mesh's ports (gateway/store/mesh.py)
     _m_spanning_networks,
+    _m_span_underlay,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
