@@ -133,6 +133,7 @@ class Segments:
         self._lock = threading.RLock()
         self.docker = docker  # asked which container holds an address (the instance's responder)
         self.host_address = ""  # where the instance's own responder answers (serve_names_at)
+        self._host_failure = ""
         self._askers: dict[str, str] = {}  # address -> container ID, as dockerd last listed them
         self._askers_read = 0.0
 
@@ -148,7 +149,13 @@ class Segments:
         try:
             self._start_responder({"vni": HOST_RESPONDER, "gateway": self.host_address})
         except OSError as exc:
-            log.warning("no name responder on %s:53: %s", self.host_address, exc)
+            if str(exc) != self._host_failure:  # once, not every reconcile
+                log.warning(
+                    "no name responder on %s:53 (tried again every reconcile): %s", self.host_address, exc
+                )
+            self._host_failure = str(exc)
+        else:
+            self._host_failure = ""
 
     # -- the gateway's requests ------------------------------------------------------------------
     def put(self, spec) -> dict:
