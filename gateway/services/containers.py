@@ -179,6 +179,11 @@ def create(ctx: Context, body, raw: bytes) -> None:
             status, payload = call(
                 ctx, placement.instance, "POST", "/containers/create", query=query, body=body
             )
+        if status == 404 and span_members.copies_missing(ctx, placement.instance, needs.networks, payload):
+            # A spanning network's copy went with its last container there as this one came.
+            status, payload = call(
+                ctx, placement.instance, "POST", "/containers/create", query=query, body=body
+            )
         raise_for(status, payload)
         container_id = payload["Id"]
         if not name:

@@ -20,6 +20,7 @@ from gateway.errors import DockerError
 from gateway.forward import call, raise_for
 from gateway.services import spans
 from gateway.tenancy import scope
+from gateway.wire import AGENT_SEGMENTS_PATH
 
 log = logging.getLogger("moorage.networks")
 
@@ -43,10 +44,14 @@ def leave(ctx: Context, network: store.Network, instance: store.Instance) -> boo
     with store.write_transaction():
         gone = store.spans.forget_if_unused(network, instance.uuid)
     if not gone:
-        # A create joined meanwhile (its address is held): its copy is made again.
-        spans.ensure_on(ctx, instance, network, again=True)
+        # A create joined meanwhile (its address is held): its copy is made again, unless
+        # that create made it already. Never the caller's error: its container is gone.
+        try:
+            spans.ensure_on(ctx, instance, network, again=True)
+        except DockerError as exc:
+            log.warning("network %s: copy on %s not made again: %s", network.id[:12], instance.uuid, exc)
         return False
-    spans.drop_segment(instance, network)
+    drop_segment(instance, network)
     log.info("network %s left instance %s (its last member there went)", network.id[:12], instance.uuid)
     return True
 
@@ -79,7 +84,7 @@ def remove(ctx: Context, network: store.Network) -> None:
             status, payload = call(ctx, instance, "DELETE", f"/networks/{network.daemon_name}")
         if status not in (200, 204, 404):
             raise_for(status, payload)
-        spans.drop_segment(instance, network)
+        drop_segment(instance, network)
         with store.write_transaction():
             store.spans.forget_member(network, instance.uuid)
         spans.forget_made(network, instance)
@@ -129,3 +134,20 @@ def connect(
         raise
     spans.push(ctx, network, must=instance)
     ctx.resp.status = 200
+
+
+def copies_missing(ctx: Context, instance: store.Instance, joined: dict, payload) -> bool:
+    """A create's 404 names a spanning network it joins (its copy on ``instance`` was removed
+    as the create came, span_members.leave): the copies are made again; whether to retry."""
+    message = str(spans.obj(payload).get("message", ""))
+    missing = [n for daemon_name, n in joined.items() if daemon_name in message]
+    for network in missing:
+        spans.ensure_on(ctx, instance, network, again=True)
+    return bool(missing)
+
+
+def drop_segment(instance: store.Instance, network: store.Network) -> None:
+    try:
+        AgentClient(instance).call_json("DELETE", f"{AGENT_SEGMENTS_PATH}/{network.vni}")
+    except (UpstreamError, OSError) as exc:
+        log.warning("network %s: segment on %s not removed: %s", network.id[:12], instance.uuid, exc)

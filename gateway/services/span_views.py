@@ -9,7 +9,7 @@ import ipaddress
 from gateway import store
 from gateway.context import Context
 from gateway.forward import call
-from gateway.services.spans import MTU_OPTION, spec_of
+from gateway.services.spans import spec_of
 
 
 def _obj(value) -> dict:
@@ -38,8 +38,9 @@ def view(network: store.Network, containers: dict | None = None) -> dict:
         "ConfigFrom": {"Network": ""},
         "ConfigOnly": False,
         "Containers": containers or {},
-        # What was asked, and the MTU the gateway chose (the underlay's minus VXLAN's headers).
-        "Options": {**(spec.get("Options") or {}), MTU_OPTION: str(network.mtu)},
+        # What was asked, as dockerd shows it (compat parity); the MTU the gateway chose is
+        # the daemons' copies' (com.docker.network.driver.mtu there, and each container's).
+        "Options": dict(spec.get("Options") or {}),
         "Labels": dict(spec.get("Labels") or {}),
     }
 

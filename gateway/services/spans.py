@@ -236,8 +236,12 @@ def ensure_on(ctx: Context, instance: store.Instance, network: store.Network, *,
         "IPAM": {"Driver": "default", "Config": [{"Subnet": network.subnet, "Gateway": gateway}]},
     }
     status, payload = call(ctx, instance, "POST", "/networks/create", body=body)
-    if status != 409:
-        raise_for(status, payload)
+    if status >= 400 and status != 409:
+        # Made meanwhile by another create on this instance (dockerd may then answer that the
+        # subnet overlaps rather than that the name exists): the copy is there all the same.
+        found, _ = call(ctx, instance, "GET", f"/networks/{network.daemon_name}")
+        if found != 200:
+            raise_for(status, payload)
     _made.add(key)
     return gateway
 
@@ -327,13 +331,6 @@ def desired(instance_uuid: str, settings) -> list[dict]:
     return out
 
 
-def drop_segment(instance: store.Instance, network: store.Network) -> None:
-    try:
-        AgentClient(instance).call_json("DELETE", f"{AGENT_SEGMENTS_PATH}/{network.vni}")
-    except (UpstreamError, OSError) as exc:
-        log.warning("network %s: segment on %s not removed: %s", network.id[:12], instance.uuid, exc)
-
-
 # -- addresses -----------------------------------------------------------------------------------
 def take_address(
     network: store.Network,
@@ -410,7 +407,8 @@ def join_create(
                 network, token, instance, names, user_dns, ipam.get("IPv4Address")
             )
             endpoint["IPAMConfig"] = ipam
-            first = first or ensure_on(ctx, instance, network)
+            gateway = ensure_on(ctx, instance, network)
+            first = first or gateway
     except BaseException:
         release(token)
         raise

@@ -141,7 +141,8 @@ def no_segments_left(stack: Stack) -> None:
 def test_one_network_across_instances(clean):
     stack = clean
     ok(stack.docker("network", "create", "mynet"))
-    db_host = httpd(stack, "db", "mynet", "--network-alias", "store")
+    ok(stack.docker("network", "create", "other"))
+    db_host = httpd(stack, "db", "mynet", "--network-alias", "store", "--network", "other")
     # the issue's own words: a client on the other instance reaches db by name
     out = stack.docker(
         "run", "--rm", "--network", "mynet", "busybox", "wget", "-qO-", "http://db/hostname", timeout=90
@@ -158,8 +159,8 @@ def test_one_network_across_instances(clean):
     started = time.monotonic()
     assert stack.docker("exec", "app", "nslookup", "nosuchname").returncode != 0
     assert time.monotonic() - started < 4
-    # MTU: the hosts' underlay MTU (as their agents reported it) minus VXLAN's 50, shown by
-    # inspect; a full-size packet crosses
+    # MTU: the hosts' underlay MTU (as their agents reported it) minus VXLAN's 50, on the
+    # daemons' copies; a full-size packet crosses
     underlay = in_host(namespace_of(stack, placed["app"]), "cat", "/sys/class/net/eth0/mtu").strip()
     mtu = int(underlay) - 50
     assert ok(stack.docker("exec", "app", "cat", "/sys/class/net/eth0/mtu")) == str(mtu)
@@ -168,6 +169,9 @@ def test_one_network_across_instances(clean):
             "exec", "app", "ping", "-c", "2", "-W", "3", "-s", str(mtu - 28), address_of(stack, "db")
         )
     )
+    copy = on_daemon(stack, placed["app"], "network", "ls", "-q", "--filter", "name=mynet.").strip()
+    options = on_daemon(stack, placed["app"], "network", "inspect", "-f", "{{json .Options}}", copy)
+    assert json.loads(options)["com.docker.network.driver.mtu"] == str(mtu)
     # Docker's views: one row, one ID, the containers of every instance
     rows = ok(
         stack.docker("network", "ls", "--filter", "name=mynet", "--format", "{{.ID}} {{.Name}}")
@@ -177,11 +181,10 @@ def test_one_network_across_instances(clean):
     assert shown["Id"].startswith(rows[0].split()[0])
     assert sorted(c["Name"] for c in shown["Containers"].values()) == ["app", "db"]
     assert shown["IPAM"]["Config"][0]["Subnet"].startswith("198.19.")
-    assert shown["Options"]["com.docker.network.driver.mtu"] == str(mtu)
     # rm: refused while used, then gone everywhere
     assert stack.docker("network", "rm", "mynet").returncode != 0
     ok(stack.docker("rm", "-f", "db", "app"))
-    ok(stack.docker("network", "rm", "mynet"))
+    ok(stack.docker("network", "rm", "mynet", "other"))
     assert ok(stack.docker("network", "ls", "--filter", "name=mynet", "-q")) == ""
     no_segments_left(stack)
 
