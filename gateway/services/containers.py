@@ -355,7 +355,8 @@ def wait(ctx: Context) -> None:
     if upstream.status == 200 and ctx.query("condition") == "removed" and ctx.resp.stream is not None:
         # `docker run --rm`: once the daemon reports the container removed, so does the map.
         ctx.resp.stream = on_finish(
-            ctx.resp.stream, lambda: span_members.container_gone(ctx, container.id, container.instance, held)
+            ctx.resp.stream,
+            lambda: span_members.container_gone(ctx, container.id, container.instance, held, leaving=False),
         )
 
 

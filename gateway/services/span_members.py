@@ -57,21 +57,30 @@ def leave(ctx: Context, network: store.Network, instance: store.Instance) -> boo
 
 
 def container_gone(
-    ctx: Context, container_id: str, instance: store.Instance, held: list[store.Network] | None = None
+    ctx: Context,
+    container_id: str,
+    instance: store.Instance,
+    held: list[store.Network] | None = None,
+    *,
+    leaving: bool = True,
 ) -> None:
     """The daemon removed the container: the map forgets it, its names answer nowhere, and
     each spanning network it was on (``held``, read before the daemon was asked: its destroy
     event may make the map forget the container first, gateway/notifications/recorder.py)
     leaves the instance if it was the last member there, as does any other network no
-    address on the instance holds any more."""
+    address on the instance holds any more. Not ``leaving``: the networks stay (the next
+    removal there, or the network's, takes them away): a `docker run --rm` learns of its
+    container's end as its client does, and leaving then would race the client's next create
+    there (the copy removed between that create and its start)."""
     held = store.spans.networks_of_holder(container_id) if held is None else held
     store.forget_container(container_id)
     touched = {network.id: network for network in held}
-    for network, _ in store.spans.networks_on(instance.uuid):
+    for network, _ in store.spans.networks_on(instance.uuid) if leaving else []:
         if network.id not in touched and not store.spans.holders_on(network, instance.uuid):
             touched[network.id] = network
     for network in touched.values():
-        leave(ctx, network, instance)
+        if leaving:
+            leave(ctx, network, instance)
         spans.push(ctx, network)
 
 

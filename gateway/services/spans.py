@@ -418,10 +418,12 @@ def join_create(
 
 def _default_bridge_dns(ctx: Context, instance: store.Instance, body: dict) -> str:
     host = body.get("HostConfig")
-    if not isinstance(host, dict):
-        host = body["HostConfig"] = {}
-    asked = host.get("Dns")
+    asked = host.get("Dns") if isinstance(host, dict) else None
     if asked or not store.spans.networks_of(ctx.project) or not responder_address(instance):
+        return ""
+    if not isinstance(host, dict):
+        # A create without one: dockerd then fills in fewer defaults (Runtime, IpcMode) than
+        # for an empty one, and inspect shows what it would have without the DNS.
         return ""
     token = "dns-" + secrets.token_hex(12)
     _asked_dns[token] = asked
