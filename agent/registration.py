@@ -6,12 +6,20 @@ heartbeats; a gateway that no longer knows it (401/404) makes it register again.
 
 An instance the gateway's pool booted (nova) registers instead with the one-time bootstrap
 secret from its user-data; the gateway answers with the instance's UUID (its server's).
+
+A registration also reports the instance's underlay: the address other instances reach it on
+(its advertised address when that is one of its own, else the source of its route to the
+gateway) and that interface's MTU. Spanning networks take their VXLAN peers and their MTU
+(the smallest underlay MTU minus VXLAN's 50 bytes) from it (gateway/services/spans.py).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
+import socket
+import subprocess
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -73,6 +81,50 @@ def moorage_containers(docker: Endpoint) -> list[dict]:
     ]
 
 
+def _ip(*argv: str) -> str:
+    try:
+        proc = subprocess.run(["ip", *argv], capture_output=True, timeout=10, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return proc.stdout.decode(errors="replace") if proc.returncode == 0 else ""
+
+
+def _mtu(device: str) -> int | None:
+    try:
+        with open(f"/sys/class/net/{device}/mtu") as fh:
+            return int(fh.read().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def underlay(agent_url: str, gateway_url: str) -> dict:
+    """{"address", "mtu"} of this instance between instances, or {} when neither is found:
+    the agent's advertised address if it is one of this host's, else the source address of
+    the route to the gateway; the MTU of the interface that holds it."""
+    own = {}  # address -> device, from `ip -o -4 addr show`: "2: eth0    inet 198.18.3.11/24 ..."
+    for line in _ip("-o", "-4", "addr", "show").splitlines():
+        parts = line.split()
+        if len(parts) >= 4 and parts[2] == "inet":
+            own[parts[3].split("/")[0]] = parts[1]
+    advertised = urllib.parse.urlparse(agent_url).hostname or ""
+    address = advertised if advertised in own and not advertised.startswith("127.") else ""
+    if not address:
+        host = urllib.parse.urlparse(gateway_url).hostname or ""
+        try:
+            target = str(ipaddress.IPv4Address(socket.gethostbyname(host)))
+        except (OSError, ValueError):
+            return {}
+        route = _ip("-o", "route", "get", target).split()
+        address = route[route.index("src") + 1] if "src" in route[:-1] else ""
+    if address not in own:
+        return {}
+    found: dict = {"address": address}
+    mtu = _mtu(own[address])
+    if mtu:
+        found["mtu"] = mtu
+    return found
+
+
 def _post(url: str, payload: dict, headers: dict, method: str = "POST") -> tuple[int, dict]:
     data = json.dumps(payload).encode()
     req = urllib.request.Request(
@@ -103,6 +155,7 @@ class Registrar:
         bootstrap_secret: str = "",
         public_address: str = "",
         on_segments=None,
+        on_underlay=None,
     ):
         self.gateway_url = gateway_url.rstrip("/")
         self.registration_secret = registration_secret
@@ -116,6 +169,8 @@ class Registrar:
         # The spanning networks' segments this instance carries, as the gateway's registration
         # answer lists them (agent/segments.py Segments.replace_all).
         self.on_segments = on_segments
+        # Told the underlay address once it is known (agent/segments.py serve_names_at).
+        self.on_underlay = on_underlay
         self.provider = provider
         self.secret: str | None = None
         # The secret of this instance's last registration (the state directory keeps it across
@@ -141,6 +196,7 @@ class Registrar:
             "agent_url": self.agent_url,
             "capacity": self.capacity,
             "provider": self.provider,
+            "underlay": underlay(self.agent_url, self.gateway_url),
             **facts,
         }
         if self.bootstrap_secret:
@@ -162,6 +218,8 @@ class Registrar:
             self.uuid = str(body["uuid"])  # the one-time secret is spent: keep what it bought
         self.interval = float(body.get("heartbeat_interval", self.interval))
         self.on_secret(self.secret)
+        if self.on_underlay is not None and payload["underlay"].get("address"):
+            self.on_underlay(payload["underlay"]["address"])
         if self.on_segments is not None and isinstance(body.get("segments"), list):
             self.on_segments(body["segments"])
         log.info("registered instance %s with %s", self.uuid, self.gateway_url)

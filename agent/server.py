@@ -121,7 +121,7 @@ class AgentProxy:
         # Connections to dockerd kept between requests (relay/pool.py says why).
         self.daemon_connections = Pool()
         self.sockets: TenantSockets | None = None  # the containers' tenant sockets (agent/sockets.py)
-        self.segments = Segments()  # spanning networks on this instance (agent/segments.py)
+        self.segments = Segments(docker)  # spanning networks on this instance (agent/segments.py)
 
     def handle(self, client: socket.socket, address) -> None:
         try:

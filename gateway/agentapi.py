@@ -40,7 +40,8 @@ def register(req: falcon.Request, resp: falcon.Response, settings, params: dict)
     bootstrap = req.get_header(BOOTSTRAP_SECRET_HEADER)
     if bootstrap:
         # An instance the pool booted: the secret names its server, whose UUID it registers under.
-        uuid, agent_secret = pool.bootstrap(bootstrap, _json_body(req))
+        data = _json_body(req)
+        uuid, agent_secret = pool.bootstrap(bootstrap, data)
         resp.status = 201
         answer = {
             "agent_secret": agent_secret,
@@ -55,6 +56,8 @@ def register(req: falcon.Request, resp: falcon.Response, settings, params: dict)
         uuid = str(data.get("uuid", "")).strip()
         resp.status = 201 if created else 200
         answer = {"agent_secret": agent_secret, "heartbeat_interval": settings.gateway.heartbeat_interval}
+    # Its address between instances and that interface's MTU (spanning networks' peers, MTU).
+    spans.record_underlay(str(uuid), data)
     # The segments of the spanning networks the instance carries, which the agent (re)applies:
     # after a restart of the agent, dockerd or the whole instance.
     answer["segments"] = spans.desired(str(uuid), settings) if uuid else []

@@ -353,7 +353,8 @@ class NetworkSettings:
     # instances' own networks (dockerd's default-address-pools) nor the underlay use.
     pool: str = "198.19.128.0/17"
     prefix: int = 24  # each network's subnet size within the pool
-    # The MTU of a spanning network: the underlay's minus VXLAN's 50 bytes of headers.
+    # A spanning network's MTU when no agent has reported its underlay MTU; else the smallest
+    # reported one (of the instances that may carry the project) minus VXLAN's 50 bytes.
     mtu: int = 1450
     vxlan_port: int = 4789  # udp; the instances must admit it from each other (README "Networks")
 

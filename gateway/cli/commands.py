@@ -158,6 +158,7 @@ def cmd_agent(args) -> int:
         bootstrap_secret=bootstrap,
         public_address=args.public_address or "",
         on_segments=proxy.segments.replace_all,
+        on_underlay=proxy.segments.serve_names_at,
     )
     gevent.spawn(proxy.segments.reconcile_forever)
     saved = {}

@@ -16,7 +16,7 @@ from gateway.forward import call, forward, raise_for, respond, send
 from gateway.placement import PIN_LABEL, PlacementRequest, place, release
 from gateway.placement.scheduler import confirm, name_conflict
 from gateway.services import images as images_
-from gateway.services import networks, ports, spans, tenantsocket, volumes
+from gateway.services import networks, ports, span_members, span_views, spans, tenantsocket, volumes
 from gateway.services.common import (
     daemon_judges,
     delegation,
@@ -74,7 +74,7 @@ def list_(ctx: Context) -> None:
     # As dockerd lists them: newest first. "Created" is in whole seconds: within one second
     # each daemon's own order stands (a stable sort), and containers of different instances
     # created in the same second are ordered by the map's finer creation time.
-    spans.show_network_ids(ctx, merged)
+    span_views.show_network_ids(ctx, merged)
     merged.sort(key=lambda c: c.get("Created", 0), reverse=True)
     _order_same_second(merged, origin)
     if limit and limit.lstrip("-").isdigit() and int(limit) > 0:
@@ -166,7 +166,9 @@ def create(ctx: Context, body, raw: bytes) -> None:
             _make_volume(ctx, placement.instance, tenant_volume, daemon_volume)
         if needs.default_bridge:  # shared tenancy: the project's own bridge (tenancy.scope)
             bridge = networks.ensure_default_bridge(ctx, placement.instance, ctx.project)
-        token = spans.join_create(ctx, placement.instance, body, needs.networks, name)
+        token = spans.join_create(
+            ctx, placement.instance, body, needs.networks, name, default_bridge=needs.on_default_bridge
+        )
         body["Image"] = images_.container_image(ctx, placement.instance, body.get("Image"))
         # A bind of the Docker socket: the container's own tenant socket instead.
         opened = tenantsocket.provide(ctx, placement.instance, body)
@@ -175,6 +177,11 @@ def create(ctx: Context, body, raw: bytes) -> None:
         if status >= 400 and needs.default_bridge and bridge in str(payload.get("message", "")):
             # Missing (an instance rebuilt under the same UUID) or made twice by racing creates.
             networks.ensure_default_bridge(ctx, placement.instance, ctx.project, again=True)
+            status, payload = call(
+                ctx, placement.instance, "POST", "/containers/create", query=query, body=body
+            )
+        if status == 404 and span_members.copies_missing(ctx, placement.instance, needs.networks, payload):
+            # A spanning network's copy went with its last container there as this one came.
             status, payload = call(
                 ctx, placement.instance, "POST", "/containers/create", query=query, body=body
             )
@@ -301,20 +308,19 @@ def inspect(ctx: Context) -> None:
     tenantsocket.show_requested(payload, container.instance)
     payload = scope.strip_names(ctx.project, payload)
     scope.hide_added_aliases(payload)
-    spans.as_asked(payload, container.id)
+    span_views.as_asked(payload, container)
     images_.container_view(ctx.project, payload)
     ctx.answer_json(payload)
 
 
 def delete(ctx: Context) -> None:
     container = ctx.target
+    held = store.spans.networks_of_holder(container.id)  # before its destroy event forgets them
     upstream = send(ctx, container.instance, path=ctx.daemon_path)
     if upstream.status in (204, 404):
-        held = store.spans.networks_of_holder(container.id)
-        store.forget_container(container.id)
+        # its names answer nowhere now, its address is free, its networks may leave the instance
+        span_members.container_gone(ctx, container.id, container.instance, held)
         tenantsocket.removed(container)
-        for network in held:  # its names answer nowhere now, its address is free
-            spans.push(ctx, network)
     respond(ctx, container.instance, upstream)
 
 
@@ -342,15 +348,17 @@ def rename(ctx: Context) -> None:
 
 def wait(ctx: Context) -> None:
     container = ctx.target
+    held = store.spans.networks_of_holder(container.id)
     upstream = send(ctx, container.instance, path=ctx.daemon_path)
     respond(ctx, container.instance, upstream)
     if upstream.status == 200 and ctx.query("condition") == "removed" and ctx.resp.stream is not None:
         # `docker run --rm`: once the daemon reports the container removed, so does the map.
-        ctx.resp.stream = on_finish(ctx.resp.stream, lambda: _forget_if_gone(ctx, container))
+        ctx.resp.stream = on_finish(ctx.resp.stream, lambda: _forget_if_gone(ctx, container, held))
 
 
-def _forget_if_gone(ctx: Context, container) -> None:
-    """The map forgets the container when its daemon no longer has it. A wait that ended some
+def _forget_if_gone(ctx: Context, container, held) -> None:
+    """The map forgets the container when its daemon no longer has it (and its spanning
+    networks' names and addresses go: span_members.container_gone). A wait that ended some
     other way (the client left, the connection to the instance broke) ends the stream just as
     quietly, and forgetting then made the container's next call a 404 (seen in the compat
     lane: `docker run --rm`'s start got "No such container"); reconcile clears what is left."""
@@ -359,7 +367,7 @@ def _forget_if_gone(ctx: Context, container) -> None:
     except DockerError:
         return  # the instance does not answer: reconcile decides later
     if status == 404:
-        store.forget_container(container.id)
+        span_members.container_gone(ctx, container.id, container.instance, held, leaving=False)
 
 
 def prune(ctx: Context) -> None:
@@ -369,9 +377,9 @@ def prune(ctx: Context) -> None:
         return
     query = with_query(ctx, filters=filters)
     deleted, reclaimed = [], 0
-    for _, payload in every_instance(ctx, "POST", "/containers/prune", query):
+    for instance, payload in every_instance(ctx, "POST", "/containers/prune", query):
         for container_id in payload.get("ContainersDeleted") or []:
-            store.forget_container(container_id)
+            span_members.container_gone(ctx, container_id, instance)
             deleted.append(container_id)
         reclaimed += payload.get("SpaceReclaimed") or 0
     ctx.answer_json({"ContainersDeleted": deleted or None, "SpaceReclaimed": reclaimed})

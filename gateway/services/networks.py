@@ -25,7 +25,7 @@ from gateway import policy, quotas, store
 from gateway.context import Context
 from gateway.errors import DockerError
 from gateway.forward import call, daemon_version, forward, raise_for, respond, send
-from gateway.services import span_views, spans
+from gateway.services import span_members, span_views, spans
 from gateway.services.common import (
     add_filter,
     daemon_judges,
@@ -223,7 +223,7 @@ def delete(ctx: Context) -> None:
         forward(ctx, home_instance(ctx))  # dockerd: a pre-defined network cannot be removed
         return
     if network.subnet:
-        spans.remove(ctx, network)
+        span_members.remove(ctx, network)
         ctx.resp.status = 204
         return
     upstream = send(ctx, network.instance, path=ctx.daemon_path)
@@ -252,7 +252,7 @@ def prune(ctx: Context) -> None:
     for network in store.spans.networks_of(None if ctx.all_projects else ctx.project):
         if span_views.matches(network, wanted) and not span_views.members_view(ctx, network):
             try:
-                spans.remove(ctx, network)
+                span_members.remove(ctx, network)
             except DockerError:
                 continue  # a container joined it meanwhile
             deleted.append(network.daemon_name)
@@ -271,7 +271,7 @@ def connect(ctx: Context, body, raw: bytes, *, joining: bool) -> None:
     container = resolve.container(ctx.project, body["Container"])
     if network is not None and network.subnet:
         body["Container"] = container.id
-        spans.connect(ctx, network, container, body, joining=joining)
+        span_members.connect(ctx, network, container, body, joining=joining)
         return
     if network is not None and network.instance.uuid != container.instance.uuid:
         raise DockerError(

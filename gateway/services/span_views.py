@@ -10,6 +10,11 @@ from gateway import store
 from gateway.context import Context
 from gateway.forward import call
 from gateway.services.spans import spec_of
+from gateway.tenancy import scope
+
+
+def _obj(value) -> dict:
+    return value if isinstance(value, dict) else {}
 
 
 def view(network: store.Network, containers: dict | None = None) -> dict:
@@ -34,6 +39,8 @@ def view(network: store.Network, containers: dict | None = None) -> dict:
         "ConfigFrom": {"Network": ""},
         "ConfigOnly": False,
         "Containers": containers or {},
+        # What was asked, as dockerd shows it (compat parity); the MTU the gateway chose is
+        # the daemons' copies' (com.docker.network.driver.mtu there, and each container's).
         "Options": dict(spec.get("Options") or {}),
         "Labels": dict(spec.get("Labels") or {}),
     }
@@ -70,3 +77,51 @@ def matches(network: store.Network, filters: dict) -> bool:
         ),
     }
     return all(any(check(v) for v in values(key)) for key, check in checks.items() if values(key))
+
+
+def show_network_ids(ctx: Context, containers: list[dict]) -> None:
+    """A list's containers (keyed by the daemons' network names) with each spanning network's
+    one ID, not its daemon copy's: compose compares a container's NetworkID with the ID
+    `network inspect` gives, and recreates the container when they differ."""
+    # Not the daemon's own networks, nor the project's own bridge (shared tenancy's default
+    # bridge, which every container not on another network is on): a list of those asks the
+    # store nothing.
+    plain = {"bridge", "host", "none", scope.project_bridge(ctx.project)}
+    joined = {
+        name
+        for container in containers
+        for name in _obj(_obj(container.get("NetworkSettings")).get("Networks"))
+        if name not in plain
+    }
+    if not joined:
+        return
+    ids = {
+        network.daemon_name: network.id
+        for network in store.spans.networks_of(None if ctx.all_projects else ctx.project)
+        if network.daemon_name in joined
+    }
+    for container in containers:
+        for name, endpoint in _obj(_obj(container.get("NetworkSettings")).get("Networks")).items():
+            if name in ids and isinstance(endpoint, dict):
+                endpoint["NetworkID"] = ids[name]
+
+
+def as_asked(payload: dict, container: store.Container) -> None:
+    """A container's inspect as the tenant made it: the DNS servers and addresses it asked for,
+    not the ones the gateway gave it (on its spanning networks, or at its instance's responder:
+    spans.join_create), and each network's one ID."""
+    held = store.spans.held_by(container.id)
+    host = payload.get("HostConfig")
+    if isinstance(host, dict) and isinstance(container.dns, dict):
+        host["Dns"] = container.dns.get("asked")
+    elif isinstance(host, dict) and held:
+        host["Dns"] = held[0][0].dns
+    networks = _obj(payload.get("NetworkSettings")).get("Networks")
+    for address, network in held:
+        endpoint = _obj(networks).get(network.name) if isinstance(networks, dict) else None
+        if isinstance(endpoint, dict):
+            endpoint["NetworkID"] = network.id  # the network's one ID, not its daemon copy's
+        if isinstance(endpoint, dict) and not address.asked and isinstance(endpoint.get("IPAMConfig"), dict):
+            endpoint["IPAMConfig"].pop("IPv4Address", None)
+            if not endpoint["IPAMConfig"]:
+                endpoint["IPAMConfig"] = None

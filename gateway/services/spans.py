@@ -21,6 +21,7 @@ instance in ``inspect``; ``rm`` removes every copy.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import logging
@@ -35,25 +36,31 @@ from gateway.errors import DockerError
 from gateway.forward import call, raise_for
 from gateway.placement.scheduler import dedicated
 from gateway.store import journal
-from gateway.tenancy import PROJECT_LABEL, scope
+from gateway.tenancy import PROJECT_LABEL
 from gateway.wire import AGENT_SEGMENTS_PATH, SPAN_LABEL
 
 log = logging.getLogger("moorage.networks")
 
 BRIDGE_OPTION = "com.docker.network.bridge.name"
 MTU_OPTION = "com.docker.network.driver.mtu"
-# The daemon's copy of a network per (network, instance, claim of the instance), per worker.
-_made: set[tuple[str, str, str]] = set()
+# VXLAN's headers over IPv4: a spanning network's MTU is its instances' underlay MTU minus this.
+VXLAN_OVERHEAD = 50
+# The daemon's copy of a network per (network, instance, claim of the instance, joining),
+# per worker: a network that left the instance (span_members.leave) and came back has a new
+# joining (store.NetworkMember.joined), so no worker trusts a copy another one removed.
+_made: set[tuple[str, str, str, str]] = set()
+# What a create's HostConfig.Dns was, per create token, until bind records it on the container.
+_asked_dns: dict[str, object] = {}
 
 
-def _obj(value) -> dict:
+def obj(value) -> dict:
     """``value`` if it is a JSON object, else an empty one."""
     return value if isinstance(value, dict) else {}
 
 
 def spec_of(network: store.Network) -> dict:
     """What the tenant asked for at create (the row's JSON)."""
-    return _obj(cast(object, network.spec))
+    return obj(cast(object, network.spec))
 
 
 def spans(body: dict) -> bool:
@@ -94,16 +101,52 @@ def _container_addresses(network: store.Network) -> tuple[ipaddress.IPv4Network,
 
 
 def underlay(instance: store.Instance) -> str:
-    """The instance's address between instances: its agent's (registration)."""
+    """The instance's address between instances: the one its agent reported at registration,
+    else its agent's own address."""
+    if instance.underlay_address:
+        return str(instance.underlay_address)
     address = AgentClient(instance).endpoint.address
     return address[0] if isinstance(address, tuple) else ""
+
+
+def choose_mtu(floor: int | None, fallback: int, asked) -> int:
+    """A new network's MTU: the smallest underlay MTU of the instances that may carry it minus
+    VXLAN's headers (``fallback``, ``[networks] mtu``, when no agent reported one), never above
+    what the tenant asked for (``-o com.docker.network.driver.mtu``)."""
+    mtu = floor - VXLAN_OVERHEAD if floor else fallback
+    if str(asked or "").isdigit() and int(asked) > 0:
+        mtu = min(mtu, int(asked))
+    return max(576, mtu)
+
+
+def record_underlay(uuid: str, data: dict) -> None:
+    """A registration's ``underlay`` (agent/registration.py): the instance's address between
+    instances and that interface's MTU. Anything odd is left out, not refused."""
+    reported = data.get("underlay")
+    if not uuid or not isinstance(reported, dict):
+        return
+    fields: dict = {}
+    with contextlib.suppress(ValueError):
+        fields[store.Instance.underlay_address] = str(ipaddress.IPv4Address(str(reported.get("address"))))
+    mtu = reported.get("mtu")
+    if isinstance(mtu, int) and 576 <= mtu <= 65535:
+        fields[store.Instance.underlay_mtu] = mtu
+    if fields:
+        with store.write_transaction():
+            store.Instance.update(fields).where(store.Instance.uuid == uuid).execute()
+
+
+def responder_address(instance: store.Instance) -> str:
+    """Where the agent of ``instance`` answers names for containers of no spanning network at
+    their create (agent/segments.py serve_names_at): its underlay address."""
+    return underlay(instance)
 
 
 # -- create ------------------------------------------------------------------------------------
 def create(ctx: Context, body: dict, name: str) -> dict:
     """Record a spanning network (no daemon is asked): the create's answer."""
     settings = ctx.settings.networks
-    ipam = _obj(body.get("IPAM"))
+    ipam = obj(body.get("IPAM"))
     configs = ipam.get("Config") if isinstance(ipam.get("Config"), list) else []
     configs = cast(list, configs)
     subnet = next((c["Subnet"] for c in configs if isinstance(c, dict) and c.get("Subnet")), None)
@@ -115,11 +158,10 @@ def create(ctx: Context, body: dict, name: str) -> dict:
                 )
         except ValueError:
             raise DockerError(400, f"invalid CIDR address: {subnet}") from None
-    options = _obj(body.get("Options"))
-    mtu = settings.mtu
-    if str(options.get(MTU_OPTION, "")).isdigit():
-        mtu = min(mtu, int(options[MTU_OPTION]))
-    labels = {k: v for k, v in _obj(body.get("Labels")).items() if k != PROJECT_LABEL}
+    options = obj(body.get("Options"))
+    floor = store.spans.mtu_floor(ctx.project if dedicated(ctx.settings) else None)
+    mtu = choose_mtu(floor, settings.mtu, options.get(MTU_OPTION))
+    labels = {k: v for k, v in obj(body.get("Labels")).items() if k != PROJECT_LABEL}
     spec = {
         "Labels": {**labels, PROJECT_LABEL: ctx.project},
         "Options": options,
@@ -148,11 +190,11 @@ def create(ctx: Context, body: dict, name: str) -> dict:
         except ValueError as exc:
             raise DockerError(403, f"{exc}: choose another --subnet, or remove an unused network") from None
     network = store.Network.get_by_id(network_id)
-    _journal(ctx, network, "create")
+    journal_event(ctx, network, "create")
     return {"Id": network_id, "Warning": ""}
 
 
-def _journal(ctx: Context, network: store.Network, action: str) -> None:
+def journal_event(ctx: Context, network: store.Network, action: str) -> None:
     """The network's own event (no daemon sees the gateway's network be made or removed), in
     the journal that `docker events --since` replays (gateway/services/event_replay.py)."""
     if not ctx.settings.events.retention:
@@ -173,9 +215,9 @@ def _journal(ctx: Context, network: store.Network, action: str) -> None:
 def ensure_on(ctx: Context, instance: store.Instance, network: store.Network, *, again: bool = False) -> str:
     """The network's copy on ``instance`` (made if missing); its gateway address there."""
     with store.write_transaction():
-        slot = store.spans.member_slot(network, instance.uuid)
-    gateway = gateway_address(network, slot)
-    key = (network.id, instance.uuid, str(instance.claimed_at or ""))
+        member = store.spans.member_slot(network, instance.uuid)
+    gateway = gateway_address(network, member.slot)
+    key = (network.id, instance.uuid, str(instance.claimed_at or ""), str(member.joined or ""))
     if key in _made and not again:
         return gateway
     spec = spec_of(network)
@@ -194,10 +236,20 @@ def ensure_on(ctx: Context, instance: store.Instance, network: store.Network, *,
         "IPAM": {"Driver": "default", "Config": [{"Subnet": network.subnet, "Gateway": gateway}]},
     }
     status, payload = call(ctx, instance, "POST", "/networks/create", body=body)
-    if status != 409:
-        raise_for(status, payload)
+    if status >= 400 and status != 409:
+        # Made meanwhile by another create on this instance (dockerd may then answer that the
+        # subnet overlaps rather than that the name exists): the copy is there all the same.
+        found, _ = call(ctx, instance, "GET", f"/networks/{network.daemon_name}")
+        if found != 200:
+            raise_for(status, payload)
     _made.add(key)
     return gateway
+
+
+def forget_made(network: store.Network, instance: store.Instance) -> None:
+    """This worker no longer takes the network's copy on ``instance`` for made."""
+    for key in [k for k in _made if k[0] == network.id and k[1] == instance.uuid]:
+        _made.discard(key)
 
 
 def segment(network: store.Network, instance: store.Instance, slot: int, members, addresses) -> dict:
@@ -279,13 +331,6 @@ def desired(instance_uuid: str, settings) -> list[dict]:
     return out
 
 
-def drop_segment(instance: store.Instance, network: store.Network) -> None:
-    try:
-        AgentClient(instance).call_json("DELETE", f"{AGENT_SEGMENTS_PATH}/{network.vni}")
-    except (UpstreamError, OSError) as exc:
-        log.warning("network %s: segment on %s not removed: %s", network.id[:12], instance.uuid, exc)
-
-
 # -- addresses -----------------------------------------------------------------------------------
 def take_address(
     network: store.Network,
@@ -325,12 +370,17 @@ def take_address(
     return got
 
 
-def join_create(ctx: Context, instance: store.Instance, body: dict, joined: dict, name: str) -> str:
+def join_create(
+    ctx: Context, instance: store.Instance, body: dict, joined: dict, name: str, *, default_bridge=False
+) -> str:
     """A container create on ``instance`` that joins the spanning networks ``joined`` (daemon
-    name -> network): copies made, addresses taken under a token (``bind`` then names the
-    container), DNS pointed at the agent. Returns the token ('' if no network spans)."""
+    name -> network): addresses taken under a token (``bind`` then names the container),
+    copies made, DNS pointed at the agent. A create on the project's default bridge alone, in
+    a project that has spanning networks and without a --dns of its own, gets its DNS at the
+    instance's responder, so that the names of a network it is connected to later resolve.
+    Returns the token ('' if none of this applies)."""
     if not joined:
-        return ""
+        return _default_bridge_dns(ctx, instance, body) if default_bridge else ""
     token = "create-" + secrets.token_hex(12)
     networking = body.setdefault("NetworkingConfig", {}) or {}
     body["NetworkingConfig"] = networking
@@ -345,18 +395,20 @@ def join_create(ctx: Context, instance: store.Instance, body: dict, joined: dict
     first = ""
     try:
         for daemon_name, network in joined.items():
-            gateway = ensure_on(ctx, instance, network)
-            first = first or gateway
             endpoint = endpoints.get(daemon_name)
             if not isinstance(endpoint, dict):
                 endpoint = endpoints[daemon_name] = {}
-            ipam = _obj(endpoint.get("IPAMConfig"))
+            ipam = obj(endpoint.get("IPAMConfig"))
             aliases = [a for a in endpoint.get("Aliases") or [] if isinstance(a, str)]
             names = list(dict.fromkeys(n.lower() for n in [name, hostname, *aliases] if n))
+            # The address first: a held address keeps the network on the instance while its
+            # copy is made (span_members.leave removes a copy only where none is held).
             ipam["IPv4Address"] = take_address(
                 network, token, instance, names, user_dns, ipam.get("IPv4Address")
             )
             endpoint["IPAMConfig"] = ipam
+            gateway = ensure_on(ctx, instance, network)
+            first = first or gateway
     except BaseException:
         release(token)
         raise
@@ -364,9 +416,28 @@ def join_create(ctx: Context, instance: store.Instance, body: dict, joined: dict
     return token
 
 
+def _default_bridge_dns(ctx: Context, instance: store.Instance, body: dict) -> str:
+    host = body.get("HostConfig")
+    asked = host.get("Dns") if isinstance(host, dict) else None
+    if asked or not store.spans.networks_of(ctx.project) or not responder_address(instance):
+        return ""
+    if not isinstance(host, dict):
+        # A create without one: dockerd then fills in fewer defaults (Runtime, IpcMode) than
+        # for an empty one, and inspect shows what it would have without the DNS.
+        return ""
+    token = "dns-" + secrets.token_hex(12)
+    _asked_dns[token] = asked
+    host["Dns"] = [responder_address(instance)]
+    return token
+
+
 def bind(ctx: Context, token: str, container_id: str, name: str) -> None:
     """The create's container exists: its addresses are its own, its names known everywhere."""
-    if not token:
+    if token in _asked_dns:
+        asked = _asked_dns.pop(token)
+        with store.write_transaction():
+            store.Container.update(dns={"asked": asked}).where(store.Container.id == container_id).execute()
+    if not token.startswith("create-"):
         return
     with store.write_transaction():
         store.spans.rename_holder(token, container_id, [name.lower(), container_id[:12]])
@@ -375,110 +446,7 @@ def bind(ctx: Context, token: str, container_id: str, name: str) -> None:
 
 
 def release(token: str) -> None:
+    _asked_dns.pop(token, None)
     if token:
         with store.write_transaction():
             store.spans.release(token)
-
-
-def show_network_ids(ctx: Context, containers: list[dict]) -> None:
-    """A list's containers (keyed by the daemons' network names) with each spanning network's
-    one ID, not its daemon copy's: compose compares a container's NetworkID with the ID
-    `network inspect` gives, and recreates the container when they differ."""
-    # Not the daemon's own networks, nor the project's default bridge (which every container
-    # not on another network is on): a list of those asks the store nothing.
-    plain = {"bridge", "host", "none", scope.project_bridge(ctx.project)}
-    joined = {
-        name
-        for container in containers
-        for name in _obj(_obj(container.get("NetworkSettings")).get("Networks"))
-        if name not in plain
-    }
-    if not joined:
-        return
-    ids = {
-        network.daemon_name: network.id
-        for network in store.spans.networks_of(None if ctx.all_projects else ctx.project)
-        if network.daemon_name in joined
-    }
-    for container in containers:
-        for name, endpoint in _obj(_obj(container.get("NetworkSettings")).get("Networks")).items():
-            if name in ids and isinstance(endpoint, dict):
-                endpoint["NetworkID"] = ids[name]
-
-
-def as_asked(payload: dict, container_id: str) -> None:
-    """A container's inspect as the tenant made it: the DNS servers and addresses it asked for,
-    not the ones the gateway gave it on its spanning networks, and each network's one ID."""
-    held = store.spans.held_by(container_id)
-    if not held:
-        return
-    host = payload.get("HostConfig")
-    if isinstance(host, dict):
-        host["Dns"] = held[0][0].dns
-    networks = _obj(payload.get("NetworkSettings")).get("Networks")
-    for address, network in held:
-        endpoint = _obj(networks).get(network.name) if isinstance(networks, dict) else None
-        if isinstance(endpoint, dict):
-            endpoint["NetworkID"] = network.id  # the network's one ID, not its daemon copy's
-        if isinstance(endpoint, dict) and not address.asked and isinstance(endpoint.get("IPAMConfig"), dict):
-            endpoint["IPAMConfig"].pop("IPv4Address", None)
-            if not endpoint["IPAMConfig"]:
-                endpoint["IPAMConfig"] = None
-
-
-# -- removal ----------------------------------------------------------------------------------
-def remove(ctx: Context, network: store.Network) -> None:
-    """Every copy of the network, then its rows; a daemon's refusal (containers still on it) is
-    the client's answer, and the network stays where it is still used."""
-    for instance, _ in store.spans.members(network):
-        status, payload = (404, None)
-        if instance.state != store.INSTANCE_DOWN:
-            status, payload = call(ctx, instance, "DELETE", f"/networks/{network.daemon_name}")
-        if status not in (200, 204, 404):
-            raise_for(status, payload)
-        drop_segment(instance, network)
-        with store.write_transaction():
-            store.spans.forget_member(network, instance.uuid)
-        _made.discard((network.id, instance.uuid, str(instance.claimed_at or "")))
-    with store.write_transaction():
-        store.spans.forget(network)
-    _journal(ctx, network, "destroy")
-
-
-def connect(
-    ctx: Context, network: store.Network, container: store.Container, body: dict, *, joining: bool
-) -> None:
-    """docker network connect/disconnect of one of the project's containers, wherever it runs."""
-    instance = container.instance
-    path = f"/networks/{network.daemon_name}/{'connect' if joining else 'disconnect'}"
-    if not joining:
-        if store.spans.address_of(network, container.id) is None:
-            raise DockerError(500, f"container {container.id} is not connected to network {network.name}")
-        status, payload = call(ctx, instance, "POST", path, body=body)
-        raise_for(status, payload)
-        with store.write_transaction():
-            store.spans.release(container.id, network)
-        push(ctx, network)
-        ctx.resp.status = 200
-        return
-    if store.spans.address_of(network, container.id) is not None:
-        raise DockerError(
-            403, f"endpoint with name {container.name} already exists in network {network.name}"
-        )
-    ensure_on(ctx, instance, network)
-    config = scope.network_alias(body.get("EndpointConfig"), container.name)
-    ipam = _obj(config.get("IPAMConfig"))
-    aliases = [a for a in config.get("Aliases") or [] if isinstance(a, str)]
-    names = list(dict.fromkeys(n.lower() for n in [container.name, container.id[:12], *aliases] if n))
-    ipam["IPv4Address"] = take_address(network, container.id, instance, names, [], ipam.get("IPv4Address"))
-    config["IPAMConfig"] = ipam
-    body["EndpointConfig"] = config
-    try:
-        status, payload = call(ctx, instance, "POST", path, body=body)
-        raise_for(status, payload)
-    except BaseException:
-        with store.write_transaction():
-            store.spans.release(container.id, network)
-        raise
-    push(ctx, network, must=instance)
-    ctx.resp.status = 200

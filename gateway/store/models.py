@@ -82,6 +82,11 @@ class Instance(BaseModel):
     # When a BuildKit connection (/grpc) to it last began: for a while after, the image names
     # its builds export are looked for before a name is resolved (gateway/services/buildkit.py).
     buildkit_at = peewee.DateTimeField(null=True)
+    # Its address between instances and that interface's MTU, as its agent reported them at
+    # registration (agent/registration.py underlay): spanning networks' VXLAN peers and MTU
+    # (gateway/services/spans.py); NULL until an agent that reports them registers.
+    underlay_address = peewee.CharField(max_length=64, null=True)
+    underlay_mtu = peewee.IntegerField(null=True)
 
     class Meta:
         only_save_dirty = True
@@ -106,6 +111,10 @@ class Container(BaseModel):
     # not change later): a start of one that publishes none has nothing for the port mesh to
     # do, and skips the inspect that finds its ports. None: not known (adopted, or older).
     publishes = peewee.BooleanField(null=True)
+    # {"asked": HostConfig.Dns as the create sent it} when the gateway pointed the container's
+    # DNS at its instance's name responder (gateway/services/spans.py join_create); inspect
+    # shows what was asked. NULL: the container's DNS is as asked.
+    dns = JSONField(null=True)
 
     class Meta:
         indexes = ((("project", "name"), False),)
@@ -152,6 +161,9 @@ class NetworkMember(BaseModel):
     network = peewee.ForeignKeyField(Network, backref="members", on_delete="CASCADE")
     instance = peewee.ForeignKeyField(Instance, backref="network_members", on_delete="CASCADE")
     slot = peewee.IntegerField()
+    # Random, per joining: a network that left the instance and came back is another member
+    # to the workers' memory of the copies they made (row IDs may be reused).
+    joined = peewee.CharField(max_length=32, null=True)
 
     class Meta:
         indexes = ((("network", "instance"), True), (("network", "slot"), True))

@@ -230,6 +230,16 @@ def _m_container_publishes(db: peewee.Database) -> None:
     _add_column(db, "container", "publishes", "BOOLEAN")
 
 
+def _m_span_underlay(db: peewee.Database) -> None:
+    """Each instance's underlay address and MTU (agent/registration.py), the DNS a container
+    asked for when the gateway pointed it at its instance's responder, and each network
+    member's joining (gateway/services/spans.py)."""
+    _add_column(db, "instance", "underlay_address", "VARCHAR(64)")
+    _add_column(db, "instance", "underlay_mtu", "INTEGER")
+    _add_column(db, "container", "dns", "TEXT")
+    _add_column(db, "networkmember", "joined", "VARCHAR(32)")
+
+
 MIGRATIONS: list[Callable[[peewee.Database], None]] = [
     _m0_initial,
     _m1_networks_volumes,
@@ -249,6 +259,7 @@ MIGRATIONS: list[Callable[[peewee.Database], None]] = [
     create_mesh,  # the routing mesh's ports (gateway/store/mesh.py)
     _m_spanning_networks,
     _m_container_publishes,
+    _m_span_underlay,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

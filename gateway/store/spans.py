@@ -4,15 +4,22 @@ instances they reach (members) and the gateway's one address table per network."
 from __future__ import annotations
 
 import ipaddress
+import secrets
 from typing import cast
 
 import peewee
 
-from gateway.store.models import Container, Instance, Network, NetworkAddress, NetworkMember
+from gateway.store.db import is_postgres
+from gateway.store.models import INSTANCE_UP, Container, Instance, Network, NetworkAddress, NetworkMember
 from gateway.store.prepared import Prepared
 
 # VNIs start here, so that a segment's ID never looks like a small, hand-made one.
 FIRST_VNI = 4096
+# The advisory lock (PostgreSQL) under which subnets, VNIs, slots and addresses are chosen:
+# two replicas choosing at once would read the same free ones, and one insert would fail (a
+# VNI, a slot, an address) or, worse, both succeed (two projects' subnets in shared tenancy,
+# which no constraint forbids).
+SPANS_LOCK = 0x4D6F6F7200000004
 
 
 def record(
@@ -32,6 +39,7 @@ def record(
     the tenant gave one) and the next VNI. Subnets are unique where two networks can meet a
     daemon: within the project (``per_project``, dedicated tenancy) or across every project.
     ValueError when the pool is full or the tenant's subnet is taken."""
+    locked()
     rows = Network.select(Network.subnet).where(Network.subnet.is_null(False))
     if per_project:
         rows = rows.where(Network.project == project)
@@ -83,19 +91,63 @@ _project_networks = Prepared(
 )
 
 
-def member_slot(network: Network, instance_uuid: str) -> int:
-    """The network's slot on the instance, made on first use (the lowest free one)."""
+def locked() -> None:
+    """Inside a write transaction: wait for, and hold until it ends, the lock under which
+    every replica chooses slots and addresses (a no-op on SQLite, whose write transaction
+    is the database's one write lock already)."""
+    if is_postgres():
+        Network._meta.database.execute_sql("SELECT pg_advisory_xact_lock(%s)", (SPANS_LOCK,))
+
+
+def member_slot(network: Network, instance_uuid: str) -> NetworkMember:
+    """Inside a write transaction: the network's member row on the instance, made on first
+    use with the lowest free slot."""
+    locked()
     found = NetworkMember.get_or_none(
         (NetworkMember.network == network.id) & (NetworkMember.instance == instance_uuid)
     )
     if found is not None:
-        return found.slot
+        return found
     used = {
         m.slot for m in NetworkMember.select(NetworkMember.slot).where(NetworkMember.network == network.id)
     }
     slot = next(i for i in range(len(used) + 1) if i not in used)
-    NetworkMember.create(network=network.id, instance=instance_uuid, slot=slot)
-    return slot
+    return NetworkMember.create(
+        network=network.id, instance=instance_uuid, slot=slot, joined=secrets.token_hex(8)
+    )
+
+
+def holders_on(network: Network, instance_uuid: str) -> int:
+    """How many addresses of the network are held on the instance (containers and creates)."""
+    return (
+        NetworkAddress.select()
+        .where((NetworkAddress.network == network.id) & (NetworkAddress.instance == instance_uuid))
+        .count()
+    )
+
+
+def forget_if_unused(network: Network, instance_uuid: str) -> bool:
+    """Inside a write transaction: the network's member row on the instance is dropped if no
+    address there is held (a create takes its address before it makes the network's copy,
+    spans.join_create, so a create in flight keeps the member). Whether it was dropped."""
+    locked()
+    if holders_on(network, instance_uuid):
+        return False
+    forget_member(network, instance_uuid)
+    return True
+
+
+def mtu_floor(project: str | None) -> int | None:
+    """The smallest underlay MTU the agents of the instances that may carry ``project``'s
+    containers reported (None: every one, shared tenancy): its own and the free ones in
+    dedicated tenancy. None when no live instance reported one."""
+    query = Instance.select(peewee.fn.MIN(Instance.underlay_mtu)).where(
+        (Instance.state == INSTANCE_UP) & Instance.underlay_mtu.is_null(False)
+    )
+    if project is not None:
+        query = query.where((Instance.project == project) | Instance.project.is_null())
+    found = query.scalar()
+    return int(found) if found else None
 
 
 def members(network: Network) -> list[tuple[Instance, int]]:
@@ -148,6 +200,7 @@ def take_address(
 ) -> str | None:
     """Inside a write transaction: the first of ``candidates`` (addresses as strings) that no
     container holds, now held by ``container``; None when every one is taken."""
+    locked()
     held = {
         a.address
         for a in NetworkAddress.select(NetworkAddress.address).where(NetworkAddress.network == network.id)

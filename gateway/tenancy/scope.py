@@ -117,6 +117,7 @@ class CreateScope:
     # The daemon network the project's containers join for the default bridge (default_bridge)
     bridge: str = DAEMON_BRIDGE
     default_bridge: bool = False  # the project's own bridge must exist on the instance
+    on_default_bridge: bool = False  # the container's network is its default bridge (either kind)
     missing_links: list[str] = field(default_factory=list)  # --link targets the project lacks
     # Spanning networks the container joins (daemon name -> row): made on whichever instance
     # placement chooses (services/spans.py join_create), so they tie it to none.
@@ -323,6 +324,7 @@ def container_create(project: str, body: dict, tenant_name: str, settings: Setti
     network_mode = holder.get("NetworkMode") or ""
     bridge = scope.bridge
     on_default = network_mode == bridge or (native and network_mode in DEFAULT_BRIDGE_MODES)
+    scope.on_default_bridge = on_default
     if on_default and scope.missing_links:
         # dockerd checks links at create only on its own default bridge (on any other network
         # a link to nothing is accepted and resolves nothing): as on that bridge, refused, in

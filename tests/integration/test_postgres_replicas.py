@@ -494,3 +494,46 @@ def test_replicas_deliver_each_webhook_notice_once(pg_stack):
         pg_stack.http("DELETE", f"/moorage/v1/notices/{subscribed.json()['id']}")
         receiver.stop()
         remove_all(pg_stack, "alpha")
+
+
+def test_spanning_networks_made_at_once_through_both_replicas(pg_stack):
+    """Networks that span instances (gateway/services/spans.py) made at once by two projects
+    through both replicas: every create succeeds, and no two share a VNI, nor (within a
+    project) a subnet: the replicas choose under one lock (gateway/store/spans.py SPANS_LOCK)."""
+    import psycopg2
+
+    urls, tenants, n = gateways(pg_stack), ("alpha", "beta"), 16
+    prefix = f"span{os.getpid()}"
+
+    def create(i: int) -> tuple[str, requests.Response]:
+        tenant = tenants[i % 2]
+        url = urls[(i // 2) % len(urls)]
+        answer = requests.post(
+            f"{url}/networks/create",
+            json={"Name": f"{prefix}-{i}"},
+            headers=pg_stack.headers(tenant),
+            timeout=120,
+        )
+        return tenant, answer
+
+    with ThreadPoolExecutor(max_workers=n) as pool:
+        answers = list(pool.map(create, range(n)))
+    try:
+        assert [a.status_code for _, a in answers] == [201] * n, [a.text for _, a in answers]
+        for tenant in tenants:
+            names = [f"{prefix}-{i}" for i in range(n) if tenants[i % 2] == tenant]
+            shown = json.loads(pg_stack.docker("network", "inspect", *names, tenant=tenant).stdout)
+            subnets = [net["IPAM"]["Config"][0]["Subnet"] for net in shown]
+            assert len(set(subnets)) == len(names), subnets
+        with open(os.path.join(pg_stack.dir, "moorage.toml")) as fh:
+            url = next(line.split('"')[1] for line in fh if line.startswith("database = "))
+        with psycopg2.connect(url) as db, db.cursor() as cursor:
+            cursor.execute("SELECT vni FROM network WHERE name LIKE %s", (prefix + "-%",))
+            vnis = [row[0] for row in cursor.fetchall()]
+        assert len(vnis) == n and len(set(vnis)) == n, vnis
+    finally:
+        for tenant, answer in answers:
+            if answer.status_code == 201:
+                requests.delete(
+                    f"{urls[0]}/networks/{answer.json()['Id']}", headers=pg_stack.headers(tenant), timeout=60
+                )

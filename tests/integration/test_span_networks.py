@@ -7,10 +7,12 @@ MOORAGE_SPAN_ENV=/path/to/DIR/env reuses a running stack of that shape instead."
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 
@@ -20,6 +22,8 @@ from tests.integration.conftest import Stack, own_stack, read_env
 
 HOSTS = int(os.environ.get("MOORAGE_SPAN_HOSTS", "2"))
 COMPOSE = shutil.which("docker-compose")
+PIN = "org.openstack.nova.instance"  # a create's label that pins its instance
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +57,27 @@ def ok(result) -> str:
     return result.stdout.decode().strip()
 
 
+def httpd(stack: Stack, name: str, network: str, *flags: str, tenant: str = "alpha") -> str:
+    """A container serving its /etc over HTTP on ``network``: its hostname (its ID's start)."""
+    ok(
+        stack.docker(
+            "run", "-d", "--name", name, "--network", network, *flags,
+            "busybox", "httpd", "-f", "-p", "80", "-h", "/etc", tenant=tenant,
+        )
+    )  # fmt: skip
+    return ok(stack.docker("exec", name, "hostname", tenant=tenant))
+
+
+def sleeper(stack: Stack, name: str, *flags: str, tenant: str = "alpha") -> None:
+    ok(stack.docker("run", "-d", "--name", name, *flags, "busybox", "sleep", "3000", tenant=tenant))
+
+
+def address_of(stack: Stack, name: str) -> str:
+    return ok(
+        stack.docker("inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}", name)
+    ).split()[0]
+
+
 def where(stack: Stack) -> dict[str, str]:
     """container name -> instance UUID, from the operator's map."""
     rows = json.loads(stack.admin("containers", "list", "--format", "json").stdout)
@@ -73,72 +98,50 @@ def in_host(namespace: str, *argv: str) -> str:
     return proc.stdout.decode()
 
 
+def links(namespace: str) -> str:
+    return in_host(namespace, "ip", "-o", "link", "show")
+
+
+def segment_vni(namespace: str) -> int:
+    """The VNI of the one segment on a host (its VXLAN port is mvx<VNI>)."""
+    word = next(w for w in links(namespace).split() if w.startswith("mvx"))
+    return int(word[3:].split("@")[0].rstrip(":"))
+
+
+def peers(namespace: str, vni: int) -> str:
+    """The VXLAN forwarding entries of segment ``vni`` on a host (a peer's: its underlay)."""
+    return in_host(namespace, "bridge", "fdb", "show", "dev", f"mvx{vni}")
+
+
+def on_daemon(stack: Stack, uuid: str, *args: str) -> str:
+    """The docker CLI straight at the daemon of instance ``uuid`` (one devstack started)."""
+    index = stack.env["MOORAGE_INSTANCES"].split().index(uuid)
+    host = stack.env["MOORAGE_DIRECT_HOSTS"].split()[index]
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}, "DOCKER_HOST": host}
+    proc = subprocess.run(["docker", *args], capture_output=True, timeout=60, env=env)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.decode()
+
+
 def no_segments_left(stack: Stack) -> None:
     for namespace in host_namespaces(stack):
-        links = in_host(namespace, "ip", "-o", "link", "show")
-        assert "msp" not in links and "mvx" not in links, (namespace, links)
+        found = links(namespace)
+        assert "msp" not in found and "mvx" not in found, (namespace, found)
 
 
 def test_one_network_across_instances(clean):
     stack = clean
     ok(stack.docker("network", "create", "mynet"))
-    ok(
-        stack.docker(
-            "run",
-            "-d",
-            "--name",
-            "db",
-            "--network",
-            "mynet",
-            "--network-alias",
-            "store",
-            "busybox",
-            "httpd",
-            "-f",
-            "-p",
-            "80",
-            "-h",
-            "/etc",
-        )
-    )
-    db_host = ok(stack.docker("exec", "db", "hostname"))
+    ok(stack.docker("network", "create", "other"))
+    db_host = httpd(stack, "db", "mynet", "--network-alias", "store", "--network", "other")
     # the issue's own words: a client on the other instance reaches db by name
-    assert (
-        ok(
-            stack.docker(
-                "run",
-                "--rm",
-                "--network",
-                "mynet",
-                "busybox",
-                "wget",
-                "-qO-",
-                "http://db/hostname",
-                timeout=90,
-            )
-        )
-        == db_host
+    out = stack.docker(
+        "run", "--rm", "--network", "mynet", "busybox", "wget", "-qO-", "http://db/hostname", timeout=90
     )
-    ok(
-        stack.docker(
-            "run",
-            "-d",
-            "--name",
-            "app",
-            "--network",
-            "mynet",
-            "busybox",
-            "httpd",
-            "-f",
-            "-p",
-            "80",
-            "-h",
-            "/etc",
-        )
-    )
+    assert ok(out) == db_host
+    app_host = httpd(stack, "app", "mynet")
     placed = where(stack)
     assert placed["db"] != placed["app"], placed
-    app_host = ok(stack.docker("exec", "app", "hostname"))
     # by name and by alias, both ways
     assert ok(stack.docker("exec", "app", "wget", "-qO-", "http://db/hostname")) == db_host
     assert ok(stack.docker("exec", "app", "wget", "-qO-", "http://store/hostname")) == db_host
@@ -147,12 +150,19 @@ def test_one_network_across_instances(clean):
     started = time.monotonic()
     assert stack.docker("exec", "app", "nslookup", "nosuchname").returncode != 0
     assert time.monotonic() - started < 4
-    # MTU: the underlay's minus VXLAN's 50; a full-size packet crosses unfragmented
-    assert ok(stack.docker("exec", "app", "cat", "/sys/class/net/eth0/mtu")) == "1450"
-    db_ip = ok(
-        stack.docker("inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", "db")
+    # MTU: the hosts' underlay MTU (as their agents reported it) minus VXLAN's 50, on the
+    # daemons' copies; a full-size packet crosses
+    underlay = in_host(namespace_of(stack, placed["app"]), "cat", "/sys/class/net/eth0/mtu").strip()
+    mtu = int(underlay) - 50
+    assert ok(stack.docker("exec", "app", "cat", "/sys/class/net/eth0/mtu")) == str(mtu)
+    ok(
+        stack.docker(
+            "exec", "app", "ping", "-c", "2", "-W", "3", "-s", str(mtu - 28), address_of(stack, "db")
+        )
     )
-    ok(stack.docker("exec", "app", "ping", "-c", "2", "-W", "3", "-s", "1422", db_ip))
+    copy = on_daemon(stack, placed["app"], "network", "ls", "-q", "--filter", "name=mynet.").strip()
+    options = on_daemon(stack, placed["app"], "network", "inspect", "-f", "{{json .Options}}", copy)
+    assert json.loads(options)["com.docker.network.driver.mtu"] == str(mtu)
     # Docker's views: one row, one ID, the containers of every instance
     rows = ok(
         stack.docker("network", "ls", "--filter", "name=mynet", "--format", "{{.ID}} {{.Name}}")
@@ -165,66 +175,133 @@ def test_one_network_across_instances(clean):
     # rm: refused while used, then gone everywhere
     assert stack.docker("network", "rm", "mynet").returncode != 0
     ok(stack.docker("rm", "-f", "db", "app"))
-    ok(stack.docker("network", "rm", "mynet"))
+    ok(stack.docker("network", "rm", "mynet", "other"))
     assert ok(stack.docker("network", "ls", "--filter", "name=mynet", "-q")) == ""
     no_segments_left(stack)
+
+
+def test_a_network_leaves_an_instance_with_its_last_member(clean):
+    stack = clean
+    ok(stack.docker("network", "create", "leaving"))
+    db_host = httpd(stack, "db", "leaving")
+    sleeper(stack, "app", "--network", "leaving")
+    placed = where(stack)
+    db_ns, app_ns = namespace_of(stack, placed["db"]), namespace_of(stack, placed["app"])
+    app_underlay = underlay_of(stack, placed["app"])
+    vni = segment_vni(db_ns)
+
+    def carries(namespace: str) -> bool:
+        found = links(namespace)
+        return f"msp{vni}" in found or f"mvx{vni}" in found
+
+    def copy_on(uuid: str) -> bool:
+        return "leaving." in on_daemon(stack, uuid, "network", "ls", "--format", "{{.Name}}")
+
+    assert carries(app_ns) and copy_on(placed["app"]) and app_underlay in peers(db_ns, vni)
+    # rm of the last member there: bridge, VXLAN port, daemon's copy gone; db's host drops the peer
+    ok(stack.docker("rm", "-f", "app"))
+    assert not carries(app_ns) and not copy_on(placed["app"])
+    assert app_underlay not in peers(db_ns, vni)
+    assert carries(db_ns) and copy_on(placed["db"])
+    # the network comes back to that instance for a new container, which reaches db (a --rm
+    # one: its end leaves the copy, the next removal there takes it)
+    out = stack.docker(
+        "run", "--rm", "--network", "leaving", "busybox", "wget", "-qO-", "http://db/hostname", timeout=90
+    )
+    assert ok(out) == db_host
+    # disconnect of the last member there: a container made on its default bridge, connected
+    sleeper(stack, "late")
+    assert where(stack)["late"] == placed["app"]
+    ok(stack.docker("network", "connect", "leaving", "late"))
+    assert carries(app_ns) and app_underlay in peers(db_ns, vni)
+    ok(stack.docker("network", "disconnect", "leaving", "late"))
+    assert not carries(app_ns) and not copy_on(placed["app"])
+    assert app_underlay not in peers(db_ns, vni)
+    # db's instance still works, and the network's view is whole
+    assert ok(stack.docker("exec", "db", "wget", "-qO-", "http://127.0.0.1/hostname")) == db_host
+    shown = json.loads(ok(stack.docker("network", "inspect", "leaving")))[0]
+    assert [c["Name"] for c in shown["Containers"].values()] == ["db"]
 
 
 def test_connect_disconnect_and_addresses(clean):
     stack = clean
     ok(stack.docker("network", "create", "links"))
-    ok(
-        stack.docker(
-            "run",
-            "-d",
-            "--name",
-            "db",
-            "--network",
-            "links",
-            "busybox",
-            "httpd",
-            "-f",
-            "-p",
-            "80",
-            "-h",
-            "/etc",
-        )
-    )
-    db_ip = ok(
-        stack.docker("inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", "db")
-    )
+    db_host = httpd(stack, "db", "links")
+    db_ip = address_of(stack, "db")
     # an address in use is refused before anything runs
     taken = stack.docker("run", "--rm", "--network", "links", "--ip", db_ip, "busybox", "true")
     assert taken.returncode != 0 and b"Address already in use" in taken.stderr, taken.stderr
     # a container made elsewhere (on its default bridge), then connected
-    ok(stack.docker("run", "-d", "--name", "late", "busybox", "sleep", "300"))
+    sleeper(stack, "late")
     assert where(stack)["late"] != where(stack)["db"]
     ok(stack.docker("network", "connect", "--alias", "newcomer", "links", "late"))
-    db_host = ok(stack.docker("exec", "db", "hostname"))
     assert ok(stack.docker("exec", "late", "wget", "-qO-", f"http://{db_ip}/hostname")) == db_host
     assert ok(stack.docker("exec", "db", "ping", "-c", "1", "-W", "3", "newcomer"))
+    # ... resolves the names of the other instance too (its DNS is its instance's responder
+    # since its create), and an unknown name fails at once; inspect shows the DNS it asked for
+    assert ok(stack.docker("exec", "late", "wget", "-qO-", "http://db/hostname")) == db_host
+    started = time.monotonic()
+    assert stack.docker("exec", "late", "nslookup", "nosuchname").returncode != 0
+    assert time.monotonic() - started < 4
+    assert ok(stack.docker("inspect", "-f", "{{json .HostConfig.Dns}}", "late")) == "[]"
     shown = json.loads(ok(stack.docker("network", "inspect", "links")))[0]
     assert sorted(c["Name"] for c in shown["Containers"].values()) == ["db", "late"]
     ok(stack.docker("network", "disconnect", "links", "late"))
     shown = json.loads(ok(stack.docker("network", "inspect", "links")))[0]
     assert [c["Name"] for c in shown["Containers"].values()] == ["db"]
     assert stack.docker("exec", "db", "ping", "-c", "1", "-W", "2", "newcomer").returncode != 0
+    assert stack.docker("exec", "late", "nslookup", "db").returncode != 0
     # a removed container's name answers nowhere (every instance was told)
     ok(stack.docker("rm", "-f", "db", "late"))
-    ok(stack.docker("run", "-d", "--name", "keeper", "--network", "links", "busybox", "sleep", "300"))
+    sleeper(stack, "keeper", "--network", "links")
     gone = stack.docker("run", "--rm", "--network", "links", "busybox", "nslookup", "db", timeout=90)
     assert gone.returncode != 0, gone.stdout
 
 
-@pytest.mark.skipif(COMPOSE is None, reason="docker-compose v1 is not installed")
-def test_compose_project_across_instances(clean):
-    stack = clean
+@pytest.fixture(scope="module")
+def wide():
+    """A second stack, of shared tenancy with five containers a host (two hosts, no more)."""
+    with own_stack(
+        "moorage-spanwide-it-", "--tenancy", "shared", "--hosts", "2", "--capacity", "5", "--max-hosts", "2"
+    ) as stack:
+        yield stack
+
+
+def test_ten_containers_over_two_instances(wide):
+    """Ten containers on one network over two instances (five a host): ten distinct
+    addresses, each reaches the others by name, an --ip in use is refused."""
+    stack = wide
+    ok(stack.docker("network", "create", "ten"))
+    for i in range(10):
+        sleeper(stack, f"c{i}", "--network", "ten")
+    placed = where(stack)
+    assert sorted(collections.Counter(placed[f"c{i}"] for i in range(10)).values()) == [5, 5], placed
+    addresses = [address_of(stack, f"c{i}") for i in range(10)]
+    assert len(set(addresses)) == 10, addresses
+    assert all(a.startswith("198.19.") for a in addresses)
+    # the first and the last are on different instances: each reaches the other by name
+    assert placed["c0"] != placed["c9"]
+    ok(stack.docker("exec", "c0", "ping", "-c", "1", "-W", "3", "c9"))
+    ok(stack.docker("exec", "c9", "ping", "-c", "1", "-W", "3", "c0"))
+    # an --ip another container holds: refused, and the container keeps none
+    ok(stack.docker("network", "disconnect", "ten", "c3"))
+    refused = stack.docker("network", "connect", "--ip", addresses[7], "ten", "c3")
+    assert refused.returncode != 0 and b"Address already in use" in refused.stderr, refused.stderr
+    assert ok(stack.docker("inspect", "-f", "{{len .NetworkSettings.Networks}}", "c3")) == "0"
+    ok(stack.docker("rm", "-f", *(f"c{i}" for i in range(10)), timeout=120))
+    ok(stack.docker("network", "rm", "ten"))
+    no_segments_left(stack)
+
+
+def _compose_project(stack: Stack, binary: str, version: str):
+    """A two-service project (db serves HTTP, app sleeps) on one network, run by ``binary``."""
     project = tempfile.mkdtemp(prefix="span-compose-")
     with open(os.path.join(project, "docker-compose.yml"), "w") as fh:
         fh.write(
-            "version: '2.4'\nservices:\n"
-            "  db:\n    image: busybox\n    command: httpd -f -p 80 -h /etc\n"
-            "  app:\n    image: busybox\n    command: sleep 300\n"
+            (f"version: '{version}'\n" if version else "")
+            + "services:\n"
+            + "  db:\n    image: busybox\n    command: httpd -f -p 80 -h /etc\n"
+            + "  app:\n    image: busybox\n    command: sleep 300\n"
         )
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")},
@@ -234,29 +311,43 @@ def test_compose_project_across_instances(clean):
     }
 
     def compose(*args: str) -> str:
-        proc = subprocess.run([COMPOSE, *args], cwd=project, env=env, capture_output=True, timeout=180)
+        proc = subprocess.run([binary, *args], cwd=project, env=env, capture_output=True, timeout=180)
         assert proc.returncode == 0, (proc.stdout + proc.stderr).decode(errors="replace")
         return proc.stdout.decode()
 
     compose("up", "-d")
     try:
-        _compose_checks(stack, compose)
+        placed = where(stack)
+        db = next(n for n in placed if n.startswith("spanproj") and "db" in n)
+        app = next(n for n in placed if n.startswith("spanproj") and "app" in n)
+        assert placed[db] != placed[app], placed
+        compose("exec", "-T", "app", "ping", "-c", "1", "-W", "3", "db")
+        db_host = compose("exec", "-T", "db", "hostname").strip()
+        assert compose("exec", "-T", "app", "wget", "-qO-", "http://db/hostname").strip() == db_host
     finally:
         compose("down")
         shutil.rmtree(project, ignore_errors=True)
+    # nothing left on any host
     assert ok(stack.docker("ps", "-aq")) == ""
     assert ok(stack.docker("network", "ls", "-q", "--filter", "type=custom")) == ""
     no_segments_left(stack)
+    for uuid in stack.env["MOORAGE_INSTANCES"].split():
+        assert "spanproj" not in on_daemon(stack, uuid, "network", "ls", "--format", "{{.Name}}")
 
 
-def _compose_checks(stack: Stack, compose) -> None:
-    placed = where(stack)
-    db = next(n for n in placed if n.startswith("spanproj_db"))
-    app = next(n for n in placed if n.startswith("spanproj_app"))
-    assert placed[db] != placed[app], placed
-    compose("exec", "-T", "app", "ping", "-c", "1", "-W", "3", "db")
-    db_host = compose("exec", "-T", "db", "hostname").strip()
-    assert compose("exec", "-T", "app", "wget", "-qO-", "http://db/hostname").strip() == db_host
+@pytest.mark.skipif(COMPOSE is None, reason="docker-compose v1 is not installed")
+def test_compose_v1_project_across_instances(clean):
+    _compose_project(clean, str(COMPOSE), "2.4")
+
+
+def test_compose_v5_project_across_instances(clean):
+    sys.path.insert(0, os.path.join(ROOT, "compat-tests"))
+    from compat import tools  # the compat suite's installer and its cache (compat-tests/compat/tools.py)
+
+    why = tools.install("compose-v5")
+    if why:
+        pytest.skip(why)
+    _compose_project(clean, tools.PATHS["compose-v5"], "")
 
 
 def namespace_of(stack: Stack, uuid: str) -> str:
@@ -292,35 +383,12 @@ def forge(netns_path: str, host: str, mac: str, vni: int) -> None:
 def test_other_project_is_kept_out(clean):
     stack = clean
     ok(stack.docker("network", "create", "mynet"))
-    ok(
-        stack.docker(
-            "run",
-            "-d",
-            "--name",
-            "db",
-            "--network",
-            "mynet",
-            "busybox",
-            "httpd",
-            "-f",
-            "-p",
-            "80",
-            "-h",
-            "/etc",
-        )
-    )
-    ok(stack.docker("run", "-d", "--name", "app", "--network", "mynet", "busybox", "sleep", "300"))
+    db_host = httpd(stack, "db", "mynet")
+    sleeper(stack, "app", "--network", "mynet")
     placed = where(stack)
     db_ns, app_ns = namespace_of(stack, placed["db"]), namespace_of(stack, placed["app"])
-    db_host = ok(stack.docker("exec", "db", "hostname"))
-    db_ip = ok(
-        stack.docker("inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", "db")
-    )
-    vni = int(
-        next(w for w in in_host(db_ns, "ip", "-o", "link", "show").split() if w.startswith("mvx"))[3:]
-        .rstrip(":@")
-        .split("@")[0]
-    )
+    db_ip = address_of(stack, "db")
+    vni = segment_vni(db_ns)
     underlay = underlay_of(stack, placed["db"])
 
     # beta's network of the same name is its own, and its containers cannot reach alpha's
@@ -341,61 +409,75 @@ def test_other_project_is_kept_out(clean):
 
     # a forged VXLAN datagram: learned when a peer instance sends it (the control), not when
     # beta's container does
-    def learned(mac: str) -> bool:
-        return mac in in_host(db_ns, "bridge", "fdb", "show", "dev", f"mvx{vni}")
-
     forge(f"/var/run/netns/{app_ns}", underlay, "02:5a:00:00:00:01", vni)
     time.sleep(0.5)
-    assert learned("02:5a:00:00:00:01")
+    assert "02:5a:00:00:00:01" in peers(db_ns, vni)
     pid = subprocess.run(["pgrep", "-f", "sleep 3007"], capture_output=True, text=True).stdout.split()[0]
     forge(f"/proc/{pid}/ns/net", underlay, "02:5a:00:00:00:02", vni)
     time.sleep(0.5)
-    assert not learned("02:5a:00:00:00:02")
+    assert "02:5a:00:00:00:02" not in peers(db_ns, vni)
 
 
 def test_segment_comes_back_after_a_host_restarts(clean):
     stack = clean
     ok(stack.docker("network", "create", "mynet"))
-    ok(
-        stack.docker(
-            "run",
-            "-d",
-            "--name",
-            "db",
-            "--network",
-            "mynet",
-            "busybox",
-            "httpd",
-            "-f",
-            "-p",
-            "80",
-            "-h",
-            "/etc",
-        )
-    )
-    db_host = ok(stack.docker("exec", "db", "hostname"))
-    ok(stack.docker("run", "-d", "--name", "app", "--network", "mynet", "busybox", "sleep", "300"))
-    app_uuid = where(stack)["app"]
-    index = stack.env["MOORAGE_INSTANCES"].split().index(app_uuid) + 1
-    ok(stack.docker("rm", "-f", "app"))
-    # dockerd keeps its copy of the network and makes its bridge again, without the VXLAN
-    # port: the agent puts it back from the gateway's registration answer
+    db_host = httpd(stack, "db", "mynet")
+    sleeper(stack, "app", "--network", "mynet")
+    index = stack.env["MOORAGE_INSTANCES"].split().index(where(stack)["app"]) + 1
+    # dockerd keeps its copy of the network (app, stopped, is still on it) and makes its bridge
+    # again, without the VXLAN port: the agent puts it back from the gateway's registration answer
     for step in ("stop-host", "start-host"):
         done = stack.devstack(step, str(index))
         assert done.returncode == 0, done.stderr
-    out = ok(
-        stack.docker(
-            "run",
-            "--rm",
-            "--label",
-            f"org.openstack.nova.instance={app_uuid}",
-            "--network",
-            "mynet",
-            "busybox",
+    ok(stack.docker("start", "app", timeout=120))
+    assert ok(stack.docker("exec", "app", "wget", "-qO-", "http://db/hostname")) == db_host
+
+
+def test_shared_tenancy_keeps_each_network_to_its_instances(wide):
+    """Shared tenancy: an instance carries several projects' networks; each network's VXLAN is
+    admitted only from the instances that carry that network."""
+    stack = wide
+    first, second = stack.env["MOORAGE_INSTANCES"].split()[:2]
+    ok(stack.docker("network", "create", "mynet"))
+    ok(stack.docker("network", "create", "mynet", tenant="beta"))
+    db_host = httpd(stack, "a1", "mynet", "--label", f"{PIN}={first}")
+    sleeper(stack, "a2", "--network", "mynet", "--label", f"{PIN}={second}")
+    sleeper(stack, "b1", "--network", "mynet", "--label", f"{PIN}={first}", tenant="beta")
+    try:
+        subnets = {
+            json.loads(ok(stack.docker("network", "inspect", "mynet", tenant=t)))[0]["IPAM"]["Config"][0][
+                "Subnet"
+            ]
+            for t in ("alpha", "beta")
+        }
+        assert len(subnets) == 2, subnets  # unique across projects
+        assert ok(stack.docker("exec", "a2", "wget", "-qO-", "http://a1/hostname")) == db_host
+        reached = stack.docker(
+            "exec",
+            "b1",
             "wget",
             "-qO-",
-            "http://db/hostname",
-            timeout=120,
+            "-T",
+            "3",
+            f"http://{address_of(stack, 'a1')}/hostname",
+            tenant="beta",
         )
-    )
-    assert out == db_host
+        assert reached.stdout.decode().strip() != db_host
+        first_ns, second_ns = namespace_of(stack, first), namespace_of(stack, second)
+        vnis = [int(w[3:].split("@")[0].rstrip(":")) for w in links(first_ns).split() if w.startswith("mvx")]
+        second_underlay, first_underlay = underlay_of(stack, second), underlay_of(stack, first)
+        alpha_vni = next(v for v in vnis if second_underlay in peers(first_ns, v))
+        beta_vni = next(v for v in vnis if v != alpha_vni)
+        # the second instance carries alpha's network: its datagrams for alpha's VNI are
+        # admitted (the control), those for beta's (which it does not carry) are not
+        forge(f"/var/run/netns/{second_ns}", first_underlay, "02:5a:00:00:00:03", alpha_vni)
+        forge(f"/var/run/netns/{second_ns}", first_underlay, "02:5a:00:00:00:04", beta_vni)
+        time.sleep(0.5)
+        assert "02:5a:00:00:00:03" in peers(first_ns, alpha_vni)
+        assert "02:5a:00:00:00:04" not in peers(first_ns, beta_vni)
+    finally:
+        stack.docker("rm", "-f", "b1", tenant="beta")
+        stack.docker("rm", "-f", "a1", "a2")
+        stack.docker("network", "rm", "mynet", tenant="beta")
+        stack.docker("network", "rm", "mynet")
+    no_segments_left(stack)

@@ -131,3 +131,14 @@ def test_address_plan():
     with pytest.raises(Exception) as caught:
         spans.gateway_address(network, 64)
     assert "larger --subnet" in str(caught.value)
+
+
+def test_the_instances_responder_answers_its_containers_only(segments):
+    # app (on both networks) asks the instance's own responder: the names of both networks
+    assert answers(segments.answer(0, query("db"), "198.19.128.2")) == (0, ["198.19.128.1"])
+    assert answers(segments.answer(0, query("cache"), "198.19.129.1")) == (0, ["198.19.129.2"])
+    assert answers(segments.answer(0, query("nosuch"), "198.19.128.2")) == (3, [])
+    # an address that is no container of this instance (no dockerd to ask here): no answer,
+    # the underlay is not an open resolver
+    assert segments.answer(0, query("db"), "198.18.1.12") is None
+    assert segments.answer(0, query("example.org"), "198.18.1.12") is None
