@@ -193,11 +193,43 @@ def ensure_on(ctx: Context, instance: store.Instance, network: store.Network, *,
         },
         "IPAM": {"Driver": "default", "Config": [{"Subnet": network.subnet, "Gateway": gateway}]},
     }
-    status, payload = call(ctx, instance, "POST", "/networks/create", body=body)
-    if status != 409:
+    for _ in range(2):
+        status, payload = call(ctx, instance, "POST", "/networks/create", body=body)
+        if status < 300:
+            break
+        # A name taken (409), or dockerd's duplicate check raced: it is not atomic, so two
+        # creates at once (compose starts a project's services together, on any worker or
+        # replica) both pass it and the second fails on the subnet ("Pool overlaps"). The
+        # racer's copy is as good as ours; a copy left by an older network of that name
+        # (another subnet: containers there got "Invalid address") goes, if empty.
+        state = _copy_state(ctx, instance, network)
+        if state == "ours":
+            break
+        if state != "stale":
+            raise_for(status, payload)
+    else:
         raise_for(status, payload)
     _made.add(key)
     return gateway
+
+
+def _copy_state(ctx: Context, instance: store.Instance, network: store.Network) -> str:
+    """What the daemon holds under the network's daemon name: "ours" (this network's copy),
+    "stale" (an empty copy of an older network of that name, now removed), or "" (neither).
+    A racer's copy may take a moment to show (dockerd registers it when it is made)."""
+    for _ in range(20):
+        status, found = call(ctx, instance, "GET", f"/networks/{network.daemon_name}")
+        if status == 200 and isinstance(found, dict) and found.get("Name") == network.daemon_name:
+            break
+        time.sleep(0.1)
+    else:
+        return ""
+    if (found.get("Labels") or {}).get(SPAN_LABEL) == network.id:
+        return "ours"
+    if found.get("Containers"):
+        return ""
+    status, _ = call(ctx, instance, "DELETE", f"/networks/{found.get('Id')}")
+    return "stale" if status in (200, 204, 404) else ""
 
 
 def segment(network: store.Network, instance: store.Instance, slot: int, members, addresses) -> dict:
