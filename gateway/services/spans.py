@@ -197,6 +197,8 @@ def ensure_on(ctx: Context, instance: store.Instance, network: store.Network, *,
         status, payload = call(ctx, instance, "POST", "/networks/create", body=body)
         if status < 300:
             break
+        if status not in (403, 409):
+            raise_for(status, payload)  # the daemon's own refusal of the copy: no race to wait out
         # A name taken (409), or dockerd's duplicate check raced: it is not atomic, so two
         # creates at once (compose starts a project's services together, on any worker or
         # replica) both pass it and the second fails on the subnet ("Pool overlaps"). The
