@@ -235,13 +235,24 @@ def ensure_on(ctx: Context, instance: store.Instance, network: store.Network, *,
         },
         "IPAM": {"Driver": "default", "Config": [{"Subnet": network.subnet, "Gateway": gateway}]},
     }
-    status, payload = call(ctx, instance, "POST", "/networks/create", body=body)
-    if status >= 400 and status != 409:
-        # Made meanwhile by another create on this instance (dockerd may then answer that the
-        # subnet overlaps rather than that the name exists): the copy is there all the same.
-        found, _ = call(ctx, instance, "GET", f"/networks/{network.daemon_name}")
-        if found != 200:
+    for _ in range(2):
+        status, payload = call(ctx, instance, "POST", "/networks/create", body=body)
+        if status < 300:
+            break
+        if status not in (403, 409):
+            raise_for(status, payload)  # the daemon's own refusal of the copy: no race to wait out
+        # A name taken (409), or dockerd's duplicate check raced: it is not atomic, so two
+        # creates at once (compose starts a project's services together, on any worker or
+        # replica) both pass it and the second fails on the subnet ("Pool overlaps"). The
+        # racer's copy is as good as ours; a copy left by an older network of that name
+        # (another subnet: containers there got "Invalid address") goes, if empty.
+        state = _copy_state(ctx, instance, network)
+        if state == "ours":
+            break
+        if state != "stale":
             raise_for(status, payload)
+    else:
+        raise_for(status, payload)
     _made.add(key)
     return gateway
 
@@ -250,6 +261,25 @@ def forget_made(network: store.Network, instance: store.Instance) -> None:
     """This worker no longer takes the network's copy on ``instance`` for made."""
     for key in [k for k in _made if k[0] == network.id and k[1] == instance.uuid]:
         _made.discard(key)
+
+
+def _copy_state(ctx: Context, instance: store.Instance, network: store.Network) -> str:
+    """What the daemon holds under the network's daemon name: "ours" (this network's copy),
+    "stale" (an empty copy of an older network of that name, now removed), or "" (neither).
+    A racer's copy may take a moment to show (dockerd registers it when it is made)."""
+    for _ in range(20):
+        status, found = call(ctx, instance, "GET", f"/networks/{network.daemon_name}")
+        if status == 200 and isinstance(found, dict) and found.get("Name") == network.daemon_name:
+            break
+        time.sleep(0.1)
+    else:
+        return ""
+    if (found.get("Labels") or {}).get(SPAN_LABEL) == network.id:
+        return "ours"
+    if found.get("Containers"):
+        return ""
+    status, _ = call(ctx, instance, "DELETE", f"/networks/{found.get('Id')}")
+    return "stale" if status in (200, 204, 404) else ""
 
 
 def segment(network: store.Network, instance: store.Instance, slot: int, members, addresses) -> dict:

@@ -481,3 +481,28 @@ def test_shared_tenancy_keeps_each_network_to_its_instances(wide):
         stack.docker("network", "rm", "mynet", tenant="beta")
         stack.docker("network", "rm", "mynet")
     no_segments_left(stack)
+
+
+def test_containers_joining_a_new_network_at_once(stack, unique):
+    """compose starts a project's services together: their creates race to make the network's
+    copy on the instance, and dockerd's duplicate check is not atomic (the loser got "Pool
+    overlaps", and compose v5 projects with a service on two networks failed now and then)."""
+    import concurrent.futures
+
+    net = f"{unique}-race"
+    ok(stack.docker("network", "create", net))
+    try:
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            runs = list(
+                pool.map(
+                    lambda i: stack.docker(
+                        "run", "-d", "--name", f"{unique}-{i}", "--network", net, "busybox", "sleep", "120"
+                    ),
+                    range(4),
+                )
+            )
+        assert all(r.returncode == 0 for r in runs), [r.stderr for r in runs]
+        assert ok(stack.docker("exec", f"{unique}-0", "ping", "-c", "1", "-W", "3", f"{unique}-3"))
+    finally:
+        stack.docker("rm", "-f", *[f"{unique}-{i}" for i in range(4)])
+        stack.docker("network", "rm", net)

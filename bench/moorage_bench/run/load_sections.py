@@ -18,7 +18,7 @@ from .. import REPO
 from .common import CONCURRENCY_RATIO, MB, P99_ADDED_MS, SIDES, BenchError, say
 from .profiles import summarize
 from .report import median, row
-from .stack import agent_pids, gateway_pids
+from .stack import agent_pids, gateway_pids, parent_pid
 
 BENCH_DIR = os.path.join(REPO, "bench")
 PROFILES_DIR = os.path.join(BENCH_DIR, "profiles")
@@ -205,7 +205,7 @@ class LoadSections:
             raise BenchError(
                 "the profile needs the gateway and agent on this machine (py-spy attaches to them)"
             )
-        master = next(p for p in gw if _ppid(p) not in gw)
+        master = next(p for p in gw if parent_pid(p) not in gw)
         target = self.create("moorage", ["sleep", "3600"])
         self.created.append(target)
         self.start("moorage", target)
@@ -263,11 +263,3 @@ class LoadSections:
         cmd = ["py-spy", "record", *who, "--duration", str(seconds), "--rate", "200", "--nonblocking"]
         cmd += ["--format", fmt, "--output", out]
         return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-
-
-def _ppid(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return int(fh.read().rpartition(")")[2].split()[1])
-    except OSError:
-        return 0

@@ -116,6 +116,20 @@ def dockerd_pid(docker_endpoint: str) -> int | None:
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
+def parent_pid(pid: int) -> int:
+    """The process's parent, from /proc/PID/stat (0 if it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return int(fh.read().rpartition(")")[2].split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def children(pid: int) -> list[int]:
+    """The process's children (one level), from /proc."""
+    return [int(name) for name in os.listdir("/proc") if name.isdigit() and parent_pid(int(name)) == pid]
+
+
 def cpu_seconds(pids: list[int]) -> float:
     """utime + stime of these processes (not their children), in seconds, from /proc/PID/stat."""
     total = 0

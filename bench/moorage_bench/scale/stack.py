@@ -24,7 +24,7 @@ import uuid as uuid_
 from .. import REPO
 from ..run.common import BenchError, say
 from ..run.raw import Conn
-from ..run.stack import vm_rss_kb
+from ..run.stack import children, vm_rss_kb
 from .common import CAPACITY, CONTAINERS, WIDE_HOSTS, Layout
 from .daemon import IMAGE, IMAGE_ID
 
@@ -330,20 +330,6 @@ class ScaleStack:
             say(f"scale: the logs stay in {self.dir}")
         else:
             shutil.rmtree(self.dir, ignore_errors=True)
-
-
-def children(pid: int) -> list[int]:
-    out = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat") as fh:
-                if int(fh.read().rpartition(")")[2].split()[1]) == pid:
-                    out.append(int(name))
-        except (OSError, ValueError, IndexError):
-            continue
-    return out
 
 
 def stop(rec: dict) -> None:
