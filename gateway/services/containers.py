@@ -367,7 +367,7 @@ def _forget_if_gone(ctx: Context, container, held) -> None:
     except DockerError:
         return  # the instance does not answer: reconcile decides later
     if status == 404:
-        span_members.container_gone(ctx, container.id, container.instance, held, leaving=False)
+        span_members.container_gone(ctx, container.id, container.instance, held)
 
 
 def prune(ctx: Context) -> None:

@@ -12,6 +12,7 @@ row goes, and the other instances are sent their segments without that peer.
 from __future__ import annotations
 
 import logging
+import time
 
 from gateway import store
 from gateway.agentclient import AgentClient, UpstreamError
@@ -27,60 +28,63 @@ log = logging.getLogger("moorage.networks")
 
 def leave(ctx: Context, network: store.Network, instance: store.Instance) -> bool:
     """The network leaves ``instance`` if no address of it is held there any more: its copy,
-    its segment, its member row. Whether it left."""
-    if store.spans.holders_on(network, instance.uuid):
-        return False
-    if instance.state != store.INSTANCE_DOWN:
-        try:
-            status, payload = AgentClient(instance).call_json("DELETE", f"/networks/{network.daemon_name}")
-        except (UpstreamError, OSError) as exc:
-            status, payload = 0, str(exc)
-        if status not in (200, 204, 404):
-            # Still in use there (a container the map does not have) or the agent is away:
-            # the network stays on the instance; its removal (network rm) tries again.
-            log.warning("network %s stays on %s: %s %s", network.id[:12], instance.uuid, status, payload)
-            return False
-    spans.forget_made(network, instance)
+    its segment, its member row. Whether it left. Marked leaving first (store.spans
+    start_leaving), so that a create or connect taking an address there meanwhile waits for
+    the copy's removal to end and makes it again, rather than meeting a copy about to go."""
     with store.write_transaction():
-        gone = store.spans.forget_if_unused(network, instance.uuid)
-    if not gone:
-        # A create joined meanwhile (its address is held): its copy is made again, unless
-        # that create made it already. Never the caller's error: its container is gone.
-        try:
-            spans.ensure_on(ctx, instance, network, again=True)
-        except DockerError as exc:
-            log.warning("network %s: copy on %s not made again: %s", network.id[:12], instance.uuid, exc)
+        joined = store.spans.start_leaving(network, instance.uuid, time.time())
+    if joined is None:
+        return False
+    kept = False
+    try:
+        kept = not _copy_removed(instance, network)
+    finally:
+        spans.forget_made(network, instance)
+        with store.write_transaction():
+            gone = store.spans.end_leaving(network, instance.uuid, joined if kept else None)
+    if not gone or kept:
+        # A create joined meanwhile (its address is held): it makes the copy again itself
+        # (its member row has a new joining, spans.ensure_on). Never the caller's error.
         return False
     drop_segment(instance, network)
     log.info("network %s left instance %s (its last member there went)", network.id[:12], instance.uuid)
     return True
 
 
+def _copy_removed(instance: store.Instance, network: store.Network) -> bool:
+    """The daemon's copy of the network on ``instance`` is gone (or the instance is down)."""
+    if instance.state == store.INSTANCE_DOWN:
+        return True
+    try:
+        status, payload = AgentClient(instance).call_json("DELETE", f"/networks/{network.daemon_name}")
+    except (UpstreamError, OSError) as exc:
+        status, payload = 0, str(exc)
+    if status in (200, 204, 404):
+        return True
+    # Still in use there (a container the map does not have) or the agent is away: the
+    # network stays on the instance; its removal (network rm) tries again.
+    log.warning("network %s stays on %s: %s %s", network.id[:12], instance.uuid, status, payload)
+    return False
+
+
 def container_gone(
-    ctx: Context,
-    container_id: str,
-    instance: store.Instance,
-    held: list[store.Network] | None = None,
-    *,
-    leaving: bool = True,
+    ctx: Context, container_id: str, instance: store.Instance, held: list[store.Network] | None = None
 ) -> None:
     """The daemon removed the container: the map forgets it, its names answer nowhere, and
     each spanning network it was on (``held``, read before the daemon was asked: its destroy
     event may make the map forget the container first, gateway/notifications/recorder.py)
     leaves the instance if it was the last member there, as does any other network no
-    address on the instance holds any more. Not ``leaving``: the networks stay (the next
-    removal there, or the network's, takes them away): a `docker run --rm` learns of its
-    container's end as its client does, and leaving then would race the client's next create
-    there (the copy removed between that create and its start)."""
+    address on the instance holds any more. A `docker run --rm` learns of its container's
+    end as its client does, and the client's next create there may come while the network
+    leaves: that create waits for the leave to end (leave, spans.ensure_on)."""
     held = store.spans.networks_of_holder(container_id) if held is None else held
     store.forget_container(container_id)
     touched = {network.id: network for network in held}
-    for network, _ in store.spans.networks_on(instance.uuid) if leaving else []:
+    for network, _ in store.spans.networks_on(instance.uuid):
         if network.id not in touched and not store.spans.holders_on(network, instance.uuid):
             touched[network.id] = network
     for network in touched.values():
-        if leaving:
-            leave(ctx, network, instance)
+        leave(ctx, network, instance)
         spans.push(ctx, network)
 
 

@@ -214,8 +214,7 @@ def journal_event(ctx: Context, network: store.Network, action: str) -> None:
 # -- on an instance -----------------------------------------------------------------------------
 def ensure_on(ctx: Context, instance: store.Instance, network: store.Network, *, again: bool = False) -> str:
     """The network's copy on ``instance`` (made if missing); its gateway address there."""
-    with store.write_transaction():
-        member = store.spans.member_slot(network, instance.uuid)
+    member = _member_once_left(network, instance)
     gateway = gateway_address(network, member.slot)
     key = (network.id, instance.uuid, str(instance.claimed_at or ""), str(member.joined or ""))
     if key in _made and not again:
@@ -255,6 +254,26 @@ def ensure_on(ctx: Context, instance: store.Instance, network: store.Network, *,
         raise_for(status, payload)
     _made.add(key)
     return gateway
+
+
+# How long a create waits for a leave of the network from its instance to end (one agent
+# call: milliseconds) before it takes the member row over from a remover that died meanwhile.
+LEAVE_WAIT = 10.0
+
+
+def _member_once_left(network: store.Network, instance: store.Instance) -> store.NetworkMember:
+    """The network's member row on ``instance``, made if missing; a leave in flight there
+    (span_members.leave removing the daemon's copy) is waited out first."""
+    while True:
+        with store.write_transaction():
+            member = store.spans.member_slot(network, instance.uuid)
+            if not store.spans.is_leaving(member):
+                return member
+            if time.time() - store.spans.leaving_since(member) > LEAVE_WAIT:
+                member.joined = secrets.token_hex(8)  # its remover died: the copy is ours to make
+                member.save()
+                return member
+        time.sleep(0.02)
 
 
 def forget_made(network: store.Network, instance: store.Instance) -> None:

@@ -126,15 +126,55 @@ def holders_on(network: Network, instance_uuid: str) -> int:
     )
 
 
-def forget_if_unused(network: Network, instance_uuid: str) -> bool:
-    """Inside a write transaction: the network's member row on the instance is dropped if no
-    address there is held (a create takes its address before it makes the network's copy,
-    spans.join_create, so a create in flight keeps the member). Whether it was dropped."""
+# A member row whose ``joined`` starts so is leaving its instance (span_members.leave): its
+# daemon copy is being removed. A create or connect that takes an address there meanwhile
+# waits for the leave to end before it touches the daemon (spans.ensure_on), so that no
+# container is ever created against the copy being removed: dockerd lets a network with
+# created-but-not-started containers go, and such a container then never starts ("network
+# not found": it names the copy by ID, and the copy made again has another).
+LEAVING = "leaving:"
+
+
+def is_leaving(member: NetworkMember) -> bool:
+    return str(member.joined or "").startswith(LEAVING)
+
+
+def leaving_since(member: NetworkMember) -> float:
+    try:
+        return float(str(member.joined)[len(LEAVING) :])
+    except ValueError:
+        return 0.0
+
+
+def start_leaving(network: Network, instance_uuid: str, now: float) -> str | None:
+    """Inside a write transaction: the member row is marked leaving if no address of the
+    network is held on the instance; its ``joined`` before, or None (held, or no member)."""
     locked()
     if holders_on(network, instance_uuid):
-        return False
-    forget_member(network, instance_uuid)
-    return True
+        return None
+    member = NetworkMember.get_or_none(
+        (NetworkMember.network == network.id) & (NetworkMember.instance == instance_uuid)
+    )
+    if member is None or is_leaving(member):
+        return None  # gone already, or another remover is at it
+    before = str(member.joined or "")
+    member.joined = f"{LEAVING}{now:.3f}"
+    member.save()
+    return before
+
+
+def end_leaving(network: Network, instance_uuid: str, kept: str | None) -> bool:
+    """Inside a write transaction: the leave is over. ``kept``: the daemon's copy stayed (its
+    removal failed), and the member row gets back that ``joined``. Otherwise the row is
+    dropped if no address there is held (whether it was), else it gets a new joining (a
+    create took an address meanwhile: the copy is made again by whoever needs it)."""
+    locked()
+    where = (NetworkMember.network == network.id) & (NetworkMember.instance == instance_uuid)
+    if kept is None and not holders_on(network, instance_uuid):
+        forget_member(network, instance_uuid)
+        return True
+    NetworkMember.update(joined=kept or secrets.token_hex(8)).where(where).execute()
+    return False
 
 
 def mtu_floor(project: str | None) -> int | None:

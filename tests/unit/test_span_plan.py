@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import subprocess
 import threading
+import time
 
 import pytest
 
@@ -108,3 +109,63 @@ def test_the_agent_reports_its_underlay():
     # else the source of its route to the gateway
     found = underlay("tcp://0.0.0.0:2376", f"http://{address}:8080")
     assert found.get("address") in _own_addresses()
+
+
+def _network(project: str = "pa") -> store.Network:
+    with store.write_transaction():
+        return store.spans.record(
+            "n" * 64, project, "mynet", "mynet-d", subnet=None, pool="198.19.0.0/16",
+            prefix=24, mtu=1450, spec={}, per_project=True,
+        )  # fmt: skip
+
+
+def test_a_held_address_keeps_the_network_from_leaving(settings):
+    add_instance("i-1", 1500, project="pa")
+    network = _network()
+    with store.write_transaction():
+        store.spans.member_slot(network, "i-1")
+        store.spans.take_address(network, ["198.19.0.2"], "c1", "i-1", ["c1"], [])
+        assert store.spans.start_leaving(network, "i-1", 1.0) is None
+    with store.write_transaction():
+        store.spans.release("c1", network)
+        joined = store.spans.start_leaving(network, "i-1", 1.0)
+        assert joined and store.spans.start_leaving(network, "i-1", 2.0) is None  # one remover
+    with store.write_transaction():
+        assert store.spans.end_leaving(network, "i-1", joined) is False  # the copy stayed
+    assert store.spans.members(network) and not store.spans.is_leaving(
+        store.NetworkMember.get(store.NetworkMember.network == network.id)
+    )
+
+
+def test_a_create_waits_for_a_leave_and_then_makes_the_copy_again(settings, monkeypatch):
+    """A create that takes its address while the network leaves the instance does not use the
+    copy being removed: it waits for the leave to end and gets a new joining (so every
+    worker's memory of the copy it made misses, and the copy is made again)."""
+    add_instance("i-1", 1500, project="pa")
+    network = _network()
+    with store.write_transaction():
+        before = str(store.spans.member_slot(network, "i-1").joined)
+        joined = store.spans.start_leaving(network, "i-1", time.time())
+    assert joined == before
+    instance = store.Instance.get_by_id("i-1")
+    got: list[store.NetworkMember] = []
+    with store.write_transaction():
+        store.spans.take_address(network, ["198.19.0.3"], "create-x", "i-1", ["c2"], [])
+    waiter = threading.Thread(target=lambda: got.append(spans._member_once_left(network, instance)))
+    waiter.start()
+    waiter.join(0.3)
+    assert waiter.is_alive()  # waits while the copy is being removed
+    with store.write_transaction():
+        assert store.spans.end_leaving(network, "i-1", None) is False  # a create holds an address
+    waiter.join(5)
+    assert got and not store.spans.is_leaving(got[0]) and got[0].joined not in (before, None)
+
+
+def test_a_leave_whose_remover_died_is_taken_over(settings, monkeypatch):
+    add_instance("i-1", 1500, project="pa")
+    network = _network()
+    with store.write_transaction():
+        store.spans.member_slot(network, "i-1")
+        assert store.spans.start_leaving(network, "i-1", 1.0)  # long ago
+    member = spans._member_once_left(network, store.Instance.get_by_id("i-1"))
+    assert not store.spans.is_leaving(member)
