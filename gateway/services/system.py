@@ -23,10 +23,26 @@ from gateway.services.common import (
 from gateway.services.events import OwnEventsTail, tenant_events
 from gateway.tenancy import PROJECT_LABEL, scope
 
+# dockerd's /version answer changes only with its binary and the kernel under it: each worker
+# keeps it per instance for VERSION_TTL seconds, while the daemon version the instance's
+# heartbeats report stays the same, so that `docker version` (which compose, buildx and the
+# SDKs ask first) costs no round trip to the instance. A daemon upgraded in place shows at its
+# next heartbeat.
+VERSION_TTL = 30.0
+_versions: dict[str, tuple[float, str, str]] = {}  # instance UUID -> (when, daemon version, answer)
+
 
 def version(ctx: Context) -> None:
-    status, payload = call(ctx, home_instance(ctx), "GET", "/version")
-    raise_for(status, payload)
+    instance = home_instance(ctx)
+    kept = _versions.get(instance.uuid)
+    now = time.monotonic()
+    if kept is not None and now - kept[0] < VERSION_TTL and kept[1] == instance.daemon_version:
+        payload = json.loads(kept[2])
+    else:
+        status, payload = call(ctx, instance, "GET", "/version")
+        raise_for(status, payload)
+        if instance.daemon_version and payload.get("Version") == instance.daemon_version:
+            _versions[instance.uuid] = (now, instance.daemon_version, json.dumps(payload))
     maximum, minimum = ctx.gw.api_range()
     payload["ApiVersion"], payload["MinAPIVersion"] = maximum, minimum
     for component in payload.get("Components") or []:
