@@ -10,7 +10,7 @@ from gateway import store
 from gateway.context import Context
 from gateway.forward import call
 from gateway.services.spans import spec_of
-from gateway.tenancy import scope
+from gateway.tenancy import names, scope
 
 
 def _obj(value) -> dict:
@@ -59,24 +59,30 @@ def members_view(ctx: Context, network: store.Network) -> dict:
 
 
 def matches(network: store.Network, filters: dict) -> bool:
-    """dockerd's network list filters, on a spanning network."""
+    """dockerd's network list filters, on a spanning network (daemon/network/filter.go): each
+    key given must match; within a key any value may (names and IDs as regular expressions,
+    names.matches), but for labels, which must all (MatchKVList: `label=a` and `label=b` is a
+    network carrying both)."""
 
     def values(key: str) -> list[str]:
         value = filters.get(key)
-        return list(value) if isinstance(value, (list, dict)) else []
+        return [str(v) for v in value] if isinstance(value, (list, dict)) else []
 
     labels = spec_of(network).get("Labels") or {}
+
+    def has_label(value: str) -> bool:
+        key, equals, wanted = value.partition("=")
+        return key in labels and (not equals or labels[key] == wanted)
+
     checks = {
-        "name": lambda v: v in network.name,
-        "id": network.id.startswith,
-        "driver": lambda v: v == "bridge",
-        "type": lambda v: v == "custom",
-        "scope": lambda v: v == "local",
-        "label": lambda v: (
-            (labels.get(v.partition("=")[0]) == v.partition("=")[2]) if "=" in v else v in labels
-        ),
+        "name": lambda vs: names.matches(vs, network.name),
+        "id": lambda vs: names.matches(vs, network.id),
+        "driver": lambda vs: "bridge" in vs,
+        "type": lambda vs: "custom" in vs,
+        "scope": lambda vs: "local" in vs,
+        "label": lambda vs: all(has_label(v) for v in vs),
     }
-    return all(any(check(v) for v in values(key)) for key, check in checks.items() if values(key))
+    return all(check(values(key)) for key, check in checks.items() if values(key))
 
 
 def show_network_ids(ctx: Context, containers: list[dict]) -> None:
