@@ -5,8 +5,8 @@ gateway/app.py when the worker runs under gevent, as `moorage serve` does):
   (gateway/fairshare.py), two statements whatever the request rate;
 - every ``[gateway] heartbeat_interval``: the instance gauges (instances by state, heartbeats
   missed per instance; gateway/instances.py publish_census), which agent heartbeats also
-  count, so that they still move when every agent has gone silent; and the worker's greenlets
-  (gateway/metrics.py GREENLETS: a leak shows as a climb).
+  count, so that they still move when every agent has gone silent;
+- every minute: the worker's greenlets (gateway/metrics.py GREENLETS: a leak shows as a climb).
 """
 
 from __future__ import annotations
@@ -22,9 +22,15 @@ log = logging.getLogger("moorage.upkeep")
 _running = None
 
 
+# How often the greenlets are counted: the walk below holds the worker (no other greenlet runs)
+# for tens of milliseconds on a busy worker's heap, up to 100 ms on a loaded machine (py-spy,
+# bench/README.md), and a leak is a climb over minutes: once a minute.
+GREENLET_CENSUS_EVERY = 60.0
+
+
 def count_greenlets() -> int:
     """Greenlets alive in this process. gevent keeps no registry of them, so this walks the
-    collector's objects: a few milliseconds for a worker's heap, once a census interval."""
+    collector's objects, once every GREENLET_CENSUS_EVERY seconds."""
     from greenlet import greenlet
 
     return sum(1 for obj in gc.get_objects() if isinstance(obj, greenlet) and not obj.dead)
@@ -46,7 +52,7 @@ def start(settings, fairshare) -> None:
     census_every = max(1.0, settings.gateway.heartbeat_interval)
 
     def loop() -> None:
-        last_census = 0.0
+        last_census = last_greenlets = 0.0
         while True:
             gevent.sleep(share_every)
             try:
@@ -54,6 +60,8 @@ def start(settings, fairshare) -> None:
                 if time.monotonic() - last_census >= census_every:
                     last_census = time.monotonic()
                     instances.publish_census(settings)
+                if time.monotonic() - last_greenlets >= GREENLET_CENSUS_EVERY:
+                    last_greenlets = time.monotonic()
                     metrics.GREENLETS.set(count_greenlets())
             except Exception:  # the upkeep outlives a store that is away for a while
                 log.exception("upkeep pass failed (the store may be away); retrying")

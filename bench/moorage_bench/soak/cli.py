@@ -21,8 +21,8 @@ minute it prints the requests, errors, p50 and p99 latency (an operation's whole
 exec and run, every call of it), and, sampled at the minute's end, the gateway's RSS and open
 file descriptors (every replica's master and workers, from /proc) and greenlets (the sum of
 every replica's moorage_greenlets) and the load average. The baseline is taken before the
-clients start, and again 20 s after they stop (the greenlet gauge is refreshed every
-heartbeat interval). Without --env it brings up its own stack (scripts/devstack up --hosts 2
+clients start, and again 65 s after they stop (each worker counts its greenlets once a
+minute, gateway/upkeep.py). Without --env it brings up its own stack (scripts/devstack up --hosts 2
 --postgres --replicas 2) and takes it down at the end. It exits 0 whatever the figures, 1 if
 it could not take them. See bench/README.md.
 """
@@ -52,7 +52,7 @@ OPS = (("ps", 30), ("inspect", 25), ("logs", 20), ("exec", 15), ("run", 10))
 TENANTS = ("alpha", "beta")
 AGENT_PORT = 2376  # where the gateway reaches each agent (devstack's, and the default)
 TIMEOUT = 120  # seconds a call may take before it counts as an error (a hang)
-SETTLE = 20  # seconds after the clients stop before the last sample
+SETTLE = 65  # seconds after the clients stop before the last sample (greenlets: once a minute)
 
 
 def sides(env: dict[str, str]) -> dict[str, list[Side]]:
