@@ -76,7 +76,8 @@ def resolve(ctx: Context, typed: str) -> imagemap.Found | None:
     exported names adopted first: a client that has just seen its build end (compose's `up
     --build`) may name the image before the /grpc connection's end is noticed here."""
     found = imagemap.resolve(ctx.project, typed)
-    if not available(ctx):
+    if not available(ctx) or (found is not None and found.public):
+        # A public name is never adopted (foreign_names): an export cannot change what it is.
         return found
     own = instances.project_instances(ctx.settings, ctx.project)
     if found is None:
