@@ -169,3 +169,17 @@ def test_a_leave_whose_remover_died_is_taken_over(settings, monkeypatch):
         assert store.spans.start_leaving(network, "i-1", 1.0)  # long ago
     member = spans._member_once_left(network, store.Instance.get_by_id("i-1"))
     assert not store.spans.is_leaving(member)
+
+
+def test_a_spanning_network_alone_keeps_no_instance_from_being_reaped(settings):
+    """A spanning network's row is no instance's (its copies follow its containers), so an
+    instance it reaches with no container left is empty to the reaper."""
+    from gateway.placement import reaper
+
+    add_instance("i-1", 1500, project="pa")
+    network = _network()
+    with store.write_transaction():
+        store.spans.member_slot(network, "i-1")
+    assert network.instance is None and not reaper.held("i-1")
+    store.Container.create(id="c" * 64, project="pa", name="web", instance="i-1")
+    assert reaper.held("i-1")
