@@ -62,6 +62,13 @@ class Kept(Generic[T]):
         self._held = None
 
 
+def _live_where(settings):
+    horizon = store.utcnow() - _dt.timedelta(seconds=settings.gateway.heartbeat_timeout)
+    return store.Instance.state.in_([store.INSTANCE_UP, store.INSTANCE_DRAINING]) & (
+        store.Instance.last_heartbeat >= horizon
+    )
+
+
 LIVE_CACHE_SECONDS = 1.0
 _live_cache: Kept[list[store.Instance]] = Kept(LIVE_CACHE_SECONDS)
 
@@ -76,19 +83,46 @@ def live_instances(settings, *, fresh: bool = False) -> list[store.Instance]:
     the store itself, in its transaction)."""
 
     def read() -> list[store.Instance]:
-        horizon = store.utcnow() - _dt.timedelta(seconds=settings.gateway.heartbeat_timeout)
-        return list(
-            store.Instance.select()
-            .where(
-                store.Instance.state.in_([store.INSTANCE_UP, store.INSTANCE_DRAINING])
-                & (store.Instance.last_heartbeat >= horizon)
-            )
-            .order_by(store.Instance.position, store.Instance.uuid)
-        )
+        Inst = store.Instance
+        return list(Inst.select().where(_live_where(settings)).order_by(Inst.position, Inst.uuid))
 
     # An empty answer is never kept: it would refuse work for a second after the first agent
     # registers.
     return list(_live_cache.get(read, fresh=fresh, keep=bool))
+
+
+def live_uuids(settings) -> list[str]:
+    """The live instances' UUIDs (as ``live_instances``, read now): for who needs to know
+    which are live, not their rows (loading every live row, its facts parsed, costs tens of
+    milliseconds at 1,000 instances; bench/README.md, bench/scale)."""
+    Inst = store.Instance
+    return [uuid for (uuid,) in Inst.select(Inst.uuid).where(_live_where(settings)).tuples()]
+
+
+def by_uuid(uuids: list[str]) -> dict[str, store.Instance]:
+    """These instances' rows, read now (a statement per 500)."""
+    Inst, found = store.Instance, {}
+    for start in range(0, len(uuids), 500):
+        found.update((i.uuid, i) for i in Inst.select().where(Inst.uuid.in_(uuids[start : start + 500])))
+    return found
+
+
+_api_versions: Kept[tuple[str, ...]] = Kept(LIVE_CACHE_SECONDS)
+
+
+def live_api_versions(settings) -> tuple[str, ...]:
+    """The API versions the live instances' daemons speak (each once), kept a second per
+    worker as the live instances are: what a request body's translation asks on every create
+    (gateway/context.py), a few rows rather than every live instance's."""
+
+    def read() -> tuple[str, ...]:
+        Inst = store.Instance
+        rows = (
+            Inst.select(Inst.api_version).where(_live_where(settings) & (Inst.api_version != "")).distinct()
+        )
+        return tuple(sorted(v for (v,) in rows.tuples()))
+
+    return _api_versions.get(read, keep=bool)
 
 
 _capacity_kept: Kept[tuple[int, int]] = Kept(LIVE_CACHE_SECONDS)

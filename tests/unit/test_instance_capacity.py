@@ -80,3 +80,18 @@ def test_kept_values_expire_follow_the_store_and_skip_what_is_not_kept(settings,
         store.init(settings.gateway.database)
     empty: instances.Kept[list] = instances.Kept(60)
     assert empty.get(list, keep=bool) == [] and empty._held is None  # an empty answer is not kept
+
+
+def test_the_light_reads_of_the_live_instances(settings):
+    """What a create's body translation and the events recorder ask instead of every live row."""
+    instances._api_versions.clear()
+    add("a", 0, None, project="p")
+    add("b", 1, None, state="draining")
+    add("c", 2, None, age=3600)  # silent
+    add("d", 3, None, state="down")
+    for uuid, version in (("a", "1.41"), ("b", "1.43"), ("c", "1.24"), ("d", "1.24")):
+        store.Instance.update(api_version=version).where(store.Instance.uuid == uuid).execute()
+    assert sorted(instances.live_uuids(settings)) == ["a", "b"]
+    assert [i.uuid for i in instances.live_instances(settings, fresh=True)] == ["a", "b"]
+    assert instances.live_api_versions(settings) == ("1.41", "1.43")
+    assert sorted(instances.by_uuid(["a", "c", "zz"])) == ["a", "c"] and instances.by_uuid([]) == {}
