@@ -125,7 +125,8 @@ def choose(
 #   instances' slots, which no other project's decision touches; a lock per project lets
 #   projects decide in parallel. What crosses projects (claiming a free instance, the pool's
 #   boots, counted against the pool's size) takes the claims lock as well, always after the
-#   project's: one order for every holder of both, so no two wait for each other.
+#   project's: one order for every holder of both, so no two wait for each other. Probes (where
+#   a new network or volume goes, services/common.py) are decisions too, and may claim.
 # On SQLite both are the database's one write lock (BEGIN IMMEDIATE): one writer anyway.
 
 
