@@ -130,7 +130,7 @@ class Context:
         oldest of them is asked. forward.send translates it again for the one it goes to."""
         if body is None or self.route is None:
             return
-        daemons = [i.api_version for i in instances.live_instances(self.settings) if i.api_version]
+        daemons = list(instances.live_api_versions(self.settings))
         spoken = versions.for_daemon(self.version, versions.lowest(daemons, self.version))
         if versions.requests_change(self.route.operation, self.version, spoken):
             query = parse_qsl(self.req.query_string or "", keep_blank_values=True)

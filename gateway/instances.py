@@ -13,6 +13,8 @@ import hmac
 import logging
 import secrets
 import time
+from collections.abc import Callable
+from typing import Generic, TypeVar
 from urllib.parse import urlsplit
 
 import peewee
@@ -24,8 +26,51 @@ from relay.upstream import Endpoint
 
 log = logging.getLogger("moorage.instances")
 
-_live_cache: tuple[float, list] | None = None
+T = TypeVar("T")
+
+
+class Kept(Generic[T]):
+    """A value worked out at most once per ``seconds`` in this worker, for the store it was
+    read from (tests open several stores in one process): what many requests ask and the
+    store answers alike for a while, such as the live instances, the agents' ports, the
+    fleet's capacity, or (a value of None, for its side effect) the instance census."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self._held: tuple[object, float, T] | None = None  # (store, when, value)
+
+    def get(
+        self,
+        compute: Callable[[], T],
+        *,
+        seconds: float | None = None,
+        fresh: bool = False,
+        keep: Callable[[T], bool] = lambda value: True,
+    ) -> T:
+        """The value kept, else ``compute()`` (always with ``fresh``), kept unless ``keep``
+        says otherwise; ``seconds`` overrides how long for this call."""
+        now, db = time.monotonic(), store.database.obj
+        held = self._held
+        ttl = self.seconds if seconds is None else seconds
+        if not fresh and held is not None and held[0] is db and now - held[1] < ttl:
+            return held[2]
+        value = compute()
+        self._held = (db, now, value) if keep(value) else None
+        return value
+
+    def clear(self) -> None:
+        self._held = None
+
+
+def _live_where(settings):
+    horizon = store.utcnow() - _dt.timedelta(seconds=settings.gateway.heartbeat_timeout)
+    return store.Instance.state.in_([store.INSTANCE_UP, store.INSTANCE_DRAINING]) & (
+        store.Instance.last_heartbeat >= horizon
+    )
+
+
 LIVE_CACHE_SECONDS = 1.0
+_live_cache: Kept[list[store.Instance]] = Kept(LIVE_CACHE_SECONDS)
 
 
 def live_instances(settings, *, fresh: bool = False) -> list[store.Instance]:
@@ -33,26 +78,68 @@ def live_instances(settings, *, fresh: bool = False) -> list[store.Instance]:
     instance takes no new container (placement reads the store itself) but its containers
     still run, and every merged view shows them.
 
-    Cached for a second per worker: lists and system calls ask on every request, and a
+    Kept for a second per worker: lists and system calls ask on every request, and a
     second's staleness only delays a new instance's first listing (placement always reads
     the store itself, in its transaction)."""
-    global _live_cache
-    now = time.monotonic()
-    if not fresh and _live_cache and now - _live_cache[0] < LIVE_CACHE_SECONDS:
-        return list(_live_cache[1])
-    horizon = store.utcnow() - _dt.timedelta(seconds=settings.gateway.heartbeat_timeout)
-    live = list(
-        store.Instance.select()
-        .where(
-            store.Instance.state.in_([store.INSTANCE_UP, store.INSTANCE_DRAINING])
-            & (store.Instance.last_heartbeat >= horizon)
+
+    def read() -> list[store.Instance]:
+        Inst = store.Instance
+        return list(Inst.select().where(_live_where(settings)).order_by(Inst.position, Inst.uuid))
+
+    # An empty answer is never kept: it would refuse work for a second after the first agent
+    # registers.
+    return list(_live_cache.get(read, fresh=fresh, keep=bool))
+
+
+def live_uuids(settings) -> list[str]:
+    """The live instances' UUIDs (as ``live_instances``, read now): for who needs to know
+    which are live, not their rows (loading every live row, its facts parsed, costs tens of
+    milliseconds at 1,000 instances; bench/README.md, bench/scale)."""
+    Inst = store.Instance
+    return [uuid for (uuid,) in Inst.select(Inst.uuid).where(_live_where(settings)).tuples()]
+
+
+def by_uuid(uuids: list[str]) -> dict[str, store.Instance]:
+    """These instances' rows, read now (a statement per 500)."""
+    Inst, found = store.Instance, {}
+    for start in range(0, len(uuids), 500):
+        found.update((i.uuid, i) for i in Inst.select().where(Inst.uuid.in_(uuids[start : start + 500])))
+    return found
+
+
+_api_versions: Kept[tuple[str, ...]] = Kept(LIVE_CACHE_SECONDS)
+
+
+def live_api_versions(settings) -> tuple[str, ...]:
+    """The API versions the live instances' daemons speak (each once), kept a second per
+    worker as the live instances are: what a request body's translation asks on every create
+    (gateway/context.py), a few rows rather than every live instance's."""
+
+    def read() -> tuple[str, ...]:
+        Inst = store.Instance
+        rows = (
+            Inst.select(Inst.api_version).where(_live_where(settings) & (Inst.api_version != "")).distinct()
         )
-        .order_by(store.Instance.position, store.Instance.uuid)
-    )
-    # An empty answer is never cached: it would refuse work for a second after the first
-    # agent registers.
-    _live_cache = (now, live) if live else None
-    return list(live)
+        return tuple(sorted(v for (v,) in rows.tuples()))
+
+    return _api_versions.get(read, keep=bool)
+
+
+_capacity_kept: Kept[tuple[int, int]] = Kept(LIVE_CACHE_SECONDS)
+
+
+def capacity(settings, project: str | None = None) -> tuple[int, int]:
+    """(NCPU, MemTotal) of the live instances (up or draining) added up, as their agents last
+    reported them: ``project``'s own (dedicated tenancy: what its daemon is; read each time,
+    an aggregate over its instances through the project index, so that a claim shows at
+    once), else every one (kept a second per worker, as the live instances are). One
+    aggregate in the store either way: no instance row is loaded, no JSON parsed here."""
+
+    def read() -> tuple[int, int]:
+        horizon = store.utcnow() - _dt.timedelta(seconds=settings.gateway.heartbeat_timeout)
+        return store.live_capacity(horizon, project)
+
+    return read() if project is not None else _capacity_kept.get(read)
 
 
 def project_instances(settings, project: str) -> list[store.Instance]:
@@ -126,24 +213,22 @@ def agent_ports() -> frozenset[int]:
     Read from the store at most once a second per worker: every create asks, the answer reads
     every instance's row (bench/scale: 11 ms of CPU a create at 1,000 instances), and agents'
     ports change only when an agent registers with another one."""
-    global _agent_ports
-    now = time.monotonic()
-    db = store.database.obj  # (a cache per store: tests open several in one process)
-    if _agent_ports is not None and _agent_ports[0] is db and now - _agent_ports[1] < 1.0:
-        return _agent_ports[2]
-    ports = set()
-    for (url,) in store.Instance.select(store.Instance.agent_url).distinct().tuples():
-        try:
-            agent = Endpoint.parse(url)
-        except ValueError:
-            continue
-        if agent.scheme == "tcp":
-            ports.add(int(agent.address[1]))
-    _agent_ports = (db, now, frozenset(ports))
-    return _agent_ports[2]
+
+    def read() -> frozenset[int]:
+        ports = set()
+        for (url,) in store.Instance.select(store.Instance.agent_url).distinct().tuples():
+            try:
+                agent = Endpoint.parse(url)
+            except ValueError:
+                continue
+            if agent.scheme == "tcp":
+                ports.add(int(agent.address[1]))
+        return frozenset(ports)
+
+    return _agent_ports.get(read)
 
 
-_agent_ports: tuple[object, float, frozenset[int]] | None = None
+_agent_ports: Kept[frozenset[int]] = Kept(1.0)
 
 
 def apply_facts(instance: store.Instance, data: dict) -> None:

@@ -17,8 +17,9 @@ What the pool decides lives in the store, so every worker and replica agrees:
   that finds no room joins a building member that still has room for it, and only boots
   another when none has, so Nova sees about one boot per ``capacity`` creates. That claim is
   made inside the scheduler's placement transaction (scheduler.place's ``when_full``), after
-  its name and quota checks: no placement interleaves between "every instance is full" and
-  "join or boot one", in any worker or replica;
+  its name and quota checks and under the claims lock: no placement that could take the same
+  instances interleaves between "every instance is full" and "join or boot one", in any
+  worker or replica;
 - the one-time bootstrap secret the booted agent registers with is kept as a SHA-256 only,
   and cleared when it is used: the agent registers under the server's UUID, once;
 - a PoolLease row elects the one worker (of every worker of every replica) that reaps.
@@ -86,8 +87,10 @@ def claim(
 ) -> tuple[str, str | None]:
     """Join a building member with room, or start a new one. ``project``: dedicated tenancy's
     owner of the instance (only that project's creates join its boot). Runs inside the placement
-    transaction (store.serialized(PLACEMENT_LOCK), through scheduler.place's ``when_full``),
-    which is what keeps two creates from both seeing "nothing building" and both booting.
+    transaction (through scheduler.place's ``when_full``), under the lock every decision that
+    may boot holds (scheduler.lock_claims, or with shared tenancy the one placement lock): what
+    keeps two creates, of one project or two, from both seeing "nothing building" and both
+    booting, or both counting the last instance the pool's size allows.
 
     Returns (member id, bootstrap secret): the secret is set only for the caller that must
     boot the instance. Raises DockerError 503 when the pool is at its size limit."""

@@ -21,7 +21,7 @@ from gateway.config import PlacementSettings
 from gateway.placement import wipe
 from gateway.placement.pool import _one_line, fail, provider_for
 from gateway.placement.provider import Provider
-from gateway.placement.scheduler import dedicated
+from gateway.placement.scheduler import dedicated, instance_lock
 from gateway.store import ACTIVE, BUILDING, DELETING, DRAINING, FAILED, PoolLease, PoolMember
 from gateway.wire import AGENT_SEGMENTS_PATH
 
@@ -136,8 +136,11 @@ def reap_once(
         if instance is not None and not is_live(instance, settings):
             continue  # its daemon cannot say whether it holds anything: keep it
         # Empty for the whole grace: take it out of placement, atomically with the last check
-        # (in the placement transaction: no create is placed on it between the two).
-        with store.serialized(store.PLACEMENT_LOCK):
+        # (under the lock of every decision that could place on it: its project's, or with
+        # shared tenancy the one placement lock; no create is placed on it between the two).
+        with instance_lock(settings, server_id) as same_owner:
+            if not same_owner:
+                continue  # claimed meanwhile: looked at again on the next pass
             if held(server_id):
                 PoolMember.update(empty_since=None).where(PoolMember.id == member.id).execute()
                 continue
@@ -235,8 +238,10 @@ def release_empty(settings, now: _dt.datetime | None = None, wipe_host=wipe.wipe
         since = _empty_since.setdefault(uuid, now)
         if (now - since).total_seconds() < grace or not instances.is_live(instance, settings):
             continue
-        with store.serialized(store.PLACEMENT_LOCK):
-            if held(uuid):
+        # Under the project's placement lock (the only decisions that place on its instance:
+        # dedicated tenancy), atomically with the last emptiness check.
+        with instance_lock(settings, uuid) as same_owner:
+            if not same_owner or held(uuid):
                 _empty_since.pop(uuid, None)
                 continue
             taken = (
@@ -333,7 +338,10 @@ def forget_vanished(settings, provider: Provider, servers: list[dict]) -> int:
         instance = store.Instance.get_or_none(store.Instance.uuid == server_id)
         if instance is not None and instances.is_live(instance, settings):
             continue
-        with store.serialized(store.PLACEMENT_LOCK):
+        # Under the lock of every decision that could place on it (its project's, the claims
+        # lock when none owns it, the one placement lock with shared tenancy): a decision that
+        # read it live a moment ago cannot reserve a slot on it while its rows go.
+        with instance_lock(settings, server_id):
             C = store.Container
             on_it = C.select(C.id).where(C.instance == server_id)
             store.Exec.delete().where(store.Exec.container.in_(on_it)).execute()

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import uuid as _uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import overload
 
@@ -116,28 +117,83 @@ def choose(
     return next(iter(store.Instance.raw(sql, *params)), None)
 
 
+# -- locks ----------------------------------------------------------------------------------------
+# What a decision reads and writes, and who else may touch it meanwhile:
+# - shared tenancy: any instance takes any project's container, so every decision of every
+#   project competes for the same slots: one lock for all (store.PLACEMENT_LOCK);
+# - dedicated tenancy: a decision reads and writes its own project's names, quotas and
+#   instances' slots, which no other project's decision touches; a lock per project lets
+#   projects decide in parallel. What crosses projects (claiming a free instance, the pool's
+#   boots, counted against the pool's size) takes the claims lock as well, always after the
+#   project's: one order for every holder of both, so no two wait for each other. Probes (where
+#   a new network or volume goes, services/common.py) are decisions too, and may claim.
+# On SQLite both are the database's one write lock (BEGIN IMMEDIATE): one writer anyway.
+
+
+def decision_lock(settings, project: str) -> contextlib.AbstractContextManager[None]:
+    """The transaction a placement decision for ``project`` runs in (see above)."""
+    if dedicated(settings):
+        return store.serialized(store.project_lock_key(store.PROJECT_PLACEMENT_KIND, project))
+    return store.serialized(store.PLACEMENT_LOCK)
+
+
+def lock_claims(settings) -> None:
+    """Inside a decision (after its project's lock): hold the claims lock to its end, before
+    reading which instances are free or what the pool is booting. With shared tenancy (and on
+    SQLite) the decision's own lock excludes every other decision already."""
+    if dedicated(settings):
+        store.advisory_lock(store.CLAIMS_LOCK)
+
+
+@contextlib.contextmanager
+def instance_lock(settings, uuid: str) -> Iterator[bool]:
+    """A write transaction no placement decision that could put a container on instance
+    ``uuid`` interleaves with (the reaper's: taking an empty instance out of placement with its
+    last emptiness check, forgetting a vanished one): the lock of the project that owns it, or
+    the claims lock when none does (only a claim could then place there). Yields whether it
+    still has the owner it was locked for: False if a claim or a release changed it between the
+    read and the lock (the caller leaves it for its next pass)."""
+    if not dedicated(settings):
+        with store.serialized(store.PLACEMENT_LOCK):
+            yield True
+        return
+    Inst = store.Instance
+    owner = Inst.select(Inst.project).where(Inst.uuid == uuid).scalar()
+    key = store.CLAIMS_LOCK if owner is None else store.project_lock_key(store.PROJECT_PLACEMENT_KIND, owner)
+    with store.serialized(key):
+        yield Inst.select(Inst.project).where(Inst.uuid == uuid).scalar() == owner
+
+
 def claim_free(
     project: str, settings, default_capacity: int, exclude: frozenset[str] = frozenset()
 ) -> store.Instance | None:
-    """Dedicated tenancy: make the first free instance (fill order) the project's. Runs in the
-    placement transaction, so two projects never claim one instance."""
-    chosen = choose(STRATEGIES["fill"], settings, default_capacity, free=True, exclude=exclude)
-    if chosen is None:
-        return None
-    claim(chosen, project)
-    return chosen
+    """Dedicated tenancy: make the first free instance (fill order) the project's. Chosen and
+    claimed under the claims lock, so two projects never claim one instance."""
+    lock_claims(settings)
+    for _ in range(3):
+        chosen = choose(STRATEGIES["fill"], settings, default_capacity, free=True, exclude=exclude)
+        if chosen is None or claim(chosen, project, settings):
+            return chosen
+        # (only a writer outside the claims lock could have changed it: try the next one)
+        exclude = exclude | {chosen.uuid}
+    raise DockerError(503, "the free instances were taken meanwhile; try again")
 
 
-def claim(instance: store.Instance, project: str) -> None:
+def claim(instance: store.Instance, project: str, settings) -> bool:
+    """Make a free instance the project's, under the claims lock: the update itself checks
+    that it is still free (no project's, nothing on it), as read under that lock, so that two
+    projects deciding in parallel never both claim it. False when it no longer is."""
+    lock_claims(settings)
     now = store.utcnow()
+    Inst = store.Instance
     taken = (
-        store.Instance.update(project=project, claimed_at=now)
-        .where((store.Instance.uuid == instance.uuid) & store.Instance.project.is_null())
+        Inst.update(project=project, claimed_at=now)
+        .where((Inst.uuid == instance.uuid) & Inst.project.is_null() & (Inst.container_count == 0))
         .execute()
     )
-    if not taken:  # (inside the placement lock nobody else claims: this is a broken invariant)
-        raise DockerError(503, f"instance {instance.uuid} was claimed meanwhile; try again")
-    instance.project, instance.claimed_at = project, now
+    if taken:
+        instance.project, instance.claimed_at = project, now
+    return bool(taken)
 
 
 @overload
@@ -148,8 +204,9 @@ def place(
     request: PlacementRequest, settings, when_full: Callable[[], None] | None = None
 ) -> Placement | None:
     """Check the project's container quotas, choose an instance and reserve a slot on it,
-    atomically: one transaction that no other placement interleaves with, in any worker or
-    replica (BEGIN IMMEDIATE on SQLite, an advisory lock on PostgreSQL).
+    atomically: one transaction that no other placement which could take the same name, quota
+    or slot interleaves with, in any worker or replica (BEGIN IMMEDIATE on SQLite, advisory
+    locks on PostgreSQL: ``decision_lock`` and ``lock_claims``).
 
     ``when_full`` (the instance pool, gateway/placement/pool.py): when no instance has room
     for an unpinned request that passed the name and quota checks, it runs inside this same
@@ -159,7 +216,7 @@ def place(
     default_capacity = settings.placement.capacity
     reservation_id = RESERVATION_PREFIX + _uuid.uuid4().hex
     # Two creates can neither count the same free slot nor the same quota headroom.
-    with store.serialized(store.PLACEMENT_LOCK):
+    with decision_lock(settings, request.project):
         if request.name:
             # Names are the project's across every instance: checked and reserved here, in the
             # same transaction, so two creates of one name cannot both pass.
@@ -195,8 +252,9 @@ def place(
                     f"instance {chosen.uuid} is full ({_capacity(chosen, default_capacity)} "
                     f"containers); pin another instance or drop the {PIN_LABEL} label",
                 )
-            if own and chosen.project is None:
-                claim(chosen, request.project)
+            if own and chosen.project is None and not claim(chosen, request.project, settings):
+                # another project claimed it since it was read: as unknown as any of its instances
+                raise DockerError(404, f"no such instance: {request.pinned} (label {PIN_LABEL})")
         else:
             busy = frozenset(i for protocol, port in request.ports for i in mesh.taken_on(protocol, port))
             if own:
@@ -209,6 +267,7 @@ def place(
                 raise _ports_taken(request)
             if chosen is None:
                 if when_full is not None:
+                    lock_claims(settings)  # the pool's size and building members are every project's
                     when_full()
                     return None
                 if choose(STRATEGIES["fill"], settings, 0, with_room=False) is None:

@@ -10,6 +10,7 @@ from gateway import instances, quotas
 from gateway.context import Context
 from gateway.forward import call, check_agent, forward, raise_for, respond, send
 from gateway.notifications import own_events, recorder
+from gateway.placement import dedicated
 from gateway.services import event_replay, images
 from gateway.services.common import (
     every_instance,
@@ -64,9 +65,12 @@ def _my_containers(ctx: Context) -> list[dict]:
 
 
 def info(ctx: Context) -> None:
-    """The home daemon's answer, with the caller's counts, and the capacity of every live
-    instance added up (as Swarm classic presented a cluster)."""
-    live = instances.live_instances(ctx.settings)
+    """The home daemon's answer, with the caller's counts, and the capacity of the instances
+    the caller's daemon is made of added up (as Swarm classic presented a cluster): with
+    dedicated tenancy the project's own instances (no other project's container runs on the
+    others; a project that owns none yet sees its home daemon's own figures), else, and in
+    the admin view, every live instance. Added up by the store (instances.capacity), so its
+    cost does not grow with the instances the caller does not use."""
     home = home_instance(ctx)
     status, payload = call(ctx, home, "GET", "/info")
     raise_for(status, payload)
@@ -77,10 +81,10 @@ def info(ctx: Context) -> None:
     payload["ContainersPaused"] = states.count("paused")
     payload["ContainersStopped"] = len(mine) - payload["ContainersRunning"] - payload["ContainersPaused"]
     payload["Images"] = images.visible_count(ctx)
-    payload["NCPU"] = sum(int(instances.fact(i, "NCPU") or 0) for i in live) or payload.get("NCPU")
-    payload["MemTotal"] = sum(int(instances.fact(i, "MemTotal") or 0) for i in live) or payload.get(
-        "MemTotal"
-    )
+    own = dedicated(ctx.settings) and not ctx.all_projects
+    ncpu, memory = instances.capacity(ctx.settings, ctx.project if own else None)
+    payload["NCPU"] = ncpu or payload.get("NCPU")
+    payload["MemTotal"] = memory or payload.get("MemTotal")
     add_quota_labels(ctx, payload)
     ctx.answer_json(payload)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import zlib
 from collections.abc import Iterator
 from urllib.parse import unquote, urlparse
 
@@ -19,9 +20,26 @@ from playhouse.pool import MaxConnectionsExceeded, PooledPostgresqlDatabase
 database = peewee.DatabaseProxy()
 
 # PostgreSQL advisory lock keys (pg_advisory_xact_lock): one for schema migrations (replicas
-# starting together), one that serialises placement decisions across replicas.
+# starting together), one that serialises placement decisions across replicas (shared tenancy:
+# every instance is every project's), and the two dedicated tenancy splits it into
+# (gateway/placement/scheduler.py): one lock per project for its own decisions, and one for
+# every claim of a free instance and every boot of the pool, always taken after the project's.
 MIGRATION_LOCK = 0x4D6F6F7200000001
 PLACEMENT_LOCK = 0x4D6F6F7200000002
+CLAIMS_LOCK = 0x4D6F6F7200000005
+# A project's placement lock is of PostgreSQL's two-key form (this kind, the project's hash):
+# that key space never overlaps the one-key locks above (PostgreSQL's documentation says so).
+PROJECT_PLACEMENT_KIND = 0x4D6F5002
+
+
+def project_lock_key(kind: int, project: str) -> tuple[int, int]:
+    """A two-key advisory lock for ``project``: (kind, a stable 32-bit hash of the project,
+    the same in every process and replica, as PostgreSQL's signed int4). Two projects may
+    share a key (a CRC collision): they then only wait for each other, as every project did
+    under one lock."""
+    digest = zlib.crc32(project.encode())
+    return kind, (digest - (1 << 32) if digest >= 1 << 31 else digest)
+
 
 # Connections per gateway worker to PostgreSQL (a pool; each request checks one out).
 PG_POOL_SIZE = int(os.environ.get("MOORAGE_PG_POOL", "20"))
@@ -130,19 +148,30 @@ def write_transaction():
 
 
 @contextlib.contextmanager
-def serialized(lock_key: int) -> Iterator[None]:
+def serialized(lock_key: int | tuple[int, int]) -> Iterator[None]:
     """A write transaction that no other holder of ``lock_key`` interleaves with, in any
     process or replica: BEGIN IMMEDIATE on SQLite (the database's one write lock), a
-    transaction-scoped advisory lock on PostgreSQL. Keep it short and free of network I/O."""
+    transaction-scoped advisory lock on PostgreSQL (one 64-bit key, or two 32-bit keys:
+    :func:`project_lock_key`). Keep it short and free of network I/O."""
     db = database.obj
     if isinstance(db, peewee.SqliteDatabase):
         with db.atomic("IMMEDIATE"):
             yield
         return
     with db.atomic():
-        if is_postgres(db):
-            db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (lock_key,))
+        advisory_lock(lock_key)
         yield
+
+
+def advisory_lock(lock_key: int | tuple[int, int]) -> None:
+    """Inside a transaction: wait for, and hold until it ends, a PostgreSQL advisory lock. A
+    no-op on SQLite, whose write transaction is the database's one write lock already.
+    Holders of several take them in one order (gateway/placement/scheduler.py says which)."""
+    db = database.obj
+    if not is_postgres(db):
+        return
+    keys = lock_key if isinstance(lock_key, tuple) else (lock_key,)
+    db.execute_sql(f"SELECT pg_advisory_xact_lock({', '.join(['%s'] * len(keys))})", keys)
 
 
 def release_connection() -> None:

@@ -90,6 +90,33 @@ def project_live_instances(project: str, horizon: _dt.datetime) -> list[Instance
     return _project_instances(project, horizon)
 
 
+def _fact_sql(key: str) -> str:
+    """One numeric fact of an instance's ``facts`` (JSON text), 0 when absent or not a number."""
+    if is_postgres():
+        return (
+            f"CASE WHEN json_typeof(facts::json -> '{key}') = 'number' "
+            f"THEN (facts::json ->> '{key}')::numeric ELSE 0 END"
+        )
+    return (
+        f"CASE WHEN json_type(facts, '$.{key}') IN ('integer', 'real') "
+        f"THEN json_extract(facts, '$.{key}') ELSE 0 END"
+    )
+
+
+def live_capacity(horizon: _dt.datetime, project: str | None = None) -> tuple[int, int]:
+    """(NCPU, MemTotal) added up over the instances that are up or draining and heard from
+    since ``horizon`` (``project``: that project's only, through its index), as their agents
+    last reported them: one aggregate in the database, no instance row or JSON in Python."""
+    db = database.obj
+    where = f"state IN ({db.param}, {db.param}) AND last_heartbeat >= {db.param}"
+    params: list = [INSTANCE_UP, INSTANCE_DRAINING, horizon]
+    if project is not None:
+        where, params = f"{where} AND project = {db.param}", [*params, project]
+    sql = f'SELECT SUM({_fact_sql("NCPU")}), SUM({_fact_sql("MemTotal")}) FROM "instance" WHERE {where}'
+    ncpu, memory = db.execute_sql(sql, params).fetchone()
+    return int(ncpu or 0), int(memory or 0)
+
+
 def forget_container(container_id: str) -> None:
     """The daemon says it is gone: drop it from the map (its execs go with it, and the mesh's
     ports it held: gateway/store/mesh.py), and free the addresses it held on spanning networks."""

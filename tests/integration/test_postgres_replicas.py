@@ -190,6 +190,28 @@ def test_placement_race_across_replicas_never_overfills(pg_stack):
         remove_all(pg_stack, "beta")
 
 
+def test_docker_info_adds_up_the_projects_own_instances(pg_stack):
+    """Dedicated tenancy: the caller's daemon is its project's instances, so `docker info`'s
+    NCPU and MemTotal are theirs added up (store.live_capacity), not the whole region's."""
+    project = pg_stack.env["MOORAGE_PROJECT_alpha"]
+    made = pg_stack.docker("create", "busybox", "true")  # alpha owns an instance at least
+    assert made.returncode == 0, made.stderr
+    try:
+        rows = json.loads(pg_stack.admin("instances", "list", "--format", "json").stdout)
+        own = [r for r in rows if r["project"] == project and r["state"] == "up"]
+        assert own and len(rows) == HOSTS, rows
+        # every devstack daemon runs on this machine: each reports the same NCPU and MemTotal
+        direct = pg_stack.env["MOORAGE_DIRECT_HOSTS"].split()[0]
+        one = pg_stack.docker("-H", direct, "info", "--format", "{{.NCPU}} {{.MemTotal}}", direct=True)
+        ncpu, memory = map(int, one.stdout.decode().split())
+        for gateway in pg_stack.env["MOORAGE_GATEWAYS"].split():  # each replica
+            shown = pg_stack.docker("-H", gateway, "info", "--format", "{{.NCPU}} {{.MemTotal}}")
+            assert shown.returncode == 0, shown.stderr
+            assert shown.stdout.decode().split() == [str(ncpu * len(own)), str(memory * len(own))]
+    finally:
+        remove_all(pg_stack, "alpha")
+
+
 def test_memory_quota_through_the_docker_cli(pg_stack):
     project = pg_stack.env["MOORAGE_PROJECT_alpha"]
     remove_all(pg_stack, "alpha")

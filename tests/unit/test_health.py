@@ -12,10 +12,10 @@ from gateway.dockerapi import ROUTES
 
 @pytest.fixture
 def gateway(gateway_settings):
-    instances._live_cache = None
+    instances._live_cache.clear()
     gw = Gateway(gateway_settings, ROUTES)
     yield gw
-    instances._live_cache = None
+    instances._live_cache.clear()
 
 
 def _add_live_instance():

@@ -38,9 +38,9 @@ def captured():
 
 @pytest.fixture
 def client(gateway_settings):
-    instances._live_cache = None
+    instances._live_cache.clear()
     yield testing.TestClient(Gateway(gateway_settings, ROUTES))
-    instances._live_cache = None
+    instances._live_cache.clear()
 
 
 def lines(buffer: io.StringIO, logger: str = "moorage.access") -> list[dict]:

@@ -147,6 +147,10 @@ def test_journal_records_each_event_once_in_time_order(db):
     assert newest == {"i1": 20}
     assert [e["Action"] for e in event_replay.replay("p", True, 0, 15)[0]] == ["create", "create"]
     assert journal.last_event_time("i1") == 20
+    # the recorder asks for every follower it starts in one statement (per 500 instances)
+    assert journal.last_event_times(["i1", "i2", "i3"]) == {"i1": 20, "i2": 15}
+    many = [f"x{n}" for n in range(1200)] + ["i2"]
+    assert journal.last_event_times(many) == {"i2": 15}
     assert journal.purge_events(16) == 2
     assert [e["Action"] for e in event_replay.replay("p", False, 0, None)[0]] == ["start"]
 
