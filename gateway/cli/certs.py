@@ -312,6 +312,12 @@ def _init_ca(args) -> int:
     if not args.serial:
         _say("certs init-ca needs a DIR")
         return 2
+    if not 1 <= len(args.ca_name) <= 64:
+        # X.509's upper bound on a common name (RFC 5280 ub-common-name)
+        _say(
+            f"certs init-ca: --ca-name must be 1 to 64 characters (it has {len(args.ca_name)}); give a shorter one"
+        )
+        return 2
     directory = os.path.abspath(args.serial)
     os.makedirs(directory, mode=0o700, exist_ok=True)
     ca_cert, ca_key = os.path.join(directory, "client-ca.pem"), os.path.join(directory, "client-ca-key.pem")

@@ -20,6 +20,13 @@ CERT_RECHECK = (
 RENEW_BEFORE = datetime.timedelta(days=7)  # `up` re-issues a tenant certificate that lives less than this
 
 
+def ca_name(directory: str) -> str:
+    """The stack's client CA's common name: its directory, cut from the left to X.509's 64
+    characters (a long TMPDIR made init-ca refuse it)."""
+    name = f"Moorage devstack {directory}"
+    return name if len(name) <= 64 else "Moorage devstack ..." + directory[-(64 - 20) :]
+
+
 def tls_ports(st: Stack) -> list[int]:
     return list(st.state.get("tls_ports") or [])
 
@@ -37,7 +44,7 @@ def tls_binds(st: Stack, i: int) -> list[str]:
 def ensure_pki(st: Stack) -> None:
     """DIR/tls: the client CA and the server certificate for 127.0.0.1, localhost and the stack's
     gateway address (kept across `up`s: certificates issued before stay good)."""
-    argv = [*moorage_argv(), "certs", "init-ca", st.path("tls"), "--ca-name", f"Moorage devstack {st.dir}"]
+    argv = [*moorage_argv(), "certs", "init-ca", st.path("tls"), "--ca-name", ca_name(st.dir)]
     for name in ("127.0.0.1", "localhost", st.gw_ip):
         argv += ["--server-name", name]
     proc = run(argv, timeout=60, check=False, env=moorage_env())
