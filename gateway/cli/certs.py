@@ -314,9 +314,7 @@ def _init_ca(args) -> int:
         return 2
     if not 1 <= len(args.ca_name) <= 64:
         # X.509's upper bound on a common name (RFC 5280 ub-common-name)
-        _say(
-            f"certs init-ca: --ca-name must be 1 to 64 characters (it has {len(args.ca_name)}); give a shorter one"
-        )
+        _say(f"certs init-ca: --ca-name takes 1 to 64 characters, not {len(args.ca_name)}; use a shorter one")
         return 2
     directory = os.path.abspath(args.serial)
     os.makedirs(directory, mode=0o700, exist_ok=True)
