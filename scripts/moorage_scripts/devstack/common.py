@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 from .. import Fail
+from ..files import parse_exports, write_private  # noqa: F401 (the devstack modules take them from here)
 
 RUN_BASE = "/run/moorage"
 NETNS_DIR = "/var/run/netns"
@@ -99,25 +100,6 @@ def run(
         err = proc.stderr.decode("utf-8", "replace").strip().splitlines()
         raise Fail(f"`{shlex.join(argv)}` failed (exit {proc.returncode}): {err[-1] if err else ''}")
     return proc
-
-
-def write_private(path: str, text: str) -> None:
-    tmp = path + ".tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
-
-
-def parse_exports(text: str) -> dict:
-    """`export K=V` lines (shell-quoted, as scripts/keystone and devstack write them) as a dict."""
-    out = {}
-    for line in text.splitlines():
-        words = shlex.split(line, comments=True)
-        if len(words) == 2 and words[0] == "export" and "=" in words[1]:
-            key, _, value = words[1].partition("=")
-            out[key] = value
-    return out
 
 
 def require_root() -> None:

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import shlex
 import subprocess
 import time
 
-from ..procs import alive, proc_start
+from ..files import flock_wait, load_state
+from ..procs import alive, proc_start, spawn
 from .api import answers
 from .common import LOCK_TIMEOUT, MANAGE_TIMEOUT, START_TIMEOUT, Fail, quiet_env, run, tail, write_private
 
@@ -24,31 +24,19 @@ class Keystone:
         return os.path.join(self.dir, *parts)
 
     def load(self) -> bool:
-        try:
-            with open(self.state_path) as fh:
-                self.state = json.load(fh)
-            return True
-        except FileNotFoundError:
-            self.state = {}
-            return False
-        except ValueError as exc:
-            raise Fail(f"{self.state_path} is not valid JSON ({exc}); fix or remove it") from exc
+        state = load_state(self.state_path)
+        self.state = state or {}
+        return state is not None
 
     def save(self) -> None:
         write_private(self.state_path, json.dumps(self.state, indent=2, sort_keys=True) + "\n")
 
     def lock(self):
         fh = open(self.path(".lock"), "w")  # noqa: SIM115 (held open: the lock lasts as long as the handle)
-        deadline = time.monotonic() + LOCK_TIMEOUT
-        while True:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return fh
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    fh.close()
-                    raise Fail(f"another scripts/keystone command holds {self.path('.lock')}") from None
-                time.sleep(0.2)
+        if not flock_wait(fh, timeout=LOCK_TIMEOUT, interval=0.2):
+            fh.close()
+            raise Fail(f"another scripts/keystone command holds {self.path('.lock')}")
+        return fh
 
     @property
     def proc(self) -> dict | None:
@@ -151,19 +139,7 @@ def start(ks: Keystone, venv: str) -> None:
     env = quiet_env()
     env["OS_KEYSTONE_CONFIG_DIR"] = ks.dir
     argv = gunicorn_argv(ks, venv)
-    with open(log, "ab") as fh:
-        fh.write(f"\n==== {time.strftime('%Y-%m-%d %H:%M:%S')}: {shlex.join(argv)}\n".encode())
-        fh.flush()
-        proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            close_fds=True,
-            env=env,
-            cwd=ks.dir,
-        )
+    proc = spawn(argv, log, env=env, cwd=ks.dir)
     ks.state["proc"] = {"pid": proc.pid, "start": proc_start(proc.pid) or ""}
     ks.save()
     deadline = time.monotonic() + START_TIMEOUT
