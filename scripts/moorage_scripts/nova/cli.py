@@ -34,6 +34,7 @@ import subprocess
 import sys
 import time
 
+from .. import dispatch
 from ..procs import alive, stop_process
 from .backends import epmd_pids, start_mariadb, start_rabbitmq
 from .common import SERVICES, STOP_TIMEOUT, Fail, parse_exports, say, write_private
@@ -201,14 +202,4 @@ def main(argv: list[str] | None = None) -> int:
     install.add_argument("--venv")
     install.set_defaults(func=cmd_install)
     args = parser.parse_args(argv)
-    try:
-        return args.func(args)
-    except Fail as exc:
-        print(f"nova: {exc}", file=sys.stderr)
-        return 1
-    except OSError as exc:
-        print(f"nova: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("nova: interrupted", file=sys.stderr)
-        return 130
+    return dispatch("nova", args)
