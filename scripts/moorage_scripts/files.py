@@ -75,3 +75,35 @@ def flock_wait(fh: IO, *, timeout: float, interval: float, waiting: Callable[[],
                 waiting()
                 told = True
             time.sleep(interval)
+
+
+class ToolDir:
+    """The directory scripts/keystone or scripts/nova keeps one service in: its JSON state (written
+    private: it holds passwords) and the lock every command of the tool on it holds while it works."""
+
+    def __init__(self, directory: str, *, state_name: str, tool: str, lock_timeout: float):
+        self.dir = os.path.realpath(directory)
+        self.state_path = self.path(state_name)
+        self.state: dict = {}
+        self._tool = tool
+        self._lock_timeout = lock_timeout
+
+    def path(self, *parts: str) -> str:
+        return os.path.join(self.dir, *parts)
+
+    def load(self) -> bool:
+        """Read the state; False (and an empty state) when there is none yet."""
+        state = load_state(self.state_path)
+        self.state = state or {}
+        return state is not None
+
+    def save(self) -> None:
+        write_private(self.state_path, json.dumps(self.state, indent=2, sort_keys=True) + "\n")
+
+    def lock(self) -> IO:
+        """The held lock file: the lock lasts until it is closed."""
+        fh = open(self.path(".lock"), "w")  # noqa: SIM115 (held open: the lock lasts as long as the handle)
+        if not flock_wait(fh, timeout=self._lock_timeout, interval=0.2):
+            fh.close()
+            raise Fail(f"another {self._tool} command holds {self.path('.lock')}")
+        return fh

@@ -2,41 +2,22 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import subprocess
 import time
 
-from ..files import flock_wait, load_state
+from ..files import ToolDir
 from ..procs import alive, proc_start, spawn
 from .api import answers
-from .common import LOCK_TIMEOUT, MANAGE_TIMEOUT, START_TIMEOUT, Fail, quiet_env, run, tail, write_private
+from .common import LOCK_TIMEOUT, MANAGE_TIMEOUT, START_TIMEOUT, Fail, quiet_env, run, tail
 
 
-class Keystone:
+class Keystone(ToolDir):
     def __init__(self, directory: str):
-        self.dir = os.path.realpath(directory)
-        self.state_path = self.path("keystone.json")
-        self.state: dict = {}
-
-    def path(self, *parts: str) -> str:
-        return os.path.join(self.dir, *parts)
-
-    def load(self) -> bool:
-        state = load_state(self.state_path)
-        self.state = state or {}
-        return state is not None
-
-    def save(self) -> None:
-        write_private(self.state_path, json.dumps(self.state, indent=2, sort_keys=True) + "\n")
-
-    def lock(self):
-        fh = open(self.path(".lock"), "w")  # noqa: SIM115 (held open: the lock lasts as long as the handle)
-        if not flock_wait(fh, timeout=LOCK_TIMEOUT, interval=0.2):
-            fh.close()
-            raise Fail(f"another scripts/keystone command holds {self.path('.lock')}")
-        return fh
+        super().__init__(
+            directory, state_name="keystone.json", tool="scripts/keystone", lock_timeout=LOCK_TIMEOUT
+        )
 
     @property
     def proc(self) -> dict | None:

@@ -3,43 +3,24 @@
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 import time
 
-from ..files import flock_wait, load_state
+from ..files import ToolDir
 from ..ports import free_port, port_free
 from ..procs import alive, proc_start, spawn
-from .common import LOCK_TIMEOUT, START_TIMEOUT, Fail, tail, write_private
+from .common import LOCK_TIMEOUT, START_TIMEOUT, Fail, tail
 
 
-class Nova:
+class Nova(ToolDir):
     def __init__(self, directory: str):
-        self.dir = os.path.realpath(directory)
+        super().__init__(directory, state_name="nova.json", tool="scripts/nova", lock_timeout=LOCK_TIMEOUT)
         self.hash = hashlib.sha256(self.dir.encode()).hexdigest()[:6]
-        self.state_path = self.path("nova.json")
-        self.state: dict = {}
-
-    def path(self, *parts: str) -> str:
-        return os.path.join(self.dir, *parts)
 
     def load(self) -> bool:
-        state = load_state(self.state_path)
-        self.state = state or {}
-        if state is None:
+        if not super().load():
             return False
         self.state.setdefault("procs", {})
         return True
-
-    def save(self) -> None:
-        write_private(self.state_path, json.dumps(self.state, indent=2, sort_keys=True) + "\n")
-
-    def lock(self):
-        fh = open(self.path(".lock"), "w")  # noqa: SIM115 (held open: the lock lasts as long as the handle)
-        if not flock_wait(fh, timeout=LOCK_TIMEOUT, interval=0.2):
-            fh.close()
-            raise Fail(f"another scripts/nova command holds {self.path('.lock')}")
-        return fh
 
     def port(self, name: str) -> int:
         ports = self.state.setdefault("ports", {})
