@@ -79,17 +79,21 @@ def spawn(
         )
 
 
-def proc_start(pid: int) -> str | None:
-    """The start time of a living process (to tell it from a later one with the same pid)."""
+def proc_stat(pid: int) -> tuple[str, int, str] | None:
+    """(state, pgrp, starttime) of a process, or None if it is gone."""
     try:
         with open(f"/proc/{pid}/stat") as fh:
             data = fh.read()
     except OSError:
         return None
     fields = data[data.rindex(")") + 2 :].split()
-    if fields[0] in ("Z", "X"):
-        return None
-    return fields[19]
+    return fields[0], int(fields[2]), fields[19]
+
+
+def proc_start(pid: int) -> str | None:
+    """The start time of a living process (to tell it from a later one with the same pid)."""
+    st = proc_stat(pid)
+    return None if st is None or st[0] in ("Z", "X") else st[2]
 
 
 def alive(rec: dict | None) -> bool:
@@ -99,15 +103,8 @@ def alive(rec: dict | None) -> bool:
 def group_pids(pgid: int) -> list[int]:
     out = []
     for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat") as fh:
-                data = fh.read()
-        except OSError:
-            continue
-        fields = data[data.rindex(")") + 2 :].split()
-        if fields[0] not in ("Z", "X") and int(fields[2]) == pgid:
+        st = proc_stat(int(name)) if name.isdigit() else None
+        if st and st[0] not in ("Z", "X") and st[1] == pgid:
             out.append(int(name))
     return out
 

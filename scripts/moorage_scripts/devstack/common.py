@@ -102,6 +102,18 @@ def run(
     return proc
 
 
+def run_down(argv: list[str], timeout: float) -> None:
+    """Run scripts/keystone or scripts/nova `down`: a failure is a warning, so that the rest of the
+    stack still goes down."""
+    try:
+        proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        say(f"warning: `{shlex.join(argv)}` did not finish within {timeout:g} s")
+        return
+    if proc.returncode != 0:
+        say(f"warning: `{shlex.join(argv)}` failed: {proc.stderr.decode('utf-8', 'replace').strip()[-300:]}")
+
+
 def require_root() -> None:
     if os.geteuid() != 0:
         raise Fail("must run as root (network namespaces, bridges, dockerd)")
