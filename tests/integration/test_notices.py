@@ -123,23 +123,29 @@ def booted_for(stack, project: str) -> list[str]:
     return [r["uuid"] for r in rows if r["project"] == project and r["uuid"] not in fixed]
 
 
-def daemon_events(stack, tenant: str, since: float) -> list[tuple[str, str, dict]]:
-    shown = ok(
-        stack.docker(
-            "events",
-            "--since",
-            f"{since:.9f}",
-            "--until",
-            f"{time.time():.9f}",
-            "--filter",
-            "type=daemon",
-            "--format",
-            "{{json .}}",
-            tenant=tenant,
-        )
-    )
+def daemon_events_argv(since: float) -> list[str]:
+    """`docker events` for the gateway's daemon events (an instance's lifecycle) from `since` to
+    now, one JSON object a line (tests/nova/test_pool_notifications.py asks a Nova pool the same)."""
+    return [
+        "events",
+        "--since",
+        f"{since:.9f}",
+        "--until",
+        f"{time.time():.9f}",
+        "--filter",
+        "type=daemon",
+        "--format",
+        "{{json .}}",
+    ]
+
+
+def parse_daemon_events(shown: str) -> list[tuple[str, str, dict]]:
     events = [json.loads(line) for line in shown.splitlines() if line.strip()]
     return [(e["Action"], e["Actor"]["ID"], e["Actor"]["Attributes"]) for e in events]
+
+
+def daemon_events(stack, tenant: str, since: float) -> list[tuple[str, str, dict]]:
+    return parse_daemon_events(ok(stack.docker(*daemon_events_argv(since), tenant=tenant)))
 
 
 def test_an_instance_booted_and_deleted_for_a_project_is_told(tenants, unique):

@@ -11,8 +11,6 @@ from __future__ import annotations
 import http.client as httpclient
 import json
 import os
-import shlex
-import shutil
 import socket
 import subprocess
 import sys
@@ -21,10 +19,9 @@ import urllib.parse
 
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-DEVSTACK = os.path.join(REPO, "scripts", "devstack")
+from tests.lanes import DOCKER, REPO, devstack, read_exports, require_stack_tools, run
+
 KEYSTONE = os.path.join(REPO, "scripts", "keystone")
-DOCKER = "/usr/local/bin/docker" if os.access("/usr/local/bin/docker", os.X_OK) else shutil.which("docker")
 SHORT_EXPIRATION = 5  # seconds a token of the short Keystone lives
 SHORT_CACHE_TTL = 2
 
@@ -34,17 +31,6 @@ def pytest_configure(config):
 
 
 # --- helpers -------------------------------------------------------------------------------------
-
-
-def read_exports(path: str) -> dict:
-    out = {}
-    with open(path) as fh:
-        for line in fh:
-            words = shlex.split(line, comments=True)
-            if len(words) == 2 and words[0] == "export" and "=" in words[1]:
-                key, _, value = words[1].partition("=")
-                out[key] = value
-    return out
 
 
 def http(
@@ -111,10 +97,6 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _run(argv: list[str], timeout: float) -> subprocess.CompletedProcess:
-    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
-
-
 # --- fixtures ------------------------------------------------------------------------------------
 
 
@@ -150,10 +132,7 @@ def short_keystone_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory, short_keystone_dir):
-    if os.geteuid() != 0:
-        pytest.skip("the keystone lane needs root (scripts/devstack makes namespaces and runs dockerd)")
-    if not DOCKER:
-        pytest.skip("no docker CLI")
+    require_stack_tools("keystone")
     directory = str(tmp_path_factory.mktemp("ks-stack"))
     # The short-lived Keystone sets itself up meanwhile (its install waits on the venv's lock).
     short = subprocess.Popen(
@@ -165,25 +144,17 @@ def stack(tmp_path_factory, short_keystone_dir):
     )
     _background["short"] = short
     try:
-        t0 = time.monotonic()
         # Shared tenancy: tests/keystone/test_side_by_side.py runs both tenants on one instance
         # (dedicated tenancy with Keystone: the nova lane, whose tenants' servers are their own).
-        proc = _run(
-            [sys.executable, DEVSTACK, "up", directory, "--keystone", "--tenancy", "shared"], timeout=900
-        )
-        if proc.returncode != 0:
-            pytest.fail(f"scripts/devstack up --keystone failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-        sys.stderr.write(f"\n[keystone lane] devstack up --keystone in {time.monotonic() - t0:.1f} s\n")
-        yield Stack(directory, read_exports(os.path.join(directory, "env")))
+        flags = ["--keystone", "--tenancy", "shared"]
+        with devstack(directory, flags, lane="keystone", up_timeout=900, down_timeout=300) as env:
+            yield Stack(directory, env)
     finally:
-        down = _run([sys.executable, DEVSTACK, "down", directory, "--purge"], timeout=300)
-        if down.returncode != 0:
-            sys.stderr.write(f"devstack down failed: {down.stderr[-2000:]}\n")
         if short.poll() is None:
             short.kill()
             short.wait()
-        _run([sys.executable, KEYSTONE, "down", short_keystone_dir, "--purge"], timeout=120)
-        _run([sys.executable, KEYSTONE, "down", os.path.join(directory, "keystone"), "--purge"], timeout=120)
+        run([sys.executable, KEYSTONE, "down", short_keystone_dir, "--purge"], timeout=120)
+        run([sys.executable, KEYSTONE, "down", os.path.join(directory, "keystone"), "--purge"], timeout=120)
 
 
 _background: dict = {}

@@ -13,37 +13,19 @@ import base64
 import json
 import os
 import shlex
-import shutil
 import subprocess
 import sys
-import time
 
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-DEVSTACK = os.path.join(REPO, "scripts", "devstack")
-DOCKER = "/usr/local/bin/docker" if os.access("/usr/local/bin/docker", os.X_OK) else shutil.which("docker")
+from tests.lanes import DEVSTACK, DOCKER, REPO, devstack, read_exports, require_stack_tools, run
+
 CAPACITY = 2
 GRACE = 5  # seconds an empty instance lives
 
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "nova: needs a real Nova (scripts/devstack up DIR --nova)")
-
-
-def read_exports(path: str) -> dict:
-    out = {}
-    with open(path) as fh:
-        for line in fh:
-            words = shlex.split(line, comments=True)
-            if len(words) == 2 and words[0] == "export" and "=" in words[1]:
-                key, _, value = words[1].partition("=")
-                out[key] = value
-    return out
-
-
-def _run(argv: list[str], timeout: float) -> subprocess.CompletedProcess:
-    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
 
 
 class Stack:
@@ -70,12 +52,12 @@ class Stack:
         )
 
     def hosts(self) -> list[tuple[str, str]]:
-        proc = _run([sys.executable, DEVSTACK, "hosts", self.dir], timeout=30)
+        proc = run([sys.executable, DEVSTACK, "hosts", self.dir], timeout=30)
         assert proc.returncode == 0, proc.stderr
         return [tuple(line.split()) for line in proc.stdout.splitlines() if line.strip()]
 
     def admin_cli(self, *args: str) -> subprocess.CompletedProcess:
-        return _run(shlex.split(self.env["MOORAGE_ADMIN"]) + list(args), timeout=30)
+        return run(shlex.split(self.env["MOORAGE_ADMIN"]) + list(args), timeout=30)
 
     def instances(self) -> list[dict]:
         proc = self.admin_cli("instances", "list", "--format", "json")
@@ -169,37 +151,21 @@ class Stack:
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory):
-    if os.geteuid() != 0:
-        pytest.skip("the nova lane needs root (scripts/devstack makes namespaces and runs dockerd)")
-    if not DOCKER:
-        pytest.skip("no docker CLI")
+    require_stack_tools("nova")
     directory = str(tmp_path_factory.mktemp("nova-stack"))
+    flags = [
+        "--nova",
+        "--capacity",
+        str(CAPACITY),
+        "--nova-grace",
+        str(GRACE),
+        "--notifications",  # tests/nova/test_pool_notifications.py listens on its RabbitMQ
+    ]
     try:
-        t0 = time.monotonic()
-        proc = _run(
-            [
-                sys.executable,
-                DEVSTACK,
-                "up",
-                directory,
-                "--nova",
-                "--capacity",
-                str(CAPACITY),
-                "--nova-grace",
-                str(GRACE),
-                "--notifications",  # tests/nova/test_pool_notifications.py listens on its RabbitMQ
-            ],
-            timeout=1800,
-        )
-        if proc.returncode != 0:
-            pytest.fail(f"scripts/devstack up --nova failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
-        sys.stderr.write(f"\n[nova lane] devstack up --nova in {time.monotonic() - t0:.1f} s\n")
-        yield Stack(directory, read_exports(os.path.join(directory, "env")))
+        with devstack(directory, flags, lane="nova", up_timeout=1800, down_timeout=600) as env:
+            yield Stack(directory, env)
     finally:
-        down = _run([sys.executable, DEVSTACK, "down", directory, "--purge"], timeout=600)
-        if down.returncode != 0:
-            sys.stderr.write(f"devstack down failed: {down.stderr[-2000:]}\n")
-        _run(
+        run(
             [
                 sys.executable,
                 os.path.join(REPO, "scripts", "nova"),

@@ -13,7 +13,7 @@ import time
 import pytest
 import requests
 
-from tests.integration.test_notices import Receiver
+from tests.integration.test_notices import Receiver, daemon_events_argv, parse_daemon_events
 from tests.integration.test_notifications import Listener, data
 from tests.nova.test_pool import GONE_WITHIN, ok, wait_until
 
@@ -79,20 +79,8 @@ def test_a_server_booted_and_deleted_for_a_project_is_notified(stack):
             ("instance.create", project, server),
             ("instance.delete", project, server),
         ]
-        shown = ok(
-            stack.docker(
-                "events",
-                "--since",
-                f"{since:.9f}",
-                "--until",
-                f"{time.time():.9f}",
-                "--filter",
-                "type=daemon",
-                "--format",
-                "{{.Action}} {{.Actor.ID}}",
-            )
-        )
-        assert shown.splitlines() == [f"{a} {server}" for a in ("create", "claim", "place", "destroy")], shown
+        shown = [(a, who) for a, who, _ in parse_daemon_events(ok(stack.docker(*daemon_events_argv(since))))]
+        assert shown == [(a, server) for a in ("create", "claim", "place", "destroy")], shown
     finally:
         for sub in requests.get(
             f"{gateway}/moorage/v1/notices", headers=headers(stack, "alpha"), timeout=30

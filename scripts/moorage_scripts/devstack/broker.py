@@ -10,18 +10,16 @@ goes at `down` when no node is left.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import subprocess
-import time
 
+from .. import rabbitmq
 from ..ports import free_port, port_free
 from .common import Fail, say
 from .endpoints import tcp_open
 from .state import Stack
 
-SERVER = "/usr/lib/rabbitmq/bin/rabbitmq-server"
+SERVER = rabbitmq.SERVER
 START_TIMEOUT = 120
 STOP_TIMEOUT = 30
 
@@ -31,35 +29,14 @@ def transport_url(st: Stack) -> str:
 
 
 def _env(st: Stack) -> dict:
-    base = st.path("rabbitmq")
     ports = st.state["broker"]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RABBITMQ_", "ERL_"))}
-    env.update(
-        HOME=base,
-        RABBITMQ_NODENAME=f"moorage{st.hash}-n@localhost",
-        RABBITMQ_NODE_IP_ADDRESS="127.0.0.1",
-        RABBITMQ_NODE_PORT=str(ports["port"]),
-        RABBITMQ_DIST_PORT=str(ports["dist"]),
-        ERL_EPMD_ADDRESS="127.0.0.1",
-        RABBITMQ_MNESIA_BASE=os.path.join(base, "mnesia"),
-        RABBITMQ_LOG_BASE=os.path.join(base, "log"),
-        RABBITMQ_PID_FILE=os.path.join(base, "rabbit.pid"),
-        RABBITMQ_ENABLED_PLUGINS_FILE=os.path.join(base, "enabled_plugins"),
-        RABBITMQ_CONFIG_FILE=os.path.join(base, "rabbitmq"),
-        RABBITMQ_ADVANCED_CONFIG_FILE=os.path.join(base, "advanced.config"),
-        RABBITMQ_CONF_ENV_FILE=os.path.join(base, "rabbitmq-env.conf"),
-    )
+    env.update(rabbitmq.node_env(st.path("rabbitmq"), _node(st), ports["port"], ports["dist"]))
     return env
 
 
-def _epmd_pids() -> list[int]:
-    found = []
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            with contextlib.suppress(OSError), open(f"/proc/{name}/comm") as fh:
-                if fh.read().strip() == "epmd":
-                    found.append(int(name))
-    return found
+def _node(st: Stack) -> str:
+    return f"moorage{st.hash}-n@localhost"
 
 
 def start_broker(st: Stack) -> None:
@@ -72,16 +49,10 @@ def start_broker(st: Stack) -> None:
             if not ports.get(key) or not port_free(ports[key]):
                 ports[key] = free_port()
         st.save()
-    base = st.path("rabbitmq")
-    os.makedirs(os.path.join(base, "log"), exist_ok=True)
-    with open(os.path.join(base, "enabled_plugins"), "w") as fh:
-        fh.write("[].\n")
-    for name in ("rabbitmq.conf", "rabbitmq-env.conf"):
-        with open(os.path.join(base, name), "a"):
-            pass
+    rabbitmq.prepare(st.path("rabbitmq"))
     if not st.alive("rabbitmq"):
         say(f"starting RabbitMQ on 127.0.0.1:{ports['port']}")
-        ports["epmd_ours"] = ports.get("epmd_ours") or not _epmd_pids()
+        ports["epmd_ours"] = ports.get("epmd_ours") or not rabbitmq.epmd_pids()
         st.spawn("rabbitmq", [SERVER], st.path("logs", "rabbitmq.log"), env=_env(st))
     st.wait_for("rabbitmq", f"RabbitMQ on 127.0.0.1:{ports['port']}", lambda: _ready(st), START_TIMEOUT)
 
@@ -91,9 +62,11 @@ def _ready(st: Stack) -> bool:
         return False
     # The AMQP port opens before the node has booted its default vhost and user.
     ctl = "/usr/lib/rabbitmq/bin/rabbitmqctl"
-    node = f"moorage{st.hash}-n@localhost"
     proc = subprocess.run(
-        [ctl, "-n", node, "await_startup", "--timeout", "5"], env=_env(st), capture_output=True, timeout=30
+        [ctl, "-n", _node(st), "await_startup", "--timeout", "5"],
+        env=_env(st),
+        capture_output=True,
+        timeout=30,
     )
     return proc.returncode == 0
 
@@ -108,17 +81,7 @@ def forget_epmd(st: Stack) -> None:
     ports = st.state.get("broker") or {}
     if not ports.get("epmd_ours"):
         return
-    deadline = time.monotonic() + 10
-    names = ""
-    while time.monotonic() < deadline:
-        names = subprocess.run(["epmd", "-names"], capture_output=True, timeout=10).stdout.decode()
-        if "name " not in names:
-            break
-        time.sleep(0.3)
-    if "name " not in names:
-        for pid in _epmd_pids():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
+    rabbitmq.forget_epmd()
     ports["epmd_ours"] = False
     st.save()
 

@@ -58,11 +58,11 @@ under different DIRs coexist. Stdlib only: it imports nothing from the project.
 from __future__ import annotations
 
 import argparse
-import sys
 
+from .. import dispatch
 from . import localhosts, novawatch, resolver
 from .broker import cmd_start_broker, cmd_stop_broker
-from .common import Fail, Usage
+from .common import Usage
 from .down import cmd_down
 from .hosts import cmd_busybox_tar, cmd_hosts, cmd_seed, cmd_start_host, cmd_stop_host
 from .up import cmd_up
@@ -219,17 +219,4 @@ def main(argv: list[str] | None = None) -> int:
     bbtar.set_defaults(func=cmd_busybox_tar)
 
     args = parser.parse_args(argv)
-    try:
-        return args.func(args)
-    except Usage as exc:
-        print(f"devstack: {exc}", file=sys.stderr)
-        return 2
-    except Fail as exc:
-        print(f"devstack: {exc}", file=sys.stderr)
-        return 1
-    except OSError as exc:
-        print(f"devstack: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("devstack: interrupted", file=sys.stderr)
-        return 130
+    return dispatch("devstack", args, usage=Usage)

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 from .. import Fail
+from ..files import parse_exports, write_private  # noqa: F401 (the devstack modules take them from here)
 
 RUN_BASE = "/run/moorage"
 NETNS_DIR = "/var/run/netns"
@@ -101,23 +102,16 @@ def run(
     return proc
 
 
-def write_private(path: str, text: str) -> None:
-    tmp = path + ".tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
-
-
-def parse_exports(text: str) -> dict:
-    """`export K=V` lines (shell-quoted, as scripts/keystone and devstack write them) as a dict."""
-    out = {}
-    for line in text.splitlines():
-        words = shlex.split(line, comments=True)
-        if len(words) == 2 and words[0] == "export" and "=" in words[1]:
-            key, _, value = words[1].partition("=")
-            out[key] = value
-    return out
+def run_down(argv: list[str], timeout: float) -> None:
+    """Run scripts/keystone or scripts/nova `down`: a failure is a warning, so that the rest of the
+    stack still goes down."""
+    try:
+        proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        say(f"warning: `{shlex.join(argv)}` did not finish within {timeout:g} s")
+        return
+    if proc.returncode != 0:
+        say(f"warning: `{shlex.join(argv)}` failed: {proc.stderr.decode('utf-8', 'replace').strip()[-300:]}")
 
 
 def require_root() -> None:

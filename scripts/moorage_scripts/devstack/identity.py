@@ -16,7 +16,8 @@ import urllib.parse
 import uuid
 
 from .. import REPO
-from .common import TENANTS, Fail, parse_exports, say, write_private
+from ..keystone.api import password_auth
+from .common import TENANTS, Fail, parse_exports, run_down, say, write_private
 from .state import Stack
 
 KEYSTONE_SCRIPT = os.path.join(REPO, "scripts", "keystone")
@@ -97,14 +98,7 @@ def keystone_up(st: Stack) -> dict:
 def keystone_down(st: Stack) -> None:
     if not os.path.isdir(st.path("keystone")):
         return
-    argv = [sys.executable, KEYSTONE_SCRIPT, "down", st.path("keystone")]
-    try:
-        proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
-    except subprocess.TimeoutExpired:
-        say(f"warning: `{shlex.join(argv)}` did not finish within 60 s")
-        return
-    if proc.returncode != 0:
-        say(f"warning: `{shlex.join(argv)}` failed: {proc.stderr.decode('utf-8', 'replace').strip()[-300:]}")
+    run_down([sys.executable, KEYSTONE_SCRIPT, "down", st.path("keystone")], timeout=60)
 
 
 class Keystone:
@@ -162,15 +156,7 @@ class Keystone:
         return doc
 
     def password_token(self, user: str, password: str, project: str) -> tuple[int, str, dict]:
-        body = {
-            "auth": {
-                "identity": {
-                    "methods": ["password"],
-                    "password": {"user": {"name": user, "domain": {"id": "default"}, "password": password}},
-                },
-                "scope": {"project": {"name": project, "domain": {"id": "default"}}},
-            }
-        }
+        body = password_auth(user, password, project)
         status, hdrs, doc = self.call("POST", "/auth/tokens?nocatalog", body, anonymous=True)
         return status, hdrs.get("x-subject-token", ""), doc.get("token", {})
 

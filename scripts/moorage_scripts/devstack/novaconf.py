@@ -16,7 +16,7 @@ import subprocess
 import sys
 
 from .. import REPO
-from .common import Fail, parse_exports, say
+from .common import Fail, parse_exports, run_down
 from .daemons import moorage_argv
 
 NOVA_SCRIPT = os.path.join(REPO, "scripts", "nova")
@@ -54,14 +54,9 @@ def nova_down(st, purge: bool = False) -> None:
         st.state.pop("nova_index", None)
     if not os.path.isdir(st.path("nova")):
         return
-    argv = [sys.executable, NOVA_SCRIPT, "down", st.path("nova")] + (["--purge"] if purge else [])
-    try:
-        proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=180)
-    except subprocess.TimeoutExpired:
-        say(f"warning: `{' '.join(argv)}` did not finish within 180 s")
-        return
-    if proc.returncode != 0:
-        say(f"warning: `{' '.join(argv)}` failed: {proc.stderr.decode('utf-8', 'replace').strip()[-300:]}")
+    run_down(
+        [sys.executable, NOVA_SCRIPT, "down", st.path("nova")] + (["--purge"] if purge else []), timeout=180
+    )
 
 
 def novarc(st) -> dict:

@@ -7,18 +7,11 @@ import os
 import signal
 import time
 
+# rec_alive: is the process devstack recorded still the same, living process?
+from ..procs import alive as rec_alive
+from ..procs import group_pids as group_members
+from ..procs import proc_stat  # noqa: F401 (devstack's modules take it from here)
 from .common import Fail, say
-
-
-def proc_stat(pid: int) -> tuple[str, int, str] | None:
-    """(state, pgrp, starttime) of a process, or None if it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            data = fh.read()
-    except OSError:
-        return None
-    fields = data[data.rindex(")") + 2 :].split()
-    return fields[0], int(fields[2]), fields[19]
 
 
 def proc_cmdline(pid: int) -> list[str]:
@@ -39,23 +32,6 @@ def proc_comm(pid: int) -> str:
 
 def all_pids() -> list[int]:
     return [int(p) for p in os.listdir("/proc") if p.isdigit()]
-
-
-def rec_alive(rec: dict | None) -> bool:
-    """Is the process devstack recorded still the same, living process?"""
-    if not rec:
-        return False
-    st = proc_stat(rec["pid"])
-    return st is not None and st[0] not in ("Z", "X") and st[2] == rec["start"]
-
-
-def group_members(pgid: int) -> list[int]:
-    out = []
-    for pid in all_pids():
-        st = proc_stat(pid)
-        if st and st[1] == pgid and st[0] not in ("Z", "X"):
-            out.append(pid)
-    return out
 
 
 def signal_pid(pid: int, sig: int) -> None:

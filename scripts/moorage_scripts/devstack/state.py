@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
-import shlex
-import subprocess
 import time
 import uuid
 
+from ..files import flock_wait, load_state
+from ..procs import spawn
 from .common import (
     LOCK_TIMEOUT,
     NET_PREFIX,
@@ -94,14 +93,10 @@ class Stack:
 
     # state and locking
     def load(self) -> bool:
-        try:
-            with open(self.state_path) as fh:
-                self.state = json.load(fh)
-        except FileNotFoundError:
-            self.state = {}
+        state = load_state(self.state_path)
+        self.state = state or {}
+        if state is None:
             return False
-        except ValueError as exc:
-            raise Fail(f"{self.state_path} is not valid JSON ({exc}); fix or remove it") from exc
         self.state.setdefault("procs", {})
         return True
 
@@ -115,19 +110,12 @@ class Stack:
     def lock(self) -> None:
         os.makedirs(f"{RUN_BASE}/locks", exist_ok=True)
         self._lock_fh = open(f"{RUN_BASE}/locks/{self.hash}.lock", "w")  # noqa: SIM115 (held open: the lock lasts as long as the handle)
-        deadline = time.monotonic() + LOCK_TIMEOUT
-        told = False
-        while True:
-            try:
-                fcntl.flock(self._lock_fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise Fail(f"another devstack command holds the lock for {self.dir}") from None
-                if not told:
-                    say(f"waiting for another devstack command on {self.dir}")
-                    told = True
-                time.sleep(0.2)
+
+        def waiting() -> None:
+            say(f"waiting for another devstack command on {self.dir}")
+
+        if not flock_wait(self._lock_fh, timeout=LOCK_TIMEOUT, interval=0.2, waiting=waiting):
+            raise Fail(f"another devstack command holds the lock for {self.dir}")
 
     def claim_run_dir(self) -> None:
         """Create /run/moorage/HASH, refusing if another DIR owns this hash."""
@@ -160,24 +148,13 @@ class Stack:
         for i, arg in enumerate(shown[:-1]):
             if arg in redact:
                 shown[i + 1] = "***"
-        with open(log, "ab") as fh:
-            fh.write(f"\n==== devstack {time.strftime('%Y-%m-%d %H:%M:%S')}: {shlex.join(shown)}\n".encode())
-            fh.flush()
-            try:
-                as_user = {"user": user, "group": user, "extra_groups": []} if user else {}
-                proc = subprocess.Popen(
-                    argv,
-                    stdin=subprocess.DEVNULL,
-                    stdout=fh,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                    close_fds=True,
-                    env=env,
-                    cwd="/" if user else self.dir,
-                    **as_user,
-                )
-            except FileNotFoundError as exc:
-                raise Fail(f"cannot start {name}: {argv[0]} not found (run scripts/install-deps)") from exc
+        as_user = {"user": user, "group": user, "extra_groups": []} if user else {}
+        try:
+            proc = spawn(
+                argv, log, env=env, cwd="/" if user else self.dir, mark="devstack", shown=shown, **as_user
+            )
+        except FileNotFoundError as exc:
+            raise Fail(f"cannot start {name}: {argv[0]} not found (run scripts/install-deps)") from exc
         st = proc_stat(proc.pid)
         rec = {"pid": proc.pid, "start": st[2] if st else "", "log": log}
         self.state["procs"][name] = rec

@@ -36,20 +36,23 @@ def answers(port: int) -> bool:
         return False
 
 
-def admin_token(port: int, password: str, timeout: float = 10) -> str:
-    body = {
+def password_auth(user: str, password: str, project: str) -> dict:
+    """The body of POST /v3/auth/tokens for a project-scoped token by password (user and project
+    in the default domain); devstack/identity.py and nova/identity.py send it too."""
+    return {
         "auth": {
             "identity": {
                 "methods": ["password"],
-                "password": {"user": {"name": "admin", "domain": {"id": "default"}, "password": password}},
+                "password": {"user": {"name": user, "domain": {"id": "default"}, "password": password}},
             },
-            "scope": {"project": {"name": "admin", "domain": {"id": "default"}}},
+            "scope": {"project": {"name": project, "domain": {"id": "default"}}},
         }
     }
+
+
+def admin_token(port: int, password: str, timeout: float = 10) -> str:
+    body = password_auth("admin", password, "admin")
     status, headers, data = request(port, "POST", "/v3/auth/tokens", body, timeout=timeout)
     if status != 201:
         raise Fail(f"Keystone on 127.0.0.1:{port} refused the admin's password: {status} {data[:200]!r}")
     return headers["x-subject-token"]
-
-
-# --- the virtualenv ----------------------------------------------------------------------------

@@ -30,6 +30,7 @@ import shutil
 import sys
 import time
 
+from .. import dispatch
 from ..ports import free_port, port_free
 from ..procs import alive, proc_start, stop_process
 from .api import admin_token, answers
@@ -250,14 +251,4 @@ def main(argv: list[str] | None = None) -> int:
     install.add_argument("--venv")
     install.set_defaults(func=cmd_install)
     args = parser.parse_args(argv)
-    try:
-        return args.func(args)
-    except Fail as exc:
-        print(f"keystone: {exc}", file=sys.stderr)
-        return 1
-    except OSError as exc:
-        print(f"keystone: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("keystone: interrupted", file=sys.stderr)
-        return 130
+    return dispatch("keystone", args)

@@ -2,53 +2,22 @@
 
 from __future__ import annotations
 
-import fcntl
-import json
 import os
 import shlex
 import subprocess
 import time
 
-from ..procs import alive, proc_start
+from ..files import ToolDir
+from ..procs import alive, proc_start, spawn
 from .api import answers
-from .common import LOCK_TIMEOUT, MANAGE_TIMEOUT, START_TIMEOUT, Fail, quiet_env, run, tail, write_private
+from .common import LOCK_TIMEOUT, MANAGE_TIMEOUT, START_TIMEOUT, Fail, quiet_env, run, tail
 
 
-class Keystone:
+class Keystone(ToolDir):
     def __init__(self, directory: str):
-        self.dir = os.path.realpath(directory)
-        self.state_path = self.path("keystone.json")
-        self.state: dict = {}
-
-    def path(self, *parts: str) -> str:
-        return os.path.join(self.dir, *parts)
-
-    def load(self) -> bool:
-        try:
-            with open(self.state_path) as fh:
-                self.state = json.load(fh)
-            return True
-        except FileNotFoundError:
-            self.state = {}
-            return False
-        except ValueError as exc:
-            raise Fail(f"{self.state_path} is not valid JSON ({exc}); fix or remove it") from exc
-
-    def save(self) -> None:
-        write_private(self.state_path, json.dumps(self.state, indent=2, sort_keys=True) + "\n")
-
-    def lock(self):
-        fh = open(self.path(".lock"), "w")  # noqa: SIM115 (held open: the lock lasts as long as the handle)
-        deadline = time.monotonic() + LOCK_TIMEOUT
-        while True:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return fh
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    fh.close()
-                    raise Fail(f"another scripts/keystone command holds {self.path('.lock')}") from None
-                time.sleep(0.2)
+        super().__init__(
+            directory, state_name="keystone.json", tool="scripts/keystone", lock_timeout=LOCK_TIMEOUT
+        )
 
     @property
     def proc(self) -> dict | None:
@@ -151,19 +120,7 @@ def start(ks: Keystone, venv: str) -> None:
     env = quiet_env()
     env["OS_KEYSTONE_CONFIG_DIR"] = ks.dir
     argv = gunicorn_argv(ks, venv)
-    with open(log, "ab") as fh:
-        fh.write(f"\n==== {time.strftime('%Y-%m-%d %H:%M:%S')}: {shlex.join(argv)}\n".encode())
-        fh.flush()
-        proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            close_fds=True,
-            env=env,
-            cwd=ks.dir,
-        )
+    proc = spawn(argv, log, env=env, cwd=ks.dir)
     ks.state["proc"] = {"pid": proc.pid, "start": proc_start(proc.pid) or ""}
     ks.save()
     deadline = time.monotonic() + START_TIMEOUT

@@ -6,6 +6,7 @@ import contextlib
 import os
 import shutil
 
+from .. import rabbitmq
 from ..procs import alive
 from .api import tcp_open
 from .common import quiet_env, run, say
@@ -86,54 +87,23 @@ def db_url(nv: Nova, name: str) -> str:
 # --- RabbitMQ ----------------------------------------------------------------------------------
 
 
-def epmd_pids() -> list[int]:
-    out = []
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            try:
-                with open(f"/proc/{name}/comm") as fh:
-                    if fh.read().strip() == "epmd":
-                        out.append(int(name))
-            except OSError:
-                pass
-    return out
-
-
 def rabbit_env(nv: Nova) -> dict:
-    base = nv.path("rabbitmq")
-    port = nv.state["ports"]["rabbitmq"]
+    ports = nv.state["ports"]
+    node = f"moorage{nv.hash}@localhost"
     return quiet_env(
-        HOME=base,
-        RABBITMQ_NODENAME=f"moorage{nv.hash}@localhost",
-        RABBITMQ_NODE_IP_ADDRESS="127.0.0.1",
-        RABBITMQ_NODE_PORT=str(port),
-        RABBITMQ_DIST_PORT=str(nv.state["ports"]["rabbitmq-dist"]),
-        ERL_EPMD_ADDRESS="127.0.0.1",
-        RABBITMQ_MNESIA_BASE=os.path.join(base, "mnesia"),
-        RABBITMQ_LOG_BASE=os.path.join(base, "log"),
-        RABBITMQ_PID_FILE=os.path.join(base, "rabbit.pid"),
-        RABBITMQ_ENABLED_PLUGINS_FILE=os.path.join(base, "enabled_plugins"),
-        RABBITMQ_CONFIG_FILE=os.path.join(base, "rabbitmq"),
-        RABBITMQ_ADVANCED_CONFIG_FILE=os.path.join(base, "advanced.config"),
-        RABBITMQ_CONF_ENV_FILE=os.path.join(base, "rabbitmq-env.conf"),
+        **rabbitmq.node_env(nv.path("rabbitmq"), node, ports["rabbitmq"], ports["rabbitmq-dist"])
     )
 
 
 def start_rabbitmq(nv: Nova) -> None:
-    base = nv.path("rabbitmq")
-    os.makedirs(os.path.join(base, "log"), exist_ok=True)
     port = nv.port("rabbitmq")
     nv.port("rabbitmq-dist")
-    with open(os.path.join(base, "enabled_plugins"), "w") as fh:
-        fh.write("[].\n")
-    for name in ("rabbitmq.conf", "rabbitmq-env.conf"):
-        with open(os.path.join(base, name), "a"):
-            pass
+    rabbitmq.prepare(nv.path("rabbitmq"))
     if not alive(nv.proc("rabbitmq")):
-        had_epmd = bool(epmd_pids())
+        had_epmd = bool(rabbitmq.epmd_pids())
         nv.spawn(
             "rabbitmq",
-            ["/usr/lib/rabbitmq/bin/rabbitmq-server"],
+            [rabbitmq.SERVER],
             rabbit_env(nv),
             nv.path("logs", "rabbitmq.out"),
         )

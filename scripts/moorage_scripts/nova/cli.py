@@ -29,13 +29,12 @@ import contextlib
 import os
 import secrets
 import shutil
-import signal
-import subprocess
 import sys
 import time
 
+from .. import dispatch, rabbitmq
 from ..procs import alive, stop_process
-from .backends import epmd_pids, start_mariadb, start_rabbitmq
+from .backends import start_mariadb, start_rabbitmq
 from .common import SERVICES, STOP_TIMEOUT, Fail, parse_exports, say, write_private
 from .configs import db_sync, write_configs
 from .identity import Keystone, setup_keystone
@@ -121,16 +120,7 @@ def stop_all(nv: Nova) -> bool:
         procs.pop(name, None)
         nv.save()
     if nv.state.get("epmd_ours"):
-        deadline = time.monotonic() + 10
-        while True:  # the stopped node deregisters when its connection to epmd closes
-            names = subprocess.run(["epmd", "-names"], capture_output=True, timeout=10).stdout.decode()
-            if "name " not in names or time.monotonic() > deadline:
-                break
-            time.sleep(0.3)
-        if "name " not in names:  # no Erlang node left: the epmd our RabbitMQ started goes too
-            for pid in epmd_pids():
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGTERM)
+        rabbitmq.forget_epmd()  # no Erlang node left: the epmd our RabbitMQ started goes too
         nv.state["epmd_ours"] = False
     return was
 
@@ -201,14 +191,4 @@ def main(argv: list[str] | None = None) -> int:
     install.add_argument("--venv")
     install.set_defaults(func=cmd_install)
     args = parser.parse_args(argv)
-    try:
-        return args.func(args)
-    except Fail as exc:
-        print(f"nova: {exc}", file=sys.stderr)
-        return 1
-    except OSError as exc:
-        print(f"nova: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("nova: interrupted", file=sys.stderr)
-        return 130
+    return dispatch("nova", args)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import urllib.parse
 
+from ..keystone.api import password_auth
 from .api import http_call
 from .common import MOORAGE_PROJECT, MOORAGE_USER, SERVICE_USERS, Fail
 from .state import Nova
@@ -22,15 +23,7 @@ class Keystone:
         return doc
 
     def login(self, user: str, password: str, project: str) -> str:
-        body = {
-            "auth": {
-                "identity": {
-                    "methods": ["password"],
-                    "password": {"user": {"name": user, "domain": {"id": "default"}, "password": password}},
-                },
-                "scope": {"project": {"name": project, "domain": {"id": "default"}}},
-            }
-        }
+        body = password_auth(user, password, project)
         status, headers, doc = http_call("POST", self.auth_url + "/auth/tokens?nocatalog", body)
         if status != 201:
             raise Fail(f"Keystone refused {user}'s password ({status}): {doc}")

@@ -1,18 +1,16 @@
 """What Nova needs installed: mariadb-server and rabbitmq-server from Debian, and a virtualenv
-with the PyPI packages pinned by nova-constraints.txt (rebuilt only when the pins change).
+with the PyPI packages pinned by nova-constraints.txt (rebuilt only when the pins change; venvs.py
+builds it).
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import hashlib
 import os
 import shutil
 import subprocess
-import sys
 import time
 
+from .. import venvs
 from .common import (
     APT_COMMANDS,
     APT_PACKAGES,
@@ -68,75 +66,26 @@ def ensure_apt() -> None:
     say(f"installed {' '.join(missing)} in {time.monotonic() - t0:.0f} s")
 
 
+SPEC = venvs.VenvSpec(
+    env_var="MOORAGE_NOVA_VENV",
+    cache_name="nova-venv",
+    stamp_file=".moorage-nova",
+    ready_bin="nova-compute",
+    constraints=CONSTRAINTS,
+    packages=PACKAGES,
+    pins_what="Nova and its dependencies",
+    installing="installing Nova, placement and neutron into {venv}"
+    " (pinned by nova-constraints.txt; about 60 s)",
+    installed="installed the Nova virtualenv in {seconds:.0f} s",
+    install_timeout=INSTALL_TIMEOUT,
+    lock_timeout=LOCK_TIMEOUT,
+    say=say,
+)
+
+
 def default_venv() -> str:
-    if os.environ.get("MOORAGE_NOVA_VENV"):
-        return os.environ["MOORAGE_NOVA_VENV"]
-    cache = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
-    return os.path.join(cache, "moorage", "nova-venv")
-
-
-def venv_stamp() -> str:
-    try:
-        with open(CONSTRAINTS, "rb") as fh:
-            pins = fh.read()
-    except FileNotFoundError as exc:
-        raise Fail(f"{CONSTRAINTS} is missing: it pins Nova and its dependencies") from exc
-    h = hashlib.sha256(pins)
-    h.update(" ".join(PACKAGES).encode())
-    h.update(sys.version.encode())
-    return h.hexdigest()
+    return venvs.default_venv(SPEC)
 
 
 def ensure_venv(venv: str) -> str:
-    venv = os.path.abspath(venv)
-    stamp_path = os.path.join(venv, ".moorage-nova")
-    stamp = venv_stamp()
-
-    def ready() -> bool:
-        try:
-            with open(stamp_path) as fh:
-                return fh.read().strip() == stamp and os.access(
-                    os.path.join(venv, "bin", "nova-compute"), os.X_OK
-                )
-        except OSError:
-            return False
-
-    if ready():
-        return venv
-    os.makedirs(os.path.dirname(venv), exist_ok=True)
-    with open(venv + ".lock", "w") as lock:
-        deadline = time.monotonic() + LOCK_TIMEOUT
-        while True:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise Fail(f"another process holds {venv}.lock") from None
-                time.sleep(0.5)
-        if ready():
-            return venv
-        t0 = time.monotonic()
-        say(
-            f"installing Nova, placement and neutron into {venv} (pinned by nova-constraints.txt; about 60 s)"
-        )
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(stamp_path)
-        log = venv + ".install.log"
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(log)
-        run([sys.executable, "-m", "venv", "--clear", venv], timeout=120, log=log)
-        env = dict(os.environ, PIP_DISABLE_PIP_VERSION_CHECK="1", PYTHONWARNINGS="ignore")
-        run(
-            [os.path.join(venv, "bin", "python"), "-m", "pip", "install", "-q", "-c", CONSTRAINTS, *PACKAGES],
-            timeout=INSTALL_TIMEOUT,
-            env=env,
-            log=log,
-        )
-        with open(stamp_path, "w") as fh:
-            fh.write(stamp + "\n")
-        say(f"installed the Nova virtualenv in {time.monotonic() - t0:.0f} s")
-    return venv
-
-
-# --- state -------------------------------------------------------------------------------------
+    return venvs.ensure_venv(SPEC, venv)

@@ -2,56 +2,25 @@
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
-import json
-import os
-import shlex
-import subprocess
 import time
 
+from ..files import ToolDir
 from ..ports import free_port, port_free
-from ..procs import alive, proc_start
-from .common import LOCK_TIMEOUT, START_TIMEOUT, Fail, tail, write_private
+from ..procs import alive, proc_start, spawn
+from .common import LOCK_TIMEOUT, START_TIMEOUT, Fail, tail
 
 
-class Nova:
+class Nova(ToolDir):
     def __init__(self, directory: str):
-        self.dir = os.path.realpath(directory)
+        super().__init__(directory, state_name="nova.json", tool="scripts/nova", lock_timeout=LOCK_TIMEOUT)
         self.hash = hashlib.sha256(self.dir.encode()).hexdigest()[:6]
-        self.state_path = self.path("nova.json")
-        self.state: dict = {}
-
-    def path(self, *parts: str) -> str:
-        return os.path.join(self.dir, *parts)
 
     def load(self) -> bool:
-        try:
-            with open(self.state_path) as fh:
-                self.state = json.load(fh)
-        except FileNotFoundError:
-            self.state = {}
+        if not super().load():
             return False
-        except ValueError as exc:
-            raise Fail(f"{self.state_path} is not valid JSON ({exc}); fix or remove it") from exc
         self.state.setdefault("procs", {})
         return True
-
-    def save(self) -> None:
-        write_private(self.state_path, json.dumps(self.state, indent=2, sort_keys=True) + "\n")
-
-    def lock(self):
-        fh = open(self.path(".lock"), "w")  # noqa: SIM115 (held open: the lock lasts as long as the handle)
-        deadline = time.monotonic() + LOCK_TIMEOUT
-        while True:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return fh
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    fh.close()
-                    raise Fail(f"another scripts/nova command holds {self.path('.lock')}") from None
-                time.sleep(0.2)
 
     def port(self, name: str) -> int:
         ports = self.state.setdefault("ports", {})
@@ -64,21 +33,7 @@ class Nova:
         return self.state.setdefault("procs", {}).get(name)
 
     def spawn(self, name: str, argv: list[str], env: dict, log: str) -> dict:
-        with open(log, "ab") as fh:
-            fh.write(
-                f"\n==== scripts/nova {time.strftime('%Y-%m-%d %H:%M:%S')}: {shlex.join(argv)}\n".encode()
-            )
-            fh.flush()
-            proc = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=fh,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                close_fds=True,
-                env=env,
-                cwd=self.dir,
-            )
+        proc = spawn(argv, log, env=env, cwd=self.dir, mark="scripts/nova")
         rec = {"pid": proc.pid, "start": proc_start(proc.pid) or "", "log": log}
         self.state["procs"][name] = rec
         self.save()
