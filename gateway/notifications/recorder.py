@@ -17,6 +17,10 @@ image map, as the live stream judges them (gateway/services/events.py).
 Containers the daemon removes by itself (``--rm``) send no DELETE through the gateway: their
 ``destroy`` event is where their ``compute.container.delete`` notifications come from, and
 where the map forgets them.
+
+Every event also changes its instance's generation (gateway/generations.py) before it is
+recorded: the read cache (gateway/services/readcache.py) then asks the daemon again. An
+instance is cached only while its follower is connected (marked every pass).
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ import secrets
 import socket
 import time
 
-from gateway import imagemap, instances, store
+from gateway import generations, imagemap, instances, store
 from gateway.agentclient import AgentClient
 from gateway.notifications import payloads, webhooks
 from gateway.notifications.outbox import emit, enabled
@@ -42,6 +46,9 @@ PASS_SECONDS = 2.0
 PURGE_SECONDS = 60.0
 PROJECTS_SECONDS = 10.0
 RECORDED_TYPES = ("container", "network", "volume", "image")
+
+# The instances whose followers have their event stream open, in this worker.
+_connected: set[str] = set()
 
 
 def since_query(nano: int) -> str:
@@ -175,8 +182,12 @@ def follow(settings, instance: store.Instance, attribution: Attribution) -> None
     try:
         if upstream.status != 200:
             raise RuntimeError(f"the daemon answered {upstream.status} to /events")
+        _connected.add(instance.uuid)
+        generations.follower_connected(instance.uuid)
+        generations.bump(instance.uuid)
         pending = b""
         for chunk in upstream.iter_body():
+            generations.bump(instance.uuid)  # first: a read after this sees the daemon's change
             pending += chunk
             while b"\n" in pending:
                 line, _, pending = pending.partition(b"\n")
@@ -185,6 +196,8 @@ def follow(settings, instance: store.Instance, attribution: Attribution) -> None
                     store.release_connection()
     finally:
         upstream.close()
+        _connected.discard(instance.uuid)
+        generations.follower_gone(instance.uuid)
 
 
 _recorder = None
@@ -223,6 +236,8 @@ def start_recorder(settings) -> None:
                     for uuid, instance in live.items():
                         if uuid not in followers:
                             followers[uuid] = gevent.spawn(follower, instance)
+                    for uuid in _connected & live.keys():
+                        generations.follower_connected(uuid)  # still following (the cache's bound)
                     if settings.events.retention > 0 and time.monotonic() - last_purge > PURGE_SECONDS:
                         last_purge = time.monotonic()
                         journal.purge_events(time.time_ns() - int(settings.events.retention * 1e9))
