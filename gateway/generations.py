@@ -12,7 +12,7 @@ generation is unchanged. Two things change it:
 - every event the instance's daemon reports (a container that exits by itself), when the
   event recorder reads it (gateway/notifications/recorder.py).
 
-The values live in one file mapped into every process (``SLOTS`` slots of ``SLOT``: the
+The values live in one file mapped into every process (``SLOTS`` slots of three words: the
 instance's key, its generation, and when the recorder last said its event follower was
 connected), beside the SQLite store: the processes that share a store file share the table.
 A generation is a random 64-bit value, not a counter, so that two processes that change one
@@ -29,17 +29,21 @@ import functools
 import hashlib
 import mmap
 import os
-import struct
 import time
 
 SLOTS = 65536
-SLOT = struct.Struct("=QQQ")  # key, generation, follower mark (ms of CLOCK_MONOTONIC)
+# A slot: the instance's key, its generation, the follower's mark (ms of CLOCK_MONOTONIC), as
+# three 8-byte words, each read and written whole through a memoryview of native words (one
+# aligned access: struct's pack_into zero-fills before it writes, and a reader could see 0).
+WORDS = 3
+SLOT_BYTES = WORDS * 8
 # The recorder marks every connected follower each pass (PASS_SECONDS, 2 s): a mark older than
 # this means the follower, or the worker that ran it, is gone.
 FOLLOWER_FRESH_MS = 6000
 SUFFIX = "-generations"
 
 _table: mmap.mmap | None = None
+_words: memoryview | None = None
 
 
 def path_for(database: str) -> str:
@@ -65,34 +69,38 @@ def configure(settings) -> bool:
 
 
 def open_table(path: str) -> bool:
-    global _table
-    size = SLOTS * SLOT.size
+    global _table, _words
+    size = SLOTS * SLOT_BYTES
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         if os.fstat(fd).st_size < size:
             os.ftruncate(fd, size)  # zeros; another process growing it too writes the same
         _table = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        _words = memoryview(_table).cast("Q")
     finally:
         os.close(fd)
     return True
 
 
 def close() -> None:
-    global _table
+    global _table, _words
+    if _words is not None:
+        _words.release()
+        _words = None
     if _table is not None:
         _table.close()
         _table = None
 
 
 def enabled() -> bool:
-    return _table is not None
+    return _words is not None
 
 
 @functools.lru_cache(maxsize=65536)
 def _slot(uuid: str) -> tuple[int, int]:
-    """(offset, key) of an instance: the same in every process (Python's hash() is not)."""
+    """(first word, key) of an instance: the same in every process (Python's hash() is not)."""
     key = int.from_bytes(hashlib.blake2b(uuid.encode(), digest_size=8).digest(), "little") | 1
-    return (key % SLOTS) * SLOT.size, key
+    return (key % SLOTS) * WORDS, key
 
 
 def _now_ms() -> int:
@@ -101,44 +109,48 @@ def _now_ms() -> int:
 
 def bump(uuid: str) -> None:
     """What the instance's daemon answers may have changed: every cached answer is stale."""
-    if _table is not None and uuid:
-        offset, _key = _slot(uuid)
-        struct.pack_into("=Q", _table, offset + 8, int.from_bytes(os.urandom(8), "little"))
+    if _words is not None and uuid:
+        first, _key = _slot(uuid)
+        _words[first + 1] = int.from_bytes(os.urandom(8), "little") | 1  # never the file's 0
 
 
 def current(uuid: str) -> int | None:
     """The instance's generation, or None when a cached answer cannot be trusted at all: no
     table, or no event follower of this instance connected just now (a change the daemon made
     by itself would go unseen)."""
-    if _table is None:
+    words = _words
+    if words is None:
         return None
-    offset, key = _slot(uuid)
-    held, generation, mark = SLOT.unpack_from(_table, offset)
+    first, key = _slot(uuid)
+    mark = words[first + 2]
     age = _now_ms() - mark
-    if held != key or not mark or age < 0 or age > FOLLOWER_FRESH_MS:
+    if words[first] != key or not mark or age < 0 or age > FOLLOWER_FRESH_MS:
         return None
-    return generation
+    return words[first + 1]
 
 
 def follower_connected(uuid: str) -> None:
     """The recorder follows the instance's events now (marked again every pass; the caller
     changes the generation when it connects, since what happened before is unknown)."""
-    if _table is None:
+    words = _words
+    if words is None:
         return
-    offset, key = _slot(uuid)
-    held, _generation, mark = SLOT.unpack_from(_table, offset)
-    if held not in (0, key) and mark and 0 <= _now_ms() - mark <= FOLLOWER_FRESH_MS:
-        return  # another instance's slot while its follower lives: this one is never cached
-    struct.pack_into("=Q", _table, offset, key)
-    struct.pack_into("=Q", _table, offset + 16, _now_ms())
+    first, key = _slot(uuid)
+    held, mark = words[first], words[first + 2]
+    if held != key:
+        if held and mark and 0 <= _now_ms() - mark <= FOLLOWER_FRESH_MS:
+            return  # another instance's slot while its follower lives: this one is never cached
+        words[first + 2] = 0  # the other's mark is not this one's
+        words[first] = key
+    words[first + 2] = _now_ms()
 
 
 def follower_gone(uuid: str) -> None:
     """The instance's events are not followed: nothing of it is cached until they are again."""
-    if _table is None:
+    words = _words
+    if words is None:
         return
-    offset, key = _slot(uuid)
-    held, _generation, _mark = SLOT.unpack_from(_table, offset)
-    if held == key:
-        struct.pack_into("=Q", _table, offset + 16, 0)
+    first, key = _slot(uuid)
+    if words[first] == key:
+        words[first + 2] = 0
     bump(uuid)
