@@ -46,6 +46,7 @@ PASS_SECONDS = 2.0
 PURGE_SECONDS = 60.0
 PROJECTS_SECONDS = 10.0
 RECORDED_TYPES = ("container", "network", "volume", "image")
+SETTLE_SECONDS = 0.05
 
 # The instances whose followers have their event stream open, in this worker.
 _connected: set[str] = set()
@@ -185,9 +186,16 @@ def follow(settings, instance: store.Instance, attribution: Attribution) -> None
         _connected.add(instance.uuid)
         generations.follower_connected(instance.uuid)
         generations.bump(instance.uuid)
+        import gevent
+
         pending = b""
+        late = None
         for chunk in upstream.iter_body():
             generations.bump(instance.uuid)  # first: a read after this sees the daemon's change
+            if late is None or late.dead:
+                # and again a moment later: dockerd tells some events just before its own
+                # view shows them (the die event, then the container's state saved)
+                late = gevent.spawn_later(SETTLE_SECONDS, generations.bump, instance.uuid)
             pending += chunk
             while b"\n" in pending:
                 line, _, pending = pending.partition(b"\n")

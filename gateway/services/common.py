@@ -54,13 +54,14 @@ def fanout(ctx: Context) -> list[store.Instance]:
     return instances.live_instances(ctx.settings)
 
 
-def every_instance(ctx: Context, method: str, path: str, query: str = "", *, ask: Callable = call):
+def every_instance(ctx: Context, method: str, path: str, query: str = "", *, ask: Callable | None = None):
     """(instance, answer) from each live instance, in fill order: what the merged views
     (lists, prunes, df) are made of. A daemon's error is the client's error (the first one
     in fill order). Reads (GET) ask every instance at once, so a list over N instances takes
     about as long as the slowest one, not the sum; anything else goes one instance after
     another and stops at the first error. Which instances: ``fanout``; ``ask``: forward.call,
     or one like it (gateway/services/readcache.py)."""
+    ask = ask or call
     live = fanout(ctx)
     if method != "GET" or len(live) < 2:
         for instance in live:

@@ -34,11 +34,13 @@ from gateway.forward import daemon_version
 MAX_AGE = 0.5  # seconds
 MAX_ENTRIES = 512
 MAX_BYTES = 1 << 20  # a larger answer is asked for every time
+BUDGET = 32 << 20  # bytes of answers one worker keeps at most
 _FALSE = ("", "0", "false", "none")  # dockerd's false for a boolean query parameter
 
 # (instance, operation, client version, daemon version, path, query) -> (generation, asked at,
 # the answer's JSON)
 _answers: dict[tuple, tuple[int, float, bytes]] = {}
+_kept_bytes = 0
 
 
 def _sized(query: str) -> bool:
@@ -60,13 +62,27 @@ def call(
         return 200, json.loads(kept[2])
     status, payload = daemon_call(ctx, instance, method, path, query=query)
     if status == 200 and _keepable(payload):
-        encoded = json.dumps(payload, separators=(",", ":")).encode()
-        if len(encoded) <= MAX_BYTES:
-            _answers.pop(key, None)
-            while len(_answers) >= MAX_ENTRIES:
-                del _answers[next(iter(_answers))]  # the oldest first
-            _answers[key] = (generation, asked, encoded)
+        _keep(key, (generation, asked, json.dumps(payload, separators=(",", ":")).encode()))
     return status, payload
+
+
+def _keep(key: tuple, entry: tuple[int, float, bytes]) -> None:
+    global _kept_bytes
+    size = len(entry[2])
+    if size > MAX_BYTES:
+        return
+    _drop(key)
+    while _answers and (len(_answers) >= MAX_ENTRIES or _kept_bytes + size > BUDGET):
+        _drop(next(iter(_answers)))  # the oldest first
+    _answers[key] = entry
+    _kept_bytes += size
+
+
+def _drop(key: tuple) -> None:
+    global _kept_bytes
+    old = _answers.pop(key, None)
+    if old is not None:
+        _kept_bytes -= len(old[2])
 
 
 def _keepable(payload: Any) -> bool:
@@ -76,4 +92,6 @@ def _keepable(payload: Any) -> bool:
 
 
 def clear() -> None:
+    global _kept_bytes
     _answers.clear()
+    _kept_bytes = 0
