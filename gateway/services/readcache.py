@@ -9,7 +9,8 @@ answer is used only while
   every request the gateway sends that instance other than a read, and every event its daemon
   reports, changes it, so a read after a write through any worker asks the daemon again;
 - the instance's event follower is connected (else a container that exits by itself would go
-  unseen), which ``generations.current`` says;
+  unseen), which ``generations.current`` says (the recorder runs while ``[events] retention`` is
+  above 0, the default, or notifications are on; without it nothing is cached);
 - it is younger than MAX_AGE: what changes with no event and no request (the "Up 3 seconds"
   of ``ps``) is never older than that.
 
