@@ -1,7 +1,9 @@
 """The generations the read cache trusts (gateway/generations.py): one table in a real mapped
-file, shared by processes forked the way gunicorn forks its workers."""
+file, shared by separate processes (gunicorn's workers, a relay) that map the same file."""
 
 import os
+import subprocess
+import sys
 import time
 
 import pytest
@@ -9,6 +11,8 @@ import pytest
 from gateway import generations
 from gateway.config import Settings
 from gateway.services import readcache
+
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 
 
 @pytest.fixture
@@ -20,16 +24,20 @@ def table(tmp_path):
     generations.close()
 
 
-def in_child(fn) -> int:
-    """Run fn in a forked process (a worker of the same replica); its exit status."""
-    pid = os.fork()
-    if pid == 0:
-        try:
-            fn()
-            os._exit(0)
-        except BaseException:  # noqa: BLE001 (the status says it failed)
-            os._exit(1)
-    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+def other_process(table: str, code: str) -> subprocess.Popen:
+    """Another Python process that maps the table and runs ``code`` (another worker). A new
+    interpreter, not a fork: the unit tests run under gevent's patched fork."""
+    script = f"from gateway import generations\ngenerations.open_table({table!r})\n{code}\nprint('ok')\n"
+    env = {**os.environ, "PYTHONPATH": REPO}
+    return subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+    )
+
+
+def in_process(table: str, code: str) -> None:
+    proc = other_process(table, code)
+    out, err = proc.communicate(timeout=60)
+    assert out.decode().strip().endswith("ok"), err.decode()
 
 
 def test_no_follower_no_generation(table):
@@ -44,7 +52,7 @@ def test_a_write_in_another_worker_changes_the_generation(table):
     before = generations.current("inst-a")
     assert before is not None
     assert generations.current("inst-a") == before  # stable while nothing happens
-    assert in_child(lambda: generations.bump("inst-a")) == 0
+    in_process(table, 'generations.bump("inst-a")')
     after = generations.current("inst-a")
     assert after is not None and after != before
 
@@ -52,14 +60,7 @@ def test_a_write_in_another_worker_changes_the_generation(table):
 def test_a_new_process_mapping_the_same_file_sees_the_same_values(table):
     generations.follower_connected("inst-a")
     seen = generations.current("inst-a")
-
-    def child():
-        generations.close()
-        generations.open_table(table)  # a relay or another worker, mapping the file itself
-        assert generations.current("inst-a") == seen
-        generations.bump("inst-a")
-
-    assert in_child(child) == 0
+    in_process(table, f'assert generations.current("inst-a") == {seen}\ngenerations.bump("inst-a")')
     assert generations.current("inst-a") not in (None, seen)
 
 
@@ -77,28 +78,19 @@ def test_concurrent_writers_never_bring_back_an_old_value(table):
     generations.follower_connected("inst-a")
     seen = {generations.current("inst-a")}
 
-    def child():
-        for _ in range(2000):
-            generations.bump("inst-a")
-
-    pids = []
-    for _ in range(3):
-        pid = os.fork()
-        if pid == 0:
-            try:
-                child()
-            finally:
-                os._exit(0)
-        pids.append(pid)
+    writers = [
+        other_process(table, 'for _ in range(100000):\n    generations.bump("inst-a")') for _ in range(3)
+    ]
     previous = generations.current("inst-a")
-    running = set(pids)
-    while running:
+    while any(w.poll() is None for w in writers):
         value = generations.current("inst-a")
         if value != previous and value in seen:
             pytest.fail("a generation came back")
         seen.add(value)
         previous = value
-        running = {p for p in running if os.waitpid(p, os.WNOHANG) == (0, 0)}
+    for writer in writers:
+        out, err = writer.communicate(timeout=60)
+        assert out.decode().strip() == "ok", err.decode()
     assert len(seen) > 1
     last = generations.current("inst-a")
     generations.bump("inst-a")
