@@ -13,7 +13,7 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-from gateway import logs, store
+from gateway import generations, logs, store
 from gateway.wire import AGENT_SECRET_HEADER, REQUEST_ID_HEADER
 from relay import UpstreamError, UpstreamResponse, request
 from relay.pool import Pool
@@ -62,18 +62,29 @@ class AgentClient:
         timeout: float | None = None,
     ) -> UpstreamResponse:
         """Send one request; the response head comes back, its body left to the caller.
-        Raises relay.UpstreamError when the agent cannot be reached."""
-        return request(
-            self.endpoint,
-            method,
-            target,
-            [*(headers or []), *self.credentials(), *self.request_id()],
-            body,
-            content_length=content_length,
-            connect_timeout=connect_timeout,
-            timeout=timeout,
-            pool=AGENT_CONNECTIONS,
-        )
+        Raises relay.UpstreamError when the agent cannot be reached.
+
+        Anything but a read changes the instance's generation (gateway/generations.py) before
+        it is sent and once its answer's head is back (or it failed), so that no read cached
+        before the daemon acted is used after: the gateway's reads see its writes."""
+        writes = method not in ("GET", "HEAD")
+        if writes:
+            generations.bump(self.instance.uuid)
+        try:
+            return request(
+                self.endpoint,
+                method,
+                target,
+                [*(headers or []), *self.credentials(), *self.request_id()],
+                body,
+                content_length=content_length,
+                connect_timeout=connect_timeout,
+                timeout=timeout,
+                pool=AGENT_CONNECTIONS,
+            )
+        finally:
+            if writes:
+                generations.bump(self.instance.uuid)
 
     def get_json(self, target: str, *, connect_timeout: float = 3.0, timeout: float = 15) -> tuple[int, Any]:
         """(status, parsed body) of a GET whose answer is small JSON."""

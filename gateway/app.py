@@ -17,6 +17,7 @@ from gateway import (
     agentapi,
     certapi,
     fairshare,
+    generations,
     health,
     instances,
     logs,
@@ -79,6 +80,7 @@ class Gateway:
         self.agent_router = Router(agentapi.ROUTES)
         self.fairshare = fairshare.FairShare(settings)
         notifications.configure(settings)
+        generations.configure(settings)  # the read cache's shared table (SQLite store only)
         if name == "gateway":
             reaper.start_reaper(settings)  # only acts when the pool can grow (nova)
             upkeep.start(settings, self.fairshare)

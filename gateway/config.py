@@ -28,6 +28,8 @@ body_idle_timeout = 120           # seconds a request body may stall before the 
                                   # refused (400) and its upstream call aborted; 0: never
 metrics_bind = "127.0.0.1:9180"   # Prometheus metrics (GET /metrics) on this HOST:PORT, apart
                                   # from the Docker API (gateway/metrics.py); "" (default): off
+read_cache = true                 # ps and inspect from the daemon's answer of a moment ago while
+                                  # nothing changed it (gateway/services/readcache.py); SQLite only
 [identity]
 backend = "embedded"              # or "keystone" (gateway/tenancy/keystone.py: its keys and the
                                   # keystoneauth1 plugin's, such as username and password)
@@ -127,6 +129,9 @@ class GatewaySettings:
     body_idle_timeout: float = 120.0
     metrics_bind: str = ""
     log_format: str = "text"  # or "json": one object per line (gateway/logs.py)
+    # ps and inspect answered from the daemons' recent answers while nothing changed them
+    # (gateway/services/readcache.py); SQLite store only, off with PostgreSQL.
+    read_cache: bool = True
 
     @property
     def heartbeat_timeout(self) -> float:

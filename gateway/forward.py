@@ -18,7 +18,7 @@ from urllib.parse import parse_qsl, quote, urlencode
 
 from gunicorn.http.errors import ParseException
 
-from gateway import instances, logs, store, versions
+from gateway import generations, instances, logs, store, versions
 from gateway.agentclient import AgentClient
 from gateway.context import Context
 from gateway.errors import DockerError, scrubbed_body
@@ -316,6 +316,8 @@ def call(
         timeout=timeout,
     )
     status, payload = _read(instance, upstream)
+    if method not in ("GET", "HEAD"):
+        generations.bump(instance.uuid)  # a body that ends with the change (wait): read it first
     if translated is None or not translated.followups or status >= 300 or not isinstance(payload, dict):
         return status, payload
     made = str(payload.get("Id", ""))
@@ -364,7 +366,7 @@ def respond(ctx: Context, instance: store.Instance, upstream: UpstreamResponse) 
     """Answer the client with the daemon's response, streamed; hijack if the daemon did."""
     check_agent(instance, upstream)
     if upstream.is_raw_stream and ctx.route.streaming:
-        hijack(ctx, upstream)
+        hijack(ctx, upstream, instance)
         return
     if ctx.route.raw_errors and upstream.status >= 400:
         # dockerd refused on the connection it had taken over (bad detach keys): the same raw
@@ -411,9 +413,22 @@ def respond(ctx: Context, instance: store.Instance, upstream: UpstreamResponse) 
     if upstream.content_length is not None:
         resp.content_length = upstream.content_length
     if upstream.has_body:
-        resp.stream = _head_first(upstream.iter_body())
+        chunks = upstream.iter_body()
+        if ctx.req.method not in ("GET", "HEAD"):
+            chunks = _changing(chunks, instance.uuid)
+        resp.stream = _head_first(chunks)
     else:
         upstream.close()
+
+
+def _changing(chunks: Iterator[bytes], uuid: str) -> Iterator[bytes]:
+    """A write's streamed answer (wait's end, a prune's, a pull's progress): the instance's
+    generation changes before each piece and at the end reaches the client, so that a read the
+    client makes once it has seen it misses any answer cached before (gateway/generations.py)."""
+    for chunk in chunks:
+        generations.bump(uuid)
+        yield chunk
+    generations.bump(uuid)
 
 
 def _bounded_text(upstream: UpstreamResponse) -> str:
@@ -447,7 +462,7 @@ def forward(ctx: Context, instance: store.Instance, **kwargs) -> None:
     respond(ctx, instance, send(ctx, instance, **kwargs))
 
 
-def hijack(ctx: Context, upstream: UpstreamResponse) -> None:
+def hijack(ctx: Context, upstream: UpstreamResponse, instance: store.Instance | None = None) -> None:
     """Hand the client the daemon's hijack answer, then splice the two connections."""
     client = ctx.req.env.get("gunicorn.socket")
     if client is None:
@@ -469,4 +484,8 @@ def hijack(ctx: Context, upstream: UpstreamResponse) -> None:
     except OSError:
         upstream.close()
         return
-    splice(client, upstream.sock, from_upstream=upstream.reader.take_buffer())
+    try:
+        splice(client, upstream.sock, from_upstream=upstream.reader.take_buffer())
+    finally:
+        # the session may have changed the container (an attached process that ended)
+        generations.bump(instance.uuid if instance is not None else "")

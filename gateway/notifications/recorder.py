@@ -17,6 +17,10 @@ image map, as the live stream judges them (gateway/services/events.py).
 Containers the daemon removes by itself (``--rm``) send no DELETE through the gateway: their
 ``destroy`` event is where their ``compute.container.delete`` notifications come from, and
 where the map forgets them.
+
+Every event also changes its instance's generation (gateway/generations.py) before it is
+recorded: the read cache (gateway/services/readcache.py) then asks the daemon again. An
+instance is cached only while its follower is connected (marked every pass).
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ import secrets
 import socket
 import time
 
-from gateway import imagemap, instances, store
+from gateway import generations, imagemap, instances, store
 from gateway.agentclient import AgentClient
 from gateway.notifications import payloads, webhooks
 from gateway.notifications.outbox import emit, enabled
@@ -42,6 +46,10 @@ PASS_SECONDS = 2.0
 PURGE_SECONDS = 60.0
 PROJECTS_SECONDS = 10.0
 RECORDED_TYPES = ("container", "network", "volume", "image")
+SETTLE_SECONDS = 0.05
+
+# The instances whose followers have their event stream open, in this worker.
+_connected: set[str] = set()
 
 
 def since_query(nano: int) -> str:
@@ -176,8 +184,19 @@ def follow(settings, instance: store.Instance, attribution: Attribution, last: i
     try:
         if upstream.status != 200:
             raise RuntimeError(f"the daemon answered {upstream.status} to /events")
+        _connected.add(instance.uuid)
+        generations.follower_connected(instance.uuid)
+        generations.bump(instance.uuid)
+        import gevent
+
         pending = b""
+        late = None
         for chunk in upstream.iter_body():
+            generations.bump(instance.uuid)  # first: a read after this sees the daemon's change
+            if late is None or late.dead:
+                # and again a moment later: dockerd tells some events just before its own
+                # view shows them (the die event, then the container's state saved)
+                late = gevent.spawn_later(SETTLE_SECONDS, generations.bump, instance.uuid)
             pending += chunk
             while b"\n" in pending:
                 line, _, pending = pending.partition(b"\n")
@@ -186,6 +205,8 @@ def follow(settings, instance: store.Instance, attribution: Attribution, last: i
                     store.release_connection()
     finally:
         upstream.close()
+        _connected.discard(instance.uuid)
+        generations.follower_gone(instance.uuid)
 
 
 _recorder = None
@@ -227,6 +248,8 @@ def start_recorder(settings) -> None:
                     newest = journal.last_event_times(list(starting)) if starting else {}
                     for uuid, instance in starting.items():
                         followers[uuid] = gevent.spawn(follower, instance, newest.get(uuid))
+                    for uuid in _connected & live:
+                        generations.follower_connected(uuid)  # still following (the cache's bound)
                     if settings.events.retention > 0 and time.monotonic() - last_purge > PURGE_SECONDS:
                         last_purge = time.monotonic()
                         journal.purge_events(time.time_ns() - int(settings.events.retention * 1e9))

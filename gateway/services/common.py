@@ -54,27 +54,29 @@ def fanout(ctx: Context) -> list[store.Instance]:
     return instances.live_instances(ctx.settings)
 
 
-def every_instance(ctx: Context, method: str, path: str, query: str = ""):
+def every_instance(ctx: Context, method: str, path: str, query: str = "", *, ask: Callable | None = None):
     """(instance, answer) from each live instance, in fill order: what the merged views
     (lists, prunes, df) are made of. A daemon's error is the client's error (the first one
     in fill order). Reads (GET) ask every instance at once, so a list over N instances takes
     about as long as the slowest one, not the sum; anything else goes one instance after
-    another and stops at the first error. Which instances: ``fanout``."""
+    another and stops at the first error. Which instances: ``fanout``; ``ask``: forward.call,
+    or one like it (gateway/services/readcache.py)."""
+    ask = ask or call
     live = fanout(ctx)
     if method != "GET" or len(live) < 2:
         for instance in live:
-            status, payload = call(ctx, instance, method, path, query=query)
+            status, payload = ask(ctx, instance, method, path, query=query)
             raise_for(status, payload)
             yield instance, payload
         return
 
-    def ask(instance: store.Instance):
+    def asked(instance: store.Instance):
         try:
-            return call(ctx, instance, method, path, query=query), None
+            return ask(ctx, instance, method, path, query=query), None
         except Exception as exc:  # noqa: BLE001 - raised in fill order below, not in the greenlet
             return None, exc
 
-    jobs = [gevent.spawn(ask, instance) for instance in live]
+    jobs = [gevent.spawn(asked, instance) for instance in live]
     try:
         for instance, job in zip(live, jobs, strict=True):
             answer, error = job.get()

@@ -16,7 +16,16 @@ from gateway.forward import call, forward, raise_for, respond, send
 from gateway.placement import PIN_LABEL, PlacementRequest, place, release
 from gateway.placement.scheduler import confirm, name_conflict
 from gateway.services import images as images_
-from gateway.services import networks, ports, span_members, span_views, spans, tenantsocket, volumes
+from gateway.services import (
+    networks,
+    ports,
+    readcache,
+    span_members,
+    span_views,
+    spans,
+    tenantsocket,
+    volumes,
+)
 from gateway.services.common import (
     daemon_judges,
     delegation,
@@ -61,7 +70,7 @@ def list_(ctx: Context) -> None:
     query = with_query(ctx, **changes)
     merged = []
     origin: dict[str, str] = {}  # container ID -> instance, for ordering within a second
-    for instance, payload in every_instance(ctx, "GET", "/containers/json", query):
+    for instance, payload in every_instance(ctx, "GET", "/containers/json", query, ask=readcache.call):
         ports.list_view(ctx, payload, instance)
         for container in payload:
             origin[container.get("Id")] = instance.uuid
@@ -298,7 +307,9 @@ def restart(ctx: Context) -> None:
 
 def inspect(ctx: Context) -> None:
     container = ctx.target
-    status, payload = call(ctx, container.instance, "GET", ctx.daemon_path, query=ctx.req.query_string)
+    status, payload = readcache.call(
+        ctx, container.instance, "GET", ctx.daemon_path, query=ctx.req.query_string
+    )
     if status == 404:
         store.forget_container(container.id)
     raise_for(status, payload)
