@@ -144,7 +144,8 @@ def create(ctx: Context, body, raw: bytes) -> None:
         raise DockerError(400, f"Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
     labels = {**labels, PROJECT_LABEL: ctx.project}
     body["Labels"] = labels
-    if not name:
+    gateway_named = not name
+    if gateway_named:
         name = _free_random_name(ctx.project)
     needs = scope.container_create(ctx.project, body, name, ctx.settings)
     pinned = labels.get(PIN_LABEL) or None
@@ -155,19 +156,20 @@ def create(ctx: Context, body, raw: bytes) -> None:
             f"{pinned}: drop the {PIN_LABEL} label or pin that instance",
         )
     memory, nano_cpus = quotas.container_request(body.get("HostConfig"))
-    placement = _place(
-        ctx,
-        PlacementRequest(
-            ctx.project,
-            name,
-            labels,
-            pinned or needs.instance,
-            memory=memory,
-            nano_cpus=nano_cpus,
-            delegation=delegation(ctx),
-            ports=tuple(mesh.explicit_ports(body.get("HostConfig"))),
-        ),
+    request = PlacementRequest(
+        ctx.project,
+        name,
+        labels,
+        pinned or needs.instance,
+        memory=memory,
+        nano_cpus=nano_cpus,
+        delegation=delegation(ctx),
+        ports=tuple(mesh.explicit_ports(body.get("HostConfig"))),
     )
+    placement = _place_named(ctx, request, gateway_named)
+    if request.name != name:  # chosen again: its network aliases follow (scope.container_create)
+        _rename_aliases(body, name, request.name)
+        name = request.name
     opened = None
     token = ""  # the create's hold on addresses of spanning networks (services/spans.py)
     try:
@@ -215,6 +217,28 @@ def _free_random_name(project: str) -> str:
         if store.container_named(project, name) is None:
             return name
     raise DockerError(500, "could not find a free random name for the container; give it one with --name")
+
+
+def _place_named(ctx: Context, request: PlacementRequest, gateway_named: bool):
+    """Place; a name the gateway chose that a create at the same moment took (free when it was
+    chosen, outside the placement's lock) is chosen again, as dockerd tries its own again:
+    a create without a name is never refused for its name."""
+    for attempt in range(randomnames.ATTEMPTS):
+        try:
+            return _place(ctx, request)
+        except DockerError as exc:
+            taken = exc.status == 409 and store.container_named(ctx.project, request.name) is not None
+            if not (gateway_named and taken) or attempt == randomnames.ATTEMPTS - 1:
+                raise
+            request.name = _free_random_name(ctx.project)
+    raise AssertionError("unreachable")  # (the loop returns or raises)
+
+
+def _rename_aliases(body: dict, old: str, new: str) -> None:
+    endpoints = (body.get("NetworkingConfig") or {}).get("EndpointsConfig")
+    for endpoint in endpoints.values() if isinstance(endpoints, dict) else ():
+        if isinstance(endpoint, dict) and isinstance(endpoint.get("Aliases"), list):
+            endpoint["Aliases"] = [new if alias == old else alias for alias in endpoint["Aliases"]]
 
 
 def _place(ctx: Context, request: PlacementRequest):
