@@ -223,15 +223,15 @@ def _place_named(ctx: Context, request: PlacementRequest, gateway_named: bool):
     """Place; a name the gateway chose that a create at the same moment took (free when it was
     chosen, outside the placement's lock) is chosen again, as dockerd tries its own again:
     a create without a name is never refused for its name."""
-    for attempt in range(randomnames.ATTEMPTS):
+    for _ in range(randomnames.ATTEMPTS - 1):
         try:
             return _place(ctx, request)
         except DockerError as exc:
             taken = exc.status == 409 and store.container_named(ctx.project, request.name) is not None
-            if not (gateway_named and taken) or attempt == randomnames.ATTEMPTS - 1:
+            if not (gateway_named and taken):
                 raise
-            request.name = _free_random_name(ctx.project)
-    raise AssertionError("unreachable")  # (the loop returns or raises)
+        request.name = _free_random_name(ctx.project)
+    return _place(ctx, request)
 
 
 def _rename_aliases(body: dict, old: str, new: str) -> None:

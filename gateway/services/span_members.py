@@ -42,9 +42,10 @@ def leave(ctx: Context, network: store.Network, instance: store.Instance) -> boo
         spans.forget_made(network, instance)
         with store.write_transaction():
             gone = store.spans.end_leaving(network, instance.uuid, joined if kept else None)
-    if not gone or kept:
-        # A create joined meanwhile (its address is held): it makes the copy again itself
-        # (its member row has a new joining, spans.ensure_on). Never the caller's error.
+    if not gone:
+        # The copy stayed (its removal failed), or a create joined meanwhile (its address is
+        # held) and makes the copy again itself (its member row has a new joining,
+        # spans.ensure_on). Never the caller's error.
         return False
     drop_segment(instance, network)
     log.info("network %s left instance %s (its last member there went)", network.id[:12], instance.uuid)
