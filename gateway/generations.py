@@ -21,6 +21,11 @@ only ever make it new. Instances whose keys share a slot change each other's gen
 costs only extra misses; the follower's mark is kept only for the key in the slot, so a
 colliding instance is never cached. With the PostgreSQL store several replicas write to the
 same instances and none sees another's memory: no table, and no cache (``configure``).
+
+One more value lives there, the store's: it changes after every statement that may have
+changed a row of the SQLite store and after every commit and rollback, in any process that
+opened that store (gateway/store/db.py maps the table for it), the admin CLI's included. The
+store's kept reads (gateway/store/kept.py) hold a row a moment while it is unchanged.
 """
 
 from __future__ import annotations
@@ -44,6 +49,12 @@ SUFFIX = "-generations"
 
 _table: mmap.mmap | None = None
 _words: memoryview | None = None
+_mapped_path = ""
+# The store's generation is a slot of its own key (a colliding instance's bumps only cost the
+# store's kept reads a miss, and the store's cost that instance's cached answers one).
+_STORE_KEY = "moorage:store"
+# Whether this process keeps reads of the store (configure: [gateway] read_cache).
+_store_reads_kept = False
 
 
 def path_for(database: str) -> str:
@@ -59,17 +70,23 @@ def path_for(database: str) -> str:
 
 def configure(settings) -> bool:
     """Map the table of this gateway's store (idempotent); False when there is none, and the
-    read cache stays off."""
-    if _table is not None:
-        return True
+    read cache (and the store's kept reads) stay off."""
+    global _store_reads_kept
     path = path_for(settings.gateway.database)
     if not path or not settings.gateway.read_cache:
+        _store_reads_kept = False
         return False
-    return open_table(path)
+    _store_reads_kept = open_table(path)
+    return _store_reads_kept
 
 
 def open_table(path: str) -> bool:
-    global _table, _words
+    """Map the table at ``path``, in place of another store's (a process that opens a second
+    store, as tests do, must change that store's generation, not the first one's)."""
+    global _table, _words, _mapped_path
+    if _table is not None and path == _mapped_path:
+        return True
+    close()
     size = SLOTS * SLOT_BYTES
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
@@ -77,13 +94,16 @@ def open_table(path: str) -> bool:
             os.ftruncate(fd, size)  # zeros; another process growing it too writes the same
         _table = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
         _words = memoryview(_table).cast("Q")
+        _mapped_path = path
     finally:
         os.close(fd)
     return True
 
 
 def close() -> None:
-    global _table, _words
+    global _table, _words, _mapped_path, _store_reads_kept
+    _mapped_path = ""
+    _store_reads_kept = False
     if _words is not None:
         _words.release()
         _words = None
@@ -154,3 +174,17 @@ def follower_gone(uuid: str) -> None:
     if words[first] == key:
         words[first + 2] = 0
     bump(uuid)
+
+
+def store_changed() -> None:
+    """A row of the store may have changed (after the statement or the commit that did it)."""
+    bump(_STORE_KEY)
+
+
+def store_generation() -> int | None:
+    """The store's generation, or None when reads of it are not kept in this process (no
+    table, [gateway] read_cache off)."""
+    words = _words
+    if words is None or not _store_reads_kept:
+        return None
+    return words[_slot(_STORE_KEY)[0] + 1]

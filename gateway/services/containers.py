@@ -376,8 +376,7 @@ def rename(ctx: Context) -> None:
         query=with_query(ctx, name=names.to_daemon(ctx.project, new_name) if new_name else None),
     )
     if upstream.status == 204 and new_name:
-        container.name, container.daemon_name = new_name, None
-        container.save()
+        store.rename_container(container.id, new_name)  # not the resolved row: it is shared
     respond(ctx, container.instance, upstream)
 
 

@@ -121,7 +121,8 @@ def as_asked(payload: dict, container: store.Container) -> None:
     if isinstance(host, dict) and isinstance(container.dns, dict):
         host["Dns"] = container.dns.get("asked")
     elif isinstance(host, dict) and held:
-        host["Dns"] = held[0][0].dns
+        dns = held[0][0].dns
+        host["Dns"] = list(dns) if isinstance(dns, list) else dns  # the kept row's is shared
     networks = _obj(payload.get("NetworkSettings")).get("Networks")
     for address, network in held:
         endpoint = _obj(networks).get(network.name) if isinstance(networks, dict) else None

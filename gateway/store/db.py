@@ -16,6 +16,8 @@ from urllib.parse import unquote, urlparse
 import peewee
 from playhouse.pool import MaxConnectionsExceeded, PooledPostgresqlDatabase
 
+from gateway import generations
+
 # Every model binds to this proxy; init() (gateway/store/schema.py) points it at a database.
 database = peewee.DatabaseProxy()
 
@@ -98,6 +100,34 @@ def _pg_params(url: str) -> tuple[str, dict]:
     return unquote(parsed.path.lstrip("/")), params
 
 
+class SqliteStore(peewee.SqliteDatabase):
+    """The SQLite store, which says when its rows may have changed: after every statement
+    that is not a SELECT and after every commit and rollback, the store's generation changes
+    (gateway/generations.py), for every process that shares the file. Reads kept by
+    gateway/store/kept.py are good only while it is unchanged. After, not before: a reader
+    that reads the generation, then the rows, and meets a commit in between has kept the old
+    rows under a generation the commit has since changed."""
+
+    def execute_sql(self, sql, params=None):
+        try:
+            return super().execute_sql(sql, params)
+        finally:
+            if sql.lstrip()[:6].upper() != "SELECT":
+                generations.store_changed()
+
+    def commit(self):
+        try:
+            return super().commit()
+        finally:
+            generations.store_changed()
+
+    def rollback(self):
+        try:
+            return super().rollback()
+        finally:
+            generations.store_changed()
+
+
 def open_database(url: str) -> peewee.Database:
     """Open the database at ``url`` (``sqlite:////abs/path.db`` or ``postgresql://...``).
 
@@ -109,7 +139,10 @@ def open_database(url: str) -> peewee.Database:
         path = url.split("://", 1)[1]
         if path.startswith("/"):
             os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        db = peewee.SqliteDatabase(
+        table = generations.path_for(url)
+        if table:
+            generations.open_table(table)  # every process that writes the file says so there
+        db = SqliteStore(
             path,
             pragmas={
                 "busy_timeout": 10000,

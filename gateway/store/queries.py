@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as _dt
 
 from gateway.store.db import database, is_postgres
+from gateway.store.kept import KeptReads
 from gateway.store.mesh import MeshPort
 from gateway.store.models import (
     INSTANCE_DRAINING,
@@ -59,10 +60,24 @@ _container_by_name = Prepared(
 )
 
 
+_kept_containers: KeptReads[Container | None] = KeptReads()
+
+
 def placed_container(project: str, ref: str) -> Container | None:
-    """The project's placed container whose full ID, else whose name, is ``ref``."""
-    found = _container_by_id(project, ref) or _container_by_name(project, ref)
-    return found[0] if found else None
+    """The project's placed container whose full ID, else whose name, is ``ref`` (kept a
+    moment while the store is unchanged, gateway/store/kept.py: not to be changed in place)."""
+
+    def read() -> Container | None:
+        found = _container_by_id(project, ref) or _container_by_name(project, ref)
+        return found[0] if found else None
+
+    return _kept_containers.get((project, ref), read)
+
+
+def rename_container(container_id: str, name: str) -> None:
+    """The container is called ``name`` now, by the tenant and (with the project's suffix) by
+    its daemon."""
+    Container.update(name=name, daemon_name=None).where(Container.id == container_id).execute()
 
 
 def placed_containers_by_prefix(project: str, prefix: str, limit: int = 2) -> list[Container]:
@@ -84,10 +99,16 @@ _project_instances = Prepared(
 )
 
 
+_kept_instances: KeptReads[list[Instance]] = KeptReads()
+
+
 def project_live_instances(project: str, horizon: _dt.datetime) -> list[Instance]:
     """The project's instances that are up or draining and heard from since ``horizon``, in
-    fill order."""
-    return _project_instances(project, horizon)
+    fill order (kept a moment while the store is unchanged, gateway/store/kept.py: not to be
+    changed in place). A kept list was read with an earlier horizon: it is filtered again with
+    this one (an instance falls silent with no write; it speaks again only with one)."""
+    rows = _kept_instances.get(project, lambda: _project_instances(project, horizon))
+    return [row for row in rows if row.last_heartbeat >= horizon]
 
 
 def _fact_sql(key: str) -> str:

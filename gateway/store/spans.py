@@ -10,6 +10,7 @@ from typing import cast
 import peewee
 
 from gateway.store.db import is_postgres
+from gateway.store.kept import KeptReads
 from gateway.store.models import INSTANCE_UP, Container, Instance, Network, NetworkAddress, NetworkMember
 from gateway.store.prepared import Prepared
 
@@ -270,9 +271,14 @@ def rename_holder(token: str, container_id: str, names: list[str]) -> None:
         row.save()
 
 
+_kept_holdings: KeptReads[list[tuple[NetworkAddress, Network]]] = KeptReads()
+
+
 def held_by(container: str) -> list[tuple[NetworkAddress, Network]]:
-    """(address, network) of every spanning network on which ``container`` holds an address."""
-    return [(row, row.network) for row in _held_by(container)]  # every inspect asks
+    """(address, network) of every spanning network on which ``container`` holds an address.
+    Every inspect asks: kept a moment while the store is unchanged (gateway/store/kept.py),
+    so not to be changed in place."""
+    return _kept_holdings.get(container, lambda: [(row, row.network) for row in _held_by(container)])
 
 
 _held_by = Prepared(
