@@ -64,6 +64,10 @@ class _ReleasingIterable:
             store.release_connection()
 
 
+# (operation, status) -> the request counter's and the duration histogram's children.
+_REQUEST_METRICS: dict[tuple[str, str], tuple] = {}
+
+
 class Gateway:
     """The Falcon app plus what every request needs: settings, routes, identity, store."""
 
@@ -157,8 +161,14 @@ class Gateway:
         if operation == "Health":
             return
         seconds = time.monotonic() - started
-        metrics.REQUESTS.labels(operation, status).inc()
-        metrics.REQUEST_SECONDS.labels(operation).observe(seconds)
+        counted = _REQUEST_METRICS.get((operation, status))
+        if counted is None:
+            # prometheus_client looks a labelled child up under a lock on every labels() call:
+            # the request's two are kept, a few per operation (bounded: operations x statuses).
+            counted = (metrics.REQUESTS.labels(operation, status), metrics.REQUEST_SECONDS.labels(operation))
+            _REQUEST_METRICS[(operation, status)] = counted
+        counted[0].inc()
+        counted[1].observe(seconds)
         # The agents' own calls (a heartbeat per agent per interval) are routine: debug, unless
         # refused.
         level = logging.DEBUG if operation.startswith("Agent") and status < "400" else logging.INFO

@@ -98,6 +98,12 @@ def use(handlers, log_format: str, level: int = logging.INFO) -> None:
     with ``handlers`` in ``log_format``; gunicorn passes its error log's handlers, so its own
     lines and the gateway's share one destination and one format."""
     fmt = formatter(log_format)
+    # Neither format writes where a line was logged from (file, function, line), nor its
+    # thread or process name: the logging module is told not to find them for each record
+    # (the logging HOWTO's "Optimization"), a walk of the stack per access line otherwise.
+    logging._srcfile = None  # pyright: ignore[reportAttributeAccessIssue]
+    logging.logThreads = False
+    logging.logMultiprocessing = False
     root = logging.getLogger()
     for old in _installed:  # gunicorn set its logger up again (a reload): its new handlers only
         if old not in handlers:

@@ -72,10 +72,51 @@ def tls_context(cert: str, key: str, client_ca: str) -> ssl.SSLContext:
     return context
 
 
+class _HeadCapture:
+    """Stands for the client's socket while gunicorn writes an answer's head: keeps it."""
+
+    def __init__(self):
+        self.data = b""
+
+    def sendall(self, data: bytes) -> None:
+        self.data += data
+
+
+def _coalescing_response():
+    """gunicorn's Response, sending an answer's head and the first bytes of its body in one
+    write. gunicorn writes the head, then each body chunk: two sends (two system calls, and
+    two passes through gevent's socket) for every one-chunk JSON answer, measured at a tenth of
+    the gateway's time per `ps`. Chunked answers (streams), an empty first chunk (a stream
+    that shows its head before any data) and answers without a body keep gunicorn's order."""
+    from gunicorn.http import wsgi
+
+    class CoalescingResponse(wsgi.Response):
+        def write(self, arg):
+            if self.headers_sent or not arg or not isinstance(arg, bytes) or self.chunked:
+                return super().write(arg)
+            if self._omits_body or (self.response_length is not None and len(arg) > self.response_length):
+                return super().write(arg)
+            sock, capture = self.sock, _HeadCapture()
+            self.sock = capture  # gunicorn's own head, as it would send it
+            try:
+                self.send_headers()
+            finally:
+                self.sock = sock
+            self.sent += len(arg)
+            gunicorn_util.write(sock, capture.data + arg)
+
+    return CoalescingResponse
+
+
 def _gevent_worker():
     """gunicorn's gevent worker, wrapping the connections of the TLS listeners (only), and
-    ending the relayed streams when it stops gracefully."""
+    ending the relayed streams when it stops gracefully; its answers' heads go out with their
+    bodies (_coalescing_response)."""
+    from gunicorn.http import wsgi
     from gunicorn.workers.ggevent import GeventWorker
+
+    # wsgi.create() makes every request's Response by this module name.
+    wsgi.Response = _coalescing_response()
 
     class TLSListenerWorker(GeventWorker):
         _context = None
