@@ -39,37 +39,54 @@ class BodyEnd:
             self.remaining -= take
             self.done = self.remaining == 0
             return take
+        # One pass over ``data``: a chunk whose size line and bytes are all here is skipped in
+        # the same step (a log stream is one chunk per line: about two million of them in
+        # 200 MB of 100-byte lines, so the per-chunk work is what the relay's rate is).
         i, n = 0, len(data)
-        while i < n and not self.done:
+        find = data.find
+        while i < n:
             if self._state == _DATA:
                 take = min(n - i, self.remaining)
                 i += take
                 self.remaining -= take
-                if self.remaining == 0:
-                    self._state = _SIZE
+                if self.remaining:
+                    return i
+                self._state = _SIZE
                 continue
-            newline = data.find(b"\n", i, i + MAX_LINE + 1)
+            newline = find(b"\n", i, i + MAX_LINE + 1)
             if newline < 0:
                 self._line += data[i : i + MAX_LINE + 1]
                 if len(self._line) > MAX_LINE or n - i > MAX_LINE:
                     raise FramingError("chunk size or trailer line too long")
                 return n
-            self._line += data[i:newline]
+            if self._line:
+                self._line += data[i:newline]
+                line = bytes(self._line)
+                self._line.clear()
+            else:
+                line = data[i:newline]
             i = newline + 1
-            line = bytes(self._line).strip()
-            self._line.clear()
             if self._state == _SIZE:
-                try:
-                    size = int(line.split(b";", 1)[0].strip(), 16)
-                except ValueError:
-                    raise FramingError(f"bad chunk size line {line[:40]!r}") from None
-                if size < 0:
-                    raise FramingError(f"bad chunk size line {line[:40]!r}")
+                size = chunk_size(line)
                 if size == 0:
                     self._state = _TRAILER
+                elif n - i >= size + 2:
+                    i += size + 2  # the chunk and its CRLF, here whole
                 else:
                     self._state = _DATA
                     self.remaining = size + 2  # the chunk, then its CRLF
-            elif not line:  # the blank line after the trailers: the end
+            elif not line.strip():  # the blank line after the trailers: the end
                 self.done = True
+                return i
         return i
+
+
+def chunk_size(line: bytes) -> int:
+    """The size a chunk's size line gives (its extensions ignored); FramingError if none."""
+    try:
+        size = int(line.split(b";", 1)[0].strip(), 16)
+    except ValueError:
+        raise FramingError(f"bad chunk size line {line[:40]!r}") from None
+    if size < 0:
+        raise FramingError(f"bad chunk size line {line[:40]!r}")
+    return size

@@ -4,6 +4,7 @@ several requests on one connection (agent/server.py), against real sockets."""
 
 from __future__ import annotations
 
+import random
 import socket
 import threading
 import time
@@ -14,6 +15,7 @@ from agent.server import AgentProxy, serve
 from relay import Endpoint, UpstreamError, request
 from relay.framing import BodyEnd, FramingError
 from relay.pool import Pool, is_stale
+from relay.upstream import SocketReader, UpstreamResponse, parse_head
 
 CHUNKED = b"5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nTrailer: x\r\n\r\n"
 
@@ -292,3 +294,77 @@ def test_many_small_chunks_arrive_as_few_pieces_and_a_lone_one_at_once():
         assert len(pieces) < len(lines) / 10, f"{len(pieces)} pieces for {len(lines)} chunks"
     finally:
         upstream.close()
+
+
+def random_chunked(rng: random.Random) -> bytes:
+    """A chunked body of many chunks of random sizes (small ones, as a log stream's lines,
+    and large ones), some with extensions, ended by trailers."""
+    out = bytearray()
+    for _ in range(rng.randrange(1, 400)):
+        size = rng.choice((1, 2, 100, 108, rng.randrange(1, 5000), rng.randrange(1, 300_000)))
+        ext = b";name=v" if rng.random() < 0.1 else b""
+        out += (
+            b"%x%s\r\n" % (size, ext)
+            + bytes(rng.getrandbits(8) for _ in range(min(size, 64))) * (size // 64)
+            + b"z" * (size % 64)
+            + b"\r\n"
+        )
+    return bytes(out) + b"0\r\nTrailer: x\r\n\r\n"
+
+
+def decoded(body: bytes) -> bytes:
+    """The data of a chunked body, decoded the plain way (the reference)."""
+    out, i = bytearray(), 0
+    while True:
+        newline = body.index(b"\n", i)
+        size = int(body[i:newline].split(b";")[0], 16)
+        if size == 0:
+            return bytes(out)
+        out += body[newline + 1 : newline + 1 + size]
+        i = newline + 1 + size + 2
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_chunk_framing_in_random_pieces_finds_the_same_end_and_data(seed):
+    """Both readers of chunks: the agent's (BodyEnd: where the body ends, bytes passed on as
+    they came) and the gateway's (UpstreamResponse._iter_chunked: the data, unframed), fed the
+    body in pieces of random sizes with the next message behind it."""
+    rng = random.Random(seed)
+    body = random_chunked(rng)
+    after = b"HTTP/1.1 200 OK\r\n"
+    stream = body + after
+    cuts = sorted(rng.sample(range(1, len(stream)), min(40, len(stream) - 1)))
+    pieces = [stream[a:b] for a, b in zip([0, *cuts], [*cuts, len(stream)], strict=True)]
+
+    end = BodyEnd(chunked=True)
+    passed = bytearray()
+    for piece in pieces:
+        used = end.feed(piece)
+        passed += piece[:used]
+        if end.done:
+            break
+    assert end.done and bytes(passed) == body
+
+    a, b = socket.socketpair()
+    try:
+
+        def send():
+            for piece in pieces:
+                b.sendall(piece)
+
+        writer = threading.Thread(target=send, daemon=True)
+        writer.start()
+        head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        reader = SocketReader(a, head)
+        status, reason, headers = parse_head(reader.read_head())
+        resp = UpstreamResponse(a, reader, status, reason, headers, "GET")
+        out = bytearray()
+        for data in resp._iter_chunked(rng.choice((1024, 256 * 1024))):
+            out += data
+        writer.join(10)
+        assert bytes(out) == decoded(body)
+        assert resp.complete
+        assert bytes(reader.buf) == after[: len(reader.buf)]  # the next message's, left alone
+    finally:
+        a.close()
+        b.close()
