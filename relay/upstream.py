@@ -160,8 +160,20 @@ class SocketReader:
 
     def read_some(self, limit: int) -> bytes:
         """Up to ``limit`` bytes: what is buffered, else one recv. b'' at EOF."""
-        if not self.buf and not self._fill():
+        if limit <= 0:
             return b""
+        if not self.buf:
+            # Nothing buffered (a body relayed as it comes): what the socket gives is passed
+            # on as it is, not copied into the buffer and out again (two copies of every byte
+            # of a `docker cp` or a save were most of the agent's time).
+            if self.eof:
+                return b""
+            data = self.sock.recv(min(limit, BUFFER))
+            if not data:
+                self.eof = True
+                return b""
+            self.received += len(data)
+            return data
         data = bytes(self.buf[:limit])
         del self.buf[:limit]
         return data
@@ -362,6 +374,9 @@ class UpstreamResponse:
                 if not data:
                     raise UpstreamError("connection closed inside a chunk")
                 remaining -= len(data)
+                if not out and remaining and not reader.buf:
+                    yield data  # passed on as it came: nothing else is in hand to join it
+                    continue
                 out += data
             if out and b"\n" not in reader.buf:
                 yield bytes(out)
