@@ -94,6 +94,8 @@ class _Reader:
         self.head = b""
 
     def read(self, n: int = -1) -> bytes:
+        if n > 0 and not self._buf:
+            return self._next_piece(n)
         while n < 0 or len(self._buf) < n:
             try:
                 chunk = next(self._it)
@@ -103,9 +105,26 @@ class _Reader:
         take = len(self._buf) if n < 0 else min(n, len(self._buf))
         out = bytes(self._buf[:take])
         del self._buf[:take]
+        self._keep_head(out)
+        return out
+
+    def _next_piece(self, n: int) -> bytes:
+        """Nothing buffered: the next piece as it came, up to ``n`` bytes, not joined to a buffer
+        and cut out of it again (tarfile's stream reads again for the rest of what it wants)."""
+        for chunk in self._it:
+            if not chunk:
+                continue
+            if len(chunk) > n:
+                self._buf.extend(memoryview(chunk)[n:])
+                chunk = chunk[:n]
+            out = bytes(chunk)
+            self._keep_head(out)
+            return out
+        return b""
+
+    def _keep_head(self, out: bytes) -> None:
         if len(self.head) < tarfile.BLOCKSIZE:
             self.head += out[: tarfile.BLOCKSIZE - len(self.head)]
-        return out
 
 
 class _Info(tarfile.TarInfo):
@@ -168,7 +187,7 @@ def rewrite_load(
     reader = _Reader(stream)
     try:
         # (read in stream mode from the request's body: nothing to close)
-        archive = tarfile.open(fileobj=reader, mode="r|", tarinfo=_Info)  # noqa: SIM115  # pyright: ignore
+        archive = tarfile.open(fileobj=reader, mode="r|", tarinfo=_Info, bufsize=PIECE)  # noqa: SIM115  # pyright: ignore
     except (tarfile.TarError, EOFError, OSError, zlib.error, ValueError) as exc:
         if compressed:
             raise refused(f"it does not decompress to a tar archive ({exc})") from None
