@@ -240,6 +240,33 @@ def _metrics_hooks(settings, metrics_dir: str) -> dict:
     return {"when_ready": when_ready, "child_exit": child_exit}
 
 
+# The garbage collector's thresholds in a worker (gen 0 allocations, gen 1 and gen 2 passes).
+# Python's defaults (700, 10, 10) collect young objects every 700 allocations: a request that
+# parses a daemon's list of 600 containers sees several young collections, which promote its
+# short-lived dicts to the old generations, and full collections of a worker's heap followed
+# every few seconds (py-spy and gc.callbacks under bench/scale at 1,000 instances: 76 full
+# collections in two minutes over four workers, 161 ms each on average, up to 738 ms, with the
+# CPUs shared; they were the p99 of `info`, `ps` and the creates). Collected less often, a
+# request's garbage dies young, freed by reference counting, before any collection sees it.
+GC_THRESHOLDS = (50_000, 20, 100)
+
+
+def collect_less() -> None:
+    """What a process has made so far is kept for its life: it is moved out of the collector's
+    sight (gc.freeze) and never scanned again, and the thresholds are raised (GC_THRESHOLDS).
+    Reference cycles are still collected."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
+def _collect_less(worker) -> None:
+    """gunicorn's post_worker_init: the worker has loaded the app (collect_less)."""
+    collect_less()
+
+
 def _logger_class(settings):
     """gunicorn's logger, which also sets up the gateway's: once gunicorn's error log has its
     handler (``log_file``, else stderr), every ``moorage.*`` logger writes through the same one,
@@ -289,6 +316,7 @@ def run(settings, factory, *, name: str = "moorage-gateway", metrics_dir: str = 
         "limit_request_field_size": 65536,
         "limit_request_line": 16384,
         **_metrics_hooks(settings, metrics_dir),
+        "post_worker_init": _collect_less,
         "logger_class": _logger_class(settings),
     }
     gw = settings.gateway
