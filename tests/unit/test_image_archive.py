@@ -256,3 +256,14 @@ def test_error_messages_carry_no_daemon_path(message, status, expected):
     assert ROOT not in error.message and "/var/lib/docker" not in error.message
     body_status, body = errors.scrubbed_body(status, json.dumps({"message": message}), [ROOT])
     assert (body_status, json.loads(body)["message"]) == expected
+
+
+@pytest.mark.parametrize("chunk", [1, 511, 512, 4096, 1 << 20, 3 << 20])
+def test_the_rewrite_is_the_same_however_the_client_cut_its_body(db, chunk):
+    """The client's pieces are read as they came (image_archive._Reader): a piece smaller than
+    a tar block, a block exactly, larger than tarfile's reads, all give the same archive."""
+    layer = archive(member("big", bytes(range(256)) * 9000), member("hello", b"hi"))
+    data = saved(member("l2/layer.tar", layer))
+    expected = load(data, chunk=len(data))
+    assert load(data, chunk=chunk) == expected
+    assert content(expected, "l2/layer.tar") == layer
