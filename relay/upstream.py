@@ -122,16 +122,21 @@ class SocketReader:
         self.eof = False
         self.received = 0  # bytes read from the socket so far
 
-    def _fill(self) -> bool:
+    def _recv(self, limit: int = BUFFER) -> bytes:
+        """One recv of up to ``limit`` bytes, counted; b'' (and ``eof`` set) at the end."""
         if self.eof:
-            return False
-        data = self.sock.recv(BUFFER)
+            return b""
+        data = self.sock.recv(limit)
         if not data:
             self.eof = True
-            return False
+            return b""
         self.received += len(data)
+        return data
+
+    def _fill(self) -> bool:
+        data = self._recv()
         self.buf += data
-        return True
+        return bool(data)
 
     def read_head(self) -> bytes:
         """Read through the blank line that ends an HTTP head; return the head."""
@@ -166,14 +171,7 @@ class SocketReader:
             # Nothing buffered (a body relayed as it comes): what the socket gives is passed
             # on as it is, not copied into the buffer and out again (two copies of every byte
             # of a `docker cp` or a save were most of the agent's time).
-            if self.eof:
-                return b""
-            data = self.sock.recv(min(limit, BUFFER))
-            if not data:
-                self.eof = True
-                return b""
-            self.received += len(data)
-            return data
+            return self._recv(min(limit, BUFFER))
         data = bytes(self.buf[:limit])
         del self.buf[:limit]
         return data

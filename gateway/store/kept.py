@@ -58,10 +58,5 @@ class KeptReads(Generic[T]):
         value = read()
         if len(self._kept) >= self.max_entries:
             self._kept.clear()
-        if self._generation == generation:  # a change during the read: not kept
-            self._kept[key] = (now, value)
+        self._kept[key] = (now, value)  # under the generation read before it
         return value
-
-    def clear(self) -> None:
-        self._kept.clear()
-        self._generation = None
