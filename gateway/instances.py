@@ -64,8 +64,10 @@ class Kept(Generic[T]):
 
 def _live_where(settings):
     horizon = store.utcnow() - _dt.timedelta(seconds=settings.gateway.heartbeat_timeout)
-    return store.Instance.state.in_([store.INSTANCE_UP, store.INSTANCE_DRAINING]) & (
-        store.Instance.last_heartbeat >= horizon
+    return (
+        store.Instance.state.in_([store.INSTANCE_UP, store.INSTANCE_DRAINING])
+        & ~store.Instance.daemon_down
+        & (store.Instance.last_heartbeat >= horizon)
     )
 
 
@@ -155,9 +157,13 @@ def count_by_state(settings) -> dict[str, int]:
     within the heartbeat timeout (counted there, not under its state)."""
     horizon = store.utcnow() - _dt.timedelta(seconds=settings.gateway.heartbeat_timeout)
     counts = dict.fromkeys((store.INSTANCE_UP, store.INSTANCE_DRAINING, store.INSTANCE_DOWN, "silent"), 0)
-    rows = store.Instance.select(store.Instance.state, store.Instance.last_heartbeat).tuples()
-    for state, last in rows:
-        if state in (store.INSTANCE_UP, store.INSTANCE_DRAINING) and last < horizon:
+    rows = store.Instance.select(
+        store.Instance.state, store.Instance.daemon_down, store.Instance.last_heartbeat
+    ).tuples()
+    for state, daemon_down, last in rows:
+        if daemon_down:
+            state = store.INSTANCE_DOWN
+        elif last < horizon:
             state = "silent"
         counts[state] = counts.get(state, 0) + 1
     return counts
@@ -172,7 +178,10 @@ def heartbeats_missed(settings) -> dict[str, int]:
     interval = settings.gateway.heartbeat_interval or 1.0
     rows = (
         store.Instance.select(store.Instance.uuid, store.Instance.last_heartbeat)
-        .where(store.Instance.state.in_([store.INSTANCE_UP, store.INSTANCE_DRAINING]))
+        .where(
+            store.Instance.state.in_([store.INSTANCE_UP, store.INSTANCE_DRAINING])
+            & ~store.Instance.daemon_down
+        )
         .tuples()
     )
     missed = {}
@@ -202,7 +211,11 @@ def publish_census(settings) -> None:
 
 def is_live(instance: store.Instance, settings) -> bool:
     horizon = store.utcnow() - _dt.timedelta(seconds=settings.gateway.heartbeat_timeout)
-    return instance.state == store.INSTANCE_UP and instance.last_heartbeat >= horizon
+    return (
+        instance.state == store.INSTANCE_UP
+        and not instance.daemon_down
+        and instance.last_heartbeat >= horizon
+    )
 
 
 def agent_ports() -> frozenset[int]:
@@ -291,6 +304,7 @@ def register(presented: str, data: dict, settings, previous: str = "") -> tuple[
         instance.agent_secret = agent_secret
         if instance.state != store.INSTANCE_DRAINING:
             instance.state = store.INSTANCE_UP
+        instance.daemon_down = False  # an agent registers once its daemon answers
         instance.last_heartbeat = now
         apply_facts(instance, data)
         instance.save(force_insert=created)
@@ -304,10 +318,12 @@ def heartbeat(uuid: str, presented: str, data: dict, settings=None) -> None:
         raise DockerError(404, f"unknown instance {uuid}: register first")
     if not hmac.compare_digest(presented.encode(), instance.agent_secret.encode()):
         raise DockerError(401, "heartbeat refused: wrong agent secret; register again")
-    fields = {store.Instance.last_heartbeat: store.utcnow()}
-    if data.get("daemon") == "down":
-        fields[store.Instance.state] = store.INSTANCE_DOWN
-    else:
+    # The daemon's health only: the state (up or draining) is the operator's and the reaper's.
+    fields = {
+        store.Instance.last_heartbeat: store.utcnow(),
+        store.Instance.daemon_down: data.get("daemon") == "down",
+    }
+    if not fields[store.Instance.daemon_down]:
         apply_facts(instance, data)
         fields.update(
             {
@@ -318,8 +334,6 @@ def heartbeat(uuid: str, presented: str, data: dict, settings=None) -> None:
                 store.Instance.capacity: instance.capacity,
             }
         )
-        if instance.state == store.INSTANCE_DOWN:
-            fields[store.Instance.state] = store.INSTANCE_UP
     store.Instance.update(fields).where(store.Instance.uuid == uuid).execute()
     if isinstance(data.get("containers"), list):
         dedicated = settings is not None and settings.placement.tenancy != "shared"

@@ -215,6 +215,12 @@ def _instance_row(instance, settings) -> dict:
     count = store.Container.select().where(store.Container.instance == instance.uuid).count()
     live = instances.is_live(instance, settings)
     state = instance.state if (live or instance.state != store.INSTANCE_UP) else "unreachable"
+    if instance.daemon_down:  # the intent stays as it was: a draining one shows both
+        state = (
+            store.INSTANCE_DOWN
+            if instance.state == store.INSTANCE_UP
+            else f"{instance.state}, {store.INSTANCE_DOWN}"
+        )
     return {
         "uuid": instance.uuid,
         "state": state,

@@ -351,6 +351,7 @@ def bootstrap(presented: str, data: dict) -> tuple[str, str]:
         instance.agent_url = agent_url
         instance.agent_secret = agent_secret
         instance.state = store.INSTANCE_UP
+        instance.daemon_down = False  # its agent registers once its daemon answers
         instance.last_heartbeat = now
         if instance.project != member.project:  # booted for it (dedicated tenancy), or None
             instance.project, instance.claimed_at = member.project, now if member.project else None

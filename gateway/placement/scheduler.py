@@ -64,7 +64,16 @@ ROOM = "(capacity <= 0 OR container_count < capacity)"  # word for word the inde
 def live(settings, param: str) -> tuple[str, list]:
     """Up and heard from recently (gateway.instances.is_live)."""
     horizon = store.utcnow() - _dt.timedelta(seconds=settings.gateway.heartbeat_timeout)
-    return f"state = {param} AND last_heartbeat >= {param}", [store.INSTANCE_UP, horizon]
+    return f"state = {param} AND NOT daemon_down AND last_heartbeat >= {param}", [store.INSTANCE_UP, horizon]
+
+
+def _unavailable(instance: store.Instance) -> str:
+    """Why a pinned instance takes no container, for the refusal."""
+    if instance.state == store.INSTANCE_DRAINING:
+        return "is draining"
+    if instance.daemon_down:
+        return "has its daemon down"
+    return "is not answering"
 
 
 def room(default_capacity: int, param: str) -> tuple[str, list]:
@@ -243,7 +252,7 @@ def place(
             if not is_live(chosen, settings) or chosen.state == store.INSTANCE_DRAINING:
                 raise DockerError(
                     503,
-                    f"instance {chosen.uuid} is {chosen.state if chosen.state != 'up' else 'not answering'}; "
+                    f"instance {chosen.uuid} {_unavailable(chosen)}; "
                     f"pin another instance or drop the {PIN_LABEL} label",
                 )
             if not has_room(chosen, default_capacity):

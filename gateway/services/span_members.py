@@ -54,7 +54,7 @@ def leave(ctx: Context, network: store.Network, instance: store.Instance) -> boo
 
 def _copy_removed(instance: store.Instance, network: store.Network) -> bool:
     """The daemon's copy of the network on ``instance`` is gone (or the instance is down)."""
-    if instance.state == store.INSTANCE_DOWN:
+    if instance.daemon_down:
         return True
     try:
         status, payload = AgentClient(instance).call_json("DELETE", f"/networks/{network.daemon_name}")
@@ -94,7 +94,7 @@ def remove(ctx: Context, network: store.Network) -> None:
     the client's answer, and the network stays where it is still used."""
     for instance, _ in store.spans.members(network):
         status, payload = (404, None)
-        if instance.state != store.INSTANCE_DOWN:
+        if not instance.daemon_down:
             status, payload = call(ctx, instance, "DELETE", f"/networks/{network.daemon_name}")
         if status not in (200, 204, 404):
             raise_for(status, payload)

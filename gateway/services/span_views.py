@@ -50,7 +50,7 @@ def members_view(ctx: Context, network: store.Network) -> dict:
     """The containers on the network, from every instance it reaches."""
     found: dict = {}
     for instance, _ in store.spans.members(network):
-        if instance.state == store.INSTANCE_DOWN:
+        if instance.daemon_down:
             continue
         status, payload = call(ctx, instance, "GET", f"/networks/{network.daemon_name}")
         if status == 200 and isinstance(payload, dict) and isinstance(payload.get("Containers"), dict):

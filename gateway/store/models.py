@@ -9,9 +9,15 @@ import peewee
 
 from gateway.store.db import database
 
+# An instance's state is the intent for it: up (takes new containers) or draining (its own
+# and the reaper's: takes none; its containers keep running). Whether its daemon answers is
+# another column (Instance.daemon_down), reported by each heartbeat: a heartbeat changes the
+# daemon's health, never the intent, so a drain outlives a daemon restart.
 INSTANCE_UP = "up"
-INSTANCE_DOWN = "down"
 INSTANCE_DRAINING = "draining"
+# Not a state any more: the label the census and the admin CLI give an instance whose daemon
+# is down, and the value rows of schema versions before _m_daemon_health had for it.
+INSTANCE_DOWN = "down"
 
 # A placement holds its slot with a Container row whose ID starts with this until the daemon
 # names the container (gateway/placement/scheduler.py); such rows are never a tenant's object.
@@ -87,6 +93,9 @@ class Instance(BaseModel):
     # (gateway/services/spans.py); NULL until an agent that reports them registers.
     underlay_address = peewee.CharField(max_length=64, null=True)
     underlay_mtu = peewee.IntegerField(null=True)
+    # Its agent's last heartbeat said its daemon is down: no merged view or placement uses it
+    # until one says the daemon answers again (the state, the intent, is left as it was).
+    daemon_down = peewee.BooleanField(default=False, constraints=[peewee.SQL("DEFAULT FALSE")])
 
     class Meta:
         only_save_dirty = True

@@ -92,6 +92,7 @@ _project_instances = Prepared(
         .where(
             (Instance.project == project)
             & Instance.state.in_([INSTANCE_UP, INSTANCE_DRAINING])
+            & ~Instance.daemon_down
             & (Instance.last_heartbeat >= horizon)
         )
         .order_by(Instance.position, Instance.uuid)
@@ -129,7 +130,7 @@ def live_capacity(horizon: _dt.datetime, project: str | None = None) -> tuple[in
     since ``horizon`` (``project``: that project's only, through its index), as their agents
     last reported them: one aggregate in the database, no instance row or JSON in Python."""
     db = database.obj
-    where = f"state IN ({db.param}, {db.param}) AND last_heartbeat >= {db.param}"
+    where = f"state IN ({db.param}, {db.param}) AND NOT daemon_down AND last_heartbeat >= {db.param}"
     params: list = [INSTANCE_UP, INSTANCE_DRAINING, horizon]
     if project is not None:
         where, params = f"{where} AND project = {db.param}", [*params, project]

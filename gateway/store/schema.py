@@ -240,6 +240,17 @@ def _m_span_underlay(db: peewee.Database) -> None:
     _add_column(db, "networkmember", "joined", "VARCHAR(32)")
 
 
+def _m_daemon_health(db: peewee.Database) -> None:
+    """An instance's daemon health in a column of its own (Instance.daemon_down): its state
+    held both, and a heartbeat that reported the daemon down, then up, turned a draining
+    instance back up. A row that was down was up before (nothing else set down)."""
+    _add_column(db, "instance", "daemon_down", "BOOLEAN NOT NULL DEFAULT FALSE")
+    db.execute_sql(
+        f"UPDATE instance SET daemon_down = {db.param}, state = {db.param} WHERE state = {db.param}",
+        (True, "up", "down"),
+    )
+
+
 MIGRATIONS: list[Callable[[peewee.Database], None]] = [
     _m0_initial,
     _m1_networks_volumes,
@@ -260,6 +271,7 @@ MIGRATIONS: list[Callable[[peewee.Database], None]] = [
     _m_spanning_networks,
     _m_container_publishes,
     _m_span_underlay,
+    _m_daemon_health,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

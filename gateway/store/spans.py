@@ -183,7 +183,7 @@ def mtu_floor(project: str | None) -> int | None:
     containers reported (None: every one, shared tenancy): its own and the free ones in
     dedicated tenancy. None when no live instance reported one."""
     query = Instance.select(peewee.fn.MIN(Instance.underlay_mtu)).where(
-        (Instance.state == INSTANCE_UP) & Instance.underlay_mtu.is_null(False)
+        (Instance.state == INSTANCE_UP) & ~Instance.daemon_down & Instance.underlay_mtu.is_null(False)
     )
     if project is not None:
         query = query.where((Instance.project == project) | Instance.project.is_null())

@@ -21,7 +21,7 @@ def settings(db_url):
     store.close()
 
 
-def add(uuid, position, facts, project=None, state="up", age=0):
+def add(uuid, position, facts, project=None, state="up", age=0, daemon_down=False):
     store.Instance.create(
         uuid=uuid,
         agent_url=f"tcp://127.0.0.1:{2000 + position}",
@@ -29,6 +29,7 @@ def add(uuid, position, facts, project=None, state="up", age=0):
         position=position,
         project=project,
         state=state,
+        daemon_down=daemon_down,
         facts=facts,
         last_heartbeat=store.utcnow() - dt.timedelta(seconds=age),
     )
@@ -40,7 +41,7 @@ def test_a_projects_own_live_instances_and_every_live_one(settings):
     add("c", 2, {"NCPU": 8, "MemTotal": 16 * GIB}, project="q")
     add("d", 3, {"NCPU": 16, "MemTotal": 32 * GIB})  # free
     add("e", 4, {"NCPU": 32, "MemTotal": 64 * GIB}, project="p", age=3600)  # silent
-    add("f", 5, {"NCPU": 64, "MemTotal": 128 * GIB}, project="p", state="down")
+    add("f", 5, {"NCPU": 64, "MemTotal": 128 * GIB}, project="p", daemon_down=True)
     add("g", 6, {"NCPU": "many", "MemTotal": None, "OSType": "linux"}, project="p")  # not numbers: 0
     add("h", 7, None, project="p")  # no facts reported yet
     assert instances.capacity(settings, "p") == (6, 12 * GIB)
@@ -88,7 +89,7 @@ def test_the_light_reads_of_the_live_instances(settings):
     add("a", 0, None, project="p")
     add("b", 1, None, state="draining")
     add("c", 2, None, age=3600)  # silent
-    add("d", 3, None, state="down")
+    add("d", 3, None, daemon_down=True)
     for uuid, version in (("a", "1.41"), ("b", "1.43"), ("c", "1.24"), ("d", "1.24")):
         store.Instance.update(api_version=version).where(store.Instance.uuid == uuid).execute()
     assert sorted(instances.live_uuids(settings)) == ["a", "b"]

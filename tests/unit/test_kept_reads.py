@@ -77,7 +77,7 @@ def test_a_write_here_is_seen_by_the_next_read(settings):
     assert [i.uuid for i in store.project_live_instances("p1", horizon())] == ["i1"]
     add_instance("i2", 2)
     assert [i.uuid for i in store.project_live_instances("p1", horizon())] == ["i1", "i2"]
-    store.Instance.update(state=store.INSTANCE_DOWN).where(store.Instance.uuid == "i1").execute()
+    store.Instance.update(daemon_down=True).where(store.Instance.uuid == "i1").execute()
     assert [i.uuid for i in store.project_live_instances("p1", horizon())] == ["i2"]
 
 

@@ -138,17 +138,18 @@ def test_heartbeats_missed_per_instance(gateway_settings):
     store.init(gateway_settings.gateway.database)
     now = store.utcnow()
     gateway_settings.gateway.heartbeat_interval = 10  # timeout: 35 s
-    for uuid, silent, state in (
-        ("heard", 5, store.INSTANCE_UP),
-        ("silent", 61, store.INSTANCE_UP),
-        ("draining", 100, store.INSTANCE_DRAINING),
-        ("down", 500, store.INSTANCE_DOWN),
+    for uuid, silent, state, daemon_down in (
+        ("heard", 5, store.INSTANCE_UP, False),
+        ("silent", 61, store.INSTANCE_UP, False),
+        ("draining", 100, store.INSTANCE_DRAINING, False),
+        ("down", 500, store.INSTANCE_UP, True),
     ):
         store.Instance.create(
             uuid=uuid,
             agent_url="tcp://127.0.0.1:1",
             agent_secret="s",
             state=state,
+            daemon_down=daemon_down,
             registered_at=now,
             last_heartbeat=now - _dt.timedelta(seconds=silent),
         )

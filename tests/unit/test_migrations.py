@@ -78,6 +78,7 @@ def _build_v1(url: str) -> None:
                 agent_url=f"tcp://198.18.0.{i}:2376",
                 agent_secret="s",
                 facts='{"NCPU": 2}',
+                state="down" if i == 2 else "up",  # its daemon was down (before _m_daemon_health)
                 registered_at=now,
                 last_heartbeat=now,
                 position=i,
@@ -104,6 +105,12 @@ def _check_upgraded(url: str) -> None:
         assert store.current_version() == store.SCHEMA_VERSION
         assert store.Instance.select().count() == 3
         assert store.Instance.get_by_id("i1").facts == {"NCPU": 2}
+        # a down row is an up one whose daemon is down: the intent and the health apart
+        assert {(i.uuid, i.state, i.daemon_down) for i in store.Instance.select()} == {
+            ("i0", "up", False),
+            ("i1", "up", False),
+            ("i2", "up", True),
+        }
         rows = list(store.Container.select().order_by(store.Container.id))
         assert [r.name for r in rows] == [f"c{n}" for n in range(10)]
         assert {(r.memory, r.nano_cpus) for r in rows} == {(0, 0)}

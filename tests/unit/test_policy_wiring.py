@@ -212,7 +212,7 @@ def test_network_create_refused_before_anything_is_forwarded(client, body, rule)
 def test_published_ports_refused_before_anything_is_forwarded(client, bindings, text):
     from gateway import store
 
-    store.Instance.create(uuid="gone", agent_url="http://198.18.0.9:7001", agent_secret="s", state="down")
+    store.Instance.create(uuid="gone", agent_url="http://198.18.0.9:7001", agent_secret="s", daemon_down=True)
     for body in (
         {"Image": "busybox", "HostConfig": {"PortBindings": bindings}},
         {"Image": "busybox", "PortBindings": bindings},

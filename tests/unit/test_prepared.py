@@ -21,7 +21,7 @@ def settings(db_url):
     store.close()
 
 
-def add_instance(uuid, position, project=None, state=store.INSTANCE_UP, age=0):
+def add_instance(uuid, position, project=None, state=store.INSTANCE_UP, age=0, daemon_down=False):
     return store.Instance.create(
         uuid=uuid,
         agent_url=f"tcp://198.18.0.{position}:2376",
@@ -29,6 +29,7 @@ def add_instance(uuid, position, project=None, state=store.INSTANCE_UP, age=0):
         position=position,
         project=project,
         state=state,
+        daemon_down=daemon_down,
         last_heartbeat=store.utcnow() - dt.timedelta(seconds=age),
     )
 
@@ -37,7 +38,7 @@ def test_a_project_s_live_instances_as_the_built_query_finds_them(settings):
     add_instance("b", 2, project="p")
     add_instance("a", 1, project="p")
     add_instance("c", 3, project="q")
-    add_instance("d", 4, project="p", state=store.INSTANCE_DOWN)
+    add_instance("d", 4, project="p", daemon_down=True)
     add_instance("e", 5, project="p", age=3600)
     horizon = store.utcnow() - dt.timedelta(seconds=60)
     for _ in range(3):  # the first call compiles, the later ones reuse

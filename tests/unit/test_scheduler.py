@@ -22,13 +22,14 @@ def settings(db_url):
     store.close()
 
 
-def add_instance(uuid, position, capacity=0, state="up", age=0):
+def add_instance(uuid, position, capacity=0, state="up", age=0, daemon_down=False):
     return store.Instance.create(
         uuid=uuid,
         agent_url=f"tcp://127.0.0.1:{2000 + position}",
         agent_secret="s",
         capacity=capacity,
         state=state,
+        daemon_down=daemon_down,
         position=position,
         last_heartbeat=store.utcnow() - dt.timedelta(seconds=age),
     )
@@ -67,7 +68,7 @@ def test_default_capacity_applies_when_instance_reports_none(settings):
 
 def test_silent_down_and_draining_instances_get_nothing(settings):
     add_instance("silent", 1, age=3600)
-    add_instance("down", 2, state="down")
+    add_instance("down", 2, daemon_down=True)
     add_instance("draining", 3, state="draining")
     add_instance("ok", 4)
     assert place(req(), settings).instance.uuid == "ok"
@@ -195,10 +196,44 @@ def test_spread_ties_go_to_fill_order_then_uuid(settings):
     assert [place(req(), settings).instance.uuid for _ in range(4)] == ["x", "y", "z", "x"]
 
 
-def test_pinned_to_a_silent_or_draining_instance_is_503(settings):
+def test_pinned_to_a_silent_down_or_draining_instance_is_503(settings):
     add_instance("silent", 1, age=3600)
     add_instance("draining", 2, state="draining")
-    for uuid in ("silent", "draining"):
+    add_instance("down", 3, daemon_down=True)
+    for uuid, why in (
+        ("silent", "is not answering"),
+        ("draining", "is draining"),
+        ("down", "has its daemon down"),
+    ):
         with pytest.raises(DockerError) as exc:
             place(req(pinned=uuid), settings)
-        assert exc.value.status == 503 and "pin another instance" in exc.value.message
+        assert (
+            exc.value.status == 503
+            and why in exc.value.message
+            and "pin another instance" in exc.value.message
+        )
+
+
+@pytest.mark.parametrize("intent", [store.INSTANCE_DRAINING, store.INSTANCE_UP])
+def test_a_heartbeat_changes_the_daemon_s_health_never_the_intent(settings, intent):
+    """The operator's drain (or the reaper's, before it deletes an empty instance) outlives
+    its daemon going down and coming back: heartbeats report health, not intent."""
+    from gateway import instances
+
+    add_instance("i1", 1, state=intent)
+    add_instance("spare", 2)
+    seen = []
+    for daemon in ("down", "up", "down", "up"):
+        instances.heartbeat("i1", "s", {"daemon": daemon, "capacity": 0}, settings)
+        row = store.Instance.get_by_id("i1")
+        seen.append((row.state, row.daemon_down, instances.is_live(row, settings)))
+        placed = place(req(), settings)
+        assert placed.instance.uuid == ("i1" if daemon == "up" and intent == store.INSTANCE_UP else "spare")
+        release(placed)
+    up = intent == store.INSTANCE_UP
+    assert seen == [(intent, True, False), (intent, False, up), (intent, True, False), (intent, False, up)]
+    # merged views leave it out while its daemon is down, and take it back (drained or not) after
+    instances.heartbeat("i1", "s", {"daemon": "down"}, settings)
+    assert [i.uuid for i in instances.live_instances(settings, fresh=True)] == ["spare"]
+    instances.heartbeat("i1", "s", {"daemon": "up"}, settings)
+    assert [i.uuid for i in instances.live_instances(settings, fresh=True)] == ["i1", "spare"]

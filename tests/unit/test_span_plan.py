@@ -24,9 +24,13 @@ def settings(db_url):
     store.database.obj.close()
 
 
-def add_instance(uuid: str, mtu: int | None, project: str | None = None, state: str = store.INSTANCE_UP):
+def add_instance(uuid: str, mtu: int | None, project: str | None = None, daemon_down: bool = False):
     store.Instance.create(
-        uuid=uuid, agent_url=f"tcp://198.18.7.{len(uuid)}:1", agent_secret="s", project=project, state=state
+        uuid=uuid,
+        agent_url=f"tcp://198.18.7.{len(uuid)}:1",
+        agent_secret="s",
+        project=project,
+        daemon_down=daemon_down,
     )
     spans.record_underlay(uuid, {"underlay": {"address": "198.18.7.9", "mtu": mtu}})
 
@@ -44,7 +48,7 @@ def test_the_floor_counts_the_instances_that_may_carry_the_project(settings):
     add_instance("i-own", 9000, project="pa")
     add_instance("i-free", 1500)
     add_instance("i-other", 1400, project="pb")
-    add_instance("i-down", 1300, state=store.INSTANCE_DOWN)
+    add_instance("i-down", 1300, daemon_down=True)
     add_instance("i-silent", None)  # an agent that reports no MTU
     assert store.spans.mtu_floor("pa") == 1500  # its own and the free ones (dedicated)
     assert store.spans.mtu_floor(None) == 1400  # every live one (shared)
