@@ -13,7 +13,7 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-from gateway import generations, logs, store
+from gateway import generations, logs, replay, store
 from gateway.wire import AGENT_SECRET_HEADER, REQUEST_ID_HEADER
 from relay import UpstreamError, UpstreamResponse, request
 from relay.pool import Pool
@@ -70,6 +70,7 @@ class AgentClient:
         writes = method not in ("GET", "HEAD")
         if writes:
             generations.bump(self.instance.uuid)
+        replay.agent_called()  # an answer made of a call the read cache did not cover never replays
         try:
             return request(
                 self.endpoint,

@@ -24,6 +24,7 @@ from gateway import (
     metrics,
     noticeapi,
     notifications,
+    replay,
     store,
     upkeep,
     versions,
@@ -86,6 +87,7 @@ class Gateway:
         notifications.configure(settings)
         generations.configure(settings)  # the read cache's shared table (SQLite store only)
         if name == "gateway":
+            replay.configure(self)  # the front's replays (gateway/server.py) answer for this app
             reaper.start_reaper(settings)  # only acts when the pool can grow (nova)
             upkeep.start(settings, self.fairshare)
             sender.start_sender(settings)  # only with [notifications]; one worker acts, by lease
@@ -109,6 +111,7 @@ class Gateway:
         started = time.monotonic()
         status = ["000"]
         rid = logs.begin_request(environ.get("HTTP_X_REQUEST_ID"))
+        replay.begin()  # what the answer is made of, if it may be replayed (gateway/replay.py)
 
         def recording_start_response(status_line, headers, exc_info=None):
             status[0] = status_line[:3]
@@ -132,9 +135,8 @@ class Gateway:
         # Counted when the answer starts: a stream's status is known then, and its length is
         # the client's. Labels are the route's operation ID, so their number stays bounded.
         hijacked = bool(environ.get("moorage.hijacked"))
-        self._record(environ, "101" if hijacked and status[0] == "000" else status[0], started)
-        operation = environ.get("moorage.operation", "Unknown")
-        self._audit(environ, operation, 101 if hijacked and status[0] == "000" else int(status[0]))
+        self.answered(environ, "101" if hijacked and status[0] == "000" else status[0], started)
+        replay.finish(environ, status[0], bool(environ.get("moorage.replays")), result)
         if hijacked:
             # The connection was handed to the relay and is finished. Tell gunicorn to write
             # nothing more and close it: StopIteration is its "close this connection" signal.
@@ -152,6 +154,11 @@ class Gateway:
         if store.is_postgres() and streamed:
             return _ReleasingIterable(result)
         return result
+
+    def answered(self, environ, status: str, started: float) -> None:
+        """The request's metrics, log line and audit: for the app's answers and the replays."""
+        self._record(environ, status, started)
+        self._audit(environ, environ.get("moorage.operation", "Unknown"), int(status))
 
     @staticmethod
     def _record(environ, status: str, started: float) -> None:
@@ -263,6 +270,7 @@ class Gateway:
             req.env["moorage.reference"] = params.get(route.reference, "")  # the audit's target
         identity = self._authenticate(req)
         req.env["moorage.identity"] = identity
+        replay.authenticated(req.headers, identity)
         if route is None:
             raise page_not_found()  # as dockerd: no version headers on an unknown route
         maximum, minimum = self.api_range()
@@ -280,12 +288,18 @@ class Gateway:
             # Open from here until the answer is closed (__call__) or the hijack ends.
             req.env["moorage.stream"] = True
             metrics.STREAMS.inc()
+        if route.replays:
+            req.env["moorage.replays"] = True
         if route.raw_errors:
             req.env["moorage.raw_errors"] = True  # from here on, as dockerd's handler (_on_exception)
         notices.around(ctx, route.handler)
 
     def _authenticate(self, req: falcon.Request):
-        return authenticate_request(self.identity, self.certs, req.headers, req.env.get("gunicorn.socket"))
+        return self.authenticate_headers(req.headers, req.env.get("gunicorn.socket"))
+
+    def authenticate_headers(self, headers: dict[str, str], sock):
+        """The identity of a request with these headers on this connection (its certificate)."""
+        return authenticate_request(self.identity, self.certs, headers, sock)
 
     def _certs(self, req: falcon.Request, resp: falcon.Response, router: Router, prefix: str):
         """The gateway's own APIs for a user (certapi, noticeapi): authenticated as Docker's."""

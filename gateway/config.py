@@ -29,7 +29,8 @@ body_idle_timeout = 120           # seconds a request body may stall before the 
 metrics_bind = "127.0.0.1:9180"   # Prometheus metrics (GET /metrics) on this HOST:PORT, apart
                                   # from the Docker API (gateway/metrics.py); "" (default): off
 read_cache = true                 # ps and inspect from the daemon's answer of a moment ago while
-                                  # nothing changed it (gateway/services/readcache.py); SQLite only
+                                  # nothing changed it (gateway/services/readcache.py), and a
+                                  # repeated one replayed (gateway/replay.py); SQLite only
 [identity]
 backend = "embedded"              # or "keystone" (gateway/tenancy/keystone.py: its keys and the
                                   # keystoneauth1 plugin's, such as username and password)

@@ -68,6 +68,12 @@ PLACEMENT_SECONDS = Histogram(
     ["outcome"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
 )
+REPLAYS = Counter(
+    "moorage_replayed_answers",
+    "Answers sent again to a repeated read while nothing they were made of changed (also counted "
+    "in moorage_requests), by Docker operation ID",
+    ["operation"],
+)
 QUOTA_REFUSALS = Counter("moorage_quota_refusals", "Requests refused (403) for a full quota", ["resource"])
 HEARTBEATS_MISSED = Gauge(
     "moorage_agent_heartbeats_missed",

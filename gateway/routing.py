@@ -42,6 +42,9 @@ class Route:
     # its errors go out as a raw head and the plain message, with no version headers, and the
     # connection closes (the docker CLI reads them so); the gateway answers its own the same way.
     raw_errors: bool = False
+    # Its answer may be replayed to the same request while nothing it was made of changed
+    # (gateway/replay.py): reads whose daemon answers all come through the read cache.
+    replays: bool = False
     regex: re.Pattern = field(init=False, compare=False, repr=False)
 
     def __post_init__(self):

@@ -10,6 +10,7 @@ request's identity.
 
 from __future__ import annotations
 
+import contextvars
 import html
 import json
 import os
@@ -20,6 +21,8 @@ import tempfile
 
 from gunicorn import util as gunicorn_util
 from gunicorn.app.base import BaseApplication
+
+from gateway import replay
 
 
 def _docker_shaped_error(sock, status_int: int, reason: str, mesg: str) -> None:
@@ -104,19 +107,106 @@ def _coalescing_response():
                 self.sock = sock
             self.sent += len(arg)
             gunicorn_util.write(sock, capture.data + arg)
+            if self.response_length == len(arg):
+                replay.sent(capture.data, arg)  # the whole answer: kept if it may replay
 
     return CoalescingResponse
+
+
+# The keep-alive timeout gunicorn's gevent worker starts around each wait for a request
+# (timeout_ctx), as the connection's greenlet sees it: replays answer requests within one
+# such wait, and each re-arms it, so that it stays a limit on idleness.
+_KEEPALIVE: contextvars.ContextVar = contextvars.ContextVar("moorage_keepalive", default=None)
+
+
+def _rearm_keepalive() -> None:
+    timeout = _KEEPALIVE.get()
+    if timeout is not None and timeout.pending:
+        timeout.cancel()
+        timeout.start()
+
+
+def _front_parser():
+    """gunicorn's request parser, which first reads each request's head itself: a head the
+    gateway answered a moment ago, while nothing that answer was made of changed, is answered
+    again from there (gateway/replay.py) without gunicorn's parsing, the WSGI stack or the app.
+    Any other request is given back to gunicorn's parser, its bytes unread, as it came."""
+    from gunicorn.http.parser import RequestParser
+
+    class FrontParser(RequestParser):
+        worker = None  # the worker whose requests these are (its request count)
+
+        def __init__(self, cfg, source, source_addr):
+            super().__init__(cfg, source, source_addr)
+            try:
+                self._local = (source.getsockname(), isinstance(source, ssl.SSLSocket))
+            except OSError:
+                self._local = None
+
+        def __next__(self):
+            while True:
+                if self.mesg and self.mesg.should_close():
+                    raise StopIteration()
+                if not self.finish_body():
+                    raise StopIteration()
+                head, rest = self._read_head()
+                key = replay.head_key(self._local, head) if head and self._local is not None else None
+                if key is not None:
+                    self.unreader.unread(rest)
+                    answered = replay.answer(key, self.unreader.sock, self.worker)
+                    if answered is not None:
+                        self.req_count += 1
+                        if not answered:
+                            raise StopIteration()  # its head said Connection: close
+                        _rearm_keepalive()
+                        continue
+                    self.unreader.unread(head)
+                else:
+                    self.unreader.unread(head + rest)
+                replay.candidate(key)
+                return super().__next__()
+
+        next = __next__
+
+        def _read_head(self) -> tuple[bytes, bytes]:
+            """(the next request's head with its blank line, what follows it), or (b"", what
+            was read) when the head is not all there within MAX_HEAD bytes or the client ended."""
+            data = b""
+            while True:
+                end = data.find(b"\r\n\r\n")
+                if end >= 0:
+                    return data[: end + 4], data[end + 4 :]
+                if len(data) > replay.MAX_HEAD:
+                    return b"", data
+                more = self.unreader.read()
+                if not more:
+                    return b"", data
+                data += more
+
+    return FrontParser
 
 
 def _gevent_worker():
     """gunicorn's gevent worker, wrapping the connections of the TLS listeners (only), and
     ending the relayed streams when it stops gracefully; its answers' heads go out with their
     bodies (_coalescing_response)."""
+    from gunicorn import http
     from gunicorn.http import wsgi
     from gunicorn.workers.ggevent import GeventWorker
 
     # wsgi.create() makes every request's Response by this module name.
     wsgi.Response = _coalescing_response()
+    front = _front_parser()
+    gunicorn_parser = http.get_parser
+
+    def get_parser(cfg, source, source_addr, http2_connection=False):
+        """The front parser for HTTP/1 connections of a gateway that replays (gateway/replay.py)."""
+        if http2_connection or getattr(cfg, "protocol", "http") != "http" or not replay.enabled():
+            return gunicorn_parser(cfg, source, source_addr, http2_connection)
+        return front(cfg, source, source_addr)
+
+    # base_async.handle() makes each connection's parser by this module name.
+    http.get_parser = get_parser
 
     class TLSListenerWorker(GeventWorker):
         _context = None
@@ -131,6 +221,15 @@ def _gevent_worker():
             ended = end_streams()
             if ended:
                 self.log.info("graceful stop: ended %d stream(s) being relayed", ended)
+
+        def init_process(self):
+            front.worker = self
+            super().init_process()
+
+        def timeout_ctx(self):
+            timeout = super().timeout_ctx()
+            _KEEPALIVE.set(timeout)
+            return timeout
 
         def handle(self, listener, client, addr):
             try:

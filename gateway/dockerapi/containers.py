@@ -48,9 +48,9 @@ def _on(method: str, suffix: str, operation: str, handler, **kw) -> Route:
 
 
 ROUTES = [
-    Route("GET", "/containers/json", "ContainerList", containers.list_),
+    Route("GET", "/containers/json", "ContainerList", containers.list_, replays=True),
     Route("POST", "/containers/create", "ContainerCreate", create),
-    _on("GET", "/json", "ContainerInspect", containers.inspect),
+    _on("GET", "/json", "ContainerInspect", containers.inspect, replays=True),
     _on("GET", "/top", "ContainerTop", containers.to_container),
     _on("GET", "/logs", "ContainerLogs", containers.to_container, streaming=True),
     _on("GET", "/changes", "ContainerChanges", containers.to_container),

@@ -27,7 +27,7 @@ import time
 from typing import Any
 from urllib.parse import parse_qsl
 
-from gateway import generations, store
+from gateway import generations, replay, store
 from gateway.context import Context
 from gateway.forward import call as daemon_call
 from gateway.forward import daemon_version
@@ -54,16 +54,22 @@ def call(
     """forward.call for a GET of ps or inspect, answered from the cache when it may be."""
     generation = generations.current(instance.uuid) if method == "GET" else None
     if generation is None or not ctx.settings.gateway.read_cache or _sized(query):
+        replay.spoil()  # an answer made of this read is not replayed either (gateway/replay.py)
         return daemon_call(ctx, instance, method, path, query=query)
     spoken = daemon_version(ctx, instance)  # noted for the answer's translation, as a call does
     key = (instance.uuid, ctx.route.operation, ctx.version, spoken, path, query)
     asked = time.monotonic()
     kept = _answers.get(key)
     if kept is not None and kept[0] == generation and asked - kept[1] < MAX_AGE:
+        replay.daemon_read(instance.uuid, generation, kept[1] + MAX_AGE)
         return 200, json.loads(kept[2])
     status, payload = daemon_call(ctx, instance, method, path, query=query)
     if status == 200 and _keepable(payload):
         _keep(key, (generation, asked, json.dumps(payload, separators=(",", ":")).encode()))
+        replay.read_cache_asked()
+        replay.daemon_read(instance.uuid, generation, asked + MAX_AGE)
+    else:
+        replay.spoil()
     return status, payload
 
 

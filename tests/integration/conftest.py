@@ -17,6 +17,8 @@ import time
 import pytest
 import requests
 
+from gateway import generations
+
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 DEVSTACK = os.path.join(REPO, "scripts", "devstack")
 DOCKER = "/usr/local/bin/docker" if os.path.exists("/usr/local/bin/docker") else "docker"
@@ -199,3 +201,24 @@ def _tenancy_matches(request):
             pytest.skip(
                 "needs a `scripts/devstack up DIR --tenancy shared` stack (scripts/test --lane shared)"
             )
+
+
+def up_instances(stack) -> list[str]:
+    """The instances the gateway counts as up (the recorder follows each one's events)."""
+    listed = stack.admin("instances", "list", "--format", "json")
+    assert listed.returncode == 0, listed.stderr
+    return [row["uuid"] for row in json.loads(listed.stdout) if row["state"] == "up"]
+
+
+@pytest.fixture
+def cached(stack):
+    """The stack's table of generations, mapped here too: the cache is on for every instance
+    (its events are followed), so the reads below can come from it."""
+    generations.close()
+    assert generations.open_table(os.path.join(stack.dir, "moorage.db") + generations.SUFFIX)
+    deadline = time.monotonic() + 30
+    while not all(generations.current(u) is not None for u in up_instances(stack)):
+        assert time.monotonic() < deadline, "the event followers of the stack's instances are not connected"
+        time.sleep(0.5)
+    yield
+    generations.close()

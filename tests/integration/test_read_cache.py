@@ -12,34 +12,11 @@ from urllib.parse import quote
 import pytest
 import requests
 
-from gateway import generations
-
 # How late, after dockerd's own ps shows a container exited, a ps through the gateway may still
 # show it running: the event's way to the recorder (about 30 ms here) plus a poll, under the
 # load of a shared machine. A cache that only waited for its answers' age (readcache.MAX_AGE,
 # 0.5 s) would miss it often.
 EXIT_SEEN_WITHIN = 0.25
-
-
-def instances(stack) -> list[str]:
-    """The instances the gateway counts as up (the recorder follows each one's events)."""
-    listed = stack.admin("instances", "list", "--format", "json")
-    assert listed.returncode == 0, listed.stderr
-    return [row["uuid"] for row in json.loads(listed.stdout) if row["state"] == "up"]
-
-
-@pytest.fixture
-def cached(stack):
-    """The stack's table of generations, mapped here too: the cache is on for every instance
-    (its events are followed), so the reads below can come from it."""
-    generations.close()
-    assert generations.open_table(os.path.join(stack.dir, "moorage.db") + generations.SUFFIX)
-    deadline = time.monotonic() + 30
-    while not all(generations.current(u) is not None for u in instances(stack)):
-        assert time.monotonic() < deadline, "the event followers of the stack's instances are not connected"
-        time.sleep(0.5)
-    yield
-    generations.close()
 
 
 def worker_of(stack, rid: str) -> str:

@@ -1,5 +1,7 @@
 """Many concurrent clients in one process: gevent greenlets, each with its own raw keep-alive
-connection (raw.py), cycling through a few paths for a fixed time.
+connection (raw.py), cycling through a few paths for a fixed time. With ``unique`` in SPEC every
+request carries an X-Request-Id of its own, so that no two are alike (the gateway replays a
+repeated read, gateway/replay.py; dockerd ignores the header).
 
 bench/run starts it as a child process (`python3 -m moorage_bench.run.hammer SPEC`, SPEC a JSON
 object) once per side, so that gevent's monkey-patching stays out of the bench itself and the
@@ -13,6 +15,7 @@ from gevent import monkey
 monkey.patch_all()
 
 import json  # noqa: E402 (after monkey-patching, as gevent requires)
+import os  # noqa: E402
 import resource  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -41,6 +44,8 @@ def hammer(spec: dict) -> dict:
         go.wait()
         i = k
         lat = out["lat"]
+        unique = bool(spec.get("unique"))
+        run = os.getpid()  # another run's requests are not these
         while True:
             t0 = time.perf_counter()
             if t0 >= deadline[0]:
@@ -48,7 +53,8 @@ def hammer(spec: dict) -> dict:
             path = paths[i % len(paths)]
             i += 1
             try:
-                r = conn.request("GET", path)
+                headers = {"X-Request-Id": f"bench-{run}-{k}-{i}"} if unique else None
+                r = conn.request("GET", path, headers=headers)
             except OSError as exc:
                 conn.close()
                 out["errors"] += 1

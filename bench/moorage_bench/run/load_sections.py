@@ -112,15 +112,23 @@ class LoadSections:
 
     # -- 200 concurrent clients -------------------------------------------------------------------
     def concurrency(self) -> None:
-        clients, duration, reps = self.p["clients"], self.p["duration"], self.p["repeat"]
         target = self.create("moorage", ["sleep", "3600"])
         self.created.append(target)
         self.start("moorage", target)
         paths = ["/containers/json", f"/containers/{target}/json"]
+        # The same requests again and again (as a polling client sends them), then every request
+        # unlike the last (an X-Request-Id each): nothing replays, the gateway's whole path.
+        for unique in (False, True):
+            self._concurrency(paths, unique)
+        self.drop(target)
+
+    def _concurrency(self, paths: list[str], unique: bool) -> None:
+        clients, duration, reps = self.p["clients"], self.p["duration"], self.p["repeat"]
         runs: dict[str, list[dict]] = {name: [] for name in SIDES}
         for r in range(reps):
             for name in self.order(r):
                 spec = {
+                    "unique": unique,
                     "endpoint": self.endpoints[name],
                     "headers": self.headers[name],
                     "prefix": f"/v{self.api}",
@@ -140,10 +148,9 @@ class LoadSections:
                 res = json.loads(proc.stdout)
                 runs[name].append(res)
                 say(
-                    f"{clients} clients via {name}: {res['rps']:.0f} req/s, {res['errors']} errors, "
-                    f"p99 {res['p99']:.1f} ms"
+                    f"{clients} clients via {name}{' (each request new)' if unique else ''}: "
+                    f"{res['rps']:.0f} req/s, {res['errors']} errors, p99 {res['p99']:.1f} ms"
                 )
-        self.drop(target)
         fig = {
             name: {
                 k: median([x[k] for x in runs[name]]) for k in ("rps", "p50", "p99", "client_cpu_ms_per_req")
@@ -152,7 +159,7 @@ class LoadSections:
         }
         errors = {name: sum(x["errors"] for x in runs[name]) for name in SIDES}
         samples = [s for x in runs["moorage"] for s in x["samples"]][:3]
-        label = f"{clients} clients (ps + inspect)"
+        label = f"{clients} clients (ps + inspect{', each request new' if unique else ''})"
         self.rows += [
             row(
                 "concurrency",
@@ -160,8 +167,9 @@ class LoadSections:
                 "req/s",
                 fig["direct"]["rps"],
                 fig["moorage"]["rps"],
-                ("min_ratio", CONCURRENCY_RATIO),
-                f"{duration:g} s per side, median of {reps}; gevent greenlets, raw sockets, no extra hop",
+                None if unique else ("min_ratio", CONCURRENCY_RATIO),
+                f"{duration:g} s per side, median of {reps}; gevent greenlets, raw sockets, no extra hop"
+                + ("; nothing replays: the gateway's whole path, no target" if unique else ""),
                 {name: [x["rps"] for x in runs[name]] for name in SIDES},
             ),
             row(
@@ -191,7 +199,7 @@ class LoadSections:
                 note="the client process's rusage: it shares the 2 CPUs with the servers",
             ),
         ]
-        self.extra["concurrency"] = runs
+        self.extra["concurrency-unique" if unique else "concurrency"] = runs
 
     # -- flame graphs ------------------------------------------------------------------------------
     def profile(self) -> None:

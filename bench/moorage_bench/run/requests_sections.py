@@ -4,6 +4,7 @@ each proxied request costs the gateway, the agent and dockerd.
 
 from __future__ import annotations
 
+import secrets
 import time
 
 from .common import CPU_PER_PS_MS, LIFECYCLE_RATIO, P50_ADDED_MS, P99_ADDED_MS, SIDES, BenchError, say
@@ -22,14 +23,19 @@ class RequestSections:
         target = self.create("moorage", ["sleep", "3600"])
         self.created.append(target)
         self.start("moorage", target)
+        # ps and inspect twice: the same request again and again (the gateway replays it while
+        # nothing it was made of changed, gateway/replay.py), and each request unlike the last
+        # (an X-Request-Id of its own; dockerd ignores it): the gateway's whole path.
         cases = [
-            ("GET /_ping", "/_ping"),
-            ("GET /version", "/version"),
-            ("GET /containers/json (ps)", "/containers/json"),
-            ("GET /containers/ID/json (inspect)", f"/containers/{target}/json"),
+            ("GET /_ping", "/_ping", False),
+            ("GET /version", "/version", False),
+            ("GET /containers/json (ps)", "/containers/json", False),
+            ("GET /containers/ID/json (inspect)", f"/containers/{target}/json", False),
+            ("GET /containers/json (ps), each request new", "/containers/json", True),
+            ("GET /containers/ID/json (inspect), each request new", f"/containers/{target}/json", True),
         ]
         client_cost: dict[str, list[float]] = {name: [] for name in SIDES}
-        for label, path in cases:
+        for label, path, unique in cases:
             p50s: dict[str, list[float]] = {name: [] for name in SIDES}
             p99s: dict[str, list[float]] = {name: [] for name in SIDES}
             for _ in range(reps):
@@ -38,7 +44,8 @@ class RequestSections:
                     for name in self.order(i):
                         conn = self.conns[name]
                         c0, t0 = time.thread_time(), time.perf_counter()
-                        r = conn.request("GET", path)
+                        headers = {"X-Request-Id": f"bench-{secrets.token_hex(8)}"} if unique else None
+                        r = conn.request("GET", path, headers=headers)
                         t1, c1 = time.perf_counter(), time.thread_time()
                         if r.status != 200:
                             raise BenchError(f"{label} via {name} answered {r.status}: {r.text()}")
@@ -163,6 +170,11 @@ class RequestSections:
                 "the cpu section reads /proc, so run the bench on the stack's machine"
             )
         groups = {"gateway": gw, "agent": agents, "dockerd": [daemon]}
+        # The same ps again and again (replayed, gateway/replay.py), then each one unlike the last.
+        for unique in (False, True):
+            self._cpu(n, reps, groups, unique)
+
+    def _cpu(self, n: int, reps: int, groups: dict[str, list[int]], unique: bool) -> None:
         per: dict[str, dict[str, list[float]]] = {
             name: {g: [] for g in (*groups, "client")} for name in SIDES
         }
@@ -172,7 +184,8 @@ class RequestSections:
                 before = {g: cpu_seconds(p) for g, p in groups.items()}
                 c0 = time.thread_time()
                 for _ in range(n):
-                    resp = conn.request("GET", "/containers/json")
+                    headers = {"X-Request-Id": f"bench-{secrets.token_hex(8)}"} if unique else None
+                    resp = conn.request("GET", "/containers/json", headers=headers)
                     if resp.status != 200:
                         raise BenchError(f"ps via {name} answered {resp.status}: {resp.text()}")
                 c1 = time.thread_time()
@@ -184,10 +197,11 @@ class RequestSections:
         med = {name: {g: median(v) for g, v in per[name].items()} for name in SIDES}
         d, m = med["direct"], med["moorage"]
         note = f"/proc utime+stime over {n} ps, median of {reps}"
+        ps = "ps, each request new" if unique else "ps"
         self.rows += [
             row(
                 "cpu",
-                "CPU per ps: gateway + agent",
+                f"CPU per {ps}: gateway + agent",
                 "ms CPU",
                 None,
                 m["gateway"] + m["agent"],
@@ -199,7 +213,7 @@ class RequestSections:
             row("cpu", "  dockerd", "ms CPU", d["dockerd"], m["dockerd"]),
             row(
                 "cpu",
-                "CPU per ps: all servers",
+                f"CPU per {ps}: all servers",
                 "ms CPU",
                 d["dockerd"] + d["gateway"] + d["agent"],
                 m["dockerd"] + m["gateway"] + m["agent"],
@@ -207,15 +221,15 @@ class RequestSections:
             ),
             row(
                 "cpu",
-                "CPU per ps: bench client",
+                f"CPU per {ps}: bench client",
                 "ms CPU",
                 d["client"],
                 m["client"],
                 note="this process's thread",
             ),
         ]
-        self.extra["cpu_per_ps_ms"] = per
+        self.extra["cpu_per_ps_ms" + ("_unique" if unique else "")] = per
         say(
-            f"CPU per ps: gateway {m['gateway']:.3f} ms, agent {m['agent']:.3f} ms, "
+            f"CPU per {ps}: gateway {m['gateway']:.3f} ms, agent {m['agent']:.3f} ms, "
             f"dockerd {m['dockerd']:.3f} (direct {d['dockerd']:.3f}) ms"
         )
