@@ -334,7 +334,8 @@ def heartbeat(uuid: str, presented: str, data: dict, settings=None) -> None:
                 store.Instance.capacity: instance.capacity,
             }
         )
-    store.Instance.update(fields).where(store.Instance.uuid == uuid).execute()
+    with store.unhurried_commit():  # the next heartbeat writes it again (store/db.py)
+        store.Instance.update(fields).where(store.Instance.uuid == uuid).execute()
     if isinstance(data.get("containers"), list):
         dedicated = settings is not None and settings.placement.tenancy != "shared"
         reconcile(instance, data["containers"], dedicated=dedicated)

@@ -28,6 +28,7 @@ from gateway.store.db import (
     project_lock_key,
     release_connection,
     serialized,
+    unhurried_commit,
     write_transaction,
 )
 from gateway.store.models import (
@@ -178,6 +179,7 @@ __all__ = [
     "spans",
     "trust_of",
     "trusted_projects",
+    "unhurried_commit",
     "upgrade",
     "utcnow",
     "volume_named",
