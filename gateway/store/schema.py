@@ -251,6 +251,25 @@ def _m_daemon_health(db: peewee.Database) -> None:
     )
 
 
+def _m_instance_churn(db: peewee.Database) -> None:
+    """Instance rows take an update per heartbeat (100 a second at 1,000 instances). On
+    PostgreSQL a row of about 1.7 KB (its facts) filled its page, so no update could stay on
+    its page (HOT): each one added an entry to every index of the table, the placement indexes
+    grew to 35 times their rows between vacuums, and a decision's candidate query (a bitmap AND
+    over them) took 1.7 ms at 1,000 instances (0.05 ms in the database with the index below,
+    on the same bloated table). Pages now keep half their room
+    for the next versions of their rows (fillfactor, for pages written from now on), and a
+    project's instances in fill order with room have an index of their own: a dedicated
+    decision reads its first entry."""
+    if not isinstance(db, peewee.SqliteDatabase):
+        db.execute_sql('ALTER TABLE "instance" SET (fillfactor = 50)')
+    room = f"state = '{INSTANCE_UP}' AND (capacity <= 0 OR container_count < capacity)"
+    db.execute_sql(
+        'CREATE INDEX IF NOT EXISTS "instance_project_fill" ON "instance" ("project", "position", "uuid") '
+        f"WHERE {room}"
+    )
+
+
 MIGRATIONS: list[Callable[[peewee.Database], None]] = [
     _m0_initial,
     _m1_networks_volumes,
@@ -272,6 +291,7 @@ MIGRATIONS: list[Callable[[peewee.Database], None]] = [
     _m_container_publishes,
     _m_span_underlay,
     _m_daemon_health,
+    _m_instance_churn,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
