@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+from collections.abc import Callable
 from urllib.parse import quote, urlencode
 
 from gateway import imagemap, instances, store
@@ -92,10 +93,18 @@ def resolve(ctx: Context, typed: str) -> imagemap.Found | None:
     return found
 
 
-def adopt_listed(ctx: Context, instance: store.Instance, images: list) -> bool:
+def adopt_listed(
+    ctx: Context,
+    instance: store.Instance,
+    images: list,
+    public: Callable[[], dict[str, set[str]]] | None = None,
+) -> bool:
     """A list of the instance's images that shows names BuildKit exported: adopt them; True
-    if any was."""
-    if available(ctx) and instance.project == ctx.project and foreign_names(images, imagemap.public_images()):
+    if any was. ``public``: the public images, read once for a listing of many instances
+    (a `docker info` over 20 instances read them 20 times: imagemap.public_images)."""
+    if not (available(ctx) and instance.project == ctx.project):
+        return False
+    if foreign_names(images, public() if public is not None else imagemap.public_images()):
         return adopt_exports(ctx, instance) > 0
     return False
 

@@ -11,6 +11,7 @@ gateway/services/image_answers.py).
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import re
 from collections.abc import Callable
@@ -69,8 +70,9 @@ def visible_list(ctx: Context) -> list[dict]:
     visible = imagemap.visible_images(ctx.project)
     seen: dict[str, dict] = {}
     public_seen: set[str] = set()
+    public = functools.cache(imagemap.public_images)  # read once, if at all, for every instance
     for instance, payload in every_instance(ctx, "GET", "/images/json"):
-        if isinstance(payload, list) and buildkit.adopt_listed(ctx, instance, payload):
+        if isinstance(payload, list) and buildkit.adopt_listed(ctx, instance, payload, public):
             # names a BuildKit build exported there, adopted: the project's from now on
             visible = imagemap.visible_images(ctx.project)
             _, payload = call(ctx, instance, "GET", "/images/json")
