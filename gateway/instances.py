@@ -319,11 +319,9 @@ def heartbeat(uuid: str, presented: str, data: dict, settings=None) -> None:
     if not hmac.compare_digest(presented.encode(), instance.agent_secret.encode()):
         raise DockerError(401, "heartbeat refused: wrong agent secret; register again")
     # The daemon's health only: the state (up or draining) is the operator's and the reaper's.
-    fields = {
-        store.Instance.last_heartbeat: store.utcnow(),
-        store.Instance.daemon_down: data.get("daemon") == "down",
-    }
-    if not fields[store.Instance.daemon_down]:
+    daemon_down = data.get("daemon") == "down"
+    fields = {store.Instance.last_heartbeat: store.utcnow(), store.Instance.daemon_down: daemon_down}
+    if not daemon_down:
         apply_facts(instance, data)
         fields.update(
             {

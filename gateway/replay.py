@@ -32,15 +32,13 @@ from __future__ import annotations
 
 import contextvars
 import email.utils
-import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from gateway import generations, logs, metrics
+from gateway.budgeted import Budgeted
 from gateway.errors import DockerError
-
-log = logging.getLogger("moorage.gateway")
 
 MAX_HEAD = 8192  # a request head larger than this is left to gunicorn
 MAX_ENTRIES = 512
@@ -96,8 +94,7 @@ _PENDING: contextvars.ContextVar[tuple[Recording, dict] | None] = contextvars.Co
     "moorage_replay_pending", default=None
 )
 
-_answers: dict[tuple, Answer] = {}
-_kept_bytes = 0
+_answers: Budgeted[Answer] = Budgeted(MAX_ENTRIES, BUDGET, lambda entry: entry.size)
 _seen: dict[int, float] = {}  # hash of a request's key -> when it last came
 _gateway: Any = None  # the gateway.app.Gateway this worker serves (configure)
 
@@ -143,7 +140,7 @@ def answer(key: tuple, sock, worker=None) -> bool | None:
         return None  # (a worker that is stopping answers through gunicorn, which closes)
     started = time.monotonic()
     if not _fresh(entry, started) or not _same_user(entry, sock):
-        _drop(key)
+        _answers.drop(key)
         return None
     try:
         _gateway.fairshare.admit(entry.identity.project_id, False)
@@ -288,7 +285,7 @@ def sent(head: bytes, body: bytes) -> None:
         return
     expires = min((until for _, _, until in recording.reads), default=time.monotonic())
     presented = recording.headers.get("X-REQUEST-ID")
-    _keep(
+    _answers.keep(
         recording.key,
         Answer(
             *parts,
@@ -328,25 +325,6 @@ def _split_head(head: bytes) -> tuple[bytes, bytes, bytes] | None:
     return head[:date_start], head[date_end:rid_start], head[rid_end:]
 
 
-def _keep(key: tuple, entry: Answer) -> None:
-    global _kept_bytes
-    _drop(key)
-    size = entry.size
-    while _answers and (len(_answers) >= MAX_ENTRIES or _kept_bytes + size > BUDGET):
-        _drop(next(iter(_answers)))  # the oldest first
-    _answers[key] = entry
-    _kept_bytes += size
-
-
-def _drop(key: tuple) -> None:
-    global _kept_bytes
-    old = _answers.pop(key, None)
-    if old is not None:
-        _kept_bytes -= old.size
-
-
 def clear() -> None:
-    global _kept_bytes
     _answers.clear()
     _seen.clear()
-    _kept_bytes = 0

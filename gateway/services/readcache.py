@@ -28,6 +28,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from gateway import generations, replay, store
+from gateway.budgeted import Budgeted
 from gateway.context import Context
 from gateway.forward import call as daemon_call
 from gateway.forward import daemon_version
@@ -40,8 +41,7 @@ _FALSE = ("", "0", "false", "none")  # dockerd's false for a boolean query param
 
 # (instance, operation, client version, daemon version, path, query) -> (generation, asked at,
 # the answer's JSON)
-_answers: dict[tuple, tuple[int, float, bytes]] = {}
-_kept_bytes = 0
+_answers: Budgeted[tuple[int, float, bytes]] = Budgeted(MAX_ENTRIES, BUDGET, lambda entry: len(entry[2]))
 
 
 def _sized(query: str) -> bool:
@@ -65,31 +65,14 @@ def call(
         return 200, json.loads(kept[2])
     status, payload = daemon_call(ctx, instance, method, path, query=query)
     if status == 200 and _keepable(payload):
-        _keep(key, (generation, asked, json.dumps(payload, separators=(",", ":")).encode()))
+        answer = json.dumps(payload, separators=(",", ":")).encode()
+        if len(answer) <= MAX_BYTES:
+            _answers.keep(key, (generation, asked, answer))
         replay.read_cache_asked()
         replay.daemon_read(instance.uuid, generation, asked + MAX_AGE)
     else:
         replay.spoil()
     return status, payload
-
-
-def _keep(key: tuple, entry: tuple[int, float, bytes]) -> None:
-    global _kept_bytes
-    size = len(entry[2])
-    if size > MAX_BYTES:
-        return
-    _drop(key)
-    while _answers and (len(_answers) >= MAX_ENTRIES or _kept_bytes + size > BUDGET):
-        _drop(next(iter(_answers)))  # the oldest first
-    _answers[key] = entry
-    _kept_bytes += size
-
-
-def _drop(key: tuple) -> None:
-    global _kept_bytes
-    old = _answers.pop(key, None)
-    if old is not None:
-        _kept_bytes -= len(old[2])
 
 
 def _keepable(payload: Any) -> bool:
@@ -99,6 +82,4 @@ def _keepable(payload: Any) -> bool:
 
 
 def clear() -> None:
-    global _kept_bytes
     _answers.clear()
-    _kept_bytes = 0

@@ -62,3 +62,24 @@ def test_the_date_is_gunicorns():
     before = util.http_date()
     made = replay._http_date().decode()
     assert made in (before, util.http_date())  # (a second may turn between them)
+
+
+def test_kept_answers_stay_within_their_entries_and_bytes():
+    from gateway.budgeted import Budgeted
+
+    kept: Budgeted[bytes] = Budgeted(3, 10, len)
+    for key, value in (("a", b"1234"), ("b", b"1234"), ("c", b"12")):
+        kept.keep(key, value)
+    assert [kept.get(k) for k in "abc"] == [b"1234", b"1234", b"12"]
+    kept.keep("d", b"1")  # a fourth entry: the oldest goes
+    assert kept.get("a") is None and kept.get("d") == b"1"
+    kept.keep("e", b"123456789")  # 9 bytes: the oldest go until it fits in 10
+    assert [kept.get(k) for k in "bcde"] == [None, None, b"1", b"123456789"]
+    kept.keep("e", b"12")  # kept again: replaces, counted once
+    kept.keep("f", b"12345678")  # 1 + 2 + 8 > 10: d goes
+    assert kept.get("d") is None and kept.get("e") == b"12" and kept.get("f") == b"12345678"
+    kept.drop("e")
+    kept.keep("g", b"12")
+    assert kept.get("f") == b"12345678" and kept.get("g") == b"12"
+    kept.clear()
+    assert kept.get("f") is None
