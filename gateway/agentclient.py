@@ -70,6 +70,12 @@ class AgentClient:
         writes = method not in ("GET", "HEAD")
         if writes:
             generations.bump(self.instance.uuid)
+        # No pooled PostgreSQL connection is held while a daemon answers (a create, a pull, a
+        # stream for as long as it lasts): the request checks one out again for its next
+        # statement, without a round trip (gateway/store/db.py PooledStore). Under 200
+        # concurrent creates a worker's 20 connections were otherwise held through their
+        # forwards, and the other requests' first statements queued for them.
+        store.release_connection()
         replay.agent_called()  # an answer made of a call the read cache did not cover never replays
         try:
             return request(

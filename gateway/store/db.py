@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import zlib
 from collections.abc import Iterator
 from urllib.parse import unquote, urlparse
@@ -128,6 +129,47 @@ class SqliteStore(peewee.SqliteDatabase):
             generations.store_changed()
 
 
+def _original_select():
+    """select.select as the kernel gives it, not gevent's: a zero-timeout poll never blocks,
+    and gevent's would hand the worker to its hub for it."""
+    try:
+        from gevent import monkey
+    except ImportError:  # pragma: no cover
+        return select.select
+    return monkey.get_original("select", "select")
+
+
+_select = _original_select()
+
+
+class PooledStore(PooledPostgresqlDatabase):
+    """peewee's pool, whose check-out asks the server `SELECT 1` on every idle connection it
+    hands out: a round trip for every request and every background pass before its first
+    statement (a third of the statements a create sent). An idle connection has nothing to
+    read: a server that ends it (a restart, an administrator's terminate, its idle timeout)
+    sends a notice and closes, which makes the socket readable. So the check is a poll of the
+    socket, no round trip; a connection with something to read is closed and not handed out.
+    A transaction left open, or a status psycopg2 does not know, is left to peewee's check
+    (a rollback, or the connection discarded)."""
+
+    def _is_closed(self, conn):
+        if conn.closed:
+            return True
+        import psycopg2.extensions as ext
+
+        if conn.info.transaction_status != ext.TRANSACTION_STATUS_IDLE:
+            return super()._is_closed(conn)
+        try:
+            readable, _, _ = _select([conn], [], [], 0)
+        except (OSError, ValueError):
+            readable = [conn]
+        if readable:
+            with contextlib.suppress(Exception):
+                conn.close()
+            return True
+        return False
+
+
 def open_database(url: str) -> peewee.Database:
     """Open the database at ``url`` (``sqlite:////abs/path.db`` or ``postgresql://...``).
 
@@ -157,7 +199,7 @@ def open_database(url: str) -> peewee.Database:
         params.setdefault("connect_timeout", 10)
         # stale_timeout: a pooled connection is recycled after 5 minutes; timeout: a request
         # waits up to 30 s for a free connection rather than failing at once.
-        db = PooledPostgresqlDatabase(
+        db = PooledStore(
             name, max_connections=PG_POOL_SIZE, stale_timeout=300, timeout=PG_POOL_WAIT, **params
         )
         state = _greenlet_local_state()
