@@ -26,6 +26,7 @@ the decoy back in dockerd's answer, so the 404 is dockerd's own, word for word.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 from dataclasses import dataclass
@@ -354,12 +355,13 @@ def is_public(image_id: str) -> bool:
 
 
 def present(image_id: str, instance) -> None:
+    """Note that ``instance`` holds ``image_id``: one statement, which does nothing if it is
+    noted already (every create after the first of an image there), rather than an insert that
+    fails and a rollback."""
     uuid = instance if isinstance(instance, str) else instance.uuid
-    try:
-        with store.write_transaction():
-            store.ImagePresence.create(image_id=image_id, instance=uuid)
-    except peewee.IntegrityError:
-        pass
+    P = store.ImagePresence
+    with contextlib.suppress(peewee.IntegrityError):  # the instance is gone: nothing to note
+        P.insert(image_id=image_id, instance=uuid).on_conflict_ignore().execute()
 
 
 def absent(image_id: str, instance) -> None:

@@ -4,6 +4,7 @@ sits in a handler or a service. Each function is one short statement or transact
 from __future__ import annotations
 
 import datetime as _dt
+import re
 
 from gateway.store.db import database, is_postgres
 from gateway.store.kept import KeptReads
@@ -60,6 +61,8 @@ _container_by_name = Prepared(
 )
 
 
+_FULL_ID = re.compile(r"[0-9a-f]{64}")
+
 _kept_containers: KeptReads[Container | None] = KeptReads()
 
 
@@ -68,7 +71,11 @@ def placed_container(project: str, ref: str) -> Container | None:
     moment while the store is unchanged, gateway/store/kept.py: not to be changed in place)."""
 
     def read() -> Container | None:
-        found = _container_by_id(project, ref) or _container_by_name(project, ref)
+        # Only a full ID (64 hex digits, as dockerd makes them) can match by ID: a name, the
+        # form clients send as often, goes straight to the name's read, not after a miss.
+        found = (_container_by_id(project, ref) if _FULL_ID.fullmatch(ref) else None) or _container_by_name(
+            project, ref
+        )
         return found[0] if found else None
 
     return _kept_containers.get((project, ref), read)
