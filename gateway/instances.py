@@ -228,20 +228,30 @@ def agent_ports() -> frozenset[int]:
     ports change only when an agent registers with another one."""
 
     def read() -> frozenset[int]:
-        ports = set()
-        for (url,) in store.Instance.select(store.Instance.agent_url).distinct().tuples():
-            try:
-                agent = Endpoint.parse(url)
-            except ValueError:
-                continue
-            if agent.scheme == "tcp":
-                ports.add(int(agent.address[1]))
-        return frozenset(ports)
+        urls = [url for (url,) in store.Instance.select(store.Instance.agent_url).distinct().tuples()]
+        if len(_port_of_url) > 4 * len(urls) + 1024:
+            _port_of_url.clear()  # agents that moved away
+        return frozenset(port for port in map(_agent_port, urls) if port is not None)
 
     return _agent_ports.get(read)
 
 
+def _agent_port(url: str) -> int | None:
+    """The TCP port of an agent URL, None for another scheme or a URL that does not parse;
+    each URL parsed once per worker (a reload reads every instance's URL: at 1,000 instances
+    parsing them again was most of a create's first-in-a-second cost)."""
+    if url not in _port_of_url:
+        try:
+            agent = Endpoint.parse(url)
+        except ValueError:
+            _port_of_url[url] = None
+        else:
+            _port_of_url[url] = int(agent.address[1]) if agent.scheme == "tcp" else None
+    return _port_of_url[url]
+
+
 _agent_ports: Kept[frozenset[int]] = Kept(1.0)
+_port_of_url: dict[str, int | None] = {}
 
 
 def apply_facts(instance: store.Instance, data: dict) -> None:
