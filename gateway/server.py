@@ -366,6 +366,17 @@ def _collect_less(worker) -> None:
     collect_less()
 
 
+def _release_leases(server, worker) -> None:
+    """gunicorn's worker_exit: the worker stops (a restart, a reload, a scale-down); the
+    leases it holds go now, not when they expire (gateway/store/journal.py Lease.release)."""
+    from gateway.store import journal
+
+    try:
+        journal.release_leases()
+    except Exception as exc:  # noqa: BLE001 - a store that is gone: the leases expire by themselves
+        worker.log.info("leases not released: %s", exc)
+
+
 def _logger_class(settings):
     """gunicorn's logger, which also sets up the gateway's: once gunicorn's error log has its
     handler (``log_file``, else stderr), every ``moorage.*`` logger writes through the same one,
@@ -416,6 +427,7 @@ def run(settings, factory, *, name: str = "moorage-gateway", metrics_dir: str = 
         "limit_request_line": 16384,
         **_metrics_hooks(settings, metrics_dir),
         "post_worker_init": _collect_less,
+        "worker_exit": _release_leases,
         "logger_class": _logger_class(settings),
     }
     gw = settings.gateway

@@ -287,6 +287,7 @@ class Lease:
         self.name, self.holder, self.ttl = name, holder, ttl
         self._checked = 0.0
         self._held = False
+        _leases.append(self)
 
     def held(self) -> bool:
         now = time.monotonic()
@@ -294,6 +295,27 @@ class Lease:
             self._checked = now
             self._held = hold_lease(self.name, self.holder, self.ttl)
         return self._held
+
+    def release(self) -> None:
+        """Give the lease up now (a worker that stops), so that another takes it on its next
+        try rather than after the ttl: the event recorder's lease is what the read cache waits
+        for, and a restart otherwise left every read uncached for up to 15 s."""
+        from gateway.store.models import PoolLease
+
+        if self._held:
+            PoolLease.delete().where(
+                (PoolLease.name == self.name) & (PoolLease.holder == self.holder)
+            ).execute()
+            self._held = False
+
+
+_leases: list[Lease] = []
+
+
+def release_leases() -> None:
+    """Give up every lease this process holds (gunicorn's worker_exit: gateway/server.py)."""
+    for lease in _leases:
+        lease.release()
 
 
 def hold_lease(name: str, holder: str, ttl: float) -> bool:

@@ -275,6 +275,21 @@ def test_one_sender_of_two_replicas_holds_the_lease(db):
     assert not journal.hold_lease("notifier", "replica-1", 15)
 
 
+def test_a_stopping_worker_gives_its_leases_up(db):
+    """gunicorn's worker_exit (gateway/server.py) releases what the worker holds: another
+    replica takes the lease on its next try, not once the ttl has run out (the event
+    recorder's lease is what the read cache waits for after a restart)."""
+    first, second = journal.Lease("events", "worker-1", 15), journal.Lease("events", "worker-2", 15)
+    idle = journal.Lease("notifier", "worker-1", 15)  # never held: releasing it touches nothing
+    assert first.held() and not second.held()
+    assert journal.hold_lease("notifier", "worker-3", 15)
+    journal.release_leases()
+    second._checked = 0.0
+    assert second.held()
+    assert not idle.held()
+    assert store.PoolLease.get_by_id("notifier").holder == "worker-3"  # not another's to give up
+
+
 def instance_events() -> list[tuple[str, dict]]:
     return [
         (r.event_type, r.payload["nova_object.data"])
