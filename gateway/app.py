@@ -93,10 +93,10 @@ class Gateway:
             # the agents' ports (bench/scale's one-at-a-time runs, whose p99 was those firsts).
             policy.checker(settings)
             audit.prepare()
-            # Every agent's URL parsed once, here (1,000 are about 10 ms). If the store does
-            # not answer yet, the first create reads them.
+            # Every agent's URL parsed once, here (1,000 are about 10 ms); if the store does
+            # not answer yet, the first create parses them.
             with contextlib.suppress(Exception):
-                instances.agent_ports()
+                instances.parse_agent_urls()
             replay.configure(self)  # the front's replays (gateway/server.py) answer for this app
             reaper.start_reaper(settings)  # only acts when the pool can grow (nova)
             upkeep.start(settings, self.fairshare)

@@ -227,13 +227,20 @@ def agent_ports() -> frozenset[int]:
     every instance's row (bench/scale: 11 ms of CPU a create at 1,000 instances), and agents'
     ports change only when an agent registers with another one."""
 
-    def read() -> frozenset[int]:
-        urls = [url for (url,) in store.Instance.select(store.Instance.agent_url).distinct().tuples()]
-        if len(_port_of_url) > 4 * len(urls) + 1024:
-            _port_of_url.clear()  # agents that moved away
-        return frozenset(port for port in map(_agent_port, urls) if port is not None)
+    return _agent_ports.get(_read_agent_ports)
 
-    return _agent_ports.get(read)
+
+def _read_agent_ports() -> frozenset[int]:
+    urls = [url for (url,) in store.Instance.select(store.Instance.agent_url).distinct().tuples()]
+    if len(_port_of_url) > 4 * len(urls) + 1024:
+        _port_of_url.clear()  # agents that moved away
+    return frozenset(port for port in map(_agent_port, urls) if port is not None)
+
+
+def parse_agent_urls() -> None:
+    """Parse every registered agent's URL now (a worker's start), so that its first create
+    does not: the ports are not kept from here, and the first create still reads them."""
+    _read_agent_ports()
 
 
 def _agent_port(url: str) -> int | None:
