@@ -89,8 +89,8 @@ class Gateway:
         generations.configure(settings)  # the read cache's shared table (SQLite store only)
         if name == "gateway":
             # Loaded now rather than by each worker's first create or audited request, which
-            # paid for it: oslo.policy and the policy file about 100 ms, pycadf about 70 ms,
-            # the agents' ports (bench/scale's one-at-a-time runs, whose p99 was those firsts).
+            # paid for it: oslo.policy and the policy file about 100 ms, pycadf about 70 ms
+            # (bench/scale's one-at-a-time runs, whose p99 was those firsts).
             policy.checker(settings)
             audit.prepare()
             # Every agent's URL parsed once, here (1,000 are about 10 ms); if the store does

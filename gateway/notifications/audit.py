@@ -135,20 +135,22 @@ def _event(request: Request) -> dict:
     return data
 
 
+def _builds_events(config) -> bool:
+    """Whether events are built at all: audit on, and somewhere to send or write them."""
+    return config.audit and (config.enabled or bool(config.audit_log))
+
+
 def prepare() -> None:
     """Import pycadf now, at the worker's start, if events will be built: the import takes
     about 70 ms, which the first audited request of each worker paid otherwise."""
-    config = settings()
-    if config.audit and (config.enabled or config.audit_log):
+    if _builds_events(settings()):
         import pycadf.event  # noqa: F401 - imported for its load time, used in _event
 
 
 def record(request: Request) -> None:
     """Queue (and log, with audit_log) the request's CADF event. Never raises."""
     config = settings()
-    if not config.audit or not wanted(request.method, request.status, request.operation):
-        return
-    if not config.enabled and not config.audit_log:
+    if not _builds_events(config) or not wanted(request.method, request.status, request.operation):
         return
     try:
         data = event(request)

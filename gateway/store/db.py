@@ -156,9 +156,8 @@ class PooledStore(PooledPostgresqlDatabase):
     def _is_closed(self, conn):
         if conn.closed:
             return True
-        import psycopg2.extensions as ext
-
-        if conn.info.transaction_status != ext.TRANSACTION_STATUS_IDLE:
+        adapter = self._adapter  # pyright: ignore[reportAttributeAccessIssue] (peewee's driver adapter)
+        if adapter.txn_status(conn) != adapter.txn_idle:
             return super()._is_closed(conn)
         try:
             readable, _, _ = _select([conn], [], [], 0)

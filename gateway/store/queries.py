@@ -73,9 +73,8 @@ def placed_container(project: str, ref: str) -> Container | None:
     def read() -> Container | None:
         # Only a full ID (64 hex digits, as dockerd makes them) can match by ID: a name, the
         # form clients send as often, goes straight to the name's read, not after a miss.
-        found = (_container_by_id(project, ref) if _FULL_ID.fullmatch(ref) else None) or _container_by_name(
-            project, ref
-        )
+        by_id = _container_by_id(project, ref) if _FULL_ID.fullmatch(ref) else []
+        found = by_id or _container_by_name(project, ref)
         return found[0] if found else None
 
     return _kept_containers.get((project, ref), read)

@@ -26,8 +26,8 @@ def backend_pid(db) -> int:
 
 
 def statements_of(postgres_url, pid: int) -> tuple:
-    """How many statements the session ``pid`` has finished (pg_stat_activity shows its last
-    one; its state_change moves on every statement)."""
+    """The session ``pid``'s last statement and when its state last changed, from
+    pg_stat_activity: both move with every statement it runs."""
     with psycopg2.connect(postgres_url) as conn, conn.cursor() as cur:
         cur.execute("SELECT state_change, query FROM pg_stat_activity WHERE pid = %s", (pid,))
         return cur.fetchone()
