@@ -36,6 +36,8 @@ from relay.upstream import (
     UpstreamError,
     UpstreamResponse,
     parse_head,
+    relay_buffer,
+    send_parts,
 )
 
 log = logging.getLogger("moorage.agent")
@@ -399,13 +401,17 @@ def _send_body(reader: SocketReader, daemon: socket.socket, end: BodyEnd):
     return gevent.spawn(_pump_body, reader, daemon, end)
 
 
-def _pass_on(data: bytes, end: BodyEnd, source: SocketReader, dst: socket.socket, since: int) -> int:
-    """Send ``dst`` the part of ``data`` that belongs to the body and keep the rest (the next
-    message's) in ``source``. Returns the bytes passed on since the greenlet last let the others
-    run, which it does every YIELD_EVERY bytes (relay/upstream.py says why)."""
-    used = end.feed(data)
-    dst.sendall(data[:used] if used < len(data) else data)
-    source.unread(data[used:])
+def _pass_on(
+    buf: bytearray, n: int, end: BodyEnd, source: SocketReader, dst: socket.socket, since: int
+) -> int:
+    """Send ``dst`` the part of ``buf``'s first ``n`` bytes that belongs to the body and keep
+    the rest (the next message's) in ``source``. Returns the bytes passed on since the greenlet
+    last let the others run, which it does every YIELD_EVERY bytes (relay/upstream.py says why)."""
+    used = end.feed(buf, n)
+    with memoryview(buf) as view:
+        dst.sendall(view[:used])
+        if used < n:
+            source.unread(bytes(view[used:n]))
     since += used
     if since < YIELD_EVERY:
         return since
@@ -420,15 +426,52 @@ def _pump_body(reader: SocketReader, daemon: socket.socket, end: BodyEnd) -> Non
     and lets go of what it holds (a container's archive lock) instead of waiting."""
     since = 0
     try:
-        while not end.done:
-            data = reader.read_some(BUFFER)
-            if not data:
-                raise UpstreamError("the gateway closed the connection inside a request body")
-            since = _pass_on(data, end, reader, daemon, since)
+        with relay_buffer() as buf:
+            while not end.done:
+                n = reader.read_into(buf)
+                if not n:
+                    raise UpstreamError("the gateway closed the connection inside a request body")
+                since = _pass_on(buf, n, end, reader, daemon, since)
     except BaseException:
         with contextlib.suppress(OSError):
             daemon.shutdown(socket.SHUT_WR)
         raise
+
+
+# Past GATHER_AFTER bytes of an answer, a piece smaller than GATHER_BELOW is followed by a
+# wait of GATHER_SECONDS before the next receive (see _pump_response): never on a short answer.
+GATHER_BELOW = 16 * 1024
+GATHER_AFTER = 64 * 1024
+GATHER_SECONDS = 0.001
+# sendmsg takes at most IOV_MAX (1024) buffers: a joined chunk holds at most this many runs.
+RUNS_PER_CHUNK = 500
+
+
+def _pass_on_joined(
+    buf: bytearray, n: int, end: BodyEnd, source: SocketReader, dst: socket.socket, since: int
+) -> int:
+    """_pass_on for a chunked answer: the data of every chunk in ``buf`` goes on as one chunk
+    (a few, past RUNS_PER_CHUNK), sent from ``buf`` in place. dockerd writes a log one chunk
+    per line; the gateway then passes on the agent's framing as it comes (relay/upstream.py
+    iter_framed) and the client reads a few large chunks, not a million small ones. This runs
+    on the instance; the gateway's relay stays per piece, not per line. (Trailers, which
+    dockerd never sends, are not passed on.)"""
+    runs: list[tuple[int, int]] = []
+    used = end.feed(buf, n, runs)
+    with memoryview(buf) as view:
+        for first in range(0, len(runs), RUNS_PER_CHUNK):
+            group = runs[first : first + RUNS_PER_CHUNK]
+            size = sum(b - a for a, b in group)
+            send_parts(dst, [b"%x\r\n" % size, *(view[a:b] for a, b in group), b"\r\n"])
+        if end.done:
+            dst.sendall(b"0\r\n\r\n")
+        if used < n:
+            source.unread(bytes(view[used:n]))
+    since += used
+    if since < YIELD_EVERY:
+        return since
+    gevent.sleep(0)
+    return 0
 
 
 def _pump_response(
@@ -436,23 +479,33 @@ def _pump_response(
 ) -> None:
     """The daemon's answer to the gateway, as it comes, until the body's end; with a
     ``watch``, the gateway is watched once the daemon has been silent for a while."""
-    since = 0
+    since = streamed = 0
     patient = watch is not None
     if patient:
         upstream.sock.settimeout(HEAD_PATIENCE)
     try:
-        while not end.done:
-            try:
-                data = upstream.read_some(BUFFER)
-            except TimeoutError:
-                if watch is None:
-                    raise
-                watch.start()
-                upstream.sock.settimeout(None)
-                continue
-            if not data:
-                raise UpstreamError("dockerd closed the connection inside its answer")
-            since = _pass_on(data, end, upstream, client, since)
+        with relay_buffer() as buf:
+            while not end.done:
+                try:
+                    n = upstream.read_into(buf)
+                except TimeoutError:
+                    if watch is None:
+                        raise
+                    watch.start()
+                    upstream.sock.settimeout(None)
+                    continue
+                if not n:
+                    raise UpstreamError("dockerd closed the connection inside its answer")
+                if end.chunked:
+                    since = _pass_on_joined(buf, n, end, upstream, client, since)
+                else:
+                    since = _pass_on(buf, n, end, upstream, client, since)
+                streamed += n
+                if n < GATHER_BELOW and streamed > GATHER_AFTER and not end.done:
+                    # A long stream in small pieces (a log: a chunk and a write per line): a
+                    # moment's wait lets the next receive take many at once, instead of a
+                    # wake-up, a receive and a send per few lines on both hops.
+                    gevent.sleep(GATHER_SECONDS)
     finally:
         if patient:
             upstream.sock.settimeout(None)

@@ -10,6 +10,6 @@ following its framing (``framing``).
 """
 
 from relay.pump import splice
-from relay.upstream import Endpoint, UpstreamError, UpstreamResponse, request
+from relay.upstream import Endpoint, Framed, UpstreamError, UpstreamResponse, request
 
-__all__ = ["Endpoint", "UpstreamError", "UpstreamResponse", "request", "splice"]
+__all__ = ["Endpoint", "Framed", "UpstreamError", "UpstreamResponse", "request", "splice"]

@@ -14,9 +14,7 @@ import socket
 
 import gevent
 
-from relay.upstream import YIELD_EVERY
-
-BUFFER = 256 * 1024
+from relay.upstream import YIELD_EVERY, relay_buffer
 
 
 def _shut_write(sock: socket.socket) -> None:
@@ -29,15 +27,17 @@ def _copy(src: socket.socket, dst: socket.socket, first: bytes = b"") -> None:
         if first:
             dst.sendall(first)
         since = 0
-        while True:
-            data = src.recv(BUFFER)
-            if not data:
-                break
-            dst.sendall(data)
-            since += len(data)
-            if since >= YIELD_EVERY:  # a stream that never waits lets the others run (see there)
-                since = 0
-                gevent.sleep(0)
+        # Received into one buffer used again and again (SocketReader.read_into says why).
+        with relay_buffer() as buf, memoryview(buf) as view:
+            while True:
+                n = src.recv_into(buf)
+                if not n:
+                    break
+                dst.sendall(view[:n])
+                since += n
+                if since >= YIELD_EVERY:  # a stream that never waits lets the others run (see there)
+                    since = 0
+                    gevent.sleep(0)
     except OSError:
         pass
     finally:

@@ -16,7 +16,7 @@ from urllib.parse import urlparse
 
 import gevent
 
-from relay.framing import MAX_LINE, FramingError, chunk_size
+from relay.framing import SIZE_LINE, BodyEnd, FramingError, chunk_size
 from relay.pool import Pool
 
 BUFFER = 256 * 1024
@@ -60,6 +60,36 @@ def cooperating(pieces: Iterable[bytes]) -> Iterator[bytes]:
 
 # See Endpoint.connect: how long a peer may leave what we sent unacknowledged.
 UNACKNOWLEDGED_MS = 5000
+
+
+# Receive buffers kept for reuse by relays (read_into): a BUFFER-sized bytearray is an mmap'd
+# allocation, zeroed page by page, which small answers should not pay for each time.
+_spare_buffers: list[bytearray] = []
+
+
+@contextlib.contextmanager
+def relay_buffer() -> Iterator[bytearray]:
+    """A BUFFER-sized receive buffer for one relay, given back for the next when it is done
+    (whoever holds a view of it must be done with the view by then)."""
+    buf = _spare_buffers.pop() if _spare_buffers else bytearray(BUFFER)
+    try:
+        yield buf
+    finally:
+        if len(_spare_buffers) < 16:
+            _spare_buffers.append(buf)
+
+
+class Framed:
+    """A piece of a chunked body with its framing, as the upstream sent it (iter_framed): an
+    answer that is chunked too writes it as it is (gateway/server.py)."""
+
+    __slots__ = ("view",)
+
+    def __init__(self, view: memoryview):
+        self.view = view
+
+    def __len__(self) -> int:
+        return len(self.view)
 
 
 class UpstreamError(Exception):
@@ -176,6 +206,25 @@ class SocketReader:
         del self.buf[:limit]
         return data
 
+    def read_into(self, into: bytearray) -> int:
+        """read_some into ``into`` (at most its length): how many bytes, 0 at EOF. A body
+        relayed as it comes is received into a buffer used again and again: a fresh bytes
+        object per receive costs the kernel a page fault for every page of it (measured at a
+        third of the relay's CPU)."""
+        if self.buf:
+            k = min(len(into), len(self.buf))
+            into[:k] = self.buf[:k]
+            del self.buf[:k]
+            return k
+        if self.eof:
+            return 0
+        k = self.sock.recv_into(into)
+        if not k:
+            self.eof = True
+            return 0
+        self.received += k
+        return k
+
     def take_buffer(self) -> bytes:
         data = bytes(self.buf)
         self.buf.clear()
@@ -192,20 +241,19 @@ def whole_chunks(buf: bytearray, out: bytearray, size: int) -> None:
     buffered) to ``out``, until ``out`` holds ``size`` bytes; a last chunk, or one not all
     here, stays in ``buf`` for the caller's chunk-by-chunk reading."""
     pos, n = 0, len(buf)
+    size_line = SIZE_LINE.match
     view = memoryview(buf)
     try:
         while len(out) < size:
-            newline = buf.find(b"\n", pos, pos + MAX_LINE)
-            if newline < 0:
+            m = size_line(buf, pos, n)
+            if m is None:
+                break  # not here whole, or malformed: the chunk-by-chunk reading says which
+            chunk_len = int(m.group(1), 16)
+            start = m.end()
+            end = start + chunk_len + 2
+            if chunk_len == 0 or end > n or buf[end - 2] != 13 or buf[end - 1] != 10:
                 break
-            try:
-                chunk_len = chunk_size(bytes(view[pos:newline]))
-            except FramingError:
-                break  # the chunk-by-chunk reading says what is wrong with it
-            end = newline + 1 + chunk_len + 2
-            if chunk_len == 0 or end > n:
-                break
-            out += view[newline + 1 : end - 2]
+            out += view[start : end - 2]
             pos = end
     finally:
         view.release()  # before the buffer is resized
@@ -323,6 +371,45 @@ class UpstreamResponse:
             _relaying.discard(self)
             self.close()
 
+    def iter_framed(self) -> Iterator[Framed]:
+        """A chunked body as it arrives, framing and all, to the end of its last chunk: each
+        piece passed on in the chunks the upstream wrote, so the gateway's answer writes it
+        without taking it apart and framing it again (relay/framing.py checks the framing as it
+        goes, so the pieces end exactly where the body does). A body ended by end_streams at a
+        chunk's boundary gets its last chunk here; ended inside a chunk, it is a broken body
+        (UpstreamError), as is one the upstream breaks off."""
+        _relaying.add(self)
+        end = BodyEnd(chunked=True)
+        try:
+            with relay_buffer() as buf, memoryview(buf) as view:
+                since = 0
+                while not end.done:
+                    try:
+                        n = self.reader.read_into(buf)
+                    except OSError:
+                        if not self.ending:
+                            raise
+                        n = 0
+                    if not n:
+                        if self.ending and end.at_boundary:
+                            yield Framed(memoryview(b"0\r\n\r\n"))
+                            return
+                        raise UpstreamError("connection closed inside a chunked body")
+                    used = end.feed(buf, n)
+                    if used < n:
+                        self.reader.unread(bytes(view[used:n]))  # not the body's: kept (see close)
+                    self.complete = end.done
+                    yield Framed(view[:used])
+                    since += used
+                    if since >= YIELD_EVERY:
+                        since = 0
+                        gevent.sleep(0)
+        except FramingError as exc:
+            raise UpstreamError(str(exc)) from None
+        finally:
+            _relaying.discard(self)
+            self.close()
+
     def _iter_length(self, size: int) -> Iterator[bytes]:
         remaining = self.content_length or 0
         self.complete = remaining == 0
@@ -353,7 +440,10 @@ class UpstreamResponse:
                 yield bytes(out)  # the next line is not here yet: pass on what is
                 out.clear()
             line = reader.readline()
-            chunk_len = int(line.split(b";", 1)[0].strip() or b"0", 16)
+            try:
+                chunk_len = chunk_size(line)
+            except FramingError as exc:
+                raise UpstreamError(str(exc)) from None
             if chunk_len == 0:
                 if out:
                     yield bytes(out)
@@ -379,7 +469,8 @@ class UpstreamResponse:
             if out and b"\n" not in reader.buf:
                 yield bytes(out)
                 out.clear()
-            reader.readline()  # the CRLF after the chunk
+            if reader.readline() != b"\r\n":  # the CRLF after the chunk
+                raise UpstreamError("chunk data not followed by CRLF")
 
     def read(self, limit: int = 16 * 1024 * 1024) -> bytes:
         """The whole body, for small JSON answers; refuses more than ``limit`` bytes."""
@@ -404,6 +495,23 @@ class UpstreamResponse:
             self.sock.close()
 
 
+def send_parts(sock: socket.socket, parts: Iterable[bytes | bytearray | memoryview]) -> None:
+    """Send all of ``parts`` (a chunk's size line, its data, its CRLF) in one system call
+    where the socket takes them all (sendmsg), not one each: on a loopback connection each
+    send is a pass through the whole TCP stack, and the two small ones cost what the data did."""
+    views = [memoryview(p) for p in parts if len(p)]
+    while views:
+        try:
+            sent = sock.sendmsg(views)
+        except NotImplementedError:  # a TLS socket (it encrypts what it sends; no sendmsg)
+            sock.sendall(b"".join(views))
+            return
+        while views and sent >= len(views[0]):
+            sent -= len(views.pop(0))
+        if sent:
+            views[0] = views[0][sent:]
+
+
 def _send_body(sock: socket.socket, body: bytes | Iterable[bytes] | None, chunked: bool) -> None:
     if body is None:
         return
@@ -415,9 +523,7 @@ def _send_body(sock: socket.socket, body: bytes | Iterable[bytes] | None, chunke
         if not data:
             continue
         if chunked:
-            sock.sendall(b"%x\r\n" % len(data))
-            sock.sendall(data)
-            sock.sendall(b"\r\n")
+            send_parts(sock, (b"%x\r\n" % len(data), data, b"\r\n"))
         else:
             sock.sendall(data)
     if chunked:

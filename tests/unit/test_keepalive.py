@@ -48,6 +48,55 @@ def test_a_body_of_known_length_and_broken_chunks():
     assert end.feed(lines) == len(lines) and end.done
 
 
+@pytest.mark.parametrize(
+    "bad",
+    [
+        b"0x3\r\nabc\r\n0\r\n\r\n",  # int(..., 16) takes these; HTTP/1.1 does not
+        b"+3\r\nabc\r\n0\r\n\r\n",
+        b"3_0\r\n",
+        b" 3\r\nabc\r\n",
+        b"3\nabc\r\n0\r\n\r\n",  # a size line without its CR
+        b"3\r\nabcXY0\r\n\r\n",  # data not followed by CRLF, the chunk here whole
+    ],
+)
+def test_a_chunk_framing_another_reader_could_read_otherwise_is_refused(bad):
+    """What the relay passes on framed as it came must end where every reader after it ends
+    it: anything but hex sizes, CRLF-ended lines and CRLF after each chunk's data is refused."""
+    with pytest.raises(FramingError):
+        BodyEnd(chunked=True).feed(bad)
+
+
+@pytest.mark.parametrize("split", range(1, 9))
+def test_a_chunks_missing_crlf_is_found_across_pieces(split):
+    data = b"3\r\nabcX\n0\r\n\r\n"
+    end = BodyEnd(chunked=True)
+    with pytest.raises(FramingError):
+        end.feed(data[:split])
+        end.feed(data[split:])
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_chunk_data_runs_are_the_body_without_its_framing(seed):
+    """feed(..., spans): the runs of chunk data it reports, joined, are the body; what is past
+    the end stays past it; in a reused buffer (``n``), bytes past ``n`` are never read."""
+    rng = random.Random(seed)
+    payload = [rng.randbytes(rng.choice([1, 2, 100, 3000])) for _ in range(rng.randrange(1, 30))]
+    wire = b"".join(b"%x%s\r\n%s\r\n" % (len(p), rng.choice([b"", b";a=1", b" "]), p) for p in payload)
+    wire += b"0\r\nX-Trailer: 1\r\n\r\nNEXT"
+    end, body, at = BodyEnd(chunked=True), bytearray(), 0
+    while not end.done:
+        take = rng.randrange(1, 4000)
+        piece = bytearray(wire[at : at + take]) + b"\r\n0\r\n\r\n"  # junk past n
+        n = min(take, len(wire) - at)
+        runs: list[tuple[int, int]] = []
+        used = end.feed(piece, n, runs)
+        body += b"".join(piece[a:b] for a, b in runs)
+        at += used
+        assert used == n or end.done
+    assert bytes(body) == b"".join(payload)
+    assert wire[at:] == b"NEXT"
+
+
 def test_the_pool_drops_connections_their_peer_closed():
     pool = Pool(idle_seconds=60)
     a, b = socket.socketpair()
