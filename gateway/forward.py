@@ -10,12 +10,14 @@ from __future__ import annotations
 import contextlib
 import copy
 import errno
+import inspect
 import json
 import logging
 from collections.abc import Iterable, Iterator
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode
 
+from gunicorn.http.body import ChunkedReader, LengthReader
 from gunicorn.http.errors import ParseException
 
 from gateway import generations, instances, logs, store, versions
@@ -31,7 +33,9 @@ from gateway.wire import (
     REQUEST_ID_HEADER,
     TOKEN_HEADER,
 )
-from relay import UpstreamError, UpstreamResponse, splice
+from relay import Framed, UpstreamError, UpstreamResponse, splice
+from relay.framing import BodyEnd, FramingError
+from relay.upstream import relay_buffer
 
 log = logging.getLogger("moorage.gateway")
 
@@ -131,10 +135,7 @@ def _read_stream(stream, remaining: int | None, sock=None, idle: float | None = 
         except ParseException as exc:
             raise DockerError(400, f"malformed request body: {exc}; send a well-formed request") from exc
         except OSError as exc:
-            why = "timed out" if isinstance(exc, TimeoutError) else "unexpected EOF"
-            raise DockerError(
-                400, f"cannot read the request body: {why} ({type(exc).__name__}); send the whole body"
-            ) from exc
+            raise _body_error(exc) from exc
         if not data:
             if remaining is not None:
                 raise DockerError(
@@ -153,11 +154,112 @@ def client_body(ctx: Context) -> tuple[Iterable[bytes] | None, int | None]:
     length = ctx.req.content_length
     sock = ctx.req.env.get("gunicorn.socket")
     idle = ctx.settings.gateway.body_idle_timeout
+    chunked = "chunked" in (ctx.req.get_header("Transfer-Encoding") or "").lower()
+    if (length or chunked) and sock is not None:
+        direct = _socket_body(ctx.req.env.get("wsgi.input"), sock, idle)
+        if direct is not None:
+            return direct
     if length:
         return _read_stream(ctx.req.stream, length, sock, idle), length
-    if "chunked" in (ctx.req.get_header("Transfer-Encoding") or "").lower():
+    if chunked:
         return _read_stream(ctx.req.stream, None, sock, idle), None
     return None, None
+
+
+def _socket_body(body, sock, idle: float | None) -> tuple[Iterator[bytes], int | None] | None:
+    """The body read from the client's socket here, not through gunicorn's readers, when
+    nothing of it has been read yet: those copy every byte several times over (their read-ahead
+    buffers are rebuilt on every read), which made an upload's relay CPU-bound. gunicorn's
+    reader is kept told how much is left (a body of known length) or that the body is done,
+    so that its keep-alive finds the next request where it starts; a chunked body left unread
+    halfway marks the request's body failed, and the connection is closed after the answer."""
+    reader = getattr(body, "reader", None)
+    held = getattr(body, "buf", None)
+    if held is None or held.tell():
+        return None
+    if isinstance(reader, LengthReader) and reader.length:
+        return _length_body(body, reader, sock, idle), reader.length
+    if (
+        isinstance(reader, ChunkedReader)
+        and reader.parser is not None
+        and inspect.getgeneratorstate(reader.parser) == inspect.GEN_CREATED
+        and not reader.buf.tell()
+    ):
+        return _chunked_body(body, reader, sock, idle), None
+    return None
+
+
+def _body_error(exc: OSError) -> DockerError:
+    why = "timed out" if isinstance(exc, TimeoutError) else "unexpected EOF"
+    return DockerError(
+        400, f"cannot read the request body: {why} ({type(exc).__name__}); send the whole body"
+    )
+
+
+def _length_body(body, reader: LengthReader, sock, idle: float | None) -> Iterator[bytes]:
+    declared = reader.length
+    try:
+        held = reader.unreader.take_buffered()  # read ahead with the head
+        if len(held) > reader.length:
+            reader.unreader.unread(held[reader.length :])
+            held = held[: reader.length]
+        if held:
+            reader.length -= len(held)
+            yield held
+        while reader.length > 0:
+            with _Idle(sock, idle):
+                data = sock.recv(min(BODY_READ, reader.length))
+            if not data:
+                raise DockerError(
+                    400,
+                    f"request body ended after {declared - reader.length} of its {declared} bytes "
+                    "(unexpected EOF); send the whole body",
+                )
+            reader.length -= len(data)
+            yield data
+    except OSError as exc:
+        body.failed = True
+        raise _body_error(exc) from exc
+    except DockerError:
+        body.failed = True
+        raise
+
+
+def _chunked_body(body, reader: ChunkedReader, sock, idle: float | None) -> Iterator[bytes]:
+    end = BodyEnd(chunked=True)
+    unreader = reader.req.unreader
+    finished = False
+    try:
+        held = unreader.take_buffered()  # read ahead with the head
+        with relay_buffer() as buf, memoryview(buf) as view:
+            while not end.done:
+                spans: list[tuple[int, int]] = []
+                if held:
+                    data, n, held = held, len(held), b""
+                    used = end.feed(data, n, spans)
+                else:
+                    with _Idle(sock, idle):
+                        n = sock.recv_into(buf)
+                    if not n:
+                        raise DockerError(
+                            400, "request body ended inside its chunks (unexpected EOF); send the whole body"
+                        )
+                    used = end.feed(buf, n, spans)
+                    data = view
+                if used < n:
+                    unreader.unread(bytes(data[used:n]))  # the next request's
+                piece = b"".join([data[a:b] for a, b in spans])
+                if piece:
+                    yield piece
+        reader.parser = None  # gunicorn's reader: the body is over
+        finished = True
+    except FramingError as exc:
+        raise DockerError(400, f"malformed request body: {exc}; send a well-formed request") from None
+    except OSError as exc:
+        raise _body_error(exc) from exc
+    finally:
+        if not finished:
+            body.failed = True  # where the next request starts is unknown: the connection ends
 
 
 def _client_path(ctx: Context) -> str:
@@ -412,13 +514,24 @@ def respond(ctx: Context, instance: store.Instance, upstream: UpstreamResponse) 
         return
     if upstream.content_length is not None:
         resp.content_length = upstream.content_length
-    if upstream.has_body:
+    if upstream.has_body and upstream.chunked and ctx.req.method == "GET" and _answered_chunked(ctx):
+        # A read's stream (logs, an archive, a save, events) goes on framed as the agent
+        # framed it, not taken apart to be framed again (relay/upstream.py iter_framed):
+        # the agent joins a log's one-line chunks (agent/server.py _pass_on_joined).
+        resp.stream = _head_first(upstream.iter_framed())
+    elif upstream.has_body:
         chunks = upstream.iter_body()
         if ctx.req.method not in ("GET", "HEAD"):
             chunks = _changing(chunks, instance.uuid)
         resp.stream = _head_first(chunks)
     else:
         upstream.close()
+
+
+def _answered_chunked(ctx: Context) -> bool:
+    """Whether gunicorn frames this answer in chunks: one without a length, to an HTTP/1.1
+    client (a 1.0 client gets the bare body, to the connection's end)."""
+    return ctx.resp.content_length is None and ctx.req.env.get("SERVER_PROTOCOL") == "HTTP/1.1"
 
 
 def _changing(chunks: Iterator[bytes], uuid: str) -> Iterator[bytes]:
@@ -442,7 +555,7 @@ def _bounded_text(upstream: UpstreamResponse) -> str:
     return kept.decode("utf-8", "replace")
 
 
-def _head_first(chunks: Iterator[bytes]) -> Iterator[bytes]:
+def _head_first(chunks: Iterator[bytes] | Iterator[Framed]) -> Iterator[bytes | Framed]:
     """Yield b"" first: gunicorn sends the response head on the first write, and a client
     waiting on a long poll (`wait?condition=next-exit`, events) needs the head at once, as
     dockerd sends it, before the body's first byte exists."""

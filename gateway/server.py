@@ -23,6 +23,8 @@ from gunicorn import util as gunicorn_util
 from gunicorn.app.base import BaseApplication
 
 from gateway import replay
+from relay import Framed
+from relay.upstream import send_parts
 
 
 def _docker_shaped_error(sock, status_int: int, reason: str, mesg: str) -> None:
@@ -94,7 +96,19 @@ def _coalescing_response():
     from gunicorn.http import wsgi
 
     class CoalescingResponse(wsgi.Response):
+        framed = False  # the body is written framed as it came (relay Framed pieces)
+
         def write(self, arg):
+            if type(arg) is Framed:
+                # A daemon's chunked answer, its framing checked on the way and passed on as
+                # it came (relay/upstream.py iter_framed), last chunk included: nothing to frame.
+                if not self.chunked:
+                    raise RuntimeError("a framed piece for an answer that is not chunked")
+                self.send_headers()
+                self.framed = True
+                self.sent += len(arg.view)
+                self.sock.sendall(arg.view)
+                return None
             if self.headers_sent or not arg or not isinstance(arg, bytes) or self.chunked:
                 return super().write(arg)
             if self._omits_body or (self.response_length is not None and len(arg) > self.response_length):
@@ -109,6 +123,19 @@ def _coalescing_response():
             gunicorn_util.write(sock, capture.data + arg)
             if self.response_length == len(arg):
                 replay.sent(capture.data, arg)  # the whole answer: kept if it may replay
+
+        def close(self):
+            if self.framed:  # its last chunk went with the body
+                return None
+            return super().close()
+
+        def _emit_body(self, data):
+            if self.chunked and data:
+                # The chunk's size line, data and CRLF in one system call, not joined into a
+                # copy of the data first (gunicorn's write_chunk) nor sent apart.
+                send_parts(self.sock, (b"%X\r\n" % len(data), data, b"\r\n"))
+                return None
+            return super()._emit_body(data)
 
     return CoalescingResponse
 

@@ -108,6 +108,32 @@ class _Reader:
         self._keep_head(out)
         return out
 
+    def read_exactly(self, n: int) -> bytes:
+        """``n`` bytes, fewer only at the stream's end (a header, a name file)."""
+        out = self.read(n)
+        if len(out) == n or not out:
+            return out
+        parts = [out]
+        got = len(out)
+        while got < n:
+            more = self.read(n - got)
+            if not more:
+                break
+            parts.append(more)
+            got += len(more)
+        return b"".join(parts)
+
+    def read_piece(self, n: int) -> bytes:
+        """Up to ``n`` bytes as they came: what is buffered, else the next piece (a member's
+        data is passed on in the pieces the client sent, never joined and cut again)."""
+        if not self._buf:
+            return self._next_piece(n)
+        take = min(n, len(self._buf))
+        out = bytes(self._buf[:take])
+        del self._buf[:take]
+        self._keep_head(out)
+        return out
+
     def _next_piece(self, n: int) -> bytes:
         """Nothing buffered: the next piece as it came, up to ``n`` bytes, not joined to a buffer
         and cut out of it again (tarfile's stream reads again for the rest of what it wants)."""
@@ -125,6 +151,63 @@ class _Reader:
     def _keep_head(self, out: bytes) -> None:
         if len(self.head) < tarfile.BLOCKSIZE:
             self.head += out[: tarfile.BLOCKSIZE - len(self.head)]
+
+
+# tarfile's header errors, as TarFile.next tells them apart (not in its stubs: its own names).
+_tarfile_names = vars(tarfile)
+_EOF_HEADER: type[Exception] = _tarfile_names["EOFHeaderError"]
+_BAD_HEADER: tuple[type[Exception], ...] = tuple(
+    _tarfile_names[n] for n in ("InvalidHeaderError", "EmptyHeaderError", "TruncatedHeaderError")
+)
+_SUBSEQUENT_HEADER: type[Exception] = _tarfile_names["SubsequentHeaderError"]
+
+
+class _Source:
+    """The archive as tarfile's TarInfo.fromtarfile reads a member's headers from it (this
+    stands for its TarFile: ``fileobj``, ``offset``, ``encoding``, ``errors``, ``pax_headers``):
+    the same parsing of headers, PAX and GNU records as tarfile's own stream mode, whose
+    TarFile.next this follows, ends and errors included. A member's data is then read here in
+    the pieces it came in: tarfile's stream copied every byte through its buffer several times,
+    most of a load's CPU in the gateway."""
+
+    encoding = tarfile.ENCODING
+    errors = "surrogateescape"
+
+    def __init__(self, reader: _Reader):
+        self.reader = reader
+        self.fileobj = self
+        self.offset = 0  # where the next header starts (tarfile's TarInfo sets it)
+        self.pax_headers: dict[str, str] = {}  # the archive's global PAX headers
+        self.position = 0
+
+    def read(self, n: int) -> bytes:
+        data = self.reader.read_exactly(n)
+        self.position += len(data)
+        return data
+
+    def tell(self) -> int:
+        return self.position
+
+    def piece(self, n: int) -> bytes:
+        data = self.reader.read_piece(n)
+        self.position += len(data)
+        return data
+
+    def next_member(self) -> _Info | None:
+        """The next member's header (None at the archive's end), the stream then at its data."""
+        while self.position < self.offset:  # the previous member's data not read, and padding
+            if not self.piece(min(PIECE, self.offset - self.position)):
+                raise tarfile.ReadError("unexpected end of data")
+        try:
+            return _Info.fromtarfile(self)  # pyright: ignore[reportArgumentType]
+        except _EOF_HEADER:
+            return None
+        except _BAD_HEADER as exc:
+            if self.offset == 0:
+                raise tarfile.ReadError(str(exc)) from None
+            return None
+        except _SUBSEQUENT_HEADER as exc:
+            raise tarfile.ReadError(str(exc)) from None
 
 
 class _Info(tarfile.TarInfo):
@@ -185,9 +268,9 @@ def rewrite_load(
         stream = _chain(head, raw)
     compressed = head.startswith((_GZIP, _BZIP2, _XZ))
     reader = _Reader(stream)
+    source = _Source(reader)
     try:
-        # (read in stream mode from the request's body: nothing to close)
-        archive = tarfile.open(fileobj=reader, mode="r|", tarinfo=_Info, bufsize=PIECE)  # noqa: SIM115  # pyright: ignore
+        first = source.next_member()
     except (tarfile.TarError, EOFError, OSError, zlib.error, ValueError) as exc:
         if compressed:
             raise refused(f"it does not decompress to a tar archive ({exc})") from None
@@ -197,7 +280,7 @@ def rewrite_load(
         _drain(raw)
         return
     try:
-        yield from _members(archive, edit_manifest, edit_repositories)
+        yield from _members(source, first, edit_manifest, edit_repositories)
     except (tarfile.TarError, EOFError, OSError, zlib.error, ValueError) as exc:
         _drain(raw)
         raise refused(f"it is not a valid tar archive ({exc})") from None
@@ -221,53 +304,62 @@ def _drain(raw: Iterator[bytes]) -> None:
         pass
 
 
-def _members(archive: tarfile.TarFile, edit_manifest, edit_repositories) -> Iterator[bytes]:
+def _members(source: _Source, member: _Info | None, edit_manifest, edit_repositories) -> Iterator[bytes]:
     seen_names: set[str] = set()
     links: set[str] = set()  # symbolic links so far (a later entry through one is refused)
-    for member in archive:
-        name = clean(member.name)
-        first = name.split("/", 1)[0]
-        through = next((a for a in _ancestors(name) if a in links), None)
-        if through is not None:
-            raise refused(f"the entry {member.name!r} lies under the symbolic link {through!r}")
-        if first in NAME_FILES:
-            _check_name_file(member, name, first, seen_names)
-        if not (member.isreg() or member.isdir() or member.issym() or member.islnk()) or member.issparse():
-            raise refused(f"the entry {member.name!r} is of a kind a saved image never holds")
-        if member.issym():
-            links.add(name)
-        else:
-            links.discard(name)
-        out = tarfile.TarInfo(name)
-        out.type = tarfile.REGTYPE if member.isreg() else member.type
-        out.mode, out.uid, out.gid = member.mode, member.uid, member.gid
-        out.uname, out.gname, out.mtime = member.uname, member.gname, int(member.mtime)
-        if member.islnk():
-            out.linkname = clean(member.linkname)
-        elif member.issym():
-            out.linkname = member.linkname
-        content = archive.extractfile(member) if member.isreg() else None
-        if content is not None and first in NAME_FILES:
-            data = content.read(NAME_FILE_LIMIT + 1)
-            if len(data) > NAME_FILE_LIMIT:
-                raise refused(f"{name} is larger than {NAME_FILE_LIMIT} bytes")
-            data = _edit_json(name, data, edit_manifest if name == "manifest.json" else edit_repositories)
-            out.size = len(data)
-            yield _header(out)
-            yield data + _padding(len(data))
-            continue
-        out.size = member.size if content is not None else 0
+    while member is not None:
+        yield from _member(source, member, seen_names, links, edit_manifest, edit_repositories)
+        member = source.next_member()
+
+
+def _member(
+    source: _Source, member: _Info, seen_names: set[str], links: set[str], edit_manifest, edit_repositories
+) -> Iterator[bytes]:
+    """One member written anew: its header, then its data (a name file edited)."""
+    name = clean(member.name)
+    first = name.split("/", 1)[0]
+    through = next((a for a in _ancestors(name) if a in links), None)
+    if through is not None:
+        raise refused(f"the entry {member.name!r} lies under the symbolic link {through!r}")
+    if first in NAME_FILES:
+        _check_name_file(member, name, first, seen_names)
+    if not (member.isreg() or member.isdir() or member.issym() or member.islnk()) or member.issparse():
+        raise refused(f"the entry {member.name!r} is of a kind a saved image never holds")
+    if member.issym():
+        links.add(name)
+    else:
+        links.discard(name)
+    out = tarfile.TarInfo(name)
+    out.type = tarfile.REGTYPE if member.isreg() else member.type
+    out.mode, out.uid, out.gid = member.mode, member.uid, member.gid
+    out.uname, out.gname, out.mtime = member.uname, member.gname, int(member.mtime)
+    if member.islnk():
+        out.linkname = clean(member.linkname)
+    elif member.issym():
+        out.linkname = member.linkname
+    if member.isreg() and first in NAME_FILES:
+        if member.size > NAME_FILE_LIMIT:
+            raise refused(f"{name} is larger than {NAME_FILE_LIMIT} bytes")
+        data = source.read(member.size)
+        if len(data) < member.size:
+            raise refused(f"the entry {member.name!r} ends before its size")
+        data = _edit_json(name, data, edit_manifest if name == "manifest.json" else edit_repositories)
+        out.size = len(data)
         yield _header(out)
-        if content is None:
-            continue
-        left = member.size
-        while left:
-            piece = content.read(min(PIECE, left))
-            if not piece:
-                raise refused(f"the entry {member.name!r} ends before its size")
-            left -= len(piece)
-            yield piece
-        yield _padding(member.size)
+        yield data + _padding(len(data))
+        return
+    out.size = member.size if member.isreg() else 0
+    yield _header(out)
+    if not member.isreg():
+        return
+    left = member.size
+    while left:
+        piece = source.piece(min(PIECE, left))
+        if not piece:
+            raise refused(f"the entry {member.name!r} ends before its size")
+        left -= len(piece)
+        yield piece
+    yield _padding(member.size)
 
 
 def _check_name_file(member: tarfile.TarInfo, name: str, first: str, seen: set[str]) -> None:

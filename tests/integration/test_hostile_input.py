@@ -394,3 +394,85 @@ def test_memory_beyond_64_bits_gets_the_daemons_answer_and_creates_nothing(stack
     daemon_after = {c["Id"] for c in stack.direct_http("GET", "/v1.41/containers/json?all=1").json()}
     assert after - before == set()
     assert daemon_after - daemon_before == set()
+
+
+# 4. A body the gateway reads from the client's socket itself (issue 19: not through gunicorn's
+#    readers) ends exactly where it ends: the request after it on the same connection is served.
+
+
+def _archive_of(name: str, data: bytes) -> bytes:
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        info = tarfile.TarInfo(name)
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("framing", ["content-length", "chunked"])
+def test_an_upload_and_the_request_after_it_on_one_connection(stack, running, framing):
+    gateway, headers = stack.env["DOCKER_HOST"], stack.headers()
+    data = bytes(range(256)) * 4099  # about 1 MB, no two pieces alike
+    archive = _archive_of("pipelined.bin", data)
+    if framing == "chunked":
+        pieces = [archive[i : i + 70_001] for i in range(0, len(archive), 70_001)]
+        body = b"".join(b"%x;piece=1\r\n%s\r\n" % (len(p), p) for p in pieces)
+        body += b"0\r\nX-Trailer: ignored\r\n\r\n"
+        extra = {"Transfer-Encoding": "chunked"}
+    else:
+        body, extra = archive, {"Content-Length": str(len(archive))}
+    ping = b"GET /_ping HTTP/1.1\r\nHost: docker\r\n" + b"".join(
+        f"{k}: {v}\r\n".encode() for k, v in headers.items()
+    )
+    with _open(gateway) as sock:
+        started = time.monotonic()
+        _send_head(
+            sock,
+            "PUT",
+            f"/v1.41/containers/{running}/archive?path=/tmp",
+            {**headers, "Content-Type": "application/x-tar", **extra},
+        )
+        sock.sendall(body + ping + b"\r\n")  # the next request right behind the body
+        reader = _Reader(sock, started, "pipelined")
+        answers = []
+        for _ in range(2):
+            status = int(reader.line().split()[1])
+            fields = {}
+            while line := reader.line():
+                name, _, value = line.decode("latin-1").partition(":")
+                fields[name.strip().lower()] = value.strip()
+            answers.append((status, reader.exactly(int(fields.get("content-length", "0")))))
+    assert answers == [(200, b""), (200, b"OK")], answers
+    # And the file is what was sent: read back through the gateway (an archive's answer is
+    # passed on framed as it came), compared byte for byte.
+    got = stack.http("GET", f"/v1.41/containers/{running}/archive?path=/tmp/pipelined.bin")
+    assert got.status_code == 200, got.text
+    with tarfile.open(fileobj=io.BytesIO(got.content)) as tar:
+        member = tar.extractfile("pipelined.bin")
+        assert member is not None and member.read() == data
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"3\r\nabcXY0\r\n\r\n", b"0x3\r\nabc\r\n0\r\n\r\n", b"3\nabc\r\n0\r\n\r\n"],
+    ids=["no-crlf-after-data", "0x-size", "bare-lf"],
+)
+def test_a_chunked_body_framed_loosely_is_a_400_and_ends_the_connection(stack, running, body):
+    """Framing that another reader could end elsewhere is refused, and nothing after it on the
+    connection is taken for a request."""
+    gateway, headers = stack.env["DOCKER_HOST"], stack.headers()
+    with _open(gateway) as sock:
+        started = time.monotonic()
+        _send_head(
+            sock,
+            "PUT",
+            f"/v1.41/containers/{running}/archive?path=/tmp",
+            {**headers, "Content-Type": "application/x-tar", "Transfer-Encoding": "chunked"},
+        )
+        sock.sendall(body + b"GET /_ping HTTP/1.1\r\nHost: docker\r\n\r\n")
+        answer = _read_answer(sock, started, "loose chunks")
+        assert answer is not None and answer.status == 400, answer
+        assert "chunk" in answer.json()["message"].lower(), answer
+        assert _read_answer(sock, started, "after loose chunks") is None  # closed, nothing more
+    _ping_ok(gateway, headers)
+    _daemon_is_free(stack, running)
