@@ -529,9 +529,14 @@ def respond(ctx: Context, instance: store.Instance, upstream: UpstreamResponse) 
 
 
 def _answered_chunked(ctx: Context) -> bool:
-    """Whether gunicorn frames this answer in chunks: one without a length, to an HTTP/1.1
-    client (a 1.0 client gets the bare body, to the connection's end)."""
-    return ctx.resp.content_length is None and ctx.req.env.get("SERVER_PROTOCOL") == "HTTP/1.1"
+    """Whether this answer may go on framed as it came: gunicorn frames it in chunks (one
+    without a length, to an HTTP/1.1 client; a 1.0 client gets the bare body to the connection's
+    end), and its service does not rework the bytes (Context.stream_as_framed)."""
+    return (
+        ctx.stream_as_framed
+        and ctx.resp.content_length is None
+        and ctx.req.env.get("SERVER_PROTOCOL") == "HTTP/1.1"
+    )
 
 
 def _changing(chunks: Iterator[bytes], uuid: str) -> Iterator[bytes]:
