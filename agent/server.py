@@ -4,8 +4,9 @@ Every request must carry the per-agent secret the gateway issued at registration
 (``X-Moorage-Agent-Secret``), each request on a kept connection too; anything else gets 401,
 never reaches dockerd, and ends the connection. An accepted request is passed to the daemon
 with the secret removed, on a connection to dockerd kept between requests, and its answer is
-passed back as it comes, framing and all (relay/framing.py finds where each body ends, so both
-connections can carry the next request). A hijacked answer (attach, exec, BuildKit's session)
+passed back as it comes (relay/framing.py finds where each body ends, so both connections can
+carry the next request): a body of known length as it is, a chunked one with the chunks of each
+piece received joined into one (_pass_on_joined). A hijacked answer (attach, exec, BuildKit's session)
 or one that ends only when the daemon closes is spliced both ways by the relay, and ends the
 connection.
 """

@@ -87,6 +87,11 @@ def agent_pids(docker_endpoint: str) -> list[int]:
     )
 
 
+def every_agent_pid() -> list[int]:
+    """Every agent on this machine (a stream may go through any host's)."""
+    return sorted(pid for pid, args in _cmdlines() if "agent" in args and any("moorage" in a for a in args))
+
+
 def rss_of(pids: list[int]) -> dict[int, int]:
     return {pid: kb for pid in pids if (kb := vm_rss_kb(pid)) is not None}
 

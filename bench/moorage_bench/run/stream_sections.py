@@ -12,7 +12,7 @@ from contextlib import contextmanager
 
 from .common import MB, RSS_MB_PER_GB, SIDES, STREAM_RATIO, BenchError, say
 from .report import median, row
-from .stack import gateway_pids, rss_of
+from .stack import cpu_seconds, every_agent_pid, gateway_pids, rss_of
 
 LONG_WAIT = 900  # seconds a writer container may take (200 MB of 100-byte lines into json-file)
 LINE = "a" * 99  # `yes LINE` prints LINE and a newline: 100-byte lines
@@ -48,9 +48,14 @@ class StreamSections:
         reps = self.p["repeat"]
         mbps: dict[str, list[float]] = {name: [] for name in SIDES}
         cpu: dict[str, list[float]] = {name: [] for name in SIDES}
+        # The relays' CPU per MB through Moorage: steadier than its MB/s, which moves with
+        # whatever else the machine's 2 CPUs run (the ratio is of two such rates).
+        relays = {"gateway": gateway_pids(self.config_path), "agent": every_agent_pid()}
+        relay_cpu: dict[str, list[float]] = {g: [] for g in relays}
         with self.rss_watch():
             for i in range(reps):
                 for name in self.order(i):
+                    before = {g: cpu_seconds(p) for g, p in relays.items()} if name == "moorage" else {}
                     c0 = time.thread_time()
                     try:
                         total, seconds = once(name)
@@ -75,9 +80,14 @@ class StreamSections:
                         raise BenchError(f"{label} via {name}: {total} bytes, expected at least {size}")
                     if name == "moorage":
                         self.streamed_moorage += total
+                        for g, p in relays.items():
+                            relay_cpu[g].append((cpu_seconds(p) - before[g]) * 1000 / (total / MB))
                     mbps[name].append(total / MB / seconds)
         d, m = median(mbps["direct"]), median(mbps["moorage"])
         client = f"client {median(cpu['direct']):.1f}/{median(cpu['moorage']):.1f} ms CPU per MB"
+        client += "; gateway {:.2f} + agent {:.2f} ms CPU per MB".format(
+            *(median(relay_cpu[g]) for g in ("gateway", "agent"))
+        )
         self.rows.append(
             row(
                 "streams",
