@@ -439,33 +439,39 @@ def _pump_body(reader: SocketReader, daemon: socket.socket, end: BodyEnd) -> Non
         raise
 
 
-# Past GATHER_AFTER bytes of an answer, a piece smaller than GATHER_BELOW is followed by a
-# wait of GATHER_SECONDS before the next receive (see _pump_response): never on a short answer.
-GATHER_BELOW = 16 * 1024
-GATHER_AFTER = 64 * 1024
-GATHER_SECONDS = 0.001
-# sendmsg takes at most IOV_MAX (1024) buffers: a joined chunk holds at most this many runs.
-RUNS_PER_CHUNK = 500
+# A piece with more runs of chunk data than this has them copied into one buffer to be sent
+# (see _pass_on_joined); fewer are sent in place (sendmsg takes up to IOV_MAX, 1024, buffers).
+FEW_RUNS = 16
 
 
 def _pass_on_joined(
     buf: bytearray, n: int, end: BodyEnd, source: SocketReader, dst: socket.socket, since: int
 ) -> int:
-    """_pass_on for a chunked answer: the data of every chunk in ``buf`` goes on as one chunk
-    (a few, past RUNS_PER_CHUNK), sent from ``buf`` in place. dockerd writes a log one chunk
-    per line; the gateway then passes on the agent's framing as it comes (relay/upstream.py
-    iter_framed) and the client reads a few large chunks, not a million small ones. This runs
-    on the instance; the gateway's relay stays per piece, not per line. (Trailers, which
-    dockerd never sends, are not passed on.)"""
+    """_pass_on for a chunked answer: the data of every chunk in ``buf`` goes on as one chunk.
+    dockerd writes a log one chunk per line; the gateway then passes on the agent's framing as
+    it comes (relay/upstream.py iter_framed) and the client reads a few large chunks, not a
+    million small ones. This runs on the instance; the gateway's relay stays per piece, not
+    per line. (Trailers, which dockerd never sends, are not passed on.)"""
     runs: list[tuple[int, int]] = []
     used = end.feed(buf, n, runs)
     with memoryview(buf) as view:
-        for first in range(0, len(runs), RUNS_PER_CHUNK):
-            group = runs[first : first + RUNS_PER_CHUNK]
-            size = sum(b - a for a, b in group)
-            send_parts(dst, [b"%x\r\n" % size, *(view[a:b] for a, b in group), b"\r\n"])
-        if end.done:
-            dst.sendall(b"0\r\n\r\n")
+        if len(runs) > FEW_RUNS:
+            # Many small runs (a log's lines): copied together once, which costs less than
+            # handing the kernel one buffer per line.
+            data = b"".join([view[a:b] for a, b in runs])
+            send_parts(dst, (b"%x\r\n" % len(data), data, b"\r\n", b"0\r\n\r\n" if end.done else b""))
+        else:
+            # A few large ones (an archive's, a save's): sent from ``buf`` in place.
+            size = sum(b - a for a, b in runs)
+            send_parts(
+                dst,
+                [
+                    b"%x\r\n" % size if size else b"",
+                    *(view[a:b] for a, b in runs),
+                    b"\r\n" if size else b"",
+                    b"0\r\n\r\n" if end.done else b"",
+                ],
+            )
         if used < n:
             source.unread(bytes(view[used:n]))
     since += used
@@ -480,7 +486,7 @@ def _pump_response(
 ) -> None:
     """The daemon's answer to the gateway, as it comes, until the body's end; with a
     ``watch``, the gateway is watched once the daemon has been silent for a while."""
-    since = streamed = 0
+    since = 0
     patient = watch is not None
     if patient:
         upstream.sock.settimeout(HEAD_PATIENCE)
@@ -501,12 +507,6 @@ def _pump_response(
                     since = _pass_on_joined(buf, n, end, upstream, client, since)
                 else:
                     since = _pass_on(buf, n, end, upstream, client, since)
-                streamed += n
-                if n < GATHER_BELOW and streamed > GATHER_AFTER and not end.done:
-                    # A long stream in small pieces (a log: a chunk and a write per line): a
-                    # moment's wait lets the next receive take many at once, instead of a
-                    # wake-up, a receive and a send per few lines on both hops.
-                    gevent.sleep(GATHER_SECONDS)
     finally:
         if patient:
             upstream.sock.settimeout(None)

@@ -293,6 +293,55 @@ def test_the_agent_serves_many_requests_on_one_connection_and_keeps_the_daemons(
     upstream.close()
 
 
+def test_the_agent_joins_a_logs_one_line_chunks_and_the_connection_goes_on(cooperative):
+    """dockerd writes a log one chunk per line: the agent passes on the same bytes in a few
+    large chunks (what the gateway then passes on as they are), drops the trailer, and both
+    connections carry the next request."""
+    import gevent
+    from gevent import socket as gsocket
+
+    lines = [b"\x01\x00\x00\x00\x00\x00\x00\x0c" + b"line %06d\n" % i for i in range(3000)]
+    log = b"".join(b"%x\r\n%s\r\n" % (len(x), x) for x in lines) + b"0\r\nX-Trailer: t\r\n\r\n"
+
+    def answer(head, body):
+        if b" /logs " in head.split(b"\r\n", 1)[0]:
+            return b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + log
+        return b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+
+    upstream = Upstream(answer)
+    agent, server = agent_for(upstream)
+
+    def gateway():
+        sock = gsocket.create_connection(agent.address)
+        reader = SocketReader(sock)
+        got = []
+        for target in ("/logs", "/next"):
+            sock.sendall(
+                f"GET {target} HTTP/1.1\r\nHost: d\r\nX-Moorage-Agent-Secret: s3cret\r\n\r\n".encode()
+            )
+            response = UpstreamResponse(sock, reader, *parse_head(reader.read_head()), "GET")
+            raw, end = bytearray(), BodyEnd(response.content_length, response.chunked)
+            while not end.done:
+                piece = reader.read_some(65536)
+                assert piece, "the agent closed the connection inside the answer"
+                used = end.feed(piece)
+                raw += piece[:used]
+                reader.unread(piece[used:])
+            got.append(bytes(raw))
+        sock.close()
+        return got
+
+    chunked, after = gevent.spawn(gateway).get(timeout=10)
+    runs: list[tuple[int, int]] = []
+    BodyEnd(chunked=True).feed(chunked, None, runs)
+    assert b"".join(chunked[a:b] for a, b in runs) == b"".join(lines)
+    assert len(runs) < len(lines) // 10  # joined: a few chunks, not one per line
+    assert b"X-Trailer" not in chunked and chunked.endswith(b"\r\n0\r\n\r\n")
+    assert after == b"ok" and upstream.connections == 1
+    server.stop()
+    upstream.close()
+
+
 def test_a_gateway_gone_during_a_long_wait_ends_the_request_at_the_daemon(cooperative):
     import gevent
     from gevent import socket as gsocket
