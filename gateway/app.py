@@ -32,6 +32,7 @@ from gateway import (
 )
 from gateway.context import Context
 from gateway.errors import DockerError, page_not_found, scrubbed
+from gateway.forward import ReadStream
 from gateway.notifications import audit, recorder, sender, webhooks
 from gateway.placement import reaper
 from gateway.routing import Router
@@ -64,6 +65,14 @@ class _ReleasingIterable:
             if on_end is not None:
                 on_end()
             store.release_connection()
+
+
+def _goes_out_chunked(environ, headers) -> bool:
+    """Whether gunicorn sends this answer chunked: no length, to an HTTP/1.1 client (a 1.0
+    client gets the bare body to the connection's end)."""
+    return environ.get("SERVER_PROTOCOL") == "HTTP/1.1" and all(
+        name.lower() != "content-length" for name, _ in headers
+    )
 
 
 # (operation, status) -> the request counter's and the duration histogram's children.
@@ -120,11 +129,13 @@ class Gateway:
     def __call__(self, environ, start_response):
         started = time.monotonic()
         status = ["000"]
+        answer_headers: list = [()]
         rid = logs.begin_request(environ.get("HTTP_X_REQUEST_ID"))
         replay.begin()  # what the answer is made of, if it may be replayed (gateway/replay.py)
 
         def recording_start_response(status_line, headers, exc_info=None):
             status[0] = status_line[:3]
+            answer_headers[0] = headers
             return start_response(status_line, [*headers, (REQUEST_ID_HEADER, rid)], exc_info)
 
         def end_stream():
@@ -156,6 +167,10 @@ class Gateway:
                 result.close()
             store.release_connection()
             raise StopIteration("hijacked connection finished")
+        if isinstance(result, ReadStream) and _goes_out_chunked(environ, answer_headers[0]):
+            # The daemon's chunks as the agent framed them (forward.ReadStream): unwrapped, no
+            # service reworks these bytes, and gunicorn frames this answer in chunks too.
+            result = result.framed()
         streamed = not isinstance(result, list | tuple)
         if environ.get("moorage.stream"):
             if streamed:  # open until gunicorn closes the answer

@@ -31,9 +31,6 @@ class Context:
     # The API versions this request's calls spoke to daemons (gateway/forward.py send): the
     # answer is translated from them to ``version``.
     spoken: list[str] = field(default_factory=list)
-    # Whether a read's chunked answer may reach the client framed as it came (gateway/forward.py
-    # respond): False where the service reworks the streamed bytes itself (stats' names).
-    stream_as_framed: bool = True
     _target: object = field(default=_UNRESOLVED, repr=False)
     _daemon_ref: str = field(default="", repr=False)
 

@@ -514,11 +514,8 @@ def respond(ctx: Context, instance: store.Instance, upstream: UpstreamResponse) 
         return
     if upstream.content_length is not None:
         resp.content_length = upstream.content_length
-    if upstream.has_body and upstream.chunked and ctx.req.method == "GET" and _answered_chunked(ctx):
-        # A read's stream (logs, an archive, a save, events) goes on framed as the agent
-        # framed it, not taken apart to be framed again (relay/upstream.py iter_framed):
-        # the agent joins a log's one-line chunks (agent/server.py _pass_on_joined).
-        resp.stream = _head_first(upstream.iter_framed())
+    if upstream.has_body and upstream.chunked and ctx.req.method == "GET":
+        resp.stream = ReadStream(upstream)
     elif upstream.has_body:
         chunks = upstream.iter_body()
         if ctx.req.method not in ("GET", "HEAD"):
@@ -528,15 +525,25 @@ def respond(ctx: Context, instance: store.Instance, upstream: UpstreamResponse) 
         upstream.close()
 
 
-def _answered_chunked(ctx: Context) -> bool:
-    """Whether this answer may go on framed as it came: gunicorn frames it in chunks (one
-    without a length, to an HTTP/1.1 client; a 1.0 client gets the bare body to the connection's
-    end), and its service does not rework the bytes (Context.stream_as_framed)."""
-    return (
-        ctx.stream_as_framed
-        and ctx.resp.content_length is None
-        and ctx.req.env.get("SERVER_PROTOCOL") == "HTTP/1.1"
-    )
+class ReadStream:
+    """A read's chunked answer (logs, an archive, a save) as ``resp.stream``. Iterated, it is
+    the body's bytes, the framing taken off: what a service that reworks the stream reads
+    (stats' names, services/containers.py). Handed to gunicorn as it is, unwrapped, the
+    gateway sends its pieces framed as the agent framed them instead (``framed``, taken by
+    Gateway.__call__ when the answer goes out chunked): no taking the chunks apart to frame
+    them again; the agent joins a log's one-line chunks (agent/server.py)."""
+
+    def __init__(self, upstream: UpstreamResponse):
+        self.upstream = upstream
+
+    def __iter__(self) -> Iterator[bytes]:
+        return _head_first(self.upstream.iter_body())
+
+    def framed(self) -> Iterator[bytes | Framed]:
+        return _head_first(self.upstream.iter_framed())
+
+    def close(self) -> None:
+        self.upstream.close()
 
 
 def _changing(chunks: Iterator[bytes], uuid: str) -> Iterator[bytes]:

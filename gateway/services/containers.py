@@ -269,7 +269,6 @@ def update(ctx: Context, body, raw: bytes) -> None:
 
 def stats(ctx: Context) -> None:
     """Stats name the container as its daemon does: the tenant reads its own name."""
-    ctx.stream_as_framed = False  # the lines are reworked (names_stripped): bytes, not frames
     to_container(ctx)
     if ctx.resp.stream is not None and ctx.resp.status == 200:
         ctx.resp.content_length = None  # names get shorter: the daemon's length no longer holds
