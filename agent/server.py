@@ -6,7 +6,7 @@ never reaches dockerd, and ends the connection. An accepted request is passed to
 with the secret removed, on a connection to dockerd kept between requests, and its answer is
 passed back as it comes (relay/framing.py finds where each body ends, so both connections can
 carry the next request): a body of known length as it is, a chunked one with the chunks of each
-piece received joined into one (_pass_on_joined). A hijacked answer (attach, exec, BuildKit's session)
+piece received joined into one (_send_joined). A hijacked answer (attach, exec, BuildKit's session)
 or one that ends only when the daemon closes is spliced both ways by the relay, and ends the
 connection.
 """
@@ -403,14 +403,26 @@ def _send_body(reader: SocketReader, daemon: socket.socket, end: BodyEnd):
 
 
 def _pass_on(
-    buf: bytearray, n: int, end: BodyEnd, source: SocketReader, dst: socket.socket, since: int
+    buf: bytearray,
+    n: int,
+    end: BodyEnd,
+    source: SocketReader,
+    dst: socket.socket,
+    since: int,
+    joined: bool = False,
 ) -> int:
     """Send ``dst`` the part of ``buf``'s first ``n`` bytes that belongs to the body and keep
-    the rest (the next message's) in ``source``. Returns the bytes passed on since the greenlet
-    last let the others run, which it does every YIELD_EVERY bytes (relay/upstream.py says why)."""
-    used = end.feed(buf, n)
+    the rest (the next message's) in ``source``: as it came, or ``joined`` (a chunked answer:
+    the data of its chunks in ``buf`` as one chunk, _send_joined). Returns the bytes passed on
+    since the greenlet last let the others run, which it does every YIELD_EVERY bytes
+    (relay/upstream.py says why)."""
+    runs: list[tuple[int, int]] | None = [] if joined else None
+    used = end.feed(buf, n, runs)
     with memoryview(buf) as view:
-        dst.sendall(view[:used])
+        if runs is None:
+            dst.sendall(view[:used])
+        else:
+            _send_joined(dst, view, runs, end.done)
         if used < n:
             source.unread(bytes(view[used:n]))
     since += used
@@ -440,45 +452,27 @@ def _pump_body(reader: SocketReader, daemon: socket.socket, end: BodyEnd) -> Non
 
 
 # A piece with more runs of chunk data than this has them copied into one buffer to be sent
-# (see _pass_on_joined); fewer are sent in place (sendmsg takes up to IOV_MAX, 1024, buffers).
+# (see _send_joined); fewer are sent in place (sendmsg takes up to IOV_MAX, 1024, buffers).
 FEW_RUNS = 16
 
 
-def _pass_on_joined(
-    buf: bytearray, n: int, end: BodyEnd, source: SocketReader, dst: socket.socket, since: int
-) -> int:
-    """_pass_on for a chunked answer: the data of every chunk in ``buf`` goes on as one chunk.
-    dockerd writes a log one chunk per line; the gateway then passes on the agent's framing as
-    it comes (relay/upstream.py iter_framed) and the client reads a few large chunks, not a
-    million small ones. This runs on the instance; the gateway's relay stays per piece, not
-    per line. (Trailers, which dockerd never sends, are not passed on.)"""
-    runs: list[tuple[int, int]] = []
-    used = end.feed(buf, n, runs)
-    with memoryview(buf) as view:
-        if len(runs) > FEW_RUNS:
-            # Many small runs (a log's lines): copied together once, which costs less than
-            # handing the kernel one buffer per line.
-            data = b"".join([view[a:b] for a, b in runs])
-            send_parts(dst, (b"%x\r\n" % len(data), data, b"\r\n", b"0\r\n\r\n" if end.done else b""))
-        else:
-            # A few large ones (an archive's, a save's): sent from ``buf`` in place.
-            size = sum(b - a for a, b in runs)
-            send_parts(
-                dst,
-                [
-                    b"%x\r\n" % size if size else b"",
-                    *(view[a:b] for a, b in runs),
-                    b"\r\n" if size else b"",
-                    b"0\r\n\r\n" if end.done else b"",
-                ],
-            )
-        if used < n:
-            source.unread(bytes(view[used:n]))
-    since += used
-    if since < YIELD_EVERY:
-        return since
-    gevent.sleep(0)
-    return 0
+def _send_joined(dst: socket.socket, view: memoryview, runs: list[tuple[int, int]], last: bool) -> None:
+    """The runs of chunk data of one piece of a chunked answer as one chunk (and the last chunk,
+    if the body ended in it). dockerd writes a log one chunk per line; the gateway then passes on
+    the agent's framing as it comes (relay/upstream.py iter_framed) and the client reads a few
+    large chunks, not a million small ones. This runs on the instance; the gateway's relay
+    stays per piece, not per line. (Trailers, which dockerd never sends, are not passed on.)"""
+    ending = b"0\r\n\r\n" if last else b""
+    if len(runs) > FEW_RUNS:
+        # Many small runs (a log's lines): copied together once, which costs less than handing
+        # the kernel one buffer per line.
+        data = b"".join([view[a:b] for a, b in runs])
+        send_parts(dst, (b"%x\r\n" % len(data), data, b"\r\n", ending))
+        return
+    # A few large ones (an archive's, a save's): sent from the buffer in place.
+    size = sum(b - a for a, b in runs)
+    head, tail = (b"%x\r\n" % size, b"\r\n") if size else (b"", b"")
+    send_parts(dst, [head, *(view[a:b] for a, b in runs), tail, ending])
 
 
 def _pump_response(
@@ -503,10 +497,7 @@ def _pump_response(
                     continue
                 if not n:
                     raise UpstreamError("dockerd closed the connection inside its answer")
-                if end.chunked:
-                    since = _pass_on_joined(buf, n, end, upstream, client, since)
-                else:
-                    since = _pass_on(buf, n, end, upstream, client, since)
+                since = _pass_on(buf, n, end, upstream, client, since, joined=end.chunked)
     finally:
         if patient:
             upstream.sock.settimeout(None)

@@ -60,25 +60,6 @@ class BodyEnd:
         find = data.find
         size_line = SIZE_LINE.match
         while i < n:
-            if self._state == _SIZE and not self._line:
-                # The common case in one step: a whole, well-formed size line (a log stream
-                # has one per 100-byte line, so this is most of the relay's work on it).
-                m = size_line(data, i, n)
-                if m is not None:
-                    size = int(m.group(1), 16)
-                    i = m.end()
-                    if size == 0:
-                        self._state = _TRAILER
-                    elif n - i >= size + 2:
-                        if data[i + size] != 13 or data[i + size + 1] != 10:
-                            raise FramingError("chunk data not followed by CRLF")
-                        if spans is not None:
-                            spans.append((i, i + size))
-                        i += size + 2
-                    else:
-                        self._state = _DATA
-                        self.remaining = size + 2
-                    continue
             if self._state == _DATA:
                 take = min(n - i, self.remaining)
                 if spans is not None and self.remaining > 2:
@@ -96,37 +77,45 @@ class BodyEnd:
                     return i
                 self._state = _SIZE
                 continue
-            newline = find(b"\n", i, min(n, i + MAX_LINE + 1))
-            if newline < 0:
-                self._line += data[i : min(n, i + MAX_LINE + 1)]
-                if len(self._line) > MAX_LINE or n - i > MAX_LINE:
-                    raise FramingError("chunk size or trailer line too long")
-                return n
-            if self._line:
-                self._line += data[i:newline]
-                line = bytes(self._line)
-                self._line.clear()
+            # The common case in one step: a whole, well-formed size line (a log stream has one
+            # per 100-byte line, so this is most of the relay's work on it); else line by line.
+            m = size_line(data, i, n) if self._state == _SIZE and not self._line else None
+            if m is not None:
+                size = int(m.group(1), 16)
+                i = m.end()
             else:
-                line = data[i:newline]
-            i = newline + 1
-            if not line.endswith(b"\r"):
-                raise FramingError(f"chunk line {bytes(line[:40])!r} does not end in CRLF")
-            if self._state == _SIZE:
-                size = chunk_size(line)
-                if size == 0:
-                    self._state = _TRAILER
-                elif n - i >= size + 2:
-                    if data[i + size] != 13 or data[i + size + 1] != 10:
-                        raise FramingError("chunk data not followed by CRLF")
-                    if spans is not None:
-                        spans.append((i, i + size))
-                    i += size + 2  # the chunk and its CRLF, here whole
+                newline = find(b"\n", i, min(n, i + MAX_LINE + 1))
+                if newline < 0:
+                    self._line += data[i : min(n, i + MAX_LINE + 1)]
+                    if len(self._line) > MAX_LINE or n - i > MAX_LINE:
+                        raise FramingError("chunk size or trailer line too long")
+                    return n
+                if self._line:
+                    self._line += data[i:newline]
+                    line = bytes(self._line)
+                    self._line.clear()
                 else:
-                    self._state = _DATA
-                    self.remaining = size + 2  # the chunk, then its CRLF
-            elif not line.strip():  # the blank line after the trailers: the end
-                self.done = True
-                return i
+                    line = data[i:newline]
+                i = newline + 1
+                if not line.endswith(b"\r"):
+                    raise FramingError(f"chunk line {bytes(line[:40])!r} does not end in CRLF")
+                if self._state == _TRAILER:
+                    if not line.strip():  # the blank line after the trailers: the end
+                        self.done = True
+                        return i
+                    continue
+                size = chunk_size(line)
+            if size == 0:
+                self._state = _TRAILER
+            elif n - i >= size + 2:
+                if data[i + size] != 13 or data[i + size + 1] != 10:
+                    raise FramingError("chunk data not followed by CRLF")
+                if spans is not None:
+                    spans.append((i, i + size))
+                i += size + 2  # the chunk and its CRLF, here whole
+            else:
+                self._state = _DATA
+                self.remaining = size + 2  # the chunk, then its CRLF
         return i
 
 

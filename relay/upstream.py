@@ -10,8 +10,9 @@ from __future__ import annotations
 import contextlib
 import socket
 import weakref
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sized
 from dataclasses import dataclass
+from typing import TypeVar
 from urllib.parse import urlparse
 
 import gevent
@@ -47,7 +48,10 @@ MAX_HEAD = 64 * 1024
 YIELD_EVERY = 1024 * 1024
 
 
-def cooperating(pieces: Iterable[bytes]) -> Iterator[bytes]:
+_Piece = TypeVar("_Piece", bound=Sized)
+
+
+def cooperating(pieces: Iterable[_Piece]) -> Iterator[_Piece]:
     """``pieces``, letting the other greenlets run every YIELD_EVERY bytes."""
     since = 0
     for piece in pieces:
@@ -379,36 +383,34 @@ class UpstreamResponse:
         chunk's boundary gets its last chunk here; ended inside a chunk, it is a broken body
         (UpstreamError), as is one the upstream breaks off."""
         _relaying.add(self)
-        end = BodyEnd(chunked=True)
         try:
-            with relay_buffer() as buf, memoryview(buf) as view:
-                since = 0
-                while not end.done:
-                    try:
-                        n = self.reader.read_into(buf)
-                    except OSError:
-                        if not self.ending:
-                            raise
-                        n = 0
-                    if not n:
-                        if self.ending and end.at_boundary:
-                            yield Framed(memoryview(b"0\r\n\r\n"))
-                            return
-                        raise UpstreamError("connection closed inside a chunked body")
-                    used = end.feed(buf, n)
-                    if used < n:
-                        self.reader.unread(bytes(view[used:n]))  # not the body's: kept (see close)
-                    self.complete = end.done
-                    yield Framed(view[:used])
-                    since += used
-                    if since >= YIELD_EVERY:
-                        since = 0
-                        gevent.sleep(0)
+            yield from cooperating(self._framed_pieces())
         except FramingError as exc:
             raise UpstreamError(str(exc)) from None
         finally:
             _relaying.discard(self)
             self.close()
+
+    def _framed_pieces(self) -> Iterator[Framed]:
+        end = BodyEnd(chunked=True)
+        with relay_buffer() as buf, memoryview(buf) as view:
+            while not end.done:
+                try:
+                    n = self.reader.read_into(buf)
+                except OSError:
+                    if not self.ending:
+                        raise
+                    n = 0
+                if not n:
+                    if self.ending and end.at_boundary:
+                        yield Framed(memoryview(b"0\r\n\r\n"))
+                        return
+                    raise UpstreamError("connection closed inside a chunked body")
+                used = end.feed(buf, n)
+                if used < n:
+                    self.reader.unread(bytes(view[used:n]))  # not the body's: kept (see close)
+                self.complete = end.done
+                yield Framed(view[:used])
 
     def _iter_length(self, size: int) -> Iterator[bytes]:
         remaining = self.content_length or 0
