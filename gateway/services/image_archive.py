@@ -85,43 +85,27 @@ class _Gzip:
 
 
 class _Reader:
-    """A file-like ``read(n)`` over an iterator of byte strings, for tarfile's stream mode;
-    keeps the first block it gave out (``head``)."""
+    """Reads over an iterator of byte strings (the request's body): whole blocks for tarfile's
+    header parser (``read_exactly``), a member's data in the pieces they came in
+    (``read_piece``); keeps the first block it gave out (``head``)."""
 
     def __init__(self, chunks: Iterator[bytes]):
         self._it = chunks
         self._buf = bytearray()
         self.head = b""
 
-    def read(self, n: int = -1) -> bytes:
-        if n > 0 and not self._buf:
-            return self._next_piece(n)
-        while n < 0 or len(self._buf) < n:
+    def read_exactly(self, n: int) -> bytes:
+        """``n`` bytes, fewer only at the stream's end (a header, a name file)."""
+        while len(self._buf) < n:
             try:
                 chunk = next(self._it)
             except StopIteration:
                 break
             self._buf.extend(chunk)
-        take = len(self._buf) if n < 0 else min(n, len(self._buf))
-        out = bytes(self._buf[:take])
-        del self._buf[:take]
+        out = bytes(self._buf[:n])
+        del self._buf[:n]
         self._keep_head(out)
         return out
-
-    def read_exactly(self, n: int) -> bytes:
-        """``n`` bytes, fewer only at the stream's end (a header, a name file)."""
-        out = self.read(n)
-        if len(out) == n or not out:
-            return out
-        parts = [out]
-        got = len(out)
-        while got < n:
-            more = self.read(n - got)
-            if not more:
-                break
-            parts.append(more)
-            got += len(more)
-        return b"".join(parts)
 
     def read_piece(self, n: int) -> bytes:
         """Up to ``n`` bytes as they came: what is buffered, else the next piece (a member's
@@ -136,7 +120,7 @@ class _Reader:
 
     def _next_piece(self, n: int) -> bytes:
         """Nothing buffered: the next piece as it came, up to ``n`` bytes, not joined to a buffer
-        and cut out of it again (tarfile's stream reads again for the rest of what it wants)."""
+        and cut out of it again (the rest of a larger piece stays buffered)."""
         for chunk in self._it:
             if not chunk:
                 continue

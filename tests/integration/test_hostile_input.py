@@ -93,9 +93,12 @@ class _Reader:
         return data
 
 
-def _read_answer(sock: socket.socket, started: float, what: str) -> Answer | None:
-    """The response on ``sock``, or None if the gateway closed the connection without one."""
-    reader = _Reader(sock, started, what)
+def _read_answer(
+    sock: socket.socket, started: float, what: str, reader: _Reader | None = None
+) -> Answer | None:
+    """The response on ``sock``, or None if the gateway closed the connection without one;
+    answers to requests sent one behind the other are read with one ``reader``."""
+    reader = reader or _Reader(sock, started, what)
     try:
         status_line = reader.line()
         headers = {}
@@ -426,23 +429,12 @@ def test_an_upload_and_the_request_after_it_on_one_connection(stack, running, fr
     )
     with _open(gateway) as sock:
         started = time.monotonic()
-        _send_head(
-            sock,
-            "PUT",
-            f"/v1.41/containers/{running}/archive?path=/tmp",
-            {**headers, "Content-Type": "application/x-tar", **extra},
-        )
+        extra["Content-Type"] = "application/x-tar"
+        _send_head(sock, "PUT", f"/v1.41/containers/{running}/archive?path=/tmp", {**headers, **extra})
         sock.sendall(body + ping + b"\r\n")  # the next request right behind the body
         reader = _Reader(sock, started, "pipelined")
-        answers = []
-        for _ in range(2):
-            status = int(reader.line().split()[1])
-            fields = {}
-            while line := reader.line():
-                name, _, value = line.decode("latin-1").partition(":")
-                fields[name.strip().lower()] = value.strip()
-            answers.append((status, reader.exactly(int(fields.get("content-length", "0")))))
-    assert answers == [(200, b""), (200, b"OK")], answers
+        answers = [_read_answer(sock, started, "pipelined", reader) for _ in range(2)]
+    assert [(a.status, a.body) if a else None for a in answers] == [(200, b""), (200, b"OK")], answers
     # And the file is what was sent: read back through the gateway (an archive's answer is
     # passed on framed as it came), compared byte for byte.
     got = stack.http("GET", f"/v1.41/containers/{running}/archive?path=/tmp/pipelined.bin")
@@ -463,12 +455,8 @@ def test_a_chunked_body_framed_loosely_is_a_400_and_ends_the_connection(stack, r
     gateway, headers = stack.env["DOCKER_HOST"], stack.headers()
     with _open(gateway) as sock:
         started = time.monotonic()
-        _send_head(
-            sock,
-            "PUT",
-            f"/v1.41/containers/{running}/archive?path=/tmp",
-            {**headers, "Content-Type": "application/x-tar", "Transfer-Encoding": "chunked"},
-        )
+        extra = {"Content-Type": "application/x-tar", "Transfer-Encoding": "chunked"}
+        _send_head(sock, "PUT", f"/v1.41/containers/{running}/archive?path=/tmp", {**headers, **extra})
         sock.sendall(body + b"GET /_ping HTTP/1.1\r\nHost: docker\r\n\r\n")
         answer = _read_answer(sock, started, "loose chunks")
         assert answer is not None and answer.status == 400, answer
