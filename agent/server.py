@@ -5,8 +5,8 @@ Every request must carry the per-agent secret the gateway issued at registration
 never reaches dockerd, and ends the connection. An accepted request is passed to the daemon
 with the secret removed, on a connection to dockerd kept between requests, and its answer is
 passed back as it comes (relay/framing.py finds where each body ends, so both connections can
-carry the next request): a body of known length as it is, a chunked one with the chunks of each
-piece received joined into one (_send_joined). A hijacked answer (attach, exec, BuildKit's session)
+carry the next request): a body of known length as it is, a chunked one with its chunks gathered
+into large ones (_Gathered). A hijacked answer (attach, exec, BuildKit's session)
 or one that ends only when the daemon closes is spliced both ways by the relay, and ends the
 connection.
 """
@@ -18,6 +18,7 @@ import hmac
 import json
 import logging
 import socket
+import time
 from dataclasses import dataclass, field
 
 import gevent
@@ -409,20 +410,21 @@ def _pass_on(
     source: SocketReader,
     dst: socket.socket,
     since: int,
-    joined: bool = False,
+    gathered: _Gathered | None = None,
 ) -> int:
     """Send ``dst`` the part of ``buf``'s first ``n`` bytes that belongs to the body and keep
-    the rest (the next message's) in ``source``: as it came, or ``joined`` (a chunked answer:
-    the data of its chunks in ``buf`` as one chunk, _send_joined). Returns the bytes passed on
-    since the greenlet last let the others run, which it does every YIELD_EVERY bytes
+    the rest (the next message's) in ``source``: as it came, or, for a chunked answer, the data
+    of its chunks to ``gathered`` (which sends them on joined, _Gathered). Returns the bytes
+    passed on since the greenlet last let the others run, which it does every YIELD_EVERY bytes
     (relay/upstream.py says why)."""
-    runs: list[tuple[int, int]] | None = [] if joined else None
+    runs: list[tuple[int, int]] | None = None if gathered is None else []
     used = end.feed(buf, n, runs)
     with memoryview(buf) as view:
         if runs is None:
             dst.sendall(view[:used])
         else:
-            _send_joined(dst, view, runs, end.done)
+            assert gathered is not None
+            gathered.take(view, runs, end.done)
         if used < n:
             source.unread(bytes(view[used:n]))
     since += used
@@ -451,55 +453,102 @@ def _pump_body(reader: SocketReader, daemon: socket.socket, end: BodyEnd) -> Non
         raise
 
 
-# A piece with more runs of chunk data than this has them copied into one buffer to be sent
-# (see _send_joined); fewer are sent in place (sendmsg takes up to IOV_MAX, 1024, buffers).
+# A piece with more runs of chunk data than this is copied, never sent in place (sendmsg takes
+# up to IOV_MAX, 1024, buffers, and one per line costs more than the copy).
 FEW_RUNS = 16
+# A chunked answer's data is gathered to be sent on in chunks of about this size (_Gathered)...
+GATHER_BYTES = 64 * 1024
+# ...unless the daemon pauses this long (the end of a burst: what `logs -f` shows as it
+# happens goes on at once)...
+GATHER_PAUSE = 0.001
+# ...or the oldest byte gathered has waited this long (a stream that trickles without pause).
+GATHER_AGE = 0.005
 
 
-def _send_joined(dst: socket.socket, view: memoryview, runs: list[tuple[int, int]], last: bool) -> None:
-    """The runs of chunk data of one piece of a chunked answer as one chunk (and the last chunk,
-    if the body ended in it). dockerd writes a log one chunk per line; the gateway then passes on
-    the agent's framing as it comes (relay/upstream.py iter_framed) and the client reads a few
-    large chunks, not a million small ones. This runs on the instance; the gateway's relay
-    stays per piece, not per line. (Trailers, which dockerd never sends, are not passed on.)"""
-    ending = b"0\r\n\r\n" if last else b""
-    if len(runs) > FEW_RUNS:
-        # Many small runs (a log's lines): copied together once, which costs less than handing
-        # the kernel one buffer per line.
-        data = b"".join([view[a:b] for a, b in runs])
-        send_parts(dst, (b"%x\r\n" % len(data), data, b"\r\n", ending))
-        return
-    # A few large ones (an archive's, a save's): sent from the buffer in place.
-    size = sum(b - a for a, b in runs)
-    head, tail = (b"%x\r\n" % size, b"\r\n") if size else (b"", b"")
-    send_parts(dst, [head, *(view[a:b] for a, b in runs), tail, ending])
+class _Gathered:
+    """The data of a chunked answer's pieces, sent on to the gateway as one chunk per
+    GATHER_BYTES or so. dockerd writes a log one chunk per line and one write per chunk, and
+    its socket holds only a few hundred of them (each small write costs the kernel a buffer
+    of its own), so the agent must read often: a piece is 5-10 KB of a log. Sending each
+    on was a pass through TCP (and the veth into the instance) for the gateway too, per piece;
+    gathered, the gateway reads large chunks and passes them on as they are
+    (relay/upstream.py iter_framed), and the client reads a few large chunks, not a million
+    small ones. The agent goes on reading while it gathers (waiting instead stalled dockerd),
+    and sends what it has when the daemon pauses, when it has waited GATHER_AGE, or at the
+    answer's end. Large pieces (an archive's, a save's) go on from the receive buffer in
+    place. Trailers, which dockerd never sends, are not passed on."""
+
+    def __init__(self, dst: socket.socket):
+        self.dst = dst
+        self.data = bytearray()
+        self.since = 0.0  # when the oldest byte in ``data`` came
+
+    def take(self, view: memoryview, runs: list[tuple[int, int]], last: bool) -> None:
+        """The runs of chunk data of one piece (in ``view``); ``last``: the answer ends in it."""
+        data = self.data
+        if not data and len(runs) <= FEW_RUNS:
+            size = sum(b - a for a, b in runs)
+            if size >= GATHER_BYTES or last:
+                head, tail = (b"%x\r\n" % size, b"\r\n") if size else (b"", b"")
+                send_parts(self.dst, [head, *(view[a:b] for a, b in runs), tail, _ending(last)])
+                return
+        if not data:
+            self.since = time.monotonic()
+        for a, b in runs:
+            data += view[a:b]
+        if last or len(data) >= GATHER_BYTES or time.monotonic() - self.since >= GATHER_AGE:
+            self.send(last)
+
+    @property
+    def waiting(self) -> bool:
+        return bool(self.data)
+
+    def send(self, last: bool = False) -> None:
+        """What is gathered as one chunk (and the last chunk, if ``last``)."""
+        data = self.data
+        head, tail = (b"%x\r\n" % len(data), b"\r\n") if data else (b"", b"")
+        send_parts(self.dst, (head, data, tail, _ending(last)))
+        data.clear()
+
+
+def _ending(last: bool) -> bytes:
+    return b"0\r\n\r\n" if last else b""
 
 
 def _pump_response(
     upstream: SocketReader, client: socket.socket, end: BodyEnd, watch: _GatewayWatch | None
 ) -> None:
-    """The daemon's answer to the gateway, as it comes, until the body's end; with a
-    ``watch``, the gateway is watched once the daemon has been silent for a while."""
+    """The daemon's answer to the gateway, as it comes (a chunked one gathered, _Gathered),
+    until the body's end; with a ``watch``, the gateway is watched once the daemon has been
+    silent for a while."""
     since = 0
-    patient = watch is not None
-    if patient:
-        upstream.sock.settimeout(HEAD_PATIENCE)
+    gathered = _Gathered(client) if end.chunked else None
+    # The receive's timeout: a pause ends a gathering; a long silence starts the watch.
+    patience = HEAD_PATIENCE if watch is not None else None
+    timeout = None
     try:
         with relay_buffer() as buf:
             while not end.done:
+                wait = GATHER_PAUSE if gathered is not None and gathered.waiting else patience
+                if wait != timeout:
+                    upstream.sock.settimeout(wait)
+                    timeout = wait
                 try:
                     n = upstream.read_into(buf)
                 except TimeoutError:
-                    if watch is None:
+                    if gathered is not None and gathered.waiting:
+                        gathered.send()
+                    elif watch is not None:
+                        watch.start()
+                        patience = None
+                    else:
                         raise
-                    watch.start()
-                    upstream.sock.settimeout(None)
                     continue
                 if not n:
                     raise UpstreamError("dockerd closed the connection inside its answer")
-                since = _pass_on(buf, n, end, upstream, client, since, joined=end.chunked)
+                since = _pass_on(buf, n, end, upstream, client, since, gathered)
     finally:
-        if patient:
+        if timeout is not None:
             upstream.sock.settimeout(None)
 
 

@@ -342,6 +342,110 @@ def test_the_agent_joins_a_logs_one_line_chunks_and_the_connection_goes_on(coope
     upstream.close()
 
 
+def _trickling_daemon(lines: list[bytes], between) -> tuple[Endpoint, socket.socket]:
+    """A daemon that answers one request with ``lines`` one chunk (and one write) each,
+    calling ``between(i)`` before line ``i``: a log as dockerd writes it, at its own pace."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+
+    def daemon():
+        conn, _ = listener.accept()
+        conn.recv(65536)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for i, line in enumerate(lines):
+            between(i)
+            conn.sendall(b"%x\r\n%s\r\n" % (len(line), line))
+        conn.sendall(b"0\r\n\r\n")
+        conn.recv(65536)
+        conn.close()
+
+    threading.Thread(target=daemon, daemon=True).start()
+    return Endpoint.parse(f"tcp://127.0.0.1:{listener.getsockname()[1]}"), listener
+
+
+def _read_chunks_as_they_come(port: int, seen) -> bytes:
+    """The gateway's side: one GET to the agent; ``seen(data so far)`` after every piece."""
+    from gevent import socket as gsocket
+
+    sock = gsocket.create_connection(("127.0.0.1", port))
+    sock.sendall(b"GET /logs HTTP/1.1\r\nHost: d\r\nX-Moorage-Agent-Secret: s3cret\r\n\r\n")
+    reader = SocketReader(sock)
+    response = UpstreamResponse(sock, reader, *parse_head(reader.read_head()), "GET")
+    raw, data, end = bytearray(), bytearray(), BodyEnd(chunked=response.chunked)
+    while not end.done:
+        piece = reader.read_some(65536)
+        assert piece, "the agent closed the connection inside the answer"
+        runs: list[tuple[int, int]] = []
+        end.feed(piece, None, runs)
+        raw += piece
+        data += b"".join(piece[a:b] for a, b in runs)
+        seen(bytes(data))
+    sock.close()
+    return bytes(data)
+
+
+def test_the_agent_sends_what_it_gathered_when_the_daemon_pauses(cooperative):
+    """A log's lines are gathered into large chunks, but a pause in the daemon's writing (what
+    `logs -f` shows as it happens) sends what was gathered at once: here the daemon writes
+    ten lines, then waits until the gateway has them before it writes the rest."""
+    import gevent
+
+    lines = [b"line %02d\n" % i for i in range(20)]
+    first_ten = threading.Event()
+    waited: list[bool] = []
+
+    def between(i):
+        if i == 10:
+            waited.append(first_ten.wait(10))
+
+    daemon, listener = _trickling_daemon(lines, between)
+    proxy = AgentProxy(daemon, "uuid-test")
+    proxy.secret = "s3cret"
+    server = serve(("127.0.0.1", 0), proxy)
+
+    def seen(data):
+        if data.startswith(b"".join(lines[:10])):
+            first_ten.set()
+
+    got = gevent.spawn(_read_chunks_as_they_come, server.server_port, seen).get(timeout=20)
+    assert got == b"".join(lines)
+    assert waited == [True], "the first ten lines were held until the daemon went on"
+    server.stop()
+    listener.close()
+
+
+def test_the_agent_holds_gathered_data_a_few_milliseconds_at_most(cooperative, monkeypatch):
+    """A stream that trickles without a pause long enough to send what was gathered (the
+    pause made endless here) is still sent on as it goes (GATHER_AGE), not held to the end."""
+    import gevent
+
+    monkeypatch.setattr("agent.server.GATHER_PAUSE", 3600.0)
+    lines = [b"line %03d\n" % i for i in range(200)]
+    last_written = threading.Event()
+    early: list[bytes] = []
+
+    def between(i):
+        time.sleep(0.002)
+        if i == len(lines) - 1:
+            last_written.set()
+
+    daemon, listener = _trickling_daemon(lines, between)
+    proxy = AgentProxy(daemon, "uuid-test")
+    proxy.secret = "s3cret"
+    server = serve(("127.0.0.1", 0), proxy)
+
+    def seen(data):
+        if not last_written.is_set():
+            early.append(data)
+
+    got = gevent.spawn(_read_chunks_as_they_come, server.server_port, seen).get(timeout=30)
+    assert got == b"".join(lines)
+    assert early, "nothing reached the gateway before the daemon's last line"
+    server.stop()
+    listener.close()
+
+
 def test_a_gateway_gone_during_a_long_wait_ends_the_request_at_the_daemon(cooperative):
     import gevent
     from gevent import socket as gsocket
