@@ -152,7 +152,7 @@ def limits(project: str, settings) -> dict[str, int | None]:
     """{resource: limit or None (unlimited)}: the project's own values over the defaults."""
     merged: dict[str, int | None] = {r: None for r in RESOURCES}
     merged.update(defaults(settings))
-    for row in store.Quota.select().where(store.Quota.project == project):
+    for row in store.quota_rows(project):
         if row.resource in merged:
             merged[row.resource] = row.value
     return {r: (v if v is not None and v >= 0 else None) for r, v in merged.items()}

@@ -35,6 +35,7 @@ import logging
 import secrets
 import time
 import uuid as _uuid
+from collections.abc import Callable
 
 import peewee
 
@@ -191,9 +192,9 @@ def place(request: scheduler.PlacementRequest, settings) -> scheduler.Placement:
     began = store.utcnow()
     outcome = "error"
     try:
-        placement = _place(request, settings)
+        # Its own events are recorded in the decision's transaction, with its reservation.
+        placement = _place(request, settings, lambda placement: _tell_placed(request, placement, began))
         outcome = "placed"
-        _tell_placed(request, placement, began)
         return placement
     except DockerError:
         outcome = "refused"
@@ -214,14 +215,18 @@ def _tell_placed(request: scheduler.PlacementRequest, placement: scheduler.Place
         )
 
 
-def _place(request: scheduler.PlacementRequest, settings) -> scheduler.Placement:
+def _place(
+    request: scheduler.PlacementRequest,
+    settings,
+    on_placed: Callable[[scheduler.Placement], None] | None = None,
+) -> scheduler.Placement:
     """Placement with a pool that may grow. The scheduler decides in its one transaction;
     when no instance has room for an unpinned request and the provider can add one, the pool
     claims a slot on a booting instance in that same transaction (``claim``). Then it boots
     the instance (if this create started it), waits for its agent, and places again."""
     provider = provider_for(settings)
     if request.pinned or not provider.can_grow:
-        return scheduler.place(request, settings)
+        return scheduler.place(request, settings, on_placed=on_placed)
     deadline = time.monotonic() + provider.boot_timeout
     owner = request.project if scheduler.dedicated(settings) else None  # whose instance a boot is
     claimed: list[tuple[str, str | None]] = []  # (member, secret) of this attempt's claim
@@ -229,7 +234,7 @@ def _place(request: scheduler.PlacementRequest, settings) -> scheduler.Placement
     while True:
         if not first and time.monotonic() > deadline:
             try:
-                return scheduler.place(request, settings)
+                return scheduler.place(request, settings, on_placed=on_placed)
             except DockerError as exc:
                 if exc.status != 503:
                     raise
@@ -242,7 +247,10 @@ def _place(request: scheduler.PlacementRequest, settings) -> scheduler.Placement
         first = False
         claimed.clear()
         placement = scheduler.place(
-            request, settings, when_full=lambda: claimed.append(claim(provider, settings, owner))
+            request,
+            settings,
+            when_full=lambda: claimed.append(claim(provider, settings, owner)),
+            on_placed=on_placed,
         )
         if placement is not None:
             return placement

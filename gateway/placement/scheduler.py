@@ -206,11 +206,24 @@ def claim(instance: store.Instance, project: str, settings) -> bool:
 
 
 @overload
-def place(request: PlacementRequest, settings, when_full: None = None) -> Placement: ...
-@overload
-def place(request: PlacementRequest, settings, when_full: Callable[[], None]) -> Placement | None: ...
 def place(
-    request: PlacementRequest, settings, when_full: Callable[[], None] | None = None
+    request: PlacementRequest,
+    settings,
+    when_full: None = None,
+    on_placed: Callable[[Placement], None] | None = None,
+) -> Placement: ...
+@overload
+def place(
+    request: PlacementRequest,
+    settings,
+    when_full: Callable[[], None],
+    on_placed: Callable[[Placement], None] | None = None,
+) -> Placement | None: ...
+def place(
+    request: PlacementRequest,
+    settings,
+    when_full: Callable[[], None] | None = None,
+    on_placed: Callable[[Placement], None] | None = None,
 ) -> Placement | None:
     """Check the project's container quotas, choose an instance and reserve a slot on it,
     atomically: one transaction that no other placement which could take the same name, quota
@@ -220,7 +233,10 @@ def place(
     ``when_full`` (the instance pool, gateway/placement/pool.py): when no instance has room
     for an unpinned request that passed the name and quota checks, it runs inside this same
     transaction instead of the 503 (the pool claims a slot on a booting instance), and place
-    returns None: "every instance is full" and "add one" are one decision."""
+    returns None: "every instance is full" and "add one" are one decision.
+
+    ``on_placed`` runs in the transaction once the slot is reserved (the pool records its own
+    events there: they commit with the reservation, in its one round trip)."""
     order = STRATEGIES.get(settings.placement.strategy, STRATEGIES["fill"])
     default_capacity = settings.placement.capacity
     reservation_id = RESERVATION_PREFIX + _uuid.uuid4().hex
@@ -229,8 +245,7 @@ def place(
         if request.name:
             # Names are the project's across every instance: checked and reserved here, in the
             # same transaction, so two creates of one name cannot both pass.
-            C = store.Container
-            holder = C.select(C.id).where((C.project == request.project) & (C.name == request.name)).scalar()
+            holder = store.name_holder(request.project, request.name)
             if holder is not None:
                 raise name_conflict(request.name, holder)
         if not request.probe:
@@ -298,16 +313,22 @@ def place(
                     "you no longer need, or ask the operator for more capacity",
                 )
         if not request.probe:
-            store.Container.insert(
-                id=reservation_id,
-                project=request.project,
-                name=request.name,
-                instance=chosen.uuid,
-                labels=None,
-                memory=request.memory,
-                nano_cpus=request.nano_cpus,
-            ).execute()
-    return Placement(chosen, reservation_id, request.memory, request.nano_cpus)
+            # Its answer is not read: it goes with the commit (store.with_commit).
+            store.with_commit(
+                store.Container.insert(
+                    id=reservation_id,
+                    project=request.project,
+                    name=request.name,
+                    instance=chosen.uuid,
+                    labels=None,
+                    memory=request.memory,
+                    nano_cpus=request.nano_cpus,
+                )
+            )
+        placement = Placement(chosen, reservation_id, request.memory, request.nano_cpus)
+        if on_placed is not None:
+            on_placed(placement)
+    return placement
 
 
 def _ports_taken(request: PlacementRequest) -> DockerError:

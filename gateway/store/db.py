@@ -153,6 +153,58 @@ class PooledStore(PooledPostgresqlDatabase):
     A transaction left open, or a status psycopg2 does not know, is left to peewee's check
     (a rollback, or the connection discarded)."""
 
+    # -- statements sent with the next one ---------------------------------------------------
+    # A transaction's BEGIN, and what it takes before its first read (an advisory lock, a SET
+    # LOCAL), have no answer anyone reads: each was a round trip of its own, two or three of
+    # a placement decision's eight (bench/scale). They wait here and go with the transaction's
+    # next statement, in one query string (PostgreSQL runs its statements in order, and the
+    # block BEGIN opens stays open after it); a transaction that sends nothing sends no BEGIN.
+    # Kept with the greenlet's connection state, so each request has its own.
+
+    def _deferred(self) -> list[tuple[str, tuple]]:
+        state = self._state  # pyright: ignore[reportAttributeAccessIssue] (peewee keeps it private)
+        pending = getattr(state, "deferred", None)
+        if pending is None or getattr(state, "deferred_conn", None) is not state.conn:
+            pending = state.deferred = []  # pyright: ignore[reportAttributeAccessIssue]
+            state.deferred_conn = state.conn  # pyright: ignore[reportAttributeAccessIssue]
+        return pending
+
+    def defer(self, sql: str, params: tuple = ()) -> None:
+        """Send ``sql`` (no result read) with the next statement of this transaction."""
+        self._deferred().append((sql, tuple(params)))
+
+    def begin(self, isolation_level=None):
+        if isolation_level is not None or getattr(self, "_isolation_level", None):
+            return super().begin(isolation_level)
+        if self.is_closed():
+            self.connect()
+        pending = self._deferred()
+        pending.clear()
+        pending.append(("BEGIN", ()))
+
+    def execute_sql(self, sql, params=None):
+        pending = self._deferred() if not self.is_closed() else None
+        if pending:
+            # One string, its parameters in order (psycopg2 interpolates them client-side).
+            sql = "; ".join([*(s for s, _ in pending), sql])
+            params = tuple(p for _, ps in pending for p in ps) + tuple(params or ())
+            pending.clear()
+        return super().execute_sql(sql, params)
+
+    def commit(self):
+        pending = self._deferred() if not self.is_closed() else []
+        if pending == [("BEGIN", ())]:
+            pending.clear()  # nothing was sent: nothing to commit
+            return
+        self.execute_sql("COMMIT")
+
+    def rollback(self):
+        pending = self._deferred() if not self.is_closed() else []
+        began = bool(pending) and pending[0] == ("BEGIN", ())
+        pending.clear()
+        if not began:  # else the transaction never reached the server: nothing to undo
+            super().rollback()
+
     def _is_closed(self, conn):
         if conn.closed:
             return True
@@ -232,7 +284,9 @@ def unhurried_commit() -> Iterator[None]:
     queued behind. On SQLite, a plain transaction."""
     db = database.obj
     with db.atomic():
-        if not isinstance(db, peewee.SqliteDatabase):
+        if isinstance(db, PooledStore):
+            db.defer("SET LOCAL synchronous_commit = off")
+        elif not isinstance(db, peewee.SqliteDatabase):
             db.execute_sql("SET LOCAL synchronous_commit = off")
         yield
 
@@ -261,7 +315,26 @@ def advisory_lock(lock_key: int | tuple[int, int]) -> None:
     if not is_postgres(db):
         return
     keys = lock_key if isinstance(lock_key, tuple) else (lock_key,)
-    db.execute_sql(f"SELECT pg_advisory_xact_lock({', '.join(['%s'] * len(keys))})", keys)
+    sql = f"SELECT pg_advisory_xact_lock({', '.join(['%s'] * len(keys))})"
+    if isinstance(db, PooledStore) and db.in_transaction():
+        # Taken with the transaction's next statement, before it runs (PooledStore.defer).
+        db.defer(sql, keys)
+    else:
+        db.execute_sql(sql, keys)
+
+
+def with_commit(query: peewee.Query) -> None:
+    """A write whose answer no one reads (a row inserted, an event recorded), made inside the
+    caller's transaction: on PostgreSQL it goes with the transaction's next statement, its
+    commit most often, rather than on a round trip of its own (PooledStore.defer). It is still
+    made before anything after it in the transaction, and a failure fails the transaction at
+    that statement. Outside a transaction, and on SQLite, it is made at once."""
+    db = database.obj
+    if isinstance(db, PooledStore) and db.in_transaction():
+        sql, params = query.sql()
+        db.defer(sql, tuple(params))
+    else:
+        query.execute()
 
 
 def release_connection() -> None:

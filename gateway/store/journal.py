@@ -24,6 +24,7 @@ import time
 
 import peewee
 
+from gateway.store.db import with_commit
 from gateway.store.models import BaseModel, JSONField, utcnow
 
 
@@ -124,15 +125,18 @@ def event_digest(raw: str) -> str:
 
 
 def record_events(rows: list[tuple[str, str, int, str]]) -> None:
-    """(project, instance, time_nano, raw event) rows; an event already recorded is skipped."""
+    """(project, instance, time_nano, raw event) rows; an event already recorded is skipped.
+    Inside a transaction (a placement's own event), written with its commit (with_commit)."""
     if not rows:
         return
-    EventRecord.insert_many(
-        [
-            {"project": p, "instance": i, "time_nano": t, "digest": event_digest(raw), "event": raw}
-            for p, i, t, raw in rows
-        ]
-    ).on_conflict_ignore().execute()
+    with_commit(
+        EventRecord.insert_many(
+            [
+                {"project": p, "instance": i, "time_nano": t, "digest": event_digest(raw), "event": raw}
+                for p, i, t, raw in rows
+            ]
+        ).on_conflict_ignore()
+    )
 
 
 def record_event(project: str, instance: str, nano: int, raw: str) -> bool:
