@@ -367,15 +367,18 @@ def confirm(
     *,
     publishes: bool | None = None,
 ) -> None:
-    """Turn the reservation into the container's row."""
+    """Turn the reservation into the container's row: one round trip on PostgreSQL (no
+    answer is read: each write goes with the COMMIT, store.with_commit)."""
     with store.write_transaction():
-        store.Container.delete().where(store.Container.id == placement.reservation_id).execute()
+        store.with_commit(store.Container.delete().where(store.Container.id == placement.reservation_id))
         # The daemon accepted this name, so any older row holding it is stale.
-        store.Container.delete().where(
-            (store.Container.project == project)
-            & (store.Container.name == name)
-            & (store.Container.instance == placement.instance.uuid)
-        ).execute()
+        store.with_commit(
+            store.Container.delete().where(
+                (store.Container.project == project)
+                & (store.Container.name == name)
+                & (store.Container.instance == placement.instance.uuid)
+            )
+        )
         # An upsert both SQLite and PostgreSQL speak (a heartbeat may have adopted it already).
         C = store.Container
         row = {
@@ -387,4 +390,6 @@ def confirm(
             C.nano_cpus: placement.nano_cpus,
             C.publishes: publishes,
         }
-        C.insert({C.id: container_id, **row}).on_conflict(conflict_target=[C.id], update=row).execute()
+        store.with_commit(
+            C.insert({C.id: container_id, **row}).on_conflict(conflict_target=[C.id], update=row)
+        )
