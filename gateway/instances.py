@@ -349,8 +349,10 @@ def heartbeat(uuid: str, presented: str, data: dict, settings=None) -> None:
                 store.Instance.capacity: instance.capacity,
             }
         )
-    with store.unhurried_commit():  # the next heartbeat writes it again (store/db.py)
-        store.Instance.update(fields).where(store.Instance.uuid == uuid).execute()
+    # The next heartbeat writes it again (store/db.py); on PostgreSQL one round trip: BEGIN,
+    # SET LOCAL, the update and the COMMIT in one query string (store.with_commit).
+    with store.unhurried_commit():
+        store.with_commit(store.Instance.update(fields).where(store.Instance.uuid == uuid))
     if isinstance(data.get("containers"), list):
         dedicated = settings is not None and settings.placement.tenancy != "shared"
         reconcile(instance, data["containers"], dedicated=dedicated)
@@ -393,19 +395,21 @@ def reconcile(instance: store.Instance, on_daemon: list[dict], *, dedicated: boo
         known = {row.id: row for row in C.select().where(C.instance == instance.uuid)}
         gone = [cid for cid, row in known.items() if cid not in present and row.created_at < horizon]
         if gone:
-            C.delete().where(C.id.in_(gone)).execute()
+            store.with_commit(C.delete().where(C.id.in_(gone)))
         adopted = [c for cid, c in daemon.items() if cid not in known]
         for c in adopted:
             daemon_name = c.get("name", "")
             tenant_name = names.to_tenant(c["project"], daemon_name)
-            C.insert(
-                id=c["id"],
-                project=c["project"],
-                name=tenant_name,
-                daemon_name=daemon_name if tenant_name == daemon_name else None,
-                instance=instance.uuid,
-                labels=c.get("labels") or None,
-            ).on_conflict_ignore().execute()
+            store.with_commit(
+                C.insert(
+                    id=c["id"],
+                    project=c["project"],
+                    name=tenant_name,
+                    daemon_name=daemon_name if tenant_name == daemon_name else None,
+                    instance=instance.uuid,
+                    labels=c.get("labels") or None,
+                ).on_conflict_ignore()
+            )
     return {"dropped": len(gone), "adopted": len(adopted)}
 
 

@@ -9,12 +9,9 @@ from gateway.instances import RECONCILE_GRACE, reconcile
 
 
 @pytest.fixture
-def instance(tmp_path):
-    store.init(
-        config.Settings(
-            gateway=config.GatewaySettings(database=f"sqlite:///{tmp_path}/m.db")
-        ).gateway.database
-    )
+def instance(db_url):
+    """On SQLite and on PostgreSQL (where reconcile's writes go with its COMMIT)."""
+    store.init(config.Settings(gateway=config.GatewaySettings(database=db_url)).gateway.database)
     return store.Instance.create(uuid="i1", agent_url="tcp://127.0.0.1:1", agent_secret="s", position=1)
 
 
