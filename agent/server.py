@@ -489,8 +489,7 @@ class _Gathered:
         if not data and len(runs) <= FEW_RUNS:
             size = sum(b - a for a, b in runs)
             if size >= GATHER_BYTES or last:
-                head, tail = (b"%x\r\n" % size, b"\r\n") if size else (b"", b"")
-                send_parts(self.dst, [head, *(view[a:b] for a, b in runs), tail, _ending(last)])
+                self._send_chunk(size, [view[a:b] for a, b in runs], last)
                 return
         if not data:
             self.since = time.monotonic()
@@ -505,14 +504,14 @@ class _Gathered:
 
     def send(self, last: bool = False) -> None:
         """What is gathered as one chunk (and the last chunk, if ``last``)."""
-        data = self.data
-        head, tail = (b"%x\r\n" % len(data), b"\r\n") if data else (b"", b"")
-        send_parts(self.dst, (head, data, tail, _ending(last)))
-        data.clear()
+        self._send_chunk(len(self.data), [self.data], last)
+        self.data.clear()
 
-
-def _ending(last: bool) -> bytes:
-    return b"0\r\n\r\n" if last else b""
+    def _send_chunk(self, size: int, parts: list, last: bool) -> None:
+        """``parts`` (``size`` bytes in all; none: no chunk) as one chunk, in one system call
+        (send_parts), followed by the last chunk if ``last``."""
+        head, tail = (b"%x\r\n" % size, b"\r\n") if size else (b"", b"")
+        send_parts(self.dst, [head, *parts, tail, b"0\r\n\r\n" if last else b""])
 
 
 def _pump_response(

@@ -245,9 +245,9 @@ def place(
         if request.name:
             # Names are the project's across every instance: checked and reserved here, in the
             # same transaction, so two creates of one name cannot both pass.
-            holder = store.name_holder(request.project, request.name)
+            holder = store.container_named(request.project, request.name)
             if holder is not None:
-                raise name_conflict(request.name, holder)
+                raise name_conflict(request.name, holder.id)
         if not request.probe:
             quotas.check_container(request.project, request.memory, request.nano_cpus, settings)
         own = dedicated(settings)

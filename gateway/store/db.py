@@ -161,6 +161,8 @@ class PooledStore(PooledPostgresqlDatabase):
     # block BEGIN opens stays open after it); a transaction that sends nothing sends no BEGIN.
     # Kept with the greenlet's connection state, so each request has its own.
 
+    _BEGIN = ("BEGIN", ())
+
     def _deferred(self) -> list[tuple[str, tuple]]:
         state = self._state  # pyright: ignore[reportAttributeAccessIssue] (peewee keeps it private)
         pending = getattr(state, "deferred", None)
@@ -180,7 +182,7 @@ class PooledStore(PooledPostgresqlDatabase):
             self.connect()
         pending = self._deferred()
         pending.clear()
-        pending.append(("BEGIN", ()))
+        pending.append(self._BEGIN)
 
     def execute_sql(self, sql, params=None):
         pending = self._deferred() if not self.is_closed() else None
@@ -193,14 +195,14 @@ class PooledStore(PooledPostgresqlDatabase):
 
     def commit(self):
         pending = self._deferred() if not self.is_closed() else []
-        if pending == [("BEGIN", ())]:
+        if pending == [self._BEGIN]:
             pending.clear()  # nothing was sent: nothing to commit
             return
         self.execute_sql("COMMIT")
 
     def rollback(self):
         pending = self._deferred() if not self.is_closed() else []
-        began = bool(pending) and pending[0] == ("BEGIN", ())
+        began = bool(pending) and pending[0] == self._BEGIN
         pending.clear()
         if not began:  # else the transaction never reached the server: nothing to undo
             super().rollback()
@@ -284,10 +286,8 @@ def unhurried_commit() -> Iterator[None]:
     queued behind. On SQLite, a plain transaction."""
     db = database.obj
     with db.atomic():
-        if isinstance(db, PooledStore):
-            db.defer("SET LOCAL synchronous_commit = off")
-        elif not isinstance(db, peewee.SqliteDatabase):
-            db.execute_sql("SET LOCAL synchronous_commit = off")
+        if not isinstance(db, peewee.SqliteDatabase):
+            _with_next("SET LOCAL synchronous_commit = off")
         yield
 
 
@@ -315,12 +315,8 @@ def advisory_lock(lock_key: int | tuple[int, int]) -> None:
     if not is_postgres(db):
         return
     keys = lock_key if isinstance(lock_key, tuple) else (lock_key,)
-    sql = f"SELECT pg_advisory_xact_lock({', '.join(['%s'] * len(keys))})"
-    if isinstance(db, PooledStore) and db.in_transaction():
-        # Taken with the transaction's next statement, before it runs (PooledStore.defer).
-        db.defer(sql, keys)
-    else:
-        db.execute_sql(sql, keys)
+    # Taken with the transaction's next statement, before that statement runs.
+    _with_next(f"SELECT pg_advisory_xact_lock({', '.join(['%s'] * len(keys))})", keys)
 
 
 def with_commit(query: peewee.Query) -> None:
@@ -329,12 +325,18 @@ def with_commit(query: peewee.Query) -> None:
     commit most often, rather than on a round trip of its own (PooledStore.defer). It is still
     made before anything after it in the transaction, and a failure fails the transaction at
     that statement. Outside a transaction, and on SQLite, it is made at once."""
+    sql, params = query.sql()
+    _with_next(sql, params)
+
+
+def _with_next(sql: str, params=()) -> None:
+    """``sql``, whose answer no one reads: inside a PostgreSQL transaction, sent with its next
+    statement (PooledStore.defer); else at once."""
     db = database.obj
     if isinstance(db, PooledStore) and db.in_transaction():
-        sql, params = query.sql()
         db.defer(sql, tuple(params))
     else:
-        query.execute()
+        db.execute_sql(sql, params)
 
 
 def release_connection() -> None:

@@ -62,22 +62,14 @@ _container_by_name = Prepared(
 )
 
 
-# Two reads of every placement decision, prepared as well (a decision is eight statements'
-# worth of peewee's SQL building otherwise; bench/scale times it).
-_name_holder = Prepared(
+# Two reads of every placement decision (its name check and its quotas), prepared as well: a
+# decision is several statements' worth of peewee's SQL building otherwise (bench/scale).
+_container_named = Prepared(
     lambda project, name: (
-        Container.select(Container.id)
-        .where((Container.project == project) & (Container.name == name))
-        .limit(1)
+        Container.select().where((Container.project == project) & (Container.name == name)).limit(1)
     )
 )
 _quota_rows = Prepared(lambda project: Quota.select().where(Quota.project == project))
-
-
-def name_holder(project: str, name: str) -> str | None:
-    """The ID of the project's container (or placement reservation) named ``name``, if any."""
-    rows = _name_holder(project, name)
-    return rows[0].id if rows else None
 
 
 def quota_rows(project: str) -> list[Quota]:
@@ -179,7 +171,8 @@ def forget_container(container_id: str) -> None:
 
 def container_named(project: str, name: str) -> Container | None:
     """The project's container row (a reservation included) holding ``name``."""
-    return Container.get_or_none((Container.project == project) & (Container.name == name))
+    rows = _container_named(project, name)
+    return rows[0] if rows else None
 
 
 def creation_times(ids: list[str]) -> dict[str, _dt.datetime]:
