@@ -163,9 +163,16 @@ def _encode_domain(domain: str) -> str:
     return domain.lower().replace(":", "__")
 
 
-def daemon_repo(project: str, ref: Ref) -> str:
+# A decoy's project component (decoy below): of [a-z0-9] and longer than any component
+# _project_component gives, so no project's daemon name is ever a decoy, nor is one a daemon
+# still holds after the project dropped the name (a stale tag, image_removal._untag_daemon).
+DECOY_COMPONENT = "decoy" + "0" * 60
+
+
+def daemon_repo(project: str, ref: Ref, component: str | None = None) -> str:
     """The daemon's repository (no tag) for the tenant's ``ref``."""
-    return f"{DAEMON_PREFIX}{_project_component(project)}/{_encode_domain(ref.domain)}/{ref.path}"
+    component = component or _project_component(project)
+    return f"{DAEMON_PREFIX}{component}/{_encode_domain(ref.domain)}/{ref.path}"
 
 
 def daemon_ref(project: str, ref: Ref | str, default_tag: bool = True) -> str:
@@ -177,7 +184,7 @@ def daemon_ref(project: str, ref: Ref | str, default_tag: bool = True) -> str:
 
 def _decode(m: re.Match, project: str | None) -> str | None:
     qualified, proj, domain, path, tag, digest = m.groups()
-    if project is not None and proj != _project_component(project):
+    if project is not None and proj not in (_project_component(project), DECOY_COMPONENT):
         return None
     ref = Ref(domain.replace("__", ":"), path.lstrip("/"), tag, digest)
     name = ref.full_name if qualified else ref.familiar_name
@@ -208,7 +215,11 @@ def rewrite_bytes(project: str, data: bytes) -> bytes:
 
 def decoy(project: str, typed: str) -> tuple[str, dict[str, str]]:
     """A reference of the same shape as ``typed`` that no daemon holds, and what to replace in
-    the daemon's answer to turn its words about the decoy into dockerd's words about ``typed``."""
+    the daemon's answer to turn its words about the decoy into dockerd's words about ``typed``
+    (a decoy name comes back as ``typed`` through rewrite_text, as the project's own do).
+
+    No daemon holds it: the decoy's request goes with the caller's method (a DELETE, a push, a
+    build's FROM), so a name a daemon could hold would act on that image."""
     m = _FULL_ID.match(typed)
     if m:
         return typed.replace(m.group(1), ZERO_ID), {ZERO_ID: m.group(1)}
@@ -216,7 +227,7 @@ def decoy(project: str, typed: str) -> tuple[str, dict[str, str]]:
         ref = parse(typed)
     except ReferenceError_:
         return typed, {}  # unparsable: the daemon refuses it whatever it holds
-    return daemon_ref(project, ref, default_tag=False), {}
+    return daemon_repo(project, ref, DECOY_COMPONENT) + ref.suffix(default_tag=False), {}
 
 
 # -- the store ------------------------------------------------------------------------------------
@@ -278,12 +289,18 @@ def visible_images(project: str) -> dict[str, list[store.ImageRef]]:
 
 
 def tenant_tags(project: str, rows: list[store.ImageRef]) -> list[str]:
-    """The tags ``project`` sees on an image, from its visible rows (own tags before public ones,
-    a public tag the project shadows with its own left out)."""
+    """The tags ``project`` sees on an image, from its visible rows (a public tag the project
+    shadows with its own left out), in dockerd's order: sorted by name."""
     own = [r.reference for r in rows if r.project == project and r.reference and "@" not in r.reference]
     public = [r.reference for r in rows if r.project == PUBLIC and r.reference]
     shadowed = set(own) | _own_references(project, public)
-    return sorted(set(own)) + [t for t in sorted(set(public)) if t not in shadowed]
+    return sorted(set(own) | {t for t in public if t not in shadowed})
+
+
+def visible_tags(project: str, image_id: str) -> list[str]:
+    """The tags ``project`` sees on ``image_id`` (tenant_tags): what dockerd counts as the
+    image's references when it decides whether an untag would leave it dangling."""
+    return tenant_tags(project, list(_visible(project).where(IR.image_id == image_id)))
 
 
 def _own_references(project: str, refs: list[str]) -> set[str]:

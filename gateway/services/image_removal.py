@@ -37,12 +37,21 @@ def _containers_using(ctx: Context, image_id: str) -> list[tuple[str, bool]]:
     return out
 
 
-def _untag_daemon(ctx: Context, row: store.ImageRef) -> None:
+def _untag_daemon(ctx: Context, row: store.ImageRef, force: bool = False, noprune: bool = True) -> list[dict]:
     """Take ``row``'s daemon tag off every holder, unless that would delete an image other
-    rows still reference (an untag of a daemon's last tag deletes the image)."""
+    rows still reference (an untag of a daemon's last tag deletes the image).
+
+    Where it does delete the image (nothing else references it), that is the project's
+    delete: dockerd's "Deleted" records (the image's and the layers' it released) are
+    returned, from the first holder that gave them, and ``force``/``noprune`` are the user's,
+    as dockerd would apply them to the last reference."""
     if not row.daemon_ref or "@" in row.daemon_ref:
-        return
+        return []
     still = imagemap.referenced_besides(row)
+    query = urlencode(
+        {"force": "1" if force and not still else "0", "noprune": "1" if noprune or still else "0"}
+    )
+    deleted: list[dict] = []
     for instance in live_holders(ctx, row.image_id):
         status, info = call(ctx, instance, "GET", image_path(row.image_id, "/json"))
         if status != 200:
@@ -52,11 +61,20 @@ def _untag_daemon(ctx: Context, row: store.ImageRef) -> None:
             continue
         if still and len(tags) == 1:
             continue  # a stale daemon tag is harmless: the store is the map
-        call(ctx, instance, "DELETE", image_path(row.daemon_ref), query="noprune=1")
+        status, payload = call(ctx, instance, "DELETE", image_path(row.daemon_ref), query=query)
+        gone = [r for r in payload or [] if "Deleted" in r] if status == 200 else []
+        if gone:
+            imagemap.absent(row.image_id, instance)
+            deleted = deleted or gone
+    return deleted
 
 
-def _delete_everywhere(ctx: Context, image_id: str, force: bool, noprune: bool) -> list[dict]:
-    records: list[dict] = []
+def _delete_everywhere(
+    ctx: Context, image_id: str, force: bool, noprune: bool, deleted: list[dict]
+) -> list[dict]:
+    """Delete ``image_id`` from the holders where it is left; dockerd's records: ``deleted``
+    (what the untag of its last daemon tag deleted already), else the first holder's."""
+    records = deleted
     for instance in live_holders(ctx, image_id):
         status, payload = call(
             ctx,
@@ -96,8 +114,11 @@ def delete(ctx: Context, typed: str, force: bool, noprune: bool) -> list[dict] |
         )
     records: list[dict] = []
     removed_ref = False
+    deleted: list[dict] = []  # what dockerd deleted with the image's last daemon tag
     if found.row is not None:
-        if not force and len(tagged) == 1:
+        # dockerd refuses to untag an image's only name while a container uses it (it would be
+        # left dangling); a public name the project sees on it counts as a name, as on dockerd
+        if not force and len(imagemap.visible_tags(project, image_id)) <= 1:
             using = _containers_using(ctx, image_id)
             if using:
                 raise DockerError(
@@ -106,7 +127,7 @@ def delete(ctx: Context, typed: str, force: bool, noprune: bool) -> list[dict] |
                     f"- container {using[0][0][:12]} is using its referenced image "
                     f"{short(image_id)}",
                 )
-        _untag_daemon(ctx, found.row)
+        deleted = _untag_daemon(ctx, found.row, force, noprune)
         imagemap.forget(found.row)
         records.append({"Untagged": found.row.reference})
         if len(own) > 1 or public_too:
@@ -134,7 +155,7 @@ def delete(ctx: Context, typed: str, force: bool, noprune: bool) -> list[dict] |
                 f"being used by stopped container {using[0][0][:12]}",
             )
         for row in own:
-            _untag_daemon(ctx, row)
+            deleted += _untag_daemon(ctx, row, force, noprune)
             imagemap.forget(row)
             if row.reference:
                 records.append({"Untagged": row.reference})
@@ -144,13 +165,15 @@ def delete(ctx: Context, typed: str, force: bool, noprune: bool) -> list[dict] |
     # references it.
     for row in imagemap.project_rows(project, image_id):
         imagemap.forget(row)
-    if removed_ref and _containers_using(ctx, image_id):
-        imagemap.record(project, "", image_id)  # still used: it stays, dangling, as on dockerd
+    if removed_ref and not deleted and _containers_using(ctx, image_id):
+        # a forced untag of an image a running container uses: dockerd keeps the image,
+        # dangling (a stopped one's is deleted with the tag, and `deleted` says so)
+        imagemap.record(project, "", image_id)
         return records
     if imagemap.referenced(image_id):
         records.append({"Deleted": image_id})
     else:
-        records += _delete_everywhere(ctx, image_id, force, noprune)
+        records += _delete_everywhere(ctx, image_id, force, noprune, deleted)
     return records
 
 
@@ -180,14 +203,15 @@ def prune(ctx: Context, filters: dict) -> dict:
             continue
         if any(labels_match(image.get("Labels"), [x]) for x in filter_values(filters, "label!")):
             continue
+        gone: list[dict] = []
         for row in own:
-            _untag_daemon(ctx, row)
+            gone += _untag_daemon(ctx, row, False, False)
             imagemap.forget(row)
             if row.reference:
                 deleted.append({"Untagged": row.reference})
         if imagemap.referenced(image_id):
             deleted.append({"Deleted": image_id})
         else:
-            deleted += _delete_everywhere(ctx, image_id, False, False)
+            deleted += _delete_everywhere(ctx, image_id, False, False, gone)
         reclaimed += image.get("Size") or 0
     return {"ImagesDeleted": deleted or None, "SpaceReclaimed": reclaimed}

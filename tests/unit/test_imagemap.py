@@ -73,7 +73,15 @@ def test_rewrite_text_puts_tenant_names_back_and_leaves_others():
 
 
 def test_decoys():
-    assert imagemap.decoy(P, "abcdef0") == (f"moorage/p-{P}/docker.io/library/abcdef0", {})
+    name, replace = imagemap.decoy(P, "abcdef0")
+    assert replace == {} and name.endswith("/docker.io/library/abcdef0")
+    # never a project's daemon name (a daemon may still hold one the project dropped: its
+    # request, a DELETE or a push, would act on that image) ...
+    assert name not in {imagemap.daemon_ref(p, "abcdef0", default_tag=False) for p in (P, Q, "decoy")}
+    assert name != imagemap.daemon_ref("decoy" + "0" * 60, "abcdef0", default_tag=False)
+    # ... and the daemon's words about it come back as what the tenant typed, for any project
+    assert imagemap.rewrite_text(P, f"No such image: {name}") == "No such image: abcdef0"
+    assert imagemap.rewrite_text(Q, f"No such image: {name}:1") == "No such image: abcdef0:1"
     name, replace = imagemap.decoy(P, ID_A)
     assert name == "sha256:" + "0" * 64 and replace == {"0" * 64: "ab" * 32}
     assert imagemap.decoy(P, "ab" * 32)[0] == "0" * 64
