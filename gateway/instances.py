@@ -397,6 +397,10 @@ def reconcile(instance: store.Instance, on_daemon: list[dict], *, dedicated: boo
         if gone:
             store.with_commit(C.delete().where(C.id.in_(gone)))
         adopted = [c for cid, c in daemon.items() if cid not in known]
+        if adopted:
+            # A listing taken before a removal reaches the store after it: not adopted again.
+            removed = store.removed_lately([c["id"] for c in adopted])
+            adopted = [c for c in adopted if c["id"] not in removed]
         for c in adopted:
             daemon_name = c.get("name", "")
             tenant_name = names.to_tenant(c["project"], daemon_name)

@@ -129,6 +129,15 @@ class Container(BaseModel):
         indexes = ((("project", "name"), False),)
 
 
+class RemovedContainer(BaseModel):
+    """A container the map dropped lately (store.forget_container), kept for REMOVED_KEPT: an
+    agent's heartbeat may carry a listing taken before the removal, and reconcile must not adopt
+    the container again from it (its name would then stay taken until the next reconcile)."""
+
+    id = peewee.CharField(primary_key=True, max_length=64)
+    removed_at = peewee.DateTimeField(default=utcnow, index=True)
+
+
 class Exec(BaseModel):
     """An exec session, tied to its container (and so to its instance and project)."""
 

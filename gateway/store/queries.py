@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as _dt
 import re
 
-from gateway.store.db import database, is_postgres
+from gateway.store.db import database, is_postgres, with_commit, write_transaction
 from gateway.store.kept import KeptReads
 from gateway.store.mesh import MeshPort
 from gateway.store.models import (
@@ -21,6 +21,7 @@ from gateway.store.models import (
     NetworkAddress,
     ProjectLock,
     Quota,
+    RemovedContainer,
     Trust,
     Volume,
     utcnow,
@@ -161,12 +162,33 @@ def live_capacity(horizon: _dt.datetime, project: str | None = None) -> tuple[in
     return int(ncpu or 0), int(memory or 0)
 
 
+# How long a removal is remembered (RemovedContainer): far longer than an agent's listing can
+# take to reach a reconcile (a heartbeat interval, 10 s by default, and its retries).
+REMOVED_KEPT = _dt.timedelta(minutes=5)
+
+
 def forget_container(container_id: str) -> None:
     """The daemon says it is gone: drop it from the map (its execs go with it, and the mesh's
-    ports it held: gateway/store/mesh.py), and free the addresses it held on spanning networks."""
-    Container.delete().where(Container.id == container_id).execute()
-    MeshPort.delete().where(MeshPort.container_id == container_id).execute()
-    NetworkAddress.delete().where(NetworkAddress.container == container_id).execute()
+    ports it held: gateway/store/mesh.py), free the addresses it held on spanning networks, and
+    remember the removal for REMOVED_KEPT (removed_lately), forgetting those older than that.
+    One transaction: on PostgreSQL one round trip, every statement with the COMMIT."""
+    now = utcnow()
+    R = RemovedContainer
+    with write_transaction():
+        with_commit(Container.delete().where(Container.id == container_id))
+        with_commit(MeshPort.delete().where(MeshPort.container_id == container_id))
+        with_commit(NetworkAddress.delete().where(NetworkAddress.container == container_id))
+        with_commit(R.insert(id=container_id, removed_at=now).on_conflict_ignore())
+        with_commit(R.delete().where(R.removed_at < now - REMOVED_KEPT))
+
+
+def removed_lately(ids: list[str]) -> set[str]:
+    """Those of ``ids`` the map dropped within REMOVED_KEPT."""
+    if not ids:
+        return set()
+    R = RemovedContainer
+    horizon = utcnow() - REMOVED_KEPT
+    return {r.id for r in R.select(R.id).where(R.id.in_(ids) & (R.removed_at >= horizon))}
 
 
 def container_named(project: str, name: str) -> Container | None:

@@ -38,6 +38,7 @@ from gateway.store.models import (
     ProjectLock,
     Quota,
     QuotaReservation,
+    RemovedContainer,
     SchemaVersion,
     ShareReport,
     Trust,
@@ -270,6 +271,12 @@ def _m_instance_churn(db: peewee.Database) -> None:
     )
 
 
+def _m_removed_containers(db: peewee.Database) -> None:
+    """Containers the map dropped lately (RemovedContainer): a heartbeat's listing taken before
+    a `docker rm` adopted the container again, and its name stayed taken for up to a minute."""
+    db.create_tables([RemovedContainer], safe=True)
+
+
 MIGRATIONS: list[Callable[[peewee.Database], None]] = [
     _m0_initial,
     _m1_networks_volumes,
@@ -292,6 +299,7 @@ MIGRATIONS: list[Callable[[peewee.Database], None]] = [
     _m_span_underlay,
     _m_daemon_health,
     _m_instance_churn,
+    _m_removed_containers,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -58,3 +58,33 @@ def test_other_instances_rows_are_untouched(instance):
     row("elsewhere", 3600, instance="i2")
     reconcile(instance, [])
     assert store.Container.get_or_none(store.Container.id == "elsewhere") is not None
+
+
+def test_a_listing_from_before_a_removal_does_not_adopt_the_container_again(instance):
+    """The heartbeat's listing was taken while the container existed; `docker rm` made the map
+    forget it before that heartbeat reached reconcile. The name is free, and stays free."""
+    row("removed", 3600)
+    listed_before = [{"id": "removed", "project": "p", "name": "removed"}]
+    store.forget_container("removed")
+    assert reconcile(instance, listed_before) == {"dropped": 0, "adopted": 0}
+    assert store.container_named("p", "removed") is None
+    # Once the removal is older than REMOVED_KEPT, a container the daemon still lists is a
+    # stray like any other (the daemon is the truth), and adopted.
+    store.RemovedContainer.update(
+        removed_at=store.utcnow() - store.REMOVED_KEPT - dt.timedelta(seconds=1)
+    ).execute()
+    assert reconcile(instance, listed_before) == {"dropped": 0, "adopted": 1}
+
+
+def test_removals_are_remembered_for_a_while_only(instance):
+    """Nothing grows per call: each removal forgets the removals older than REMOVED_KEPT."""
+    for cid in ("a", "b"):
+        row(cid, 3600)
+        store.forget_container(cid)
+    store.RemovedContainer.update(
+        removed_at=store.utcnow() - store.REMOVED_KEPT - dt.timedelta(seconds=1)
+    ).where(store.RemovedContainer.id == "a").execute()
+    row("c", 3600)
+    store.forget_container("c")
+    assert sorted(r.id for r in store.RemovedContainer.select()) == ["b", "c"]
+    assert store.removed_lately(["a", "b", "c", "d"]) == {"b", "c"}

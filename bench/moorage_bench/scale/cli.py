@@ -41,8 +41,9 @@ from .stack import ScaleStack, down_kept
 
 # Tables that grow by design, bounded: the event journal keeps every event for [events]
 # retention, then trims it (gateway/store/journal.py); image presence has one row per image and
-# instance, written by the first create of an image there.
-BOUNDED = ("event_record", "imagepresence")
+# instance, written by the first create of an image there; a removed container is remembered
+# for five minutes (gateway/store/queries.py REMOVED_KEPT), then forgotten by a later removal.
+BOUNDED = ("event_record", "imagepresence", "removedcontainer")
 WALL_TARGET_S = 15 * 60  # --instances 1000 on this kind of machine
 
 
