@@ -3,9 +3,8 @@ compose v2) building a multi-stage Dockerfile with a target and a cache mount, a
 hijacked endpoints it talks to, `/session` and `/grpc`, upgraded to h2c by hand (raw HTTP, and
 docker-py's low-level API for `/session`).
 
-Both sides build on one dockerd (alpha's dedicated instance is the direct daemon), so one
-BuildKit cache: each side's Dockerfile names its own cache mount and carries its own prefix, so
-neither side finds the other's cache.
+Each side builds on its own dockerd (the reference daemon, alpha's dedicated instance), and
+each side's Dockerfile names its own cache mount and carries its own prefix besides.
 """
 
 from __future__ import annotations

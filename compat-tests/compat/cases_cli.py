@@ -681,9 +681,9 @@ def _push_pull(ctx, d):
 
 
 def _registry_noise(obs):
-    """Which layers the registry and the daemon already had depends on the cases before (and,
-    the direct side sharing the tenant's daemon, on which side went first): the per-layer
-    lines go, what is left is the verdict (digest, status, the image's name)."""
+    """Which layers the registry and the daemon already had depends on the cases before (both
+    sides push to one registry: on which side went first): the per-layer lines go, what is
+    left is the verdict (digest, status, the image's name)."""
     for key in ("stdout", "stderr"):
         text = obs.get(key)
         if isinstance(text, str):

@@ -97,8 +97,7 @@ FROM base AS unused
 RUN false
 """
 
-# BuildKit (compose v2): the same, and a cache mount of the side's own (the direct daemon and
-# alpha's dedicated instance are one dockerd, so one BuildKit cache)
+# BuildKit (compose v2): the same, and a cache mount of the side's own
 DOCKERFILE_V2 = """\
 FROM busybox AS base
 ENV CASE={prefix}
@@ -225,8 +224,8 @@ def _project(ctx: Ctx, lane: str) -> str:
 
 def prune_build_cache(ctx: Ctx) -> None:
     """After the case (the first cleanup runs last), the BuildKit cache its builds left: the
-    direct daemon's cache is also alpha's instance's, and `system df` and `builder prune`
-    cases compare it (these cases are serial, as those are, so none sees another's cache)."""
+    `system df` and `builder prune` cases compare each side's cache (these cases are serial,
+    as those are, so none sees another's cache)."""
     ctx.on_cleanup(lambda: ctx.http("POST", "/build/prune", {"all": "1"}, timeout=120))
 
 

@@ -65,6 +65,9 @@ class Stack:
     run_id: str
     workdir: str
     beta_config: str | None = None
+    # The daemons' data roots (the reference daemon's and the instances'): paths under them
+    # (ResolvConfPath, a volume's Mountpoint) differ by daemon only, and compare as <ROOT>.
+    roots: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, workdir: str) -> Stack:
@@ -76,15 +79,30 @@ class Stack:
                 f"compat-tests: {', '.join(missing)} not set; source a stack's env "
                 "(scripts/devstack up DIR && . DIR/env)"
             )
+        direct = os.environ.get("MOORAGE_REFERENCE_HOST") or os.environ["MOORAGE_DIRECT_HOST"]
+        daemons = {direct, *os.environ.get("MOORAGE_DIRECT_HOSTS", "").split()}
         return cls(
-            direct=os.environ["MOORAGE_DIRECT_HOST"],
+            # The reference daemon (devstack's, no instance's) when the stack has one: on an
+            # instance's own dockerd the tenant's images also carry Moorage's daemon tags, and
+            # dockerd's answers about them (an untag or a delete, RepoTags) change with them.
+            direct=direct,
             gateway=os.environ["DOCKER_HOST"],
             moorage_config=os.environ["DOCKER_CONFIG"],
             registry=os.environ.get("MOORAGE_REGISTRY", ""),
             run_id=secrets.token_hex(2),
             workdir=workdir,
             beta_config=os.environ.get("MOORAGE_CONFIG_beta"),  # noqa: SIM112 (devstack's name, per tenant)
+            roots=tuple(sorted(filter(None, map(_data_root, daemons)), key=len, reverse=True)),
         )
+
+
+def _data_root(endpoint: str) -> str:
+    """A daemon's DockerRootDir ("" if it does not say)."""
+    try:
+        resp = wire.request(endpoint, "GET", "/v1.41/info", timeout=10)
+        return str(json.loads(resp.body).get("DockerRootDir") or "") if resp.status == 200 else ""
+    except (OSError, ValueError):
+        return ""
 
 
 @dataclass
@@ -194,7 +212,9 @@ class Ctx:
 
     def __post_init__(self):
         other = self.stack.gateway if self.side.name == "direct" else self.stack.direct
-        self.norm = Normalizer(self.prefix, [self.side.endpoint, other], self.stack.registry)
+        self.norm = Normalizer(
+            self.prefix, [self.side.endpoint, other], self.stack.registry, self.stack.roots
+        )
         # named after the prefix, so paths in arguments and messages normalize alike
         self.tmp = os.path.join(self.stack.workdir, self.prefix)
         os.makedirs(self.tmp, exist_ok=True)

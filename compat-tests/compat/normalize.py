@@ -80,10 +80,11 @@ _CP_TAR_RACE = re.compile(
 class Normalizer:
     """Per side: knows that side's name prefix and endpoint, and the registry's address."""
 
-    def __init__(self, prefix: str, endpoints: list[str], registry: str | None):
+    def __init__(self, prefix: str, endpoints: list[str], registry: str | None, roots=()):
         self.prefix = prefix
         self.endpoints = [e for e in endpoints if e]
         self.registry = registry
+        self.roots = [r for r in roots if r]  # the daemons' data roots, longest first
 
     def text(self, s: str, *, sizes: bool = False, columns: bool = False, numbers: bool = False) -> str:
         if not isinstance(s, str):
@@ -93,6 +94,8 @@ class Normalizer:
             s = s.replace(self.prefix, "{P}")
         if self.registry:
             s = s.replace(self.registry, "{REGISTRY}")
+        for root in self.roots:
+            s = s.replace(root + "/", "<ROOT>/")
         for endpoint in self.endpoints:
             s = s.replace(endpoint, "{HOST}")
             s = s.replace(endpoint.split("://", 1)[-1], "{HOST}")
@@ -133,11 +136,6 @@ class Normalizer:
             if isinstance(value, dict):
                 return {self.text(k): walk(v, k) for k, v in value.items()}
             if isinstance(value, list):
-                if key in ("RepoTags", "RepoDigests"):
-                    # The direct side shares its daemon with the tenant's instance: an image
-                    # Moorage holds there also carries Moorage's own name for it
-                    # (moorage/p-PROJECT/..., gateway/imagemap.py), which no tenant sees.
-                    value = [v for v in value if not (isinstance(v, str) and v.startswith("moorage/"))]
                 items = [walk(v) for v in value]
                 if sort_lists:
                     items.sort(key=repr)

@@ -25,6 +25,11 @@ CONTAINER_POOL = "base=198.19.0.0/17,size=24"
 AGENT_PORT = 2376
 TENANTS = ("alpha", "beta")
 MAX_HOSTS = 200
+# The reference daemon's host index: a dockerd of the same build and flags, in a network
+# namespace of its own, that no instance is and no agent serves. The parity suite compares
+# Moorage with it (MOORAGE_REFERENCE_HOST): on an instance's own dockerd, the tenant's images
+# would carry Moorage's daemon tags beside the suite's, and dockerd's answers about them change.
+REFERENCE = 0
 
 DOCKERD_START_TIMEOUT = 30
 GATEWAY_START_TIMEOUT = 30

@@ -143,7 +143,7 @@ def start_dockerd(st: Stack, i: int) -> bool:
         )
     os.makedirs(st.host_run(i), exist_ok=True)
     os.makedirs(os.path.join(st.host_dir(i), "docker"), exist_ok=True)
-    if i <= st.nhosts:  # --host-disk-mb: the data-root on a filesystem of its own (disk.py)
+    if 1 <= i <= st.nhosts:  # --host-disk-mb: the data-root on a filesystem of its own (disk.py)
         ensure_host_disk(st, i)
     write_resolv_conf(st, i)
     for stale in (st.sock(i), f"{st.host_run(i)}/docker.pid"):  # of a daemon that died

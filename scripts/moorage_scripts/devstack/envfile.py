@@ -7,7 +7,7 @@ import shlex
 
 from . import novaconf
 from .broker import transport_url
-from .common import TENANTS
+from .common import REFERENCE, TENANTS
 from .daemons import moorage_argv
 from .gateways import gateway_ports, metrics_urls
 from .state import Stack
@@ -37,6 +37,8 @@ def write_env(st: Stack) -> str:
         ("MOORAGE_METRICS_URLS", " ".join(metrics_urls(st))),
         ("MOORAGE_DIRECT_HOST", hosts[0][1] if hosts else ""),
         ("MOORAGE_DIRECT_HOSTS", " ".join(endpoint for _, endpoint in hosts)),
+        # the reference daemon (common.REFERENCE): what the parity suite compares Moorage with
+        ("MOORAGE_REFERENCE_HOST", "" if st.external else st.endpoint(REFERENCE)),
         ("MOORAGE_INSTANCES", " ".join(uid for uid, _ in hosts)),
     ]
     values += [(f"MOORAGE_CONFIG_{t}", st.path("tenants", t)) for t in TENANTS]

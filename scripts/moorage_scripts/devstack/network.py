@@ -7,7 +7,7 @@ import ipaddress
 import os
 import shutil
 
-from .common import NET_PREFIX, NETNS_DIR, RUN_BASE, Fail, run, say
+from .common import NET_PREFIX, NETNS_DIR, REFERENCE, RUN_BASE, Fail, run, say
 from .state import Stack
 
 
@@ -59,7 +59,7 @@ def setup_network(st: Stack) -> None:
         run(["ip", "link", "set", st.bridge, "up"])
     allow_bridge_forwarding(st)
     if not st.external:
-        for i in range(1, st.nhosts + 1):
+        for i in (REFERENCE, *range(1, st.nhosts + 1)):
             setup_host_net(st, i)
 
 

@@ -12,7 +12,7 @@ from . import novaconf, novawatch
 from .agents import forget_removed_hosts, start_agent
 from .broker import start_broker
 from .busybox import build_busybox_tar, seed_busybox
-from .common import MAX_HOSTS, MAX_REPLICAS, TENANTS, Fail, Usage, require_root, say
+from .common import MAX_HOSTS, MAX_REPLICAS, REFERENCE, TENANTS, Fail, Usage, require_root, say
 from .daemons import start_dockerd, start_registry, wait_dockerd
 from .endpoints import answers
 from .envfile import write_env
@@ -183,14 +183,15 @@ def cmd_up(args) -> int:
     started = []
     if st.external and not answers(st.external, timeout=5):
         raise Fail(f"--docker-host {st.external} does not answer GET /_ping")
-    for i in range(1, st.nhosts + 1):
+    daemons = [*([] if st.external else [REFERENCE]), *range(1, st.nhosts + 1)]
+    for i in daemons:
         if i == 1 and st.external:
             continue
         if start_dockerd(st, i):
             started.append(i)
     if started:
-        say(f"starting dockerd for host(s) {', '.join(map(str, started))}")
-    for i in range(1, st.nhosts + 1):
+        say(f"starting dockerd for host(s) {', '.join(map(str, started))} (0: the reference daemon)")
+    for i in daemons:
         if i == 1 and st.external:
             seed_busybox(st.external, tarball, verify=False)
             continue
