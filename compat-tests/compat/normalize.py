@@ -76,6 +76,15 @@ _CP_TAR_RACE = re.compile(
     re.M,
 )
 
+# `docker run --rm` at API 1.24 removes the container from the CLI (the daemon's own removal
+# came with 1.25); the CLI's exit races that request and sometimes logs its cancellation,
+# against dockerd directly as through Moorage (1 run in 5 on an instance's daemon; the
+# container is gone either way).
+_RM_CANCEL_RACE = re.compile(
+    r'^time="[^"]*" level=error msg="error removing container: Delete .*: context canceled"\n?',
+    re.M,
+)
+
 
 class Normalizer:
     """Per side: knows that side's name prefix and endpoint, and the registry's address."""
@@ -90,6 +99,7 @@ class Normalizer:
         if not isinstance(s, str):
             return s
         s = _CP_TAR_RACE.sub("", s)
+        s = _RM_CANCEL_RACE.sub("", s)
         if self.prefix:
             s = s.replace(self.prefix, "{P}")
         if self.registry:
