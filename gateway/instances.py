@@ -328,9 +328,13 @@ def register(presented: str, data: dict, settings, previous: str = "") -> tuple[
     return created, agent_secret
 
 
+# The heartbeat's UPDATE, its SQL compiled once (its two field sets: daemon up or down).
+_heartbeat_update = store.PreparedUpdate(store.Instance, store.Instance.uuid)
+
+
 def heartbeat(uuid: str, presented: str, data: dict, settings=None) -> None:
     """An agent's heartbeat: its daemon's state and facts, and the containers it holds."""
-    instance = store.Instance.get_or_none(store.Instance.uuid == uuid)
+    instance = store.instance_row(uuid)
     if instance is None:
         raise DockerError(404, f"unknown instance {uuid}: register first")
     if not hmac.compare_digest(presented.encode(), instance.agent_secret.encode()):
@@ -352,7 +356,7 @@ def heartbeat(uuid: str, presented: str, data: dict, settings=None) -> None:
     # The next heartbeat writes it again (store/db.py); on PostgreSQL one round trip: BEGIN,
     # SET LOCAL, the update and the COMMIT in one query string (store.with_commit).
     with store.unhurried_commit():
-        store.with_commit(store.Instance.update(fields).where(store.Instance.uuid == uuid))
+        store.with_commit(_heartbeat_update(fields, uuid))
     if isinstance(data.get("containers"), list):
         dedicated = settings is not None and settings.placement.tenancy != "shared"
         reconcile(instance, data["containers"], dedicated=dedicated)
@@ -392,8 +396,10 @@ def reconcile(instance: store.Instance, on_daemon: list[dict], *, dedicated: boo
             )
     horizon = store.utcnow() - RECONCILE_GRACE
     with store.write_transaction():
-        known = {row.id: row for row in C.select().where(C.instance == instance.uuid)}
-        gone = [cid for cid, row in known.items() if cid not in present and row.created_at < horizon]
+        # (ID, creation time) only: a heartbeat a second per 10 instances reads its instance's
+        # rows, and whole rows (their labels parsed) took 2.5 times as long as the pairs
+        known = store.container_times_on(instance.uuid)
+        gone = [cid for cid, created in known.items() if cid not in present and created < horizon]
         if gone:
             store.with_commit(C.delete().where(C.id.in_(gone)))
         adopted = [c for cid, c in daemon.items() if cid not in known]

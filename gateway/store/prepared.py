@@ -80,3 +80,44 @@ class Prepared:
             log.debug("query of %s is built per call: its SQL depends on its values", self.build.__qualname__)
             return None
         return query, sql, places
+
+
+class _Bound:
+    """An UPDATE ready to run: what store.with_commit (or execute_sql) takes, as from a query."""
+
+    def __init__(self, sql: str, params: list):
+        self._sql, self._params = sql, params
+
+    def sql(self) -> tuple[str, list]:
+        return self._sql, self._params
+
+
+class PreparedUpdate:
+    """``PreparedUpdate(model, key)``: calling it with ``{field: value}`` and a key value gives
+    the UPDATE of those fields on the row whose ``key`` is that value (``.sql()``, for
+    store.with_commit), its SQL compiled once per database and set of fields, its parameters
+    the fields' own database values. Checked as Prepared checks itself: the first call's
+    parameters must be the ones peewee gives, or the update is built each time."""
+
+    def __init__(self, model: type[peewee.Model], key: peewee.Field):
+        self.model, self.key = model, key
+        self._compiled: dict[tuple, str | None] = {}
+
+    def __call__(self, fields: dict, key: Any) -> _Bound | peewee.Query:
+        query = None
+        # peewee sets the fields in the model's order (its column sort key), whatever the dict's
+        items = sorted(fields.items(), key=lambda kv: kv[0]._sort_key)
+        shape = (type(database.obj), tuple(f.name for f, _ in items))
+        params = [f.db_value(v) for f, v in items] + [self.key.db_value(key)]
+        if shape not in self._compiled:
+            query = self.model.update(fields).where(self.key == key)
+            sql, real = query.sql()
+            # (element by element, types included: a peewee expression "equals" anything)
+            same = len(real) == len(params) and all(_same(r, p) for r, p in zip(real, params, strict=True))
+            if not same:
+                log.debug("update of %s is built per call: its parameters differ", shape[1])
+            self._compiled[shape] = sql if same else None
+        sql = self._compiled[shape]
+        if sql is None:
+            return query if query is not None else self.model.update(fields).where(self.key == key)
+        return _Bound(sql, params)

@@ -108,6 +108,26 @@ def placed_containers_by_prefix(project: str, prefix: str, limit: int = 2) -> li
     return list(_placed(project).where(Container.id.startswith(prefix)).limit(limit))
 
 
+# An instance's row, and its containers' (ID, creation time): read by every heartbeat (100 a
+# second at 1,000 instances), where building their SQL took half the heartbeat's CPU.
+_instance_row = Prepared(lambda uuid: Instance.select().where(Instance.uuid == uuid))
+_containers_on = Prepared(
+    lambda uuid: (
+        Container.select(Container.id, Container.created_at).where(Container.instance == uuid).tuples()
+    )
+)
+
+
+def instance_row(uuid: str) -> Instance | None:
+    rows = _instance_row(uuid)
+    return rows[0] if rows else None
+
+
+def container_times_on(uuid: str) -> dict[str, _dt.datetime]:
+    """The map's containers on instance ``uuid``: ID -> creation time."""
+    return dict(_containers_on(uuid))
+
+
 # A project's instances, read on every list, prune and events request with dedicated tenancy.
 _project_instances = Prepared(
     lambda project, horizon: (

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import datetime as dt
 
+import peewee
 import pytest
 
 from gateway import config, store
-from gateway.store.prepared import Prepared
+from gateway.store.prepared import Prepared, PreparedUpdate
 from gateway.tenancy import resolve
 
 
@@ -124,3 +125,38 @@ def test_a_project_s_spanning_networks_and_a_container_s_addresses(settings):
     kind = type(store.database.obj)
     assert spans._project_networks._compiled[kind] is not None
     assert spans._held_by._compiled[kind] is not None
+
+
+def test_a_prepared_update_writes_what_peewee_s_would(settings):
+    """The heartbeat's update (gateway/instances.py): its SQL compiled once per field set, its
+    parameters the fields' database values, in peewee's order whatever the dict's."""
+    add_instance("a", 1)
+    add_instance("b", 2)
+    Inst = store.Instance
+    update = PreparedUpdate(Inst, Inst.uuid)
+    at = store.utcnow()
+    fields = {Inst.facts: {"NCPU": 4}, Inst.daemon_down: True, Inst.last_heartbeat: at, Inst.capacity: 7}
+    for _ in range(2):  # compiled on the first call, from the cache on the second
+        bound = update(fields, "a")
+        assert bound.sql() == Inst.update(fields).where(Inst.uuid == "a").sql()
+        store.database.obj.execute_sql(*bound.sql())
+    a, b = Inst.get_by_id("a"), Inst.get_by_id("b")
+    assert (a.facts, a.daemon_down, a.last_heartbeat, a.capacity) == ({"NCPU": 4}, True, at, 7)
+    assert (b.facts, b.daemon_down, b.capacity) == (None, False, 0)
+    # another field set is another statement; a field given in another order, the same one
+    store.with_commit(update({Inst.daemon_down: False, Inst.last_heartbeat: at}, "b"))
+    store.with_commit(update({Inst.last_heartbeat: at, Inst.daemon_down: True}, "b"))
+    assert Inst.get_by_id("b").daemon_down is True
+    assert len(update._compiled) == 2
+
+
+def test_an_update_whose_parameters_differ_from_the_values_is_built_each_time(settings):
+    add_instance("a", 1)
+    Inst = store.Instance
+    update = PreparedUpdate(Inst, Inst.uuid)
+    # an expression, not a value: peewee's parameters are not the field's database value
+    query = update({Inst.capacity: Inst.capacity + 1}, "a")
+    assert isinstance(query, peewee.Query)
+    query.execute()
+    assert Inst.get_by_id("a").capacity == 1
+    assert list(update._compiled.values()) == [None]
