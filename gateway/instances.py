@@ -261,14 +261,24 @@ _agent_ports: Kept[frozenset[int]] = Kept(1.0)
 _port_of_url: dict[str, int | None] = {}
 
 
-def apply_facts(instance: store.Instance, data: dict) -> None:
-    for key in ("daemon_version", "api_version", "min_api_version"):
-        if data.get(key):
-            setattr(instance, key, str(data[key]))
+def fact_fields(data: dict) -> dict:
+    """What an agent's report (registration or heartbeat) sets on its instance's row: the
+    daemon's versions and facts, and the capacity, those the report gives."""
+    model = store.Instance
+    out: dict = {}
+    for field in (model.daemon_version, model.api_version, model.min_api_version):
+        if data.get(field.name):
+            out[field] = str(data[field.name])
     if isinstance(data.get("facts"), dict):
-        instance.facts = data["facts"]
+        out[model.facts] = data["facts"]
     if "capacity" in data:
-        instance.capacity = max(0, int(data.get("capacity") or 0))
+        out[model.capacity] = max(0, int(data.get("capacity") or 0))
+    return out
+
+
+def apply_facts(instance: store.Instance, data: dict) -> None:
+    for field, value in fact_fields(data).items():
+        setattr(instance, field.name, value)
 
 
 def register(presented: str, data: dict, settings, previous: str = "") -> tuple[bool, str]:
@@ -328,13 +338,13 @@ def register(presented: str, data: dict, settings, previous: str = "") -> tuple[
     return created, agent_secret
 
 
-# The heartbeat's UPDATE, its SQL compiled once (its two field sets: daemon up or down).
+# The heartbeat's UPDATE, its SQL compiled once per field set (daemon up with its facts, down).
 _heartbeat_update = store.PreparedUpdate(store.Instance, store.Instance.uuid)
 
 
 def heartbeat(uuid: str, presented: str, data: dict, settings=None) -> None:
     """An agent's heartbeat: its daemon's state and facts, and the containers it holds."""
-    instance = store.instance_row(uuid)
+    instance = store.instance_agent(uuid)
     if instance is None:
         raise DockerError(404, f"unknown instance {uuid}: register first")
     if not hmac.compare_digest(presented.encode(), instance.agent_secret.encode()):
@@ -343,16 +353,7 @@ def heartbeat(uuid: str, presented: str, data: dict, settings=None) -> None:
     daemon_down = data.get("daemon") == "down"
     fields = {store.Instance.last_heartbeat: store.utcnow(), store.Instance.daemon_down: daemon_down}
     if not daemon_down:
-        apply_facts(instance, data)
-        fields.update(
-            {
-                store.Instance.daemon_version: instance.daemon_version,
-                store.Instance.api_version: instance.api_version,
-                store.Instance.min_api_version: instance.min_api_version,
-                store.Instance.facts: instance.facts,
-                store.Instance.capacity: instance.capacity,
-            }
-        )
+        fields.update(fact_fields(data))
     # The next heartbeat writes it again (store/db.py); on PostgreSQL one round trip: BEGIN,
     # SET LOCAL, the update and the COMMIT in one query string (store.with_commit).
     with store.unhurried_commit():

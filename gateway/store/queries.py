@@ -108,9 +108,14 @@ def placed_containers_by_prefix(project: str, prefix: str, limit: int = 2) -> li
     return list(_placed(project).where(Container.id.startswith(prefix)).limit(limit))
 
 
-# An instance's row, and its containers' (ID, creation time): read by every heartbeat (100 a
-# second at 1,000 instances), where building their SQL took half the heartbeat's CPU.
-_instance_row = Prepared(lambda uuid: Instance.select().where(Instance.uuid == uuid))
+# An instance's agent (its UUID, agent secret and project), and its containers' (ID, creation
+# time): read by every heartbeat (100 a second at 1,000 instances), where building their SQL
+# took half the heartbeat's CPU, and the whole instance row (its facts parsed) a third of the rest.
+_instance_agent = Prepared(
+    lambda uuid: Instance.select(Instance.uuid, Instance.agent_secret, Instance.project).where(
+        Instance.uuid == uuid
+    )
+)
 _containers_on = Prepared(
     lambda uuid: (
         Container.select(Container.id, Container.created_at).where(Container.instance == uuid).tuples()
@@ -118,8 +123,9 @@ _containers_on = Prepared(
 )
 
 
-def instance_row(uuid: str) -> Instance | None:
-    rows = _instance_row(uuid)
+def instance_agent(uuid: str) -> Instance | None:
+    """Instance ``uuid``'s UUID, agent secret and project only (the rest of the row unread)."""
+    rows = _instance_agent(uuid)
     return rows[0] if rows else None
 
 

@@ -237,3 +237,40 @@ def test_a_heartbeat_changes_the_daemon_s_health_never_the_intent(settings, inte
     assert [i.uuid for i in instances.live_instances(settings, fresh=True)] == ["spare"]
     instances.heartbeat("i1", "s", {"daemon": "up"}, settings)
     assert [i.uuid for i in instances.live_instances(settings, fresh=True)] == ["i1", "spare"]
+
+
+def test_a_heartbeat_writes_the_facts_it_reports_and_keeps_the_rest(settings):
+    """A heartbeat reads only its instance's agent (UUID, secret, project) and writes what its
+    report gives: a fact it leaves out keeps its last value, and a heartbeat of a daemon that
+    is down writes its health and time only."""
+    from gateway import instances
+
+    add_instance("i1", 1)
+    report = {
+        "daemon": "up",
+        "daemon_version": "20.10.24",
+        "api_version": "1.41",
+        "min_api_version": "1.12",
+        "facts": {"NCPU": 2},
+        "capacity": 5,
+    }
+    instances.heartbeat("i1", "s", report, settings)
+    row = store.Instance.get_by_id("i1")
+    facts = (row.daemon_version, row.api_version, row.min_api_version, row.facts, row.capacity)
+    assert facts == ("20.10.24", "1.41", "1.12", {"NCPU": 2}, 5)
+    before = row.last_heartbeat
+    instances.heartbeat("i1", "s", {"daemon": "up", "facts": {"NCPU": 4}}, settings)
+    row = store.Instance.get_by_id("i1")
+    assert (row.daemon_version, row.api_version, row.facts, row.capacity) == (
+        "20.10.24",
+        "1.41",
+        {"NCPU": 4},
+        5,
+    )
+    instances.heartbeat("i1", "s", {**report, "daemon": "down", "capacity": 9, "facts": {}}, settings)
+    row = store.Instance.get_by_id("i1")
+    assert (row.daemon_down, row.facts, row.capacity) == (True, {"NCPU": 4}, 5)
+    assert row.last_heartbeat >= before
+    with pytest.raises(DockerError) as exc:
+        instances.heartbeat("i1", "wrong", report, settings)
+    assert exc.value.status == 401
