@@ -41,7 +41,13 @@ class Decide:
             # Seeded heartbeats stay fresh for the run (no heartbeat writes compete here); the
             # silent instances' are two days old.
             gateway=config.GatewaySettings(database="", heartbeat_interval=3600.0),
-            placement=config.PlacementSettings(strategy=strategy, capacity=DEFAULT_CAPACITY),
+            # The population is a shared pool (every project's containers on any instance):
+            # shared tenancy, which it was written for. With dedicated tenancy (the default
+            # since) a pin to another project's instance is a 404; bench/scale measures the
+            # dedicated decision, a project's own instances.
+            placement=config.PlacementSettings(
+                tenancy="shared", strategy=strategy, capacity=DEFAULT_CAPACITY
+            ),
             quotas=config.QuotaSettings(containers=100, memory="64g", cpus=32),
         )
 
