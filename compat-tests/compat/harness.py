@@ -79,12 +79,10 @@ class Stack:
                 f"compat-tests: {', '.join(missing)} not set; source a stack's env "
                 "(scripts/devstack up DIR && . DIR/env)"
             )
+        # The reference daemon when the stack has one (why: devstack/common.py REFERENCE).
         direct = os.environ.get("MOORAGE_REFERENCE_HOST") or os.environ["MOORAGE_DIRECT_HOST"]
         daemons = {direct, *os.environ.get("MOORAGE_DIRECT_HOSTS", "").split()}
         return cls(
-            # The reference daemon (devstack's, no instance's) when the stack has one: on an
-            # instance's own dockerd the tenant's images also carry Moorage's daemon tags, and
-            # dockerd's answers about them (an untag or a delete, RepoTags) change with them.
             direct=direct,
             gateway=os.environ["DOCKER_HOST"],
             moorage_config=os.environ["DOCKER_CONFIG"],

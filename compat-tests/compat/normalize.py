@@ -87,7 +87,8 @@ _RM_CANCEL_RACE = re.compile(
 
 
 class Normalizer:
-    """Per side: knows that side's name prefix and endpoint, and the registry's address."""
+    """Per side: knows that side's name prefix and endpoint, the registry's address and the
+    daemons' data roots."""
 
     def __init__(self, prefix: str, endpoints: list[str], registry: str | None, roots=()):
         self.prefix = prefix

@@ -104,20 +104,21 @@ class PreparedUpdate:
         self._compiled: dict[tuple, str | None] = {}
 
     def __call__(self, fields: dict, key: Any) -> _Bound | peewee.Query:
-        query = None
         # peewee sets the fields in the model's order (its column sort key), whatever the dict's
         items = sorted(fields.items(), key=lambda kv: kv[0]._sort_key)
         shape = (type(database.obj), tuple(f.name for f, _ in items))
         params = [f.db_value(v) for f, v in items] + [self.key.db_value(key)]
         if shape not in self._compiled:
-            query = self.model.update(fields).where(self.key == key)
-            sql, real = query.sql()
-            # (element by element, types included: a peewee expression "equals" anything)
-            same = len(real) == len(params) and all(_same(r, p) for r, p in zip(real, params, strict=True))
-            if not same:
-                log.debug("update of %s is built per call: its parameters differ", shape[1])
-            self._compiled[shape] = sql if same else None
+            self._compiled[shape] = self._compile(fields, key, params)
         sql = self._compiled[shape]
         if sql is None:
-            return query if query is not None else self.model.update(fields).where(self.key == key)
+            return self.model.update(fields).where(self.key == key)
         return _Bound(sql, params)
+
+    def _compile(self, fields: dict, key: Any, params: list) -> str | None:
+        sql, real = self.model.update(fields).where(self.key == key).sql()
+        # (element by element, types included: a peewee expression "equals" anything)
+        if len(real) == len(params) and all(_same(r, p) for r, p in zip(real, params, strict=True)):
+            return sql
+        log.debug("update of %s is built per call: its parameters differ", [f.name for f in fields])
+        return None
