@@ -386,7 +386,7 @@ def _exec_stopped(ctx, d):
 
 
 # == attach =================================================================================
-@cli_case("cli.attach.detach-keys", ("ContainerAttach", "ContainerInspect"))
+@cli_case("cli.attach.detach-keys", ("ContainerAttach", "ContainerInspect"), unix=True)
 def _attach_keys(ctx, d):
     d("run", "-dit", "--label", LABEL, "--name", "{n}", "busybox", "sh", keep=False)
     d.pty(
@@ -401,7 +401,7 @@ def _attach_keys(ctx, d):
     d("inspect", "--format", "{{.State.Running}}", "{n}")
 
 
-@cli_case("cli.attach.default-keys", ("ContainerAttach",))
+@cli_case("cli.attach.default-keys", ("ContainerAttach",), unix=True)
 def _attach_default(ctx, d):
     d("run", "-dit", "--label", LABEL, "--name", "{n}", "busybox", "sh", keep=False)
     d.pty(

@@ -68,6 +68,10 @@ class Stack:
     # The daemons' data roots (the reference daemon's and the instances'): paths under them
     # (ResolvConfPath, a volume's Mountpoint) differ by daemon only, and compare as <ROOT>.
     roots: tuple[str, ...] = ()
+    # The gateway's unix-socket bind (devstack's MOORAGE_GATEWAY_SOCKET; "" when none): the
+    # daemon side is a unix socket, and cases whose client acts on the transport (Case.unix)
+    # reach Moorage the same way.
+    gateway_unix: str = ""
 
     @classmethod
     def from_env(cls, workdir: str) -> Stack:
@@ -91,6 +95,7 @@ class Stack:
             workdir=workdir,
             beta_config=os.environ.get("MOORAGE_CONFIG_beta"),  # noqa: SIM112 (devstack's name, per tenant)
             roots=tuple(sorted(filter(None, map(_data_root, daemons)), key=len, reverse=True)),
+            gateway_unix=os.environ.get("MOORAGE_GATEWAY_SOCKET", ""),
         )
 
 
@@ -138,6 +143,10 @@ class Case:
     # run after every other case, so that stall cannot spill into them
     isolated: bool = False
     api_version: str = DEFAULT_VERSION  # what its requests at DEFAULT_VERSION speak
+    # The client behaves differently over TCP than over a unix socket (the docker CLI misses
+    # its detach keys over TCP, against dockerd too: docs/divergences.md): the Moorage side
+    # goes through the gateway's unix-socket bind, like the daemon side, when the stack has one.
+    unix: bool = False
 
 
 CASES: dict[str, Case] = {}
@@ -152,6 +161,7 @@ def case(
     serial: bool = False,
     requires: str | None = None,
     isolated: bool = False,
+    unix: bool = False,
 ):
     """Register a scenario. The id's first dotted part is its layer."""
     if isinstance(ops, str):
@@ -161,7 +171,9 @@ def case(
         if case_id in CASES:
             raise RuntimeError(f"duplicate case id {case_id}")
         layer = case_id.split(".", 1)[0]
-        CASES[case_id] = Case(case_id, layer, tuple(ops), fn, divergence, timeout, serial, requires, isolated)
+        CASES[case_id] = Case(
+            case_id, layer, tuple(ops), fn, divergence, timeout, serial, requires, isolated, unix=unix
+        )
         if layer == "http":
             for version in VARIANT_VERSIONS:
                 CASES[f"{case_id}@{version}"] = Case(
@@ -175,6 +187,7 @@ def case(
                     requires,
                     isolated,
                     version,
+                    unix,
                 )
         return fn
 

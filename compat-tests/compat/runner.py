@@ -14,7 +14,7 @@ import tempfile
 import threading
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from compat import harness, report, tools, translator, wire
 from compat.divergences import DIVERGENCES, check_documented
@@ -99,7 +99,10 @@ def _run_case_once(case: Case, stack: Stack, sides: dict[str, Side]) -> Result:
     # c + run id + case token + side: the final sweep finds what a run left by its prefix
     token = secrets.token_hex(2)
     d = run_side(case, stack, sides["direct"], f"c{stack.run_id}{token}d")
-    m = run_side(case, stack, sides["moorage"], f"c{stack.run_id}{token}m")
+    moorage = sides["moorage"]
+    if case.unix and stack.gateway_unix:  # like with like (Case.unix)
+        moorage = replace(moorage, endpoint=stack.gateway_unix)
+    m = run_side(case, stack, moorage, f"c{stack.run_id}{token}m")
     res = Result(case, "fail", d["obs"], m["obs"], seconds=time.monotonic() - start)
     if d["kind"] != "ok":
         res.outcome = "error"

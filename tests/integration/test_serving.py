@@ -193,3 +193,28 @@ def test_moorage_db_upgrade_is_idempotent(stack):
     result = stack.admin("db", "upgrade")
     assert result.returncode == 0 and "up to date" in result.stdout
     json.loads(stack.admin("instances", "list", "--format", "json").stdout)
+
+
+def test_unix_socket_bind_serves_the_api_with_the_same_authentication(stack, unique):
+    """A `unix://` bind (devstack binds replica 1 on DIR/gateway.sock) is a Docker endpoint like
+    the TCP one: the CLI's HttpHeaders authenticate it, a request without them is a 401, and the
+    CLI detaches on its keys there (over plain TCP it does not, against dockerd too:
+    docs/divergences.md#detach-keys-tcp)."""
+    import requests_unixsocket
+
+    socket_url = stack.env.get("MOORAGE_GATEWAY_SOCKET")
+    assert socket_url, "devstack exports MOORAGE_GATEWAY_SOCKET"
+    over_unix = {"DOCKER_HOST": socket_url}
+    made = stack.docker("run", "-d", "--name", unique, "busybox", "sleep", "60", env=over_unix)
+    try:
+        assert made.returncode == 0, made.stderr
+        listed = stack.docker("ps", "--filter", f"name={unique}", "--format", "{{.Names}}", env=over_unix)
+        assert listed.stdout.decode().split() == [unique]
+        # the same container through the TCP bind: one gateway, two listeners
+        assert stack.docker("inspect", "-f", "{{.Name}}", unique).stdout.decode().strip() == f"/{unique}"
+        sock = socket_url[len("unix://") :].replace("/", "%2F")
+        with requests_unixsocket.Session() as session:
+            bare = session.get(f"http+unix://{sock}/v1.41/containers/json", timeout=10)
+        assert bare.status_code == 401 and "X-Auth-Token" in bare.json()["message"]
+    finally:
+        stack.docker("rm", "-f", unique)

@@ -9,7 +9,7 @@ from . import novaconf
 from .broker import transport_url
 from .common import REFERENCE, TENANTS
 from .daemons import moorage_argv
-from .gateways import gateway_ports, metrics_urls
+from .gateways import gateway_ports, gateway_socket, metrics_urls
 from .state import Stack
 from .tls import tls_host
 
@@ -31,6 +31,8 @@ def write_env(st: Stack) -> str:
     hosts = current_hosts(st)
     values = [
         ("DOCKER_HOST", f"tcp://127.0.0.1:{port}"),
+        # replica 1 on a unix socket, as a local dockerd is reached (gateways.gateway_socket)
+        ("MOORAGE_GATEWAY_SOCKET", gateway_socket(st)),
         ("MOORAGE_GATEWAYS", " ".join(f"tcp://127.0.0.1:{p}" for p in gateway_ports(st))),
         # Prometheus metrics: the first replica's, and every replica's.
         ("MOORAGE_METRICS_URL", metrics_urls(st)[0] if metrics_urls(st) else ""),

@@ -25,11 +25,10 @@ EXISTS_INTERVAL = 15  # seconds, --notifications
 
 def write_gateway_config(st: Stack) -> str:
     q = json.dumps
-    port = st.state["port"]
     lines = [
         "# written by scripts/devstack; rewritten by every `up`",
         "[gateway]",
-        f"bind = [{q(f'tcp://127.0.0.1:{port}')}, {q(f'tcp://{st.gw_ip}:{port}')}]",
+        f"bind = [{', '.join(q(b) for b in replica_one_binds(st))}]",
         "workers = 2",
         f"database = {q(database_url(st))}",
         f"registration_secret = {q(st.state['secret'])}",
@@ -111,6 +110,21 @@ def write_gateway_config(st: Stack) -> str:
     path = st.path("moorage.toml")
     write_private(path, "\n".join(lines) + "\n")
     return path
+
+
+def gateway_socket(st: Stack) -> str:
+    """Replica 1's unix-socket bind, unix:///DIR/gateway.sock ("" when DIR is too long for
+    a socket's path). The docker CLI behaves differently over TCP and over a unix socket
+    (docs/divergences.md, the attach detach keys): the parity suite reaches Moorage through
+    this bind where it compares with a daemon's own socket."""
+    path = st.path("gateway.sock")
+    return f"unix://{path}" if len(path.encode()) < 100 else ""
+
+
+def replica_one_binds(st: Stack) -> list[str]:
+    port = st.state["port"]
+    binds = [f"tcp://127.0.0.1:{port}", f"tcp://{st.gw_ip}:{port}"]
+    return binds + ([gateway_socket(st)] if gateway_socket(st) else [])
 
 
 def gateway_ping(st: Stack, url: str, timeout: float = 2) -> int | None:
