@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import copy
-import json
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, parse_qsl
 
 import falcon
 
-from gateway import instances, versions
+from gateway import instances, jsonbody, versions
 from gateway.errors import DockerError
 from gateway.routing import Route
 from gateway.tenancy import Identity, names, resolve
@@ -105,10 +104,10 @@ class Context:
         self.resp.content_type = "application/json"
         if status < 300:
             payload = self.translated(payload)
-        text = json.dumps(payload, separators=(",", ":"))
+        text = jsonbody.encode(payload)
         if names_of:
-            text = names.text_to_tenant(names_of, text)
-        self.resp.data = text.encode() + b"\n"
+            text = names.text_to_tenant(names_of, text.decode()).encode()
+        self.resp.data = text + b"\n"
 
     def translated(self, payload):
         """A successful answer in the shape of the client's API version: the one place answers

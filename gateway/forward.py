@@ -20,7 +20,7 @@ from urllib.parse import parse_qsl, quote, urlencode
 from gunicorn.http.body import ChunkedReader, LengthReader
 from gunicorn.http.errors import ParseException
 
-from gateway import generations, instances, logs, store, versions
+from gateway import generations, instances, jsonbody, logs, store, versions
 from gateway.agentclient import AgentClient
 from gateway.context import Context
 from gateway.errors import DockerError, scrubbed_body
@@ -452,7 +452,7 @@ def _read(instance: store.Instance, upstream: UpstreamResponse) -> tuple[int, An
     check_agent(instance, upstream)
     raw = upstream.read()
     try:
-        return upstream.status, json.loads(raw) if raw else None
+        return upstream.status, jsonbody.decode(raw) if raw else None
     except ValueError:
         return upstream.status, raw.decode(errors="replace")
 
@@ -509,8 +509,8 @@ def respond(ctx: Context, instance: store.Instance, upstream: UpstreamResponse) 
         and versions.answers_change(ctx.route.operation, ctx.version, ctx.spoken)
     ):
         # The daemon's answer in the shape of the client's version (gateway/versions).
-        payload = json.loads(upstream.read() or b"null")
-        resp.data = json.dumps(ctx.translated(payload), separators=(",", ":")).encode() + b"\n"
+        payload = jsonbody.decode(upstream.read() or b"null")
+        resp.data = jsonbody.encode(ctx.translated(payload)) + b"\n"
         return
     if upstream.content_length is not None:
         resp.content_length = upstream.content_length

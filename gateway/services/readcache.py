@@ -22,12 +22,11 @@ read_cache = false`` and with the PostgreSQL store (another replica's writes are
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 from urllib.parse import parse_qsl
 
-from gateway import generations, replay, store
+from gateway import generations, jsonbody, replay, store
 from gateway.budgeted import Budgeted
 from gateway.context import Context
 from gateway.forward import call as daemon_call
@@ -62,10 +61,10 @@ def call(
     kept = _answers.get(key)
     if kept is not None and kept[0] == generation and asked - kept[1] < MAX_AGE:
         replay.daemon_read(instance.uuid, generation, kept[1] + MAX_AGE)
-        return 200, json.loads(kept[2])
+        return 200, jsonbody.decode(kept[2])
     status, payload = daemon_call(ctx, instance, method, path, query=query)
     if status == 200 and _keepable(payload):
-        answer = json.dumps(payload, separators=(",", ":")).encode()
+        answer = jsonbody.encode(payload)
         if len(answer) <= MAX_BYTES:
             _answers.keep(key, (generation, asked, answer))
         replay.read_cache_asked()

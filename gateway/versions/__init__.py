@@ -14,6 +14,7 @@ and gateway/context.py / forward.respond for the answers, after tenancy has rewr
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from gateway.errors import DockerError
@@ -38,7 +39,9 @@ __all__ = [
 ]
 
 
+@functools.lru_cache(maxsize=256)
 def parse(version: str) -> tuple[int, ...]:
+    # cached: a request parses its versions several times (check, for_daemon, translate_answer)
     return tuple(int(part) for part in version.split("."))
 
 

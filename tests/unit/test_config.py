@@ -228,7 +228,12 @@ def test_devstack_writes_a_file_the_loader_takes(tmp_path, monkeypatch, capacity
     s = config.load(gateways.write_gateway_config(st))  # type: ignore[arg-type]
     assert s.identity.backend == "embedded" and s.identity.token_file == st.path("identity.json")
     assert s.placement.capacity == (capacity or 0) and s.policy.file == st.path("policy.yaml")
-    assert s.gateway.bind == ["tcp://127.0.0.1:2375", "tcp://198.18.0.1:2375"]
+    # and a unix socket in DIR, as a local dockerd is reached (the parity suite's attach cases)
+    assert s.gateway.bind == [
+        "tcp://127.0.0.1:2375",
+        "tcp://198.18.0.1:2375",
+        f"unix://{st.path('gateway.sock')}",
+    ]
     # dedicated by default; hosts beyond --hosts booted by devstack's own commands
     assert s.placement.tenancy == "dedicated" and s.placement.release_grace == 60
     assert s.local.max_hosts == 7 and s.local.boot_command[-2:] == ["boot-host", st.dir]

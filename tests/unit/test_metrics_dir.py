@@ -23,3 +23,44 @@ def test_a_forked_worker_that_exits_leaves_the_metrics_directory(monkeypatch, tm
     assert os.path.isdir(path), "a worker's exit removed the directory every worker writes to"
     server.cleanup_metrics(path)
     assert not os.path.exists(path)
+
+
+def test_a_forked_worker_counts_in_a_file_of_its_own(tmp_path):
+    """gateway/metrics.py keeps the PID instead of asking os.getpid() at every increment: a
+    worker forked after the master counted still writes its own file, and the master's sum
+    holds both. In a fresh interpreter: the mode is chosen when gateway.metrics is imported."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(
+        """
+        import os
+        from gateway import metrics
+        from prometheus_client import CollectorRegistry, generate_latest, multiprocess
+        metrics.REQUESTS.labels("ContainerList", "200").inc()
+        child = os.fork()
+        if child == 0:
+            metrics.REQUESTS.labels("ContainerList", "200").inc()
+            metrics.REQUESTS.labels("ContainerInspect", "200").inc()
+            os._exit(0)
+        os.waitpid(child, 0)
+        made = os.listdir(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+        print(sorted(n for n in made if n.startswith("counter_")))
+        print(f"counter_{os.getpid()}.db", f"counter_{child}.db")
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        for line in generate_latest(registry).decode().splitlines():
+            if line.startswith("moorage_requests_total"):
+                print(line)
+        """
+    )
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    files, own, *totals = out.stdout.splitlines()
+    assert files == str(sorted(own.split())), "each process writes a file named by its own PID"
+    assert sorted(totals) == [
+        'moorage_requests_total{operation="ContainerInspect",status="200"} 1.0',
+        'moorage_requests_total{operation="ContainerList",status="200"} 2.0',
+    ]

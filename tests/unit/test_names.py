@@ -5,6 +5,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from gateway import jsonbody
 from gateway.context import Context
 from gateway.services.events import EventJudge
 from gateway.tenancy import PROJECT_LABEL, names, scope
@@ -59,9 +60,7 @@ def test_names_stripped_on_the_encoded_answer_equal_strip_names():
     ]
     ctx = Context(gw=None, req=None, resp=SimpleNamespace(), route=None, params={}, version="1.41")
     ctx.answer_json(answer, names_of=ALPHA)
-    assert (
-        ctx.resp.data == json.dumps(scope.strip_names(ALPHA, answer), separators=(",", ":")).encode() + b"\n"
-    )
+    assert ctx.resp.data == jsonbody.encode(scope.strip_names(ALPHA, answer)) + b"\n"
     ctx.answer_json(answer)
     assert json.loads(ctx.resp.data) == answer
 
