@@ -43,19 +43,27 @@ import os
 from prometheus_client import Counter, Gauge, Histogram, values
 
 
+def use_files() -> None:
+    """Values made from now on live in PROMETHEUS_MULTIPROC_DIR's files, one file per process
+    (multiprocess mode; gateway/server.py prepare_metrics). prometheus_client's own choice
+    asks os.getpid() at every increment, to notice a fork: a system call (glibc caches no
+    PID), three per request (the count, the duration's sum and its bucket), 2.7% of the
+    gateway's CPU for a `ps` (py-spy). The PID is kept here instead and renewed in a forked
+    child before any code of its runs (os.register_at_fork), the rule a process_identifier
+    must keep."""
+    if not getattr(values.ValueClass, "_moorage_files", False):
+        values.ValueClass = values.MultiProcessValue(process_identifier=_own_pid)
+        values.ValueClass._moorage_files = True  # pyright: ignore[reportAttributeAccessIssue]
+
+
 def _own_pid() -> int:
     return _PID[0]
 
 
 _PID = [os.getpid()]
-if isinstance(values.ValueClass, type) and getattr(values.ValueClass, "_multiprocess", False):
-    # In multiprocess mode every increment asks os.getpid(), to notice a fork: a system call
-    # (glibc caches no PID), 3.6% of the gateway's CPU for a `ps` (py-spy; three per request:
-    # the count, the duration's sum and its bucket). The PID is kept here instead, and
-    # renewed in a forked child before any code of its runs (os.register_at_fork), which is
-    # the rule MultiProcessValue's process_identifier must keep.
-    os.register_at_fork(after_in_child=lambda: _PID.__setitem__(0, os.getpid()))
-    values.ValueClass = values.MultiProcessValue(process_identifier=_own_pid)
+os.register_at_fork(after_in_child=lambda: _PID.__setitem__(0, os.getpid()))
+if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # set before this import: as prometheus_client chose
+    use_files()
 
 REQUESTS = Counter(
     "moorage_requests", "API requests answered, by Docker operation ID and status", ["operation", "status"]

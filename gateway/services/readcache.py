@@ -44,6 +44,8 @@ _answers: Budgeted[tuple[int, float, bytes]] = Budgeted(MAX_ENTRIES, BUDGET, lam
 
 
 def _sized(query: str) -> bool:
+    if "size" not in query and "%" not in query:  # most reads: no parse (3% of a ps's CPU)
+        return False
     return any(k == "size" and v.lower() not in _FALSE for k, v in parse_qsl(query, keep_blank_values=True))
 
 

@@ -151,6 +151,8 @@ def test_what_is_never_cached():
     assert readcache._sized("size=true")
     assert not readcache._sized("size=0")
     assert not readcache._sized("all=1&filters=%7B%7D")
+    assert readcache._sized("all=1&%73ize=1")  # the key percent-encoded
+    assert not readcache._sized("all=1") and not readcache._sized("")
     assert readcache._keepable([{"Id": "x"}])
     assert readcache._keepable({"State": {"Status": "running"}})
     # each probe of a health check appends to its log with no event: never kept
