@@ -15,10 +15,12 @@ gateway) and that interface's MTU. Spanning networks take their VXLAN peers and 
 
 from __future__ import annotations
 
+import http.client
 import ipaddress
 import json
 import logging
 import socket
+import ssl
 import subprocess
 import urllib.error
 import urllib.parse
@@ -141,6 +143,74 @@ def _post(url: str, payload: dict, headers: dict, method: str = "POST") -> tuple
         return exc.code, body
 
 
+class GatewayLink:
+    """The heartbeats' HTTP connection to the gateway, kept from one heartbeat to the next.
+
+    A heartbeat on a fresh connection cost the gateway a TCP accept (and over https a TLS
+    handshake), a greenlet and gunicorn's connection setup, every interval, for every instance.
+    The gateway keeps an idle connection for 75 s (gateway/server.py ``keepalive``), longer
+    than a heartbeat interval. A heartbeat sent on a kept connection that the gateway closed
+    meanwhile (a restart, a replica gone, its idle limit) fails before any answer; it is then
+    sent once more on a new connection: a heartbeat (PUT) may be sent twice."""
+
+    RETRIED = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
+
+    def __init__(self, gateway_url: str, timeout: float = 10):
+        url = urllib.parse.urlsplit(gateway_url)
+        self.https = url.scheme == "https"
+        self.host, self.port = url.hostname or "", url.port
+        self.prefix = url.path.rstrip("/")
+        self.timeout = timeout
+        self.conn: http.client.HTTPConnection | None = None
+        self.connections = 0  # opened so far (tests, logs)
+
+    def _connect(self) -> http.client.HTTPConnection:
+        self.connections += 1
+        if self.https:  # as urllib verifies: the system's certificate authorities
+            return http.client.HTTPSConnection(
+                self.host, self.port, timeout=self.timeout, context=ssl.create_default_context()
+            )
+        return http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+
+    def call(self, method: str, path: str, payload: dict, headers: dict) -> tuple[int, dict]:
+        """(status, JSON body or {}); OSError when the gateway cannot be reached or answers
+        no HTTP."""
+        data = json.dumps(payload).encode()
+        headers = {"Content-Type": "application/json", **headers}
+        kept, self.conn = self.conn, None
+        if kept is not None:
+            try:
+                return self._exchange(kept, method, path, data, headers)
+            except self.RETRIED:
+                pass  # the gateway closed it while it was idle: once more, on a new one
+        return self._exchange(self._connect(), method, path, data, headers)
+
+    def _exchange(self, conn, method: str, path: str, data: bytes, headers: dict) -> tuple[int, dict]:
+        try:
+            conn.request(method, self.prefix + path, body=data, headers=headers)
+            resp = conn.getresponse()
+            body = resp.read()
+        except self.RETRIED:
+            conn.close()
+            raise
+        except (OSError, http.client.HTTPException) as exc:
+            conn.close()
+            raise OSError(f"{type(exc).__name__}: {exc}") from exc
+        if resp.will_close:
+            conn.close()
+        else:
+            self.conn = conn
+        try:
+            return resp.status, json.loads(body or b"{}")
+        except ValueError:
+            return resp.status, {}
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+
 class Registrar:
     def __init__(
         self,
@@ -178,6 +248,7 @@ class Registrar:
         # agent, not another one claiming a live instance's UUID.
         self.previous_secret = ""
         self.interval = 10.0
+        self.link = GatewayLink(gateway_url)  # the heartbeats' kept connection
         # Facts of the agent's own, in every registration and heartbeat (TenantSocketDir; and
         # PublicAddress, which a heartbeat's facts would otherwise replace with the daemon's alone).
         self.agent_facts: dict[str, str] = {"PublicAddress": public_address} if public_address else {}
@@ -241,11 +312,11 @@ class Registrar:
             else:
                 log.warning("heartbeat: dockerd slow or odd (%s); reporting it up without fresh facts", exc)
         try:
-            status, _ = _post(
-                f"{self.gateway_url}{AGENTS_PATH}/{self.uuid}/heartbeat",
+            status, _ = self.link.call(
+                "PUT",
+                f"{AGENTS_PATH}/{self.uuid}/heartbeat",
                 payload,
                 {AGENT_SECRET_HEADER: self.secret or ""},
-                method="PUT",
             )
         except OSError as exc:
             log.warning("heartbeat: gateway unreachable: %s", exc)

@@ -8,8 +8,10 @@ For each instance in SPEC it listens on its own socket on 127.0.0.1 and, as agen
   the daemon's facts, its address and capacity: agent/registration.py register_once), keeps the
   agent secret the gateway issues, and heartbeats every `heartbeat_interval` the gateway
   answered (PUT .../heartbeat with the facts and the labelled containers the gateway reconciles
-  its map against: heartbeat_once), registering again on a 401 or 404. Each call is a fresh
-  connection with `Connection: close`, as the agent's urllib makes it. The first heartbeat comes
+  its map against: heartbeat_once), registering again on a 401 or 404. A registration is a
+  fresh connection with `Connection: close`, as the agent's urllib makes it; the heartbeats go
+  on one kept connection, opened again when the gateway closed it, as the agent's GatewayLink
+  keeps it. The first heartbeat comes
   after a random part of the interval, so that N instances registered together beat spread over
   the interval as a fleet's agents do;
 - serves the agent API the gateway calls (agent/server.py): keep-alive HTTP/1.1, every request
@@ -104,6 +106,71 @@ def call_gateway(address: tuple[str, int], method: str, path: str, payload: dict
         return status, {}
 
 
+class KeptConnection:
+    """The heartbeats' connection to the gateway, kept from one to the next (as
+    agent/registration.py GatewayLink keeps it): a call on a connection the gateway closed
+    while idle is sent once more on a new one."""
+
+    def __init__(self, address: tuple[str, int]):
+        self.address = address
+        self.sock: socket.socket | None = None
+        self.connections = 0
+
+    def call(self, method: str, path: str, payload: dict, headers: dict) -> tuple[int, dict]:
+        data = json.dumps(payload).encode()
+        extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        request = (
+            f"{method} {path} HTTP/1.1\r\nHost: {self.address[0]}:{self.address[1]}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n"
+            f"User-Agent: moorage-bench-scale\r\n{extra}\r\n"
+        ).encode() + data
+        kept, self.sock = self.sock, None
+        if kept is not None:
+            try:
+                return self._exchange(kept, request)
+            except ConnectionError:
+                kept.close()  # closed while idle: once more, on a new one
+        self.connections += 1
+        return self._exchange(socket.create_connection(self.address, timeout=ANSWER_SECONDS), request)
+
+    def _exchange(self, sock: socket.socket, request: bytes) -> tuple[int, dict]:
+        sock.sendall(request)
+        buf = b""
+        while b"\r\n\r\n" not in buf:
+            piece = sock.recv(65536)
+            if not piece:
+                raise ConnectionResetError("the gateway closed the connection")
+            buf += piece
+        top, _, body = buf.partition(b"\r\n\r\n")
+        head = top.lower()
+        if b"transfer-encoding: chunked" in head:
+            while not body.endswith(b"0\r\n\r\n"):
+                piece = sock.recv(65536)
+                if not piece:
+                    raise ConnectionResetError("the gateway closed the connection")
+                body += piece
+            body = _unchunk(body)
+        else:
+            length = 0
+            for line in head.split(b"\r\n"):
+                if line.startswith(b"content-length:"):
+                    length = int(line.split(b":", 1)[1])
+            while len(body) < length:
+                piece = sock.recv(65536)
+                if not piece:
+                    raise ConnectionResetError("the gateway closed the connection")
+                body += piece
+        if b"connection: close" in head:
+            sock.close()
+        else:
+            self.sock = sock
+        status = int(top.split(b" ", 2)[1])
+        try:
+            return status, json.loads(body or b"{}")
+        except ValueError:
+            return status, {}
+
+
 def _unchunk(data: bytes) -> bytes:
     out, rest = [], data
     while rest:
@@ -126,6 +193,7 @@ class Instance:
         self.previous = ""
         self.interval = 10.0
         self.port = 0
+        self.link = KeptConnection(gateway)  # the heartbeats'
 
     def register(self) -> bool:
         payload = {
@@ -157,8 +225,7 @@ class Instance:
         payload["containers"] = self.daemon.labelled()
         t0 = time.perf_counter()
         try:
-            status, _ = call_gateway(
-                self.gateway,
+            status, _ = self.link.call(
                 "PUT",
                 f"{AGENTS_PATH}/{self.uuid}/heartbeat",
                 payload,
