@@ -108,3 +108,41 @@ def test_the_list_orders_same_second_runs_of_several_instances_by_the_map(tmp_pa
         assert [c["Id"] for c in merged] == ["b", "c", "a", "d", "e", "f", "h", "g"]
     finally:
         store.close()
+
+
+def test_creation_times_are_read_once_per_store(tmp_path):
+    """gateway/store/queries.py creation_times keeps what it read: a time is written once with
+    its row, so a second merged list reads only the IDs it has not seen; another store (a
+    test's, a restart on another database) starts afresh."""
+    import datetime as dt
+
+    from gateway import store
+
+    t0 = dt.datetime(2025, 1, 1, 12, 0, 0)
+    store.init(f"sqlite:///{tmp_path}/one.db")
+    try:
+        store.Instance.create(uuid="i1", agent_url="tcp://127.0.0.1:1", agent_secret="s")
+        for cid, ms in (("a", 1), ("b", 2)):
+            store.Container.create(
+                id=cid, project="p", name=cid, instance="i1", created_at=t0 + dt.timedelta(milliseconds=ms)
+            )
+        assert store.creation_times(["a", "b", "zz"]) == {
+            "a": t0 + dt.timedelta(milliseconds=1),
+            "b": t0 + dt.timedelta(milliseconds=2),
+        }
+        store.Container.delete().where(store.Container.id == "a").execute()
+        store.Container.create(
+            id="c", project="p", name="c", instance="i1", created_at=t0 + dt.timedelta(milliseconds=3)
+        )
+        # "a" is not read again (its time cannot have changed); "c" is new and read
+        assert store.creation_times(["a", "c"]) == {
+            "a": t0 + dt.timedelta(milliseconds=1),
+            "c": t0 + dt.timedelta(milliseconds=3),
+        }
+    finally:
+        store.close()
+    store.init(f"sqlite:///{tmp_path}/two.db")
+    try:
+        assert store.creation_times(["a", "c"]) == {}, "times of another store's rows"
+    finally:
+        store.close()
