@@ -17,7 +17,6 @@ import os
 import shutil
 import ssl
 import tempfile
-import time
 
 from gunicorn import util as gunicorn_util
 from gunicorn.app.base import BaseApplication
@@ -42,30 +41,14 @@ def _docker_shaped_error(sock, status_int: int, reason: str, mesg: str) -> None:
 gunicorn_util.write_error = _docker_shaped_error
 
 _gunicorn_http_date = gunicorn_util.http_date
-_date_header = [-1, ""]  # (second, its Date header)
 
 
 def _http_date(timestamp: float | None = None) -> str:
-    """gunicorn's Date header, formatted once a second instead of for every answer (2% of the
-    gateway's CPU for a small answer, py-spy). The same text: the header counts whole seconds."""
-    if timestamp is not None:
-        return _gunicorn_http_date(timestamp)
-    now = int(time.time())
-    if _date_header[0] != now:
-        _date_header[:] = [now, _gunicorn_http_date(now)]
-    return _date_header[1]
+    """gunicorn's Date header, formatted once a second (replay.http_date), not for every answer."""
+    return replay.http_date() if timestamp is None else _gunicorn_http_date(timestamp)
 
 
 gunicorn_util.http_date = _http_date
-
-
-def _send_whole(sock, data: bytes) -> None:
-    """sock.sendall(data), without what gevent's sendall adds to every call: a
-    getsockopt(SO_SNDBUF) system call to size its pieces (1.6% of the gateway's CPU for a small
-    answer, py-spy). One send() takes a small answer whole; what it leaves goes by sendall."""
-    sent = sock.send(data)
-    if sent < len(data):
-        sock.sendall(memoryview(data)[sent:])
 
 
 def gunicorn_bind(address: str) -> str:
@@ -146,7 +129,9 @@ def _coalescing_response():
             finally:
                 self.sock = sock
             self.sent += len(arg)
-            _send_whole(sock, capture.data + arg)
+            # head and body in one sendmsg, not joined into a copy first; nor gevent's sendall,
+            # which asks getsockopt(SO_SNDBUF) on every call (1.6% of the CPU of a small answer)
+            send_parts(sock, (capture.data, arg))
             if self.response_length == len(arg):
                 replay.sent(capture.data, arg)  # the whole answer: kept if it may replay
 

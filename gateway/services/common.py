@@ -9,7 +9,7 @@ from urllib.parse import parse_qsl, urlencode
 
 import gevent
 
-from gateway import instances, store
+from gateway import instances, jsonbody, store
 from gateway.context import Context
 from gateway.errors import DockerError
 from gateway.forward import call, forward, raise_for
@@ -146,9 +146,9 @@ def project_label_filter(ctx: Context, filters: dict | None = None) -> str | Non
     filters = parse_filters(ctx) if filters is None else filters
     if filters is None:
         return None
-    return json.dumps(
+    return jsonbody.encode(
         add_filter(filters, "label", PROJECT_LABEL if ctx.all_projects else f"{PROJECT_LABEL}={ctx.project}")
-    )
+    ).decode()
 
 
 def take_filter(filters: dict, key: str) -> tuple[dict, list[str]]:
