@@ -8,6 +8,7 @@ import hashlib
 import io
 import json
 import os
+import secrets
 import subprocess
 import sys
 import tarfile
@@ -204,7 +205,9 @@ class LoadSections:
     # -- flame graphs ------------------------------------------------------------------------------
     def profile(self) -> None:
         """py-spy flame graphs of the gateway (master + workers) and the agent while ps, inspect
-        and logs run through the gateway, into bench/profiles/."""
+        and logs run through the gateway, into bench/profiles/: ps and inspect as a polling
+        client sends them (the same request: the gateway replays it), and each request new
+        (an X-Request-Id of its own: the gateway's whole path, what the CPU target measures)."""
         seconds = 4 if self.mode == "quick" else 10
         os.makedirs(PROFILES_DIR, exist_ok=True)
         gw = gateway_pids(self.config_path)
@@ -221,6 +224,8 @@ class LoadSections:
         loads = {
             "ps": lambda c: c.request("GET", "/containers/json"),
             "inspect": lambda c: c.request("GET", f"/containers/{target}/json"),
+            "ps-new": lambda c: c.request("GET", "/containers/json", headers=_new_request()),
+            "inspect-new": lambda c: c.request("GET", f"/containers/{target}/json", headers=_new_request()),
             "logs": lambda c: c.request(
                 "GET", f"/containers/{logs}/logs?stdout=1&stderr=1", sink=lambda b: None
             ),
@@ -271,3 +276,8 @@ class LoadSections:
         cmd = ["py-spy", "record", *who, "--duration", str(seconds), "--rate", "200", "--nonblocking"]
         cmd += ["--format", fmt, "--output", out]
         return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def _new_request() -> dict[str, str]:
+    """Headers that make a request unlike any before it (dockerd ignores X-Request-Id)."""
+    return {"X-Request-Id": f"bench-{secrets.token_hex(8)}"}
