@@ -4,6 +4,7 @@ several requests on one connection (agent/server.py), against real sockets."""
 
 from __future__ import annotations
 
+import contextlib
 import random
 import socket
 import threading
@@ -115,13 +116,15 @@ def test_the_pool_drops_connections_their_peer_closed():
 
 
 class Upstream:
-    """A small HTTP/1.1 server on loopback that keeps its connections alive, counting them."""
+    """A small HTTP/1.1 server on loopback that keeps its connections alive, counting them;
+    ``drop_idle()`` closes the ones it keeps, as a server's idle limit or restart does."""
 
     def __init__(self, answer=None):
         self.listener = socket.socket()
         self.listener.bind(("127.0.0.1", 0))
         self.listener.listen(16)
         self.connections = 0
+        self.open: list[socket.socket] = []
         self.requests: list[bytes] = []
         self.answer = answer or (lambda head, body: b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
         threading.Thread(target=self._accept, daemon=True).start()
@@ -137,6 +140,7 @@ class Upstream:
             except OSError:
                 return
             self.connections += 1
+            self.open.append(conn)
             threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
     def _serve(self, conn):
@@ -161,6 +165,12 @@ class Upstream:
                 conn.sendall(self.answer(head, body))
         finally:
             conn.close()
+
+    def drop_idle(self):
+        for conn in self.open:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+        self.open.clear()
 
     def close(self):
         self.listener.close()
