@@ -39,13 +39,21 @@ def encode(payload: Any) -> bytes:
         return json.dumps(payload, separators=(",", ":")).encode()
 
 
+# What orjson would write as something else than it reads back (a datetime as its text, a
+# dataclass as a dict, a str or dict subclass as the base type) is refused instead, so that
+# ``replaced`` gives back the same types or nothing.
+_SAME_TYPES = (
+    orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_SUBCLASS
+)
+
+
 def replaced(value: Any, old: str) -> Any | None:
     """A fresh copy of the JSON value ``value`` with ``old`` removed from every string and key,
-    or None when orjson cannot write it. Exact when ``old`` holds no character that JSON
-    escapes or that delimits (quotes, backslashes, control characters): then it occurs in the
-    text exactly where it occurs in a string or key."""
+    or None when it holds anything but JSON's types. Exact when ``old`` holds no character
+    that JSON escapes or that delimits (quotes, backslashes, control characters): then it
+    occurs in the text exactly where it occurs in a string or key."""
     try:
-        text = orjson.dumps(value)
+        text = orjson.dumps(value, option=_SAME_TYPES)
     except TypeError:
         return None
     return orjson.loads(text.replace(old.encode(), b"") if old else text)

@@ -84,6 +84,22 @@ def test_strip_names_walks_what_orjson_cannot_write():
     assert scope.strip_names(PROJECT, f"web{end}") == "web"
 
 
+def test_strip_names_keeps_what_is_not_a_json_type():
+    """The text would carry a datetime as a string, a dataclass as a dict: the walk does those,
+    leaving them as they are."""
+    import dataclasses
+    import datetime as dt
+
+    @dataclasses.dataclass
+    class Row:
+        name: str
+
+    end = names.suffix(PROJECT)
+    when, row = dt.datetime(2025, 1, 1, 12, 0), Row(f"web{end}")
+    out = scope.strip_names(PROJECT, {"Name": f"/web{end}", "At": when, "Row": row})
+    assert out == {"Name": "/web", "At": when, "Row": row} and out["At"] is when
+
+
 def _walk(value, end):
     if isinstance(value, str):
         return value.replace(end, "")
