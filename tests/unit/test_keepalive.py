@@ -163,6 +163,8 @@ class Upstream:
                 body, buf = buf[:length], buf[length:]
                 self.requests.append(head + b"\r\n\r\n" + body)
                 conn.sendall(self.answer(head, body))
+        except ConnectionError:
+            return  # the client went away (reset): nothing to answer
         finally:
             conn.close()
 
