@@ -162,7 +162,7 @@ class GatewayLink:
         self.prefix = url.path.rstrip("/")
         self.timeout = timeout
         self.conn: http.client.HTTPConnection | None = None
-        self.connections = 0  # opened so far (tests, logs)
+        self.connections = 0  # opened so far (the tests count them)
 
     def _connect(self) -> http.client.HTTPConnection:
         self.connections += 1
