@@ -22,9 +22,7 @@ import logging
 import socket
 import ssl
 import subprocess
-import urllib.error
 import urllib.parse
-import urllib.request
 
 import gevent
 
@@ -127,24 +125,9 @@ def underlay(agent_url: str, gateway_url: str) -> dict:
     return found
 
 
-def _post(url: str, payload: dict, headers: dict, method: str = "POST") -> tuple[int, dict]:
-    data = json.dumps(payload).encode()
-    req = urllib.request.Request(
-        url, data=data, method=method, headers={"Content-Type": "application/json", **headers}
-    )
-    try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            return resp.status, json.loads(resp.read() or b"{}")
-    except urllib.error.HTTPError as exc:
-        try:
-            body = json.loads(exc.read() or b"{}")
-        except ValueError:
-            body = {}
-        return exc.code, body
-
-
 class GatewayLink:
-    """The heartbeats' HTTP connection to the gateway, kept from one heartbeat to the next.
+    """An HTTP connection to the gateway: the heartbeats' is kept from one to the next; a
+    registration takes one of its own (``once``).
 
     A heartbeat on a fresh connection cost the gateway a TCP accept (and over https a TLS
     handshake), a greenlet and gunicorn's connection setup, every interval, for every instance.
@@ -204,6 +187,16 @@ class GatewayLink:
             return resp.status, json.loads(body or b"{}")
         except ValueError:
             return resp.status, {}
+
+    @classmethod
+    def once(cls, gateway_url: str, method: str, path: str, payload: dict, headers: dict) -> tuple[int, dict]:
+        """One call on a connection of its own, closed after: nothing to send twice (a
+        registration sent again with the secret it replaced would be refused)."""
+        link = cls(gateway_url)
+        try:
+            return link.call(method, path, payload, headers)
+        finally:
+            link.close()
 
     def close(self) -> None:
         if self.conn is not None:
@@ -277,7 +270,7 @@ class Registrar:
             if self.secret or self.previous_secret:
                 headers[AGENT_SECRET_HEADER] = self.secret or self.previous_secret
         try:
-            status, body = _post(self.gateway_url + AGENTS_PATH, payload, headers)
+            status, body = GatewayLink.once(self.gateway_url, "POST", AGENTS_PATH, payload, headers)
         except OSError as exc:
             log.warning("gateway %s unreachable: %s", self.gateway_url, exc)
             return False

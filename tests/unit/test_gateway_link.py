@@ -72,3 +72,13 @@ def test_a_path_prefix_in_the_gateway_url_is_kept(gateway):
     link = GatewayLink(gateway.url + "/moorage-gw/")
     link.call("PUT", "/moorage/v1/agents/u/heartbeat", {}, {})
     assert gateway.seen()[0][0] == "/moorage-gw/moorage/v1/agents/u/heartbeat"
+
+
+def test_a_registration_takes_a_connection_of_its_own_and_closes_it(gateway):
+    """GatewayLink.once (registrations): never sent on a kept connection, so never sent twice."""
+    link = GatewayLink(gateway.url)
+    assert link.call("PUT", "/hb", {"i": 1}, {})[0] == 200
+    assert GatewayLink.once(gateway.url, "POST", "/moorage/v1/agents", {"i": 2}, {}) == (200, {"n": 2})
+    assert gateway.connections == 2 and link.connections == 1
+    assert link.call("PUT", "/hb", {"i": 3}, {}) == (200, {"n": 3})
+    assert gateway.connections == 2, "the heartbeats' connection is still the kept one"

@@ -8,10 +8,9 @@ For each instance in SPEC it listens on its own socket on 127.0.0.1 and, as agen
   the daemon's facts, its address and capacity: agent/registration.py register_once), keeps the
   agent secret the gateway issues, and heartbeats every `heartbeat_interval` the gateway
   answered (PUT .../heartbeat with the facts and the labelled containers the gateway reconciles
-  its map against: heartbeat_once), registering again on a 401 or 404. A registration is a
-  fresh connection with `Connection: close`, as the agent's urllib makes it; the heartbeats go
-  on one kept connection, opened again when the gateway closed it, as the agent's GatewayLink
-  keeps it. The first heartbeat comes
+  its map against: heartbeat_once), registering again on a 401 or 404. As the agent's
+  GatewayLink does, a registration takes a connection of its own, and the heartbeats go on one
+  kept connection, opened again when the gateway closed it. The first heartbeat comes
   after a random part of the interval, so that N instances registered together beat spread over
   the interval as a fleet's agents do;
 - serves the agent API the gateway calls (agent/server.py): keep-alive HTTP/1.1, every request
@@ -82,39 +81,14 @@ def raise_fd_limit() -> None:
 ANSWER_SECONDS = 600
 
 
-def call_gateway(address: tuple[str, int], method: str, path: str, payload: dict, headers: dict):
-    """One call on a fresh connection; (status, parsed JSON body or {})."""
-    data = json.dumps(payload).encode()
-    extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-    head = (
-        f"{method} {path} HTTP/1.1\r\nHost: {address[0]}:{address[1]}\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(data)}\r\nUser-Agent: moorage-bench-scale\r\n{extra}Connection: close\r\n\r\n"
-    )
-    with socket.create_connection(address, timeout=ANSWER_SECONDS) as s:
-        s.sendall(head.encode() + data)
-        chunks = []
-        while piece := s.recv(65536):
-            chunks.append(piece)
-    answer = b"".join(chunks)
-    top, _, body = answer.partition(b"\r\n\r\n")
-    status = int(top.split(b" ", 2)[1])
-    if b"transfer-encoding: chunked" in top.lower():
-        body = _unchunk(body)
-    try:
-        return status, json.loads(body or b"{}")
-    except ValueError:
-        return status, {}
-
-
 class KeptConnection:
-    """The heartbeats' connection to the gateway, kept from one to the next (as
-    agent/registration.py GatewayLink keeps it): a call on a connection the gateway closed
-    while idle is sent once more on a new one."""
+    """A connection to the gateway, kept from one call to the next (as agent/registration.py
+    GatewayLink keeps the heartbeats'): a call on a connection the gateway closed while idle
+    is sent once more on a new one."""
 
     def __init__(self, address: tuple[str, int]):
         self.address = address
         self.sock: socket.socket | None = None
-        self.connections = 0
 
     def call(self, method: str, path: str, payload: dict, headers: dict) -> tuple[int, dict]:
         data = json.dumps(payload).encode()
@@ -130,7 +104,6 @@ class KeptConnection:
                 return self._exchange(kept, request)
             except ConnectionError:
                 kept.close()  # closed while idle: once more, on a new one
-        self.connections += 1
         return self._exchange(socket.create_connection(self.address, timeout=ANSWER_SECONDS), request)
 
     def _exchange(self, sock: socket.socket, request: bytes) -> tuple[int, dict]:
@@ -170,6 +143,11 @@ class KeptConnection:
         except ValueError:
             return status, {}
 
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
 
 def _unchunk(data: bytes) -> bytes:
     out, rest = [], data
@@ -207,7 +185,11 @@ class Instance:
         if self.previous:
             headers[AGENT_SECRET_HEADER] = self.previous
         try:
-            status, body = call_gateway(self.gateway, "POST", AGENTS_PATH, payload, headers)
+            once = KeptConnection(self.gateway)  # a connection of its own, as the agent registers
+            try:
+                status, body = once.call("POST", AGENTS_PATH, payload, headers)
+            finally:
+                once.close()
         except OSError:
             STATS["register_unreachable"] += 1
             return False

@@ -121,10 +121,13 @@ def gateway_socket(st: Stack) -> str:
     return f"unix://{path}" if len(path.encode()) < 100 else ""
 
 
+def tcp_binds(st: Stack, port: int) -> list[str]:
+    """A replica's plain listeners: loopback, and the hosts' side of the bridge (agents)."""
+    return [f"tcp://127.0.0.1:{port}", f"tcp://{st.gw_ip}:{port}"]
+
+
 def replica_one_binds(st: Stack) -> list[str]:
-    port = st.state["port"]
-    binds = [f"tcp://127.0.0.1:{port}", f"tcp://{st.gw_ip}:{port}"]
-    return binds + ([gateway_socket(st)] if gateway_socket(st) else [])
+    return tcp_binds(st, st.state["port"]) + ([gateway_socket(st)] if gateway_socket(st) else [])
 
 
 def gateway_ping(st: Stack, url: str, timeout: float = 2) -> int | None:
@@ -178,14 +181,9 @@ def start_gateway(st: Stack, i: int, port: int) -> bool:
     say(f"starting gateway {i} on {url}" if len(gateway_ports(st)) > 1 else f"starting the gateway on {url}")
     argv = [*moorage_argv(), "--config", st.path("moorage.toml"), "serve"]
     if i > 1:  # the settings file binds replica 1
-        argv += [
-            "--bind",
-            f"tcp://127.0.0.1:{port}",
-            "--bind",
-            f"tcp://{st.gw_ip}:{port}",
-            "--log-file",
-            st.path(f"gateway-{i}.log"),
-        ]
+        for bind in tcp_binds(st, port):
+            argv += ["--bind", bind]
+        argv += ["--log-file", st.path(f"gateway-{i}.log")]
         if len(metrics_ports(st)) >= i:
             argv += ["--metrics-bind", f"127.0.0.1:{metrics_ports(st)[i - 1]}"]
         if len(tls_ports(st)) >= i:
